@@ -1,0 +1,1 @@
+//! Peers that backstop is measured against, kept beside the benchmarks.

@@ -1,0 +1,35 @@
+//! Lock-free admission control for job-running services.
+//!
+//! backstop answers the two questions a service under load must answer on every request,
+//! without taking a lock:
+//!
+//! - **429**: has this client sent too much? [`rate::SlidingWindow`] is an *exact*
+//!   sliding-window limiter: never more than `limit` admissions in any window of length
+//!   `window`, with an exact `retry_after`.
+//! - **503**: is the service full, or short of memory or disk?
+//!
+//! Time comes only through the [`clock::Clock`] trait, so tests and the simulator drive
+//! everything on virtual time with [`clock::ManualClock`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use backstop_core::clock::ManualClock;
+//! use backstop_core::rate::SlidingWindow;
+//!
+//! let clock = ManualClock::new();
+//! let limiter = SlidingWindow::with_clock(2, Duration::from_secs(60), clock.clone())?;
+//! assert!(limiter.try_acquire().is_ok());
+//! clock.advance(Duration::from_secs(10));
+//! assert!(limiter.try_acquire().is_ok());
+//! // Two admissions in the last minute: the third must wait until the first leaves.
+//! let refused = limiter.try_acquire().unwrap_err();
+//! assert_eq!(refused.retry_after(), Duration::from_secs(50));
+//! # Ok::<(), backstop_core::ConfigError>(())
+//! ```
+
+pub mod clock;
+mod config_error;
+pub mod rate;
+mod sync;
+
+pub use config_error::ConfigError;

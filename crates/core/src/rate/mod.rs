@@ -1,0 +1,33 @@
+//! Rate limiting: the 429 answer.
+//!
+//! [`SlidingWindow`] is an exact sliding-window limiter kept in a lock-free ring of
+//! admission times.
+
+mod ring;
+mod window;
+
+pub use window::{MAX_LIMIT, MAX_WINDOW, SlidingWindow};
+
+use std::time::Duration;
+
+/// A request was refused because its window already holds `limit` admissions (HTTP 429).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("rate limited: retry after {retry_after:?}")]
+pub struct RateLimited {
+    retry_after: Duration,
+}
+
+impl RateLimited {
+    /// A refusal that will clear after `retry_after`.
+    pub fn new(retry_after: Duration) -> Self {
+        RateLimited { retry_after }
+    }
+
+    /// Exactly how long until the oldest admission in the window leaves it.
+    ///
+    /// A retry at `now + retry_after` is admitted if nothing else was admitted meanwhile;
+    /// a retry one nanosecond earlier is not.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}

@@ -1,0 +1,321 @@
+use std::fmt;
+use std::time::Duration;
+
+use super::RateLimited;
+use super::ring::AdmissionRing;
+use crate::ConfigError;
+use crate::clock::{Clock, QuantaClock};
+
+/// The largest `limit` a [`SlidingWindow`] accepts: 2²⁴ admissions, a 256 MiB ring.
+pub const MAX_LIMIT: u32 = 1 << 24;
+
+/// The longest `window` a [`SlidingWindow`] accepts: 100 years (365-day years), so that
+/// `time + window` always fits the ring's 64-bit nanosecond timestamps.
+pub const MAX_WINDOW: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+const _: () = assert!(MAX_WINDOW.as_nanos() < (u64::MAX / 4) as u128);
+
+/// An exact sliding-window rate limiter, lock-free.
+///
+/// # Semantics
+///
+/// A request at time `t` is admitted iff fewer than `limit` requests were admitted in the
+/// half-open window `(t − window, t]`. Equivalently, admission number `k` is allowed iff
+/// admission `k − limit` happened at least `window` earlier. Nothing is approximated:
+/// unlike GCRA or token buckets (which let up to `2·limit − 1` through in some window),
+/// no window of length `window` ever holds more than `limit` admissions.
+///
+/// Time 0 of the clock is a real instant: the first `limit` requests at time 0 are
+/// admitted. A refusal carries the exact [`retry_after`](RateLimited::retry_after).
+///
+/// # Concurrency
+///
+/// [`try_acquire`](Self::try_acquire) takes no lock: an admission is one 128-bit
+/// compare-and-swap that claims the admission number and records its time together,
+/// plus a 64-bit CAS that any thread may perform to move the ring's head on. A thread
+/// preempted at any point delays nobody. Admissions are linearised in the order of their
+/// CASes; the recorded time of an admission is `max(its clock reading, the previous
+/// admission's recorded time)`, so recorded times are monotone even when threads read
+/// the clock in a different order than they admit.
+///
+/// # Memory ordering
+///
+/// An admission publishes its recorded time with release semantics; every thread that
+/// later reads the ring sees it before deciding. Refusals are decided from one acquire
+/// load of the slot, and are correct at the instant of that load.
+///
+/// # Time that goes backwards
+///
+/// The check compares the caller's clock reading with the time the oldest admission in
+/// the window leaves it. A reading that goes backwards can therefore only refuse more,
+/// never release capacity early; it never panics.
+///
+/// # Memory
+///
+/// One ring of `limit` 16-byte slots plus a cache-padded head:
+/// [`SlidingWindow::bytes_for(limit)`](Self::bytes_for) bytes (about `16·limit + 256`).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use backstop_core::clock::ManualClock;
+/// use backstop_core::rate::SlidingWindow;
+///
+/// // The original design's default: 30 requests per 60 s.
+/// let clock = ManualClock::new();
+/// let limiter = SlidingWindow::with_clock(30, Duration::from_secs(60), clock.clone())?;
+/// for _ in 0..30 {
+///     limiter.try_acquire().expect("within the limit");
+/// }
+/// let refused = limiter.try_acquire().unwrap_err();
+/// assert_eq!(refused.retry_after(), Duration::from_secs(60));
+///
+/// clock.advance(refused.retry_after() - Duration::from_nanos(1));
+/// assert!(limiter.try_acquire().is_err(), "one nanosecond early");
+/// clock.advance(Duration::from_nanos(1));
+/// assert!(limiter.try_acquire().is_ok(), "exactly on time");
+/// # Ok::<(), backstop_core::ConfigError>(())
+/// ```
+pub struct SlidingWindow<C = QuantaClock> {
+    ring: AdmissionRing,
+    clock: C,
+    limit: u32,
+    window: Duration,
+}
+
+impl SlidingWindow<QuantaClock> {
+    /// A limiter of `limit` admissions per `window` on the default monotonic clock.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `limit` or `window` when `limit` is 0 or above
+    /// [`MAX_LIMIT`], or `window` is 0 or above [`MAX_WINDOW`].
+    pub fn new(limit: u32, window: Duration) -> Result<Self, ConfigError> {
+        Self::with_clock(limit, window, QuantaClock::new())
+    }
+}
+
+impl<C: Clock> SlidingWindow<C> {
+    /// A limiter of `limit` admissions per `window` on `clock`.
+    ///
+    /// # Errors
+    ///
+    /// As [`SlidingWindow::new`].
+    pub fn with_clock(limit: u32, window: Duration, clock: C) -> Result<Self, ConfigError> {
+        Self::with_history(limit, window, clock, &[])
+    }
+
+    fn with_history(
+        limit: u32,
+        window: Duration,
+        clock: C,
+        history: &[u64],
+    ) -> Result<Self, ConfigError> {
+        let window_ns = validate(limit, window)?;
+        Ok(SlidingWindow {
+            ring: AdmissionRing::with_history(limit, window_ns, history),
+            clock,
+            limit,
+            window,
+        })
+    }
+
+    /// A new limiter with another `limit` and `window` that remembers this one's recent
+    /// admissions, so that lowering the limit takes effect at once instead of handing out
+    /// a fresh budget. Admissions that race this call may not be carried over.
+    ///
+    /// # Errors
+    ///
+    /// As [`SlidingWindow::new`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use backstop_core::clock::ManualClock;
+    /// use backstop_core::rate::SlidingWindow;
+    ///
+    /// let clock = ManualClock::new();
+    /// let minute = Duration::from_secs(60);
+    /// let wide = SlidingWindow::with_clock(30, minute, clock.clone())?;
+    /// for _ in 0..10 {
+    ///     wide.try_acquire().unwrap();
+    /// }
+    /// let narrow = wide.reconfigured(5, minute)?;
+    /// assert!(narrow.try_acquire().is_err(), "10 admissions already in the window");
+    /// # Ok::<(), backstop_core::ConfigError>(())
+    /// ```
+    pub fn reconfigured(&self, limit: u32, window: Duration) -> Result<Self, ConfigError>
+    where
+        C: Clone,
+    {
+        Self::with_history(limit, window, self.clock.clone(), &self.ring.history())
+    }
+
+    /// Admits one request now, or says exactly when to retry.
+    ///
+    /// # Errors
+    ///
+    /// [`RateLimited`] when the window already holds `limit` admissions.
+    #[inline]
+    pub fn try_acquire(&self) -> Result<(), RateLimited> {
+        self.try_acquire_at(self.clock.now_ns())
+    }
+
+    /// Admits one request at `now_ns` (nanoseconds on this limiter's clock), for callers
+    /// that already read the clock. A time earlier than admissions already recorded is
+    /// treated as in [Time that goes backwards](Self#time-that-goes-backwards).
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Self::try_acquire).
+    #[inline]
+    pub fn try_acquire_at(&self, now_ns: u64) -> Result<(), RateLimited> {
+        self.ring
+            .try_acquire_at(now_ns)
+            .map_err(|retry_after_ns| RateLimited::new(Duration::from_nanos(retry_after_ns)))
+    }
+
+    /// Blocks until admitted or until `timeout` has passed on this limiter's clock.
+    ///
+    /// Sleeps until the computed retry time (no polling), never past the deadline, and
+    /// returns at once when the wait would end after it. Another thread may take the
+    /// freed capacity first; then it waits again, within the same deadline.
+    ///
+    /// # Errors
+    ///
+    /// [`RateLimited`] with the wait that would have been needed, when the deadline
+    /// comes first.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<(), RateLimited> {
+        let deadline_ns = self.clock.now_ns().saturating_add(nanos(timeout));
+        loop {
+            match self.attempt_before(deadline_ns) {
+                Attempt::Admitted => return Ok(()),
+                Attempt::GiveUp(refused) => return Err(refused),
+                Attempt::Wait(wait) => self.clock.sleep(wait),
+            }
+        }
+    }
+
+    /// As [`acquire_timeout`](Self::acquire_timeout), waiting on tokio's timer instead
+    /// of blocking the thread. On a clock whose [`sleep`](Clock::sleep) only moves virtual
+    /// time ([`ManualClock`](crate::clock::ManualClock)), it moves the clock and yields.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: an admission happens only inside a poll that then returns `Ok`, so
+    /// dropping the future before it completes admits nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire_timeout`](Self::acquire_timeout).
+    #[cfg(feature = "tokio")]
+    pub async fn acquire_timeout_async(&self, timeout: Duration) -> Result<(), RateLimited> {
+        let deadline_ns = self.clock.now_ns().saturating_add(nanos(timeout));
+        loop {
+            match self.attempt_before(deadline_ns) {
+                Attempt::Admitted => return Ok(()),
+                Attempt::GiveUp(refused) => return Err(refused),
+                Attempt::Wait(wait) if self.clock.is_virtual() => {
+                    self.clock.sleep(wait);
+                    tokio::task::yield_now().await;
+                }
+                Attempt::Wait(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    /// One try of a timed wait that must end by `deadline_ns`.
+    fn attempt_before(&self, deadline_ns: u64) -> Attempt {
+        let now_ns = self.clock.now_ns();
+        match self.ring.try_acquire_at(now_ns) {
+            Ok(()) => Attempt::Admitted,
+            Err(wait_ns) if wait_ns > deadline_ns.saturating_sub(now_ns) => {
+                Attempt::GiveUp(RateLimited::new(Duration::from_nanos(wait_ns)))
+            }
+            Err(wait_ns) => Attempt::Wait(Duration::from_nanos(wait_ns)),
+        }
+    }
+
+    /// How many requests would be admitted now, were nothing else admitted meanwhile.
+    ///
+    /// Under concurrent admissions, a count that was true at some moment during the
+    /// call; use it for reporting (`RateLimit-Remaining` headers), not for deciding.
+    pub fn available(&self) -> u32 {
+        self.ring.available_at(self.clock.now_ns())
+    }
+
+    /// As [`available`](Self::available), at `now_ns` on this limiter's clock.
+    pub fn available_at(&self, now_ns: u64) -> u32 {
+        self.ring.available_at(now_ns)
+    }
+
+    /// The most admissions in any window.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// The window's length.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// The clock this limiter reads.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// Bytes of memory a limiter of `limit` takes (the ring plus its padded head).
+    pub fn bytes_for(limit: u32) -> usize {
+        AdmissionRing::bytes_for(limit) + std::mem::size_of::<Self>()
+            - std::mem::size_of::<AdmissionRing>()
+    }
+
+    /// Whether admissions use real 128-bit atomic instructions on this machine (true on
+    /// x86_64 with CMPXCHG16B and on aarch64); false would mean a lock-based fallback.
+    pub fn is_lock_free() -> bool {
+        AdmissionRing::is_lock_free()
+    }
+}
+
+impl<C: Clock> fmt::Debug for SlidingWindow<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlidingWindow")
+            .field("limit", &self.limit)
+            .field("window", &self.window)
+            .field("available", &self.available())
+            .finish()
+    }
+}
+
+enum Attempt {
+    Admitted,
+    Wait(Duration),
+    GiveUp(RateLimited),
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Checks a limit and window, returning the window in nanoseconds.
+fn validate(limit: u32, window: Duration) -> Result<u64, ConfigError> {
+    if limit == 0 {
+        return Err(ConfigError::new("limit", "must be at least 1"));
+    }
+    if limit > MAX_LIMIT {
+        return Err(ConfigError::new(
+            "limit",
+            format!("{limit} is above the maximum of {MAX_LIMIT}"),
+        ));
+    }
+    if window.is_zero() {
+        return Err(ConfigError::new("window", "must be longer than zero"));
+    }
+    if window > MAX_WINDOW {
+        return Err(ConfigError::new(
+            "window",
+            format!("{window:?} is longer than the maximum of 100 years"),
+        ));
+    }
+    Ok(nanos(window))
+}

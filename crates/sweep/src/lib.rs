@@ -1,0 +1,1 @@
+//! Parallel, symlink-race-safe cleanup of old temp files (work in progress).
