@@ -3,6 +3,9 @@
 //!
 //! `cargo bench -p backstop-benches --bench rate`
 
+// criterion_group! expands to an undocumented pub fn.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Barrier};
