@@ -66,6 +66,7 @@
 mod age;
 mod error;
 mod fsops;
+mod locks;
 mod pressure;
 mod report;
 mod schedule;

@@ -23,6 +23,7 @@ use rustix::fs::FileType;
 use rustix::io::Errno;
 
 use crate::fsops;
+use crate::locks::Flocks;
 use crate::report::{EntryKind, ErrorKind, SkipReason, Tally};
 use crate::walk::{Candidate, Ctx};
 
@@ -105,6 +106,7 @@ fn delete_group(ctx: &Ctx<'_>, root: BorrowedFd<'_>, group: &[&Candidate]) -> Ta
     };
     let dir = opened.as_ref().map_or(root, |fd| fd.as_fd());
     let same_dir = rustix::fs::fstat(dir).is_ok_and(|stat| fsops::ident(&stat) == record.ident);
+    let mut flocks = Flocks::default();
     for candidate in group {
         let rel = record
             .rel
@@ -131,7 +133,7 @@ fn delete_group(ctx: &Ctx<'_>, root: BorrowedFd<'_>, group: &[&Candidate]) -> Ta
             tally.skipped.add(SkipReason::TooYoung);
             continue;
         }
-        if ctx.check_locks && fsops::file_is_locked(dir, &candidate.name) {
+        if ctx.check_locks && flocks.is_locked(dir, &candidate.name, &stat) {
             tally.skipped.add(SkipReason::Locked);
             continue;
         }

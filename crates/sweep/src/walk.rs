@@ -35,6 +35,7 @@ use rustix::io::Errno;
 
 use crate::age::{Cutoff, ns_to_system_time};
 use crate::fsops;
+use crate::locks::Flocks;
 use crate::report::{EntryKind, ErrorKind, RemovedEntry, SkipReason, Tally};
 
 /// Directories at most this deep are walked as parallel tasks.
@@ -184,6 +185,7 @@ fn scan(
     let mut subdirs = Vec::new();
     let mut remaining = 0u64;
     let mut record: Option<Arc<DirRecord>> = None;
+    let mut flocks = Flocks::default();
     while let Some(entry) = entries.next() {
         let entry = match entry {
             Ok(entry) => entry,
@@ -209,7 +211,7 @@ fn scan(
             subdirs.push(name.to_owned());
             continue;
         }
-        match handle_entry(ctx, dir, rel, ident, name, &mut record, out) {
+        match handle_entry(ctx, dir, rel, ident, name, &mut record, &mut flocks, out) {
             Fate::Removed => {}
             Fate::Kept => remaining += 1,
             Fate::Directory => subdirs.push(name.to_owned()),
@@ -218,6 +220,7 @@ fn scan(
     (subdirs, remaining)
 }
 
+#[allow(clippy::too_many_arguments)] // the per-directory state a scan threads through
 fn handle_entry(
     ctx: &Ctx<'_>,
     dir: BorrowedFd<'_>,
@@ -225,6 +228,7 @@ fn handle_entry(
     ident: (u64, u64),
     name: &CStr,
     record: &mut Option<Arc<DirRecord>>,
+    flocks: &mut Flocks,
     out: &mut Walked,
 ) -> Fate {
     let stat = match fsops::lstat_at(dir, name) {
@@ -273,7 +277,7 @@ fn handle_entry(
         }
         return Fate::Kept;
     }
-    if kind == EntryKind::File && ctx.check_locks && fsops::file_is_locked(dir, name) {
+    if kind == EntryKind::File && ctx.check_locks && flocks.is_locked(dir, name, &stat) {
         out.tally.skipped.add(SkipReason::Locked);
         return Fate::Kept;
     }
