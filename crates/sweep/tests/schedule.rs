@@ -22,7 +22,10 @@ fn a_full_disk_triggers_a_pressure_sweep_with_a_byte_goal() {
         .check_every(Duration::from_secs(3600))
         .pressure_older_than(Duration::from_secs(24 * 3600))
         .on_report(move |trigger, result| {
-            let report = result.as_ref().map(Clone::clone).map_err(|e| e.to_string());
+            let report = match result {
+                Ok(report) => Ok(report.clone()),
+                Err(err) => Err(err.to_string()),
+            };
             let _ = tx.send((trigger, report));
         })
         .start()
