@@ -31,9 +31,30 @@
 //!   `flock` is skipped (non-blocking probe); modification times in the future count as
 //!   new;
 //! - per-entry errors are counted in [`SweepReport::errors`] and never stop the run;
-//! - open file descriptors stay bounded however deep the tree (see the walker's notes on
-//!   [`Sweep`]'s fd budget: a sequential walk with a window of fds below 32 levels, and
-//!   parents reopened through `..` with an identity check).
+//! - open file descriptors stay bounded however deep the tree (next section).
+//!
+//! # File descriptors
+//!
+//! A directory's fd stays open while its children are handled, since they are opened
+//! and removed relative to it; a plain recursive walk therefore holds one fd per level
+//! and fails with `EMFILE` on a deep enough tree. Here, down to 32 levels and while the
+//! parallel tasks hold fewer fds than a budget (half the soft `RLIMIT_NOFILE`, less a
+//! reserve per thread, at most 1024), each directory is a rayon task. Below that, a
+//! subtree is walked by one thread with an explicit stack that keeps only the 16 deepest
+//! directory fds open; on the way back up, a parent whose fd was closed is reopened
+//! through `..` from its child and accepted only if its device and inode are those
+//! recorded on the way down. If not, the directory was moved during the sweep: the error
+//! is counted under [`ErrorCounts::moved`] and that part of the subtree is abandoned,
+//! never guessed at. A tree 10 000 levels deep is swept under `RLIMIT_NOFILE` = 64.
+//!
+//! # Locks
+//!
+//! An old directory that another process holds under `flock` is not entered; an old file
+//! under `flock` is not removed. Files are checked against a snapshot of `/proc/locks`
+//! read once per directory (when it first meets an old file), which saves an `open` +
+//! `flock` + `close` per file; where `/proc/locks` is unreadable each file is probed
+//! instead. Like any such check it is advisory and racy: a lock taken after the check is
+//! not seen. [`JobWorkspace::lock_against_sweeps`] uses this to protect a running job.
 //!
 //! # Parallelism
 //!

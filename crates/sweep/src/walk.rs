@@ -239,8 +239,16 @@ fn handle_entry(
             return Fate::Kept;
         }
     };
-    let kind = match FileType::from_raw_mode(stat.st_mode) {
-        FileType::Directory => return Fate::Directory,
+    let file_type = FileType::from_raw_mode(stat.st_mode);
+    if file_type == FileType::Directory {
+        return Fate::Directory;
+    }
+    // A file bind-mounted into the tree belongs to another filesystem.
+    if fsops::dev(&stat) != ctx.root_dev {
+        out.tally.skipped.add(SkipReason::OtherFilesystem);
+        return Fate::Kept;
+    }
+    let kind = match file_type {
         FileType::RegularFile => EntryKind::File,
         FileType::Symlink => EntryKind::Symlink,
         _ if ctx.remove_special => EntryKind::Special,
@@ -249,11 +257,6 @@ fn handle_entry(
             return Fate::Kept;
         }
     };
-    // A file bind-mounted into the tree belongs to another filesystem.
-    if fsops::dev(&stat) != ctx.root_dev {
-        out.tally.skipped.add(SkipReason::OtherFilesystem);
-        return Fate::Kept;
-    }
     if !ctx.cutoff.is_old(&stat) {
         out.tally.skipped.add(SkipReason::TooYoung);
         return Fate::Kept;
