@@ -111,7 +111,10 @@ impl AdmissionRing {
                 prev_free_at.saturating_sub(self.window_ns)
             };
             let recorded_ns = now_ns.max(previous_ns);
-            let claim = (k.wrapping_add(len), recorded_ns.saturating_add(self.window_ns));
+            let claim = (
+                k.wrapping_add(len),
+                recorded_ns.saturating_add(self.window_ns),
+            );
             // AcqRel on success: publishes the claim to whoever acquires head or this slot
             // next. Relaxed on failure: we only loop and re-read with Acquire.
             if slot
