@@ -161,16 +161,16 @@ impl JobState {
 
     /// Adds one waiting job if fewer than `bound` wait.
     #[inline]
-    fn enter_below(self: &Arc<Self>, bound: u32) -> Result<QueueTicket, QueueFull> {
+    fn enter_below(this: &Arc<Self>, bound: u32) -> Result<QueueTicket, QueueFull> {
         // Relaxed throughout: a ticket guards no other memory, and read-modify-writes of
         // one atomic are totally ordered whatever their ordering, which is all the bound
         // needs.
-        let mut word = self.counts.load(Ordering::Relaxed);
+        let mut word = this.counts.load(Ordering::Relaxed);
         loop {
             if waiting(word) >= bound {
                 return Err(QueueFull { max_queue: bound });
             }
-            match self.counts.compare_exchange_weak(
+            match this.counts.compare_exchange_weak(
                 word,
                 word + WAITING_ONE,
                 Ordering::Relaxed,
@@ -178,7 +178,7 @@ impl JobState {
             ) {
                 Ok(_) => {
                     return Ok(QueueTicket {
-                        state: Arc::clone(self),
+                        state: Arc::clone(this),
                     });
                 }
                 Err(now) => word = now,
@@ -318,14 +318,14 @@ impl QueueGate {
     /// [`QueueFull`] when the queue holds as many jobs as `priority` may fill it with.
     #[inline]
     pub fn try_enter_as(&self, priority: Priority) -> Result<QueueTicket, QueueFull> {
-        self.state.enter_below(self.state.queue_bound(priority))
+        JobState::enter_below(&self.state, self.state.queue_bound(priority))
     }
 
     /// Takes a place while fewer than `bound` wait, whatever the configured bound (for
     /// shadow mode, which must keep counting past the bound it does not enforce).
     #[inline]
     pub(crate) fn try_enter_below(&self, bound: u32) -> Result<QueueTicket, QueueFull> {
-        self.state.enter_below(bound)
+        JobState::enter_below(&self.state, bound)
     }
 
     /// How many jobs wait. There was a moment during the call when exactly this many

@@ -132,7 +132,7 @@ impl ResourceLimits {
             ));
         }
         let margin = self.memory_pressure_margin_pct;
-        if !(margin >= 0.0 && margin <= 100.0) {
+        if !(0.0..=100.0).contains(&margin) {
             return Err(ConfigError::new(
                 "resources.memory_pressure_margin_pct",
                 format_args!("must be 0 to 100, got {margin}"),
