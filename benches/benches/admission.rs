@@ -1,0 +1,184 @@
+//! Admission control against its peers, in one run:
+//!
+//! - `counters/*`: `QueueGate` enter+drop and `JobSlots` acquire+drop against
+//!   `tokio::sync::Semaphore::try_acquire` (+ the owned variant, which like our tickets
+//!   holds an `Arc`) and a `Mutex<usize>`, on 1 and 2 threads.
+//! - `resource_check/*`: `ResourceGate::check` against refreshing sysinfo and `statvfs`
+//!   on every check (what the original did with psutil).
+//! - `front_door/*`: `Admission::try_admit` (+ dropping the ticket) against
+//!   `SlidingWindow::try_acquire` alone.
+//!
+//! Multi-thread figures are the wall time of one operation per thread: each of the `n`
+//! threads does `iters` operations, all start together, and the slowest thread's time
+//! is reported.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use backstop_core::jobs::{self, JobBounds};
+use backstop_core::rate::SlidingWindow;
+use backstop_core::resources::{ResourceGate, ResourceLimits, ResourceReading};
+use backstop_core::{Admission, Decision, Limits};
+use criterion::{Criterion, criterion_main};
+use tokio::sync::Semaphore;
+
+/// Bounds high enough that no benchmarked operation is ever refused.
+const ROOM: u32 = 1 << 16;
+
+/// Runs `op` `iters` times on each of `threads` threads started together; returns the
+/// slowest thread's time.
+fn on_threads<F>(threads: usize, iters: u64, op: F) -> Duration
+where
+    F: Fn() + Sync,
+{
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        op();
+                    }
+                    start.elapsed()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("bench thread"))
+            .max()
+            .unwrap_or_default()
+    })
+}
+
+fn counters(c: &mut Criterion) {
+    let bounds = JobBounds {
+        max_queue: ROOM,
+        critical_reserve: 0,
+        max_jobs: ROOM,
+    };
+    let (queue, slots) = jobs::counters(bounds).expect("valid bounds");
+    let semaphore = Arc::new(Semaphore::new(ROOM as usize));
+    let mutex = Mutex::new(0usize);
+
+    let queue_op = || drop(black_box(queue.try_enter().expect("room")));
+    let slots_op = || drop(black_box(slots.try_acquire().expect("room")));
+    let tokio_op = || drop(black_box(semaphore.try_acquire().expect("room")));
+    let tokio_owned_op = || {
+        drop(black_box(
+            Arc::clone(&semaphore).try_acquire_owned().expect("room"),
+        ))
+    };
+    let mutex_op = || {
+        {
+            let mut n = mutex.lock().expect("not poisoned");
+            assert!(*n < ROOM as usize);
+            *n += 1;
+        }
+        black_box(());
+        *mutex.lock().expect("not poisoned") -= 1;
+    };
+
+    for threads in [1, 2] {
+        let mut group = c.benchmark_group(format!("counters/{threads}_threads"));
+        group.bench_function("QueueGate::try_enter+drop", |b| {
+            b.iter_custom(|iters| on_threads(threads, iters, queue_op))
+        });
+        group.bench_function("JobSlots::try_acquire+drop", |b| {
+            b.iter_custom(|iters| on_threads(threads, iters, slots_op))
+        });
+        group.bench_function("tokio::Semaphore::try_acquire+drop", |b| {
+            b.iter_custom(|iters| on_threads(threads, iters, tokio_op))
+        });
+        group.bench_function("tokio::Semaphore::try_acquire_owned+drop", |b| {
+            b.iter_custom(|iters| on_threads(threads, iters, tokio_owned_op))
+        });
+        group.bench_function("Mutex<usize> inc+dec", |b| {
+            b.iter_custom(|iters| on_threads(threads, iters, mutex_op))
+        });
+        group.finish();
+    }
+}
+
+/// The original's way: refresh the OS figures on every check.
+struct RefreshEveryCheck {
+    system: sysinfo::System,
+    disk_path: PathBuf,
+    min_memory_bytes: u64,
+    min_disk_bytes: u64,
+}
+
+impl RefreshEveryCheck {
+    fn check(&mut self) -> bool {
+        self.system
+            .refresh_memory_specifics(sysinfo::MemoryRefreshKind::nothing().with_ram());
+        let memory = self.system.available_memory();
+        let disk = rustix::fs::statvfs(&self.disk_path)
+            .map(|s| s.f_bavail * s.f_frsize)
+            .unwrap_or(0);
+        memory >= self.min_memory_bytes && disk >= self.min_disk_bytes
+    }
+}
+
+fn resource_check(c: &mut Criterion) {
+    let limits = ResourceLimits::default();
+    let gate = ResourceGate::with_limits(&limits).expect("valid limits");
+    gate.observe(ResourceReading {
+        available_memory_bytes: 8 << 30,
+        free_disk_bytes: Some(50 << 30),
+        memory_pressure_pct: None,
+    });
+    let mut peer = RefreshEveryCheck {
+        system: sysinfo::System::new(),
+        disk_path: limits.disk_path.clone(),
+        min_memory_bytes: limits.min_available_memory_mib << 20,
+        min_disk_bytes: limits.min_free_disk_mib << 20,
+    };
+
+    let mut group = c.benchmark_group("resource_check");
+    group.bench_function("ResourceGate::check", |b| {
+        b.iter(|| black_box(gate.check()).is_ok())
+    });
+    group.bench_function("sysinfo refresh+statvfs per check", |b| {
+        b.iter(|| black_box(peer.check()))
+    });
+    group.finish();
+}
+
+fn front_door(c: &mut Criterion) {
+    // A window no benchmark can fill: 1 Mi admissions per 10 ms is 100 M/s.
+    let limit = 1 << 20;
+    let window = Duration::from_millis(10);
+    let limiter = SlidingWindow::new(limit, window).expect("valid limit");
+    let mut limits = Limits::default();
+    limits.rate.limit = limit;
+    limits.rate.window_ms = 10;
+    limits.queue.max = ROOM;
+    let admission = Admission::new(limits).expect("valid limits");
+
+    let mut group = c.benchmark_group("front_door");
+    group.bench_function("SlidingWindow::try_acquire", |b| {
+        b.iter(|| limiter.try_acquire().expect("never full"))
+    });
+    group.bench_function("Admission::try_admit+drop", |b| {
+        b.iter(|| match admission.try_admit() {
+            Decision::Admitted(ticket) => drop(black_box(ticket)),
+            other => panic!("refused in a bench: {other:?}"),
+        })
+    });
+    group.finish();
+}
+
+mod group {
+    // criterion_group! generates an undocumented pub fn.
+    #![allow(missing_docs)]
+    use super::{counters, front_door, resource_check};
+    use criterion::criterion_group;
+
+    criterion_group!(benches, counters, resource_check, front_door);
+}
+criterion_main!(group::benches);
