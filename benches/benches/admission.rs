@@ -6,7 +6,8 @@
 //! - `resource_check/*`: `ResourceGate::check` against refreshing sysinfo and `statvfs`
 //!   on every check (what the original did with psutil).
 //! - `front_door/*`: `Admission::try_admit` (+ dropping the ticket) against
-//!   `SlidingWindow::try_acquire` alone.
+//!   `SlidingWindow::try_acquire` alone, and against the limiter and queue called
+//!   directly (what the front door adds: the config swap's load and the metrics).
 //!
 //! Multi-thread figures are the wall time of one operation per thread: each of the `n`
 //! threads does `iters` operations, all start together, and the slowest thread's time
@@ -67,6 +68,9 @@ fn counters(c: &mut Criterion) {
 
     let queue_op = || drop(black_box(queue.try_enter().expect("room")));
     let slots_op = || drop(black_box(slots.try_acquire().expect("room")));
+    // What `Admission` uses: the same counters keeping started/finished totals.
+    let (_queue_t, slots_totals) = jobs::counters_with_totals(bounds).expect("valid bounds");
+    let slots_totals_op = || drop(black_box(slots_totals.try_acquire().expect("room")));
     let tokio_op = || drop(black_box(semaphore.try_acquire().expect("room")));
     let tokio_owned_op = || {
         drop(black_box(
@@ -90,6 +94,9 @@ fn counters(c: &mut Criterion) {
         });
         group.bench_function("JobSlots::try_acquire+drop", |b| {
             b.iter_custom(|iters| on_threads(threads, iters, slots_op))
+        });
+        group.bench_function("JobSlots(with totals)::try_acquire+drop", |b| {
+            b.iter_custom(|iters| on_threads(threads, iters, slots_totals_op))
         });
         group.bench_function("tokio::Semaphore::try_acquire+drop", |b| {
             b.iter_custom(|iters| on_threads(threads, iters, tokio_op))
@@ -159,10 +166,24 @@ fn front_door(c: &mut Criterion) {
     limits.rate.window_ms = 10;
     limits.queue.max = ROOM;
     let admission = Admission::new(limits).expect("valid limits");
+    // The two stages alone, without the front door's config swap and metrics.
+    let bare_limiter = SlidingWindow::new(limit, window).expect("valid limit");
+    let (bare_queue, _bare_slots) = jobs::counters(JobBounds {
+        max_queue: ROOM,
+        critical_reserve: 0,
+        max_jobs: 1,
+    })
+    .expect("valid bounds");
 
     let mut group = c.benchmark_group("front_door");
     group.bench_function("SlidingWindow::try_acquire", |b| {
         b.iter(|| limiter.try_acquire().expect("never full"))
+    });
+    group.bench_function("SlidingWindow+QueueGate (stages alone)+drop", |b| {
+        b.iter(|| {
+            bare_limiter.try_acquire().expect("never full");
+            drop(black_box(bare_queue.try_enter().expect("room")));
+        })
     });
     group.bench_function("Admission::try_admit+drop", |b| {
         b.iter(|| match admission.try_admit() {

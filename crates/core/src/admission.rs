@@ -270,7 +270,7 @@ impl<C: Clock + Clone> Admission<C> {
         limits.validate()?;
         let limiter =
             SlidingWindow::with_clock(limits.rate.limit, limits.rate.window(), clock.clone())?;
-        let (queue, slots) = jobs::counters(limits.job_bounds())?;
+        let (queue, slots) = jobs::counters_with_totals(limits.job_bounds())?;
         let gate = StdArc::new(ResourceGate::new(&limits.resources, clock.clone())?);
         let metrics = StdArc::new(Metrics::new(
             queue.clone(),

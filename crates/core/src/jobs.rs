@@ -132,21 +132,29 @@ pub(crate) struct JobState {
     max_queue: AtomicU32,
     normal_max_queue: AtomicU32,
     max_jobs: AtomicU32,
-    /// Lifetime totals for metrics, apart from the hot word so that reading them for a
-    /// scrape never slows an admission.
-    started_total: CachePadded<AtomicU64>,
-    finished_total: CachePadded<AtomicU64>,
+    /// Lifetime totals, kept only when asked for ([`counters_with_totals`]): each costs
+    /// an atomic add per job start or finish, which bare counters need not pay.
+    totals: Option<Totals>,
+}
+
+/// Jobs started and finished, apart from the hot word so that reading them for a scrape
+/// never slows an admission.
+struct Totals {
+    started: CachePadded<AtomicU64>,
+    finished: CachePadded<AtomicU64>,
 }
 
 impl JobState {
-    fn new(bounds: JobBounds) -> Self {
+    fn new(bounds: JobBounds, with_totals: bool) -> Self {
         JobState {
             counts: CachePadded::new(AtomicU64::new(0)),
             max_queue: AtomicU32::new(bounds.max_queue),
             normal_max_queue: AtomicU32::new(bounds.max_queue - bounds.critical_reserve),
             max_jobs: AtomicU32::new(bounds.max_jobs),
-            started_total: CachePadded::new(AtomicU64::new(0)),
-            finished_total: CachePadded::new(AtomicU64::new(0)),
+            totals: with_totals.then(|| Totals {
+                started: CachePadded::new(AtomicU64::new(0)),
+                finished: CachePadded::new(AtomicU64::new(0)),
+            }),
         }
     }
 
@@ -205,8 +213,7 @@ impl JobState {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
-                    // Relaxed: a statistic, read only for reporting.
-                    self.started_total.fetch_add(1, Ordering::Relaxed);
+                    self.count_start();
                     return true;
                 }
                 Err(now) => word = now,
@@ -231,12 +238,19 @@ impl JobState {
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
-                    // Relaxed: a statistic, read only for reporting.
-                    self.started_total.fetch_add(1, Ordering::Relaxed);
+                    self.count_start();
                     return true;
                 }
                 Err(now) => word = now,
             }
+        }
+    }
+
+    #[inline]
+    fn count_start(&self) {
+        if let Some(totals) = &self.totals {
+            // Relaxed: a statistic, read only for reporting.
+            totals.started.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -277,8 +291,26 @@ impl JobState {
 ///
 /// As [`JobBounds::validate`].
 pub fn counters(bounds: JobBounds) -> Result<(QueueGate, JobSlots), ConfigError> {
+    new_counters(bounds, false)
+}
+
+/// As [`counters`], also keeping lifetime totals of jobs started and finished
+/// ([`JobSlots::started_total`]), for metrics; each start and finish then costs one more
+/// relaxed atomic add. [`Admission`](crate::Admission) uses these.
+///
+/// # Errors
+///
+/// As [`JobBounds::validate`].
+pub fn counters_with_totals(bounds: JobBounds) -> Result<(QueueGate, JobSlots), ConfigError> {
+    new_counters(bounds, true)
+}
+
+fn new_counters(
+    bounds: JobBounds,
+    with_totals: bool,
+) -> Result<(QueueGate, JobSlots), ConfigError> {
     bounds.validate()?;
-    let state = Arc::new(JobState::new(bounds));
+    let state = Arc::new(JobState::new(bounds, with_totals));
     Ok((
         QueueGate {
             state: Arc::clone(&state),
@@ -425,16 +457,19 @@ impl JobSlots {
         self.state.counts().1
     }
 
-    /// Jobs started so far.
-    pub fn started_total(&self) -> u64 {
+    /// Jobs started so far; `None` unless made by [`counters_with_totals`].
+    pub fn started_total(&self) -> Option<u64> {
         // Relaxed: a statistic.
-        self.state.started_total.load(Ordering::Relaxed)
+        let totals = self.state.totals.as_ref()?;
+        Some(totals.started.load(Ordering::Relaxed))
     }
 
-    /// Jobs finished (permits dropped) so far.
-    pub fn finished_total(&self) -> u64 {
+    /// Jobs finished (permits dropped) so far; `None` unless made by
+    /// [`counters_with_totals`].
+    pub fn finished_total(&self) -> Option<u64> {
         // Relaxed: a statistic.
-        self.state.finished_total.load(Ordering::Relaxed)
+        let totals = self.state.totals.as_ref()?;
+        Some(totals.finished.load(Ordering::Relaxed))
     }
 
     /// The current bounds (shared with the queue).
@@ -485,8 +520,10 @@ impl Drop for JobPermit {
     fn drop(&mut self) {
         // Release: everything this job did happens before the next start (see JobSlots).
         self.state.counts.fetch_sub(RUNNING_ONE, Ordering::Release);
-        // Relaxed: a statistic.
-        self.state.finished_total.fetch_add(1, Ordering::Relaxed);
+        if let Some(totals) = &self.state.totals {
+            // Relaxed: a statistic.
+            totals.finished.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -517,7 +554,7 @@ mod tests {
     use super::*;
 
     fn pair(max_queue: u32, critical_reserve: u32, max_jobs: u32) -> (QueueGate, JobSlots) {
-        counters(JobBounds {
+        counters_with_totals(JobBounds {
             max_queue,
             critical_reserve,
             max_jobs,
@@ -613,7 +650,25 @@ mod tests {
         }));
         assert!(result.is_err());
         assert_eq!((queue.len(), slots.active()), (0, 0));
-        assert_eq!((slots.started_total(), slots.finished_total()), (1, 1));
+        assert_eq!(
+            (slots.started_total(), slots.finished_total()),
+            (Some(1), Some(1))
+        );
+    }
+
+    #[test]
+    fn bare_counters_keep_no_totals() {
+        let bounds = JobBounds {
+            max_queue: 1,
+            critical_reserve: 0,
+            max_jobs: 1,
+        };
+        let (_queue, slots) = counters(bounds).unwrap();
+        drop(slots.try_acquire().unwrap());
+        assert_eq!(
+            (slots.started_total(), slots.finished_total()),
+            (None, None)
+        );
     }
 
     #[test]
@@ -635,7 +690,7 @@ mod loom_tests {
     use loom::thread;
 
     fn pair(max_queue: u32, max_jobs: u32) -> (QueueGate, JobSlots) {
-        counters(JobBounds {
+        counters_with_totals(JobBounds {
             max_queue,
             critical_reserve: 0,
             max_jobs,
@@ -701,8 +756,8 @@ mod loom_tests {
                 .count();
             assert!(started >= 1);
             assert_eq!((queue.len(), slots.active()), (0, 0));
-            assert_eq!(slots.started_total(), started as u64);
-            assert_eq!(slots.finished_total(), started as u64);
+            assert_eq!(slots.started_total(), Some(started as u64));
+            assert_eq!(slots.finished_total(), Some(started as u64));
         });
     }
 

@@ -139,8 +139,9 @@ impl<C: Clock> Metrics<C> {
                 .zip(&self.job_waits)
                 .map(|(l, c)| (*l, read(c)))
                 .collect(),
-            jobs_started_total: self.slots.started_total(),
-            jobs_finished_total: self.slots.finished_total(),
+            // Admission's counters always keep totals.
+            jobs_started_total: self.slots.started_total().unwrap_or(0),
+            jobs_finished_total: self.slots.finished_total().unwrap_or(0),
             queue_depth: self.queue.len(),
             queue_max: bounds.max_queue,
             jobs_active: self.slots.active(),
