@@ -295,8 +295,11 @@ impl<C: Clock + Clone> Admission<C> {
 
     /// Swaps in new limits at once, without dropping tickets or permits and without
     /// forgetting the rate window's history: lowering the rate limit takes effect on the
-    /// next request. Admissions racing this call may be missing from the new window's
-    /// history (see [`SlidingWindow::reconfigured`]).
+    /// next request. The limiter remembers one limit's worth of admissions, so the last
+    /// `min(old, new)` limit's worth carry over: lowering the limit and raising it again
+    /// within one window forgets the admissions beyond the lowered limit. Admissions
+    /// racing this call may be missing from the new window's history (see
+    /// [`SlidingWindow::reconfigured`]).
     ///
     /// # Errors
     ///
