@@ -17,6 +17,8 @@ const MAX_HINT_MS: u64 = 3600 * 1000;
 /// Every field has a default, so a TOML file names only what it changes:
 ///
 /// ```
+/// # #[cfg(feature = "toml")]
+/// # fn main() -> Result<(), backstop_core::ConfigError> {
 /// use backstop_core::Limits;
 ///
 /// let limits = Limits::from_toml_str(r#"
@@ -33,7 +35,10 @@ const MAX_HINT_MS: u64 = 3600 * 1000;
 ///
 /// let err = Limits::from_toml_str("[queue]\nmax = 0\n").unwrap_err();
 /// assert_eq!(err.field(), "queue.max");
-/// # Ok::<(), backstop_core::ConfigError>(())
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "toml"))]
+/// # fn main() {}
 /// ```
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
