@@ -289,6 +289,13 @@ fn front_door_types_fit_an_http_layer() {
 }
 
 #[test]
+fn decisions_stay_small() {
+    // A decision is returned on every request: keep it to a few words.
+    assert!(std::mem::size_of::<Decision>() <= 32, "{}", std::mem::size_of::<Decision>());
+    assert_eq!(std::mem::size_of::<QueueTicket>(), std::mem::size_of::<usize>());
+}
+
+#[test]
 fn tickets_move_to_other_threads() {
     let (admission, _clock) = admission(limits(10, 10, 2));
     let t = ticket(admission.try_admit());
