@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+use backstop_core::clock::{Clock, ManualClock};
 use backstop_core::jobs::{self, JobBounds};
 use backstop_core::rate::SlidingWindow;
 use backstop_core::resources::{ResourceGate, ResourceLimits, ResourceReading};
@@ -156,40 +157,104 @@ fn resource_check(c: &mut Criterion) {
     group.finish();
 }
 
-fn front_door(c: &mut Criterion) {
-    // A window no benchmark can fill: 1 Mi admissions per 10 ms is 100 M/s.
-    let limit = 1 << 20;
-    let window = Duration::from_millis(10);
-    let limiter = SlidingWindow::new(limit, window).expect("valid limit");
+/// Rate limit of the front-door benches on the manual clock: 1024 per 1 ms, a ring of
+/// 16 KiB that stays in L1; the clock moves 1 ms every 1024 decisions so that no request
+/// is ever refused.
+const FRONT_LIMIT: u32 = 1024;
+
+/// Rate limit of the front-door benches on the real clock: 64 Ki per 1 ms (1 MiB ring,
+/// cache-resident), far above any rate one thread reaches, so nothing is refused.
+const FRONT_LIMIT_REAL: u32 = 1 << 16;
+
+fn front_limits(limit: u32) -> Limits {
     let mut limits = Limits::default();
     limits.rate.limit = limit;
-    limits.rate.window_ms = 10;
+    limits.rate.window_ms = 1;
     limits.queue.max = ROOM;
-    let admission = Admission::new(limits).expect("valid limits");
-    // The two stages alone, without the front door's config swap and metrics.
-    let bare_limiter = SlidingWindow::new(limit, window).expect("valid limit");
-    let (bare_queue, _bare_slots) = jobs::counters(JobBounds {
+    limits
+}
+
+fn bare_queue() -> jobs::QueueGate {
+    jobs::counters(JobBounds {
         max_queue: ROOM,
         critical_reserve: 0,
         max_jobs: 1,
     })
-    .expect("valid bounds");
+    .expect("valid bounds")
+    .0
+}
 
-    let mut group = c.benchmark_group("front_door");
+fn admit(admission: &Admission<impl Clock>) {
+    match admission.try_admit() {
+        Decision::Admitted(ticket) => drop(black_box(ticket)),
+        other => panic!("refused in a bench: {other:?}"),
+    }
+}
+
+fn front_door(c: &mut Criterion) {
+    let window = Duration::from_millis(1);
+
+    // On the manual clock: the decision logic alone, clock reads nearly free.
+    let clock = ManualClock::new();
+    let tick = {
+        let clock = clock.clone();
+        let mut n = 0u32;
+        move || {
+            n += 1;
+            if n == FRONT_LIMIT {
+                n = 0;
+                clock.advance(window);
+            }
+        }
+    };
+    let limiter = SlidingWindow::with_clock(FRONT_LIMIT, window, clock.clone()).expect("valid");
+    let stages_limiter =
+        SlidingWindow::with_clock(FRONT_LIMIT, window, clock.clone()).expect("valid");
+    let stages_queue = bare_queue();
+    let admission = Admission::with_clock(front_limits(FRONT_LIMIT), clock.clone()).expect("valid");
+
+    let mut group = c.benchmark_group("front_door/manual_clock");
+    let mut t = tick.clone();
+    group.bench_function("SlidingWindow::try_acquire", |b| {
+        b.iter(|| {
+            t();
+            limiter.try_acquire().expect("never full")
+        })
+    });
+    let mut t = tick.clone();
+    group.bench_function("SlidingWindow+QueueGate (stages alone)+drop", |b| {
+        b.iter(|| {
+            t();
+            stages_limiter.try_acquire().expect("never full");
+            drop(black_box(stages_queue.try_enter().expect("room")));
+        })
+    });
+    let mut t = tick;
+    group.bench_function("Admission::try_admit+drop", |b| {
+        b.iter(|| {
+            t();
+            admit(&admission)
+        })
+    });
+    group.finish();
+
+    // On the real clock, as a service runs it.
+    let limiter = SlidingWindow::new(FRONT_LIMIT_REAL, window).expect("valid");
+    let stages_limiter = SlidingWindow::new(FRONT_LIMIT_REAL, window).expect("valid");
+    let stages_queue = bare_queue();
+    let admission = Admission::new(front_limits(FRONT_LIMIT_REAL)).expect("valid");
+    let mut group = c.benchmark_group("front_door/real_clock");
     group.bench_function("SlidingWindow::try_acquire", |b| {
         b.iter(|| limiter.try_acquire().expect("never full"))
     });
     group.bench_function("SlidingWindow+QueueGate (stages alone)+drop", |b| {
         b.iter(|| {
-            bare_limiter.try_acquire().expect("never full");
-            drop(black_box(bare_queue.try_enter().expect("room")));
+            stages_limiter.try_acquire().expect("never full");
+            drop(black_box(stages_queue.try_enter().expect("room")));
         })
     });
     group.bench_function("Admission::try_admit+drop", |b| {
-        b.iter(|| match admission.try_admit() {
-            Decision::Admitted(ticket) => drop(black_box(ticket)),
-            other => panic!("refused in a bench: {other:?}"),
-        })
+        b.iter(|| admit(&admission))
     });
     group.finish();
 }
