@@ -1,8 +1,6 @@
 //! [`Admission`]: the front door. One call per request decides 429, 503 or a place in
 //! the queue; one call per job start decides whether a worker may begin it.
 
-use std::any::Any;
-use std::cell::RefCell;
 use std::fmt;
 use std::sync::Mutex;
 // arc-swap works on std's Arc; configuration swaps are outside loom's models.
@@ -18,7 +16,7 @@ use crate::limits::Limits;
 use crate::metrics::{Metrics, Outcome};
 use crate::rate::SlidingWindow;
 use crate::resources::{ResourceGate, ResourceProbe, Sampler, Shortage};
-use crate::sync::{AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, Ordering};
 
 /// Who is asking, which decides what they are held to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -185,26 +183,6 @@ impl WaitReason {
     }
 }
 
-/// Slots of the per-thread cache of live configurations.
-const CACHE_SLOTS: usize = 4;
-
-thread_local! {
-    /// The configurations this thread last used, direct-mapped by address, so that the
-    /// request path finds the live one with one plain atomic load instead of arc-swap's
-    /// protected load (two atomic read-modify-writes, the larger part of the front door's
-    /// cost). Each slot holds a strong reference: that is what makes comparing addresses
-    /// sound, since an allocation held here cannot be freed and its address reused. The
-    /// price is memory: a thread keeps up to `CACHE_SLOTS` retired configurations alive
-    /// until it next admits through their `Admission`, or exits.
-    static ACTIVE_CACHE: RefCell<[Option<StdArc<dyn Any + Send + Sync>>; CACHE_SLOTS]> =
-        const { RefCell::new([const { None }; CACHE_SLOTS]) };
-}
-
-fn cache_slot(address: usize) -> usize {
-    // Allocations are at least 16-byte aligned: the low bits carry no information.
-    (address >> 4) % CACHE_SLOTS
-}
-
 /// What changes on reconfiguration, swapped as one unit.
 struct Active<C: Clock> {
     limiter: SlidingWindow<C>,
@@ -260,8 +238,6 @@ struct Active<C: Clock> {
 /// ```
 pub struct Admission<C: Clock = QuantaClock> {
     active: ArcSwap<Active<C>>,
-    /// Address of the `Active` in `active`: compared, never dereferenced.
-    active_address: AtomicUsize,
     shadow: AtomicBool,
     queue: QueueGate,
     slots: JobSlots,
@@ -301,15 +277,13 @@ impl<C: Clock + Clone> Admission<C> {
             slots.clone(),
             StdArc::clone(&gate),
         ));
-        let active = StdArc::new(Active {
-            limiter,
-            retry_after_hint: Duration::from_millis(limits.queue.retry_after_hint_ms),
-            limits: limits.clone(),
-        });
         Ok(Admission {
             shadow: AtomicBool::new(limits.shadow),
-            active_address: AtomicUsize::new(StdArc::as_ptr(&active) as usize),
-            active: ArcSwap::new(active),
+            active: ArcSwap::from_pointee(Active {
+                limiter,
+                retry_after_hint: Duration::from_millis(limits.queue.retry_after_hint_ms),
+                limits,
+            }),
             queue,
             slots,
             gate,
@@ -344,22 +318,16 @@ impl<C: Clock + Clone> Admission<C> {
         self.gate.reconfigure(&limits.resources)?;
         // Relaxed: a lone flag; a request racing the swap is judged by either mode.
         self.shadow.store(limits.shadow, Ordering::Relaxed);
-        let active = StdArc::new(Active {
+        self.active.store(StdArc::new(Active {
             limiter,
             retry_after_hint: Duration::from_millis(limits.queue.retry_after_hint_ms),
             limits,
-        });
-        let address = StdArc::as_ptr(&active) as usize;
-        self.active.store(active);
-        // Relaxed: the address is only compared with ones this thread's cache holds alive,
-        // never dereferenced; a request racing this call is judged by either config, and
-        // coherence makes this thread's own next request see the new one.
-        self.active_address.store(address, Ordering::Relaxed);
+        }));
         Ok(())
     }
 }
 
-impl<C: Clock + 'static> Admission<C> {
+impl<C: Clock> Admission<C> {
     /// Decides a [`RequestClass::Normal`] request.
     #[inline]
     pub fn try_admit(&self) -> Decision {
@@ -371,7 +339,6 @@ impl<C: Clock + 'static> Admission<C> {
     /// In shadow mode a request that would be refused is admitted anyway and counted in
     /// `shadow_refusals`; the queue then keeps counting past `queue.max`, up to the hard
     /// bound [`MAX_QUEUE`](crate::jobs::MAX_QUEUE), which is enforced even in shadow mode.
-    #[inline]
     pub fn try_admit_as(&self, class: RequestClass) -> Decision {
         let priority = match class {
             RequestClass::Exempt => {
@@ -383,50 +350,8 @@ impl<C: Clock + 'static> Admission<C> {
         };
         // Relaxed: see `reconfigure`.
         let shadow = self.shadow.load(Ordering::Relaxed);
-        self.with_active(|active| self.decide(active, priority, shadow))
-    }
+        let active = self.active.load();
 
-    /// Runs `f` on the live configuration, from this thread's cache when it holds it.
-    #[inline]
-    fn with_active<R>(&self, f: impl Fn(&Active<C>) -> R) -> R {
-        // Relaxed: see `reconfigure`.
-        let current = self.active_address.load(Ordering::Relaxed);
-        let hit = ACTIVE_CACHE.try_with(|cache| {
-            let cache = cache.try_borrow().ok()?;
-            let cached = cache[cache_slot(current)].as_ref()?;
-            // The cached reference keeps its allocation alive, so an equal address is the
-            // same configuration, never a reused one.
-            if StdArc::as_ptr(cached) as *const () as usize != current {
-                return None;
-            }
-            Some(f(cached.downcast_ref::<Active<C>>()?))
-        });
-        if let Ok(Some(result)) = hit {
-            return result;
-        }
-        let fresh = self.active.load_full();
-        let result = f(&fresh);
-        let address = StdArc::as_ptr(&fresh) as usize;
-        // A thread being torn down, or a nested call, just skips the cache.
-        let _ = ACTIVE_CACHE.try_with(|cache| {
-            let Ok(mut cache) = cache.try_borrow_mut() else {
-                return;
-            };
-            let fresh: StdArc<dyn Any + Send + Sync> = fresh;
-            let evicted = cache[cache_slot(address)].replace(fresh);
-            drop(cache);
-            // Dropped outside the borrow: freeing a configuration runs no code of ours,
-            // but a clock's destructor is the user's.
-            drop(evicted);
-        });
-        result
-    }
-}
-
-impl<C: Clock> Admission<C> {
-    /// Stages of one request on the configuration `active`.
-    #[inline]
-    fn decide(&self, active: &Active<C>, priority: Priority, shadow: bool) -> Decision {
         // Stage 1: the rate limit (429).
         if let Err(limited) = active.limiter.try_acquire_at(self.clock.now_ns()) {
             let refusal = Refusal::RateLimited {
