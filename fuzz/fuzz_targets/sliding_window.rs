@@ -1,0 +1,11 @@
+//! `SlidingWindow` on a manual clock against the `VecDeque` model
+//! (`backstop_verify::sliding_window`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Err(violation) = backstop_verify::sliding_window::check(data) {
+        panic!("{violation}");
+    }
+});

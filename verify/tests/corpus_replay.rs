@@ -1,0 +1,68 @@
+//! Every committed fuzz corpus, replayed on stable: each file of `fuzz/corpus/<target>/`
+//! through the same check the fuzz target runs. A failure names the file, so it can be
+//! rerun under the fuzzer with `cargo fuzz run <target> <file>`.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use backstop_verify::TARGETS;
+
+/// The corpus files of `target`, sorted for a stable order.
+fn corpus(target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+fn replay(target: &str) {
+    let (_, check) = TARGETS
+        .iter()
+        .find(|(name, _)| *name == target)
+        .unwrap_or_else(|| panic!("no target {target}"));
+    let files = corpus(target);
+    assert!(!files.is_empty(), "the {target} corpus is empty");
+    let mut failures = Vec::new();
+    for path in &files {
+        let data = std::fs::read(path).expect("a readable corpus file");
+        match catch_unwind(AssertUnwindSafe(|| check(&data))) {
+            Ok(Ok(())) => {}
+            Ok(Err(violation)) => failures.push(format!("{}: {violation}", path.display())),
+            Err(_) => failures.push(format!("{}: panicked (message above)", path.display())),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} {target} inputs failed:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn every_target_has_a_replay_test() {
+    let names: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, ["sliding_window", "admission", "limits_toml"]);
+}
+
+#[test]
+fn sliding_window_corpus() {
+    replay("sliding_window");
+}
+
+#[test]
+fn admission_corpus() {
+    replay("admission");
+}
+
+#[test]
+fn limits_toml_corpus() {
+    replay("limits_toml");
+}
