@@ -23,12 +23,14 @@ pub mod admission;
 pub mod input;
 pub mod limits_toml;
 pub mod sliding_window;
+pub mod sweep_tree;
 
 /// Every fuzz target, by the name of its corpus directory, with its check.
 pub const TARGETS: &[(&str, fn(&[u8]) -> Result<(), Violation>)] = &[
     ("sliding_window", sliding_window::check),
     ("admission", admission::check),
     ("limits_toml", limits_toml::check),
+    ("sweep_tree", sweep_tree::check),
 ];
 
 /// A property that failed: the code under test disagreed with its model or its contract.

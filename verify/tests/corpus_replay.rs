@@ -49,7 +49,10 @@ fn replay(target: &str) {
 #[test]
 fn every_target_has_a_replay_test() {
     let names: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
-    assert_eq!(names, ["sliding_window", "admission", "limits_toml"]);
+    assert_eq!(
+        names,
+        ["sliding_window", "admission", "limits_toml", "sweep_tree"]
+    );
 }
 
 #[test]
@@ -65,4 +68,9 @@ fn admission_corpus() {
 #[test]
 fn limits_toml_corpus() {
     replay("limits_toml");
+}
+
+#[test]
+fn sweep_tree_corpus() {
+    replay("sweep_tree");
 }
