@@ -36,8 +36,10 @@ const MIB: u64 = 1 << 20;
 
 /// Small limits, so every bound is reached; sometimes invalid ones.
 fn any_limits(input: &mut Input<'_>) -> Limits {
-    let mut limits = Limits::default();
-    limits.shadow = input.u8() % 8 == 0;
+    let mut limits = Limits {
+        shadow: input.u8() % 8 == 0,
+        ..Limits::default()
+    };
     limits.rate.limit = u32::from(input.below(6));
     limits.rate.window_ms = u64::from(input.below(4)) * 500;
     limits.queue.max = u32::from(input.below(6));

@@ -25,8 +25,11 @@ pub mod limits_toml;
 pub mod sliding_window;
 pub mod sweep_tree;
 
+/// A target's check: arbitrary bytes in, a property verdict out.
+pub type Check = fn(&[u8]) -> Result<(), Violation>;
+
 /// Every fuzz target, by the name of its corpus directory, with its check.
-pub const TARGETS: &[(&str, fn(&[u8]) -> Result<(), Violation>)] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("sliding_window", sliding_window::check),
     ("admission", admission::check),
     ("limits_toml", limits_toml::check),

@@ -181,7 +181,7 @@ pub fn check(data: &[u8]) -> Result<(), Violation> {
             2 => clock.set(Duration::from_nanos(
                 now_ns.saturating_sub(step_ns(&mut input, model.window_ns)),
             )),
-            3 | 4 | 5 => {
+            3..=5 => {
                 let got = limiter.try_acquire().map_err(|e| nanos(e.retry_after()));
                 let want = model.try_acquire(now_ns);
                 ensure!(
