@@ -35,6 +35,34 @@ use crossbeam_utils::CachePadded;
 
 use crate::sync::{AtomicPair, AtomicU64, Ordering};
 
+/// Set in a slot's free time by [`AdmissionRing::seal`]: no admission will ever claim
+/// that slot. Real free times stay below it (times below 2⁶², windows below 2⁶²).
+pub(crate) const SEAL_BIT: u64 = 1 << 63;
+
+const _: () = assert!(super::MAX_WINDOW.as_nanos() < (1u128 << 62));
+
+/// What [`AdmissionRing::seal`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sealing {
+    /// This call sealed the ring.
+    Sealed,
+    /// Someone sealed it before.
+    AlreadySealed,
+    /// The window still holds admissions; it is empty from `empty_from_ns` on, unless
+    /// more are admitted.
+    Live { empty_from_ns: u64 },
+}
+
+enum Tail {
+    Settled {
+        k: u64,
+        free_at: u64,
+        empty_from_ns: u64,
+    },
+    Moving,
+    Sealed,
+}
+
 pub(crate) struct AdmissionRing {
     /// Written by every admitting thread; padded so it does not share a line with the
     /// ring's first slots or the fields read on every call.
@@ -167,9 +195,111 @@ impl AdmissionRing {
             .filter_map(|i| {
                 let (next, free_at) = self.slot(k.wrapping_add(i)).load(Ordering::Acquire);
                 // Slots not yet used on any lap hold their first-lap number, below `len`.
-                (next >= len).then(|| free_at.saturating_sub(self.window_ns))
+                // A sealed slot keeps its free time under the seal bit.
+                (next >= len).then(|| (free_at & !SEAL_BIT).saturating_sub(self.window_ns))
             })
             .collect()
+    }
+
+    /// The time from which the window holds no admissions: the free time of the last
+    /// admission, or 0 when there was none; `u64::MAX` ("never") for a sealed ring.
+    /// Under concurrent admissions, a time that was true at some moment during the call;
+    /// later admissions only move it later.
+    pub(crate) fn empty_from_ns(&self) -> u64 {
+        loop {
+            match self.settled_tail() {
+                Tail::Settled { empty_from_ns, .. } => return empty_from_ns,
+                // settled_tail helped the claim move head; read again.
+                Tail::Moving => continue,
+                Tail::Sealed => return u64::MAX,
+            }
+        }
+    }
+
+    /// Whether [`seal`](Self::seal) has closed this ring. Once true it stays true: no
+    /// admission can claim the sealed slot, so head never moves again.
+    pub(crate) fn is_sealed(&self) -> bool {
+        let k = self.head.load(Ordering::Acquire);
+        let (next, free_at) = self.slot(k).load(Ordering::Acquire);
+        next == k && free_at & SEAL_BIT != 0
+    }
+
+    /// Closes the ring for good, if its window is empty at `empty_at_ns` (or whatever it
+    /// holds, for `None`): afterwards every [`try_acquire_at`](Self::try_acquire_at) is
+    /// refused with a wait above 2⁶², and [`history`](Self::history) is final.
+    ///
+    /// Sealing is one CAS on the slot that the next admission would claim, setting
+    /// [`SEAL_BIT`] in its free time. It and that admission's claim CAS the same
+    /// expected pair, so exactly one of them wins: an admission either happened before
+    /// the seal (and the emptiness check saw it, or the CAS fails) or never happens. The
+    /// seal bit makes the slot look busy forever to admitters, so [`try_acquire_at`] needs
+    /// no change. Times the caller passes must stay below 2⁶² (callers clamp), so that a
+    /// real free time (`time + window < 2⁶³`) never has the bit set.
+    ///
+    /// [`try_acquire_at`]: Self::try_acquire_at
+    pub(crate) fn seal(&self, empty_at_ns: Option<u64>) -> Sealing {
+        loop {
+            let (k, free_at, empty_from_ns) = match self.settled_tail() {
+                Tail::Settled {
+                    k,
+                    free_at,
+                    empty_from_ns,
+                } => (k, free_at, empty_from_ns),
+                Tail::Moving => continue,
+                Tail::Sealed => return Sealing::AlreadySealed,
+            };
+            if let Some(now_ns) = empty_at_ns {
+                if empty_from_ns > now_ns {
+                    return Sealing::Live { empty_from_ns };
+                }
+            }
+            debug_assert!(free_at & SEAL_BIT == 0, "a real free time with the seal bit");
+            // AcqRel on success: the seal is ordered after every admission it saw, and
+            // published to admitters that acquire this slot. Relaxed on failure: we loop
+            // and re-read with Acquire.
+            if self
+                .slot(k)
+                .compare_exchange(
+                    (k, free_at),
+                    (k, free_at | SEAL_BIT),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                return Sealing::Sealed;
+            }
+        }
+    }
+
+    /// Head's slot and the last admission's free time, read consistently; helps a
+    /// claimer that has not yet moved head, as admitters do.
+    fn settled_tail(&self) -> Tail {
+        let len = self.slots.len() as u64;
+        // Acquire, as in try_acquire_at: every claim that moved head to k is visible.
+        let k = self.head.load(Ordering::Acquire);
+        let (next, free_at) = self.slot(k).load(Ordering::Acquire);
+        if next != k {
+            self.advance_head(k);
+            return Tail::Moving;
+        }
+        if free_at & SEAL_BIT != 0 {
+            return Tail::Sealed;
+        }
+        let empty_from_ns = if k == 0 {
+            0
+        } else {
+            let (prev_next, prev_free_at) = self.slot(k - 1).load(Ordering::Acquire);
+            if prev_next != (k - 1).wrapping_add(len) {
+                return Tail::Moving; // head moved on under us.
+            }
+            prev_free_at & !SEAL_BIT
+        };
+        Tail::Settled {
+            k,
+            free_at,
+            empty_from_ns,
+        }
     }
 
     /// Whether the 128-bit operations are real atomics on this platform.
