@@ -194,6 +194,10 @@ struct Entry {
     /// No admission is recorded before this: the reclaim watermark when the entry was
     /// made (see the module docs).
     floor_ns: u64,
+    /// Admissions still in the window that did not fit a ring made smaller by an
+    /// override, oldest first; kept so that raising the limit again counts them. Empty
+    /// (no allocation) unless a limit was lowered.
+    carried: Box<[u64]>,
 }
 
 enum Refused {
@@ -204,11 +208,30 @@ enum Refused {
 }
 
 impl Entry {
-    fn new(quota: Quota, floor_ns: u64, history: &[u64]) -> Self {
+    fn new(quota: Quota, floor_ns: u64) -> Self {
         Entry {
-            ring: AdmissionRing::with_history(quota.limit, quota.window_ns, history),
+            ring: AdmissionRing::with_history(quota.limit, quota.window_ns, &[]),
             quota,
             floor_ns,
+            carried: Box::default(),
+        }
+    }
+
+    /// An entry of shape `quota` that remembers `sealed`'s admissions that are still in
+    /// the new window at `now_ns`: the newest in its ring, the rest carried.
+    fn reshaped(sealed: &Entry, quota: Quota, floor_ns: u64, now_ns: u64) -> Self {
+        let mut history = sealed.carried.to_vec();
+        // Final: nothing is admitted into a sealed ring.
+        history.extend(sealed.ring.history());
+        history.retain(|&t| t.saturating_add(quota.window_ns) > now_ns);
+        let split = history.len().saturating_sub(quota.limit as usize);
+        Entry {
+            ring: AdmissionRing::with_history(quota.limit, quota.window_ns, &history[split..]),
+            quota,
+            // Admissions that left the window by `now_ns` were dropped above: a caller
+            // with an older clock reading must not find their room free before it.
+            floor_ns: floor_ns.max(now_ns),
+            carried: history[..split].into(),
         }
     }
 
@@ -408,7 +431,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
                 Ok(()) => return Ok(()),
                 Err(Refused::Wait(wait_ns)) => return Err(refused(wait_ns)),
                 Err(Refused::Sealed) => {
-                    if self.rebuild(key, &entry, &guard) {
+                    if self.rebuild(key, &entry, now_ns, &guard) {
                         self.conform_after_install(key);
                     }
                 }
@@ -432,7 +455,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
         // Acquire: pairs with the sweep's AcqRel fetch_max, made before it sealed the
         // entry whose removal let this key be inserted again.
         let floor_ns = self.reclaimed_at_ns.load(Ordering::Acquire);
-        let entry = Entry::new(quota, floor_ns, &[]);
+        let entry = Entry::new(quota, floor_ns);
         let Ok(entry) = self.entries.try_insert(key.clone(), entry, guard) else {
             // Another thread's entry for this key won: give the room back and use it.
             // Relaxed: the counter publishes nothing; its RMW order alone keeps the bound.
@@ -561,13 +584,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
     /// Replaces `sealed`, if it is still `key`'s entry, with an entry of the key's
     /// current shape that keeps the sealed ring's history; whether this call did.
     #[cold]
-    fn rebuild(&self, key: &K, sealed: &Entry, guard: &Guard<'_>) -> bool {
+    fn rebuild(&self, key: &K, sealed: &Entry, now_ns: u64, guard: &Guard<'_>) -> bool {
         let quota = self.quota_for(key);
-        // Final: nothing is admitted into a sealed ring.
-        let history = sealed.ring.history();
         // Acquire: as in acquire_new.
         let floor_ns = self.reclaimed_at_ns.load(Ordering::Acquire);
-        let make = || Entry::new(quota, floor_ns, &history);
+        let make = || Entry::reshaped(sealed, quota, floor_ns, now_ns);
         match self.entries.replace_if_is(key.clone(), sealed, make, guard) {
             Some(entry) => {
                 self.record_empty_from(&entry);
@@ -593,7 +614,8 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
                 return;
             }
             entry.ring.seal(None);
-            self.rebuild(key, &entry, &guard);
+            let now_ns = self.clock.now_ns().min(MAX_TIME_NS);
+            self.rebuild(key, &entry, now_ns, &guard);
         }
     }
 

@@ -139,7 +139,10 @@ impl AdmissionRing {
                 prev_free_at.saturating_sub(self.window_ns)
             };
             let recorded_ns = now_ns.max(previous_ns);
-            let claim = (k.wrapping_add(len), recorded_ns.saturating_add(self.window_ns));
+            let claim = (
+                k.wrapping_add(len),
+                recorded_ns.saturating_add(self.window_ns),
+            );
             // AcqRel on success: publishes the claim to whoever acquires head or this slot
             // next. Relaxed on failure: we only loop and re-read with Acquire.
             if slot
@@ -253,7 +256,10 @@ impl AdmissionRing {
                     return Sealing::Live { empty_from_ns };
                 }
             }
-            debug_assert!(free_at & SEAL_BIT == 0, "a real free time with the seal bit");
+            debug_assert!(
+                free_at & SEAL_BIT == 0,
+                "a real free time with the seal bit"
+            );
             // AcqRel on success: the seal is ordered after every admission it saw, and
             // published to admitters that acquire this slot. Relaxed on failure: we loop
             // and re-read with Acquire.
