@@ -570,3 +570,63 @@ mod loom_tests {
         });
     }
 }
+
+/// `seal`, `is_sealed` and `empty_from_ns`, which the keyed limiter's reclaim relies on.
+#[cfg(all(test, not(loom)))]
+mod seal_tests {
+    use super::*;
+
+    const W: u64 = 1_000;
+
+    #[test]
+    fn seal_only_an_empty_window_when_asked_to_check() {
+        let ring = AdmissionRing::with_history(2, W, &[]);
+        assert_eq!(ring.empty_from_ns(), 0, "never used: empty from the start");
+        ring.try_acquire_at(10).unwrap();
+        ring.try_acquire_at(20).unwrap();
+        assert_eq!(ring.empty_from_ns(), 20 + W);
+        assert_eq!(
+            ring.seal(Some(20 + W - 1)),
+            Sealing::Live {
+                empty_from_ns: 20 + W
+            }
+        );
+        assert!(!ring.is_sealed());
+        assert_eq!(ring.seal(Some(20 + W)), Sealing::Sealed);
+        assert!(ring.is_sealed());
+        assert_eq!(ring.seal(Some(20 + W)), Sealing::AlreadySealed);
+        assert_eq!(ring.empty_from_ns(), u64::MAX);
+    }
+
+    #[test]
+    fn a_sealed_ring_refuses_forever_and_keeps_its_history() {
+        let ring = AdmissionRing::with_history(3, W, &[]);
+        for t in [1, 2, 3, 4] {
+            let _ = ring.try_acquire_at(t * W);
+        }
+        assert_eq!(ring.seal(None), Sealing::Sealed);
+        for now in [0, 5 * W, 1 << 61] {
+            let wait = ring.try_acquire_at(now).unwrap_err();
+            assert!(wait >= 1 << 62, "a sealed ring looks busy for ever: {wait}");
+        }
+        // The history, seal bit masked, is what it was: the last three admissions.
+        assert_eq!(ring.history(), vec![2 * W, 3 * W, 4 * W]);
+    }
+
+    #[test]
+    fn seal_and_empty_from_help_a_preempted_claimer() {
+        let ring = AdmissionRing::with_history(2, W, &[]);
+        ring.try_acquire_at(0).unwrap();
+        ring.try_acquire_at(5).unwrap();
+        ring.rewind_head_for_test();
+        // Head lags the second claim: the tail must count it, not read a stale one.
+        assert_eq!(ring.empty_from_ns(), 5 + W);
+        assert_eq!(
+            ring.seal(Some(W)),
+            Sealing::Live {
+                empty_from_ns: 5 + W
+            }
+        );
+        assert_eq!(ring.seal(Some(5 + W)), Sealing::Sealed);
+    }
+}
