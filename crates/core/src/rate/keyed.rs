@@ -465,7 +465,12 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
         if let Err(refused) = self.reserve_key(now_ns) {
             return Some(Err(refused.into()));
         }
-        let quota = self.quota_for(key);
+        // Relaxed: a stale zero is caught by the check after the install below.
+        let quota = if self.override_count.load(Ordering::Relaxed) == 0 {
+            self.default
+        } else {
+            self.quota_for(key)
+        };
         // Acquire: pairs with the sweep's AcqRel fetch_max, made before it sealed the
         // entry whose removal let this key be inserted again.
         let floor_ns = self.reclaimed_at_ns.load(Ordering::Acquire);
@@ -478,7 +483,14 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
         };
         let decided = entry.try_acquire_at(now_ns);
         self.record_empty_from(&entry);
-        self.conform_after_install(key);
+        // SeqCst: as in conform_after_install.
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence. A set_limit raises the count before its own
+        // fence and look at the entries, so either we see the count or it sees our
+        // entry (and reshapes it).
+        if quota != self.default || self.override_count.load(Ordering::Relaxed) != 0 {
+            self.conform(key);
+        }
         match decided {
             Ok(()) => Some(Ok(())),
             Err(Refused::Wait(wait_ns)) => Some(Err(refused(wait_ns))),
@@ -843,6 +855,19 @@ mod loom_tests {
                 keyed.try_acquire_at(&winner, 10),
                 Err(KeyedRefusal::RateLimited(_))
             ));
+        });
+    }
+
+    #[test]
+    fn loom_override_racing_a_new_keys_insert_applies() {
+        loom::model(|| {
+            let keyed = keyed(2, 2);
+            let admin = keyed.clone();
+            let thread = loom::thread::spawn(move || admin.set_limit(1, 1, WINDOW).unwrap());
+            keyed.try_acquire_at(&1, 0).unwrap(); // a new key: always room
+            thread.join().unwrap();
+            // Whichever came first, key 1's window now has limit 1 and one admission.
+            assert!(keyed.try_acquire_at(&1, 0).is_err());
         });
     }
 
