@@ -547,7 +547,9 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
     fn lazy_sweep(&self, now_ns: u64) -> Result<(), TooManyKeys> {
         // Acquire: as in too_many_keys.
         let from_ns = self.sweep_from_ns.load(Ordering::Acquire);
-        if from_ns == u64::MAX || now_ns < from_ns {
+        // `u64::MAX` means unknown (a sweep is recomputing it, or found only entries
+        // other threads were replacing): sweep rather than trust it.
+        if from_ns != u64::MAX && now_ns < from_ns {
             return Err(self.too_many_keys(now_ns));
         }
         // Acquire on success: the previous sweeper's table changes are visible.
