@@ -1,0 +1,81 @@
+//! Quick interleaved comparison of the keyed limiters for noisy machines: the minimum
+//! over many short runs of each peer, runs interleaved so that load affects all alike.
+//! `cargo run --release -p backstop-benches --example keyed_quick`
+#![allow(missing_docs)]
+
+use std::cell::Cell;
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use backstop_core::clock::{ManualClock, QuantaClock};
+use backstop_core::rate::KeyedSlidingWindow;
+use governor::clock::FakeRelativeClock;
+use governor::{Quota, RateLimiter};
+
+fn min_ns_per_op(mut f: impl FnMut() -> bool) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..200 {
+        let start = Instant::now();
+        for _ in 0..20_000 {
+            black_box(f());
+        }
+        best = best.min(start.elapsed().as_nanos() as f64 / 20_000.0);
+    }
+    best
+}
+
+fn quota(limit: u32, window: Duration) -> Quota {
+    Quota::with_period(window / limit)
+        .unwrap()
+        .allow_burst(NonZeroU32::new(limit).unwrap())
+}
+
+fn main() {
+    let minute = Duration::from_secs(60);
+    let window = Duration::from_millis(1);
+    let window_ns = window.as_nanos() as u64;
+    for keys in [16u64, 1024] {
+        // Refusals on the real clock: every key has used its 30 per minute.
+        let bs_deny = KeyedSlidingWindow::<u64, QuantaClock>::new(30, minute, 4096).unwrap();
+        let gov_deny = RateLimiter::keyed(quota(30, minute));
+        for key in 0..keys {
+            for _ in 0..30 {
+                let _ = bs_deny.try_acquire(&key);
+                let _ = gov_deny.check_key(&key);
+            }
+        }
+        // Admissions on virtual time: one window per lap over the keys.
+        let bs_admit =
+            KeyedSlidingWindow::<u64, _>::with_clock(30, window, 4096, ManualClock::new()).unwrap();
+        let gov_clock = FakeRelativeClock::default();
+        let gov_admit = RateLimiter::dashmap_with_clock(quota(30, window), gov_clock.clone());
+        let (i, j) = (Cell::new(0u64), Cell::new(0u64));
+        for round in 0..3 {
+            let next = |c: &Cell<u64>| {
+                c.set(c.get() + 1);
+                c.get()
+            };
+            let a = min_ns_per_op(|| bs_deny.try_acquire(&(next(&i) % keys)).is_ok());
+            let b = min_ns_per_op(|| gov_deny.check_key(&(next(&i) % keys)).is_ok());
+            let c = min_ns_per_op(|| {
+                let n = next(&j);
+                bs_admit
+                    .try_acquire_at(&(n % keys), (n / keys) * window_ns)
+                    .is_ok()
+            });
+            let d = min_ns_per_op(|| {
+                let n = next(&j);
+                if n % keys == 0 {
+                    gov_clock.advance(window);
+                }
+                gov_admit.check_key(&(n % keys)).is_ok()
+            });
+            println!(
+                "{keys} keys, round {round}: deny backstop {a:.1} governor {b:.1} ratio {:.2} | admit backstop {c:.1} governor {d:.1} ratio {:.2}",
+                a / b,
+                c / d
+            );
+        }
+    }
+}
