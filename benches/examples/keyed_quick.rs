@@ -50,6 +50,12 @@ fn main() {
             KeyedSlidingWindow::<u64, _>::with_clock(30, window, 4096, ManualClock::new()).unwrap();
         let gov_clock = FakeRelativeClock::default();
         let gov_admit = RateLimiter::dashmap_with_clock(quota(30, window), gov_clock.clone());
+        let papaya_map = papaya::HashMap::new();
+        let dash_map = dashmap::DashMap::new();
+        for key in 0..keys {
+            papaya_map.pin().insert(key, [0u64; 2]);
+            dash_map.insert(key, [0u64; 2]);
+        }
         let (i, j) = (Cell::new(0u64), Cell::new(0u64));
         for round in 0..3 {
             let next = |c: &Cell<u64>| {
@@ -71,8 +77,14 @@ fn main() {
                 }
                 gov_admit.check_key(&(n % keys)).is_ok()
             });
+            // The maps alone: papaya's guarded get against dashmap's locked get.
+            let e = min_ns_per_op(|| {
+                let guard = papaya_map.guard();
+                papaya_map.get(&(next(&i) % keys), &guard).is_some()
+            });
+            let f = min_ns_per_op(|| dash_map.get(&(next(&i) % keys)).is_some());
             println!(
-                "{keys} keys, round {round}: deny backstop {a:.1} governor {b:.1} ratio {:.2} | admit backstop {c:.1} governor {d:.1} ratio {:.2}",
+                "{keys} keys, round {round}: deny backstop {a:.1} governor {b:.1} ratio {:.2} | admit backstop {c:.1} governor {d:.1} ratio {:.2} | lookup papaya {e:.1} dashmap {f:.1}",
                 a / b,
                 c / d
             );
