@@ -25,6 +25,22 @@ fn min_ns_per_op(mut f: impl FnMut() -> bool) -> f64 {
     best
 }
 
+/// Key churn: the minimum over runs of 20 000 new keys, 1 µs apart, into a limiter made
+/// fresh (outside the timing) for each run.
+fn min_ns_per_new_key<L>(make: impl Fn() -> L, mut admit: impl FnMut(&L, u64) -> bool) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..50 {
+        let limiter = make();
+        let start = Instant::now();
+        for key in 0..20_000u64 {
+            black_box(admit(&limiter, key));
+        }
+        best = best.min(start.elapsed().as_nanos() as f64 / 20_000.0);
+        drop(limiter);
+    }
+    best
+}
+
 fn quota(limit: u32, window: Duration) -> Quota {
     Quota::with_period(window / limit)
         .unwrap()
@@ -35,6 +51,35 @@ fn main() {
     let minute = Duration::from_secs(60);
     let window = Duration::from_millis(1);
     let window_ns = window.as_nanos() as u64;
+    for round in 0..3 {
+        // About 1 000 keys live at once; backstop keeps at most 4 096.
+        let a = min_ns_per_new_key(
+            || {
+                KeyedSlidingWindow::<u64, _>::with_clock(30, window, 4096, ManualClock::new())
+                    .unwrap()
+            },
+            |limiter, key| limiter.try_acquire_at(&key, key * 1_000).is_ok(),
+        );
+        let b = min_ns_per_new_key(
+            || {
+                let clock = FakeRelativeClock::default();
+                (
+                    RateLimiter::dashmap_with_clock(quota(30, window), clock.clone()),
+                    clock,
+                )
+            },
+            |(limiter, clock), key| {
+                if key % 1024 == 0 {
+                    clock.advance(Duration::from_micros(1024));
+                }
+                limiter.check_key(&key).is_ok()
+            },
+        );
+        println!(
+            "churn, round {round}: new key backstop {a:.1} governor {b:.1} ratio {:.2}",
+            a / b
+        );
+    }
     for keys in [16u64, 1024] {
         // Refusals on the real clock: every key has used its 30 per minute.
         let bs_deny = KeyedSlidingWindow::<u64, QuantaClock>::new(30, minute, 4096).unwrap();
