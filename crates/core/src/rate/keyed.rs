@@ -10,12 +10,14 @@
 //! ## The map: papaya
 //!
 //! The hot path must take no lock, so dashmap (a read-write lock per shard, taken even
-//! to read) is out. The lock-free candidates were papaya and scc's `HashIndex`; both
-//! read without writing shared memory. Measured side by side (`benches/benches/keyed.rs`,
-//! group `keyed/map_lookup`, a hit among 1 024 `u64` keys; figures in
-//! `benches/results/keyed.md`), scc's `peek` is somewhat faster than papaya's `get`
-//! (about 35 ns against 45 ns on the shared 2-core build machine), and dashmap's locked
-//! read is as fast single-threaded. papaya was chosen anyway, for correctness:
+//! to read) is out. The lock-free candidates were papaya and scc's `HashIndex`.
+//! Measured side by side (`benches/benches/keyed.rs`, group `keyed/map_lookup`, and
+//! `benches/examples/keyed_quick.rs`; figures in `benches/results/keyed.md`), their
+//! lookups and dashmap's cost about the same on the shared build machine (papaya's and
+//! dashmap's level at 15–16 ns in the interleaved comparison; scc's faster in two
+//! criterion runs of three, slower in the third); none reads without an atomic write (papaya's
+//! guard ends with a swap, scc's begins with one, dashmap locks a shard). papaya was
+//! chosen for what the limiter needs:
 //!
 //! - papaya allocates every entry once and never moves it, so a value may hold its
 //!   atomics inline: every thread that finds the key works on the same ring. scc moves
