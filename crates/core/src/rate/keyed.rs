@@ -77,6 +77,7 @@
 
 mod table;
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::hash::Hash;
 use std::time::Duration;
@@ -423,7 +424,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
     /// [`KeyedRefusal::TooManyKeys`] when `key` is new and every tracked key still has
     /// admissions in its window.
     #[inline]
-    pub fn try_acquire(&self, key: &K) -> Result<(), KeyedRefusal> {
+    pub fn try_acquire<Q>(&self, key: &Q) -> Result<(), KeyedRefusal>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         self.try_acquire_at(key, self.clock.now_ns())
     }
 
@@ -433,7 +438,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
     ///
     /// As [`try_acquire`](Self::try_acquire).
     #[inline]
-    pub fn try_acquire_at(&self, key: &K, now_ns: u64) -> Result<(), KeyedRefusal> {
+    pub fn try_acquire_at<Q>(&self, key: &Q, now_ns: u64) -> Result<(), KeyedRefusal>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let now_ns = now_ns.min(MAX_TIME_NS);
         let guard = self.entries.guard();
         loop {
@@ -458,12 +467,16 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
     /// The first request of a key: reserve room, insert an entry, admit into it. `None`
     /// when another thread's entry won the insert, or a sweep sealed ours: look again.
     #[cold]
-    fn acquire_new(
+    fn acquire_new<Q>(
         &self,
-        key: &K,
+        key: &Q,
         now_ns: u64,
         guard: &Guard<'_>,
-    ) -> Option<Result<(), KeyedRefusal>> {
+    ) -> Option<Result<(), KeyedRefusal>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         if let Err(refused) = self.reserve_key(now_ns) {
             return Some(Err(refused.into()));
         }
@@ -477,7 +490,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
         // entry whose removal let this key be inserted again.
         let floor_ns = self.reclaimed_at_ns.load(Ordering::Acquire);
         let entry = Entry::new(quota, floor_ns);
-        let Ok(entry) = self.entries.try_insert(key.clone(), entry, guard) else {
+        let Ok(entry) = self.entries.try_insert(key.to_owned(), entry, guard) else {
             // Another thread's entry for this key won: give the room back and use it.
             // Relaxed: the counter publishes nothing; its RMW order alone keeps the bound.
             self.keys.fetch_sub(1, Ordering::Relaxed);
@@ -614,12 +627,19 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
     /// Replaces `sealed`, if it is still `key`'s entry, with an entry of the key's
     /// current shape that keeps the sealed ring's history; whether this call did.
     #[cold]
-    fn rebuild(&self, key: &K, sealed: &Entry, now_ns: u64, guard: &Guard<'_>) -> bool {
+    fn rebuild<Q>(&self, key: &Q, sealed: &Entry, now_ns: u64, guard: &Guard<'_>) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let quota = self.quota_for(key);
         // Acquire: as in acquire_new.
         let floor_ns = self.reclaimed_at_ns.load(Ordering::Acquire);
         let make = || Entry::reshaped(sealed, quota, floor_ns, now_ns);
-        match self.entries.replace_if_is(key.clone(), sealed, make, guard) {
+        match self
+            .entries
+            .replace_if_is(key.to_owned(), sealed, make, guard)
+        {
             Some(entry) => {
                 self.record_empty_from(&entry);
                 true
@@ -629,7 +649,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
     }
 
     /// After installing an entry: if an override changed meanwhile, reshape.
-    fn conform_after_install(&self, key: &K) {
+    fn conform_after_install<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         // SeqCst: the install above and set_limit's override write each come before a
         // fence and a read of the other's map; so at least one side sees the other.
         fence(Ordering::SeqCst);
@@ -637,7 +661,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
     }
 
     /// Makes `key`'s entry, if any, have the key's current shape.
-    fn conform(&self, key: &K) {
+    fn conform<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let guard = self.entries.guard();
         while let Some(entry) = self.entries.get(key, &guard) {
             if entry.quota == self.quota_for(key) && !entry.ring.is_sealed() {
@@ -649,7 +677,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
         }
     }
 
-    fn quota_for(&self, key: &K) -> Quota {
+    fn quota_for<Q>(&self, key: &Q) -> Quota
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let guard = self.overrides.guard();
         match self.overrides.get(key, &guard) {
             Some(quota) => *quota,
@@ -709,7 +741,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
 
     /// Returns `key` to the default limit; whether it had its own. Its recent
     /// admissions carry over, as in [`set_limit`](Self::set_limit).
-    pub fn clear_limit(&self, key: &K) -> bool {
+    pub fn clear_limit<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let guard = self.overrides.guard();
         let had = self.overrides.remove(key, &guard);
         if had {
@@ -722,7 +758,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
 
     /// `key`'s `(limit, window)`: its own if [`set_limit`](Self::set_limit) gave it one,
     /// else the default.
-    pub fn limit_for(&self, key: &K) -> (u32, Duration) {
+    pub fn limit_for<Q>(&self, key: &Q) -> (u32, Duration)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let quota = self.quota_for(key);
         (quota.limit, quota.window)
     }
@@ -730,7 +770,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
     /// How many requests `key` would be admitted now, were nothing else admitted
     /// meanwhile (its full limit when it has no window). Under concurrency, a count
     /// that was true at some moment during the call; for headers, not for deciding.
-    pub fn available(&self, key: &K) -> u32 {
+    pub fn available<Q>(&self, key: &Q) -> u32
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let now_ns = self.clock.now_ns().min(MAX_TIME_NS);
         let guard = self.entries.guard();
         match self.entries.get(key, &guard) {

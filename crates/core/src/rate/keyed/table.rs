@@ -14,6 +14,7 @@ pub(super) use model::{Guard, Table};
 
 #[cfg(not(loom))]
 mod real {
+    use std::borrow::Borrow;
     use std::hash::Hash;
 
     use papaya::{Compute, HashMap, LocalGuard, Operation};
@@ -38,11 +39,15 @@ mod real {
         }
 
         #[inline]
-        pub(in crate::rate::keyed) fn get<'g>(
+        pub(in crate::rate::keyed) fn get<'g, Q>(
             &self,
-            key: &K,
+            key: &Q,
             guard: &'g Guard<'_>,
-        ) -> Option<&'g V> {
+        ) -> Option<&'g V>
+        where
+            K: Borrow<Q>,
+            Q: Hash + Eq + ?Sized,
+        {
             self.map.get(key, guard)
         }
 
@@ -59,7 +64,11 @@ mod real {
         }
 
         /// Removes the key; whether it was there.
-        pub(in crate::rate::keyed) fn remove(&self, key: &K, guard: &Guard<'_>) -> bool {
+        pub(in crate::rate::keyed) fn remove<Q>(&self, key: &Q, guard: &Guard<'_>) -> bool
+        where
+            K: Borrow<Q>,
+            Q: Hash + Eq + ?Sized,
+        {
             self.map.remove(key, guard).is_some()
         }
 
@@ -120,6 +129,7 @@ mod real {
 /// build.
 #[cfg(loom)]
 mod model {
+    use std::borrow::Borrow;
     use std::collections::HashMap;
     use std::hash::Hash;
     use std::marker::PhantomData;
@@ -145,7 +155,11 @@ mod model {
             Guard(PhantomData)
         }
 
-        pub(in crate::rate::keyed) fn get(&self, key: &K, _guard: &Guard<'_>) -> Option<Arc<V>> {
+        pub(in crate::rate::keyed) fn get<Q>(&self, key: &Q, _guard: &Guard<'_>) -> Option<Arc<V>>
+        where
+            K: Borrow<Q>,
+            Q: Hash + Eq + ?Sized,
+        {
             self.map.lock().unwrap().get(key).cloned()
         }
 
@@ -164,7 +178,11 @@ mod model {
             Ok(value)
         }
 
-        pub(in crate::rate::keyed) fn remove(&self, key: &K, _guard: &Guard<'_>) -> bool {
+        pub(in crate::rate::keyed) fn remove<Q>(&self, key: &Q, _guard: &Guard<'_>) -> bool
+        where
+            K: Borrow<Q>,
+            Q: Hash + Eq + ?Sized,
+        {
             self.map.lock().unwrap().remove(key).is_some()
         }
 
