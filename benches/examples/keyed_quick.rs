@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use backstop_core::clock::{ManualClock, QuantaClock};
 use backstop_core::rate::KeyedSlidingWindow;
+use backstop_core::{Admission, Limits};
 use governor::clock::FakeRelativeClock;
 use governor::{Quota, RateLimiter};
 
@@ -78,6 +79,31 @@ fn main() {
         println!(
             "churn, round {round}: new key backstop {a:.1} governor {b:.1} ratio {:.2}",
             a / b
+        );
+    }
+    // The front door end to end, admitted each time (the ticket dropped at once): the
+    // global limit alone, and with the per-client stage for 16 clients.
+    let mut limits = Limits::default();
+    limits.rate.limit = 1 << 20;
+    limits.rate.window_ms = 1;
+    limits.resources.enabled = false;
+    let global = Admission::new(limits.clone()).unwrap();
+    let per_key = Admission::new(limits)
+        .unwrap()
+        .with_per_key(4096, window, 64)
+        .unwrap();
+    let clients: Vec<String> = (0..16).map(|i| format!("client-{i}")).collect();
+    let n = Cell::new(0usize);
+    for round in 0..3 {
+        let a = min_ns_per_op(|| global.try_admit().into_result().is_ok());
+        let b = min_ns_per_op(|| {
+            n.set(n.get() + 1);
+            let key = &clients[n.get() % clients.len()];
+            per_key.try_admit_for(key).into_result().is_ok()
+        });
+        println!(
+            "admission, round {round}: try_admit {a:.1} try_admit_for {b:.1} ratio {:.2}",
+            b / a
         );
     }
     for keys in [16u64, 1024] {

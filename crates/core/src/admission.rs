@@ -429,8 +429,11 @@ impl<C: Clock> Admission<C> {
         let shadow = self.shadow.load(Ordering::Relaxed);
         let active = self.active.load();
 
+        // One clock reading for both rate stages (the per-client limiter shares the clock).
+        let now_ns = self.clock.now_ns();
+
         // Stage 1: the rate limit (429).
-        if let Err(limited) = active.limiter.try_acquire_at(self.clock.now_ns()) {
+        if let Err(limited) = active.limiter.try_acquire_at(now_ns) {
             let refusal = Refusal::RateLimited {
                 retry_after: limited.retry_after(),
             };
@@ -443,7 +446,7 @@ impl<C: Clock> Admission<C> {
 
         // Stage 2: the client's own limit (429), or no room for a new client (503).
         if let (Some(keyed), Some(key)) = (&self.per_key, key) {
-            if let Err(refused) = keyed.try_acquire(key) {
+            if let Err(refused) = keyed.try_acquire_at(key, now_ns) {
                 let refusal = match refused {
                     KeyedRefusal::RateLimited(limited) => Refusal::RateLimited {
                         retry_after: limited.retry_after(),

@@ -416,7 +416,8 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
         })
     }
 
-    /// Admits one request for `key` now, or says why not.
+    /// Admits one request for `key` now, or says why not. `key` may be any borrowed
+    /// form of `K` (`&str` for `String` keys); it is copied only when it is new.
     ///
     /// # Errors
     ///
