@@ -1,5 +1,6 @@
-//! `SlidingWindow` on a manual clock against the `VecDeque` model
-//! (`backstop_verify::admission`).
+//! Admission driven by arbitrary admit / start / drop / reconfigure / reading / clock
+//! steps, against plain counters and a rate model.
+//! The check lives in `backstop_verify::admission`, shared with the stable corpus replay.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,5 +1,5 @@
-//! `SlidingWindow` on a manual clock against the `VecDeque` model
-//! (`backstop_verify::limits_toml`).
+//! Limits::from_toml_str never panics; what it accepts round-trips.
+//! The check lives in `backstop_verify::limits_toml`, shared with the stable corpus replay.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

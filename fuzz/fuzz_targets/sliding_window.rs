@@ -1,5 +1,5 @@
-//! `SlidingWindow` on a manual clock against the `VecDeque` model
-//! (`backstop_verify::sliding_window`).
+//! SlidingWindow on a manual clock against the VecDeque model.
+//! The check lives in `backstop_verify::sliding_window`, shared with the stable corpus replay.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

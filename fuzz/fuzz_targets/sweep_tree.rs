@@ -1,5 +1,5 @@
-//! `SlidingWindow` on a manual clock against the `VecDeque` model
-//! (`backstop_verify::sweep_tree`).
+//! A real temp tree swept against the documented model; nothing outside the root touched.
+//! The check lives in `backstop_verify::sweep_tree`, shared with the stable corpus replay.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -21,6 +21,7 @@ use std::fmt;
 
 pub mod admission;
 pub mod input;
+pub mod keyed_window;
 pub mod limits_toml;
 pub mod sliding_window;
 pub mod sweep_tree;
@@ -32,6 +33,7 @@ pub type Check = fn(&[u8]) -> Result<(), Violation>;
 pub const TARGETS: &[(&str, Check)] = &[
     ("sliding_window", sliding_window::check),
     ("admission", admission::check),
+    ("keyed_window", keyed_window::check),
     ("limits_toml", limits_toml::check),
     ("sweep_tree", sweep_tree::check),
 ];

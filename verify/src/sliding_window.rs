@@ -47,6 +47,22 @@ impl WindowModel {
         }
     }
 
+    /// A window of `limit` per `window_ns` that remembers the last `limit` of
+    /// `history` (recorded times, oldest first).
+    pub fn with_history(limit: u32, window_ns: u64, history: &[u64]) -> Self {
+        let keep = history.len().min(limit as usize);
+        WindowModel {
+            limit: limit as usize,
+            window_ns,
+            recent: history[history.len() - keep..].iter().copied().collect(),
+        }
+    }
+
+    /// The recorded times of the last `limit` admissions, oldest first.
+    pub fn recent(&self) -> impl Iterator<Item = u64> + '_ {
+        self.recent.iter().copied()
+    }
+
     /// `Ok` and the admission recorded, or the exact wait in nanoseconds.
     pub fn try_acquire(&mut self, now_ns: u64) -> Result<(), u64> {
         if self.recent.len() == self.limit {
@@ -73,17 +89,8 @@ impl WindowModel {
 
     /// The model of `reconfigured(limit, window)`: the last `limit` admissions kept.
     pub fn reconfigured(&self, limit: u32, window_ns: u64) -> Self {
-        let keep = self.recent.len().min(limit as usize);
-        WindowModel {
-            limit: limit as usize,
-            window_ns,
-            recent: self
-                .recent
-                .iter()
-                .skip(self.recent.len() - keep)
-                .copied()
-                .collect(),
-        }
+        let history: Vec<u64> = self.recent().collect();
+        WindowModel::with_history(limit, window_ns, &history)
     }
 }
 

@@ -51,7 +51,13 @@ fn every_target_has_a_replay_test() {
     let names: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
     assert_eq!(
         names,
-        ["sliding_window", "admission", "limits_toml", "sweep_tree"]
+        [
+            "sliding_window",
+            "admission",
+            "keyed_window",
+            "limits_toml",
+            "sweep_tree"
+        ]
     );
 }
 
@@ -73,4 +79,9 @@ fn limits_toml_corpus() {
 #[test]
 fn sweep_tree_corpus() {
     replay("sweep_tree");
+}
+
+#[test]
+fn keyed_window_corpus() {
+    replay("keyed_window");
 }
