@@ -3,20 +3,24 @@
 # AddressSanitizer (nightly). The stable corpus replay runs in `cargo test --workspace`
 # (backstop-verify's tests/corpus_replay.rs); this stage looks for new inputs.
 #
-#   .ci/fuzz.sh                  all targets, FUZZ_SECONDS (default 20) each
+#   .ci/fuzz.sh                  all targets, FUZZ_SECONDS (default 10) each
 #   .ci/fuzz.sh sliding_window   one target
 #   FUZZ_SECONDS=300 .ci/fuzz.sh admission
 #
 # New interesting inputs go to target/fuzz-corpus/<target>/ (the committed corpus in
 # fuzz/corpus/ is read, never written); a crash leaves its input in
 # target/fuzz-artifacts/<target>/ and fails the stage with the command that replays it.
+# Time on the shared 2-core machine: the ASan build of all six targets takes about 190 s
+# from clean (15 s when target/fuzz is warm), then FUZZ_SECONDS + about 1 s per target;
+# the default 10 s keeps a clean run near 4 minutes.
+#
 # Without a nightly toolchain the stage is skipped with a message, not failed: stable CI
 # still replays the committed corpus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-seconds=${FUZZ_SECONDS:-20}
+seconds=${FUZZ_SECONDS:-10}
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   targets=(sliding_window keyed_window admission limits_toml trace_line sweep_tree)
