@@ -66,9 +66,10 @@ run_target() {
       "$scratch" "fuzz/corpus/$target" -- \
       -max_total_time="$seconds" -max_len=8192 -rss_limit_mb=2048 -timeout=10 \
       -print_final_stats=1 -artifact_prefix="$artifacts" 2>"$root/target/fuzz-$target.log"; then
-    tail -n 40 "$root/target/fuzz-$target.log"
-    echo "fuzz: $target FAILED; inputs in $artifacts"
-    echo "fuzz: replay with: cargo +nightly fuzz run $target $artifacts<file>"
+    grep -E -A6 'panicked at|ERROR: (AddressSanitizer|libFuzzer)|^SUMMARY' \
+      "$root/target/fuzz-$target.log" | head -n 60 || tail -n 40 "$root/target/fuzz-$target.log"
+    echo "fuzz: $target FAILED; full log target/fuzz-$target.log; inputs in $artifacts"
+    echo "fuzz: replay with: cargo +nightly fuzz run --target-dir target/fuzz $target $artifacts<file>"
     return 1
   fi
   grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$root/target/fuzz-$target.log" || true
