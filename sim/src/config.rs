@@ -1,0 +1,324 @@
+//! The simulator's configuration (TOML). Every field has a default; unknown fields are
+//! an error that names them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+
+/// A bad configuration or flag value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("reading config {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or holds an unknown field.
+    #[error("config {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// serde's message, naming the field.
+        reason: String,
+    },
+    /// A value is out of range.
+    #[error("config: {0}")]
+    Invalid(#[from] backstop_core::ConfigError),
+}
+
+/// Admission limits: the fields of backstop-core's `Limits` the simulator uses.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests admitted per window (429 beyond).
+    pub rate_limit: u32,
+    /// The sliding window.
+    #[serde(deserialize_with = "de_duration")]
+    pub rate_window: Duration,
+    /// Jobs that may wait (503 `queue_full` beyond).
+    pub max_queue: u32,
+    /// Jobs that may run at once: the workers.
+    pub job_slots: u32,
+    /// The gate closes when available memory is below this.
+    pub min_memory_bytes: u64,
+    /// ...and reopens only at or above `min_memory_bytes + memory_margin_bytes`.
+    pub memory_margin_bytes: u64,
+    /// The gate closes when free disk is below this.
+    pub min_disk_bytes: u64,
+    /// ...and reopens only at or above `min_disk_bytes + disk_margin_bytes`.
+    pub disk_margin_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        // The original service's defaults: 30/min, queue 100, 5 jobs, 2 GiB, 5 GiB.
+        LimitsConfig {
+            rate_limit: 30,
+            rate_window: Duration::from_secs(60),
+            max_queue: 100,
+            job_slots: 5,
+            min_memory_bytes: 2048 * MIB,
+            memory_margin_bytes: 256 * MIB,
+            min_disk_bytes: 5 * GIB,
+            disk_margin_bytes: GIB,
+        }
+    }
+}
+
+/// The temp disk and the jobs' use of it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskConfig {
+    /// Capacity of the temp disk.
+    pub capacity_bytes: u64,
+    /// Stages per job; each writes an equal share of the job's files at its start.
+    pub stages: u32,
+}
+
+impl Default for DiskConfig {
+    fn default() -> Self {
+        DiskConfig {
+            capacity_bytes: 100 * GIB,
+            stages: 3,
+        }
+    }
+}
+
+/// The scheduled and the pressure sweep.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweepConfig {
+    /// Scheduled sweeps run at k × interval of virtual time.
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+    /// Scheduled sweeps remove files older than this.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_age: Duration,
+    /// A pressure sweep runs when disk used exceeds this fraction of capacity.
+    pub pressure_threshold: f64,
+    /// Pressure sweeps remove, oldest first, files older than this.
+    #[serde(deserialize_with = "de_duration")]
+    pub pressure_max_age: Duration,
+    /// At most one pressure sweep per this much virtual time.
+    #[serde(deserialize_with = "de_duration")]
+    pub pressure_cooldown: Duration,
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        // The original: every 6 h, files older than 24 h; pressure at 80 %.
+        SweepConfig {
+            interval: Duration::from_secs(6 * 3600),
+            max_age: Duration::from_secs(24 * 3600),
+            pressure_threshold: 0.8,
+            pressure_max_age: Duration::from_secs(600),
+            pressure_cooldown: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The whole simulator configuration.
+///
+/// ```
+/// use backstop_sim::config::SimConfig;
+/// let c = SimConfig::from_toml_str("seed = 9\n[limits]\nrate_limit = 10\nrate_window = \"30s\"\n", "inline")?;
+/// assert_eq!(c.seed, 9);
+/// assert_eq!(c.limits.rate_limit, 10);
+/// assert_eq!(c.limits.max_queue, 100);
+/// assert!(SimConfig::from_toml_str("sede = 9", "inline").unwrap_err().to_string().contains("sede"));
+/// # Ok::<(), backstop_sim::config::ConfigFileError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimConfig {
+    /// The root seed of every random stream.
+    pub seed: u64,
+    /// Fraction of started jobs that crash and leave their files behind.
+    pub crash_fraction: f64,
+    /// Admission limits.
+    pub limits: LimitsConfig,
+    /// The temp disk.
+    pub disk: DiskConfig,
+    /// Sweeps.
+    pub sweep: SweepConfig,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 1,
+            crash_fraction: 0.05,
+            limits: LimitsConfig::default(),
+            disk: DiskConfig::default(),
+            sweep: SweepConfig::default(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// Parses and validates TOML; `origin` names the source in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, ConfigFileError> {
+        let config: SimConfig = toml::from_str(text).map_err(|e| ConfigFileError::Parse {
+            path: origin.to_owned(),
+            reason: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// Checks relationships serde cannot.
+    pub fn validate(&self) -> Result<(), backstop_core::ConfigError> {
+        use backstop_core::ConfigError as E;
+        if !(0.0..=1.0).contains(&self.crash_fraction) {
+            return Err(E::new("crash_fraction", "must be within 0..=1"));
+        }
+        let l = &self.limits;
+        if l.max_queue == 0 {
+            return Err(E::new("limits.max_queue", "must be at least 1"));
+        }
+        if l.job_slots == 0 {
+            return Err(E::new("limits.job_slots", "must be at least 1"));
+        }
+        if l.max_queue > 10_000_000 {
+            return Err(E::new("limits.max_queue", "must be at most 10000000"));
+        }
+        if l.job_slots > 100_000 {
+            return Err(E::new("limits.job_slots", "must be at most 100000"));
+        }
+        // The limiter validates rate_limit and rate_window itself.
+        backstop_core::rate::SlidingWindow::with_clock(
+            l.rate_limit,
+            l.rate_window,
+            backstop_core::clock::ManualClock::new(),
+        )
+        .map_err(|e| E::new(format!("limits.{}", e.field()), e.reason()))?;
+        if self.disk.capacity_bytes == 0 {
+            return Err(E::new("disk.capacity_bytes", "must be above 0"));
+        }
+        if self.disk.stages == 0 || self.disk.stages > 64 {
+            return Err(E::new("disk.stages", "must be within 1..=64"));
+        }
+        let s = &self.sweep;
+        if s.interval.is_zero() {
+            return Err(E::new("sweep.interval", "must be above 0"));
+        }
+        if !(s.pressure_threshold > 0.0 && s.pressure_threshold <= 1.0) {
+            return Err(E::new("sweep.pressure_threshold", "must be within (0, 1]"));
+        }
+        for (field, d) in [
+            ("sweep.interval", s.interval),
+            ("sweep.max_age", s.max_age),
+            ("sweep.pressure_max_age", s.pressure_max_age),
+            ("sweep.pressure_cooldown", s.pressure_cooldown),
+            ("limits.rate_window", l.rate_window),
+        ] {
+            if d.as_micros() > u128::from(crate::trace::MAX_TIME_US) {
+                return Err(E::new(field, "must be at most 100 years"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The byte count above which the disk is under pressure.
+    pub fn pressure_bytes(&self) -> u64 {
+        (self.disk.capacity_bytes as f64 * self.sweep.pressure_threshold).floor() as u64
+    }
+}
+
+/// Parses `90s`, `1.5h`, `250ms`, `2d`, `10us` or a bare number of seconds.
+///
+/// ```
+/// use std::time::Duration;
+/// use backstop_sim::config::parse_duration;
+/// assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+/// assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+/// assert!(parse_duration("-3s").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (try 90s, 10m, 24h)"))?;
+    let unit_s = match unit.trim() {
+        "" | "s" => 1.0,
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        other => return Err(format!("unknown unit `{other}` in `{text}` (us, ms, s, m, h, d)")),
+    };
+    let secs = value * unit_s;
+    if !secs.is_finite() || secs > crate::trace::MAX_TIME_US as f64 / 1e6 {
+        return Err(format!("`{text}` is beyond 100 years"));
+    }
+    Ok(Duration::from_micros((secs * 1e6).round() as u64))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Secs(u64),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses_to_the_defaults() {
+        let text = include_str!("../backstop-sim.example.toml");
+        let c = SimConfig::from_toml_str(text, "example").unwrap();
+        assert_eq!(c, SimConfig::default());
+    }
+
+    #[test]
+    fn unknown_nested_field_is_named() {
+        let e = SimConfig::from_toml_str("[sweep]\nintervall = \"1h\"\n", "x").unwrap_err();
+        assert!(e.to_string().contains("intervall"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        for (text, field) in [
+            ("crash_fraction = 1.5", "crash_fraction"),
+            ("[limits]\nrate_limit = 0", "limits.limit"),
+            ("[limits]\nmax_queue = 0", "limits.max_queue"),
+            ("[sweep]\ninterval = \"0s\"", "sweep.interval"),
+            ("[sweep]\npressure_threshold = 0.0", "sweep.pressure_threshold"),
+            ("[disk]\nstages = 0", "disk.stages"),
+        ] {
+            let e = SimConfig::from_toml_str(text, "x").unwrap_err();
+            assert!(e.to_string().contains(field), "{text}: {e}");
+        }
+        let e = SimConfig::from_toml_str("[sweep]\ninterval = \"5 parsecs\"", "x").unwrap_err();
+        assert!(e.to_string().contains("unknown unit"), "{e}");
+    }
+}
