@@ -266,7 +266,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" | "min" => 60.0,
         "h" => 3600.0,
         "d" => 86_400.0,
-        other => return Err(format!("unknown unit `{other}` in `{text}` (us, ms, s, m, h, d)")),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}` (us, ms, s, m, h, d)"
+            ));
+        }
     };
     let secs = value * unit_s;
     if !secs.is_finite() || secs > crate::trace::MAX_TIME_US as f64 / 1e6 {
@@ -312,7 +316,10 @@ mod tests {
             ("[limits]\nrate_limit = 0", "limits.limit"),
             ("[limits]\nmax_queue = 0", "limits.max_queue"),
             ("[sweep]\ninterval = \"0s\"", "sweep.interval"),
-            ("[sweep]\npressure_threshold = 0.0", "sweep.pressure_threshold"),
+            (
+                "[sweep]\npressure_threshold = 0.0",
+                "sweep.pressure_threshold",
+            ),
             ("[disk]\nstages = 0", "disk.stages"),
         ] {
             let e = SimConfig::from_toml_str(text, "x").unwrap_err();

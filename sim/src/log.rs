@@ -224,14 +224,20 @@ impl Record {
                 out.write_all(b"\n")
             }
             Record::JobStart { t_us, id } => {
-                writeln!(out, "{{\"t_us\":{t_us},\"id\":{id},\"event\":\"job_start\"}}")
+                writeln!(
+                    out,
+                    "{{\"t_us\":{t_us},\"id\":{id},\"event\":\"job_start\"}}"
+                )
             }
             Record::JobEnd { t_us, id, crashed } => writeln!(
                 out,
                 "{{\"t_us\":{t_us},\"id\":{id},\"event\":\"job_end\",\"crashed\":{crashed}}}"
             ),
             Record::Gate { t_us, open, reason } => {
-                write!(out, "{{\"t_us\":{t_us},\"event\":\"gate\",\"open\":{open},\"reason\":")?;
+                write!(
+                    out,
+                    "{{\"t_us\":{t_us},\"event\":\"gate\",\"open\":{open},\"reason\":"
+                )?;
                 match reason {
                     Some(r) => writeln!(out, "\"{}\"}}", r.as_str()),
                     None => writeln!(out, "null}}"),
@@ -369,11 +375,13 @@ impl<R: BufRead> LogReader<R> {
             }
             let line = self.line;
             let bad = |reason: String| LogError::Malformed { line, reason };
-            let raw: RawRecord<'_> =
-                serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+            let raw: RawRecord<'_> = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
             let need = |v: Option<u64>, f: &str| v.ok_or_else(|| bad(format!("missing `{f}`")));
             let t_us = need(raw.t_us, "t_us")?;
-            let event = raw.event.as_deref().ok_or_else(|| bad("missing `event`".into()))?;
+            let event = raw
+                .event
+                .as_deref()
+                .ok_or_else(|| bad("missing `event`".into()))?;
             let rec = match event {
                 "decision" => {
                     let outcome = match raw.outcome.as_deref() {
@@ -461,26 +469,91 @@ mod tests {
     #[test]
     fn every_record_round_trips() {
         let recs = [
-            Record::Decision { t_us: 1, id: 2, outcome: Outcome::Admitted, reason: None, retry_after_us: None },
-            Record::Decision { t_us: 1, id: 3, outcome: Outcome::RateLimited, reason: None, retry_after_us: Some(9) },
-            Record::Decision { t_us: 1, id: 4, outcome: Outcome::Overloaded, reason: Some(OverloadReason::QueueFull), retry_after_us: None },
+            Record::Decision {
+                t_us: 1,
+                id: 2,
+                outcome: Outcome::Admitted,
+                reason: None,
+                retry_after_us: None,
+            },
+            Record::Decision {
+                t_us: 1,
+                id: 3,
+                outcome: Outcome::RateLimited,
+                reason: None,
+                retry_after_us: Some(9),
+            },
+            Record::Decision {
+                t_us: 1,
+                id: 4,
+                outcome: Outcome::Overloaded,
+                reason: Some(OverloadReason::QueueFull),
+                retry_after_us: None,
+            },
             Record::JobStart { t_us: 2, id: 2 },
-            Record::JobEnd { t_us: 3, id: 2, crashed: true },
-            Record::Gate { t_us: 4, open: false, reason: Some(GateReason::LowDisk) },
-            Record::Gate { t_us: 5, open: true, reason: None },
-            Record::FilesWritten { t_us: 5, id: 2, stage: 1, files: 4, bytes: 100 },
-            Record::FileRemoved { t_us: 6, id: 2, file: 3 },
-            Record::Sweep { t_us: 6, trigger: Trigger::Pressure, older_than_us: 7, byte_goal: Some(8), files_removed: 1, bytes_freed: 25 },
-            Record::Sweep { t_us: 6, trigger: Trigger::Schedule, older_than_us: 7, byte_goal: None, files_removed: 0, bytes_freed: 0 },
-            Record::Memory { t_us: 7, available_bytes: 1 },
-            Record::Disk { t_us: 7, used_bytes: 2 },
+            Record::JobEnd {
+                t_us: 3,
+                id: 2,
+                crashed: true,
+            },
+            Record::Gate {
+                t_us: 4,
+                open: false,
+                reason: Some(GateReason::LowDisk),
+            },
+            Record::Gate {
+                t_us: 5,
+                open: true,
+                reason: None,
+            },
+            Record::FilesWritten {
+                t_us: 5,
+                id: 2,
+                stage: 1,
+                files: 4,
+                bytes: 100,
+            },
+            Record::FileRemoved {
+                t_us: 6,
+                id: 2,
+                file: 3,
+            },
+            Record::Sweep {
+                t_us: 6,
+                trigger: Trigger::Pressure,
+                older_than_us: 7,
+                byte_goal: Some(8),
+                files_removed: 1,
+                bytes_freed: 25,
+            },
+            Record::Sweep {
+                t_us: 6,
+                trigger: Trigger::Schedule,
+                older_than_us: 7,
+                byte_goal: None,
+                files_removed: 0,
+                bytes_freed: 0,
+            },
+            Record::Memory {
+                t_us: 7,
+                available_bytes: 1,
+            },
+            Record::Disk {
+                t_us: 7,
+                used_bytes: 2,
+            },
         ];
         let mut out = Vec::new();
         for r in &recs {
             r.write_json(&mut out).unwrap();
         }
         let text = String::from_utf8(out).unwrap();
-        assert!(text.lines().next().unwrap().contains("\"reason\":null,\"retry_after_us\":null"));
+        assert!(
+            text.lines()
+                .next()
+                .unwrap()
+                .contains("\"reason\":null,\"retry_after_us\":null")
+        );
         let mut reader = LogReader::new(text.as_bytes());
         for r in &recs {
             assert_eq!(reader.next_record().unwrap().as_ref(), Some(r));
@@ -490,7 +563,8 @@ mod tests {
 
     #[test]
     fn malformed_log_names_the_line() {
-        let text = "{\"t_us\":1,\"event\":\"job_start\",\"id\":1}\n{\"t_us\":1,\"event\":\"nope\"}\n";
+        let text =
+            "{\"t_us\":1,\"event\":\"job_start\",\"id\":1}\n{\"t_us\":1,\"event\":\"nope\"}\n";
         let mut reader = LogReader::new(text.as_bytes());
         reader.next_record().unwrap();
         let e = reader.next_record().unwrap_err();

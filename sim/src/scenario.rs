@@ -110,7 +110,10 @@ impl GenParams {
     /// Checks the parameters; the error names the flag.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.rate_per_s.is_finite() && self.rate_per_s >= 0.0 && self.rate_per_s <= 1e7) {
-            return Err(format!("--rate {} must be within 0..=10000000 per second", self.rate_per_s));
+            return Err(format!(
+                "--rate {} must be within 0..=10000000 per second",
+                self.rate_per_s
+            ));
         }
         if self.duration_us == 0 || self.duration_us > MAX_TIME_US {
             return Err("--duration must be above 0 and at most 100 years".into());
@@ -169,7 +172,11 @@ impl Generator {
             next_memory_us: 0,
             edge_boundary_us: p.rate_window_us,
             edge_left: 0,
-            peak_rate_per_us: if peak.is_finite() && peak > 0.0 { peak } else { 0.0 },
+            peak_rate_per_us: if peak.is_finite() && peak > 0.0 {
+                peak
+            } else {
+                0.0
+            },
             p,
         };
         g.next_arrival_us = g.next_candidate(0.0);
@@ -262,28 +269,47 @@ impl Generator {
             Scenario::Day => (32_400_000_000..33_600_000_000).contains(&t_us),
             _ => false,
         };
-        if dip { GIB + noise } else { BASE_MEMORY_BYTES + noise }
+        if dip {
+            GIB + noise
+        } else {
+            BASE_MEMORY_BYTES + noise
+        }
     }
 }
 
 fn rate_factor(s: Scenario, t_us: u64, duration_us: u64) -> f64 {
     let day_phase = 2.0 * PI * (t_us % 86_400_000_000) as f64 / 86.4e9;
     match s {
-        Scenario::Steady | Scenario::ManyClients | Scenario::DiskFill | Scenario::MemoryDip
+        Scenario::Steady
+        | Scenario::ManyClients
+        | Scenario::DiskFill
+        | Scenario::MemoryDip
         | Scenario::WindowEdge => 1.0,
         Scenario::Bursts => {
             // 2 minutes on, 8 off.
-            if (t_us / 1_000_000) % 600 < 120 { 5.0 } else { 0.0 }
+            if (t_us / 1_000_000) % 600 < 120 {
+                5.0
+            } else {
+                0.0
+            }
         }
         Scenario::Diurnal => 1.0 - 0.8 * day_phase.cos(),
         Scenario::FlashCrowd => {
             let start = duration_us / 3;
-            if t_us >= start && t_us < start + 600_000_000 { 20.0 } else { 1.0 }
+            if t_us >= start && t_us < start + 600_000_000 {
+                20.0
+            } else {
+                1.0
+            }
         }
         Scenario::Day => {
             let base = 1.0 - 0.8 * day_phase.cos();
             // A flash crowd at 18:00 for 10 minutes.
-            if (64_800_000_000..65_400_000_000).contains(&t_us) { base + 10.0 } else { base }
+            if (64_800_000_000..65_400_000_000).contains(&t_us) {
+                base + 10.0
+            } else {
+                base
+            }
         }
     }
 }
@@ -309,7 +335,11 @@ impl Iterator for Generator {
             && self.p.rate_limit > 0
             && self.edge_boundary_us < end)
             .then(|| {
-                let left = if self.edge_left == 0 { 2 * self.p.rate_limit } else { self.edge_left };
+                let left = if self.edge_left == 0 {
+                    2 * self.p.rate_limit
+                } else {
+                    self.edge_left
+                };
                 // Half the burst 1 ms before the boundary, half at it.
                 if left > self.p.rate_limit {
                     self.edge_boundary_us.saturating_sub(1000)
@@ -317,18 +347,30 @@ impl Iterator for Generator {
                     self.edge_boundary_us
                 }
             });
-        let arrival_at = self.next_arrival_us.is_finite().then_some(self.next_arrival_us as u64);
+        let arrival_at = self
+            .next_arrival_us
+            .is_finite()
+            .then_some(self.next_arrival_us as u64);
         // Ties: disk, memory, adversary, arrivals.
-        let min = [disk_at, mem_at, edge_at, arrival_at].into_iter().flatten().min()?;
+        let min = [disk_at, mem_at, edge_at, arrival_at]
+            .into_iter()
+            .flatten()
+            .min()?;
         if disk_at == Some(min) {
             self.next_disk_us += READING_US;
             let used_bytes = self.disk_used(min);
-            return Some(Event::Disk { t_us: min, used_bytes });
+            return Some(Event::Disk {
+                t_us: min,
+                used_bytes,
+            });
         }
         if mem_at == Some(min) {
             self.next_memory_us += READING_US;
             let available_bytes = self.memory_available(min);
-            return Some(Event::Memory { t_us: min, available_bytes });
+            return Some(Event::Memory {
+                t_us: min,
+                available_bytes,
+            });
         }
         if edge_at == Some(min) {
             if self.edge_left == 0 {
@@ -418,6 +460,11 @@ mod tests {
         for s in Scenario::ALL {
             assert_eq!(s.name().parse::<Scenario>(), Ok(s));
         }
-        assert!("nope".parse::<Scenario>().unwrap_err().contains("window-edge"));
+        assert!(
+            "nope"
+                .parse::<Scenario>()
+                .unwrap_err()
+                .contains("window-edge")
+        );
     }
 }

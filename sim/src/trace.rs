@@ -26,7 +26,10 @@ pub const MAX_KEYS: usize = 1_000_000;
 /// larger ids in an ordered set.
 const DENSE_ID_LIMIT: u64 = 1 << 28;
 
-const _: () = assert!(MAX_TIME_US < u64::MAX / 1_000, "times must fit in u64 nanoseconds");
+const _: () = assert!(
+    MAX_TIME_US < u64::MAX / 1_000,
+    "times must fit in u64 nanoseconds"
+);
 const _: () = assert!(MAX_KEYS <= u32::MAX as usize, "key indices are u32");
 
 /// One request: a client asks for a job.
@@ -137,7 +140,9 @@ impl IdSet {
             let word = (id / 64) as usize;
             if word >= self.dense.len() {
                 // Grow geometrically so sequential ids cost amortised O(1).
-                let new_len = (word + 1).max(self.dense.len() * 2).min((DENSE_ID_LIMIT / 64) as usize);
+                let new_len = (word + 1)
+                    .max(self.dense.len() * 2)
+                    .min((DENSE_ID_LIMIT / 64) as usize);
                 self.dense.resize(new_len, 0);
             }
             let bit = 1u64 << (id % 64);
@@ -296,9 +301,9 @@ impl<R: BufRead> TraceReader<R> {
             .t_us
             .ok_or_else(|| self.malformed("missing field `t_us`"))?;
         if t_us > MAX_TIME_US {
-            return Err(self.malformed(format!(
-                "`t_us` {t_us} is beyond 100 years ({MAX_TIME_US})"
-            )));
+            return Err(
+                self.malformed(format!("`t_us` {t_us} is beyond 100 years ({MAX_TIME_US})"))
+            );
         }
         if t_us < self.last_t_us {
             return Err(self.malformed(format!(
@@ -336,9 +341,9 @@ impl<R: BufRead> TraceReader<R> {
                 let key = match raw.key.as_deref() {
                     None => None,
                     Some(k) if k.len() > MAX_KEY_BYTES => {
-                        return Err(self.malformed(format!(
-                            "`key` is longer than {MAX_KEY_BYTES} bytes"
-                        )));
+                        return Err(
+                            self.malformed(format!("`key` is longer than {MAX_KEY_BYTES} bytes"))
+                        );
                     }
                     Some(k) => Some(self.keys.intern(k).ok_or_else(|| {
                         self.malformed(format!("more than {MAX_KEYS} distinct keys"))
@@ -404,14 +409,14 @@ impl<W: Write> TraceWriter<W> {
     }
 
     /// Writes one event; `key_name` names interned keys.
-    pub fn write(
-        &mut self,
-        event: &Event,
-        key_name: impl Fn(u32) -> String,
-    ) -> io::Result<()> {
+    pub fn write(&mut self, event: &Event, key_name: impl Fn(u32) -> String) -> io::Result<()> {
         match *event {
             Event::Request(r) => {
-                write!(self.out, "{{\"t_us\":{},\"type\":\"request\",\"id\":{}", r.t_us, r.id)?;
+                write!(
+                    self.out,
+                    "{{\"t_us\":{},\"type\":\"request\",\"id\":{}",
+                    r.t_us, r.id
+                )?;
                 if let Some(k) = r.key {
                     let name = serde_json::to_string(&key_name(k)).map_err(io::Error::other)?;
                     write!(self.out, ",\"key\":{name}")?;
@@ -483,26 +488,68 @@ mod tests {
                 bytes: 52_428_800
             })
         );
-        assert_eq!(v[1], Event::Memory { t_us: 1, available_bytes: 5 });
-        assert_eq!(v[2], Event::Disk { t_us: 1, used_bytes: 7 });
+        assert_eq!(
+            v[1],
+            Event::Memory {
+                t_us: 1,
+                available_bytes: 5
+            }
+        );
+        assert_eq!(
+            v[2],
+            Event::Disk {
+                t_us: 1,
+                used_bytes: 7
+            }
+        );
     }
 
     #[test]
     fn malformed_lines_name_their_line_and_problem() {
         let cases: &[(&str, &str)] = &[
             (r#"{"t_us":1,"type":"bogus"}"#, "unknown `type`"),
-            (r#"{"t_us":1,"type":"request","id":1,"job_us":1}"#, "duplicate request `id` 1"),
-            (r#"{"t_us":-1,"type":"disk","used_bytes":1}"#, "integer `-1`"),
-            (r#"{"t_us":1.5,"type":"disk","used_bytes":1}"#, "floating point"),
-            (r#"{"t_us":3155760000000001,"type":"disk","used_bytes":1}"#, "beyond 100 years"),
-            (r#"{"t_us":1,"type":"request","id":2,"job_us":3155760000000001}"#, "`job_us`"),
-            (r#"{"t_us":1,"type":"request","id":2}"#, "missing field `job_us`"),
+            (
+                r#"{"t_us":1,"type":"request","id":1,"job_us":1}"#,
+                "duplicate request `id` 1",
+            ),
+            (
+                r#"{"t_us":-1,"type":"disk","used_bytes":1}"#,
+                "integer `-1`",
+            ),
+            (
+                r#"{"t_us":1.5,"type":"disk","used_bytes":1}"#,
+                "floating point",
+            ),
+            (
+                r#"{"t_us":3155760000000001,"type":"disk","used_bytes":1}"#,
+                "beyond 100 years",
+            ),
+            (
+                r#"{"t_us":1,"type":"request","id":2,"job_us":3155760000000001}"#,
+                "`job_us`",
+            ),
+            (
+                r#"{"t_us":1,"type":"request","id":2}"#,
+                "missing field `job_us`",
+            ),
             (r#"{"type":"disk","used_bytes":1}"#, "missing field `t_us`"),
-            (r#"{"t_us":1,"type":"memory"}"#, "missing field `available_bytes`"),
-            (r#"{"t_us":1,"type":"disk","used_bytes":"9"}"#, "invalid type"),
+            (
+                r#"{"t_us":1,"type":"memory"}"#,
+                "missing field `available_bytes`",
+            ),
+            (
+                r#"{"t_us":1,"type":"disk","used_bytes":"9"}"#,
+                "invalid type",
+            ),
             (r#"not json"#, "column 2: expected ident"),
-            (r#"{"t_us":1,"type":"request","id":2,"job_us":1,"files":5000}"#, "`files`"),
-            (r#"{"t_us":1,"type":"disk","used_bytes":18446744073709551616}"#, "column"),
+            (
+                r#"{"t_us":1,"type":"request","id":2,"job_us":1,"files":5000}"#,
+                "`files`",
+            ),
+            (
+                r#"{"t_us":1,"type":"disk","used_bytes":18446744073709551616}"#,
+                "column",
+            ),
         ];
         for (bad, needle) in cases {
             let text = format!("{OK1}\n\n{bad}\n{OK1}\n");
@@ -522,7 +569,10 @@ mod tests {
 
     #[test]
     fn overlong_and_non_utf8_lines_are_malformed() {
-        let long = format!("{{\"t_us\":1,\"type\":\"disk\",\"used_bytes\":1,\"pad\":\"{}\"}}\n", "x".repeat(MAX_LINE_BYTES));
+        let long = format!(
+            "{{\"t_us\":1,\"type\":\"disk\",\"used_bytes\":1,\"pad\":\"{}\"}}\n",
+            "x".repeat(MAX_LINE_BYTES)
+        );
         assert!(err_line(&long).1.contains("longer than"));
         let mut bytes = b"{\"t_us\":1,\"type\":\"disk\",\"used_bytes\":1}\n".to_vec();
         bytes.extend_from_slice(b"\xff\xfe\n");
@@ -536,10 +586,30 @@ mod tests {
     #[test]
     fn writer_output_reads_back() {
         let events = vec![
-            Event::Request(Request { t_us: 3, id: 9, key: Some(2), job_us: 4, files: 1, bytes: 5 }),
-            Event::Memory { t_us: 4, available_bytes: 6 },
-            Event::Disk { t_us: 4, used_bytes: 8 },
-            Event::Request(Request { t_us: 5, id: 10, key: None, job_us: 4, files: 0, bytes: 0 }),
+            Event::Request(Request {
+                t_us: 3,
+                id: 9,
+                key: Some(2),
+                job_us: 4,
+                files: 1,
+                bytes: 5,
+            }),
+            Event::Memory {
+                t_us: 4,
+                available_bytes: 6,
+            },
+            Event::Disk {
+                t_us: 4,
+                used_bytes: 8,
+            },
+            Event::Request(Request {
+                t_us: 5,
+                id: 10,
+                key: None,
+                job_us: 4,
+                files: 0,
+                bytes: 0,
+            }),
         ];
         let mut w = TraceWriter::new(Vec::new());
         for e in &events {
