@@ -10,6 +10,8 @@ use crate::log::Trigger;
 use crate::report::Series;
 
 type ChartResult<T> = Result<T, Box<dyn std::error::Error>>;
+/// A named, coloured count of one bin.
+type Line = (&'static str, RGBColor, fn(&crate::report::Bin) -> u64);
 
 /// Writes `outcomes.svg`, `queue.svg` and `disk.svg` into `dir`; returns their paths.
 pub fn write_all(dir: &Path, series: &Series, config: &SimConfig) -> ChartResult<Vec<String>> {
@@ -54,7 +56,7 @@ fn outcomes_chart(path: &Path, s: &Series) -> ChartResult<()> {
         .x_desc("virtual time (h)")
         .y_desc("requests / min")
         .draw()?;
-    let lines: [(&str, RGBColor, fn(&crate::report::Bin) -> u64); 3] = [
+    let lines: [Line; 3] = [
         ("admitted", GREEN, |b| b.admitted),
         ("429 rate limited", RED, |b| b.rate_limited),
         ("503 overloaded", BLUE, |b| b.overloaded),

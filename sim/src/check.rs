@@ -10,8 +10,11 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::config::SimConfig;
+use crate::engine::EventSource;
 use crate::layout::{file_bytes, stage_files};
 use crate::log::{GateReason, Outcome, OverloadReason, Record, Trigger};
+use crate::log::{LogError, LogReader};
+use crate::trace::TraceError;
 use crate::trace::{Event, Request};
 
 /// Which invariant.
@@ -645,8 +648,9 @@ impl Checker {
         bytes_freed: u64,
     ) {
         let removed = std::mem::take(&mut self.removed);
-        let cutoff_us = t_us.saturating_sub(older_than_us);
-        if let Some((id, file, f)) = removed.iter().find(|(_, _, f)| f.mtime_us > cutoff_us) {
+        // Ages, not cutoffs: `t − older_than` would clamp at 0 early in a run.
+        let age = |f: &ModelFile| t_us.saturating_sub(f.mtime_us);
+        if let Some((id, file, f)) = removed.iter().find(|(_, _, f)| age(f) < older_than_us) {
             let (id, file, age) = (*id, *file, t_us - f.mtime_us);
             self.fail(Invariant::Cleanup, t_us, format!("{} sweep removed file {file} of job {id}, {age} µs old, younger than the cutoff {older_than_us} µs", trigger.as_str()));
         }
@@ -659,7 +663,7 @@ impl Checker {
         let oldest_left = self
             .files
             .iter()
-            .filter(|(_, f)| f.mtime_us < cutoff_us)
+            .filter(|(_, f)| age(f) > older_than_us)
             .min_by_key(|(_, f)| f.mtime_us)
             .map(|(k, f)| (*k, *f));
         match trigger {
@@ -704,5 +708,383 @@ impl Checker {
             still_queued: self.waiting.len() as u64,
             still_running: self.running.len() as u64,
         }
+    }
+}
+
+/// Why a standalone check could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckRunError {
+    /// The trace is malformed.
+    #[error("{0}")]
+    Trace(#[from] TraceError),
+    /// The decision log is malformed.
+    #[error("{0}")]
+    Log(#[from] LogError),
+}
+
+/// Checks a decision log against its trace: what `backstop-sim check` runs.
+///
+/// Each decision, memory and disk record answers the trace's next event; trace events
+/// left over at the end had no answer (a conservation violation).
+pub fn check_log<S: EventSource, R: std::io::BufRead>(
+    params: CheckParams,
+    mut trace: S,
+    mut log: LogReader<R>,
+) -> Result<CheckSummary, CheckRunError> {
+    let mut checker = Checker::new(params);
+    while let Some(rec) = log.next_record()? {
+        if matches!(
+            rec,
+            Record::Decision { .. } | Record::Memory { .. } | Record::Disk { .. }
+        ) {
+            if let Some(ev) = trace.next_event()? {
+                checker.expect_input(&ev);
+            }
+        }
+        checker.on_record(&rec);
+    }
+    if let Some(ev) = trace.next_event()? {
+        checker.expect_input(&ev);
+    }
+    Ok(checker.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{Outcome::*, Record as R};
+
+    fn params() -> CheckParams {
+        CheckParams {
+            rate_limit: 2,
+            rate_window_us: 10,
+            max_queue: 1,
+            job_slots: 1,
+            stages: 1,
+            min_memory_bytes: 100,
+            memory_margin_bytes: 10,
+            min_disk_bytes: 100,
+            disk_margin_bytes: 10,
+            capacity_bytes: 10_000,
+            pressure_bytes: 8_000,
+        }
+    }
+
+    fn req(t_us: u64, id: u64, job_us: u64, files: u32, bytes: u64) -> Event {
+        Event::Request(Request {
+            t_us,
+            id,
+            key: None,
+            job_us,
+            files,
+            bytes,
+        })
+    }
+
+    fn dec(t_us: u64, id: u64, outcome: Outcome, retry_after_us: Option<u64>) -> Record {
+        let reason = (outcome == Overloaded).then_some(OverloadReason::QueueFull);
+        R::Decision {
+            t_us,
+            id,
+            outcome,
+            reason,
+            retry_after_us,
+        }
+    }
+
+    /// Feeds (input, records) steps; returns the first violated invariant.
+    fn run(p: CheckParams, steps: &[(Option<Event>, Vec<Record>)]) -> Option<Invariant> {
+        let mut c = Checker::new(p);
+        for (input, recs) in steps {
+            if let Some(e) = input {
+                c.expect_input(e);
+            }
+            for r in recs {
+                c.on_record(r);
+            }
+        }
+        c.finish().first.map(|v| v.invariant)
+    }
+
+    fn admit_and_run(t: u64, id: u64) -> (Option<Event>, Vec<Record>) {
+        (
+            Some(req(t, id, 1, 0, 0)),
+            vec![dec(t, id, Admitted, None), R::JobStart { t_us: t, id }],
+        )
+    }
+
+    fn end(t: u64, id: u64) -> (Option<Event>, Vec<Record>) {
+        (
+            None,
+            vec![R::JobEnd {
+                t_us: t + 1,
+                id,
+                crashed: false,
+            }],
+        )
+    }
+
+    #[test]
+    fn a_clean_log_passes() {
+        let mut p = params();
+        p.max_queue = 5;
+        let steps = vec![
+            admit_and_run(0, 1),
+            end(0, 1),
+            admit_and_run(5, 2),
+            end(5, 2),
+            (
+                Some(req(9, 3, 1, 0, 0)),
+                vec![dec(9, 3, RateLimited, Some(1))],
+            ),
+            admit_and_run(10, 4),
+            end(10, 4),
+        ];
+        assert_eq!(run(p, &steps), None);
+    }
+
+    #[test]
+    fn too_many_passes_in_a_window_is_caught() {
+        let mut p = params();
+        p.max_queue = 5;
+        p.job_slots = 5;
+        let steps = vec![
+            admit_and_run(0, 1),
+            admit_and_run(5, 2),
+            admit_and_run(9, 3),
+        ];
+        assert_eq!(run(p, &steps), Some(Invariant::RateSafety));
+    }
+
+    #[test]
+    fn false_or_inexact_429_is_caught() {
+        let steps = vec![
+            admit_and_run(0, 1),
+            (
+                Some(req(1, 2, 1, 0, 0)),
+                vec![dec(1, 2, RateLimited, Some(9))],
+            ),
+        ];
+        assert_eq!(run(params(), &steps), Some(Invariant::NoFalse429));
+        let mut p = params();
+        p.job_slots = 2;
+        let steps = vec![
+            admit_and_run(0, 1),
+            admit_and_run(2, 2),
+            (
+                Some(req(3, 3, 1, 0, 0)),
+                vec![dec(3, 3, RateLimited, Some(8))],
+            ),
+        ];
+        assert_eq!(run(p, &steps), Some(Invariant::NoFalse429), "exact is 7");
+    }
+
+    #[test]
+    fn queue_full_below_the_bound_is_caught() {
+        let steps = vec![
+            admit_and_run(0, 1),
+            (Some(req(1, 2, 1, 0, 0)), vec![dec(1, 2, Overloaded, None)]),
+        ];
+        assert_eq!(run(params(), &steps), Some(Invariant::Queue));
+    }
+
+    #[test]
+    fn idle_slot_with_a_waiting_job_is_caught() {
+        let steps = vec![
+            (Some(req(0, 1, 1, 0, 0)), vec![dec(0, 1, Admitted, None)]),
+            (
+                Some(Event::Memory {
+                    t_us: 1,
+                    available_bytes: 1_000,
+                }),
+                vec![R::Memory {
+                    t_us: 1,
+                    available_bytes: 1_000,
+                }],
+            ),
+        ];
+        assert_eq!(run(params(), &steps), Some(Invariant::Jobs));
+    }
+
+    #[test]
+    fn out_of_order_start_is_caught() {
+        let mut p = params();
+        p.max_queue = 5;
+        p.rate_limit = 10;
+        let steps = vec![
+            admit_and_run(0, 1),
+            (Some(req(0, 2, 1, 0, 0)), vec![dec(0, 2, Admitted, None)]),
+            (Some(req(0, 3, 1, 0, 0)), vec![dec(0, 3, Admitted, None)]),
+            (
+                None,
+                vec![
+                    R::JobEnd {
+                        t_us: 1,
+                        id: 1,
+                        crashed: false,
+                    },
+                    R::JobStart { t_us: 1, id: 3 },
+                ],
+            ),
+        ];
+        assert_eq!(run(p, &steps), Some(Invariant::Jobs));
+    }
+
+    #[test]
+    fn gate_left_open_on_low_memory_is_caught() {
+        let steps = vec![
+            (
+                Some(Event::Memory {
+                    t_us: 0,
+                    available_bytes: 50,
+                }),
+                vec![R::Memory {
+                    t_us: 0,
+                    available_bytes: 50,
+                }],
+            ),
+            admit_and_run(1, 1),
+        ];
+        assert_eq!(run(params(), &steps), Some(Invariant::Gate));
+    }
+
+    #[test]
+    fn missing_decision_is_caught() {
+        let steps = vec![
+            admit_and_run(0, 1),
+            end(0, 1),
+            (Some(req(3, 2, 1, 0, 0)), vec![]),
+        ];
+        assert_eq!(run(params(), &steps), Some(Invariant::Conservation));
+    }
+
+    fn crashed_job_with_files() -> Vec<(Option<Event>, Vec<Record>)> {
+        vec![
+            (
+                Some(req(0, 1, 100, 2, 20)),
+                vec![
+                    dec(0, 1, Admitted, None),
+                    R::JobStart { t_us: 0, id: 1 },
+                    R::FilesWritten {
+                        t_us: 0,
+                        id: 1,
+                        stage: 0,
+                        files: 2,
+                        bytes: 20,
+                    },
+                ],
+            ),
+            (
+                None,
+                vec![R::JobEnd {
+                    t_us: 50,
+                    id: 1,
+                    crashed: true,
+                }],
+            ),
+        ]
+    }
+
+    #[test]
+    fn sweeping_a_young_file_is_caught() {
+        let mut steps = crashed_job_with_files();
+        steps.push((
+            None,
+            vec![
+                R::FileRemoved {
+                    t_us: 60,
+                    id: 1,
+                    file: 0,
+                },
+                R::Sweep {
+                    t_us: 60,
+                    trigger: Trigger::Schedule,
+                    older_than_us: 100,
+                    byte_goal: None,
+                    files_removed: 1,
+                    bytes_freed: 10,
+                },
+            ],
+        ));
+        assert_eq!(run(params(), &steps), Some(Invariant::Cleanup));
+    }
+
+    #[test]
+    fn leaving_an_old_file_is_caught_and_removing_all_passes() {
+        let mut steps = crashed_job_with_files();
+        steps.push((
+            None,
+            vec![
+                R::FileRemoved {
+                    t_us: 200,
+                    id: 1,
+                    file: 0,
+                },
+                R::Sweep {
+                    t_us: 200,
+                    trigger: Trigger::Schedule,
+                    older_than_us: 100,
+                    byte_goal: None,
+                    files_removed: 1,
+                    bytes_freed: 10,
+                },
+            ],
+        ));
+        assert_eq!(run(params(), &steps), Some(Invariant::Cleanup));
+        let mut steps = crashed_job_with_files();
+        steps.push((
+            None,
+            vec![
+                R::FileRemoved {
+                    t_us: 200,
+                    id: 1,
+                    file: 0,
+                },
+                R::FileRemoved {
+                    t_us: 200,
+                    id: 1,
+                    file: 1,
+                },
+                R::Sweep {
+                    t_us: 200,
+                    trigger: Trigger::Schedule,
+                    older_than_us: 100,
+                    byte_goal: None,
+                    files_removed: 2,
+                    bytes_freed: 20,
+                },
+            ],
+        ));
+        assert_eq!(run(params(), &steps), None);
+    }
+
+    #[test]
+    fn pressure_sweep_that_stops_short_is_caught() {
+        let mut p = params();
+        p.pressure_bytes = 5;
+        let mut steps = crashed_job_with_files();
+        steps.push((
+            None,
+            vec![
+                R::FileRemoved {
+                    t_us: 200,
+                    id: 1,
+                    file: 0,
+                },
+                R::Sweep {
+                    t_us: 200,
+                    trigger: Trigger::Pressure,
+                    older_than_us: 100,
+                    byte_goal: Some(15),
+                    files_removed: 1,
+                    bytes_freed: 10,
+                },
+            ],
+        ));
+        assert_eq!(
+            run(p, &steps),
+            Some(Invariant::Cleanup),
+            "10 B left > 5 B threshold, an old file remains"
+        );
     }
 }

@@ -23,6 +23,20 @@ pub fn system_time(t_us: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(VIRTUAL_EPOCH_S) + Duration::from_micros(t_us)
 }
 
+/// Where scratch directories go by default: `$BACKSTOP_SIM_SCRATCH`, else `/dev/shm` where
+/// it exists (the files are sparse, so a RAM disk costs nothing and spares a slow disk
+/// thousands of creates and unlinks), else the system temp dir.
+pub fn default_scratch_parent() -> PathBuf {
+    if let Some(p) = std::env::var_os("BACKSTOP_SIM_SCRATCH") {
+        return PathBuf::from(p);
+    }
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        return shm.to_path_buf();
+    }
+    std::env::temp_dir()
+}
+
 /// A tracked temp file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrackedFile {
@@ -68,19 +82,14 @@ pub struct TempDisk {
 }
 
 impl TempDisk {
-    /// A fresh scratch directory under `parent` (the system temp dir when `None`).
+    /// A fresh scratch directory under `parent`, or under [`default_scratch_parent`].
     pub fn new(parent: Option<&Path>) -> Result<Self, DiskError> {
-        let mut b = tempfile::Builder::new();
-        b.prefix("backstop-sim-");
-        let dir = match parent {
-            Some(p) => {
-                fs::create_dir_all(p).map_err(|e| disk_err(p, e))?;
-                b.tempdir_in(p).map_err(|e| disk_err(p, e))?
-            }
-            None => b
-                .tempdir()
-                .map_err(|e| disk_err(&std::env::temp_dir(), e))?,
-        };
+        let parent = parent.map_or_else(default_scratch_parent, Path::to_path_buf);
+        fs::create_dir_all(&parent).map_err(|e| disk_err(&parent, e))?;
+        let dir = tempfile::Builder::new()
+            .prefix("backstop-sim-")
+            .tempdir_in(&parent)
+            .map_err(|e| disk_err(&parent, e))?;
         Ok(TempDisk {
             path_buf: dir.path().to_path_buf(),
             dir,

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use backstop_sim::check::{CheckParams, Checker};
+use backstop_sim::check::{CheckParams, CheckRunError, check_log};
 use backstop_sim::config::{SimConfig, parse_duration};
 use backstop_sim::engine::{self, Progress, RunOptions, RunOutput};
-use backstop_sim::log::{LogReader, Record};
+use backstop_sim::log::LogReader;
 use backstop_sim::scenario::{GenParams, Generator, Scenario};
-use backstop_sim::trace::{Event, TraceReader, TraceWriter};
+use backstop_sim::trace::{TraceReader, TraceWriter};
 
 /// Exit code: every invariant held.
 const EXIT_CLEAN: u8 = 0;
@@ -370,30 +370,12 @@ fn cmd_check(a: CheckArgs) -> Result<u8, Failure> {
             .map(|f| BufReader::with_capacity(1 << 20, f))
             .map_err(|e| bad(format!("opening {}: {e}", p.display())))
     };
-    let mut trace = TraceReader::new(open(&a.trace)?);
-    let mut log = LogReader::new(open(&a.decisions)?);
-    let mut checker = Checker::new(CheckParams::from(&config));
-    let trace_err = |e| bad(format!("{}: {e}", a.trace.display()));
-    while let Some(rec) = log
-        .next_record()
-        .map_err(|e| bad(format!("{}: {e}", a.decisions.display())))?
-    {
-        if matches!(
-            rec,
-            Record::Decision { .. } | Record::Memory { .. } | Record::Disk { .. }
-        ) {
-            if let Some(ev) = trace.next_event().map_err(trace_err)? {
-                checker.expect_input(&ev);
-            }
-        }
-        checker.on_record(&rec);
-    }
-    // Trace events left over have no decision.
-    if let Some(ev) = trace.next_event().map_err(trace_err)? {
-        let ev: Event = ev;
-        checker.expect_input(&ev);
-    }
-    let summary = checker.finish();
+    let trace = TraceReader::new(open(&a.trace)?);
+    let log = LogReader::new(open(&a.decisions)?);
+    let summary = check_log(CheckParams::from(&config), trace, log).map_err(|e| match e {
+        CheckRunError::Trace(e) => bad(format!("{}: {e}", a.trace.display())),
+        CheckRunError::Log(e) => bad(format!("{}: {e}", a.decisions.display())),
+    })?;
     match &summary.first {
         None => {
             println!(
@@ -408,9 +390,16 @@ fn cmd_check(a: CheckArgs) -> Result<u8, Failure> {
                 summary.violations
             );
             eprintln!(
-                "backstop-sim: first offending record: line {} of {}",
+                "backstop-sim: the offending record is line {} of {} (seed {}); reproduce with: backstop-sim check --trace {} --decisions {}{}",
                 v.record,
-                a.decisions.display()
+                a.decisions.display(),
+                config.seed,
+                a.trace.display(),
+                a.decisions.display(),
+                a.config
+                    .as_ref()
+                    .map(|c| format!(" --config {}", c.display()))
+                    .unwrap_or_default()
             );
             Ok(EXIT_VIOLATION)
         }
