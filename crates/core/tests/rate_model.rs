@@ -1,0 +1,132 @@
+//! `SlidingWindow` against a `VecDeque` port of the original algorithm, on a manual clock:
+//! identical decisions and identical `retry_after`, including steps of 0 and admissions
+//! exactly at window edges.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use backstop_core::clock::ManualClock;
+use backstop_core::rate::SlidingWindow;
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+
+/// The reference: admission times in a queue, old ones dropped, counted.
+struct Model {
+    limit: usize,
+    window_ns: u64,
+    admitted: VecDeque<u64>,
+}
+
+impl Model {
+    /// `Ok` or the exact wait.
+    fn try_acquire(&mut self, now: u64) -> Result<(), u64> {
+        // The window is (now − W, now]: an admission at `now − W` has left it.
+        while self
+            .admitted
+            .front()
+            .is_some_and(|&t| t + self.window_ns <= now)
+        {
+            self.admitted.pop_front();
+        }
+        if self.admitted.len() < self.limit {
+            self.admitted.push_back(now);
+            Ok(())
+        } else {
+            Err(self.admitted[0] + self.window_ns - now)
+        }
+    }
+
+    fn available(&self, now: u64) -> u32 {
+        let live = self
+            .admitted
+            .iter()
+            .filter(|&&t| t + self.window_ns > now)
+            .count();
+        (self.limit - live) as u32
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Advance(u64),
+    TryAcquire,
+    AcquireTimeout(u64),
+    Available,
+}
+
+/// Steps biased towards the interesting ones: 0, just before, at, and just after a
+/// window edge.
+fn op(window_ns: u64) -> impl Strategy<Value = Op> {
+    let step = prop_oneof![
+        Just(0),
+        Just(1),
+        Just(window_ns - 1),
+        Just(window_ns),
+        Just(window_ns + 1),
+        0..=window_ns / 4,
+        0..3 * window_ns,
+    ];
+    prop_oneof![
+        3 => step.prop_map(Op::Advance),
+        6 => Just(Op::TryAcquire),
+        1 => (0..2 * window_ns).prop_map(Op::AcquireTimeout),
+        1 => Just(Op::Available),
+    ]
+}
+
+fn case() -> impl Strategy<Value = (u32, u64, Vec<Op>)> {
+    (1u32..6, prop_oneof![Just(2u64), 10u64..1_000]).prop_flat_map(|(limit, window_ns)| {
+        (
+            Just(limit),
+            Just(window_ns),
+            proptest::collection::vec(op(window_ns), 1..200),
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 2_000,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn decisions_and_retry_after_match_the_reference((limit, window_ns, ops) in case()) {
+        let clock = ManualClock::new();
+        let window = Duration::from_nanos(window_ns);
+        let limiter = SlidingWindow::with_clock(limit, window, clock.clone()).unwrap();
+        let mut model = Model { limit: limit as usize, window_ns, admitted: VecDeque::new() };
+        let mut now = 0u64;
+        for op in ops {
+            match op {
+                Op::Advance(d) => {
+                    now += d;
+                    clock.advance(Duration::from_nanos(d));
+                }
+                Op::TryAcquire => {
+                    let got = limiter.try_acquire().map_err(|e| e.retry_after().as_nanos() as u64);
+                    prop_assert_eq!(got, model.try_acquire(now), "at {}", now);
+                }
+                Op::AcquireTimeout(timeout) => {
+                    let expected = match model.try_acquire(now) {
+                        Ok(()) => Ok(()),
+                        Err(wait) if wait <= timeout => {
+                            now += wait;
+                            model.try_acquire(now)
+                        }
+                        Err(wait) => Err(wait),
+                    };
+                    let got = limiter
+                        .acquire_timeout(Duration::from_nanos(timeout))
+                        .map_err(|e| e.retry_after().as_nanos() as u64);
+                    prop_assert_eq!(got, expected, "timeout {} at {}", timeout, now);
+                    prop_assert_eq!(clock.now(), Duration::from_nanos(now));
+                }
+                Op::Available => {
+                    prop_assert_eq!(limiter.available(), model.available(now), "at {}", now);
+                }
+            }
+        }
+    }
+}

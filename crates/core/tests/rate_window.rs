@@ -1,0 +1,182 @@
+//! The public contract of `SlidingWindow`: config errors, timed waits, reporting.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use backstop_core::clock::{Clock, ManualClock};
+use backstop_core::rate::{MAX_LIMIT, MAX_WINDOW, SlidingWindow};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn limiter(limit: u32, window: Duration) -> (SlidingWindow<ManualClock>, ManualClock) {
+    let clock = ManualClock::new();
+    let limiter = SlidingWindow::with_clock(limit, window, clock.clone()).expect("valid config");
+    (limiter, clock)
+}
+
+#[test]
+fn config_errors_name_the_field_and_the_reason() {
+    let cases = [
+        (0, MINUTE, "limit", "at least 1"),
+        (MAX_LIMIT + 1, MINUTE, "limit", "maximum"),
+        (30, Duration::ZERO, "window", "longer than zero"),
+        (
+            30,
+            MAX_WINDOW + Duration::from_nanos(1),
+            "window",
+            "100 years",
+        ),
+    ];
+    for (limit, window, field, reason) in cases {
+        let err = SlidingWindow::new(limit, window).unwrap_err();
+        assert_eq!(err.field(), field);
+        assert!(err.reason().contains(reason), "{err}");
+        assert!(err.to_string().starts_with(&format!("invalid `{field}`")));
+    }
+    assert!(SlidingWindow::new(1, MAX_WINDOW).is_ok());
+}
+
+#[test]
+fn accessors_report_the_config() {
+    let (limiter, _) = limiter(30, MINUTE);
+    assert_eq!(limiter.limit(), 30);
+    assert_eq!(limiter.window(), MINUTE);
+    assert_eq!(limiter.available(), 30);
+    limiter.try_acquire().unwrap();
+    assert_eq!(limiter.available(), 29);
+    assert!(format!("{limiter:?}").contains("available: 29"));
+}
+
+#[test]
+fn acquire_timeout_sleeps_exactly_until_the_retry_time() {
+    let (limiter, clock) = limiter(2, MINUTE);
+    limiter.try_acquire().unwrap();
+    clock.advance(Duration::from_secs(15));
+    limiter.try_acquire().unwrap();
+    // Full until t = 60 s. A wait of 45 s fits a 50 s timeout: it sleeps exactly 45 s.
+    assert_eq!(limiter.acquire_timeout(Duration::from_secs(50)), Ok(()));
+    assert_eq!(clock.now(), MINUTE);
+    // Next slot frees at 75 s: exactly the deadline is still in time.
+    assert_eq!(limiter.acquire_timeout(Duration::from_secs(15)), Ok(()));
+    assert_eq!(clock.now(), Duration::from_secs(75));
+}
+
+#[test]
+fn acquire_timeout_returns_at_once_when_the_wait_exceeds_the_time_left() {
+    let (limiter, clock) = limiter(1, MINUTE);
+    limiter.try_acquire().unwrap();
+    let refused = limiter
+        .acquire_timeout(MINUTE - Duration::from_nanos(1))
+        .unwrap_err();
+    assert_eq!(refused.retry_after(), MINUTE);
+    assert_eq!(clock.now(), Duration::ZERO, "it must not sleep at all");
+    assert!(limiter.acquire_timeout(Duration::ZERO).is_err());
+}
+
+/// A manual clock whose first sleep lets a rival caller take the freed capacity of the
+/// same limiter just before the sleeper retries.
+struct RivalOnWake {
+    clock: ManualClock,
+    limiter: OnceLock<Weak<SlidingWindow<Arc<RivalOnWake>>>>,
+    stolen: AtomicBool,
+}
+
+impl Clock for RivalOnWake {
+    fn now_ns(&self) -> u64 {
+        self.clock.now_ns()
+    }
+    fn sleep(&self, d: Duration) {
+        self.clock.advance(d);
+        if !self.stolen.swap(true, Ordering::SeqCst) {
+            let limiter = self.limiter.get().and_then(Weak::upgrade).unwrap();
+            assert!(limiter.try_acquire().is_ok(), "the rival takes the slot");
+        }
+    }
+}
+
+#[test]
+fn acquire_timeout_waits_again_within_the_deadline_when_a_rival_wins() {
+    let clock = Arc::new(RivalOnWake {
+        clock: ManualClock::new(),
+        limiter: OnceLock::new(),
+        stolen: AtomicBool::new(false),
+    });
+    let limiter = Arc::new(SlidingWindow::with_clock(1, MINUTE, Arc::clone(&clock)).unwrap());
+    clock.limiter.set(Arc::downgrade(&limiter)).unwrap();
+    limiter.try_acquire().unwrap();
+    // Free at 60 s, but the rival takes it then; free again at 120 s = the deadline.
+    assert_eq!(limiter.acquire_timeout(2 * MINUTE), Ok(()));
+    assert_eq!(clock.clock.now(), 2 * MINUTE);
+    // With a deadline one nanosecond shorter, the second wait would overshoot: refused.
+    let refused = limiter.acquire_timeout(MINUTE - Duration::from_nanos(1));
+    assert_eq!(refused.unwrap_err().retry_after(), MINUTE);
+}
+
+#[test]
+fn reconfigured_keeps_history_so_lowering_the_limit_bites_at_once() {
+    let (wide, clock) = limiter(30, MINUTE);
+    for _ in 0..10 {
+        wide.try_acquire().unwrap();
+        clock.advance(Duration::from_secs(1));
+    }
+    let narrow = wide.reconfigured(5, MINUTE).unwrap();
+    let refused = narrow.try_acquire().unwrap_err();
+    // The newest five were at 5..=9 s; the oldest of them leaves at 65 s; now is 10 s.
+    assert_eq!(refused.retry_after(), Duration::from_secs(55));
+    let raised = wide.reconfigured(12, MINUTE).unwrap();
+    assert_eq!(raised.available(), 2);
+    assert!(wide.reconfigured(0, MINUTE).is_err());
+}
+
+#[test]
+fn memory_is_sixteen_bytes_per_admission_plus_a_fixed_part() {
+    let small = SlidingWindow::<ManualClock>::bytes_for(30);
+    let large = SlidingWindow::<ManualClock>::bytes_for(1030);
+    assert_eq!(large - small, 16 * 1000);
+    assert!(small < 1024, "{small}");
+    assert!(SlidingWindow::<ManualClock>::is_lock_free());
+}
+
+#[cfg(feature = "tokio")]
+mod async_wait {
+    use super::*;
+
+    #[tokio::test]
+    async fn async_wait_on_a_manual_clock_moves_virtual_time() {
+        let (limiter, clock) = limiter(1, MINUTE);
+        limiter.try_acquire().unwrap();
+        assert_eq!(limiter.acquire_timeout_async(MINUTE).await, Ok(()));
+        assert_eq!(clock.now(), MINUTE);
+        let refused = limiter.acquire_timeout_async(Duration::from_secs(1)).await;
+        assert_eq!(refused.unwrap_err().retry_after(), MINUTE);
+    }
+
+    #[tokio::test]
+    async fn async_wait_on_the_real_clock_admits_after_the_window() {
+        let limiter = SlidingWindow::new(1, Duration::from_millis(5)).unwrap();
+        limiter.try_acquire().unwrap();
+        assert_eq!(
+            limiter.acquire_timeout_async(Duration::from_secs(5)).await,
+            Ok(())
+        );
+        assert_eq!(limiter.available(), 0);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_future_admits_nothing() {
+        let limiter = SlidingWindow::new(1, MINUTE).unwrap();
+        limiter.try_acquire().unwrap();
+        // Polled (it computes a 60 s wait and sleeps), then dropped by the timeout.
+        let timed = tokio::time::timeout(
+            Duration::from_millis(1),
+            limiter.acquire_timeout_async(MINUTE),
+        )
+        .await;
+        assert!(timed.is_err(), "the wait should still be pending");
+        // The dropped wait left no admission behind: the window holds exactly one.
+        let history_len = 1 - limiter.available();
+        assert_eq!(history_len, 1);
+        assert!(limiter.try_acquire().is_err());
+    }
+}
