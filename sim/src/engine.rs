@@ -31,6 +31,20 @@ impl<R: BufRead> EventSource for TraceReader<R> {
     }
 }
 
+/// Events already in memory (any iterator), e.g. for benchmarks.
+///
+/// The iterator must yield events in time order with unique request ids; unlike
+/// [`TraceReader`] it is not validated.
+#[derive(Debug, Clone)]
+pub struct Events<I>(pub I);
+
+impl<I: Iterator<Item = Event>> EventSource for Events<I> {
+    #[inline]
+    fn next_event(&mut self) -> Result<Option<Event>, TraceError> {
+        Ok(self.0.next())
+    }
+}
+
 impl EventSource for Generator {
     #[inline]
     fn next_event(&mut self) -> Result<Option<Event>, TraceError> {
