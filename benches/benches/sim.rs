@@ -27,8 +27,8 @@ fn params() -> GenParams {
         seed: 1,
         duration_us: DURATION_US,
         rate_per_s: RATE_PER_S,
-        rate_limit: c.limits.rate_limit,
-        rate_window_us: c.limits.rate_window.as_micros() as u64,
+        rate_limit: c.limits.rate.limit,
+        rate_window_us: c.rate_window_us(),
         disk_capacity_bytes: c.disk.capacity_bytes,
     }
 }
@@ -101,7 +101,7 @@ fn request_path(c: &mut Criterion) {
     g.bench_function("bare_limiter_same_requests", |b| {
         b.iter(|| {
             let limiter = SlidingWindow::with_clock(
-                config.limits.rate_limit,
+                config.limits.rate.limit,
                 Duration::from_secs(60),
                 backstop_core::clock::ManualClock::new(),
             )

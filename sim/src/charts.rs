@@ -85,7 +85,7 @@ fn outcomes_chart(path: &Path, s: &Series) -> ChartResult<()> {
 fn queue_chart(path: &Path, s: &Series, config: &SimConfig) -> ChartResult<()> {
     let root = SVGBackend::new(path, (1000, 400)).into_drawing_area();
     root.fill(&WHITE)?;
-    let max_queue = f64::from(config.limits.max_queue);
+    let max_queue = f64::from(config.limits.queue.max);
     let mut chart = ChartBuilder::on(&root)
         .caption("Queue depth (max per bin)", ("sans-serif", 20))
         .margin(10)

@@ -110,16 +110,28 @@ pub struct CheckParams {
 
 impl From<&SimConfig> for CheckParams {
     fn from(c: &SimConfig) -> Self {
+        const MIB: u64 = 1 << 20;
+        let l = &c.limits;
+        let r = &l.resources;
+        // A disabled gate never closes: no threshold to fall below, none to clear.
+        let gate = |mib: u64| {
+            if r.enabled {
+                mib.saturating_mul(MIB)
+            } else {
+                0
+            }
+        };
         CheckParams {
-            rate_limit: c.limits.rate_limit,
-            rate_window_us: c.limits.rate_window.as_micros() as u64,
-            max_queue: c.limits.max_queue,
-            job_slots: c.limits.job_slots,
+            rate_limit: l.rate.limit,
+            rate_window_us: c.rate_window_us(),
+            // Simulated requests are of the normal class: the critical reserve is not theirs.
+            max_queue: l.queue.max - l.queue.critical_reserve,
+            job_slots: l.jobs.max,
             stages: c.disk.stages,
-            min_memory_bytes: c.limits.min_memory_bytes,
-            memory_margin_bytes: c.limits.memory_margin_bytes,
-            min_disk_bytes: c.limits.min_disk_bytes,
-            disk_margin_bytes: c.limits.disk_margin_bytes,
+            min_memory_bytes: gate(r.min_available_memory_mib),
+            memory_margin_bytes: gate(r.memory_margin_mib),
+            min_disk_bytes: gate(r.min_free_disk_mib),
+            disk_margin_bytes: gate(r.disk_margin_mib),
             capacity_bytes: c.disk.capacity_bytes,
             pressure_bytes: c.pressure_bytes(),
         }

@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use backstop_core::Limits;
 use serde::{Deserialize, Deserializer};
 
 const GIB: u64 = 1 << 30;
-const MIB: u64 = 1 << 20;
 
 /// A bad configuration or flag value.
 #[derive(Debug, thiserror::Error)]
@@ -31,45 +31,6 @@ pub enum ConfigFileError {
     /// A value is out of range.
     #[error("config: {0}")]
     Invalid(#[from] backstop_core::ConfigError),
-}
-
-/// Admission limits: the fields of backstop-core's `Limits` the simulator uses.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Requests admitted per window (429 beyond).
-    pub rate_limit: u32,
-    /// The sliding window.
-    #[serde(deserialize_with = "de_duration")]
-    pub rate_window: Duration,
-    /// Jobs that may wait (503 `queue_full` beyond).
-    pub max_queue: u32,
-    /// Jobs that may run at once: the workers.
-    pub job_slots: u32,
-    /// The gate closes when available memory is below this.
-    pub min_memory_bytes: u64,
-    /// ...and reopens only at or above `min_memory_bytes + memory_margin_bytes`.
-    pub memory_margin_bytes: u64,
-    /// The gate closes when free disk is below this.
-    pub min_disk_bytes: u64,
-    /// ...and reopens only at or above `min_disk_bytes + disk_margin_bytes`.
-    pub disk_margin_bytes: u64,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        // The original service's defaults: 30/min, queue 100, 5 jobs, 2 GiB, 5 GiB.
-        LimitsConfig {
-            rate_limit: 30,
-            rate_window: Duration::from_secs(60),
-            max_queue: 100,
-            job_slots: 5,
-            min_memory_bytes: 2048 * MIB,
-            memory_margin_bytes: 256 * MIB,
-            min_disk_bytes: 5 * GIB,
-            disk_margin_bytes: GIB,
-        }
-    }
 }
 
 /// The temp disk and the jobs' use of it.
@@ -128,10 +89,10 @@ impl Default for SweepConfig {
 ///
 /// ```
 /// use backstop_sim::config::SimConfig;
-/// let c = SimConfig::from_toml_str("seed = 9\n[limits]\nrate_limit = 10\nrate_window = \"30s\"\n", "inline")?;
+/// let c = SimConfig::from_toml_str("seed = 9\n[limits.rate]\nlimit = 10\nwindow_ms = 30000\n", "inline")?;
 /// assert_eq!(c.seed, 9);
-/// assert_eq!(c.limits.rate_limit, 10);
-/// assert_eq!(c.limits.max_queue, 100);
+/// assert_eq!(c.limits.rate.limit, 10);
+/// assert_eq!(c.limits.queue.max, 100);
 /// assert!(SimConfig::from_toml_str("sede = 9", "inline").unwrap_err().to_string().contains("sede"));
 /// # Ok::<(), backstop_sim::config::ConfigFileError>(())
 /// ```
@@ -142,8 +103,8 @@ pub struct SimConfig {
     pub seed: u64,
     /// Fraction of started jobs that crash and leave their files behind.
     pub crash_fraction: f64,
-    /// Admission limits.
-    pub limits: LimitsConfig,
+    /// Admission limits: backstop-core's own `Limits` (its job slots are the workers).
+    pub limits: Limits,
     /// The temp disk.
     pub disk: DiskConfig,
     /// Sweeps.
@@ -155,7 +116,7 @@ impl Default for SimConfig {
         SimConfig {
             seed: 1,
             crash_fraction: 0.05,
-            limits: LimitsConfig::default(),
+            limits: Limits::default(),
             disk: DiskConfig::default(),
             sweep: SweepConfig::default(),
         }
@@ -189,25 +150,14 @@ impl SimConfig {
             return Err(E::new("crash_fraction", "must be within 0..=1"));
         }
         let l = &self.limits;
-        if l.max_queue == 0 {
-            return Err(E::new("limits.max_queue", "must be at least 1"));
+        l.validate()
+            .map_err(|e| E::new(format!("limits.{}", e.field()), e.reason()))?;
+        if l.shadow {
+            return Err(E::new(
+                "limits.shadow",
+                "shadow mode is not simulated: the checkers judge enforced decisions",
+            ));
         }
-        if l.job_slots == 0 {
-            return Err(E::new("limits.job_slots", "must be at least 1"));
-        }
-        if l.max_queue > 10_000_000 {
-            return Err(E::new("limits.max_queue", "must be at most 10000000"));
-        }
-        if l.job_slots > 100_000 {
-            return Err(E::new("limits.job_slots", "must be at most 100000"));
-        }
-        // The limiter validates rate_limit and rate_window itself.
-        backstop_core::rate::SlidingWindow::with_clock(
-            l.rate_limit,
-            l.rate_window,
-            backstop_core::clock::ManualClock::new(),
-        )
-        .map_err(|e| E::new(format!("limits.{}", e.field()), e.reason()))?;
         if self.disk.capacity_bytes == 0 {
             return Err(E::new("disk.capacity_bytes", "must be above 0"));
         }
@@ -226,13 +176,17 @@ impl SimConfig {
             ("sweep.max_age", s.max_age),
             ("sweep.pressure_max_age", s.pressure_max_age),
             ("sweep.pressure_cooldown", s.pressure_cooldown),
-            ("limits.rate_window", l.rate_window),
         ] {
             if d.as_micros() > u128::from(crate::trace::MAX_TIME_US) {
                 return Err(E::new(field, "must be at most 100 years"));
             }
         }
         Ok(())
+    }
+
+    /// The rate window in microseconds.
+    pub fn rate_window_us(&self) -> u64 {
+        self.limits.rate.window_ms.saturating_mul(1000)
     }
 
     /// The byte count above which the disk is under pressure.
@@ -313,8 +267,13 @@ mod tests {
     fn invalid_values_name_the_field() {
         for (text, field) in [
             ("crash_fraction = 1.5", "crash_fraction"),
-            ("[limits]\nrate_limit = 0", "limits.limit"),
-            ("[limits]\nmax_queue = 0", "limits.max_queue"),
+            ("[limits.rate]\nlimit = 0", "limits.rate.limit"),
+            ("[limits.queue]\nmax = 0", "limits.queue.max"),
+            ("[limits]\nshadow = true", "limits.shadow"),
+            (
+                "[limits.resources]\nmemory_margin_mib = 9999",
+                "limits.resources.memory_margin_mib",
+            ),
             ("[sweep]\ninterval = \"0s\"", "sweep.interval"),
             (
                 "[sweep]\npressure_threshold = 0.0",

@@ -17,6 +17,7 @@ use crate::rng::{SimRng, Stream};
 use crate::scenario::Generator;
 use crate::service::{Admit, Service};
 use crate::trace::{Event, Request, TraceError, TraceReader};
+use backstop_core::jobs::{JobPermit, QueueTicket};
 
 /// Where trace events come from: a file or a generator.
 pub trait EventSource {
@@ -102,14 +103,18 @@ pub struct RunOutput {
     pub check: CheckSummary,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Queued {
     req: Request,
+    /// The real queue's ticket: the place is held until the job starts.
+    ticket: QueueTicket,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct RunningJob {
     req: Request,
+    /// The real slot's permit, released when the job ends.
+    permit: JobPermit,
     start_us: u64,
     /// When it crashes, if it does (within its run).
     crash_at_us: Option<u64>,
@@ -152,7 +157,7 @@ struct Engine<'a> {
 /// let trace = "{\"t_us\":0,\"type\":\"request\",\"id\":1,\"job_us\":1000,\"files\":2,\"bytes\":10}\n\
 ///              {\"t_us\":0,\"type\":\"request\",\"id\":2,\"job_us\":1000}\n";
 /// let mut config = SimConfig::default();
-/// config.limits.rate_limit = 1;
+/// config.limits.rate.limit = 1;
 /// let out = run(&config, TraceReader::new(trace.as_bytes()), RunOptions::default())?;
 /// assert_eq!(out.report.sim.admitted, 1);
 /// assert_eq!(out.report.sim.rate_limited, 1);
@@ -173,12 +178,12 @@ pub fn run<S: EventSource>(
         source_label,
     } = opts;
     let mut e = Engine {
-        service: Service::new(config)?,
+        service: Service::new(&config.limits)?,
         disk: TempDisk::new(scratch_parent.as_deref())?,
         checker: Checker::new(CheckParams::from(config)),
         log: decisions_out,
         crashes: SimRng::new(config.seed, Stream::Crashes),
-        queue: VecDeque::with_capacity(config.limits.max_queue.min(1 << 16) as usize),
+        queue: VecDeque::with_capacity(config.limits.queue.max.min(1 << 16) as usize),
         slots: Vec::new(),
         free: Vec::new(),
         heap: BinaryHeap::new(),
@@ -274,7 +279,10 @@ impl Engine<'_> {
         self.stats.disk_peak(used, self.disk.temp_bytes());
         self.series.disk(t_us, used);
         let free = self.cfg.disk.capacity_bytes.saturating_sub(used);
-        if let Some(change) = self.service.observe(self.memory_bytes, free) {
+        if let Some(change) =
+            self.service
+                .observe(t_us.saturating_mul(1000), self.memory_bytes, free)
+        {
             self.stats.gate_change(t_us, change);
             self.emit(Record::Gate {
                 t_us,
@@ -286,15 +294,20 @@ impl Engine<'_> {
     }
 
     fn dispatch(&mut self, t_us: u64) -> Result<(), SimError> {
-        while !self.queue.is_empty() && self.service.try_start() {
-            let q = self.queue.pop_front().expect("not empty");
-            self.start_job(t_us, q)?;
+        while let Some(q) = self.queue.pop_front() {
+            match self.service.try_start(t_us.saturating_mul(1000), q.ticket) {
+                Ok(permit) => self.start_job(t_us, q.req, permit)?,
+                Err(ticket) => {
+                    // No slot, or the gate is closed: it stays at the head of the queue.
+                    self.queue.push_front(Queued { req: q.req, ticket });
+                    break;
+                }
+            }
         }
         Ok(())
     }
 
-    fn start_job(&mut self, t_us: u64, q: Queued) -> Result<(), SimError> {
-        let req = q.req;
+    fn start_job(&mut self, t_us: u64, req: Request, permit: JobPermit) -> Result<(), SimError> {
         self.emit(Record::JobStart { t_us, id: req.id })?;
         self.stats.job_started(t_us - req.t_us);
         // One crash draw per started job, in start order, then its instant.
@@ -305,6 +318,7 @@ impl Engine<'_> {
         };
         let job = RunningJob {
             req,
+            permit,
             start_us: t_us,
             crash_at_us,
             next_stage: 0,
@@ -342,6 +356,7 @@ impl Engine<'_> {
                 .sum();
             self.disk.write_files(
                 req.id,
+                stage,
                 range.clone(),
                 |i| file_bytes(req.files, req.bytes, i),
                 t_us,
@@ -379,10 +394,12 @@ impl Engine<'_> {
         let job = self.slots[slot].take().expect("running");
         self.free.push(slot);
         let crashed = job.crash_at_us.is_some();
-        if !crashed {
+        if crashed {
+            self.disk.abandon_job(job.req.id);
+        } else {
             self.disk.remove_job(job.req.id)?;
         }
-        self.service.finish();
+        drop(job.permit);
         self.stats.job_ended(crashed);
         self.emit(Record::JobEnd {
             t_us,
@@ -471,8 +488,12 @@ impl Engine<'_> {
     fn request(&mut self, req: Request) -> Result<(), SimError> {
         let t_us = req.t_us;
         let admit = self.service.try_admit(t_us.saturating_mul(1000));
+        let mut ticket = None;
         let (outcome, reason, retry_after_us) = match admit {
-            Admit::Admitted => (Outcome::Admitted, None, None),
+            Admit::Admitted(t) => {
+                ticket = Some(t);
+                (Outcome::Admitted, None, None)
+            }
             Admit::RateLimited { retry_after_ns } => (
                 Outcome::RateLimited,
                 None,
@@ -496,8 +517,8 @@ impl Engine<'_> {
             reason,
             retry_after_us,
         })?;
-        if outcome == Outcome::Admitted {
-            self.queue.push_back(Queued { req });
+        if let Some(ticket) = ticket {
+            self.queue.push_back(Queued { req, ticket });
             self.stats.queue_depth(self.queue.len() as u64);
             self.series.queue(t_us, self.queue.len() as u64);
             self.dispatch(t_us)?;

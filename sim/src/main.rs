@@ -169,8 +169,8 @@ fn gen_params(a: &ScenarioArgs, scenario: Scenario, c: &SimConfig) -> Result<Gen
         seed: c.seed,
         duration_us: a.duration.as_micros() as u64,
         rate_per_s: a.rate,
-        rate_limit: c.limits.rate_limit,
-        rate_window_us: c.limits.rate_window.as_micros() as u64,
+        rate_limit: c.limits.rate.limit,
+        rate_window_us: c.rate_window_us(),
         disk_capacity_bytes: c.disk.capacity_bytes,
     };
     p.validate().map_err(bad)?;

@@ -1,24 +1,28 @@
-//! The modelled service's admission: the real `backstop_core` rate limiter on virtual time,
-//! and the queue, job slots and resource gate.
-//!
-//! Interim seam: until backstop-core's `Admission`/`QueueGate`/`JobSlots`/`ResourceGate`
-//! land, the queue and slot counts and the gate are kept here with the semantics those
-//! types document; the engine talks only to [`Service`], so swapping them in touches this
-//! file alone.
+//! The modelled service's admission: backstop-core's real [`Admission`] (rate limit →
+//! queue → job slots behind the resource gate) on a [`ManualClock`], fed resource readings
+//! synchronously through a [`FakeProbe`].
 
 use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
-use backstop_core::rate::SlidingWindow;
+use backstop_core::jobs::{JobPermit, QueueTicket};
+use backstop_core::resources::{
+    FakeProbe, GateState, ResourceGate, ResourceProbe, ResourceReading, StalePolicy,
+};
+use backstop_core::{Admission, Decision, Limits, Refusal};
 
-use crate::config::SimConfig;
 use crate::log::{GateReason, OverloadReason};
 
+/// The gate never sees a reading older than this: the last reading is fed again (same
+/// values, current time) before a start when it is older, so that the real gate's
+/// staleness rule, meant for a stalled sampler thread, never fires on virtual time.
+const REFRESH_NS: u64 = 3_600_000_000_000;
+
 /// The answer to one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Admit {
-    /// Queued.
-    Admitted,
+    /// Queued: the ticket holds the place.
+    Admitted(QueueTicket),
     /// 429 with the exact wait.
     RateLimited {
         /// Exact retry-after, ns.
@@ -28,135 +32,142 @@ pub enum Admit {
     Overloaded {
         /// Why.
         reason: OverloadReason,
-        /// A hint, if the service offers one.
+        /// The service's retry hint, ns.
         retry_after_hint_ns: Option<u64>,
     },
 }
 
-/// Resource thresholds with hysteresis.
-#[derive(Debug, Clone, Copy)]
-struct Thresholds {
-    min_memory_bytes: u64,
-    memory_reopen_bytes: u64,
-    min_disk_bytes: u64,
-    disk_reopen_bytes: u64,
+/// The limits the simulator runs `limits` with: the gate is fed synchronously, so its
+/// staleness rule is set as loose as it goes (and readings are refreshed, see
+/// [`REFRESH_NS`]).
+pub fn simulated_limits(limits: &Limits) -> Limits {
+    let mut l = limits.clone();
+    l.resources.sample_interval_ms = 1000;
+    l.resources.max_sample_age_ms = 24 * 3600 * 1000;
+    l.resources.on_stale = StalePolicy::FailClosed;
+    l
 }
 
 /// Admission state of the modelled service.
-#[derive(Debug)]
 pub struct Service {
     clock: ManualClock,
-    limiter: SlidingWindow<ManualClock>,
-    max_queue: u32,
-    queued: u32,
-    job_slots: u32,
-    running: u32,
-    thresholds: Thresholds,
-    memory_bytes: u64,
-    free_disk_bytes: u64,
+    admission: Admission<ManualClock>,
+    probe: FakeProbe,
+    last_observed_ns: u64,
     closed: Option<GateReason>,
 }
 
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("admission", &self.admission)
+            .field("closed", &self.closed)
+            .finish()
+    }
+}
+
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl Service {
-    /// A service with `config`'s limits, the gate open, the clock at 0.
-    pub fn new(config: &SimConfig) -> Result<Self, backstop_core::ConfigError> {
-        let l = &config.limits;
+    /// A service with `limits`, the gate open, the clock at 0.
+    pub fn new(limits: &Limits) -> Result<Self, backstop_core::ConfigError> {
         let clock = ManualClock::new();
-        let limiter = SlidingWindow::with_clock(l.rate_limit, l.rate_window, clock.clone())?;
+        let admission = Admission::with_clock(simulated_limits(limits), clock.clone())?;
         Ok(Service {
             clock,
-            limiter,
-            max_queue: l.max_queue,
-            queued: 0,
-            job_slots: l.job_slots,
-            running: 0,
-            thresholds: Thresholds {
-                min_memory_bytes: l.min_memory_bytes,
-                memory_reopen_bytes: l.min_memory_bytes.saturating_add(l.memory_margin_bytes),
-                min_disk_bytes: l.min_disk_bytes,
-                disk_reopen_bytes: l.min_disk_bytes.saturating_add(l.disk_margin_bytes),
-            },
-            memory_bytes: u64::MAX,
-            free_disk_bytes: config.disk.capacity_bytes,
+            admission,
+            probe: FakeProbe::new(ResourceReading {
+                available_memory_bytes: u64::MAX,
+                free_disk_bytes: None,
+                memory_pressure_pct: None,
+            }),
+            last_observed_ns: 0,
             closed: None,
         })
     }
 
-    /// Rate limit first (429), then the queue (503), as the original does. A request the
-    /// limiter passed still counts in its window when the queue refuses it.
+    /// Rate limit first (429), then the queue (503), as the original does.
     #[inline]
     pub fn try_admit(&mut self, now_ns: u64) -> Admit {
         self.clock.set(Duration::from_nanos(now_ns));
-        if let Err(e) = self.limiter.try_acquire() {
-            return Admit::RateLimited {
-                retry_after_ns: e.retry_after().as_nanos() as u64,
-            };
+        match self.admission.try_admit() {
+            Decision::Admitted(ticket) => Admit::Admitted(ticket),
+            Decision::Refused(Refusal::RateLimited { retry_after }) => Admit::RateLimited {
+                retry_after_ns: ns(retry_after),
+            },
+            Decision::Refused(Refusal::Overloaded {
+                reason,
+                retry_after_hint,
+            }) => Admit::Overloaded {
+                reason: match reason {
+                    backstop_core::OverloadReason::TooManyKeys => OverloadReason::TooManyKeys,
+                    _ => OverloadReason::QueueFull,
+                },
+                retry_after_hint_ns: Some(ns(retry_after_hint)),
+            },
+            // Every simulated request is of the normal class.
+            Decision::Exempt => unreachable!("normal requests are never exempt"),
         }
-        if self.queued >= self.max_queue {
-            return Admit::Overloaded {
-                reason: OverloadReason::QueueFull,
-                retry_after_hint_ns: None,
-            };
-        }
-        self.queued += 1;
-        Admit::Admitted
     }
 
-    /// Turns the oldest queued job into a running one, if a slot is free and the gate is
-    /// open.
-    pub fn try_start(&mut self) -> bool {
-        if self.queued == 0 || self.running >= self.job_slots || self.closed.is_some() {
-            return false;
+    /// Starts the job holding `ticket` if a slot is free and the gate is open; otherwise
+    /// gives the ticket back.
+    pub fn try_start(
+        &mut self,
+        now_ns: u64,
+        ticket: QueueTicket,
+    ) -> Result<JobPermit, QueueTicket> {
+        self.clock.set(Duration::from_nanos(now_ns));
+        if now_ns.saturating_sub(self.last_observed_ns) > REFRESH_NS {
+            self.feed(now_ns);
         }
-        self.queued -= 1;
-        self.running += 1;
-        true
-    }
-
-    /// A running job ended.
-    pub fn finish(&mut self) {
-        debug_assert!(self.running > 0);
-        self.running -= 1;
+        self.admission
+            .start_job(ticket)
+            .map_err(|(ticket, _)| ticket)
     }
 
     /// Jobs waiting.
     pub fn queued(&self) -> u32 {
-        self.queued
+        self.admission.queue().len()
     }
 
     /// Jobs running.
     pub fn running(&self) -> u32 {
-        self.running
+        self.admission.slots().active()
     }
 
-    /// Feeds the gate a reading at once (no sampler lag in virtual time). Returns the new
-    /// state when it changed: `Some(None)` opened, `Some(Some(reason))` closed.
+    fn gate(&self) -> &ResourceGate<ManualClock> {
+        self.admission.resource_gate()
+    }
+
+    fn feed(&mut self, now_ns: u64) {
+        // The fake probe cannot fail; a failure would keep the last reading, as a sampler does.
+        if let Ok(reading) = self.probe.read() {
+            self.gate().observe_at(reading, now_ns);
+        }
+        self.last_observed_ns = now_ns;
+    }
+
+    /// A reading reaches the gate at once (no sampler lag in virtual time). Returns the
+    /// new state when it changed: `Some(None)` opened, `Some(Some(reason))` closed.
     pub fn observe(
         &mut self,
+        now_ns: u64,
         memory_bytes: u64,
         free_disk_bytes: u64,
     ) -> Option<Option<GateReason>> {
-        self.memory_bytes = memory_bytes;
-        self.free_disk_bytes = free_disk_bytes;
-        let t = self.thresholds;
-        let short = if memory_bytes < t.min_memory_bytes {
-            Some(GateReason::LowMemory)
-        } else if free_disk_bytes < t.min_disk_bytes {
-            Some(GateReason::LowDisk)
-        } else {
-            None
-        };
-        let next = match (self.closed, short) {
-            (_, Some(r)) => Some(r),
-            // Closed: reopen only when every reading clears threshold + margin.
-            (Some(r), None)
-                if memory_bytes < t.memory_reopen_bytes
-                    || free_disk_bytes < t.disk_reopen_bytes =>
-            {
-                Some(r)
-            }
-            (_, None) => None,
-        };
+        self.probe.set(ResourceReading {
+            available_memory_bytes: memory_bytes,
+            free_disk_bytes: Some(free_disk_bytes),
+            memory_pressure_pct: None,
+        });
+        self.feed(now_ns);
+        let next = self.gate().snapshot().shortage.map(|s| match s.state() {
+            GateState::LowDisk => GateReason::LowDisk,
+            _ => GateReason::LowMemory,
+        });
         let changed = next.is_some() != self.closed.is_some();
         self.closed = next;
         changed.then_some(next)

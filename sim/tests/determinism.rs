@@ -14,8 +14,8 @@ fn small_config() -> SimConfig {
         crash_fraction: 0.2,
         ..SimConfig::default()
     };
-    c.limits.max_queue = 10;
-    c.limits.job_slots = 2;
+    c.limits.queue.max = 10;
+    c.limits.jobs.max = 2;
     c.disk.capacity_bytes = 20 << 30;
     c.sweep.interval = std::time::Duration::from_secs(1800);
     c.sweep.max_age = std::time::Duration::from_secs(1200);
@@ -29,8 +29,8 @@ fn params(scenario: Scenario, seed: u64, config: &SimConfig) -> GenParams {
         seed,
         duration_us: 2 * 3_600_000_000,
         rate_per_s: 0.05,
-        rate_limit: config.limits.rate_limit,
-        rate_window_us: config.limits.rate_window.as_micros() as u64,
+        rate_limit: config.limits.rate.limit,
+        rate_window_us: config.rate_window_us(),
         disk_capacity_bytes: config.disk.capacity_bytes,
     }
 }
