@@ -66,17 +66,20 @@ pub struct Violation {
     pub t_us: u64,
     /// What is wrong.
     pub message: String,
+    /// The offending record, as its decision-log line.
+    pub event: String,
 }
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "invariant {} violated at decision-log record {} (t_us {}): {}",
+            "invariant {} violated at decision-log record {} (t_us {}): {}; offending event: {}",
             self.invariant.title(),
             self.record,
             self.t_us,
-            self.message
+            self.message,
+            self.event
         )
     }
 }
@@ -195,6 +198,8 @@ pub struct Checker {
     temp_bytes: u64,
     files: BTreeMap<(u64, u32), ModelFile>,
     removed: Vec<(u64, u32, ModelFile)>,
+    /// The record being checked, for violation messages.
+    current: Option<Record>,
 }
 
 impl Checker {
@@ -216,6 +221,7 @@ impl Checker {
             temp_bytes: 0,
             files: BTreeMap::new(),
             removed: Vec::new(),
+            current: None,
         }
     }
 
@@ -228,11 +234,21 @@ impl Checker {
     fn fail(&mut self, invariant: Invariant, t_us: u64, message: String) {
         self.violations += 1;
         if self.first.is_none() {
+            let event = match self.current {
+                Some(rec) => {
+                    let mut line = Vec::new();
+                    // Writing into a Vec cannot fail.
+                    let _ = rec.write_json(&mut line);
+                    String::from_utf8_lossy(&line).trim_end().to_owned()
+                }
+                None => "(end of the decision log)".to_owned(),
+            };
             self.first = Some(Violation {
                 invariant,
                 record: self.records,
                 t_us,
                 message,
+                event,
             });
         }
     }
@@ -358,6 +374,7 @@ impl Checker {
     /// Checks one record.
     pub fn on_record(&mut self, rec: &Record) {
         self.records += 1;
+        self.current = Some(*rec);
         let t = rec.t_us();
         if t < self.last_t_us {
             let last = self.last_t_us;
@@ -704,6 +721,7 @@ impl Checker {
 
     /// Ends the check: nothing may be left unanswered.
     pub fn finish(&mut self) -> CheckSummary {
+        self.current = None;
         let t = self.last_t_us;
         self.settled(t);
         if let Some(prev) = self.pending.take() {

@@ -145,7 +145,13 @@ fn tampered_log_fails_check_with_exit_1() {
         d,
     );
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("1 rate safety"), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("1 rate safety"), "{e}");
+    assert!(e.contains("offending event: {"), "{e}");
+    assert!(
+        e.contains("reproduce with: backstop-sim check --trace t.jsonl"),
+        "{e}"
+    );
 }
 
 #[test]
