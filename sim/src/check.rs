@@ -382,8 +382,12 @@ impl Checker {
         }
         self.last_t_us = t;
         match *rec {
+            // Consequences of the cause before them, not causes.
             Record::JobStart { .. } | Record::Gate { .. } => {}
             Record::FilesWritten { stage: 0, .. } => {}
+            // A sweep is one cause: settled before its first removal, not between
+            // removals (the gate hears of them only once the sweep is over).
+            Record::FileRemoved { .. } | Record::Sweep { .. } if !self.removed.is_empty() => {}
             _ => self.settled(t),
         }
         match *rec {

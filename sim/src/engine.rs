@@ -209,8 +209,15 @@ pub fn run<S: EventSource>(
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) | (None, Some(a)) => a,
         };
-        // At one instant: job events, then sweeps, then trace events.
-        if internal == Some(horizon) {
+        // Earliest first; at one instant job events, then sweeps, then trace events.
+        // Sweeps run only while something else is pending (a run ends when nothing is).
+        let sweep_first =
+            next_sweep_us < horizon || (next_sweep_us == horizon && internal != Some(horizon));
+        if sweep_first {
+            now_us = next_sweep_us;
+            e.sweep(next_sweep_us, Trigger::Schedule)?;
+            next_sweep_us = next_sweep_us.saturating_add(interval_us);
+        } else if internal == Some(horizon) {
             let Reverse((t, kind, _, slot)) = e.heap.pop().expect("peeked");
             now_us = t;
             if kind == KIND_END {
@@ -218,10 +225,6 @@ pub fn run<S: EventSource>(
             } else {
                 e.stage(t, slot)?;
             }
-        } else if next_sweep_us <= horizon {
-            now_us = next_sweep_us;
-            e.sweep(next_sweep_us, Trigger::Schedule)?;
-            next_sweep_us = next_sweep_us.saturating_add(interval_us);
         } else {
             let ev = next_trace.take().expect("horizon came from the trace");
             now_us = ev.t_us();

@@ -94,3 +94,36 @@ fn every_scenario_runs_clean() {
         assert!(report.contains("\"violations\": 0"), "{s}: {report}");
     }
 }
+
+fn run_report(scenario: Scenario) -> backstop_sim::report::SimSection {
+    let config = small_config();
+    let out = run(
+        &config,
+        Generator::new(params(scenario, 11, &config)),
+        RunOptions::default(),
+    )
+    .expect("run completes");
+    assert_eq!(out.check.first, None, "{scenario}");
+    out.report.sim
+}
+
+#[test]
+fn scenarios_exercise_what_they_claim() {
+    let dip = run_report(Scenario::MemoryDip);
+    assert!(dip.gate_closures_low_memory >= 1, "{dip:?}");
+    assert!(
+        dip.gate_closed_us >= 1_000_000_000,
+        "closed for most of the 20-minute dip"
+    );
+    let fill = run_report(Scenario::DiskFill);
+    assert!(fill.sweeps_pressure.runs >= 1, "{fill:?}");
+    assert!(fill.sweeps_pressure.files_removed >= 1, "{fill:?}");
+    let edge = run_report(Scenario::WindowEdge);
+    assert!(
+        edge.rate_limited >= 30,
+        "the second half of each burst is refused: {edge:?}"
+    );
+    let crowd = run_report(Scenario::FlashCrowd);
+    assert!(crowd.overloaded_queue_full >= 1, "{crowd:?}");
+    assert_eq!(crowd.max_queue_depth, 10);
+}

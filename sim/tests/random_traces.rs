@@ -1,0 +1,124 @@
+//! Random small traces through the real engine: every checker must hold on every one.
+
+use std::time::Duration;
+
+use backstop_sim::config::SimConfig;
+use backstop_sim::engine::{Events, RunOptions, run};
+use backstop_sim::trace::{Event, Request};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Step {
+    Request {
+        gap_us: u64,
+        job_us: u64,
+        files: u32,
+        bytes: u64,
+    },
+    Memory {
+        gap_us: u64,
+        available_mib: u64,
+    },
+    Disk {
+        gap_us: u64,
+        used_gib: u64,
+    },
+}
+
+/// Often zero, so that events share instants and jobs end as they start.
+fn gap() -> impl Strategy<Value = u64> {
+    prop_oneof![Just(0u64), 0u64..3_000_000]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (gap(), prop_oneof![Just(0u64), 0u64..20_000_000], 0u32..6, 0u64..(1 << 31))
+            .prop_map(|(gap_us, job_us, files, bytes)| Step::Request { gap_us, job_us, files, bytes }),
+        1 => (gap(), 0u64..4096).prop_map(|(gap_us, available_mib)| Step::Memory { gap_us, available_mib }),
+        1 => (gap(), 0u64..20).prop_map(|(gap_us, used_gib)| Step::Disk { gap_us, used_gib }),
+    ]
+}
+
+fn events(steps: &[Step]) -> Vec<Event> {
+    let mut t_us = 0;
+    let mut id = 0;
+    steps
+        .iter()
+        .map(|s| match *s {
+            Step::Request {
+                gap_us,
+                job_us,
+                files,
+                bytes,
+            } => {
+                t_us += gap_us;
+                id += 1;
+                Event::Request(Request {
+                    t_us,
+                    id,
+                    key: None,
+                    job_us,
+                    files,
+                    bytes,
+                })
+            }
+            Step::Memory {
+                gap_us,
+                available_mib,
+            } => {
+                t_us += gap_us;
+                Event::Memory {
+                    t_us,
+                    available_bytes: available_mib << 20,
+                }
+            }
+            Step::Disk { gap_us, used_gib } => {
+                t_us += gap_us;
+                Event::Disk {
+                    t_us,
+                    used_bytes: used_gib << 30,
+                }
+            }
+        })
+        .collect()
+}
+
+fn config(seed: u64) -> SimConfig {
+    let mut c = SimConfig {
+        seed,
+        crash_fraction: 0.3,
+        ..SimConfig::default()
+    };
+    c.limits.rate.limit = 4;
+    c.limits.rate.window_ms = 5_000;
+    c.limits.queue.max = 3;
+    c.limits.jobs.max = 2;
+    c.limits.resources.min_available_memory_mib = 1024;
+    c.limits.resources.memory_margin_mib = 256;
+    c.limits.resources.min_free_disk_mib = 2048;
+    c.limits.resources.disk_margin_mib = 512;
+    c.disk.capacity_bytes = 20 << 30;
+    c.disk.stages = 2;
+    c.sweep.interval = Duration::from_secs(30);
+    c.sweep.max_age = Duration::from_secs(20);
+    c.sweep.pressure_max_age = Duration::from_secs(5);
+    c.sweep.pressure_cooldown = Duration::from_secs(2);
+    c
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_invariant_holds_on_random_traces(steps in prop::collection::vec(step(), 1..120), seed in any::<u64>()) {
+        let evs = events(&steps);
+        let requests = evs.iter().filter(|e| matches!(e, Event::Request(_))).count() as u64;
+        let out = run(&config(seed), Events(evs.into_iter()), RunOptions::default()).unwrap();
+        prop_assert_eq!(out.check.first.clone(), None);
+        let s = &out.report.sim;
+        prop_assert_eq!(s.requests, requests);
+        prop_assert_eq!(s.admitted + s.rate_limited + s.overloaded_queue_full, requests);
+        prop_assert_eq!(s.jobs_completed + s.jobs_crashed + s.still_running, s.jobs_started);
+        prop_assert_eq!(s.jobs_started + s.still_queued, s.admitted);
+    }
+}
