@@ -16,16 +16,17 @@ use backstop_sim::scenario::{GenParams, Generator, Scenario};
 use backstop_sim::trace::Event;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-/// Simulated requests per iteration: 1 000 requests/s for 200 s of virtual time.
+/// Simulated requests per iteration: 1 000 requests/s for 200 s of virtual time (2 000 s
+/// end to end).
 const RATE_PER_S: f64 = 1000.0;
 const DURATION_US: u64 = 200_000_000;
 
-fn params() -> GenParams {
+fn params(duration_us: u64) -> GenParams {
     let c = SimConfig::default();
     GenParams {
         scenario: Scenario::Steady,
         seed: 1,
-        duration_us: DURATION_US,
+        duration_us,
         rate_per_s: RATE_PER_S,
         rate_limit: c.limits.rate.limit,
         rate_window_us: c.rate_window_us(),
@@ -36,7 +37,7 @@ fn params() -> GenParams {
 fn request_path(c: &mut Criterion) {
     let config = SimConfig::default();
     // Pre-generated, so only the engine is measured; no files: the request path alone.
-    let events: Vec<Event> = Generator::new(params())
+    let events: Vec<Event> = Generator::new(params(DURATION_US))
         .map(|e| match e {
             Event::Request(mut r) => {
                 r.files = 0;
@@ -83,13 +84,6 @@ fn request_path(c: &mut Criterion) {
         })
     });
 
-    g.bench_function("generated_stream_with_temp_files", |b| {
-        b.iter(|| {
-            let out = run(&config, Generator::new(params()), RunOptions::default()).unwrap();
-            black_box(out.report.sim.admitted)
-        })
-    });
-
     // The peer: the bare limiter deciding the same requests at the same instants.
     let times: Vec<u64> = events
         .iter()
@@ -111,6 +105,29 @@ fn request_path(c: &mut Criterion) {
                 admitted += u64::from(limiter.try_acquire_at(t).is_ok());
             }
             black_box(admitted)
+        })
+    });
+    g.finish();
+
+    // End to end as the binary runs: generator, engine, checkers, and the temp files of
+    // every admitted job (12 per job, through JobWorkspace), over a longer stretch so the
+    // per-run setup (scratch dir, sweeper thread pool) is amortised.
+    let long_us = 10 * DURATION_US;
+    let long_requests = Generator::new(params(long_us))
+        .filter(|e| matches!(e, Event::Request(_)))
+        .count() as u64;
+    let mut g = c.benchmark_group("sim_end_to_end");
+    g.throughput(Throughput::Elements(long_requests));
+    g.sample_size(10);
+    g.bench_function("generated_stream_with_temp_files", |b| {
+        b.iter(|| {
+            let out = run(
+                &config,
+                Generator::new(params(long_us)),
+                RunOptions::default(),
+            )
+            .unwrap();
+            black_box(out.report.sim.admitted)
         })
     });
     g.finish();
