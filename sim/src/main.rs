@@ -267,6 +267,30 @@ fn cmd_run(a: RunArgs) -> Result<u8, Failure> {
         )),
         None => None,
     };
+    let replayed = replay(&a, &config, log_file.as_mut());
+    let out = match replayed {
+        Ok(out) => out,
+        Err(f) => {
+            // Nothing half-written: a run that stopped leaves no partial decision log.
+            drop(log_file);
+            if let Some(p) = &a.decisions_out {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(f);
+        }
+    };
+    if let Some(w) = log_file {
+        w.into_inner()
+            .map_err(|e| bad(format!("writing the decision log: {e}")))?;
+    }
+    finish_run(&a, &config, &out)
+}
+
+fn replay(
+    a: &RunArgs,
+    config: &SimConfig,
+    mut log_file: Option<&mut BufWriter<File>>,
+) -> Result<RunOutput, Failure> {
     let out = match (&a.trace, a.scen.scenario) {
         (Some(path), _) => {
             let f = File::open(path)
@@ -275,7 +299,7 @@ fn cmd_run(a: RunArgs) -> Result<u8, Failure> {
             let mut bar = Bar::new(None);
             let mut cb = |p: Progress| bar.update(p);
             let opts = RunOptions {
-                decisions_out: log_file.as_mut().map(|w| w as &mut dyn Write),
+                decisions_out: log_file.as_mut().map(|w| &mut **w as &mut dyn Write),
                 scratch_parent: a.scratch.clone(),
                 progress: Some(&mut cb),
                 source_label: format!("trace {}", path.display()),
@@ -295,7 +319,7 @@ fn cmd_run(a: RunArgs) -> Result<u8, Failure> {
                 p.rate_per_s
             );
             let opts = RunOptions {
-                decisions_out: log_file.as_mut().map(|w| w as &mut dyn Write),
+                decisions_out: log_file.as_mut().map(|w| &mut **w as &mut dyn Write),
                 scratch_parent: a.scratch.clone(),
                 progress: Some(&mut cb),
                 source_label: label,
@@ -306,11 +330,7 @@ fn cmd_run(a: RunArgs) -> Result<u8, Failure> {
         }
         (None, None) => return Err(bad("run needs --trace FILE or --scenario NAME")),
     };
-    if let Some(w) = log_file {
-        w.into_inner()
-            .map_err(|e| bad(format!("writing the decision log: {e}")))?;
-    }
-    finish_run(&a, &config, &out)
+    Ok(out)
 }
 
 fn finish_run(a: &RunArgs, config: &SimConfig, out: &RunOutput) -> Result<u8, Failure> {

@@ -163,8 +163,22 @@ fn malformed_trace_exits_2_naming_the_line() {
         "{\"t_us\":0,\"type\":\"request\",\"id\":1,\"job_us\":5}\n\n{\"t_us\":1,\"type\":\"request\",\"id\":1,\"job_us\":5}\n",
     )
     .unwrap();
-    let o = sim(&["run", "--trace", "t.jsonl", "--quiet"], d);
+    let o = sim(
+        &[
+            "run",
+            "--trace",
+            "t.jsonl",
+            "--decisions-out",
+            "d.jsonl",
+            "--quiet",
+        ],
+        d,
+    );
     assert_eq!(o.status.code(), Some(2));
+    assert!(
+        !d.join("d.jsonl").exists(),
+        "no half-written decision log is left"
+    );
     let e = stderr(&o);
     assert!(e.contains("line 3") && e.contains("duplicate"), "{e}");
     assert_eq!(e.lines().count(), 1, "one readable line: {e}");
