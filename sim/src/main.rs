@@ -304,13 +304,13 @@ fn replay(
                 progress: Some(&mut cb),
                 source_label: format!("trace {}", path.display()),
             };
-            let r = engine::run(&config, reader, opts)
+            let r = engine::run(config, reader, opts)
                 .map_err(|e| bad(format!("{}: {e}", path.display())));
             bar.bar.finish_and_clear();
             r?
         }
         (None, Some(s)) => {
-            let p = gen_params(&a.scen, s, &config)?;
+            let p = gen_params(&a.scen, s, config)?;
             let mut bar = Bar::new(Some(p.duration_us));
             let mut cb = |pr: Progress| bar.update(pr);
             let label = format!(
@@ -324,7 +324,7 @@ fn replay(
                 progress: Some(&mut cb),
                 source_label: label,
             };
-            let r = engine::run(&config, Generator::new(p), opts).map_err(bad);
+            let r = engine::run(config, Generator::new(p), opts).map_err(bad);
             bar.bar.finish_and_clear();
             r?
         }
