@@ -38,8 +38,8 @@ pub enum Admit {
 }
 
 /// The limits the simulator runs `limits` with: the gate is fed synchronously, so its
-/// staleness rule is set as loose as it goes (and readings are refreshed, see
-/// [`REFRESH_NS`]).
+/// staleness rule is set as loose as it goes (and the last reading is fed again, unchanged,
+/// once it is an hour old, so the gate never goes stale).
 pub fn simulated_limits(limits: &Limits) -> Limits {
     let mut l = limits.clone();
     l.resources.sample_interval_ms = 1000;
