@@ -165,8 +165,9 @@ impl SimConfig {
             return Err(E::new("disk.stages", "must be within 1..=64"));
         }
         let s = &self.sweep;
-        if s.interval.is_zero() {
-            return Err(E::new("sweep.interval", "must be above 0"));
+        if s.interval < Duration::from_secs(1) {
+            // A limit on the number of sweeps: one per virtual second at most.
+            return Err(E::new("sweep.interval", "must be at least 1s"));
         }
         if !(s.pressure_threshold > 0.0 && s.pressure_threshold <= 1.0) {
             return Err(E::new("sweep.pressure_threshold", "must be within (0, 1]"));
@@ -275,6 +276,7 @@ mod tests {
                 "limits.resources.memory_margin_mib",
             ),
             ("[sweep]\ninterval = \"0s\"", "sweep.interval"),
+            ("[sweep]\ninterval = \"500ms\"", "at least 1s"),
             (
                 "[sweep]\npressure_threshold = 0.0",
                 "sweep.pressure_threshold",

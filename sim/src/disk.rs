@@ -265,6 +265,15 @@ impl TempDisk {
         older_than_us: u64,
         byte_goal: Option<u64>,
     ) -> Result<SweepOutcome, DiskError> {
+        if self.files.is_empty() {
+            // Nothing was written or everything is gone: the sweep has nothing to find,
+            // and a run with sparse traffic need not walk an empty tree every interval.
+            return Ok(SweepOutcome {
+                removed: Vec::new(),
+                files_removed_real: 0,
+                elapsed: Duration::ZERO,
+            });
+        }
         let root = self.dir.path().to_path_buf();
         let mut sweep = Sweep::new(&root)
             .now(system_time(t_us))
