@@ -470,6 +470,7 @@ impl<C: Clock> fmt::Debug for Admission<C> {
             .field("queue", &self.queue)
             .field("slots", &self.slots)
             .field("gate", &self.gate.state())
+            // Relaxed: see `reconfigure`.
             .field("shadow", &self.shadow.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
