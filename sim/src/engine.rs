@@ -119,6 +119,8 @@ struct RunningJob {
     /// When it crashes, if it does (within its run).
     crash_at_us: Option<u64>,
     next_stage: u32,
+    /// Start order: breaks ties between this job's events and others' at one instant.
+    order: u64,
 }
 
 /// Internal event kinds; at one instant ends come before stage writes.
@@ -216,6 +218,7 @@ pub fn run<S: EventSource>(
         if sweep_first {
             now_us = next_sweep_us;
             e.sweep(next_sweep_us, Trigger::Schedule)?;
+            e.pressure_check(now_us)?;
             next_sweep_us = next_sweep_us.saturating_add(interval_us);
         } else if internal == Some(horizon) {
             let Reverse((t, kind, _, slot)) = e.heap.pop().expect("peeked");
@@ -225,10 +228,12 @@ pub fn run<S: EventSource>(
             } else {
                 e.stage(t, slot)?;
             }
+            e.pressure_check(t)?;
         } else {
             let ev = next_trace.take().expect("horizon came from the trace");
             now_us = ev.t_us();
             e.trace_event(ev)?;
+            e.pressure_check(now_us)?;
             next_trace = source.next_event()?;
             events += 1;
             if events & 0xFFFF == 0 {
@@ -319,12 +324,15 @@ impl Engine<'_> {
         } else {
             None
         };
+        self.starts += 1;
+        let order = self.starts;
         let job = RunningJob {
             req,
             permit,
             start_us: t_us,
             crash_at_us,
             next_stage: 0,
+            order,
         };
         let slot = match self.free.pop() {
             Some(s) => {
@@ -336,10 +344,8 @@ impl Engine<'_> {
                 self.slots.len() - 1
             }
         };
-        self.starts += 1;
         let end_us = crash_at_us.unwrap_or(t_us + req.job_us);
-        self.heap
-            .push(Reverse((end_us, KIND_END, self.starts, slot)));
+        self.heap.push(Reverse((end_us, KIND_END, order, slot)));
         self.write_stage(t_us, slot)
     }
 
@@ -350,7 +356,8 @@ impl Engine<'_> {
         let job = self.slots[slot].as_mut().expect("running");
         let stage = job.next_stage;
         job.next_stage += 1;
-        let (req, start_us, crash_at_us) = (job.req, job.start_us, job.crash_at_us);
+        let (req, start_us, crash_at_us, order) =
+            (job.req, job.start_us, job.crash_at_us, job.order);
         let range = stage_files(req.files, stages, stage);
         if !range.is_empty() {
             let bytes: u64 = range
@@ -377,7 +384,6 @@ impl Engine<'_> {
             let end_us = crash_at_us.unwrap_or(start_us + req.job_us);
             // A stage due exactly at the end never runs: ends come first at an instant.
             if next_us < end_us {
-                let order = self.starts;
                 self.heap.push(Reverse((next_us, KIND_STAGE, order, slot)));
             }
         }
@@ -389,8 +395,7 @@ impl Engine<'_> {
 
     fn stage(&mut self, t_us: u64, slot: usize) -> Result<(), SimError> {
         self.write_stage(t_us, slot)?;
-        self.dispatch(t_us)?;
-        self.pressure_check(t_us)
+        self.dispatch(t_us)
     }
 
     fn end_job(&mut self, t_us: u64, slot: usize) -> Result<(), SimError> {
@@ -449,6 +454,9 @@ impl Engine<'_> {
         self.dispatch(t_us)
     }
 
+    /// After every event: a pressure sweep when the disk is fuller than the threshold and
+    /// none ran within the cooldown.
+    #[inline]
     fn pressure_check(&mut self, t_us: u64) -> Result<(), SimError> {
         let cooled = self.last_pressure_us.is_none_or(|l| {
             t_us >= l.saturating_add(self.cfg.sweep.pressure_cooldown.as_micros() as u64)
@@ -481,8 +489,7 @@ impl Engine<'_> {
                 self.emit(Record::Disk { t_us, used_bytes })?;
                 self.background_bytes = used_bytes;
                 self.update_gate(t_us)?;
-                self.dispatch(t_us)?;
-                self.pressure_check(t_us)
+                self.dispatch(t_us)
             }
         }
     }
