@@ -35,7 +35,7 @@ pub enum Invariant {
     Cleanup,
     /// 6: one decision per request; jobs start and end once.
     Conservation,
-    /// The log itself is out of order or inconsistent.
+    /// The log contradicts itself (out of order, counts that do not add up).
     Log,
 }
 
@@ -50,7 +50,7 @@ impl Invariant {
             Invariant::Gate => "4 jobs (resource gate)",
             Invariant::Cleanup => "5 cleanup",
             Invariant::Conservation => "6 conservation",
-            Invariant::Log => "decision log order",
+            Invariant::Log => "log consistency",
         }
     }
 }
