@@ -211,14 +211,19 @@ struct Bar {
 
 impl Bar {
     fn new(total_us: Option<u64>) -> Self {
-        let bar = match total_us {
-            Some(t) => {
-                ProgressBar::with_draw_target(Some(t / 1_000_000), ProgressDrawTarget::hidden())
-            }
-            None => ProgressBar::hidden(),
+        // A trace file's length in virtual time is unknown until its end: a spinner then.
+        let (bar, template) = match total_us {
+            Some(t) => (
+                ProgressBar::with_draw_target(Some(t / 1_000_000), ProgressDrawTarget::hidden()),
+                "{bar:40} {pos}/{len} simulated s  {msg}",
+            ),
+            None => (
+                ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden()),
+                "{spinner} {pos} simulated s  {msg}",
+            ),
         };
-        let style = ProgressStyle::with_template("{bar:40} {pos}/{len} simulated s  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let style =
+            ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         Bar {
             bar,
