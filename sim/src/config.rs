@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use backstop_core::Limits;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const GIB: u64 = 1 << 30;
 
@@ -34,7 +34,7 @@ pub enum ConfigFileError {
 }
 
 /// The temp disk and the jobs' use of it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiskConfig {
     /// Capacity of the temp disk.
@@ -53,22 +53,22 @@ impl Default for DiskConfig {
 }
 
 /// The scheduled and the pressure sweep.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SweepConfig {
     /// Scheduled sweeps run at k × interval of virtual time.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub interval: Duration,
     /// Scheduled sweeps remove files older than this.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub max_age: Duration,
     /// A pressure sweep runs when disk used exceeds this fraction of capacity.
     pub pressure_threshold: f64,
     /// Pressure sweeps remove, oldest first, files older than this.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub pressure_max_age: Duration,
     /// At most one pressure sweep per this much virtual time.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub pressure_cooldown: Duration,
 }
 
@@ -96,7 +96,7 @@ impl Default for SweepConfig {
 /// assert!(SimConfig::from_toml_str("sede = 9", "inline").unwrap_err().to_string().contains("sede"));
 /// # Ok::<(), backstop_sim::config::ConfigFileError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
     /// The root seed of every random stream.
@@ -234,6 +234,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_micros((secs * 1e6).round() as u64))
 }
 
+/// Writes a duration so that [`parse_duration`] reads it back exactly.
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    if d.subsec_nanos() == 0 {
+        s.serialize_str(&format!("{}s", d.as_secs()))
+    } else {
+        s.serialize_str(&format!("{}us", d.as_micros()))
+    }
+}
+
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -256,6 +265,15 @@ mod tests {
         let text = include_str!("../backstop-sim.example.toml");
         let c = SimConfig::from_toml_str(text, "example").unwrap();
         assert_eq!(c, SimConfig::default());
+    }
+
+    #[test]
+    fn config_round_trips_through_toml() {
+        let mut c = SimConfig::default();
+        c.sweep.pressure_cooldown = Duration::from_micros(1_500_250);
+        c.seed = 77;
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(SimConfig::from_toml_str(&text, "round trip").unwrap(), c);
     }
 
     #[test]

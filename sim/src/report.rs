@@ -56,6 +56,10 @@ pub struct SimSection {
     pub source: String,
     /// Root seed.
     pub seed: u64,
+    /// The whole configuration of the run (with the seed in force). Its
+    /// `limits.resources.disk_path` reads `-`: free disk comes from the trace, and the
+    /// default (the machine's temp dir) would make reports differ between machines.
+    pub config: SimConfig,
     /// Virtual time of the last event, µs.
     pub simulated_us: u64,
     /// Requests.
@@ -443,6 +447,11 @@ impl Stats {
             sim: SimSection {
                 source: source.to_owned(),
                 seed: cfg.seed,
+                config: {
+                    let mut c = cfg.clone();
+                    c.limits.resources.disk_path = "-".into();
+                    c
+                },
                 simulated_us: end_us,
                 requests: self.requests,
                 admitted: self.admitted,
