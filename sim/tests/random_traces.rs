@@ -83,22 +83,26 @@ fn events(steps: &[Step]) -> Vec<Event> {
         .collect()
 }
 
-fn config(seed: u64) -> SimConfig {
+/// (rate limit, queue, slots, stages, pressure threshold in percent)
+type Shape = (u32, u32, u32, u32, u32);
+
+fn config(seed: u64, (limit, queue, slots, stages, pressure_pct): Shape) -> SimConfig {
     let mut c = SimConfig {
         seed,
         crash_fraction: 0.3,
         ..SimConfig::default()
     };
-    c.limits.rate.limit = 4;
+    c.limits.rate.limit = limit;
     c.limits.rate.window_ms = 5_000;
-    c.limits.queue.max = 3;
-    c.limits.jobs.max = 2;
+    c.limits.queue.max = queue;
+    c.limits.jobs.max = slots;
     c.limits.resources.min_available_memory_mib = 1024;
     c.limits.resources.memory_margin_mib = 256;
     c.limits.resources.min_free_disk_mib = 2048;
     c.limits.resources.disk_margin_mib = 512;
     c.disk.capacity_bytes = 20 << 30;
-    c.disk.stages = 2;
+    c.disk.stages = stages;
+    c.sweep.pressure_threshold = f64::from(pressure_pct) / 100.0;
     c.sweep.interval = Duration::from_secs(30);
     c.sweep.max_age = Duration::from_secs(20);
     c.sweep.pressure_max_age = Duration::from_secs(5);
@@ -110,10 +114,14 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn every_invariant_holds_on_random_traces(steps in prop::collection::vec(step(), 1..120), seed in any::<u64>()) {
+    fn every_invariant_holds_on_random_traces(
+        steps in prop::collection::vec(step(), 1..120),
+        seed in any::<u64>(),
+        shape in (1u32..6, 1u32..5, 1u32..4, 1u32..4, 30u32..95),
+    ) {
         let evs = events(&steps);
         let requests = evs.iter().filter(|e| matches!(e, Event::Request(_))).count() as u64;
-        let out = run(&config(seed), Events(evs.into_iter()), RunOptions::default()).unwrap();
+        let out = run(&config(seed, shape), Events(evs.into_iter()), RunOptions::default()).unwrap();
         prop_assert_eq!(out.check.first.clone(), None);
         let s = &out.report.sim;
         prop_assert_eq!(s.requests, requests);
