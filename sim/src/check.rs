@@ -4,7 +4,7 @@
 //! Numbering follows `sim/README.md`: 1 rate safety, 2 no false 429, 3 queue, 4 jobs,
 //! 5 cleanup, 6 conservation.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 
 use serde::Serialize;
@@ -109,6 +109,8 @@ pub struct CheckParams {
     pub capacity_bytes: u64,
     /// Usage above which the disk is under pressure.
     pub pressure_bytes: u64,
+    /// The per-client stage: (passes per window, window µs), when configured.
+    pub per_key: Option<(u32, u64)>,
 }
 
 impl From<&SimConfig> for CheckParams {
@@ -137,6 +139,10 @@ impl From<&SimConfig> for CheckParams {
             disk_margin_bytes: gate(r.disk_margin_mib),
             capacity_bytes: c.disk.capacity_bytes,
             pressure_bytes: c.pressure_bytes(),
+            per_key: c
+                .per_key
+                .as_ref()
+                .map(|k| (k.limit, k.window.as_micros() as u64)),
         }
     }
 }
@@ -190,6 +196,8 @@ pub struct Checker {
     /// The trace input the next Decision/Memory/Disk record must answer.
     pending: Option<Event>,
     passes: VecDeque<u64>,
+    /// Per-client passes, when the per-client stage is on (looked up, never iterated).
+    key_passes: HashMap<u32, VecDeque<u64>>,
     waiting: VecDeque<JobSpec>,
     running: Vec<Running>,
     gate_open: bool,
@@ -207,6 +215,7 @@ impl Checker {
     pub fn new(p: CheckParams) -> Self {
         Checker {
             passes: VecDeque::with_capacity(p.rate_limit as usize + 1),
+            key_passes: HashMap::new(),
             waiting: VecDeque::new(),
             running: Vec::with_capacity(p.job_slots as usize),
             p,
@@ -348,12 +357,54 @@ impl Checker {
         }
     }
 
-    fn rate_refusal(&mut self, t_us: u64, retry_after_us: Option<u64>) {
+    /// A pass of client `key`'s own limit (when the per-client stage is on).
+    fn key_pass(&mut self, t_us: u64, key: Option<u32>) {
+        let (Some((limit, w)), Some(key)) = (self.p.per_key, key) else {
+            return;
+        };
+        let passes = self.key_passes.entry(key).or_default();
+        while passes.front().is_some_and(|&p| p + w <= t_us) {
+            passes.pop_front();
+        }
+        passes.push_back(t_us);
+        if passes.len() > limit as usize {
+            let n = passes.len();
+            passes.pop_front();
+            self.fail(Invariant::RateSafety, t_us, format!("{n} requests of client key #{key} passed its limit in ({}, {t_us}], limit {limit}", t_us.saturating_sub(w)));
+        }
+    }
+
+    fn rate_refusal(&mut self, t_us: u64, key: Option<u32>, retry_after_us: Option<u64>) {
         let w = self.p.rate_window_us;
         while self.passes.front().is_some_and(|&p| p + w <= t_us) {
             self.passes.pop_front();
         }
         if self.passes.len() < self.p.rate_limit as usize {
+            // The global window had room: the request passed it, so only the client's own
+            // window can have refused it.
+            if let (Some((limit, kw)), Some(key)) = (self.p.per_key, key) {
+                self.rate_pass(t_us);
+                let passes = self.key_passes.entry(key).or_default();
+                while passes.front().is_some_and(|&p| p + kw <= t_us) {
+                    passes.pop_front();
+                }
+                let n = passes.len();
+                if n < limit as usize {
+                    self.fail(Invariant::NoFalse429, t_us, format!("429 with {n} passes in client key #{key}'s window (limit {limit}) and room in the global one"));
+                    return;
+                }
+                let exact = passes[0] + kw - t_us;
+                if retry_after_us != Some(exact) {
+                    self.fail(
+                        Invariant::NoFalse429,
+                        t_us,
+                        format!(
+                            "per-client 429 retry_after_us is {retry_after_us:?}, exact is {exact}"
+                        ),
+                    );
+                }
+                return;
+            }
             let n = self.passes.len();
             self.fail(Invariant::NoFalse429, t_us, {
                 format!(
@@ -496,6 +547,7 @@ impl Checker {
             }
             None => None,
         };
+        let key = req.and_then(|r| r.key);
         let spec = req.map(|r| JobSpec {
             id,
             job_us: r.job_us,
@@ -505,6 +557,7 @@ impl Checker {
         match outcome {
             Outcome::Admitted => {
                 self.rate_pass(t_us);
+                self.key_pass(t_us, key);
                 if self.waiting.len() >= self.p.max_queue as usize {
                     let n = self.waiting.len();
                     self.fail(
@@ -520,11 +573,12 @@ impl Checker {
                     self.waiting.push_back(spec);
                 }
             }
-            Outcome::RateLimited => self.rate_refusal(t_us, retry_after_us),
+            Outcome::RateLimited => self.rate_refusal(t_us, key, retry_after_us),
             Outcome::Overloaded => match reason {
                 Some(OverloadReason::QueueFull) => {
                     // A 503 after the rate limiter passed the request still counts in the window.
                     self.rate_pass(t_us);
+                    self.key_pass(t_us, key);
                     if self.waiting.len() != self.p.max_queue as usize {
                         let n = self.waiting.len();
                         self.fail(
@@ -801,6 +855,7 @@ mod tests {
             disk_margin_bytes: 10,
             capacity_bytes: 10_000,
             pressure_bytes: 8_000,
+            per_key: None,
         }
     }
 
@@ -911,6 +966,55 @@ mod tests {
             ),
         ];
         assert_eq!(run(p, &steps), Some(Invariant::NoFalse429), "exact is 7");
+    }
+
+    fn keyed(t_us: u64, id: u64, key: u32) -> Event {
+        Event::Request(Request {
+            t_us,
+            id,
+            key: Some(key),
+            job_us: 1,
+            files: 0,
+            bytes: 0,
+        })
+    }
+
+    #[test]
+    fn per_client_limits_are_judged_per_client() {
+        let mut p = params();
+        p.rate_limit = 10;
+        p.max_queue = 10;
+        p.job_slots = 10;
+        p.per_key = Some((1, 10));
+        let admit = |t, id, key| {
+            (
+                Some(keyed(t, id, key)),
+                vec![dec(t, id, Admitted, None), R::JobStart { t_us: t, id }],
+            )
+        };
+        // Client 7 twice in one window: the second is its own 429, exact, and counts globally.
+        let ok = vec![
+            admit(0, 1, 7),
+            (Some(keyed(2, 2, 7)), vec![dec(2, 2, RateLimited, Some(8))]),
+            admit(3, 3, 8),
+        ];
+        assert_eq!(run(p.clone(), &ok), None);
+        let inexact = vec![
+            admit(0, 1, 7),
+            (Some(keyed(2, 2, 7)), vec![dec(2, 2, RateLimited, Some(9))]),
+        ];
+        assert_eq!(run(p.clone(), &inexact), Some(Invariant::NoFalse429));
+        let other_client = vec![
+            admit(0, 1, 7),
+            (Some(keyed(2, 2, 8)), vec![dec(2, 2, RateLimited, Some(8))]),
+        ];
+        assert_eq!(
+            run(p.clone(), &other_client),
+            Some(Invariant::NoFalse429),
+            "client 8 had room"
+        );
+        let twice = vec![admit(0, 1, 7), admit(2, 2, 7)];
+        assert_eq!(run(p, &twice), Some(Invariant::RateSafety));
     }
 
     #[test]

@@ -85,6 +85,20 @@ impl Default for SweepConfig {
     }
 }
 
+/// The optional per-client stage: each request's `key` held to its own exact window
+/// (backstop-core's `KeyedSlidingWindow`, between the global limit and the queue).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerKeyConfig {
+    /// Requests each client may pass per window.
+    pub limit: u32,
+    /// The window.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub window: Duration,
+    /// Most clients tracked at once; a new client beyond gets 503 `too_many_keys`.
+    pub max_keys: usize,
+}
+
 /// The whole simulator configuration.
 ///
 /// ```
@@ -109,6 +123,9 @@ pub struct SimConfig {
     pub disk: DiskConfig,
     /// Sweeps.
     pub sweep: SweepConfig,
+    /// Per-client limits (off when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_key: Option<PerKeyConfig>,
 }
 
 impl Default for SimConfig {
@@ -119,6 +136,7 @@ impl Default for SimConfig {
             limits: Limits::default(),
             disk: DiskConfig::default(),
             sweep: SweepConfig::default(),
+            per_key: None,
         }
     }
 }
@@ -157,6 +175,27 @@ impl SimConfig {
                 "limits.shadow",
                 "shadow mode is not simulated: the checkers judge enforced decisions",
             ));
+        }
+        if let Some(k) = &self.per_key {
+            use backstop_core::rate::{MAX_KEYS, MAX_LIMIT, MAX_WINDOW};
+            if k.limit == 0 || k.limit > MAX_LIMIT {
+                return Err(E::new("per_key.limit", format!("must be 1 to {MAX_LIMIT}")));
+            }
+            if k.window.is_zero() || k.window > MAX_WINDOW {
+                return Err(E::new(
+                    "per_key.window",
+                    "must be above 0 and at most 100 years",
+                ));
+            }
+            if k.max_keys == 0 || k.max_keys > MAX_KEYS {
+                return Err(E::new(
+                    "per_key.max_keys",
+                    format!("must be 1 to {MAX_KEYS}"),
+                ));
+            }
+            if k.window.subsec_nanos() % 1000 != 0 {
+                return Err(E::new("per_key.window", "must be whole microseconds"));
+            }
         }
         if self.disk.capacity_bytes == 0 {
             return Err(E::new("disk.capacity_bytes", "must be above 0"));
@@ -274,6 +313,24 @@ mod tests {
         c.seed = 77;
         let text = toml::to_string(&c).unwrap();
         assert_eq!(SimConfig::from_toml_str(&text, "round trip").unwrap(), c);
+    }
+
+    #[test]
+    fn per_key_is_off_by_default_and_validated() {
+        assert_eq!(SimConfig::default().per_key, None);
+        let c = SimConfig::from_toml_str(
+            "[per_key]\nlimit = 5\nwindow = \"1m\"\nmax_keys = 100\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.per_key.as_ref().map(|k| k.limit), Some(5));
+        let e =
+            SimConfig::from_toml_str("[per_key]\nlimit = 0\nwindow = \"1m\"\nmax_keys = 1\n", "x")
+                .unwrap_err();
+        assert!(e.to_string().contains("per_key.limit"), "{e}");
+        let e =
+            SimConfig::from_toml_str("[per_key]\nlimit = 1\nwindow = \"1m\"\n", "x").unwrap_err();
+        assert!(e.to_string().contains("max_keys"), "{e}");
     }
 
     #[test]

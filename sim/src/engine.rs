@@ -23,12 +23,23 @@ use backstop_core::jobs::{JobPermit, QueueTicket};
 pub trait EventSource {
     /// The next event in time order, `None` at the end.
     fn next_event(&mut self) -> Result<Option<Event>, TraceError>;
+
+    /// The name of interned client key `k`, for the per-client stage; `None` names it
+    /// `key-<k>`.
+    fn key_name(&self, k: u32) -> Option<String> {
+        let _ = k;
+        None
+    }
 }
 
 impl<R: BufRead> EventSource for TraceReader<R> {
     #[inline]
     fn next_event(&mut self) -> Result<Option<Event>, TraceError> {
         TraceReader::next_event(self)
+    }
+
+    fn key_name(&self, k: u32) -> Option<String> {
+        self.keys().name(k).map(str::to_owned)
     }
 }
 
@@ -50,6 +61,10 @@ impl EventSource for Generator {
     #[inline]
     fn next_event(&mut self) -> Result<Option<Event>, TraceError> {
         Ok(self.next())
+    }
+
+    fn key_name(&self, k: u32) -> Option<String> {
+        Some(Generator::key_name(k))
     }
 }
 
@@ -180,7 +195,7 @@ pub fn run<S: EventSource>(
         source_label,
     } = opts;
     let mut e = Engine {
-        service: Service::new(&config.limits)?,
+        service: Service::new(&config.limits, config.per_key.as_ref())?,
         disk: TempDisk::new(scratch_parent.as_deref())?,
         checker: Checker::new(CheckParams::from(config)),
         log: decisions_out,
@@ -203,6 +218,9 @@ pub fn run<S: EventSource>(
     let mut next_trace = source.next_event()?;
     let mut events = 0u64;
     let mut now_us = 0u64;
+    // Client names, resolved once per key and only when the per-client stage is on.
+    let mut key_names: Vec<String> = Vec::new();
+    let per_key = config.per_key.is_some();
     loop {
         let internal = e.heap.peek().map(|Reverse((t, ..))| *t);
         let trace_t = next_trace.as_ref().map(Event::t_us);
@@ -232,7 +250,18 @@ pub fn run<S: EventSource>(
         } else {
             let ev = next_trace.take().expect("horizon came from the trace");
             now_us = ev.t_us();
-            e.trace_event(ev)?;
+            let key = match ev {
+                Event::Request(Request { key: Some(k), .. }) if per_key => {
+                    let k = k as usize;
+                    while key_names.len() <= k {
+                        let i = key_names.len() as u32;
+                        key_names.push(source.key_name(i).unwrap_or_else(|| format!("key-{i}")));
+                    }
+                    Some(key_names[k].as_str())
+                }
+                _ => None,
+            };
+            e.trace_event(ev, key)?;
             e.pressure_check(now_us)?;
             next_trace = source.next_event()?;
             events += 1;
@@ -469,10 +498,10 @@ impl Engine<'_> {
     }
 
     #[inline]
-    fn trace_event(&mut self, ev: Event) -> Result<(), SimError> {
+    fn trace_event(&mut self, ev: Event, key: Option<&str>) -> Result<(), SimError> {
         self.checker.expect_input(&ev);
         match ev {
-            Event::Request(req) => self.request(req),
+            Event::Request(req) => self.request(req, key),
             Event::Memory {
                 t_us,
                 available_bytes,
@@ -495,9 +524,9 @@ impl Engine<'_> {
     }
 
     #[inline]
-    fn request(&mut self, req: Request) -> Result<(), SimError> {
+    fn request(&mut self, req: Request, key: Option<&str>) -> Result<(), SimError> {
         let t_us = req.t_us;
-        let admit = self.service.try_admit(t_us.saturating_mul(1000));
+        let admit = self.service.try_admit(t_us.saturating_mul(1000), key);
         let mut ticket = None;
         let (outcome, reason, retry_after_us) = match admit {
             Admit::Admitted(t) => {

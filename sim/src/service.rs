@@ -11,6 +11,7 @@ use backstop_core::resources::{
 };
 use backstop_core::{Admission, Decision, Limits, Refusal};
 
+use crate::config::PerKeyConfig;
 use crate::log::{GateReason, OverloadReason};
 
 /// The gate never sees a reading older than this: the last reading is fed again (same
@@ -71,10 +72,17 @@ fn ns(d: Duration) -> u64 {
 }
 
 impl Service {
-    /// A service with `limits`, the gate open, the clock at 0.
-    pub fn new(limits: &Limits) -> Result<Self, backstop_core::ConfigError> {
+    /// A service with `limits` (and a per-client stage when `per_key` is given), the gate
+    /// open, the clock at 0.
+    pub fn new(
+        limits: &Limits,
+        per_key: Option<&PerKeyConfig>,
+    ) -> Result<Self, backstop_core::ConfigError> {
         let clock = ManualClock::new();
-        let admission = Admission::with_clock(simulated_limits(limits), clock.clone())?;
+        let mut admission = Admission::with_clock(simulated_limits(limits), clock.clone())?;
+        if let Some(k) = per_key {
+            admission = admission.with_per_key(k.limit, k.window, k.max_keys)?;
+        }
         Ok(Service {
             clock,
             admission,
@@ -88,11 +96,17 @@ impl Service {
         })
     }
 
-    /// Rate limit first (429), then the queue (503), as the original does.
+    /// Rate limit first (429), then the client's own limit when configured and the
+    /// request names its client (429, or 503 `too_many_keys`), then the queue (503), as
+    /// the original does.
     #[inline]
-    pub fn try_admit(&mut self, now_ns: u64) -> Admit {
+    pub fn try_admit(&mut self, now_ns: u64, key: Option<&str>) -> Admit {
         self.clock.set(Duration::from_nanos(now_ns));
-        match self.admission.try_admit() {
+        let decision = match key {
+            Some(k) => self.admission.try_admit_for(k),
+            None => self.admission.try_admit(),
+        };
+        match decision {
             Decision::Admitted(ticket) => Admit::Admitted(ticket),
             Decision::Refused(Refusal::RateLimited { retry_after }) => Admit::RateLimited {
                 retry_after_ns: ns(retry_after),

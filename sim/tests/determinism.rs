@@ -127,3 +127,31 @@ fn scenarios_exercise_what_they_claim() {
     assert!(crowd.overloaded_queue_full >= 1, "{crowd:?}");
     assert_eq!(crowd.max_queue_depth, 10);
 }
+
+#[test]
+fn per_client_limits_hold_back_the_abusive_client() {
+    let mut config = small_config();
+    // A generous global limit, a tight one per client: client-0 sends half the traffic.
+    config.limits.rate.limit = 1000;
+    config.per_key = Some(backstop_sim::config::PerKeyConfig {
+        limit: 2,
+        window: std::time::Duration::from_secs(60),
+        max_keys: 1000,
+    });
+    let mut p = params(Scenario::ManyClients, 3, &config);
+    p.rate_per_s = 0.5;
+    let mut log = Vec::new();
+    let out = run(
+        &config,
+        Generator::new(p),
+        RunOptions {
+            decisions_out: Some(&mut log),
+            ..RunOptions::default()
+        },
+    )
+    .expect("run completes");
+    assert_eq!(out.check.first, None, "{:?}", out.check.first);
+    // 0.25/s from client-0 against 2 per minute: most of its requests are refused.
+    assert!(out.report.sim.rate_limited > 1000, "{:?}", out.report.sim);
+    assert!(out.report.sim.admitted > 0);
+}

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use backstop_sim::config::SimConfig;
+use backstop_sim::config::{PerKeyConfig, SimConfig};
 use backstop_sim::engine::{Events, RunOptions, run};
 use backstop_sim::trace::{Event, Request};
 use proptest::prelude::*;
@@ -14,6 +14,7 @@ enum Step {
         job_us: u64,
         files: u32,
         bytes: u64,
+        key: Option<u32>,
     },
     Memory {
         gap_us: u64,
@@ -32,8 +33,8 @@ fn gap() -> impl Strategy<Value = u64> {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        6 => (gap(), prop_oneof![Just(0u64), 0u64..20_000_000], 0u32..6, 0u64..(1 << 31))
-            .prop_map(|(gap_us, job_us, files, bytes)| Step::Request { gap_us, job_us, files, bytes }),
+        6 => (gap(), prop_oneof![Just(0u64), 0u64..20_000_000], 0u32..6, 0u64..(1 << 31), proptest::option::of(0u32..3))
+            .prop_map(|(gap_us, job_us, files, bytes, key)| Step::Request { gap_us, job_us, files, bytes, key }),
         1 => (gap(), 0u64..4096).prop_map(|(gap_us, available_mib)| Step::Memory { gap_us, available_mib }),
         1 => (gap(), 0u64..20).prop_map(|(gap_us, used_gib)| Step::Disk { gap_us, used_gib }),
     ]
@@ -50,13 +51,14 @@ fn events(steps: &[Step]) -> Vec<Event> {
                 job_us,
                 files,
                 bytes,
+                key,
             } => {
                 t_us += gap_us;
                 id += 1;
                 Event::Request(Request {
                     t_us,
                     id,
-                    key: None,
+                    key,
                     job_us,
                     files,
                     bytes,
@@ -83,10 +85,11 @@ fn events(steps: &[Step]) -> Vec<Event> {
         .collect()
 }
 
-/// (rate limit, queue, slots, stages, pressure threshold in percent)
-type Shape = (u32, u32, u32, u32, u32);
+/// (rate limit, queue, slots, stages, pressure threshold in percent, per-client limit
+/// (0: off))
+type Shape = (u32, u32, u32, u32, u32, u32);
 
-fn config(seed: u64, (limit, queue, slots, stages, pressure_pct): Shape) -> SimConfig {
+fn config(seed: u64, (limit, queue, slots, stages, pressure_pct, per_key): Shape) -> SimConfig {
     let mut c = SimConfig {
         seed,
         crash_fraction: 0.3,
@@ -107,6 +110,12 @@ fn config(seed: u64, (limit, queue, slots, stages, pressure_pct): Shape) -> SimC
     c.sweep.max_age = Duration::from_secs(20);
     c.sweep.pressure_max_age = Duration::from_secs(5);
     c.sweep.pressure_cooldown = Duration::from_secs(2);
+    // Two tracked clients for three keys: the third meets 503 too_many_keys at times.
+    c.per_key = (per_key > 0).then(|| PerKeyConfig {
+        limit: per_key,
+        window: Duration::from_secs(4),
+        max_keys: 2,
+    });
     c
 }
 
@@ -117,7 +126,7 @@ proptest! {
     fn every_invariant_holds_on_random_traces(
         steps in prop::collection::vec(step(), 1..120),
         seed in any::<u64>(),
-        shape in (1u32..6, 1u32..5, 1u32..4, 1u32..4, 30u32..95),
+        shape in (1u32..6, 1u32..5, 1u32..4, 1u32..4, 30u32..95, 0u32..3),
     ) {
         let evs = events(&steps);
         let requests = evs.iter().filter(|e| matches!(e, Event::Request(_))).count() as u64;
@@ -125,7 +134,10 @@ proptest! {
         prop_assert_eq!(out.check.first.clone(), None);
         let s = &out.report.sim;
         prop_assert_eq!(s.requests, requests);
-        prop_assert_eq!(s.admitted + s.rate_limited + s.overloaded_queue_full, requests);
+        prop_assert_eq!(
+            s.admitted + s.rate_limited + s.overloaded_queue_full + s.overloaded_too_many_keys,
+            requests
+        );
         prop_assert_eq!(s.jobs_completed + s.jobs_crashed + s.still_running, s.jobs_started);
         prop_assert_eq!(s.jobs_started + s.still_queued, s.admitted);
     }
