@@ -142,3 +142,50 @@ proptest! {
         prop_assert_eq!(s.jobs_started + s.still_queued, s.admitted);
     }
 }
+
+#[test]
+fn days_without_readings_never_leave_the_gate_stale() {
+    // The real gate fails closed on a sample older than a day; in virtual time readings
+    // may be days apart, and a job must still start. (Sweeps, which also refresh the gate,
+    // are set further apart than the trace.)
+    let mut rare_sweeps = SimConfig::default();
+    rare_sweeps.sweep.interval = Duration::from_secs(50 * 86_400);
+    let day_us = 86_400_000_000u64;
+    let evs = vec![
+        Event::Memory {
+            t_us: 0,
+            available_bytes: 8 << 30,
+        },
+        Event::Request(Request {
+            t_us: 0,
+            id: 1,
+            key: None,
+            job_us: 10,
+            files: 1,
+            bytes: 1,
+        }),
+        Event::Request(Request {
+            t_us: 3 * day_us,
+            id: 2,
+            key: None,
+            job_us: 10,
+            files: 1,
+            bytes: 1,
+        }),
+        Event::Request(Request {
+            t_us: 40 * day_us,
+            id: 3,
+            key: None,
+            job_us: 10,
+            files: 0,
+            bytes: 0,
+        }),
+    ];
+    let out = run(&rare_sweeps, Events(evs.into_iter()), RunOptions::default()).unwrap();
+    assert_eq!(out.check.first, None);
+    assert_eq!(out.report.sim.jobs_started, 3);
+    assert_eq!(
+        out.report.sim.gate_closures_low_memory + out.report.sim.gate_closures_low_disk,
+        0
+    );
+}
