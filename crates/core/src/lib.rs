@@ -27,9 +27,17 @@
 //! # Ok::<(), backstop_core::ConfigError>(())
 //! ```
 
+mod admission;
 pub mod clock;
 mod config_error;
+pub mod jobs;
+mod limits;
+mod metrics;
 pub mod rate;
+pub mod resources;
 mod sync;
 
+pub use admission::{Admission, Decision, OverloadReason, Refusal, RequestClass, WaitReason};
 pub use config_error::ConfigError;
+pub use limits::{JobLimits, Limits, QueueLimits, RateLimits};
+pub use metrics::{Metrics, MetricsSnapshot};

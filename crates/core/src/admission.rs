@@ -1,0 +1,579 @@
+//! [`Admission`]: the front door. One call per request decides 429, 503 or a place in
+//! the queue; one call per job start decides whether a worker may begin it.
+
+use std::fmt;
+use std::sync::Mutex;
+// arc-swap works on std's Arc; configuration swaps are outside loom's models.
+use std::sync::Arc as StdArc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::ConfigError;
+use crate::clock::{Clock, QuantaClock};
+use crate::jobs::{self, JobPermit, JobSlots, MAX_QUEUE, Priority, QueueGate, QueueTicket};
+use crate::limits::Limits;
+use crate::metrics::{Metrics, Outcome};
+use crate::rate::{KeyedRefusal, KeyedSlidingWindow, SlidingWindow};
+use crate::resources::{ResourceGate, ResourceProbe, Sampler, Shortage};
+use crate::sync::{AtomicBool, Ordering};
+
+/// Who is asking, which decides what they are held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RequestClass {
+    /// Held to the rate limit and to the normal share of the queue.
+    #[default]
+    Normal,
+    /// Held to the rate limit, and may use the queue room kept back for it
+    /// (`queue.critical_reserve`).
+    Critical,
+    /// Health checks, admin calls: bypass the rate limit and the queue entirely, and are
+    /// only counted.
+    Exempt,
+}
+
+/// Why a request was refused with 503. The names ([`as_str`](Self::as_str)) are stable,
+/// for logs and metrics labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OverloadReason {
+    /// The queue of waiting jobs is full.
+    QueueFull,
+    /// The per-client stage ([`Admission::with_per_key`]) tracks as many clients as it
+    /// may, all with requests still in their windows, and this client is new.
+    TooManyKeys,
+}
+
+impl OverloadReason {
+    /// Every reason, in a fixed order (for metrics).
+    pub const ALL: [OverloadReason; 2] = [OverloadReason::QueueFull, OverloadReason::TooManyKeys];
+
+    /// `queue_full` or `too_many_keys`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverloadReason::QueueFull => "queue_full",
+            OverloadReason::TooManyKeys => "too_many_keys",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            OverloadReason::QueueFull => 0,
+            OverloadReason::TooManyKeys => 1,
+        }
+    }
+}
+
+impl fmt::Display for OverloadReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused request, with what an HTTP layer needs to answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Refusal {
+    /// Too many requests in the window (429).
+    #[error("rate limited: retry after {retry_after:?}")]
+    RateLimited {
+        /// Exactly when a retry would be admitted, were nothing else admitted meanwhile.
+        retry_after: Duration,
+    },
+    /// The service is full (503).
+    #[error("overloaded ({reason}): retry after about {retry_after_hint:?}")]
+    Overloaded {
+        /// Which bound was reached.
+        reason: OverloadReason,
+        /// A suggestion (`queue.retry_after_hint_ms`), not a promise.
+        retry_after_hint: Duration,
+    },
+}
+
+impl Refusal {
+    /// 429 for [`RateLimited`](Self::RateLimited), 503 for [`Overloaded`](Self::Overloaded).
+    pub fn status_code(&self) -> u16 {
+        match self {
+            Refusal::RateLimited { .. } => 429,
+            Refusal::Overloaded { .. } => 503,
+        }
+    }
+
+    /// How long the client should wait before retrying.
+    pub fn retry_after(&self) -> Duration {
+        match *self {
+            Refusal::RateLimited { retry_after } => retry_after,
+            Refusal::Overloaded {
+                retry_after_hint, ..
+            } => retry_after_hint,
+        }
+    }
+
+    /// [`retry_after`](Self::retry_after) in whole seconds, rounded up, for an HTTP
+    /// `Retry-After` header (which cannot say less than a second).
+    pub fn retry_after_secs(&self) -> u64 {
+        let wait = self.retry_after();
+        wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+    }
+
+    /// `rate_limited`, or the [`OverloadReason`]'s name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Refusal::RateLimited { .. } => "rate_limited",
+            Refusal::Overloaded { reason, .. } => reason.as_str(),
+        }
+    }
+}
+
+/// The answer to [`Admission::try_admit`].
+#[derive(Debug)]
+#[must_use = "an admitted request holds a place in the queue until its ticket is dropped"]
+pub enum Decision {
+    /// Passed: the ticket holds the request's place in the queue until a worker starts
+    /// it ([`Admission::start_job`]) or it is dropped.
+    Admitted(QueueTicket),
+    /// An exempt request: nothing held, nothing to start.
+    Exempt,
+    /// Refused, with the status and wait to answer.
+    Refused(Refusal),
+}
+
+impl Decision {
+    /// The refusal, if refused.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Decision::Refused(refusal) => Some(refusal),
+            _ => None,
+        }
+    }
+
+    /// `Ok(Some(ticket))` when admitted, `Ok(None)` when exempt, `Err` when refused.
+    ///
+    /// # Errors
+    ///
+    /// The [`Refusal`].
+    pub fn into_result(self) -> Result<Option<QueueTicket>, Refusal> {
+        match self {
+            Decision::Admitted(ticket) => Ok(Some(ticket)),
+            Decision::Exempt => Ok(None),
+            Decision::Refused(refusal) => Err(refusal),
+        }
+    }
+}
+
+/// Why a queued job may not start yet. The names ([`as_str`](Self::as_str)) are stable.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitReason {
+    /// Every job slot is taken.
+    #[error("no free job slot")]
+    NoFreeSlot,
+    /// The resource gate is closed.
+    #[error("{0}")]
+    Resources(Shortage),
+}
+
+impl WaitReason {
+    /// `no_free_slot`, or the shortage's name (`low_memory`, `low_disk`,
+    /// `memory_pressure`, `stale`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WaitReason::NoFreeSlot => "no_free_slot",
+            WaitReason::Resources(shortage) => shortage.as_str(),
+        }
+    }
+}
+
+/// What changes on reconfiguration, swapped as one unit.
+struct Active<C: Clock> {
+    limiter: SlidingWindow<C>,
+    limits: Limits,
+    retry_after_hint: Duration,
+}
+
+/// The front door of a job-running service.
+///
+/// Per request, [`try_admit`](Self::try_admit) checks in order:
+///
+/// 1. the rate limit — refused with 429 and an exact `retry_after`;
+/// 2. when set up with [`with_per_key`](Self::with_per_key) and asked with
+///    [`try_admit_for`](Self::try_admit_for), the client's own limit (a
+///    [`KeyedSlidingWindow`]) — refused with 429 and the client's exact `retry_after`, or
+///    with 503 `too_many_keys` when the client is new and every tracked client still has
+///    requests in its window;
+/// 3. the queue — refused with 503 `queue_full` when `queue.max` jobs already wait.
+///
+/// A request that passes a stage and is refused by a later one **still counts in the
+/// windows it passed**, as in the original design: a client hammering a full service
+/// uses up its own budget and is soon answered 429, which tells it to slow down. (So a
+/// request refused by its client's limit has used up a place in the global window.)
+///
+/// Per job, a worker calls [`start_job`](Self::start_job): the job starts only when a
+/// slot is free and the [`ResourceGate`] is open; otherwise the ticket comes back and the
+/// job stays queued. A shortage of memory or disk thus becomes backpressure: jobs wait,
+/// the queue fills, and new clients get 503 before the machine falls over.
+///
+/// Everything on the request path is lock-free. Time comes from the clock `C`, so a
+/// simulator drives it with a [`ManualClock`](crate::clock::ManualClock) and feeds the
+/// gate with [`ResourceGate::observe`].
+///
+/// ```
+/// use std::time::Duration;
+/// use backstop_core::{Admission, Decision, Limits};
+/// use backstop_core::clock::ManualClock;
+///
+/// let mut limits = Limits::default();
+/// limits.rate.limit = 2;
+/// limits.queue.max = 1;
+/// limits.resources.enabled = false;
+/// let admission = Admission::with_clock(limits, ManualClock::new())?;
+///
+/// let Decision::Admitted(ticket) = admission.try_admit() else { panic!("first request") };
+/// // The queue holds one: the second request passes the rate limit but gets 503...
+/// let refused = admission.try_admit().refusal().copied().unwrap();
+/// assert_eq!((refused.status_code(), refused.as_str()), (503, "queue_full"));
+/// // ...and still used up the window: the third gets 429.
+/// let refused = admission.try_admit().refusal().copied().unwrap();
+/// assert_eq!(refused.status_code(), 429);
+/// assert_eq!(refused.retry_after(), Duration::from_secs(60));
+///
+/// let permit = admission.start_job(ticket).expect("a free slot");
+/// drop(permit); // the job finished
+/// assert_eq!(admission.metrics().snapshot().jobs_finished_total, 1);
+/// # Ok::<(), backstop_core::ConfigError>(())
+/// ```
+pub struct Admission<C: Clock = QuantaClock> {
+    active: ArcSwap<Active<C>>,
+    shadow: AtomicBool,
+    queue: QueueGate,
+    slots: JobSlots,
+    gate: StdArc<ResourceGate<C>>,
+    metrics: StdArc<Metrics<C>>,
+    /// The optional per-client stage.
+    per_key: Option<KeyedSlidingWindow<String, C>>,
+    clock: C,
+    /// Serialises reconfigurations (never taken on the request path).
+    reconfiguring: Mutex<()>,
+}
+
+impl Admission<QuantaClock> {
+    /// An admission controller with `limits` on the default clock.
+    ///
+    /// # Errors
+    ///
+    /// As [`Limits::validate`].
+    pub fn new(limits: Limits) -> Result<Self, ConfigError> {
+        Self::with_clock(limits, QuantaClock::new())
+    }
+}
+
+impl<C: Clock + Clone> Admission<C> {
+    /// An admission controller with `limits` on `clock` (shared by the rate limiter and
+    /// the resource gate).
+    ///
+    /// # Errors
+    ///
+    /// As [`Limits::validate`].
+    pub fn with_clock(limits: Limits, clock: C) -> Result<Self, ConfigError> {
+        limits.validate()?;
+        let limiter =
+            SlidingWindow::with_clock(limits.rate.limit, limits.rate.window(), clock.clone())?;
+        let (queue, slots) = jobs::counters_with_totals(limits.job_bounds())?;
+        let gate = StdArc::new(ResourceGate::new(&limits.resources, clock.clone())?);
+        let metrics = StdArc::new(Metrics::new(
+            queue.clone(),
+            slots.clone(),
+            StdArc::clone(&gate),
+        ));
+        Ok(Admission {
+            shadow: AtomicBool::new(limits.shadow),
+            active: ArcSwap::from_pointee(Active {
+                limiter,
+                retry_after_hint: Duration::from_millis(limits.queue.retry_after_hint_ms),
+                limits,
+            }),
+            queue,
+            slots,
+            gate,
+            metrics,
+            per_key: None,
+            clock,
+            reconfiguring: Mutex::new(()),
+        })
+    }
+
+    /// Adds the per-client stage: each client (a key given to
+    /// [`try_admit_for`](Self::try_admit_for): an API key, a tenant, an address) may have
+    /// `limit` requests per `window` admitted past the global rate limit, and at most
+    /// `max_keys` clients are tracked at once (see [`KeyedSlidingWindow`] for how clients
+    /// whose windows are empty are reclaimed). Per-client overrides go through
+    /// [`per_key`](Self::per_key). [`reconfigure`](Self::reconfigure) leaves this stage
+    /// as it is.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use backstop_core::{Admission, Limits};
+    /// use backstop_core::clock::ManualClock;
+    ///
+    /// let mut limits = Limits::default(); // 30 per minute for everyone together
+    /// limits.resources.enabled = false;
+    /// let admission = Admission::with_clock(limits, ManualClock::new())?
+    ///     .with_per_key(2, Duration::from_secs(60), 10_000)?; // 2 per minute each
+    ///
+    /// let _first = admission.try_admit_for("alice").into_result().unwrap();
+    /// let _second = admission.try_admit_for("alice").into_result().unwrap();
+    /// let refused = admission.try_admit_for("alice").refusal().copied().unwrap();
+    /// assert_eq!(refused.status_code(), 429); // alice's own limit...
+    /// let _bob = admission.try_admit_for("bob").into_result().unwrap(); // ...not bob's
+    /// # Ok::<(), backstop_core::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`KeyedSlidingWindow::new`]: `limit`, `window` or `max_keys` out of range.
+    pub fn with_per_key(
+        mut self,
+        limit: u32,
+        window: Duration,
+        max_keys: usize,
+    ) -> Result<Self, ConfigError> {
+        self.per_key = Some(KeyedSlidingWindow::with_clock(
+            limit,
+            window,
+            max_keys,
+            self.clock.clone(),
+        )?);
+        Ok(self)
+    }
+
+    /// Swaps in new limits at once, without dropping tickets or permits and without
+    /// forgetting the rate window's history: lowering the rate limit takes effect on the
+    /// next request. The limiter remembers one limit's worth of admissions, so the last
+    /// `min(old, new)` limit's worth carry over: lowering the limit and raising it again
+    /// within one window forgets the admissions beyond the lowered limit. Admissions
+    /// racing this call may be missing from the new window's history (see
+    /// [`SlidingWindow::reconfigured`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Limits::validate`]; on error nothing changes.
+    pub fn reconfigure(&self, limits: Limits) -> Result<(), ConfigError> {
+        limits.validate()?;
+        let _serial = self
+            .reconfiguring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.active.load_full();
+        let limiter = current
+            .limiter
+            .reconfigured(limits.rate.limit, limits.rate.window())?;
+        self.queue.set_bounds(limits.job_bounds())?;
+        self.gate.reconfigure(&limits.resources)?;
+        // Relaxed: a lone flag; a request racing the swap is judged by either mode.
+        self.shadow.store(limits.shadow, Ordering::Relaxed);
+        self.active.store(StdArc::new(Active {
+            limiter,
+            retry_after_hint: Duration::from_millis(limits.queue.retry_after_hint_ms),
+            limits,
+        }));
+        Ok(())
+    }
+}
+
+impl<C: Clock> Admission<C> {
+    /// Decides a [`RequestClass::Normal`] request.
+    #[inline]
+    pub fn try_admit(&self) -> Decision {
+        self.try_admit_as(RequestClass::Normal)
+    }
+
+    /// Decides a request of `class`.
+    ///
+    /// In shadow mode a request that would be refused is admitted anyway and counted in
+    /// `shadow_refusals`; the queue then keeps counting past `queue.max`, up to the hard
+    /// bound [`MAX_QUEUE`](crate::jobs::MAX_QUEUE), which is enforced even in shadow mode.
+    pub fn try_admit_as(&self, class: RequestClass) -> Decision {
+        self.decide(None, class)
+    }
+
+    /// Decides a [`RequestClass::Normal`] request of client `key`, held to the client's
+    /// own limit when the per-client stage is set up ([`with_per_key`](Self::with_per_key));
+    /// without it, as [`try_admit`](Self::try_admit).
+    #[inline]
+    pub fn try_admit_for(&self, key: &str) -> Decision {
+        self.decide(Some(key), RequestClass::Normal)
+    }
+
+    /// As [`try_admit_for`](Self::try_admit_for), for a request of `class`. Exempt
+    /// requests bypass the per-client stage too.
+    pub fn try_admit_for_as(&self, key: &str, class: RequestClass) -> Decision {
+        self.decide(Some(key), class)
+    }
+
+    /// The per-client stage, if set up: to give a client its own limit
+    /// ([`KeyedSlidingWindow::set_limit`]) or to reclaim idle clients
+    /// ([`KeyedSlidingWindow::retain_recent`]).
+    pub fn per_key(&self) -> Option<&KeyedSlidingWindow<String, C>> {
+        self.per_key.as_ref()
+    }
+
+    fn decide(&self, key: Option<&str>, class: RequestClass) -> Decision {
+        let priority = match class {
+            RequestClass::Exempt => {
+                self.metrics.count(Outcome::Exempt);
+                return Decision::Exempt;
+            }
+            RequestClass::Normal => Priority::Normal,
+            RequestClass::Critical => Priority::Critical,
+        };
+        // Relaxed: see `reconfigure`.
+        let shadow = self.shadow.load(Ordering::Relaxed);
+        let active = self.active.load();
+
+        // One clock reading for both rate stages (the per-client limiter shares the clock).
+        let now_ns = self.clock.now_ns();
+
+        // Stage 1: the rate limit (429).
+        if let Err(limited) = active.limiter.try_acquire_at(now_ns) {
+            let refusal = Refusal::RateLimited {
+                retry_after: limited.retry_after(),
+            };
+            if !shadow {
+                self.metrics.count(Outcome::Refused(refusal));
+                return Decision::Refused(refusal);
+            }
+            self.metrics.count_shadow(refusal.as_str());
+        }
+
+        // Stage 2: the client's own limit (429), or no room for a new client (503).
+        if let (Some(keyed), Some(key)) = (&self.per_key, key) {
+            if let Err(refused) = keyed.try_acquire_at(key, now_ns) {
+                let refusal = match refused {
+                    KeyedRefusal::RateLimited(limited) => Refusal::RateLimited {
+                        retry_after: limited.retry_after(),
+                    },
+                    KeyedRefusal::TooManyKeys(too_many) => Refusal::Overloaded {
+                        reason: OverloadReason::TooManyKeys,
+                        // When a client's window empties; zero while a sweep is running,
+                        // then the configured hint.
+                        retry_after_hint: match too_many.retry_after() {
+                            Duration::ZERO => active.retry_after_hint,
+                            hint => hint,
+                        },
+                    },
+                };
+                if !shadow {
+                    self.metrics.count(Outcome::Refused(refusal));
+                    return Decision::Refused(refusal);
+                }
+                self.metrics.count_shadow(refusal.as_str());
+            }
+        }
+
+        // Stage 3: the queue (503).
+        match self.queue.try_enter_as(priority) {
+            Ok(ticket) => {
+                self.metrics.count(Outcome::Admitted);
+                Decision::Admitted(ticket)
+            }
+            Err(_) => {
+                let refusal = Refusal::Overloaded {
+                    reason: OverloadReason::QueueFull,
+                    retry_after_hint: active.retry_after_hint,
+                };
+                if shadow {
+                    self.metrics.count_shadow(refusal.as_str());
+                    if let Ok(ticket) = self.queue.try_enter_below(MAX_QUEUE) {
+                        self.metrics.count(Outcome::Admitted);
+                        return Decision::Admitted(ticket);
+                    }
+                }
+                self.metrics.count(Outcome::Refused(refusal));
+                Decision::Refused(refusal)
+            }
+        }
+    }
+
+    /// Starts the job of a queued request, if a slot is free and the resource gate is
+    /// open (the original `can_start_job`).
+    ///
+    /// In shadow mode a closed resource gate is counted in `shadow_refusals` and the job
+    /// starts anyway; the job slots are always enforced (they are the worker pool).
+    ///
+    /// # Errors
+    ///
+    /// The ticket back, still queued, and why the job must wait.
+    pub fn start_job(&self, ticket: QueueTicket) -> Result<JobPermit, (QueueTicket, WaitReason)> {
+        if let Err(shortage) = self.gate.check() {
+            // Relaxed: see `reconfigure`.
+            if !self.shadow.load(Ordering::Relaxed) {
+                let reason = WaitReason::Resources(shortage);
+                self.metrics.count_wait(reason);
+                return Err((ticket, reason));
+            }
+            self.metrics.count_shadow(shortage.as_str());
+        }
+        self.slots.try_start(ticket).map_err(|ticket| {
+            self.metrics.count_wait(WaitReason::NoFreeSlot);
+            (ticket, WaitReason::NoFreeSlot)
+        })
+    }
+
+    /// Starts a thread that samples `probe` into the resource gate every
+    /// `resources.sample_interval_ms` (as configured now). Keep the [`Sampler`]: dropping
+    /// it stops the thread.
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the thread cannot be spawned.
+    pub fn spawn_sampler<P>(&self, probe: P) -> std::io::Result<Sampler>
+    where
+        C: 'static,
+        P: ResourceProbe + 'static,
+    {
+        let interval = self.active.load().limits.resources.sample_interval();
+        Sampler::spawn(StdArc::clone(&self.gate), probe, interval)
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.active.load().limits.clone()
+    }
+
+    /// The resource gate, to feed readings into ([`ResourceGate::observe`]) or to ask its
+    /// [`state`](ResourceGate::state).
+    pub fn resource_gate(&self) -> &StdArc<ResourceGate<C>> {
+        &self.gate
+    }
+
+    /// The queue of waiting jobs.
+    pub fn queue(&self) -> &QueueGate {
+        &self.queue
+    }
+
+    /// The running jobs.
+    pub fn slots(&self) -> &JobSlots {
+        &self.slots
+    }
+
+    /// The counters, for a `/metrics` endpoint.
+    pub fn metrics(&self) -> &StdArc<Metrics<C>> {
+        &self.metrics
+    }
+
+    /// The clock everything here reads.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+}
+
+impl<C: Clock> fmt::Debug for Admission<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admission")
+            .field("queue", &self.queue)
+            .field("slots", &self.slots)
+            .field("gate", &self.gate.state())
+            // Relaxed: see `reconfigure`.
+            .field("shadow", &self.shadow.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}

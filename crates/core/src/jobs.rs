@@ -1,0 +1,787 @@
+//! Job counters: the bounded queue of waiting jobs and the bounded set of running ones.
+//!
+//! A request that passed the rate limiter takes a [`QueueTicket`] from the [`QueueGate`]
+//! (or is refused with 503 when `max_queue` jobs already wait). A worker later turns the
+//! ticket into a [`JobPermit`] through [`JobSlots::try_start`] when one of `max_jobs`
+//! slots is free. Both are RAII guards: dropping one, also during a panic's unwind,
+//! releases it exactly once.
+//!
+//! # One word for both counts
+//!
+//! The number waiting and the number running live in one 64-bit atomic (waiting in the
+//! low half, running in the high half), so the hand-off from ticket to permit is a single
+//! compare-and-swap: there is no instant at which a job is counted both waiting and
+//! running, or neither. Bounds are enforced by compare-and-swap loops, never by
+//! add-then-undo, so no reader ever sees a count above its bound, even transiently.
+//!
+//! ```
+//! use backstop_core::jobs::{self, JobBounds};
+//!
+//! let (queue, slots) = jobs::counters(JobBounds { max_queue: 2, critical_reserve: 0, max_jobs: 1 })?;
+//! let first = queue.try_enter().expect("room in the queue");
+//! let second = queue.try_enter().expect("room in the queue");
+//! assert!(queue.try_enter().is_err(), "two waiting is the bound");
+//!
+//! let running = slots.try_start(first).expect("a free slot");
+//! assert_eq!((queue.len(), slots.active()), (1, 1));
+//! // No slot left: the job stays queued and the ticket comes back.
+//! let second = slots.try_start(second).unwrap_err();
+//! drop(running);
+//! let _running = slots.try_start(second).expect("the slot was freed");
+//! assert_eq!((queue.len(), slots.active()), (0, 1));
+//! # Ok::<(), backstop_core::ConfigError>(())
+//! ```
+
+use std::fmt;
+use std::mem::ManuallyDrop;
+
+use crossbeam_utils::CachePadded;
+
+use crate::ConfigError;
+use crate::sync::{Arc, AtomicU32, AtomicU64, Ordering};
+
+/// The largest `max_queue` accepted: a bound on memory held by waiting requests.
+pub const MAX_QUEUE: u32 = 1 << 20;
+
+/// The largest `max_jobs` accepted.
+pub const MAX_JOBS: u32 = 1 << 20;
+
+/// One job waiting, in the packed count word.
+const WAITING_ONE: u64 = 1;
+/// One job running, in the packed count word.
+const RUNNING_ONE: u64 = 1 << 32;
+
+// Both halves must hold their bound with room to spare, so that no arithmetic on one half
+// ever carries into the other.
+const _: () = assert!((MAX_QUEUE as u64) < RUNNING_ONE && (MAX_JOBS as u64) < u32::MAX as u64);
+
+#[inline(always)]
+fn waiting(word: u64) -> u32 {
+    word as u32
+}
+
+#[inline(always)]
+fn running(word: u64) -> u32 {
+    (word >> 32) as u32
+}
+
+/// How much room a queued request may use.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Ordinary requests: they may fill the queue up to `max_queue - critical_reserve`.
+    #[default]
+    Normal,
+    /// Requests that may also use the `critical_reserve` kept back from `Normal` ones.
+    Critical,
+}
+
+/// The bounds of a pair of job counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct JobBounds {
+    /// Most jobs waiting at once, 1 to [`MAX_QUEUE`].
+    pub max_queue: u32,
+    /// Queue room only [`Priority::Critical`] requests may use; below `max_queue`.
+    pub critical_reserve: u32,
+    /// Most jobs running at once, 1 to [`MAX_JOBS`].
+    pub max_jobs: u32,
+}
+
+impl JobBounds {
+    /// Checks each bound, naming the field (`queue.max`, `queue.critical_reserve`,
+    /// `jobs.max`, as in [`Limits`](crate::Limits)) that is out of range.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for a zero or too large bound, or a reserve that leaves no room
+    /// for normal requests.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_queue == 0 || self.max_queue > MAX_QUEUE {
+            return Err(ConfigError::new(
+                "queue.max",
+                format_args!("must be 1 to {MAX_QUEUE}, got {}", self.max_queue),
+            ));
+        }
+        if self.critical_reserve >= self.max_queue {
+            return Err(ConfigError::new(
+                "queue.critical_reserve",
+                format_args!(
+                    "must be below queue.max ({}) so normal requests have room, got {}",
+                    self.max_queue, self.critical_reserve
+                ),
+            ));
+        }
+        if self.max_jobs == 0 || self.max_jobs > MAX_JOBS {
+            return Err(ConfigError::new(
+                "jobs.max",
+                format_args!("must be 1 to {MAX_JOBS}, got {}", self.max_jobs),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The state a queue gate, its job slots and every ticket and permit share.
+pub(crate) struct JobState {
+    /// Waiting jobs in the low 32 bits, running jobs in the high 32 bits. Padded: every
+    /// admission and every job start and finish writes it, from any thread.
+    counts: CachePadded<AtomicU64>,
+    /// Bounds, read on every attempt and written only on reconfiguration.
+    max_queue: AtomicU32,
+    normal_max_queue: AtomicU32,
+    max_jobs: AtomicU32,
+    /// Lifetime totals, kept only when asked for ([`counters_with_totals`]): each costs
+    /// an atomic add per job start or finish, which bare counters need not pay.
+    totals: Option<Totals>,
+}
+
+/// Jobs started and finished, apart from the hot word so that reading them for a scrape
+/// never slows an admission.
+struct Totals {
+    started: CachePadded<AtomicU64>,
+    finished: CachePadded<AtomicU64>,
+}
+
+impl JobState {
+    fn new(bounds: JobBounds, with_totals: bool) -> Self {
+        JobState {
+            counts: CachePadded::new(AtomicU64::new(0)),
+            max_queue: AtomicU32::new(bounds.max_queue),
+            normal_max_queue: AtomicU32::new(bounds.max_queue - bounds.critical_reserve),
+            max_jobs: AtomicU32::new(bounds.max_jobs),
+            totals: with_totals.then(|| Totals {
+                started: CachePadded::new(AtomicU64::new(0)),
+                finished: CachePadded::new(AtomicU64::new(0)),
+            }),
+        }
+    }
+
+    fn queue_bound(&self, priority: Priority) -> u32 {
+        // Relaxed: a bound is a lone value; during a reconfiguration an attempt may see the
+        // old or the new one, and either is a bound the operator asked for.
+        match priority {
+            Priority::Normal => self.normal_max_queue.load(Ordering::Relaxed),
+            Priority::Critical => self.max_queue.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Adds one waiting job if fewer than `bound` wait.
+    #[inline]
+    fn enter_below(this: &Arc<Self>, bound: u32) -> Result<QueueTicket, QueueFull> {
+        // Relaxed throughout: a ticket guards no other memory, and read-modify-writes of
+        // one atomic are totally ordered whatever their ordering, which is all the bound
+        // needs.
+        let mut word = this.counts.load(Ordering::Relaxed);
+        loop {
+            if waiting(word) >= bound {
+                return Err(QueueFull { max_queue: bound });
+            }
+            match this.counts.compare_exchange_weak(
+                word,
+                word + WAITING_ONE,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Ok(QueueTicket {
+                        state: Arc::clone(this),
+                    });
+                }
+                Err(now) => word = now,
+            }
+        }
+    }
+
+    /// Moves one job from waiting to running if a slot is free; the caller holds a ticket.
+    #[inline]
+    fn start(&self) -> bool {
+        let max_jobs = self.max_jobs.load(Ordering::Relaxed); // Relaxed: see queue_bound.
+        // Relaxed: only a first guess for the CAS, which rereads on failure.
+        let mut word = self.counts.load(Ordering::Relaxed);
+        loop {
+            debug_assert!(waiting(word) >= 1, "a ticket is outstanding");
+            if running(word) >= max_jobs {
+                return false;
+            }
+            // Acquire on success pairs with the Release of a finished permit's drop, as
+            // with a semaphore: a job sees what the jobs that freed its slot did.
+            match self.counts.compare_exchange_weak(
+                word,
+                word + RUNNING_ONE - WAITING_ONE,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.count_start();
+                    return true;
+                }
+                Err(now) => word = now,
+            }
+        }
+    }
+
+    /// Adds one running job without a ticket if a slot is free.
+    #[inline]
+    fn acquire(&self) -> bool {
+        let max_jobs = self.max_jobs.load(Ordering::Relaxed); // Relaxed: see queue_bound.
+        // Relaxed: only a first guess for the CAS, which rereads on failure.
+        let mut word = self.counts.load(Ordering::Relaxed);
+        loop {
+            if running(word) >= max_jobs {
+                return false;
+            }
+            // Acquire: as in `start`.
+            match self.counts.compare_exchange_weak(
+                word,
+                word + RUNNING_ONE,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.count_start();
+                    return true;
+                }
+                Err(now) => word = now,
+            }
+        }
+    }
+
+    #[inline]
+    fn count_start(&self) {
+        if let Some(totals) = &self.totals {
+            // Relaxed: a statistic, read only for reporting.
+            totals.started.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// (waiting, running) at one instant.
+    fn counts(&self) -> (u32, u32) {
+        // Relaxed: a report of one moment; both halves come from the same load.
+        let word = self.counts.load(Ordering::Relaxed);
+        (waiting(word), running(word))
+    }
+
+    fn set_bounds(&self, bounds: JobBounds) -> Result<(), ConfigError> {
+        bounds.validate()?;
+        // Relaxed: see queue_bound. Each bound is independently a valid one.
+        self.max_queue.store(bounds.max_queue, Ordering::Relaxed);
+        self.normal_max_queue.store(
+            bounds.max_queue - bounds.critical_reserve,
+            Ordering::Relaxed,
+        );
+        self.max_jobs.store(bounds.max_jobs, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn bounds(&self) -> JobBounds {
+        // Relaxed: see queue_bound.
+        let max_queue = self.max_queue.load(Ordering::Relaxed);
+        let normal = self.normal_max_queue.load(Ordering::Relaxed);
+        JobBounds {
+            max_queue,
+            critical_reserve: max_queue.saturating_sub(normal),
+            max_jobs: self.max_jobs.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A new queue gate and the job slots its tickets are started on.
+///
+/// # Errors
+///
+/// As [`JobBounds::validate`].
+pub fn counters(bounds: JobBounds) -> Result<(QueueGate, JobSlots), ConfigError> {
+    new_counters(bounds, false)
+}
+
+/// As [`counters`], also keeping lifetime totals of jobs started and finished
+/// ([`JobSlots::started_total`]), for metrics; each start and finish then costs one more
+/// relaxed atomic add. [`Admission`](crate::Admission) uses these.
+///
+/// # Errors
+///
+/// As [`JobBounds::validate`].
+pub fn counters_with_totals(bounds: JobBounds) -> Result<(QueueGate, JobSlots), ConfigError> {
+    new_counters(bounds, true)
+}
+
+fn new_counters(
+    bounds: JobBounds,
+    with_totals: bool,
+) -> Result<(QueueGate, JobSlots), ConfigError> {
+    bounds.validate()?;
+    let state = Arc::new(JobState::new(bounds, with_totals));
+    Ok((
+        QueueGate {
+            state: Arc::clone(&state),
+        },
+        JobSlots { state },
+    ))
+}
+
+/// The bounded count of jobs waiting to start (503 `queue_full` beyond it).
+///
+/// Clones share one count.
+///
+/// # Memory ordering
+///
+/// Entering and leaving the queue synchronise nothing but the count itself: a ticket is
+/// a place in line, not a lock.
+#[derive(Clone)]
+pub struct QueueGate {
+    state: Arc<JobState>,
+}
+
+impl QueueGate {
+    /// Takes a place in the queue for a [`Priority::Normal`] request.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueFull`] when `max_queue - critical_reserve` jobs already wait.
+    #[inline]
+    pub fn try_enter(&self) -> Result<QueueTicket, QueueFull> {
+        self.try_enter_as(Priority::Normal)
+    }
+
+    /// Takes a place in the queue for a request of `priority`.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueFull`] when the queue holds as many jobs as `priority` may fill it with.
+    #[inline]
+    pub fn try_enter_as(&self, priority: Priority) -> Result<QueueTicket, QueueFull> {
+        JobState::enter_below(&self.state, self.state.queue_bound(priority))
+    }
+
+    /// Takes a place while fewer than `bound` wait, whatever the configured bound (for
+    /// shadow mode, which must keep counting past the bound it does not enforce).
+    #[inline]
+    pub(crate) fn try_enter_below(&self, bound: u32) -> Result<QueueTicket, QueueFull> {
+        JobState::enter_below(&self.state, bound)
+    }
+
+    /// How many jobs wait. There was a moment during the call when exactly this many
+    /// waited; by the time it returns others may have come or gone.
+    pub fn len(&self) -> u32 {
+        self.state.counts().0
+    }
+
+    /// Whether no job waited at some moment during the call.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The current bounds (shared with the job slots).
+    pub fn bounds(&self) -> JobBounds {
+        self.state.bounds()
+    }
+
+    /// Changes the bounds of this queue and its job slots at once, without touching
+    /// tickets or permits already out. Lowering a bound below the current count refuses
+    /// new entries (or starts) until enough have left.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobBounds::validate`]; on error nothing changes.
+    pub fn set_bounds(&self, bounds: JobBounds) -> Result<(), ConfigError> {
+        self.state.set_bounds(bounds)
+    }
+}
+
+impl fmt::Debug for QueueGate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueGate")
+            .field("len", &self.len())
+            .field("bounds", &self.bounds())
+            .finish()
+    }
+}
+
+/// The bounded count of running jobs.
+///
+/// Clones share one count.
+///
+/// # Memory ordering
+///
+/// As with a semaphore: everything a job did before its [`JobPermit`] was dropped
+/// happens before whatever the job that then takes the freed slot does.
+#[derive(Clone)]
+pub struct JobSlots {
+    state: Arc<JobState>,
+}
+
+impl JobSlots {
+    /// Starts the queued job of `ticket` if a slot is free: one atomic step takes it out
+    /// of the queue and into a slot.
+    ///
+    /// # Errors
+    ///
+    /// The same ticket back, still queued, when all slots are taken.
+    #[inline]
+    pub fn try_start(&self, ticket: QueueTicket) -> Result<JobPermit, QueueTicket> {
+        if !Arc::ptr_eq(&self.state, &ticket.state) {
+            // A ticket from another pair of counters cannot move between them; it stays
+            // where it was rather than corrupting either count.
+            return Err(ticket);
+        }
+        if !self.state.start() {
+            return Err(ticket);
+        }
+        let ticket = ManuallyDrop::new(ticket);
+        // SAFETY: `ticket` is never dropped or used again (ManuallyDrop), so reading its
+        // Arc out moves it: the reference count stays exactly one per owner.
+        let state = unsafe { std::ptr::read(&ticket.state) };
+        Ok(JobPermit { state })
+    }
+
+    /// Takes a slot for a job that never queued (internal work).
+    ///
+    /// # Errors
+    ///
+    /// [`NoFreeSlot`] when all slots are taken.
+    #[inline]
+    pub fn try_acquire(&self) -> Result<JobPermit, NoFreeSlot> {
+        if self.state.acquire() {
+            Ok(JobPermit {
+                state: Arc::clone(&self.state),
+            })
+        } else {
+            Err(NoFreeSlot {
+                max_jobs: self.state.bounds().max_jobs,
+            })
+        }
+    }
+
+    /// How many jobs run; racy in the same way as [`QueueGate::len`].
+    pub fn active(&self) -> u32 {
+        self.state.counts().1
+    }
+
+    /// Jobs started so far; `None` unless made by [`counters_with_totals`].
+    pub fn started_total(&self) -> Option<u64> {
+        let totals = self.state.totals.as_ref()?;
+        // Relaxed: a statistic.
+        Some(totals.started.load(Ordering::Relaxed))
+    }
+
+    /// Jobs finished (permits dropped) so far; `None` unless made by
+    /// [`counters_with_totals`].
+    pub fn finished_total(&self) -> Option<u64> {
+        let totals = self.state.totals.as_ref()?;
+        // Relaxed: a statistic.
+        Some(totals.finished.load(Ordering::Relaxed))
+    }
+
+    /// The current bounds (shared with the queue).
+    pub fn bounds(&self) -> JobBounds {
+        self.state.bounds()
+    }
+}
+
+impl fmt::Debug for JobSlots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobSlots")
+            .field("active", &self.active())
+            .field("bounds", &self.bounds())
+            .finish()
+    }
+}
+
+/// A place in the queue. Dropping it leaves the queue; [`JobSlots::try_start`] turns it
+/// into a [`JobPermit`].
+///
+/// `Send + 'static`: it owns a reference to the counters, so it can travel with the
+/// request to whichever task or thread runs the job.
+#[must_use = "dropping a ticket leaves the queue at once"]
+pub struct QueueTicket {
+    state: Arc<JobState>,
+}
+
+impl Drop for QueueTicket {
+    fn drop(&mut self) {
+        // Relaxed: see `JobState::enter_below`.
+        self.state.counts.fetch_sub(WAITING_ONE, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for QueueTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueTicket").finish_non_exhaustive()
+    }
+}
+
+/// A running job's slot. Dropping it, also on unwind, frees the slot.
+#[must_use = "dropping a permit frees the slot at once"]
+pub struct JobPermit {
+    state: Arc<JobState>,
+}
+
+impl Drop for JobPermit {
+    fn drop(&mut self) {
+        // Release: everything this job did happens before the next start (see JobSlots).
+        self.state.counts.fetch_sub(RUNNING_ONE, Ordering::Release);
+        if let Some(totals) = &self.state.totals {
+            // Relaxed: a statistic.
+            totals.finished.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl fmt::Debug for JobPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobPermit").finish_non_exhaustive()
+    }
+}
+
+/// The queue already holds as many jobs as the request's priority may fill it with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("queue full: {max_queue} jobs waiting")]
+pub struct QueueFull {
+    /// The bound that was reached.
+    pub max_queue: u32,
+}
+
+/// Every job slot is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("no free job slot: {max_jobs} jobs running")]
+pub struct NoFreeSlot {
+    /// The bound that was reached.
+    pub max_jobs: u32,
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn pair(max_queue: u32, critical_reserve: u32, max_jobs: u32) -> (QueueGate, JobSlots) {
+        counters_with_totals(JobBounds {
+            max_queue,
+            critical_reserve,
+            max_jobs,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn critical_requests_use_the_reserve_normal_ones_cannot() {
+        let (queue, _slots) = pair(3, 1, 1);
+        let _a = queue.try_enter().unwrap();
+        let _b = queue.try_enter().unwrap();
+        assert_eq!(queue.try_enter().unwrap_err(), QueueFull { max_queue: 2 });
+        let _c = queue.try_enter_as(Priority::Critical).unwrap();
+        assert_eq!(
+            queue.try_enter_as(Priority::Critical).unwrap_err(),
+            QueueFull { max_queue: 3 }
+        );
+        assert_eq!(queue.len(), 3);
+    }
+
+    #[test]
+    fn a_ticket_from_other_counters_is_handed_back_untouched() {
+        let (queue_a, _slots_a) = pair(2, 0, 2);
+        let (_queue_b, slots_b) = pair(2, 0, 2);
+        let ticket = queue_a.try_enter().unwrap();
+        let ticket = slots_b.try_start(ticket).unwrap_err();
+        assert_eq!((queue_a.len(), slots_b.active()), (1, 0));
+        drop(ticket);
+        assert_eq!(queue_a.len(), 0);
+    }
+
+    #[test]
+    fn lowering_bounds_keeps_what_is_out_and_refuses_new_entries() {
+        let (queue, slots) = pair(4, 0, 2);
+        let tickets: Vec<_> = (0..4).map(|_| queue.try_enter().unwrap()).collect();
+        queue
+            .set_bounds(JobBounds {
+                max_queue: 2,
+                critical_reserve: 0,
+                max_jobs: 1,
+            })
+            .unwrap();
+        assert_eq!(queue.len(), 4, "nothing dropped");
+        assert!(queue.try_enter().is_err());
+        let mut tickets = tickets.into_iter();
+        let _p = slots.try_start(tickets.next().unwrap()).unwrap();
+        assert!(slots.try_start(tickets.next().unwrap()).is_err());
+        drop(tickets);
+        assert_eq!(queue.len(), 0);
+        assert!(queue.try_enter().is_ok());
+    }
+
+    #[test]
+    fn invalid_bounds_name_their_field_and_change_nothing() {
+        let (queue, _slots) = pair(4, 1, 2);
+        let cases = [
+            ((0, 0, 1), "queue.max"),
+            ((MAX_QUEUE + 1, 0, 1), "queue.max"),
+            ((4, 4, 1), "queue.critical_reserve"),
+            ((4, 0, 0), "jobs.max"),
+            ((4, 0, MAX_JOBS + 1), "jobs.max"),
+        ];
+        for ((max_queue, critical_reserve, max_jobs), field) in cases {
+            let err = queue
+                .set_bounds(JobBounds {
+                    max_queue,
+                    critical_reserve,
+                    max_jobs,
+                })
+                .unwrap_err();
+            assert_eq!(err.field(), field);
+        }
+        assert_eq!(
+            queue.bounds(),
+            JobBounds {
+                max_queue: 4,
+                critical_reserve: 1,
+                max_jobs: 2
+            }
+        );
+    }
+
+    #[test]
+    fn guards_release_exactly_once_on_unwind() {
+        let (queue, slots) = pair(2, 0, 2);
+        let ticket = queue.try_enter().unwrap();
+        let permit = slots.try_start(queue.try_enter().unwrap()).unwrap();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _ticket = ticket;
+            let _permit = permit;
+            panic!("job failed");
+        }));
+        assert!(result.is_err());
+        assert_eq!((queue.len(), slots.active()), (0, 0));
+        assert_eq!(
+            (slots.started_total(), slots.finished_total()),
+            (Some(1), Some(1))
+        );
+    }
+
+    #[test]
+    fn bare_counters_keep_no_totals() {
+        let bounds = JobBounds {
+            max_queue: 1,
+            critical_reserve: 0,
+            max_jobs: 1,
+        };
+        let (_queue, slots) = counters(bounds).unwrap();
+        drop(slots.try_acquire().unwrap());
+        assert_eq!(
+            (slots.started_total(), slots.finished_total()),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn tickets_and_permits_are_send_and_static() {
+        fn assert_send_static<T: Send + 'static>() {}
+        assert_send_static::<QueueTicket>();
+        assert_send_static::<JobPermit>();
+        assert_send_static::<QueueGate>();
+        assert_send_static::<JobSlots>();
+    }
+}
+
+/// Model checks of the counters: `LOOM_MAX_PREEMPTIONS=2` is enough for these two- and
+/// three-thread races (each thread does at most three atomic steps) and keeps the run to
+/// seconds.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::thread;
+
+    fn pair(max_queue: u32, max_jobs: u32) -> (QueueGate, JobSlots) {
+        counters_with_totals(JobBounds {
+            max_queue,
+            critical_reserve: 0,
+            max_jobs,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn loom_queue_never_exceeds_its_bound() {
+        loom::model(|| {
+            let (queue, _slots) = pair(1, 1);
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    let queue = queue.clone();
+                    thread::spawn(move || {
+                        let ticket = queue.try_enter();
+                        assert!(queue.len() <= 1);
+                        ticket.is_ok()
+                    })
+                })
+                .collect();
+            let admitted = handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .filter(|&ok| ok)
+                .count();
+            assert!(admitted >= 1, "the first to try always gets in");
+            assert_eq!(queue.len(), 0, "every ticket was dropped");
+        });
+    }
+
+    #[test]
+    fn loom_hand_off_never_exceeds_slots_nor_loses_a_job() {
+        loom::model(|| {
+            let (queue, slots) = pair(2, 1);
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    let queue = queue.clone();
+                    let slots = slots.clone();
+                    thread::spawn(move || {
+                        let ticket = queue.try_enter().expect("room for both");
+                        match slots.try_start(ticket) {
+                            Ok(permit) => {
+                                let (waiting, running) = permit.state.counts();
+                                assert!(running <= 1);
+                                assert!(waiting + running <= 2);
+                                true
+                            }
+                            Err(ticket) => {
+                                // Still counted as waiting while we hold it.
+                                assert!(queue.len() >= 1);
+                                drop(ticket);
+                                false
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let started = handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .filter(|&ok| ok)
+                .count();
+            assert!(started >= 1);
+            assert_eq!((queue.len(), slots.active()), (0, 0));
+            assert_eq!(slots.started_total(), Some(started as u64));
+            assert_eq!(slots.finished_total(), Some(started as u64));
+        });
+    }
+
+    #[test]
+    fn loom_permit_release_is_seen_by_the_next_start() {
+        loom::model(|| {
+            let (queue, slots) = pair(2, 1);
+            let data = Arc::new(AtomicU32::new(0));
+            let first = slots.try_acquire().unwrap();
+            let t = {
+                let data = Arc::clone(&data);
+                thread::spawn(move || {
+                    // Relaxed on purpose: the permit's Release/Acquire must order it.
+                    data.store(7, Ordering::Relaxed);
+                    drop(first);
+                })
+            };
+            let ticket = queue.try_enter().unwrap();
+            if let Ok(_permit) = slots.try_start(ticket) {
+                assert_eq!(data.load(Ordering::Relaxed), 7);
+            }
+            t.join().unwrap();
+        });
+    }
+}

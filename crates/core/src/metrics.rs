@@ -1,0 +1,443 @@
+//! Lock-free counters of every admission outcome, and their Prometheus text rendering.
+
+use std::fmt::{self, Write as _};
+use std::sync::Arc as StdArc;
+
+use crossbeam_utils::CachePadded;
+
+use crate::admission::{OverloadReason, Refusal, WaitReason};
+use crate::clock::{Clock, QuantaClock};
+use crate::jobs::{JobSlots, QueueGate};
+use crate::resources::{GateState, ResourceGate, ResourceSnapshot};
+use crate::sync::{AtomicU64, Ordering};
+
+/// Labels of `backstop_shadow_refusals_total`: every refusal and wait a shadow mode
+/// lets through.
+const SHADOW_REASONS: [&str; 7] = [
+    "rate_limited",
+    "queue_full",
+    "too_many_keys",
+    "low_memory",
+    "low_disk",
+    "memory_pressure",
+    "stale",
+];
+
+/// Labels of `backstop_job_waits_total`.
+const WAIT_REASONS: [&str; 5] = [
+    "no_free_slot",
+    "low_memory",
+    "low_disk",
+    "memory_pressure",
+    "stale",
+];
+
+fn label_index(labels: &[&str], name: &str) -> usize {
+    // Every name passed in comes from the enums above, which the tests check against
+    // these lists; an unknown one lands on the last label rather than panicking.
+    labels
+        .iter()
+        .position(|l| *l == name)
+        .unwrap_or(labels.len() - 1)
+}
+
+/// What one admission decision counts as.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outcome {
+    Admitted,
+    Exempt,
+    Refused(Refusal),
+}
+
+/// Counters of an [`Admission`](crate::Admission): outcomes per reason, and live views
+/// of its queue, job slots and resource gate.
+///
+/// Counting is one relaxed atomic add per decision, each counter on its own cache line
+/// (threads admitting at once would otherwise fight over one line for every count).
+pub struct Metrics<C: Clock = QuantaClock> {
+    admitted: CachePadded<AtomicU64>,
+    exempt: CachePadded<AtomicU64>,
+    rate_limited: CachePadded<AtomicU64>,
+    overloaded: [CachePadded<AtomicU64>; OverloadReason::ALL.len()],
+    shadow_refusals: [CachePadded<AtomicU64>; SHADOW_REASONS.len()],
+    job_waits: [CachePadded<AtomicU64>; WAIT_REASONS.len()],
+    queue: QueueGate,
+    slots: JobSlots,
+    gate: StdArc<ResourceGate<C>>,
+}
+
+fn counter() -> CachePadded<AtomicU64> {
+    CachePadded::new(AtomicU64::new(0))
+}
+
+fn bump(counter: &AtomicU64) {
+    // Relaxed: counters are statistics, read for reporting; no other memory hangs on them.
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+fn read(counter: &AtomicU64) -> u64 {
+    // Relaxed: see `bump`.
+    counter.load(Ordering::Relaxed)
+}
+
+impl<C: Clock> Metrics<C> {
+    pub(crate) fn new(queue: QueueGate, slots: JobSlots, gate: StdArc<ResourceGate<C>>) -> Self {
+        Metrics {
+            admitted: counter(),
+            exempt: counter(),
+            rate_limited: counter(),
+            overloaded: std::array::from_fn(|_| counter()),
+            shadow_refusals: std::array::from_fn(|_| counter()),
+            job_waits: std::array::from_fn(|_| counter()),
+            queue,
+            slots,
+            gate,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn count(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Admitted => bump(&self.admitted),
+            Outcome::Exempt => bump(&self.exempt),
+            Outcome::Refused(Refusal::RateLimited { .. }) => bump(&self.rate_limited),
+            Outcome::Refused(Refusal::Overloaded { reason, .. }) => {
+                bump(&self.overloaded[reason.index()])
+            }
+        }
+    }
+
+    pub(crate) fn count_shadow(&self, reason: &str) {
+        bump(&self.shadow_refusals[label_index(&SHADOW_REASONS, reason)]);
+    }
+
+    pub(crate) fn count_wait(&self, reason: WaitReason) {
+        bump(&self.job_waits[label_index(&WAIT_REASONS, reason.as_str())]);
+    }
+
+    /// Every counter and gauge now. Each value is exact at some moment during the call;
+    /// different values may come from slightly different moments.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let bounds = self.queue.bounds();
+        let now_ns = self.gate.clock().now_ns();
+        let resources = self.gate.snapshot();
+        MetricsSnapshot {
+            admitted_total: read(&self.admitted),
+            exempt_total: read(&self.exempt),
+            rate_limited_total: read(&self.rate_limited),
+            overloaded_total: OverloadReason::ALL
+                .iter()
+                .map(|r| (r.as_str(), read(&self.overloaded[r.index()])))
+                .collect(),
+            shadow_refusals_total: SHADOW_REASONS
+                .iter()
+                .zip(&self.shadow_refusals)
+                .map(|(l, c)| (*l, read(c)))
+                .collect(),
+            job_waits_total: WAIT_REASONS
+                .iter()
+                .zip(&self.job_waits)
+                .map(|(l, c)| (*l, read(c)))
+                .collect(),
+            // Admission's counters always keep totals.
+            jobs_started_total: self.slots.started_total().unwrap_or(0),
+            jobs_finished_total: self.slots.finished_total().unwrap_or(0),
+            queue_depth: self.queue.len(),
+            queue_max: bounds.max_queue,
+            jobs_active: self.slots.active(),
+            jobs_max: bounds.max_jobs,
+            gate_state: self.gate.state_at(now_ns),
+            resource_sample_age_ns: now_ns.saturating_sub(resources.taken_at_ns),
+            resources,
+            resource_readings_total: self.gate.readings_total(),
+            probe_failures_total: self.gate.probe_failures_total(),
+        }
+    }
+
+    /// [`snapshot`](Self::snapshot) in the Prometheus text exposition format.
+    pub fn render_prometheus(&self) -> String {
+        self.snapshot().render_prometheus()
+    }
+}
+
+impl<C: Clock> fmt::Debug for Metrics<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics")
+            .field("snapshot", &self.snapshot())
+            .finish()
+    }
+}
+
+/// The values of [`Metrics`] at one call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSnapshot {
+    /// Requests given a queue ticket.
+    pub admitted_total: u64,
+    /// Exempt requests.
+    pub exempt_total: u64,
+    /// Requests refused with 429.
+    pub rate_limited_total: u64,
+    /// Requests refused with 503, by reason (`queue_full`, `too_many_keys`).
+    pub overloaded_total: Vec<(&'static str, u64)>,
+    /// Refusals and waits that shadow mode let through, by reason.
+    pub shadow_refusals_total: Vec<(&'static str, u64)>,
+    /// Times a job could not start yet, by reason (`no_free_slot`, `low_memory`, …).
+    pub job_waits_total: Vec<(&'static str, u64)>,
+    /// Jobs started.
+    pub jobs_started_total: u64,
+    /// Jobs finished.
+    pub jobs_finished_total: u64,
+    /// Jobs waiting now.
+    pub queue_depth: u32,
+    /// The queue bound.
+    pub queue_max: u32,
+    /// Jobs running now.
+    pub jobs_active: u32,
+    /// The job slot bound.
+    pub jobs_max: u32,
+    /// The resource gate's state now.
+    pub gate_state: GateState,
+    /// The last resource decision and reading.
+    pub resources: ResourceSnapshot,
+    /// Age of that reading, in nanoseconds.
+    pub resource_sample_age_ns: u64,
+    /// Readings fed to the gate.
+    pub resource_readings_total: u64,
+    /// Failed probe reads.
+    pub probe_failures_total: u64,
+}
+
+impl MetricsSnapshot {
+    /// The count for `reason` in one of the by-reason lists (0 if absent).
+    pub fn by_reason(list: &[(&'static str, u64)], reason: &str) -> u64 {
+        list.iter()
+            .find(|(l, _)| *l == reason)
+            .map_or(0, |(_, v)| *v)
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4): `backstop_*` families,
+    /// each with `# HELP` and `# TYPE`, refusals labelled by `reason`.
+    ///
+    /// ```
+    /// use backstop_core::{Admission, Limits};
+    /// use backstop_core::clock::ManualClock;
+    ///
+    /// let admission = Admission::with_clock(Limits::default(), ManualClock::new())?;
+    /// let _ticket = admission.try_admit();
+    /// let text = admission.metrics().render_prometheus();
+    /// assert!(text.contains("# TYPE backstop_admitted_total counter\nbackstop_admitted_total 1\n"));
+    /// assert!(text.contains("backstop_overloaded_total{reason=\"queue_full\"} 0\n"));
+    /// # Ok::<(), backstop_core::ConfigError>(())
+    /// ```
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut family =
+            |name: &str, kind: &str, help: &str, samples: &[(Option<(&str, &str)>, f64)]| {
+                // Writing to a String cannot fail.
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} {kind}");
+                for (label, value) in samples {
+                    match label {
+                        Some((key, val)) => {
+                            let _ = writeln!(out, "{name}{{{key}=\"{val}\"}} {value}");
+                        }
+                        None => {
+                            let _ = writeln!(out, "{name} {value}");
+                        }
+                    }
+                }
+            };
+        let one = |v: u64| [(None, v as f64)];
+        let by =
+            |key: &'static str, list: &[(&'static str, u64)]| -> Vec<(Option<(&str, &str)>, f64)> {
+                list.iter()
+                    .map(|(l, v)| (Some((key, *l)), *v as f64))
+                    .collect()
+            };
+
+        family(
+            "backstop_admitted_total",
+            "counter",
+            "Requests admitted into the job queue.",
+            &one(self.admitted_total),
+        );
+        family(
+            "backstop_exempt_total",
+            "counter",
+            "Exempt requests (health checks, admin), never limited.",
+            &one(self.exempt_total),
+        );
+        family(
+            "backstop_rate_limited_total",
+            "counter",
+            "Requests refused with 429: too many in the rate window.",
+            &one(self.rate_limited_total),
+        );
+        family(
+            "backstop_overloaded_total",
+            "counter",
+            "Requests refused with 503, by reason.",
+            &by("reason", &self.overloaded_total),
+        );
+        family(
+            "backstop_shadow_refusals_total",
+            "counter",
+            "Refusals and job waits that shadow mode counted but did not enforce, by reason.",
+            &by("reason", &self.shadow_refusals_total),
+        );
+        family(
+            "backstop_job_waits_total",
+            "counter",
+            "Times a queued job could not start yet, by reason.",
+            &by("reason", &self.job_waits_total),
+        );
+        family(
+            "backstop_jobs_started_total",
+            "counter",
+            "Jobs started.",
+            &one(self.jobs_started_total),
+        );
+        family(
+            "backstop_jobs_finished_total",
+            "counter",
+            "Jobs finished (their permit dropped).",
+            &one(self.jobs_finished_total),
+        );
+        family(
+            "backstop_queue_depth",
+            "gauge",
+            "Jobs waiting to start.",
+            &one(u64::from(self.queue_depth)),
+        );
+        family(
+            "backstop_queue_max",
+            "gauge",
+            "Most jobs allowed to wait.",
+            &one(u64::from(self.queue_max)),
+        );
+        family(
+            "backstop_jobs_active",
+            "gauge",
+            "Jobs running.",
+            &one(u64::from(self.jobs_active)),
+        );
+        family(
+            "backstop_jobs_max",
+            "gauge",
+            "Most jobs allowed to run.",
+            &one(u64::from(self.jobs_max)),
+        );
+        let states: Vec<_> = GateState::ALL
+            .iter()
+            .map(|s| {
+                (
+                    Some(("state", s.as_str())),
+                    f64::from(u8::from(*s == self.gate_state)),
+                )
+            })
+            .collect();
+        family(
+            "backstop_resource_gate_state",
+            "gauge",
+            "1 for the resource gate's current state, 0 for the others.",
+            &states,
+        );
+        family(
+            "backstop_resource_sample_age_seconds",
+            "gauge",
+            "Age of the last resource reading.",
+            &[(None, self.resource_sample_age_ns as f64 / 1e9)],
+        );
+        family(
+            "backstop_resource_readings_total",
+            "counter",
+            "Resource readings fed to the gate.",
+            &one(self.resource_readings_total),
+        );
+        family(
+            "backstop_resource_probe_failures_total",
+            "counter",
+            "Failed resource probe reads.",
+            &one(self.probe_failures_total),
+        );
+        if let Some(reading) = self.resources.reading {
+            family(
+                "backstop_available_memory_bytes",
+                "gauge",
+                "Available memory at the last reading (the cgroup's, if smaller).",
+                &one(reading.available_memory_bytes),
+            );
+            if let Some(free) = reading.free_disk_bytes {
+                family(
+                    "backstop_free_disk_bytes",
+                    "gauge",
+                    "Free disk space on the watched path at the last reading.",
+                    &one(free),
+                );
+            }
+            if let Some(pressure) = reading.memory_pressure_pct {
+                family(
+                    "backstop_memory_pressure_percent",
+                    "gauge",
+                    "Linux PSI memory some avg10 at the last reading.",
+                    &[(None, pressure)],
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::resources::Shortage;
+    use std::time::Duration;
+
+    #[test]
+    fn every_reason_name_has_its_own_label() {
+        for reason in OverloadReason::ALL {
+            assert_eq!(
+                SHADOW_REASONS[label_index(&SHADOW_REASONS, reason.as_str())],
+                reason.as_str()
+            );
+        }
+        let shortages = [
+            Shortage::Memory {
+                available_bytes: 0,
+                required_bytes: 1,
+            },
+            Shortage::Disk {
+                free_bytes: 0,
+                required_bytes: 1,
+            },
+            Shortage::MemoryPressure {
+                some_avg10_pct: 1.0,
+                max_pct: 0.0,
+            },
+            Shortage::Stale {
+                age: Duration::ZERO,
+                max_age: Duration::ZERO,
+            },
+        ];
+        for shortage in shortages {
+            let name = WaitReason::Resources(shortage).as_str();
+            assert_eq!(WAIT_REASONS[label_index(&WAIT_REASONS, name)], name);
+            assert_eq!(SHADOW_REASONS[label_index(&SHADOW_REASONS, name)], name);
+        }
+        assert_eq!(
+            WAIT_REASONS[label_index(&WAIT_REASONS, "no_free_slot")],
+            "no_free_slot"
+        );
+        assert_eq!(
+            SHADOW_REASONS[label_index(
+                &SHADOW_REASONS,
+                Refusal::RateLimited {
+                    retry_after: Duration::ZERO
+                }
+                .as_str()
+            )],
+            "rate_limited"
+        );
+    }
+}
