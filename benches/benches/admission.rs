@@ -184,7 +184,7 @@ fn bare_queue() -> jobs::QueueGate {
     .0
 }
 
-fn admit(admission: &Admission<impl Clock>) {
+fn admit(admission: &Admission<impl Clock + 'static>) {
     match admission.try_admit() {
         Decision::Admitted(ticket) => drop(black_box(ticket)),
         other => panic!("refused in a bench: {other:?}"),

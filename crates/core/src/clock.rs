@@ -66,15 +66,17 @@ impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
 #[derive(Clone)]
 pub struct QuantaClock {
     clock: quanta::Clock,
-    epoch: quanta::Instant,
+    /// The raw counter at creation; time is scaled from the raw delta, which skips the
+    /// `Instant`/`Duration` round trip of `quanta::Clock::now`.
+    epoch_raw: u64,
 }
 
 impl QuantaClock {
     /// A clock whose epoch (time 0) is now.
     pub fn new() -> Self {
         let clock = quanta::Clock::new();
-        let epoch = clock.now();
-        QuantaClock { clock, epoch }
+        let epoch_raw = clock.raw();
+        QuantaClock { clock, epoch_raw }
     }
 }
 
@@ -95,9 +97,8 @@ impl fmt::Debug for QuantaClock {
 impl Clock for QuantaClock {
     #[inline]
     fn now_ns(&self) -> u64 {
-        // u64 nanoseconds last 584 years; saturate rather than wrap past that.
-        let elapsed = self.clock.now().saturating_duration_since(self.epoch);
-        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+        // A raw reading below the epoch (a TSC that differs between cores) counts as 0.
+        self.clock.delta_as_nanos(self.epoch_raw, self.clock.raw())
     }
 }
 

@@ -289,10 +289,67 @@ fn front_door_types_fit_an_http_layer() {
 }
 
 #[test]
+fn many_admissions_on_one_thread_never_mix_their_configurations() {
+    // More admissions than the per-thread cache has slots, interleaved, some dropped and
+    // replaced (a new one may land at a freed address): each keeps its own limit.
+    let mut admissions: Vec<_> = (1..=6u32)
+        .map(|rate| admission(limits(rate, 100, 1)).0)
+        .collect();
+    for round in 0..3u32 {
+        for (i, admission) in admissions.iter().enumerate() {
+            let d = admission.try_admit();
+            let rate = i as u32 + 1;
+            assert_eq!(
+                d.refusal().is_none(),
+                round < rate,
+                "admission {i}, round {round}"
+            );
+        }
+    }
+    admissions.truncate(3);
+    admissions.extend((0..3).map(|_| admission(limits(1, 100, 1)).0));
+    for admission in &admissions[3..] {
+        assert!(
+            admission.try_admit().refusal().is_none(),
+            "a fresh admission"
+        );
+        assert_eq!(
+            admission.try_admit().refusal().map(|r| r.status_code()),
+            Some(429)
+        );
+    }
+}
+
+#[test]
+fn a_reconfiguration_is_seen_by_other_threads() {
+    let (admission, _clock) = admission(limits(100, 100, 1));
+    std::thread::scope(|s| {
+        s.spawn(|| drop(admission.try_admit())).join().unwrap();
+        admission.reconfigure(limits(1, 100, 1)).unwrap();
+        s.spawn(|| {
+            assert_eq!(admission.limits().rate.limit, 1);
+            assert_eq!(
+                admission.try_admit().refusal().map(|r| r.status_code()),
+                Some(429)
+            );
+        })
+        .join()
+        .unwrap();
+    });
+}
+
+#[test]
 fn decisions_stay_small() {
     // A decision is returned on every request: keep it to a few words.
-    assert!(std::mem::size_of::<Decision>() <= 32, "{}", std::mem::size_of::<Decision>());
-    assert_eq!(std::mem::size_of::<QueueTicket>(), std::mem::size_of::<usize>());
+    assert!(
+        std::mem::size_of::<Decision>() <= 32,
+        "{}",
+        std::mem::size_of::<Decision>()
+    );
+    assert_eq!(
+        std::mem::size_of::<QueueTicket>(),
+        std::mem::size_of::<usize>()
+    );
 }
 
 #[test]

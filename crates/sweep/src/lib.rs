@@ -1,1 +1,110 @@
-//! Parallel, symlink-race-safe cleanup of old temp files (work in progress).
+//! Parallel, symlink-race-safe cleanup of old temp files, and per-job temp workspaces.
+//!
+//! The service this replaces cleaned `/tmp/makevideo` every 6 hours, deleting files older
+//! than 24 hours, and cleaned each job's files stage by stage. This crate does both:
+//!
+//! - [`Sweep`]: one sweep of a tree (builder, [`Sweep::run`] → [`SweepReport`]), with a
+//!   dry run, excludes, an injectable `now`, and a pressure mode
+//!   ([`Sweep::byte_goal`]) that deletes the oldest files first until enough space is
+//!   free;
+//! - [`SweepSchedule`]: a background thread that sweeps on an interval and when the disk
+//!   is fuller than a threshold;
+//! - [`JobWorkspace`]: a private directory per job, cleaned per stage and removed on drop;
+//! - the `backstop-sweep` command-line tool.
+//!
+//! # Safety against path races
+//!
+//! tmpreaper (CVE-2019-3461), Rust's `remove_dir_all` (CVE-2022-21658) and
+//! systemd-tmpfiles (CVE-2018-6954) were all tricked into deleting outside their tree by
+//! swapping a directory for a symlink between a check and a use of its *path*. Here no
+//! path is ever used after the root is opened:
+//!
+//! - every directory is opened relative to its parent's fd with
+//!   `O_NOFOLLOW | O_DIRECTORY`; every entry is `lstat`ed (`fstatat(AT_SYMLINK_NOFOLLOW)`)
+//!   and removed (`unlinkat`) relative to the fd of the directory that lists it. A
+//!   directory replaced by a symlink fails to open and is counted under
+//!   [`SkipCounts::symlink_target`]; an old symlink is removed as a link;
+//! - a subdirectory on another device than the root is not entered, the root itself is
+//!   never removed (the root path itself is opened once and may be a symlink: it is the
+//!   operator's choice);
+//! - FIFOs, sockets and devices are skipped; an entry some other process holds under an
+//!   `flock` is skipped (non-blocking probe); modification times in the future count as
+//!   new;
+//! - per-entry errors are counted in [`SweepReport::errors`] and never stop the run;
+//! - open file descriptors stay bounded however deep the tree (next section).
+//!
+//! # File descriptors
+//!
+//! A directory's fd stays open while its children are handled, since they are opened
+//! and removed relative to it; a plain recursive walk therefore holds one fd per level
+//! and fails with `EMFILE` on a deep enough tree. Here, down to 32 levels and while the
+//! parallel tasks hold fewer fds than a budget (half the soft `RLIMIT_NOFILE`, less a
+//! reserve per thread, at most 1024), each directory is a rayon task. Below that, a
+//! subtree is walked by one thread with an explicit stack that keeps only the 16 deepest
+//! directory fds open; on the way back up, a parent whose fd was closed is reopened
+//! through `..` from its child and accepted only if its device and inode are those
+//! recorded on the way down. If not, the directory was moved during the sweep: the error
+//! is counted under [`ErrorCounts::moved`] and that part of the subtree is abandoned,
+//! never guessed at. A tree 10 000 levels deep is swept under `RLIMIT_NOFILE` = 64.
+//!
+//! # Locks
+//!
+//! An old directory that another process holds under `flock` is not entered; an old file
+//! under `flock` is not removed. Files are checked against a snapshot of `/proc/locks`
+//! read once per directory (when it first meets an old file), which saves an `open` +
+//! `flock` + `close` per file; where `/proc/locks` is unreadable each file is probed
+//! instead. Like any such check it is advisory and racy: a lock taken after the check is
+//! not seen. [`JobWorkspace::lock_against_sweeps`] uses this to protect a running job.
+//!
+//! # Parallelism
+//!
+//! One rayon task per directory (unlinks within one directory serialize on its lock in
+//! the kernel, so directories are the unit of parallelism), work stealing, one thread per
+//! core by default. Each task builds its own tally and hands it to its parent, so the
+//! report is deterministic and no counter is shared.
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use backstop_sweep::{JobWorkspace, Sweep};
+//!
+//! let base = tempfile::tempdir()?;
+//! let job = JobWorkspace::create(base.path(), "job-42")?;
+//! let frames = job.stage("download")?;
+//! std::fs::write(frames.join("clip.mp4"), b"...")?;
+//!
+//! // Virtual time: pretend a week has passed. Nothing is older than the cutoff in
+//! // real time, but ages are judged against `now`.
+//! let in_a_week = SystemTime::now() + Duration::from_secs(7 * 24 * 3600);
+//! let report = Sweep::new(base.path()).now(in_a_week).dry_run(true).run()?;
+//! assert_eq!(report.files_removed, 1);
+//! assert!(frames.join("clip.mp4").exists());
+//!
+//! drop(job); // removes the workspace and everything in it
+//! assert!(!base.path().join("job-42").exists());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod age;
+mod error;
+mod fsops;
+mod locks;
+mod pressure;
+mod report;
+mod schedule;
+mod sweep;
+mod walk;
+mod workspace;
+
+pub use age::AgeBy;
+pub use error::SweepError;
+pub use report::{
+    EntryKind, ErrorCounts, ErrorKind, ErrorSample, MAX_ERROR_SAMPLES, RemovedEntry, SkipCounts,
+    SweepReport,
+};
+pub use schedule::{
+    DEFAULT_CHECK_EVERY, DEFAULT_EVERY, DEFAULT_PRESSURE_OLDER_THAN, DEFAULT_PRESSURE_THRESHOLD,
+    ScheduleError, ScheduleHandle, SweepSchedule, Trigger,
+};
+pub use sweep::{DEFAULT_OLDER_THAN, Sweep};
+pub use walk::Observer;
+pub use workspace::{JobWorkspace, MAX_NAME_BYTES, WorkspaceError};

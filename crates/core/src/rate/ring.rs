@@ -2,23 +2,25 @@
 //!
 //! # The algorithm
 //!
-//! Admissions are numbered 0, 1, 2, … in the order they are granted. Admission `k` may
-//! happen at time `t` iff admission `k − limit` happened at or before `t − window`; that
-//! is the sliding-window rule (at most `limit` admissions in any window `(t − W, t]`),
-//! provided admission times are monotone in `k`.
+//! Admissions are numbered in the order they are granted. Admission `k` may happen at time
+//! `t` iff admission `k − limit` happened at or before `t − window`; that is the
+//! sliding-window rule (at most `limit` admissions in any window `(t − W, t]`), provided
+//! admission times are monotone in `k`.
 //!
-//! The ring has `limit` slots. Slot `k % limit` holds the pair `(k, free_at)`: the number
-//! of the next admission that will use it, and the earliest time that admission may
-//! happen (`time of admission k − limit + window`; 0 for the first lap). `head` is the
-//! number of the next admission, or one behind it while a claimer has not yet moved it.
+//! The ring has `P` slots, `limit` rounded up to a power of two so that a slot index is a
+//! mask, not a 64-bit division (two divisions cost about as much as the rest of an
+//! admission). Slot `s` holds the pair `(a, free_at)` for the latest admission `a` with
+//! `a mod P == s`: its number and `its recorded time + window`. Numbering starts at `P`;
+//! slots start with "virtual" admissions `0..P` that are free at time 0.
 //!
-//! To admit at time `now`, a thread reads `head = k`, reads slot `k % limit`, and if the
-//! slot says `(k, free_at)` with `free_at <= now`, it swaps that pair for
-//! `(k + limit, t_k + window)` in **one** 128-bit compare-and-swap. That CAS is the
-//! admission: claiming the number and publishing its time are a single step, so no
-//! thread can be preempted between them and let a later thread see a stale slot. Then
-//! `head` moves from `k` to `k + 1`; any thread that finds the slot already claimed
-//! (`k + limit`) helps move it, so a preempted claimer blocks nobody (lock-free).
+//! To admit at `now`, a thread finds the next number `k` (from `head`, a hint that may
+//! lag, scanning past claimed slots), checks the slot of admission `k − limit`
+//! (`free_at <= now`), and swaps slot `k mod P` from `(k − P, …)` to
+//! `(k, t_k + window)` in **one** 128-bit compare-and-swap. That CAS is the admission:
+//! claiming the number and publishing its time are a single step, so no thread can be
+//! preempted between them and let a later thread see a stale slot. The claimer then
+//! moves the `head` hint on; a thread that finds it lagging just scans forward, so a
+//! preempted claimer blocks nobody (lock-free).
 //!
 //! The traps and how each is closed:
 //! - *claim then publish*: one CAS does both (above).
@@ -36,66 +38,110 @@ use crossbeam_utils::CachePadded;
 use crate::sync::{AtomicPair, AtomicU64, Ordering};
 
 pub(crate) struct AdmissionRing {
-    /// Written by every admitting thread; padded so it does not share a line with the
-    /// ring's first slots or the fields read on every call.
+    /// A hint of the next admission number: never ahead of it, briefly behind it while
+    /// a claimer has not yet moved it. Written by every admitting thread; padded so it
+    /// does not share a line with the slots or the read-only fields.
     head: CachePadded<AtomicU64>,
     slots: Box<[AtomicPair]>,
+    /// `slots.len() - 1`; `slots.len()` is a power of two.
+    mask: u64,
+    /// The limit: admission `k` is checked against admission `k - lookback`.
+    lookback: u64,
     window_ns: u64,
 }
 
 impl AdmissionRing {
-    /// A ring with `limit` slots (validated `>= 1` by the caller) that remembers
-    /// `history`, the recorded times of the most recent admissions, oldest first; only the
-    /// last `limit` of them matter. An empty history gives a fresh ring.
+    /// A ring for `limit` (validated `>= 1` by the caller) that remembers `history`, the
+    /// recorded times of the most recent admissions, oldest first; only the last `limit`
+    /// of them matter. An empty history gives a fresh ring.
     pub(crate) fn with_history(limit: u32, window_ns: u64, history: &[u64]) -> Self {
         debug_assert!(limit >= 1);
-        let len = u64::from(limit);
+        let capacity = u64::from(limit).next_power_of_two();
         let kept = &history[history.len().saturating_sub(limit as usize)..];
-        // Replay the kept history as admissions 0.. so the ring's invariants hold: slot k
-        // of a used lap holds (k + len, recorded time + window), times non-decreasing.
+        // Replay the kept history as admissions P, P+1, …: slot j < kept.len() holds
+        // real admission P + j, the other slots their virtual admission j (free at 0).
         let mut recorded_ns = 0u64;
-        let slots = (0..len)
-            .map(|k| match kept.get(k as usize) {
+        let slots = (0..capacity)
+            .map(|j| match kept.get(j as usize) {
                 Some(&t) => {
                     recorded_ns = recorded_ns.max(t);
-                    AtomicPair::new(k + len, recorded_ns.saturating_add(window_ns))
+                    AtomicPair::new(capacity + j, recorded_ns.saturating_add(window_ns))
                 }
-                None => AtomicPair::new(k, 0),
+                None => AtomicPair::new(j, 0),
             })
             .collect::<Vec<_>>()
             .into_boxed_slice();
         AdmissionRing {
-            head: CachePadded::new(AtomicU64::new(kept.len() as u64)),
+            head: CachePadded::new(AtomicU64::new(capacity + kept.len() as u64)),
             slots,
+            mask: capacity - 1,
+            lookback: u64::from(limit),
             window_ns,
         }
     }
 
     #[inline(always)]
     fn slot(&self, k: u64) -> &AtomicPair {
-        let len = self.slots.len() as u64;
-        let index = (k % len) as usize;
+        let index = (k & self.mask) as usize;
         debug_assert!(index < self.slots.len());
+        // Bounds-checked all the same: the mask keeps it in range, so the check is
+        // free to predict and no unsafe is needed.
         &self.slots[index]
+    }
+
+    /// The number of the next admission, at the moment of the last load: `head`, or the
+    /// first number past it whose slot is not yet claimed.
+    #[inline]
+    fn next_admission(&self) -> u64 {
+        // Acquire: pairs with the Release store of head, so every claim below it is
+        // visible and the scan starts from a consistent place.
+        let mut k = self.head.load(Ordering::Acquire);
+        loop {
+            // Acquire: pairs with the AcqRel slot CAS of the claim we read.
+            let (a, _) = self.slot(k).load(Ordering::Acquire);
+            if a == k {
+                k = k.wrapping_add(1); // claimed; head lags
+            } else if a.wrapping_sub(k) < u64::MAX / 2 {
+                k = a.wrapping_add(1); // claimed laps ahead: head lags by more than P
+            } else {
+                return k;
+            }
+        }
     }
 
     /// Admits at `now_ns`, or says in how many nanoseconds a retry would be admitted if
     /// nothing else is admitted meanwhile.
     #[inline]
     pub(crate) fn try_acquire_at(&self, now_ns: u64) -> Result<(), u64> {
-        let len = self.slots.len() as u64;
+        let capacity = self.mask + 1;
+        // Acquire: pairs with the Release store of head; see `next_admission`.
+        let mut k = self.head.load(Ordering::Acquire);
         loop {
-            // Acquire: pairs with the AcqRel CASes on `head`, so every slot claim that
-            // moved head to `k` is visible below.
-            let k = self.head.load(Ordering::Acquire);
             let slot = self.slot(k);
-            // Acquire: pairs with the AcqRel slot CAS, so a claimed pair's time is whole.
-            let (next, free_at) = slot.load(Ordering::Acquire);
-            if next != k {
-                // Admission k is claimed but head still says k: help move it.
-                debug_assert!(next.wrapping_sub(k) < u64::MAX / 2, "slot behind head");
-                self.advance_head(k);
+            // Acquire: pairs with the AcqRel slot CAS, so a claimed pair's time is whole
+            // and every claim before it is visible.
+            let current = slot.load(Ordering::Acquire);
+            let (a, _) = current;
+            if a != k.wrapping_sub(capacity) {
+                // Claimed already (head lags): move past it. Several laps ahead: jump.
+                // Behind (impossible while claims stay contiguous): re-read the slot.
+                debug_assert!(a.wrapping_sub(k) < u64::MAX / 2, "slot behind head");
+                k = if a == k {
+                    k.wrapping_add(1)
+                } else {
+                    a.wrapping_add(1)
+                };
                 continue;
+            }
+            // Admission k is next. Its window check is against admission k − limit.
+            let (c, free_at) = if self.lookback == capacity {
+                current
+            } else {
+                self.slot(k.wrapping_sub(self.lookback))
+                    .load(Ordering::Acquire)
+            };
+            if c != k.wrapping_sub(self.lookback) {
+                continue; // overwritten: k was claimed meanwhile; re-read.
             }
             if free_at > now_ns {
                 return Err(free_at - now_ns);
@@ -105,42 +151,35 @@ impl AdmissionRing {
                 // nanoseconds (≈ 484 years after the clock's epoch). Never free again.
                 return Err(u64::MAX);
             }
-            let previous_ns = if k == 0 {
-                0
-            } else {
-                // Acquire, as above: admission k − 1 was claimed before head reached k.
-                let (prev_next, prev_free_at) = self.slot(k - 1).load(Ordering::Acquire);
-                if prev_next != (k - 1).wrapping_add(len) {
-                    continue; // head moved on under us: our view is stale.
-                }
-                prev_free_at.saturating_sub(self.window_ns)
-            };
-            let recorded_ns = now_ns.max(previous_ns);
-            let claim = (
-                k.wrapping_add(len),
-                recorded_ns.saturating_add(self.window_ns),
-            );
-            // AcqRel on success: publishes the claim to whoever acquires head or this slot
-            // next. Relaxed on failure: we only loop and re-read with Acquire.
+            let (p, previous_free_at) = self.slot(k.wrapping_sub(1)).load(Ordering::Acquire);
+            if p != k.wrapping_sub(1) {
+                continue; // not yet visible, or overwritten: re-read.
+            }
+            let recorded_ns = now_ns.max(previous_free_at.saturating_sub(self.window_ns));
+            let claim = (k, recorded_ns.saturating_add(self.window_ns));
+            // AcqRel on success: publishes the claim to whoever acquires this slot next.
+            // Relaxed on failure: we only loop and re-read with Acquire.
             if slot
-                .compare_exchange((k, free_at), claim, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(current, claim, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
-                self.advance_head(k);
+                self.publish_head(k.wrapping_add(1));
                 return Ok(());
             }
         }
     }
 
-    /// Moves head from `k` to `k + 1` unless someone already did.
+    /// Moves the head hint up to `next` unless it is already there.
     #[inline(always)]
-    fn advance_head(&self, k: u64) {
-        // AcqRel on success: releases the slot claim to threads that acquire head, and
-        // continues the release sequence. Relaxed on failure: another thread moved it,
-        // and we re-read head with Acquire before using it.
-        let _ =
-            self.head
-                .compare_exchange(k, k.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed);
+    fn publish_head(&self, next: u64) {
+        // A load and a plain store instead of a CAS: the hint may only lag (another
+        // claimer can store a smaller value between our load and store), and a lagging
+        // hint costs readers a short forward scan, never a wrong decision. Relaxed load:
+        // only an optimisation; Release store: pairs with the Acquire loads of head so a
+        // reader that starts from `next` sees our claim.
+        if self.head.load(Ordering::Relaxed).wrapping_sub(next) > u64::MAX / 2 {
+            self.head.store(next, Ordering::Release);
+        }
     }
 
     /// How many admissions `now_ns` would allow, were nothing else admitted.
@@ -148,13 +187,16 @@ impl AdmissionRing {
     /// Exact when no other thread is admitting; under concurrency, a count that was true
     /// at some moment during the call, or off by the admissions that raced it.
     pub(crate) fn available_at(&self, now_ns: u64) -> u32 {
-        // The ring, read from head's slot onwards, holds the free_at times of the last
-        // `limit` admissions, oldest first (0 for slots never used): non-decreasing, so
-        // the free slots are a prefix; binary search for its length.
-        let len = self.slots.len() as u64;
-        let k = self.head.load(Ordering::Acquire);
-        let free_at = |i: u64| self.slot(k.wrapping_add(i)).load(Ordering::Acquire).1;
-        let (mut lo, mut hi) = (0u64, len);
+        // Admissions k − limit .. k − 1 are the last `limit` (virtual ones free at 0).
+        // Their free_at times are non-decreasing, so the free ones are a prefix: binary
+        // search for its length.
+        let k = self.next_admission();
+        let free_at = |i: u64| {
+            self.slot(k.wrapping_sub(self.lookback).wrapping_add(i))
+                .load(Ordering::Acquire)
+                .1
+        };
+        let (mut lo, mut hi) = (0u64, self.lookback);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if free_at(mid) <= now_ns {
@@ -169,13 +211,14 @@ impl AdmissionRing {
     /// The recorded times of the last `limit` admissions, oldest first (fewer if fewer
     /// happened). A snapshot for resizing; exact when nothing admits concurrently.
     pub(crate) fn history(&self) -> Vec<u64> {
-        let len = self.slots.len() as u64;
-        let k = self.head.load(Ordering::Acquire);
-        (0..len)
+        let capacity = self.mask + 1;
+        let k = self.next_admission();
+        (0..self.lookback)
             .filter_map(|i| {
-                let (next, free_at) = self.slot(k.wrapping_add(i)).load(Ordering::Acquire);
-                // Slots not yet used on any lap hold their first-lap number, below `len`.
-                (next >= len).then(|| free_at.saturating_sub(self.window_ns))
+                let number = k.wrapping_sub(self.lookback).wrapping_add(i);
+                let (a, free_at) = self.slot(number).load(Ordering::Acquire);
+                // Virtual admissions (numbers below P) never happened.
+                (a == number && a >= capacity).then(|| free_at.saturating_sub(self.window_ns))
             })
             .collect()
     }
@@ -185,9 +228,15 @@ impl AdmissionRing {
         AtomicPair::is_lock_free()
     }
 
-    /// Bytes of memory one ring of `limit` slots takes, including the padded head.
+    /// Bytes of memory one ring for `limit` takes: its slots (`limit` rounded up to a
+    /// power of two) and the struct with its padded head.
     pub(crate) fn bytes_for(limit: u32) -> usize {
-        std::mem::size_of::<Self>() + limit as usize * std::mem::size_of::<AtomicPair>()
+        let capacity = if limit == 0 {
+            0
+        } else {
+            limit.next_power_of_two() as usize
+        };
+        std::mem::size_of::<Self>() + capacity * std::mem::size_of::<AtomicPair>()
     }
 }
 
@@ -199,24 +248,19 @@ impl AdmissionRing {
         self.head.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// A ring whose admission numbers start at `first`: as if `first` admissions had
-    /// happened long ago. Lets tests cross numbering boundaries without 2³² calls.
+    /// A ring whose next admission number is `first` (at least the capacity): as if
+    /// admissions up to `first - 1` had happened long ago. Lets tests cross numbering
+    /// boundaries without 2³² calls.
     fn starting_at_for_test(limit: u32, window_ns: u64, first: u64) -> Self {
-        let len = u64::from(limit);
-        let slots = (0..len)
-            .map(|i| {
-                // The admission number that slot i serves next: the first k >= first with
-                // k % len == i.
-                let k = first + (i + len - first % len) % len;
-                AtomicPair::new(k, 0)
-            })
-            .collect::<Vec<_>>()
-            .into_boxed_slice();
-        AdmissionRing {
-            head: CachePadded::new(AtomicU64::new(first)),
-            slots,
-            window_ns,
+        let mut ring = Self::with_history(limit, window_ns, &[]);
+        assert!(first > ring.mask);
+        for s in 0..=ring.mask {
+            // The latest number below `first` that maps to slot s.
+            let a = first - 1 - ((first - 1 - s) & ring.mask);
+            ring.slots[s as usize] = AtomicPair::new(a, 0);
         }
+        ring.head.store(first, Ordering::SeqCst);
+        ring
     }
 }
 
@@ -271,7 +315,7 @@ mod tests {
                 assert_eq!(ring.try_acquire_at(now), Err(W), "limit {limit}");
                 now += W;
             }
-            assert!(ring.head.load(Ordering::SeqCst) > 1 << 32);
+            assert!(ring.next_admission() > 1 << 32);
         }
     }
 
@@ -342,7 +386,11 @@ mod tests {
     fn bytes_are_sixteen_per_slot_plus_the_head() {
         assert_eq!(
             AdmissionRing::bytes_for(1000) - AdmissionRing::bytes_for(0),
-            16_000
+            16 * 1024
+        );
+        assert_eq!(
+            AdmissionRing::bytes_for(1024) - AdmissionRing::bytes_for(1),
+            16 * 1023
         );
         assert!(
             AdmissionRing::is_lock_free(),
@@ -433,7 +481,10 @@ mod loom_tests {
             let admitted = outcomes.iter().filter(|o| o.is_ok()).count();
             // Either order: 0 then 10W (both pass), or 10W then 0 (0 refused).
             assert!(admitted >= 1, "{outcomes:?}");
-            assert_eq!(ring.head.load(Ordering::SeqCst), admitted as u64);
+            // Every admission is counted once in the numbering, whatever head says.
+            let first = ring.mask + 1;
+            assert_eq!(ring.next_admission(), first + admitted as u64);
+            assert!(ring.head.load(Ordering::SeqCst) <= first + admitted as u64);
         });
     }
 }

@@ -1,0 +1,226 @@
+//! backstop-sweep side by side with `find -delete`, `find -print` and a single-threaded
+//! walkdir + `remove_file` loop, on the same disk, on trees regenerated identically for
+//! every timed run.
+//!
+//! Not criterion: one sample takes seconds and destroys its input. Each run regenerates
+//! the tree (same names, sizes and mtimes), `sync`s, and times one contender; the
+//! contenders take turns within a round so that drift on a shared machine hits them all.
+//! Prints medians and median ratios.
+//!
+//! ```text
+//! cargo bench -p backstop-benches --bench sweep
+//! SWEEP_BENCH_FILES=20000 SWEEP_BENCH_DIRS=200 SWEEP_BENCH_RUNS=5 cargo bench -p backstop-benches --bench sweep
+//! ```
+//! `SWEEP_BENCH_DIR` chooses where the trees live (default: the system temp dir).
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use backstop_sweep::Sweep;
+use rayon::prelude::*;
+use rustix::fs::{Mode, OFlags, Timespec, Timestamps};
+
+const FILE_BYTES: usize = 100;
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `files` files spread over `dirs` directories; every other file is two days old, the
+/// rest an hour old.
+fn generate(root: &Path, files: usize, dirs: usize, base: SystemTime) {
+    if root.exists() {
+        std::fs::remove_dir_all(root).unwrap();
+    }
+    std::fs::create_dir_all(root).unwrap();
+    let stamp = |t: SystemTime| {
+        let d = t.duration_since(UNIX_EPOCH).unwrap();
+        Timespec {
+            tv_sec: d.as_secs() as i64,
+            tv_nsec: d.subsec_nanos() as _,
+        }
+    };
+    let old = stamp(base - 2 * DAY);
+    let young = stamp(base - Duration::from_secs(3600));
+    let content = vec![b'x'; FILE_BYTES];
+    (0..dirs).into_par_iter().for_each(|d| {
+        let dir = root.join(format!("d{d:05}"));
+        std::fs::create_dir(&dir).unwrap();
+        let dir_fd =
+            rustix::fs::open(&dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for f in (d..files).step_by(dirs) {
+            let fd = rustix::fs::openat(
+                dir_fd.as_fd(),
+                format!("f{f:07}").as_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
+                Mode::RUSR | Mode::WUSR,
+            )
+            .unwrap();
+            rustix::io::write(&fd, &content).unwrap();
+            let t = if f % 2 == 0 { old } else { young };
+            rustix::fs::futimens(
+                &fd,
+                &Timestamps {
+                    last_access: t,
+                    last_modification: t,
+                },
+            )
+            .unwrap();
+        }
+    });
+    rustix::fs::sync();
+}
+
+fn count_files(root: &Path) -> usize {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .count()
+}
+
+fn find(root: &Path, action: &str) -> Duration {
+    let started = Instant::now();
+    let status = Command::new("find")
+        .arg(root)
+        .args(["-type", "f", "-mmin", "+1440", action])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(status.success(), "find {action} failed");
+    elapsed
+}
+
+fn walkdir_delete(root: &Path) -> Duration {
+    let started = Instant::now();
+    let cutoff = SystemTime::now() - DAY;
+    for entry in walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        if entry.file_type().is_file()
+            && entry
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .is_some_and(|t| t < cutoff)
+        {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    started.elapsed()
+}
+
+fn backstop(root: &Path, dry_run: bool, skip_locked: bool) -> (Duration, u64) {
+    let started = Instant::now();
+    let report = Sweep::new(root)
+        .dry_run(dry_run)
+        .skip_locked(skip_locked)
+        .run()
+        .unwrap();
+    (started.elapsed(), report.files_removed)
+}
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+fn main() {
+    let files = env_usize("SWEEP_BENCH_FILES", 200_000);
+    let dirs = env_usize("SWEEP_BENCH_DIRS", 2_000);
+    let runs = env_usize("SWEEP_BENCH_RUNS", 3).max(1);
+    let base_dir = std::env::var_os("SWEEP_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let root = base_dir.join(format!("backstop-sweep-bench-{}", std::process::id()));
+    let base = SystemTime::now();
+    let threads = rayon::current_num_threads();
+    println!(
+        "tree: {files} files ({FILE_BYTES} B) in {dirs} dirs, half older than 24 h; {runs} runs; {threads} threads; under {}",
+        base_dir.display()
+    );
+
+    type Deleter = (&'static str, fn(&Path) -> Duration);
+    let deleters: [Deleter; 4] = [
+        ("backstop-sweep", |r| backstop(r, false, true).0),
+        ("backstop-sweep, skip_locked(false)", |r| {
+            backstop(r, false, false).0
+        }),
+        ("find -delete", |r| find(r, "-delete")),
+        ("walkdir + remove_file (1 thread)", walkdir_delete),
+    ];
+    let mut delete_times: Vec<Vec<Duration>> = vec![Vec::new(); deleters.len()];
+    for run in 0..runs {
+        for k in 0..deleters.len() {
+            let i = (k + run) % deleters.len();
+            let (name, f) = deleters[i];
+            generate(&root, files, dirs, base);
+            let t = f(&root);
+            let left = count_files(&root);
+            assert_eq!(
+                left,
+                files / 2,
+                "{name} left {left} files, expected {}",
+                files / 2
+            );
+            println!("run {run} delete {name:<34} {:>9.3} s", t.as_secs_f64());
+            delete_times[i].push(t);
+        }
+    }
+
+    generate(&root, files, dirs, base);
+    let mut scan_times: Vec<Vec<Duration>> = vec![Vec::new(); 3];
+    // Warm the cache once so that every timed scan starts alike.
+    let _ = find(&root, "-print");
+    for run in 0..runs.max(5) {
+        let (t, n) = backstop(&root, true, true);
+        assert_eq!(n as usize, files / 2);
+        scan_times[0].push(t);
+        scan_times[1].push(backstop(&root, true, false).0);
+        scan_times[2].push(find(&root, "-print"));
+        println!(
+            "run {run} scan backstop {:.3} s, backstop skip_locked(false) {:.3} s, find -print {:.3} s",
+            scan_times[0][run].as_secs_f64(),
+            scan_times[1][run].as_secs_f64(),
+            scan_times[2][run].as_secs_f64()
+        );
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+
+    println!();
+    println!("| operation | contender | median | find ÷ contender |");
+    println!("|---|---|---:|---:|");
+    let find_delete = median(delete_times[2].clone());
+    for (i, (name, _)) in deleters.iter().enumerate() {
+        let m = median(delete_times[i].clone());
+        println!(
+            "| delete | {name} | {:.3} s | {:.2}× |",
+            m.as_secs_f64(),
+            find_delete.as_secs_f64() / m.as_secs_f64()
+        );
+    }
+    let find_scan = median(scan_times[2].clone());
+    for (i, name) in [
+        "backstop-sweep dry run",
+        "backstop-sweep dry run, skip_locked(false)",
+        "find -print",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let m = median(scan_times[i].clone());
+        println!(
+            "| scan | {name} | {:.3} s | {:.2}× |",
+            m.as_secs_f64(),
+            find_scan.as_secs_f64() / m.as_secs_f64()
+        );
+    }
+}

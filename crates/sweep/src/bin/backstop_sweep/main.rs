@@ -1,0 +1,165 @@
+//! `backstop-sweep`: remove old files under a directory, safely and in parallel.
+//!
+//! ```text
+//! backstop-sweep ROOT [--older-than 24h] [--dry-run] [--exclude GLOB]... [--byte-goal 10GiB] [--json]
+//! ```
+//!
+//! Prints the original service's log line (`Cleaned N files, freed X MB`) with a skip and
+//! error summary, or the whole report as JSON. Exits 0 when clean, 3 when some entries
+//! failed, 2 on bad usage or a root that cannot be swept, 1 on any other fatal error.
+
+mod exit_codes;
+mod units;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use backstop_sweep::{AgeBy, Sweep, SweepError, SweepReport};
+use clap::{Parser, ValueEnum};
+
+use exit_codes::ExitCode;
+
+/// Remove files older than a cutoff under ROOT, never following symlinks nor leaving
+/// ROOT's filesystem.
+#[derive(Debug, Parser)]
+#[command(name = "backstop-sweep", version)]
+struct Args {
+    /// Directory to clean (it is never removed itself).
+    root: PathBuf,
+    /// Remove entries older than this: 90s, 30m, 24h, 2d, 1w.
+    #[arg(long, default_value = "24h", value_parser = units::parse_duration)]
+    older_than: Duration,
+    /// Report what would be removed, remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Leave entries matching this glob (relative to ROOT) alone; repeatable.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Pressure mode: remove the oldest eligible files until this much is freed (10GiB, 500MB).
+    #[arg(long, value_parser = units::parse_bytes)]
+    byte_goal: Option<u64>,
+    /// Which timestamp makes an entry old.
+    #[arg(long, value_enum, default_value_t = AgeArg::Mtime)]
+    age_by: AgeArg,
+    /// Keep directories the sweep leaves empty.
+    #[arg(long)]
+    keep_empty_dirs: bool,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Print the full report as JSON instead of the summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AgeArg {
+    /// Modification time.
+    Mtime,
+    /// Newest of access, modification and change time.
+    Newest,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    run(&args).into()
+}
+
+fn run(args: &Args) -> ExitCode {
+    let mut sweep = Sweep::new(&args.root)
+        .older_than(args.older_than)
+        .dry_run(args.dry_run)
+        .remove_empty_dirs(!args.keep_empty_dirs)
+        .threads(args.threads)
+        .age_by(match args.age_by {
+            AgeArg::Mtime => AgeBy::Mtime,
+            AgeArg::Newest => AgeBy::Newest,
+        });
+    if let Some(goal) = args.byte_goal {
+        sweep = sweep.byte_goal(goal);
+    }
+    for pattern in &args.exclude {
+        sweep = match sweep.exclude(pattern) {
+            Ok(sweep) => sweep,
+            Err(err) => return fail(&err),
+        };
+    }
+    let report = match sweep.run() {
+        Ok(report) => report,
+        Err(err) => return fail(&err),
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(err) => {
+                eprintln!("backstop-sweep: cannot write the report as JSON: {err}");
+                return ExitCode::Fatal;
+            }
+        }
+    } else {
+        print_summary(&report);
+    }
+    if report.has_failures() {
+        ExitCode::Partial
+    } else {
+        ExitCode::Clean
+    }
+}
+
+fn fail(err: &SweepError) -> ExitCode {
+    eprintln!("backstop-sweep: {err}");
+    match err {
+        SweepError::ThreadPool { .. } => ExitCode::Fatal,
+        _ => ExitCode::Usage,
+    }
+}
+
+fn print_summary(report: &SweepReport) {
+    println!("{}", report.summary_line());
+    let s = &report.skipped;
+    println!(
+        "removed {} files, {} symlinks, {} dirs; scanned {} entries in {:.3}s",
+        report.files_removed,
+        report.symlinks_removed,
+        report.dirs_removed,
+        report.entries_scanned,
+        report.elapsed().as_secs_f64()
+    );
+    println!(
+        "skipped {}: {} too young, {} excluded, {} other filesystem, {} symlink targets, {} special files, {} locked, {} past the byte goal",
+        s.total(),
+        s.too_young,
+        s.excluded,
+        s.other_filesystem,
+        s.symlink_target,
+        s.special_file,
+        s.locked,
+        s.goal_reached
+    );
+    if let Some(goal) = report.byte_goal {
+        let met = if report.goal_met() { "met" } else { "NOT met" };
+        println!(
+            "byte goal {goal} bytes: {met} ({} bytes freed)",
+            report.bytes_freed
+        );
+    }
+    let e = &report.errors;
+    if e.total() > 0 {
+        println!(
+            "errors {}: {} permission denied, {} vanished, {} busy, {} moved, {} other",
+            e.total(),
+            e.permission_denied,
+            e.vanished,
+            e.busy,
+            e.moved,
+            e.other
+        );
+        for sample in &report.error_samples {
+            eprintln!(
+                "backstop-sweep: {}: {}",
+                sample.path.display(),
+                sample.message
+            );
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The few system calls the sweep makes, each relative to an open directory fd.
+//!
+//! Paths never reach the kernel here (except the root, opened once by the caller): a
+//! directory swapped for a symlink cannot redirect an `unlinkat` outside the tree,
+//! because every name is resolved inside a directory we already hold open, and
+//! directories are opened with `O_NOFOLLOW`.
+
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, Stat};
+use rustix::io::Errno;
+
+/// Opens the subdirectory `name` of `parent`, refusing symlinks (`ELOOP`/`ENOTDIR`).
+pub(crate) fn open_dir_at(parent: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+}
+
+/// `lstat` of `name` inside `dir`.
+pub(crate) fn lstat_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<Stat, Errno> {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+}
+
+/// Removes the non-directory entry `name` of `dir` (a symlink is removed as a link).
+pub(crate) fn unlink_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<(), Errno> {
+    rustix::fs::unlinkat(dir, name, AtFlags::empty())
+}
+
+/// Removes the empty directory `name` of `dir`.
+pub(crate) fn rmdir_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<(), Errno> {
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)
+}
+
+/// True when another open file description holds an `flock` on `fd`.
+///
+/// Takes a non-blocking exclusive lock, which fails exactly when anyone else holds a
+/// shared or exclusive one, and gives it back at once. Any other failure (e.g. a
+/// filesystem without `flock`) counts as "not locked": the check is advisory, as the
+/// locks are.
+pub(crate) fn is_locked(fd: BorrowedFd<'_>) -> bool {
+    match rustix::fs::flock(fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {
+            // The fd may stay open (a directory being walked); don't hold others off.
+            let _ = rustix::fs::flock(fd, FlockOperation::Unlock);
+            false
+        }
+        Err(errno) => errno == Errno::WOULDBLOCK,
+    }
+}
+
+/// True when the regular file `name` of `dir` is held under an `flock` elsewhere.
+///
+/// The file is opened `O_NONBLOCK` so that a FIFO swapped in after the `lstat` cannot
+/// hang the sweep, and `O_NOFOLLOW` so that a swapped-in symlink is not followed. A file
+/// that cannot be opened (no read permission) cannot be checked and counts as unlocked.
+pub(crate) fn file_is_locked(dir: BorrowedFd<'_>, name: &CStr) -> bool {
+    match rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    ) {
+        // Closing the fd drops our probe lock, so no unlock call is needed.
+        Ok(fd) => match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => false,
+            Err(errno) => errno == Errno::WOULDBLOCK,
+        },
+        Err(_) => false,
+    }
+}
+
+/// Identity of an inode: device and inode number.
+pub(crate) fn ident(stat: &Stat) -> (u64, u64) {
+    (dev(stat), ino(stat))
+}
+
+// The `Stat` field types differ between targets; these conversions are identities on
+// some of them only.
+
+/// `st_dev` as a `u64`.
+#[allow(clippy::useless_conversion)]
+pub(crate) fn dev(stat: &Stat) -> u64 {
+    u64::from(stat.st_dev)
+}
+
+/// `st_ino` as a `u64`.
+#[allow(clippy::useless_conversion)]
+pub(crate) fn ino(stat: &Stat) -> u64 {
+    u64::from(stat.st_ino)
+}
+
+/// `st_nlink` as a `u64`.
+#[allow(clippy::useless_conversion)]
+fn nlink(stat: &Stat) -> u64 {
+    u64::from(stat.st_nlink)
+}
+
+/// Reopens the parent of the directory `child` through `..` and checks that it is still
+/// the directory identified by `expected` (it is not if the child was moved meanwhile).
+pub(crate) fn reopen_parent(child: BorrowedFd<'_>, expected: (u64, u64)) -> Result<OwnedFd, Errno> {
+    let parent = rustix::fs::openat(
+        child,
+        c"..",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let stat = rustix::fs::fstat(parent.as_fd())?;
+    if ident(&stat) == expected {
+        Ok(parent)
+    } else {
+        Err(Errno::STALE)
+    }
+}
+
+/// Bytes a removal gives back: the allocated blocks of a file with one link (with more
+/// links the data stays reachable), nothing for anything else.
+pub(crate) fn freed_bytes(stat: &Stat) -> u64 {
+    let is_file =
+        rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::RegularFile;
+    if is_file && nlink(stat) == 1 {
+        u64::try_from(stat.st_blocks)
+            .unwrap_or(0)
+            .saturating_mul(512)
+    } else {
+        0
+    }
+}
+
+/// `st_size` of a regular file, 0 for anything else.
+pub(crate) fn apparent_bytes(stat: &Stat) -> u64 {
+    let is_file =
+        rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::RegularFile;
+    if is_file {
+        u64::try_from(stat.st_size).unwrap_or(0)
+    } else {
+        0
+    }
+}

@@ -1,0 +1,365 @@
+//! The [`Sweep`] builder and its run.
+
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant, SystemTime};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use rayon::ThreadPool;
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::age::{AgeBy, Cutoff};
+use crate::error::SweepError;
+use crate::report::{RemovedEntry, SweepReport};
+use crate::walk::{self, Action, Ctx, DEEP_WINDOW_FDS, Observer, Walked};
+use crate::{fsops, pressure};
+
+/// The default age limit: files untouched for 24 hours go, as in the original service.
+pub const DEFAULT_OLDER_THAN: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Most directory fds the parallel part of a walk may hold, whatever `RLIMIT_NOFILE` says.
+const MAX_FD_BUDGET: usize = 1024;
+/// Fewest, so that a tiny limit still leaves some parallelism.
+const MIN_FD_BUDGET: usize = 4;
+
+/// A configured sweep of one directory tree.
+///
+/// Removes, below `root`, regular files and symlinks older than
+/// [`older_than`](Self::older_than) and then the directories that leaves empty (if they
+/// are old too). Never removes the root, never follows a symlink, never leaves the root's
+/// filesystem, never touches FIFOs, sockets or devices, and skips anything another
+/// process holds under an `flock`. Every removal is relative to an open directory fd, so
+/// swapping a directory for a symlink mid-sweep cannot redirect it (see the crate docs).
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use backstop_sweep::Sweep;
+///
+/// let dir = tempfile::tempdir()?;
+/// std::fs::write(dir.path().join("old.mp4"), b"frames")?;
+/// std::fs::write(dir.path().join("new.mp4"), b"frames")?;
+/// let two_days_ago = SystemTime::now() - Duration::from_secs(48 * 3600);
+/// filetime::set_file_mtime(dir.path().join("old.mp4"), two_days_ago.into())?;
+///
+/// let report = Sweep::new(dir.path()).older_than(Duration::from_secs(24 * 3600)).run()?;
+/// assert_eq!(report.files_removed, 1);
+/// assert_eq!(report.skipped.too_young, 1);
+/// assert!(!dir.path().join("old.mp4").exists());
+/// assert!(dir.path().join("new.mp4").exists());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Sweep {
+    root: PathBuf,
+    older_than: Duration,
+    now: Option<SystemTime>,
+    age_by: AgeBy,
+    excludes: Vec<Glob>,
+    remove_empty_dirs: bool,
+    dry_run: bool,
+    threads: usize,
+    pool: Option<Arc<ThreadPool>>,
+    byte_goal: Option<u64>,
+    skip_locked: bool,
+    observer: Option<Observer>,
+    collect_removed: bool,
+}
+
+impl fmt::Debug for Sweep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sweep")
+            .field("root", &self.root)
+            .field("older_than", &self.older_than)
+            .field("now", &self.now)
+            .field("age_by", &self.age_by)
+            .field(
+                "excludes",
+                &self.excludes.iter().map(Glob::glob).collect::<Vec<_>>(),
+            )
+            .field("remove_empty_dirs", &self.remove_empty_dirs)
+            .field("dry_run", &self.dry_run)
+            .field("threads", &self.threads)
+            .field("byte_goal", &self.byte_goal)
+            .field("skip_locked", &self.skip_locked)
+            .field("observer", &self.observer.is_some())
+            .field("collect_removed", &self.collect_removed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sweep {
+    /// A sweep of `root` with the defaults: older than 24 h by mtime, `now` read when it
+    /// runs, no excludes, empty directories removed, one thread per core, locked entries
+    /// skipped.
+    pub fn new(root: impl Into<PathBuf>) -> Sweep {
+        Sweep {
+            root: root.into(),
+            older_than: DEFAULT_OLDER_THAN,
+            now: None,
+            age_by: AgeBy::Mtime,
+            excludes: Vec::new(),
+            remove_empty_dirs: true,
+            dry_run: false,
+            threads: 0,
+            pool: None,
+            byte_goal: None,
+            skip_locked: true,
+            observer: None,
+            collect_removed: false,
+        }
+    }
+
+    /// The root to sweep.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Removes entries strictly older than this (default 24 h).
+    pub fn older_than(mut self, age: Duration) -> Sweep {
+        self.older_than = age;
+        self
+    }
+
+    /// Judges ages against this time instead of the system clock at the start of
+    /// [`run`](Self::run). With it, which entries are old depends only on the tree: the
+    /// simulator sets it from virtual time.
+    pub fn now(mut self, now: SystemTime) -> Sweep {
+        self.now = Some(now);
+        self
+    }
+
+    /// Which timestamp an age is measured from (default [`AgeBy::Mtime`]).
+    pub fn age_by(mut self, age_by: AgeBy) -> Sweep {
+        self.age_by = age_by;
+        self
+    }
+
+    /// Leaves alone every entry whose path relative to the root matches `pattern`
+    /// (globset syntax; `*` also matches `/`, so `*.lock` matches at any depth). A
+    /// matching directory is not entered.
+    ///
+    /// # Errors
+    /// [`SweepError::InvalidExclude`] if the pattern is not a valid glob.
+    pub fn exclude(mut self, pattern: &str) -> Result<Sweep, SweepError> {
+        let glob = Glob::new(pattern).map_err(|err| SweepError::InvalidExclude {
+            pattern: pattern.to_owned(),
+            reason: err.kind().to_string(),
+        })?;
+        self.excludes.push(glob);
+        Ok(self)
+    }
+
+    /// Whether directories the sweep leaves empty are removed (default true). A
+    /// directory goes only if it was itself older than the cutoff before the sweep
+    /// emptied it.
+    pub fn remove_empty_dirs(mut self, remove: bool) -> Sweep {
+        self.remove_empty_dirs = remove;
+        self
+    }
+
+    /// Decides exactly as a real run would, and removes nothing.
+    pub fn dry_run(mut self, dry_run: bool) -> Sweep {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Worker threads; 0 (the default) means one per core. Ignored when a pool is given
+    /// with [`thread_pool`](Self::thread_pool).
+    pub fn threads(mut self, threads: usize) -> Sweep {
+        self.threads = threads;
+        self
+    }
+
+    /// Runs on this rayon pool instead of starting one per run.
+    pub fn thread_pool(mut self, pool: Arc<ThreadPool>) -> Sweep {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Pressure mode: removes the oldest eligible files first, until at least
+    /// `bytes` are freed (counted as in [`SweepReport::bytes_freed`]), and stops there.
+    /// Only regular files are removed in this mode; symlinks and directories stay.
+    pub fn byte_goal(mut self, bytes: u64) -> Sweep {
+        self.byte_goal = Some(bytes);
+        self
+    }
+
+    /// Whether entries held under an `flock` by another process are skipped (default
+    /// true). Turning it off saves an `open` + `flock` per old file.
+    pub fn skip_locked(mut self, skip: bool) -> Sweep {
+        self.skip_locked = skip;
+        self
+    }
+
+    /// Calls `observer` for each entry as it is removed (in a dry run: would be
+    /// removed), from the worker threads and in no particular order. The simulator uses
+    /// it to check that nothing younger than the cutoff is ever deleted.
+    pub fn on_removed(mut self, observer: impl Fn(&RemovedEntry) + Send + Sync + 'static) -> Sweep {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Lists every removed entry in [`SweepReport::removed`], sorted by path.
+    pub fn collect_removed(mut self, collect: bool) -> Sweep {
+        self.collect_removed = collect;
+        self
+    }
+
+    /// Runs the sweep.
+    ///
+    /// # Errors
+    /// Only when the sweep cannot start: the root cannot be opened or is not a
+    /// directory, or the thread pool cannot be started. Every per-entry problem is
+    /// counted in the report instead.
+    pub fn run(&self) -> Result<SweepReport, SweepError> {
+        let started = Instant::now();
+        let now = self.now.unwrap_or_else(SystemTime::now);
+        let root_fd = rustix::fs::open(
+            &self.root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOCTTY,
+            Mode::empty(),
+        )
+        .map_err(|errno| match errno {
+            Errno::NOTDIR => SweepError::RootNotDirectory {
+                path: self.root.clone(),
+            },
+            _ => SweepError::RootOpen {
+                path: self.root.clone(),
+                source: errno.into(),
+            },
+        })?;
+        let root_stat = rustix::fs::fstat(&root_fd).map_err(|errno| SweepError::RootOpen {
+            path: self.root.clone(),
+            source: errno.into(),
+        })?;
+        let excludes = self.glob_set()?;
+        let pool = match &self.pool {
+            Some(pool) => Arc::clone(pool),
+            None => Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(self.threads)
+                    .thread_name(|i| format!("backstop-sweep-{i}"))
+                    .build()
+                    .map_err(|err| SweepError::ThreadPool {
+                        threads: self.threads,
+                        reason: err.to_string(),
+                    })?,
+            ),
+        };
+        let ctx = Ctx {
+            root: &self.root,
+            root_dev: fsops::dev(&root_stat),
+            cutoff: Cutoff::new(now, self.older_than, self.age_by),
+            excludes: excludes.as_ref(),
+            dry_run: self.dry_run,
+            remove_empty_dirs: self.remove_empty_dirs,
+            check_locks: self.skip_locked,
+            remove_special: false,
+            action: if self.byte_goal.is_some() {
+                Action::Collect
+            } else {
+                Action::Delete
+            },
+            observer: self.observer.as_ref(),
+            collect_removed: self.collect_removed,
+            fd_budget: fd_budget(pool.current_num_threads()),
+            open_dirs: AtomicUsize::new(0),
+        };
+        let root_ident = fsops::ident(&root_stat);
+        let walked = pool.install(|| {
+            let (mut walked, _empty) =
+                walk::walk_par(&ctx, root_fd.as_fd(), Path::new(""), root_ident, 0);
+            if let Some(goal) = self.byte_goal {
+                let candidates = std::mem::take(&mut walked.candidates);
+                pressure::delete_oldest(&ctx, root_fd.as_fd(), candidates, goal, &mut walked.tally);
+            }
+            walked
+        });
+        let report = walked.tally.into_report(
+            self.root.clone(),
+            self.dry_run,
+            self.byte_goal,
+            started.elapsed(),
+        );
+        tracing::debug!(
+            root = %self.root.display(),
+            files_removed = report.files_removed,
+            dirs_removed = report.dirs_removed,
+            bytes_freed = report.bytes_freed,
+            errors = report.errors.total(),
+            "sweep finished"
+        );
+        Ok(report)
+    }
+
+    fn glob_set(&self) -> Result<Option<GlobSet>, SweepError> {
+        if self.excludes.is_empty() {
+            return Ok(None);
+        }
+        let mut builder = GlobSetBuilder::new();
+        for glob in &self.excludes {
+            builder.add(glob.clone());
+        }
+        builder
+            .build()
+            .map(Some)
+            .map_err(|err| SweepError::InvalidExclude {
+                pattern: self
+                    .excludes
+                    .iter()
+                    .map(Glob::glob)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                reason: err.kind().to_string(),
+            })
+    }
+}
+
+/// How many directory fds the parallel part may hold: half the soft `RLIMIT_NOFILE`,
+/// less what the sequential deep walks on every thread may need.
+fn fd_budget(threads: usize) -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .map_or(MAX_FD_BUDGET as u64, |limit| limit / 2);
+    let soft = usize::try_from(soft).unwrap_or(MAX_FD_BUDGET);
+    soft.saturating_sub(threads.saturating_mul(DEEP_WINDOW_FDS + 2))
+        .clamp(MIN_FD_BUDGET, MAX_FD_BUDGET)
+}
+
+/// Removes everything inside `dir` (not `dir` itself), whatever its age, on this thread:
+/// a job workspace's cleanup. Still never follows a symlink nor leaves the filesystem.
+pub(crate) fn purge_contents(dir: BorrowedFd<'_>, path: &Path) -> SweepReport {
+    let started = Instant::now();
+    let Ok(stat) = rustix::fs::fstat(dir) else {
+        return crate::report::Tally::default().into_report(
+            path.to_path_buf(),
+            false,
+            None,
+            started.elapsed(),
+        );
+    };
+    let ctx = Ctx {
+        root: path,
+        root_dev: fsops::dev(&stat),
+        cutoff: Cutoff::everything(),
+        excludes: None,
+        dry_run: false,
+        remove_empty_dirs: true,
+        check_locks: false,
+        remove_special: true,
+        action: Action::Delete,
+        observer: None,
+        collect_removed: false,
+        fd_budget: 0,
+        open_dirs: AtomicUsize::new(0),
+    };
+    let (walked, _empty): (Walked, bool) =
+        walk::walk_deep(&ctx, dir, Path::new(""), fsops::ident(&stat));
+    walked
+        .tally
+        .into_report(path.to_path_buf(), false, None, started.elapsed())
+}

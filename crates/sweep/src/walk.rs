@@ -1,0 +1,592 @@
+//! The walker: one rayon task per directory near the top, a sequential walk with a
+//! bounded window of open fds below.
+//!
+//! # File descriptors
+//!
+//! A directory's fd must stay open while its children are handled (they are opened and
+//! removed relative to it), so a naive recursive walk holds one fd per level and dies
+//! with `EMFILE` on a deep enough tree. Here:
+//!
+//! - down to [`MAX_PARALLEL_DEPTH`] levels, and while fewer than the run's fd budget
+//!   (derived from `RLIMIT_NOFILE`) are open, each directory is a rayon task that keeps
+//!   its fd while its subdirectories are walked in parallel;
+//! - below that, or over budget, a subtree is walked by one thread with an explicit
+//!   stack ([`walk_deep`]) that keeps only the deepest [`DEEP_WINDOW_FDS`] fds open. On
+//!   the way back up, a parent whose fd was closed is reopened through `..` from its
+//!   child and accepted only if its device and inode match what was recorded on the way
+//!   down; otherwise the directory was moved under us, the error is counted as
+//!   [`moved`](crate::ErrorCounts::moved) and that part of the subtree is abandoned.
+//!
+//! So a run holds at most about `fd_budget + threads × (DEEP_WINDOW_FDS + 2)` fds, and a
+//! tree 10 000 levels deep is swept with a few dozen.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use globset::GlobSet;
+use rayon::prelude::*;
+use rustix::fs::{FileType, RawDir, Stat};
+use rustix::io::Errno;
+
+use crate::age::{Cutoff, ns_to_system_time};
+use crate::fsops;
+use crate::locks::Flocks;
+use crate::report::{EntryKind, ErrorKind, RemovedEntry, SkipReason, Tally};
+
+/// Directories at most this deep are walked as parallel tasks.
+pub(crate) const MAX_PARALLEL_DEPTH: usize = 32;
+/// Open fds a sequential deep walk keeps, besides the one it was handed.
+pub(crate) const DEEP_WINDOW_FDS: usize = 16;
+/// Size of the `getdents64` buffer on each task's stack.
+const DIRENT_BUF_BYTES: usize = 16 * 1024;
+
+const _: () = assert!(DEEP_WINDOW_FDS >= 1, "the deepest frame must keep its fd");
+const _: () = assert!(MAX_PARALLEL_DEPTH >= 1);
+
+/// Called for every removed entry (or, in a dry run, every entry that would be removed),
+/// from the worker threads, in no particular order.
+pub type Observer = Arc<dyn Fn(&RemovedEntry) + Send + Sync>;
+
+/// What the walk does with an old, eligible file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Remove it (or count it, in a dry run).
+    Delete,
+    /// Pressure mode, first pass: remember it as a candidate, remove nothing.
+    Collect,
+}
+
+/// A file pressure mode may delete, remembered during the first pass.
+#[derive(Debug)]
+pub(crate) struct Candidate {
+    pub dir: Arc<DirRecord>,
+    pub name: CString,
+    pub ino: u64,
+    pub time_ns: i128,
+    pub bytes_freed: u64,
+}
+
+/// A directory holding candidates: where it is and what it was.
+#[derive(Debug)]
+pub(crate) struct DirRecord {
+    pub rel: PathBuf,
+    pub ident: (u64, u64),
+}
+
+/// Everything a walk needs, shared by reference across the tasks.
+pub(crate) struct Ctx<'a> {
+    pub root: &'a Path,
+    pub root_dev: u64,
+    pub cutoff: Cutoff,
+    pub excludes: Option<&'a GlobSet>,
+    pub dry_run: bool,
+    pub remove_empty_dirs: bool,
+    pub check_locks: bool,
+    /// Workspace purge: FIFOs, sockets and devices are removed too.
+    pub remove_special: bool,
+    pub action: Action,
+    pub observer: Option<&'a Observer>,
+    pub collect_removed: bool,
+    pub fd_budget: usize,
+    /// Directory fds held by parallel tasks; compared with `fd_budget`.
+    pub open_dirs: AtomicUsize,
+}
+
+/// A walk's result for one directory: the tally of its subtree and any candidates.
+#[derive(Default)]
+pub(crate) struct Walked {
+    pub tally: Tally,
+    pub candidates: Vec<Candidate>,
+}
+
+impl Walked {
+    fn merge(&mut self, mut other: Walked) {
+        self.tally.merge(other.tally);
+        self.candidates.append(&mut other.candidates);
+    }
+}
+
+impl Ctx<'_> {
+    pub(crate) fn full_path(&self, rel: &Path) -> PathBuf {
+        if rel.as_os_str().is_empty() {
+            self.root.to_path_buf()
+        } else {
+            self.root.join(rel)
+        }
+    }
+
+    fn excluded(&self, rel_child: &Path) -> bool {
+        self.excludes.is_some_and(|set| set.is_match(rel_child))
+    }
+
+    pub(crate) fn record_removal(
+        &self,
+        tally: &mut Tally,
+        rel: &Path,
+        kind: EntryKind,
+        stat: &Stat,
+    ) {
+        let bytes_freed = fsops::freed_bytes(stat);
+        let apparent_bytes = fsops::apparent_bytes(stat);
+        match kind {
+            EntryKind::File | EntryKind::Special => tally.files_removed += 1,
+            EntryKind::Symlink => tally.symlinks_removed += 1,
+            EntryKind::Dir => tally.dirs_removed += 1,
+        }
+        tally.bytes_freed += bytes_freed;
+        tally.apparent_bytes += apparent_bytes;
+        if self.observer.is_none() && !self.collect_removed {
+            return;
+        }
+        let entry = RemovedEntry {
+            path: self.full_path(rel),
+            kind,
+            age_time: ns_to_system_time(self.cutoff.age_by.time_ns(stat)),
+            bytes_freed,
+            apparent_bytes,
+        };
+        if let Some(observer) = self.observer {
+            observer(&entry);
+        }
+        if self.collect_removed {
+            tally.removed.push(entry);
+        }
+    }
+}
+
+fn child_rel(rel: &Path, name: &CStr) -> PathBuf {
+    rel.join(OsStr::from_bytes(name.to_bytes()))
+}
+
+/// What became of one non-directory entry.
+enum Fate {
+    Removed,
+    Kept,
+    /// It is a directory after all (`d_type` was unknown).
+    Directory,
+}
+
+/// Lists `dir`, handles every non-directory entry in it, and returns its subdirectories
+/// (to be walked by the caller) and the number of entries that stay.
+fn scan(
+    ctx: &Ctx<'_>,
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    ident: (u64, u64),
+    out: &mut Walked,
+) -> (Vec<CString>, u64) {
+    let mut buf = [MaybeUninit::<u8>::uninit(); DIRENT_BUF_BYTES];
+    let mut entries = RawDir::new(dir, &mut buf);
+    let mut subdirs = Vec::new();
+    let mut remaining = 0u64;
+    let mut record: Option<Arc<DirRecord>> = None;
+    let mut flocks = Flocks::default();
+    while let Some(entry) = entries.next() {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(errno) => {
+                out.tally
+                    .errno(&ctx.full_path(rel), "cannot read directory", errno);
+                // Whatever was not listed may remain: never remove this directory.
+                remaining += 1;
+                break;
+            }
+        };
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        out.tally.entries_scanned += 1;
+        if ctx.excludes.is_some() && ctx.excluded(&child_rel(rel, name)) {
+            out.tally.skipped.add(SkipReason::Excluded);
+            remaining += 1;
+            continue;
+        }
+        if entry.file_type() == FileType::Directory {
+            subdirs.push(name.to_owned());
+            continue;
+        }
+        match handle_entry(ctx, dir, rel, ident, name, &mut record, &mut flocks, out) {
+            Fate::Removed => {}
+            Fate::Kept => remaining += 1,
+            Fate::Directory => subdirs.push(name.to_owned()),
+        }
+    }
+    (subdirs, remaining)
+}
+
+#[allow(clippy::too_many_arguments)] // the per-directory state a scan threads through
+fn handle_entry(
+    ctx: &Ctx<'_>,
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    ident: (u64, u64),
+    name: &CStr,
+    record: &mut Option<Arc<DirRecord>>,
+    flocks: &mut Flocks,
+    out: &mut Walked,
+) -> Fate {
+    let stat = match fsops::lstat_at(dir, name) {
+        Ok(stat) => stat,
+        Err(errno) => {
+            out.tally
+                .errno(&ctx.full_path(&child_rel(rel, name)), "cannot stat", errno);
+            return Fate::Kept;
+        }
+    };
+    let file_type = FileType::from_raw_mode(stat.st_mode);
+    if file_type == FileType::Directory {
+        return Fate::Directory;
+    }
+    // A file bind-mounted into the tree belongs to another filesystem.
+    if fsops::dev(&stat) != ctx.root_dev {
+        out.tally.skipped.add(SkipReason::OtherFilesystem);
+        return Fate::Kept;
+    }
+    let kind = match file_type {
+        FileType::RegularFile => EntryKind::File,
+        FileType::Symlink => EntryKind::Symlink,
+        _ if ctx.remove_special => EntryKind::Special,
+        _ => {
+            out.tally.skipped.add(SkipReason::SpecialFile);
+            return Fate::Kept;
+        }
+    };
+    if !ctx.cutoff.is_old(&stat) {
+        out.tally.skipped.add(SkipReason::TooYoung);
+        return Fate::Kept;
+    }
+    if ctx.action == Action::Collect {
+        // Pressure mode frees file data only; links and special files stay.
+        if kind == EntryKind::File {
+            let dir_record = record.get_or_insert_with(|| {
+                Arc::new(DirRecord {
+                    rel: rel.to_path_buf(),
+                    ident,
+                })
+            });
+            out.candidates.push(Candidate {
+                dir: Arc::clone(dir_record),
+                name: name.to_owned(),
+                ino: fsops::ino(&stat),
+                time_ns: ctx.cutoff.age_by.time_ns(&stat),
+                bytes_freed: fsops::freed_bytes(&stat),
+            });
+        }
+        return Fate::Kept;
+    }
+    if kind == EntryKind::File && ctx.check_locks && flocks.is_locked(dir, name, &stat) {
+        out.tally.skipped.add(SkipReason::Locked);
+        return Fate::Kept;
+    }
+    if !ctx.dry_run {
+        if let Err(errno) = fsops::unlink_at(dir, name) {
+            out.tally.errno(
+                &ctx.full_path(&child_rel(rel, name)),
+                "cannot remove",
+                errno,
+            );
+            return Fate::Kept;
+        }
+    }
+    ctx.record_removal(
+        &mut out.tally,
+        &child_rel_if_needed(ctx, rel, name),
+        kind,
+        &stat,
+    );
+    Fate::Removed
+}
+
+/// The child's relative path, built only when someone will look at it.
+fn child_rel_if_needed(ctx: &Ctx<'_>, rel: &Path, name: &CStr) -> PathBuf {
+    if ctx.observer.is_some() || ctx.collect_removed {
+        child_rel(rel, name)
+    } else {
+        PathBuf::new()
+    }
+}
+
+/// Opens a subdirectory for walking, or says why it is left alone.
+fn enter_dir(
+    ctx: &Ctx<'_>,
+    parent: BorrowedFd<'_>,
+    name: &CStr,
+    rel: &Path,
+    tally: &mut Tally,
+) -> Option<(OwnedFd, Stat)> {
+    let fd = match fsops::open_dir_at(parent, name) {
+        Ok(fd) => fd,
+        // It was a directory when listed; now it is a symlink (or something else). The
+        // refusal is the point: a swapped-in link is never followed.
+        Err(Errno::LOOP | Errno::NOTDIR) => {
+            tally.skipped.add(SkipReason::SymlinkTarget);
+            return None;
+        }
+        Err(errno) => {
+            tally.errno(&ctx.full_path(rel), "cannot open directory", errno);
+            return None;
+        }
+    };
+    let stat = match rustix::fs::fstat(&fd) {
+        Ok(stat) => stat,
+        Err(errno) => {
+            tally.errno(&ctx.full_path(rel), "cannot stat directory", errno);
+            return None;
+        }
+    };
+    if fsops::dev(&stat) != ctx.root_dev {
+        tally.skipped.add(SkipReason::OtherFilesystem);
+        return None;
+    }
+    if ctx.check_locks && fsops::is_locked(fd.as_fd()) {
+        tally.skipped.add(SkipReason::Locked);
+        return None;
+    }
+    Some((fd, stat))
+}
+
+/// After a subdirectory's walk: removes it if the walk left it empty and it was old when
+/// entered. Returns whether it is gone.
+fn leave_dir(
+    ctx: &Ctx<'_>,
+    parent: BorrowedFd<'_>,
+    name: &CStr,
+    stat: &Stat,
+    empty: bool,
+    rel: &Path,
+    tally: &mut Tally,
+) -> bool {
+    if !empty || !ctx.remove_empty_dirs || ctx.action == Action::Collect {
+        return false;
+    }
+    // `stat` was read before the walk emptied it, so its times are the directory's own.
+    if !ctx.cutoff.is_old(stat) {
+        tally.skipped.add(SkipReason::TooYoung);
+        return false;
+    }
+    if !ctx.dry_run {
+        match fsops::rmdir_at(parent, name) {
+            Ok(()) => {}
+            // Someone created an entry after the walk: it stays, and that is no error.
+            Err(Errno::NOTEMPTY | Errno::EXIST) => return false,
+            Err(errno) => {
+                tally.errno(&ctx.full_path(rel), "cannot remove directory", errno);
+                return false;
+            }
+        }
+    }
+    ctx.record_removal(tally, rel, EntryKind::Dir, stat);
+    true
+}
+
+/// Walks the directory `dir` (already open) as a parallel task. Returns its subtree's
+/// tally and whether the directory is now empty.
+pub(crate) fn walk_par(
+    ctx: &Ctx<'_>,
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    ident: (u64, u64),
+    depth: usize,
+) -> (Walked, bool) {
+    let mut out = Walked::default();
+    let (subdirs, remaining) = scan(ctx, dir, rel, ident, &mut out);
+    let (sub, kept) = subdirs
+        .par_iter()
+        .map(|name| visit_par(ctx, dir, rel, name, depth + 1))
+        .reduce(
+            || (Walked::default(), 0u64),
+            |(mut a, kept_a), (b, kept_b)| {
+                a.merge(b);
+                (a, kept_a + kept_b)
+            },
+        );
+    out.merge(sub);
+    (out, remaining + kept == 0)
+}
+
+/// Enters, walks and (if emptied) removes one subdirectory. Returns the tally and how
+/// many entries of the parent stay (0 or 1).
+fn visit_par(
+    ctx: &Ctx<'_>,
+    parent: BorrowedFd<'_>,
+    parent_rel: &Path,
+    name: &CStr,
+    depth: usize,
+) -> (Walked, u64) {
+    let rel = child_rel(parent_rel, name);
+    let mut out = Walked::default();
+    let Some((fd, stat)) = enter_dir(ctx, parent, name, &rel, &mut out.tally) else {
+        return (out, 1);
+    };
+    // Relaxed: the budget is a soft bound; a few tasks racing past it only use a few
+    // more fds, and no other memory is published through this counter.
+    let open = ctx.open_dirs.fetch_add(1, Ordering::Relaxed) + 1;
+    let ident = fsops::ident(&stat);
+    let (sub, empty) = if depth >= MAX_PARALLEL_DEPTH || open > ctx.fd_budget {
+        walk_deep(ctx, fd.as_fd(), &rel, ident)
+    } else {
+        walk_par(ctx, fd.as_fd(), &rel, ident, depth)
+    };
+    out.merge(sub);
+    let removed = leave_dir(ctx, parent, name, &stat, empty, &rel, &mut out.tally);
+    drop(fd);
+    // Relaxed: see the increment above.
+    ctx.open_dirs.fetch_sub(1, Ordering::Relaxed);
+    (out, u64::from(!removed))
+}
+
+/// One level of a sequential deep walk.
+struct Frame {
+    /// Name in the parent (empty for the top frame).
+    name: CString,
+    /// As read on entry: identity for the `..` check, times for the age check.
+    stat: Stat,
+    /// `None` when closed to stay within the window (and for the top frame, whose fd is
+    /// borrowed from the caller).
+    fd: Option<OwnedFd>,
+    subdirs: std::vec::IntoIter<CString>,
+    remaining: u64,
+}
+
+/// Walks the subtree under `top` on this thread with at most [`DEEP_WINDOW_FDS`] extra
+/// fds open (see the module docs). Returns the tally and whether `top` is now empty.
+pub(crate) fn walk_deep(
+    ctx: &Ctx<'_>,
+    top: BorrowedFd<'_>,
+    top_rel: &Path,
+    top_ident: (u64, u64),
+) -> (Walked, bool) {
+    let mut out = Walked::default();
+    let mut rel = top_rel.to_path_buf();
+    let (subdirs, remaining) = scan(ctx, top, &rel, top_ident, &mut out);
+    let Ok(top_stat) = rustix::fs::fstat(top) else {
+        // Cannot happen for an fd we just listed; if it does, keep everything above.
+        return (out, false);
+    };
+    let mut frames = vec![Frame {
+        name: CString::default(),
+        stat: top_stat,
+        fd: None,
+        subdirs: subdirs.into_iter(),
+        remaining,
+    }];
+    // Frames `lowest_open..` (all but the top) hold their fds; `open` counts them.
+    let mut lowest_open = 1usize;
+    let mut open = 0usize;
+    loop {
+        let at = frames.len() - 1;
+        if let Some(name) = frames[at].subdirs.next() {
+            rel.push(OsStr::from_bytes(name.to_bytes()));
+            let Some(parent) = frame_fd(&frames, at, top) else {
+                out.tally.error(
+                    &ctx.full_path(&rel),
+                    ErrorKind::Other,
+                    "lost the parent directory fd".into(),
+                );
+                frames[at].remaining += 1;
+                rel.pop();
+                continue;
+            };
+            match enter_dir(ctx, parent, &name, &rel, &mut out.tally) {
+                None => {
+                    frames[at].remaining += 1;
+                    rel.pop();
+                }
+                Some((fd, stat)) => {
+                    let (subdirs, remaining) =
+                        scan(ctx, fd.as_fd(), &rel, fsops::ident(&stat), &mut out);
+                    frames.push(Frame {
+                        name,
+                        stat,
+                        fd: Some(fd),
+                        subdirs: subdirs.into_iter(),
+                        remaining,
+                    });
+                    open += 1;
+                    if open > DEEP_WINDOW_FDS {
+                        frames[lowest_open].fd = None;
+                        lowest_open += 1;
+                        open -= 1;
+                    }
+                }
+            }
+            continue;
+        }
+        // Every child of the deepest frame is done: leave it.
+        if at == 0 {
+            return (out, frames[0].remaining == 0);
+        }
+        let Some(mut done) = frames.pop() else {
+            return (out, false);
+        };
+        let done_fd = done.fd.take();
+        open = open.saturating_sub(1);
+        let p = at - 1;
+        if p >= 1 && frames[p].fd.is_none() {
+            let reopened = done_fd
+                .as_ref()
+                .ok_or(Errno::BADF)
+                .and_then(|fd| fsops::reopen_parent(fd.as_fd(), fsops::ident(&frames[p].stat)));
+            match reopened {
+                Ok(fd) => {
+                    frames[p].fd = Some(fd);
+                    open += 1;
+                }
+                Err(errno) => {
+                    rel.pop();
+                    out.tally.error(
+                        &ctx.full_path(&rel),
+                        ErrorKind::Moved,
+                        format!(
+                            "directory moved during the sweep, subtree abandoned: {}",
+                            std::io::Error::from(errno)
+                        ),
+                    );
+                    // The frames between the top and here cannot be reached safely any
+                    // more; the top keeps its child, so nothing above is removed.
+                    frames.truncate(1);
+                    frames[0].remaining += 1;
+                    rel = top_rel.to_path_buf();
+                    lowest_open = 1;
+                    open = 0;
+                    continue;
+                }
+            }
+        }
+        lowest_open = lowest_open.min(frames.len()).max(1);
+        if p >= 1 {
+            lowest_open = lowest_open.min(p);
+        }
+        let removed = match frame_fd(&frames, p, top) {
+            Some(parent) => leave_dir(
+                ctx,
+                parent,
+                &done.name,
+                &done.stat,
+                done.remaining == 0,
+                &rel,
+                &mut out.tally,
+            ),
+            None => false,
+        };
+        if !removed {
+            frames[p].remaining += 1;
+        }
+        drop(done_fd);
+        rel.pop();
+    }
+}
+
+fn frame_fd<'a>(frames: &'a [Frame], at: usize, top: BorrowedFd<'a>) -> Option<BorrowedFd<'a>> {
+    if at == 0 {
+        Some(top)
+    } else {
+        frames[at].fd.as_ref().map(|fd| fd.as_fd())
+    }
+}

@@ -1,0 +1,446 @@
+//! Behaviour of one sweep on real temp dirs.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use backstop_sweep::{AgeBy, EntryKind, ErrorKind, Sweep, SweepError};
+use common::{DAY, file, listing, now, old, set_mtime, young};
+
+fn sweep(root: &std::path::Path) -> Sweep {
+    Sweep::new(root).now(now())
+}
+
+#[test]
+fn removes_old_files_keeps_young_ones_and_never_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    file(&root.join("old.mp4"), 10_000, old());
+    file(&root.join("young.mp4"), 10_000, young());
+    file(&root.join("a/b/old.tmp"), 1, old());
+    file(&root.join("keep/young.tmp"), 1, young());
+    set_mtime(&root.join("a/b"), old());
+    set_mtime(&root.join("a"), old());
+    set_mtime(root, old());
+
+    let report = sweep(root).run().unwrap();
+    assert_eq!(report.files_removed, 2);
+    assert_eq!(report.dirs_removed, 2, "a/b then a were left empty");
+    assert_eq!(report.skipped.too_young, 2);
+    assert_eq!(report.entries_scanned, 7);
+    assert_eq!(report.apparent_bytes, 10_001);
+    assert!(
+        report.bytes_freed >= 10_000,
+        "blocks of the removed data are freed"
+    );
+    assert_eq!(report.errors.total(), 0);
+    let left: BTreeSet<PathBuf> = ["young.mp4", "keep", "keep/young.tmp"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(listing(root), left);
+    assert!(
+        root.exists(),
+        "the root itself stays, however old and empty"
+    );
+}
+
+#[test]
+fn the_cutoff_is_strict_and_future_times_count_as_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    file(&root.join("exactly-a-day"), 1, now() - DAY);
+    file(
+        &root.join("a-day-and-a-bit"),
+        1,
+        now() - DAY - std::time::Duration::from_nanos(1000),
+    );
+    file(&root.join("future"), 1, now() + 365 * DAY);
+    let report = sweep(root).run().unwrap();
+    assert_eq!(report.files_removed, 1);
+    assert_eq!(report.skipped.too_young, 2);
+    assert!(root.join("exactly-a-day").exists());
+    assert!(root.join("future").exists());
+    assert!(!root.join("a-day-and-a-bit").exists());
+}
+
+#[test]
+fn young_directories_stay_even_when_emptied() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    file(&root.join("fresh/old.tmp"), 1, old());
+    set_mtime(&root.join("fresh"), young());
+    let report = sweep(root).run().unwrap();
+    assert_eq!(report.files_removed, 1);
+    assert_eq!(report.dirs_removed, 0);
+    assert!(root.join("fresh").is_dir());
+    let report = sweep(root).remove_empty_dirs(false).run().unwrap();
+    assert_eq!(report.dirs_removed, 0);
+}
+
+#[test]
+fn symlinks_are_removed_as_links_and_never_followed() {
+    let outside = tempfile::tempdir().unwrap();
+    file(&outside.path().join("precious"), 100, old());
+    set_mtime(outside.path(), old());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::os::unix::fs::symlink(outside.path(), root.join("link-to-dir")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("precious"), root.join("link-to-file")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), root.join("young-link")).unwrap();
+    set_mtime(&root.join("link-to-dir"), old());
+    set_mtime(&root.join("link-to-file"), old());
+    set_mtime(&root.join("young-link"), young());
+
+    let report = sweep(root).collect_removed(true).run().unwrap();
+    assert_eq!(report.symlinks_removed, 2);
+    assert_eq!(report.files_removed, 0);
+    assert!(
+        report
+            .removed
+            .iter()
+            .all(|entry| entry.kind == EntryKind::Symlink)
+    );
+    assert!(
+        outside.path().join("precious").exists(),
+        "a link's target is never touched"
+    );
+    assert!(root.join("young-link").symlink_metadata().is_ok());
+}
+
+#[test]
+fn fifos_and_sockets_are_skipped_without_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        root.join("pipe"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+        0,
+    )
+    .unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+    set_mtime(&root.join("pipe"), old());
+    file(&root.join("old"), 1, old());
+    let report = sweep(root).run().unwrap();
+    assert_eq!(report.skipped.special_file, 2);
+    assert_eq!(report.files_removed, 1);
+    assert!(root.join("pipe").symlink_metadata().is_ok());
+}
+
+#[test]
+fn excluded_entries_and_subtrees_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    file(&root.join("job.lock"), 1, old());
+    file(&root.join("deep/er/x.lock"), 1, old());
+    file(&root.join("cache/a"), 1, old());
+    file(&root.join("cache/b/c"), 1, old());
+    file(&root.join("other"), 1, old());
+    let report = sweep(root)
+        .exclude("*.lock")
+        .unwrap()
+        .exclude("cache")
+        .unwrap()
+        .run()
+        .unwrap();
+    assert_eq!(report.files_removed, 1);
+    assert_eq!(
+        report.skipped.excluded, 3,
+        "two lock files and the cache dir"
+    );
+    assert!(root.join("cache/b/c").exists());
+    assert!(root.join("deep/er/x.lock").exists());
+    assert!(!root.join("other").exists());
+}
+
+#[test]
+fn an_invalid_glob_names_the_pattern() {
+    let err = Sweep::new("/tmp").exclude("a[").unwrap_err();
+    match &err {
+        SweepError::InvalidExclude { pattern, .. } => assert_eq!(pattern, "a["),
+        other => panic!("wrong error: {other:?}"),
+    }
+    assert!(err.to_string().contains("a["));
+}
+
+#[test]
+fn a_root_that_is_missing_or_a_file_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    match Sweep::new(&missing).run() {
+        Err(err @ SweepError::RootOpen { .. }) => assert!(err.to_string().contains("missing")),
+        other => panic!("wrong result: {other:?}"),
+    }
+    file(&dir.path().join("plain"), 1, old());
+    match Sweep::new(dir.path().join("plain")).run() {
+        Err(SweepError::RootNotDirectory { path }) => assert!(path.ends_with("plain")),
+        other => panic!("wrong result: {other:?}"),
+    }
+}
+
+#[test]
+fn files_and_directories_under_flock_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    file(&root.join("busy.mp4"), 1, old());
+    file(&root.join("job/busy-dir-file"), 1, old());
+    file(&root.join("free.mp4"), 1, old());
+    // A second open file description conflicts with ours, as another process would.
+    let held_file = fs::File::open(root.join("busy.mp4")).unwrap();
+    rustix::fs::flock(&held_file, rustix::fs::FlockOperation::LockShared).unwrap();
+    let held_dir = fs::File::open(root.join("job")).unwrap();
+    rustix::fs::flock(&held_dir, rustix::fs::FlockOperation::LockShared).unwrap();
+
+    let report = sweep(root).run().unwrap();
+    assert_eq!(report.skipped.locked, 2);
+    assert_eq!(report.files_removed, 1);
+    assert!(root.join("busy.mp4").exists());
+    assert!(root.join("job/busy-dir-file").exists());
+
+    let report = sweep(root).skip_locked(false).run().unwrap();
+    assert_eq!(report.skipped.locked, 0);
+    assert_eq!(report.files_removed, 2);
+}
+
+#[test]
+fn an_unreadable_subtree_is_reported_and_the_rest_is_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    file(&root.join("sealed/inside"), 1, old());
+    file(&root.join("open/inside"), 1, old());
+    file(&root.join("top"), 1, old());
+    fs::set_permissions(root.join("sealed"), fs::Permissions::from_mode(0o000)).unwrap();
+
+    let report = {
+        let _no_override = common::NoDacOverride::new();
+        sweep(root).threads(2).run().unwrap()
+    };
+    fs::set_permissions(root.join("sealed"), fs::Permissions::from_mode(0o700)).unwrap();
+
+    assert_eq!(report.errors.permission_denied, 1);
+    assert_eq!(report.error_samples.len(), 1);
+    let sample = &report.error_samples[0];
+    assert_eq!(sample.kind, ErrorKind::PermissionDenied);
+    assert!(sample.path.ends_with("sealed"), "{sample:?}");
+    assert!(
+        sample.message.contains("cannot open directory"),
+        "{sample:?}"
+    );
+    assert!(report.has_failures());
+    assert_eq!(report.files_removed, 2);
+    assert!(root.join("sealed/inside").exists());
+    assert!(!root.join("open").exists());
+}
+
+#[test]
+fn dry_run_reports_exactly_what_a_real_run_then_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for i in 0..40 {
+        let t = if i % 3 == 0 { young() } else { old() };
+        file(
+            &root.join(format!("d{}/e{}/f{i}", i % 5, i % 2)),
+            i * 100,
+            t,
+        );
+    }
+    file(&root.join("x.keep"), 1, old());
+    let before = listing(root);
+    let configured = sweep(root).exclude("*.keep").unwrap().collect_removed(true);
+
+    let dry = configured.clone().dry_run(true).run().unwrap();
+    assert_eq!(listing(root), before, "a dry run deletes nothing");
+    let real = configured.run().unwrap();
+    assert!(dry.dry_run && !real.dry_run);
+    assert!(dry.files_removed > 0);
+    for (a, b) in [
+        (dry.files_removed, real.files_removed),
+        (dry.dirs_removed, real.dirs_removed),
+        (dry.bytes_freed, real.bytes_freed),
+        (dry.apparent_bytes, real.apparent_bytes),
+        (dry.entries_scanned, real.entries_scanned),
+    ] {
+        assert_eq!(a, b);
+    }
+    assert_eq!(dry.skipped, real.skipped);
+    assert_eq!(dry.removed, real.removed);
+    let gone: BTreeSet<PathBuf> = before
+        .difference(&listing(root))
+        .map(|p| root.join(p))
+        .collect();
+    let reported: BTreeSet<PathBuf> = real.removed.iter().map(|e| e.path.clone()).collect();
+    assert_eq!(gone, reported);
+}
+
+#[test]
+fn reports_are_the_same_on_one_thread_and_on_many() {
+    let make = || {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..60 {
+            let t = if i % 4 == 0 { young() } else { old() };
+            file(
+                &dir.path()
+                    .join(format!("a{}/b{}/c{}/f{i}", i % 3, i % 4, i % 2)),
+                10,
+                t,
+            );
+        }
+        dir
+    };
+    let one = make();
+    let many = make();
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap(),
+    );
+    let mut r1 = sweep(one.path())
+        .thread_pool(pool)
+        .collect_removed(true)
+        .run()
+        .unwrap();
+    let mut r4 = sweep(many.path())
+        .threads(4)
+        .collect_removed(true)
+        .run()
+        .unwrap();
+    r1.elapsed_us = 0;
+    r4.elapsed_us = 0;
+    r4.root = r1.root.clone();
+    for entry in &mut r4.removed {
+        entry.path = one
+            .path()
+            .join(entry.path.strip_prefix(many.path()).unwrap());
+    }
+    // Directory times are the real clock's, which differs between the two trees.
+    for entry in r1.removed.iter_mut().chain(r4.removed.iter_mut()) {
+        if entry.kind == EntryKind::Dir {
+            entry.age_time = std::time::UNIX_EPOCH;
+        }
+    }
+    assert_eq!(r1, r4);
+}
+
+#[test]
+fn the_observer_sees_every_removal_with_its_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for i in 0..10 {
+        file(
+            &root.join(format!("s/f{i}")),
+            1,
+            if i < 7 { old() } else { young() },
+        );
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let report = sweep(root)
+        .on_removed(move |entry| sink.lock().unwrap().push(entry.clone()))
+        .run()
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.len() as u64,
+        report.files_removed + report.dirs_removed
+    );
+    let cutoff = now() - DAY;
+    assert!(
+        seen.iter()
+            .all(|e| e.kind != EntryKind::File || e.age_time < cutoff)
+    );
+    assert_eq!(seen.iter().filter(|e| e.kind == EntryKind::File).count(), 7);
+}
+
+#[test]
+fn age_by_newest_keeps_files_read_recently() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let path = root.join("read-yesterday");
+    file(&path, 1, old());
+    filetime::set_file_times(
+        &path,
+        filetime::FileTime::from_system_time(young()),
+        filetime::FileTime::from_system_time(old()),
+    )
+    .unwrap();
+    // ctime is the real clock, which is far older than the virtual now: only atime counts.
+    let newest = sweep(root)
+        .age_by(AgeBy::Newest)
+        .dry_run(true)
+        .run()
+        .unwrap();
+    assert_eq!(newest.files_removed, 0);
+    let by_mtime = sweep(root).dry_run(true).run().unwrap();
+    assert_eq!(by_mtime.files_removed, 1);
+}
+
+#[test]
+fn pressure_mode_deletes_the_oldest_first_and_stops_at_the_goal() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // Ten 8 KiB files, f0 the oldest; two young ones that must never go.
+    for i in 0..10u32 {
+        let t = old() - DAY * (10 - i);
+        file(&root.join(format!("d{}/f{i}", i % 3)), 8192, t);
+    }
+    file(&root.join("d0/young1"), 8192, young());
+    file(&root.join("young2"), 8192, young());
+    let per_file = fs::metadata(root.join("d0/f0"))
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.blocks() * 512
+        })
+        .unwrap();
+
+    let report = sweep(root)
+        .byte_goal(3 * per_file)
+        .collect_removed(true)
+        .run()
+        .unwrap();
+    assert_eq!(report.files_removed, 3);
+    assert!(report.goal_met());
+    assert_eq!(report.skipped.goal_reached, 7);
+    assert_eq!(report.dirs_removed, 0);
+    let names: Vec<_> = report
+        .removed
+        .iter()
+        .map(|e| e.path.file_name().unwrap().to_owned())
+        .collect();
+    let mut names: Vec<_> = names
+        .iter()
+        .map(|n| n.to_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["f0", "f1", "f2"]);
+
+    let report = sweep(root).byte_goal(u64::MAX).run().unwrap();
+    assert_eq!(report.files_removed, 7);
+    assert!(!report.goal_met());
+    assert!(root.join("d0/young1").exists() && root.join("young2").exists());
+}
+
+#[test]
+fn pressure_mode_dry_run_matches_the_real_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for i in 0..20u32 {
+        file(
+            &root.join(format!("d{}/f{i}", i % 4)),
+            4096 * (1 + i as usize % 3),
+            old() - DAY * (i % 7),
+        );
+    }
+    let configured = sweep(root).byte_goal(40_000).collect_removed(true);
+    let dry = configured.clone().dry_run(true).run().unwrap();
+    let real = configured.run().unwrap();
+    assert_eq!(dry.removed, real.removed);
+    assert_eq!(dry.bytes_freed, real.bytes_freed);
+    assert!(real.bytes_freed >= 40_000);
+}

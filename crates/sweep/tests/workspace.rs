@@ -1,0 +1,144 @@
+//! Per-job workspaces: private, cleaned per stage, removed on drop (even on panic).
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use backstop_sweep::{JobWorkspace, WorkspaceError};
+
+#[test]
+fn a_workspace_is_private_and_stages_clean_up_incrementally() {
+    let base = tempfile::tempdir().unwrap();
+    let job = JobWorkspace::create(base.path(), "job-1").unwrap();
+    assert_eq!(job.path(), base.path().join("job-1"));
+    assert_eq!(job.job_id(), "job-1");
+    let mode = fs::metadata(job.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+
+    let download = job.stage("download").unwrap();
+    let render = job.stage("render").unwrap();
+    assert_eq!(
+        job.stage("download").unwrap(),
+        download,
+        "stage() is idempotent"
+    );
+    fs::create_dir_all(download.join("parts/a")).unwrap();
+    fs::write(download.join("parts/a/1.ts"), vec![0u8; 10_000]).unwrap();
+    fs::write(download.join("source.mp4"), vec![0u8; 5_000]).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", download.join("link")).unwrap();
+    fs::write(render.join("out.mp4"), b"frames").unwrap();
+
+    let report = job.finish_stage("download").unwrap();
+    assert_eq!(report.files_removed, 2);
+    assert_eq!(report.symlinks_removed, 1);
+    assert_eq!(
+        report.dirs_removed, 3,
+        "parts/a, parts and the stage itself"
+    );
+    assert!(report.bytes_freed >= 15_000);
+    assert!(!download.exists());
+    assert!(render.join("out.mp4").exists());
+    assert!(
+        fs::metadata("/etc/passwd").is_ok(),
+        "a link's target is never touched"
+    );
+    assert_eq!(
+        job.finish_stage("download").unwrap().files_removed,
+        0,
+        "finishing twice is harmless"
+    );
+
+    drop(job);
+    assert!(!base.path().join("job-1").exists());
+    assert!(base.path().exists());
+}
+
+#[test]
+fn unsafe_job_ids_and_stage_names_are_rejected() {
+    let base = tempfile::tempdir().unwrap();
+    for bad in ["", ".", "..", "../x", "a/b", "nul\0"] {
+        match JobWorkspace::create(base.path(), bad) {
+            Err(WorkspaceError::InvalidName { field, .. }) => assert_eq!(field, "job_id"),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+    let job = JobWorkspace::create(base.path(), "ok").unwrap();
+    match job.stage("../escape") {
+        Err(err @ WorkspaceError::InvalidName { .. }) => {
+            assert!(err.to_string().contains("stage"), "{err}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(job.finish_stage("..").is_err());
+    assert_eq!(
+        fs::read_dir(base.path()).unwrap().count(),
+        1,
+        "nothing was created outside"
+    );
+}
+
+#[test]
+fn a_second_workspace_for_the_same_job_is_refused() {
+    let base = tempfile::tempdir().unwrap();
+    let _first = JobWorkspace::create(base.path(), "dup").unwrap();
+    match JobWorkspace::create(base.path(), "dup") {
+        Err(WorkspaceError::AlreadyExists { path }) => assert_eq!(path, base.path().join("dup")),
+        other => panic!("{other:?}"),
+    }
+    match JobWorkspace::create(base.path().join("missing"), "x") {
+        Err(err @ WorkspaceError::Base { .. }) => assert!(err.to_string().contains("missing")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_workspace_is_removed_when_the_job_panics() {
+    let base = tempfile::tempdir().unwrap();
+    let path = base.path().join("doomed");
+    let result = std::panic::catch_unwind(|| {
+        let job = JobWorkspace::create(base.path(), "doomed").unwrap();
+        let stage = job.stage("encode").unwrap();
+        fs::write(stage.join("partial.mp4"), b"half").unwrap();
+        assert!(path.join("encode/partial.mp4").exists());
+        panic!("encoder crashed");
+    });
+    assert!(result.is_err());
+    assert!(
+        !path.exists(),
+        "dropping during unwinding removed the workspace"
+    );
+}
+
+#[test]
+fn keep_leaves_the_workspace_and_remove_reports() {
+    let base = tempfile::tempdir().unwrap();
+    {
+        let mut job = JobWorkspace::create(base.path(), "kept").unwrap();
+        fs::write(job.stage("s").unwrap().join("f"), b"x").unwrap();
+        job.keep();
+    }
+    assert!(base.path().join("kept/s/f").exists());
+
+    let job = JobWorkspace::create(base.path(), "removed").unwrap();
+    fs::write(job.stage("s").unwrap().join("f"), b"x").unwrap();
+    let report = job.remove().unwrap();
+    assert_eq!(report.files_removed, 1);
+    assert_eq!(report.dirs_removed, 2);
+    assert!(!base.path().join("removed").exists());
+}
+
+#[test]
+fn a_locked_workspace_is_skipped_by_sweeps() {
+    let base = tempfile::tempdir().unwrap();
+    let job = JobWorkspace::create(base.path(), "running").unwrap();
+    fs::write(job.stage("s").unwrap().join("f"), b"x").unwrap();
+    job.lock_against_sweeps().unwrap();
+    let report = backstop_sweep::Sweep::new(base.path())
+        .now(common::now())
+        .run()
+        .unwrap();
+    assert_eq!(report.skipped.locked, 1);
+    assert_eq!(report.files_removed, 0);
+    assert!(job.path().join("s/f").exists());
+}
