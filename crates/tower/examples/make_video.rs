@@ -118,7 +118,10 @@ impl Config {
         if self.stages.is_empty() || self.stages.len() > MAX_STAGES {
             return Err(ConfigError::new(
                 "stages",
-                format_args!("must name 1 to {MAX_STAGES} stages, got {}", self.stages.len()),
+                format_args!(
+                    "must name 1 to {MAX_STAGES} stages, got {}",
+                    self.stages.len()
+                ),
             ));
         }
         if let Some(bad) = self
@@ -140,7 +143,10 @@ impl Config {
         if self.stage_bytes > MAX_STAGE_BYTES {
             return Err(ConfigError::new(
                 "stage_bytes",
-                format_args!("must be at most {MAX_STAGE_BYTES}, got {}", self.stage_bytes),
+                format_args!(
+                    "must be at most {MAX_STAGE_BYTES}, got {}",
+                    self.stage_bytes
+                ),
             ));
         }
         if self.sweep_every_secs == 0 {
@@ -289,7 +295,10 @@ async fn make_video<C: Clock + 'static>(
     Extension(ticket): Extension<AdmissionTicket>,
 ) -> Response {
     let Some(ticket) = ticket.take() else {
-        return problem(StatusCode::INTERNAL_SERVER_ERROR, "queue place already taken");
+        return problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "queue place already taken",
+        );
     };
     // Relaxed: a unique number is all that is needed.
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
@@ -317,11 +326,7 @@ async fn metrics<C: Clock + 'static>(State(state): State<Arc<AppState<C>>>) -> R
         state.counts.failed.load(Ordering::Relaxed),
         state.counts.bytes_written.load(Ordering::Relaxed),
     ));
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn health<C: Clock + 'static>(State(state): State<Arc<AppState<C>>>) -> Response {
@@ -418,9 +423,7 @@ fn run_job(id: u64, config: &Config) -> Result<u64, String> {
     let name = format!("job-{}-{id}", std::process::id());
     let workspace = JobWorkspace::create(&config.temp_root, &name).map_err(|e| e.to_string())?;
     // A long job's files look old to the sweep; the lock keeps the sweep off them.
-    workspace
-        .lock_against_sweeps()
-        .map_err(|e| e.to_string())?;
+    workspace.lock_against_sweeps().map_err(|e| e.to_string())?;
     let mut bytes_written = 0;
     for stage in &config.stages {
         let dir = workspace.stage(stage).map_err(|e| e.to_string())?;
