@@ -127,6 +127,7 @@ pub trait ClientLimit: Send + Sync + 'static {
     /// The [`Refusal`] to answer with.
     fn check(&self, key: &ClientKey) -> Result<(), Refusal>;
 
-    /// The quota and window every client gets, for the `RateLimit-Policy` header.
-    fn policy(&self) -> (u32, Duration);
+    /// The quota and window `key` is held to, for the `RateLimit-Policy` header of its
+    /// 429s (asked only when refusing, so it may differ per client).
+    fn quota(&self, key: &ClientKey) -> (u32, Duration);
 }

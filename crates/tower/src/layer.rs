@@ -11,7 +11,7 @@ use tower_layer::Layer;
 
 use crate::head::RequestHead;
 use crate::key::{ClientLimit, KeyBy};
-use crate::response::policy_value;
+use crate::response::static_policy_value;
 use crate::service::AdmissionService;
 
 type ExemptFn = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
@@ -21,7 +21,6 @@ type ExemptFn = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
 pub(crate) struct PerClient {
     pub(crate) key_by: KeyBy,
     pub(crate) limit: Arc<dyn ClientLimit>,
-    pub(crate) policy: HeaderValue,
 }
 
 /// Refusals by the per-client limiter, which the shared [`Admission`]'s metrics do not
@@ -111,7 +110,7 @@ impl<C: Clock> AdmissionLayer<C> {
         let limits = admission.limits();
         AdmissionLayer {
             shared: Arc::new(Shared {
-                policy: policy_value("default", limits.rate.limit, limits.rate.window()),
+                policy: static_policy_value("default", limits.rate.limit, limits.rate.window()),
                 admission,
                 exempt: None,
                 per_client: None,
@@ -136,13 +135,10 @@ impl<C: Clock> AdmissionLayer<C> {
     /// Holds every client, as found by `key_by`, to `limit` before the shared admission.
     /// Requests without a key are held to the shared limits only.
     pub fn per_client(self, key_by: KeyBy, limit: impl ClientLimit) -> Self {
-        let (quota, window) = limit.policy();
-        let policy = policy_value("client", quota, window);
         self.edit(|shared| {
             shared.per_client = Some(PerClient {
                 key_by,
                 limit: Arc::new(limit),
-                policy,
             });
         })
     }

@@ -34,6 +34,6 @@ pub use future::ResponseFuture;
 pub use head::RequestHead;
 pub use key::{ClientKey, ClientLimit, KeyBy, MAX_KEY_BYTES};
 pub use layer::AdmissionLayer;
-pub use response::{RATELIMIT, RATELIMIT_POLICY, whole_secs_up};
+pub use response::{RATELIMIT, RATELIMIT_POLICY};
 pub use service::AdmissionService;
 pub use ticket::AdmissionTicket;

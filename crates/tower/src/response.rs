@@ -23,9 +23,19 @@ pub(crate) fn policy_value(name: &str, quota: u32, window: Duration) -> HeaderVa
     HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("\"default\""))
 }
 
+/// As [`policy_value`], in memory kept for the life of the process (a few dozen bytes per
+/// layer built), so that putting it on every admitted response is a copy of a pointer
+/// rather than a reference count shared by every thread.
+pub(crate) fn static_policy_value(name: &str, quota: u32, window: Duration) -> HeaderValue {
+    let text: &'static str =
+        Box::leak(format!("\"{name}\";q={quota};w={}", whole_secs_up(window)).into_boxed_str());
+    HeaderValue::from_maybe_shared(Bytes::from_static(text.as_bytes()))
+        .unwrap_or(HeaderValue::from_static("\"default\""))
+}
+
 /// `wait` in whole seconds, rounded up: a client told to come back after `n` seconds
 /// must not be refused again for coming back then.
-pub fn whole_secs_up(wait: Duration) -> u64 {
+pub(crate) fn whole_secs_up(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
@@ -134,6 +144,10 @@ mod tests {
         assert_eq!(
             policy_value("client", 3, Duration::from_millis(1500)),
             "\"client\";q=3;w=2"
+        );
+        assert_eq!(
+            static_policy_value("default", 30, Duration::from_secs(60)),
+            "\"default\";q=30;w=60"
         );
     }
 }

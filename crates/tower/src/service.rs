@@ -14,7 +14,7 @@ use crate::body::AdmissionBody;
 use crate::future::{Hold, ResponseFuture};
 use crate::head::RequestHead;
 use crate::layer::Shared;
-use crate::response::refusal_response;
+use crate::response::{policy_value, refusal_response};
 use crate::ticket::AdmissionTicket;
 
 /// The service [`AdmissionLayer`](crate::AdmissionLayer) makes; see there for what it
@@ -70,9 +70,11 @@ where
                     };
                     // Relaxed: a statistic.
                     counter.fetch_add(1, Ordering::Relaxed);
+                    let (quota, window) = per_client.limit.quota(&key);
+                    let policy = policy_value("client", quota, window);
                     return ResponseFuture::refused(refusal_response(
                         &refusal,
-                        Some(("client", &per_client.policy)),
+                        Some(("client", &policy)),
                     ));
                 }
             }

@@ -320,7 +320,7 @@ impl ClientLimit for CountPerKey {
         Ok(())
     }
 
-    fn policy(&self) -> (u32, Duration) {
+    fn quota(&self, _key: &ClientKey) -> (u32, Duration) {
         (self.quota, Duration::from_secs(10))
     }
 }
