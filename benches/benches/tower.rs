@@ -55,6 +55,27 @@ impl Service<Request<String>> for Inner {
     }
 }
 
+/// The inner service behind `Admission::try_admit` called directly, with the ticket
+/// dropped after the response: the decision's cost without the layer around it.
+struct DecideOnly(Arc<Admission>);
+
+impl Service<Request<String>> for DecideOnly {
+    type Response = Response<String>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<String>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<String>) -> Self::Future {
+        let decision = black_box(self.0.try_admit());
+        let response = Inner.call(request);
+        drop(decision);
+        response
+    }
+}
+
 /// Polls a future that must be ready at once (every service here is).
 fn now<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
@@ -159,6 +180,15 @@ fn per_request(c: &mut Criterion) {
         group.bench_function("bare", |b| {
             b.iter_custom(|iters| on_threads(threads, iters, || Inner))
         });
+        // What the layer adds to the inner service beyond the decision itself.
+        group.bench_function("admission_try_admit_alone", |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, || {
+                    let admission = Arc::clone(&admission);
+                    DecideOnly(admission)
+                })
+            })
+        });
         group.bench_function("backstop_admission_layer", |b| {
             b.iter_custom(|iters| on_threads(threads, iters, || backstop.clone()))
         });
@@ -184,9 +214,74 @@ fn per_request(c: &mut Criterion) {
     );
 }
 
+/// The same comparison interleaved: round after round, every variant runs one batch, and
+/// the median of its per-request times over the rounds is reported. On a shared, noisy
+/// machine the load drifts over seconds; sequential criterion groups then compare
+/// variants measured under different loads, interleaved batches do not.
+fn interleaved() {
+    const ROUNDS: usize = 101;
+    const BATCH: u64 = 10_000;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _context = runtime.enter();
+    let admission = Arc::new(Admission::new(limits()).expect("valid limits"));
+    let backstop = AdmissionLayer::new(Arc::clone(&admission)).layer(Inner);
+    let backstop_no_header = AdmissionLayer::new(Arc::clone(&admission))
+        .policy_header_on_success(false)
+        .layer(Inner);
+    let concurrency = GlobalConcurrencyLimitLayer::new(ROOM as usize);
+    let names = [
+        "bare",
+        "admission_try_admit_alone",
+        "backstop_admission_layer",
+        "backstop_admission_layer_no_policy_header",
+        "tower_ratelimit_concurrency_loadshed",
+    ];
+    for threads in [1, 2] {
+        let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); names.len()];
+        for _ in 0..ROUNDS {
+            let times = [
+                on_threads(threads, BATCH, || Inner),
+                on_threads(threads, BATCH, || DecideOnly(Arc::clone(&admission))),
+                on_threads(threads, BATCH, || backstop.clone()),
+                on_threads(threads, BATCH, || backstop_no_header.clone()),
+                on_threads(threads, BATCH, || tower_stack(&concurrency)),
+            ];
+            for (sample, time) in samples.iter_mut().zip(times) {
+                sample.push(time.as_nanos() as f64 / BATCH as f64);
+            }
+        }
+        let medians: Vec<f64> = samples
+            .iter_mut()
+            .map(|s| {
+                s.sort_by(f64::total_cmp);
+                s[s.len() / 2]
+            })
+            .collect();
+        let tower = medians[4];
+        let bare = medians[0];
+        println!(
+            "interleaved, {threads} thread(s), {ROUNDS} rounds of {BATCH} requests, median ns/request:"
+        );
+        for (name, median) in names.iter().zip(&medians) {
+            println!(
+                "  {name:<45} {median:>8.1} ns   overhead over bare {:>7.1} ns   / tower {:.2}x   overhead / tower overhead {:.2}x",
+                median - bare,
+                median / tower,
+                (median - bare) / (tower - bare),
+            );
+        }
+    }
+}
+
 fn benches() {
     let mut c = Criterion::default().configure_from_args();
     per_request(&mut c);
+    if std::env::var_os("BACKSTOP_TOWER_INTERLEAVED").is_some() {
+        interleaved();
+    }
 }
 
 criterion_main!(benches);
