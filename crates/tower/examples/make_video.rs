@@ -238,7 +238,8 @@ impl<C: Clock + Clone + 'static> MakeVideo<C> {
 
         let layer = AdmissionLayer::new(Arc::clone(&admission))
             .exempt(|head| matches!(head.path(), "/health" | "/metrics"))
-            .hand_over_ticket(true);
+            .hand_over_ticket(true)
+            .policy_header_on_success(true);
         let state = Arc::new(AppState {
             admission: Arc::clone(&admission),
             layer: layer.clone(),

@@ -7,12 +7,14 @@ use std::task::{Context, Poll};
 
 use backstop_core::clock::{Clock, QuantaClock};
 use backstop_core::{Decision, Refusal, RequestClass};
+use bytes::Bytes;
 use http::{Request, Response};
 use tower_service::Service;
 
 use crate::body::AdmissionBody;
 use crate::future::{Hold, ResponseFuture};
 use crate::head::RequestHead;
+use crate::key::ClientKey;
 use crate::layer::Shared;
 use crate::response::{policy_value, refusal_response};
 use crate::ticket::AdmissionTicket;
@@ -64,18 +66,7 @@ where
         if let Some(per_client) = &shared.per_client {
             if let Some(key) = per_client.key_by.extract(&RequestHead::of(&request)) {
                 if let Err(refusal) = per_client.limit.check(&key) {
-                    let counter = match refusal {
-                        Refusal::RateLimited { .. } => &shared.client_counts.rate_limited,
-                        Refusal::Overloaded { .. } => &shared.client_counts.overloaded,
-                    };
-                    // Relaxed: a statistic.
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    let (quota, window) = per_client.limit.quota(&key);
-                    let policy = policy_value("client", quota, window);
-                    return ResponseFuture::refused(refusal_response(
-                        &refusal,
-                        Some(("client", &policy)),
-                    ));
+                    return ResponseFuture::refused(refuse_client(shared, &key, &refusal));
                 }
             }
         }
@@ -94,12 +85,38 @@ where
             Decision::Exempt => {
                 ResponseFuture::called(self.inner.call(request), Hold::Nothing, policy)
             }
-            Decision::Refused(refusal) => ResponseFuture::refused(refusal_response(
-                &refusal,
-                Some(("default", &shared.policy)),
-            )),
+            Decision::Refused(refusal) => ResponseFuture::refused(refuse(shared, &refusal)),
         }
     }
+}
+
+// The refusal paths are kept out of line: building a response is far costlier than the
+// admit path, and inlined it would bloat `call` for every admitted request.
+#[cold]
+#[inline(never)]
+fn refuse<C: Clock>(shared: &Shared<C>, refusal: &Refusal) -> Response<Bytes> {
+    refusal_response(refusal, Some(("default", &shared.policy)))
+}
+
+#[cold]
+#[inline(never)]
+fn refuse_client<C: Clock>(
+    shared: &Shared<C>,
+    key: &ClientKey,
+    refusal: &Refusal,
+) -> Response<Bytes> {
+    let counter = match refusal {
+        Refusal::RateLimited { .. } => &shared.client_counts.rate_limited,
+        Refusal::Overloaded { .. } => &shared.client_counts.overloaded,
+    };
+    // Relaxed: a statistic.
+    counter.fetch_add(1, Ordering::Relaxed);
+    let Some(per_client) = &shared.per_client else {
+        return refusal_response(refusal, None);
+    };
+    let (quota, window) = per_client.limit.quota(key);
+    let policy = policy_value("client", quota, window);
+    refusal_response(refusal, Some(("client", &policy)))
 }
 
 impl<S: Clone, C: Clock> Clone for AdmissionService<S, C> {

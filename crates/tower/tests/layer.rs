@@ -54,7 +54,9 @@ fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
 #[tokio::test]
 async fn exactly_limit_admitted_then_429_with_retry_after_rounded_up() {
     let (admission, clock) = admission(3, 100);
-    let mut service = AdmissionLayer::new(Arc::clone(&admission)).layer(ok_service());
+    let mut service = AdmissionLayer::new(Arc::clone(&admission))
+        .policy_header_on_success(true)
+        .layer(ok_service());
     for _ in 0..3 {
         let response = service.ready().await.unwrap().call(get("/")).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
@@ -99,16 +101,11 @@ async fn clones_of_layer_and_service_share_one_state() {
     let mut first = layer.clone().layer(ok_service());
     let mut second = layer.layer(ok_service());
     let mut third = second.clone();
-    assert_eq!(
-        first
-            .ready()
-            .await
-            .unwrap()
-            .call(get("/"))
-            .await
-            .unwrap()
-            .status(),
-        200
+    let response = first.ready().await.unwrap().call(get("/")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers().get(&RATELIMIT_POLICY).is_none(),
+        "opt-in on success"
     );
     assert_eq!(
         second
