@@ -14,7 +14,7 @@ use crate::clock::{Clock, QuantaClock};
 use crate::jobs::{self, JobPermit, JobSlots, MAX_QUEUE, Priority, QueueGate, QueueTicket};
 use crate::limits::Limits;
 use crate::metrics::{Metrics, Outcome};
-use crate::rate::SlidingWindow;
+use crate::rate::{KeyedRefusal, KeyedSlidingWindow, SlidingWindow};
 use crate::resources::{ResourceGate, ResourceProbe, Sampler, Shortage};
 use crate::sync::{AtomicBool, Ordering};
 
@@ -39,8 +39,8 @@ pub enum RequestClass {
 pub enum OverloadReason {
     /// The queue of waiting jobs is full.
     QueueFull,
-    /// A per-client limiter tracks as many clients as it may (reserved for the per-key
-    /// stage; not produced by [`Admission::try_admit`] yet).
+    /// The per-client stage ([`Admission::with_per_key`]) tracks as many clients as it
+    /// may, all with requests still in their windows, and this client is new.
     TooManyKeys,
 }
 
@@ -195,12 +195,17 @@ struct Active<C: Clock> {
 /// Per request, [`try_admit`](Self::try_admit) checks in order:
 ///
 /// 1. the rate limit — refused with 429 and an exact `retry_after`;
-/// 2. *(where a per-client stage will go: issue 4's keyed limits)*;
+/// 2. when set up with [`with_per_key`](Self::with_per_key) and asked with
+///    [`try_admit_for`](Self::try_admit_for), the client's own limit (a
+///    [`KeyedSlidingWindow`]) — refused with 429 and the client's exact `retry_after`, or
+///    with 503 `too_many_keys` when the client is new and every tracked client still has
+///    requests in its window;
 /// 3. the queue — refused with 503 `queue_full` when `queue.max` jobs already wait.
 ///
-/// A request that passes the rate limit and is then refused with 503 **still counts in
-/// the rate window**, as in the original design: a client hammering a full service uses
-/// up its own budget and is soon answered 429, which tells it to slow down.
+/// A request that passes a stage and is refused by a later one **still counts in the
+/// windows it passed**, as in the original design: a client hammering a full service
+/// uses up its own budget and is soon answered 429, which tells it to slow down. (So a
+/// request refused by its client's limit has used up a place in the global window.)
 ///
 /// Per job, a worker calls [`start_job`](Self::start_job): the job starts only when a
 /// slot is free and the [`ResourceGate`] is open; otherwise the ticket comes back and the
@@ -243,6 +248,8 @@ pub struct Admission<C: Clock = QuantaClock> {
     slots: JobSlots,
     gate: StdArc<ResourceGate<C>>,
     metrics: StdArc<Metrics<C>>,
+    /// The optional per-client stage.
+    per_key: Option<KeyedSlidingWindow<String, C>>,
     clock: C,
     /// Serialises reconfigurations (never taken on the request path).
     reconfiguring: Mutex<()>,
@@ -288,9 +295,54 @@ impl<C: Clock + Clone> Admission<C> {
             slots,
             gate,
             metrics,
+            per_key: None,
             clock,
             reconfiguring: Mutex::new(()),
         })
+    }
+
+    /// Adds the per-client stage: each client (a key given to
+    /// [`try_admit_for`](Self::try_admit_for): an API key, a tenant, an address) may have
+    /// `limit` requests per `window` admitted past the global rate limit, and at most
+    /// `max_keys` clients are tracked at once (see [`KeyedSlidingWindow`] for how clients
+    /// whose windows are empty are reclaimed). Per-client overrides go through
+    /// [`per_key`](Self::per_key). [`reconfigure`](Self::reconfigure) leaves this stage
+    /// as it is.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use backstop_core::{Admission, Limits};
+    /// use backstop_core::clock::ManualClock;
+    ///
+    /// let mut limits = Limits::default(); // 30 per minute for everyone together
+    /// limits.resources.enabled = false;
+    /// let admission = Admission::with_clock(limits, ManualClock::new())?
+    ///     .with_per_key(2, Duration::from_secs(60), 10_000)?; // 2 per minute each
+    ///
+    /// let _first = admission.try_admit_for("alice").into_result().unwrap();
+    /// let _second = admission.try_admit_for("alice").into_result().unwrap();
+    /// let refused = admission.try_admit_for("alice").refusal().copied().unwrap();
+    /// assert_eq!(refused.status_code(), 429); // alice's own limit...
+    /// let _bob = admission.try_admit_for("bob").into_result().unwrap(); // ...not bob's
+    /// # Ok::<(), backstop_core::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`KeyedSlidingWindow::new`]: `limit`, `window` or `max_keys` out of range.
+    pub fn with_per_key(
+        mut self,
+        limit: u32,
+        window: Duration,
+        max_keys: usize,
+    ) -> Result<Self, ConfigError> {
+        self.per_key = Some(KeyedSlidingWindow::with_clock(
+            limit,
+            window,
+            max_keys,
+            self.clock.clone(),
+        )?);
+        Ok(self)
     }
 
     /// Swaps in new limits at once, without dropping tickets or permits and without
@@ -340,6 +392,31 @@ impl<C: Clock> Admission<C> {
     /// `shadow_refusals`; the queue then keeps counting past `queue.max`, up to the hard
     /// bound [`MAX_QUEUE`](crate::jobs::MAX_QUEUE), which is enforced even in shadow mode.
     pub fn try_admit_as(&self, class: RequestClass) -> Decision {
+        self.decide(None, class)
+    }
+
+    /// Decides a [`RequestClass::Normal`] request of client `key`, held to the client's
+    /// own limit when the per-client stage is set up ([`with_per_key`](Self::with_per_key));
+    /// without it, as [`try_admit`](Self::try_admit).
+    #[inline]
+    pub fn try_admit_for(&self, key: &str) -> Decision {
+        self.decide(Some(key), RequestClass::Normal)
+    }
+
+    /// As [`try_admit_for`](Self::try_admit_for), for a request of `class`. Exempt
+    /// requests bypass the per-client stage too.
+    pub fn try_admit_for_as(&self, key: &str, class: RequestClass) -> Decision {
+        self.decide(Some(key), class)
+    }
+
+    /// The per-client stage, if set up: to give a client its own limit
+    /// ([`KeyedSlidingWindow::set_limit`]) or to reclaim idle clients
+    /// ([`KeyedSlidingWindow::retain_recent`]).
+    pub fn per_key(&self) -> Option<&KeyedSlidingWindow<String, C>> {
+        self.per_key.as_ref()
+    }
+
+    fn decide(&self, key: Option<&str>, class: RequestClass) -> Decision {
         let priority = match class {
             RequestClass::Exempt => {
                 self.metrics.count(Outcome::Exempt);
@@ -352,8 +429,11 @@ impl<C: Clock> Admission<C> {
         let shadow = self.shadow.load(Ordering::Relaxed);
         let active = self.active.load();
 
+        // One clock reading for both rate stages (the per-client limiter shares the clock).
+        let now_ns = self.clock.now_ns();
+
         // Stage 1: the rate limit (429).
-        if let Err(limited) = active.limiter.try_acquire_at(self.clock.now_ns()) {
+        if let Err(limited) = active.limiter.try_acquire_at(now_ns) {
             let refusal = Refusal::RateLimited {
                 retry_after: limited.retry_after(),
             };
@@ -364,8 +444,30 @@ impl<C: Clock> Admission<C> {
             self.metrics.count_shadow(refusal.as_str());
         }
 
-        // Stage 2 goes here: a per-client limit (issue 4), refusing with 429 or with 503
-        // `OverloadReason::TooManyKeys`.
+        // Stage 2: the client's own limit (429), or no room for a new client (503).
+        if let (Some(keyed), Some(key)) = (&self.per_key, key) {
+            if let Err(refused) = keyed.try_acquire_at(key, now_ns) {
+                let refusal = match refused {
+                    KeyedRefusal::RateLimited(limited) => Refusal::RateLimited {
+                        retry_after: limited.retry_after(),
+                    },
+                    KeyedRefusal::TooManyKeys(too_many) => Refusal::Overloaded {
+                        reason: OverloadReason::TooManyKeys,
+                        // When a client's window empties; zero while a sweep is running,
+                        // then the configured hint.
+                        retry_after_hint: match too_many.retry_after() {
+                            Duration::ZERO => active.retry_after_hint,
+                            hint => hint,
+                        },
+                    },
+                };
+                if !shadow {
+                    self.metrics.count(Outcome::Refused(refusal));
+                    return Decision::Refused(refusal);
+                }
+                self.metrics.count_shadow(refusal.as_str());
+            }
+        }
 
         // Stage 3: the queue (503).
         match self.queue.try_enter_as(priority) {
@@ -470,6 +572,7 @@ impl<C: Clock> fmt::Debug for Admission<C> {
             .field("queue", &self.queue)
             .field("slots", &self.slots)
             .field("gate", &self.gate.state())
+            // Relaxed: see `reconfigure`.
             .field("shadow", &self.shadow.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }

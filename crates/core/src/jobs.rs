@@ -198,6 +198,7 @@ impl JobState {
     #[inline]
     fn start(&self) -> bool {
         let max_jobs = self.max_jobs.load(Ordering::Relaxed); // Relaxed: see queue_bound.
+        // Relaxed: only a first guess for the CAS, which rereads on failure.
         let mut word = self.counts.load(Ordering::Relaxed);
         loop {
             debug_assert!(waiting(word) >= 1, "a ticket is outstanding");
@@ -225,6 +226,7 @@ impl JobState {
     #[inline]
     fn acquire(&self) -> bool {
         let max_jobs = self.max_jobs.load(Ordering::Relaxed); // Relaxed: see queue_bound.
+        // Relaxed: only a first guess for the CAS, which rereads on failure.
         let mut word = self.counts.load(Ordering::Relaxed);
         loop {
             if running(word) >= max_jobs {
@@ -459,16 +461,16 @@ impl JobSlots {
 
     /// Jobs started so far; `None` unless made by [`counters_with_totals`].
     pub fn started_total(&self) -> Option<u64> {
-        // Relaxed: a statistic.
         let totals = self.state.totals.as_ref()?;
+        // Relaxed: a statistic.
         Some(totals.started.load(Ordering::Relaxed))
     }
 
     /// Jobs finished (permits dropped) so far; `None` unless made by
     /// [`counters_with_totals`].
     pub fn finished_total(&self) -> Option<u64> {
-        // Relaxed: a statistic.
         let totals = self.state.totals.as_ref()?;
+        // Relaxed: a statistic.
         Some(totals.finished.load(Ordering::Relaxed))
     }
 

@@ -201,16 +201,16 @@ fn toml_error(text: &str, error: &toml::de::Error) -> ConfigError {
     };
     let offset = span.start.min(text.len());
     let line_no = text[..offset].matches('\n').count() + 1;
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let whole_line = text[line_start..].lines().next().unwrap_or("");
+    // The table is named by the last header above the line, or by the line itself.
     let mut table = String::new();
-    for line in text[..offset].lines() {
+    for line in text[..line_start].lines().chain([whole_line]) {
         let line = line.trim();
         if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
             table = header.trim().to_owned();
         }
     }
-    let line = text[offset..].lines().next().unwrap_or("");
-    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let whole_line = text[line_start..].lines().next().unwrap_or(line);
     let key = whole_line
         .split_once('=')
         .map(|(k, _)| k.trim().trim_matches('"').to_owned())

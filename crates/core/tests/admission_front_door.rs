@@ -200,6 +200,24 @@ fn a_stale_gate_holds_jobs_back_by_default() {
 }
 
 #[test]
+fn a_spawned_sampler_feeds_the_admission_gate() {
+    use backstop_core::resources::FakeProbe;
+    let mut l = limits(100, 2, 4);
+    l.resources.enabled = true;
+    l.resources.sample_interval_ms = 1;
+    let (admission, _clock) = admission(l);
+    let probe = FakeProbe::new(ResourceReading::memory_only(MIB));
+    let sampler = admission.spawn_sampler(probe.clone()).unwrap();
+    // The second read starts only after the first reading was published.
+    assert!(probe.wait_for_reads(2, Duration::from_secs(30)));
+    assert_eq!(admission.resource_gate().state(), GateState::LowMemory);
+    let t = ticket(admission.try_admit());
+    let (_t, reason) = admission.start_job(t).unwrap_err();
+    assert_eq!(reason.as_str(), "low_memory");
+    assert!(sampler.stop());
+}
+
+#[test]
 fn shadow_mode_counts_refusals_without_enforcing_them() {
     let mut l = limits(1, 1, 1);
     l.shadow = true;

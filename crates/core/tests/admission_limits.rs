@@ -148,6 +148,11 @@ fn unknown_fields_are_errors_naming_them() {
     assert_eq!(field, "shadw");
     assert!(reason.contains("unknown field"), "{reason}");
 
+    let (field, reason) = field_of("[rate]\nlimit = 5\n\n[ratee]\nlimit = 5\n");
+    assert_eq!(field, "ratee");
+    assert!(reason.contains("unknown field"), "{reason}");
+    assert!(reason.contains("line 4"), "{reason}");
+
     let (field, reason) = field_of("[resources]\nmin_memory_mib = 1\n");
     assert_eq!(field, "resources.min_memory_mib");
     assert!(reason.contains("unknown field"), "{reason}");

@@ -1,11 +1,14 @@
 //! Rate limiting: the 429 answer.
 //!
 //! [`SlidingWindow`] is an exact sliding-window limiter kept in a lock-free ring of
-//! admission times.
+//! admission times. [`KeyedSlidingWindow`] gives every key (client, tenant) its own exact
+//! window, in memory bounded by `max_keys`.
 
+mod keyed;
 mod ring;
 mod window;
 
+pub use keyed::{KeyedRefusal, KeyedSlidingWindow, MAX_KEYS, TooManyKeys};
 pub use window::{MAX_LIMIT, MAX_WINDOW, SlidingWindow};
 
 use std::time::Duration;

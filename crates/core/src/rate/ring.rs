@@ -37,6 +37,35 @@ use crossbeam_utils::CachePadded;
 
 use crate::sync::{AtomicPair, AtomicU64, Ordering};
 
+/// Set in a slot's free time by [`AdmissionRing::seal`]: no admission will ever claim
+/// that slot. Rings that may be sealed are only given times below 2⁶², so that their
+/// real free times (time + window, window below 2⁶²) stay below this bit.
+pub(crate) const SEAL_BIT: u64 = 1 << 63;
+
+const _: () = assert!(super::MAX_WINDOW.as_nanos() < (1u128 << 62));
+
+/// What [`AdmissionRing::seal`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sealing {
+    /// This call sealed the ring.
+    Sealed,
+    /// Someone sealed it before.
+    AlreadySealed,
+    /// The window still holds admissions; it is empty from `empty_from_ns` on, unless
+    /// more are admitted.
+    Live { empty_from_ns: u64 },
+}
+
+enum Tail {
+    Settled {
+        k: u64,
+        current: (u64, u64),
+        empty_from_ns: u64,
+    },
+    Moving,
+    Sealed,
+}
+
 pub(crate) struct AdmissionRing {
     /// A hint of the next admission number: never ahead of it, briefly behind it while
     /// a claimer has not yet moved it. Written by every admitting thread; padded so it
@@ -133,6 +162,15 @@ impl AdmissionRing {
                 };
                 continue;
             }
+            if current.1 == u64::MAX && self.lookback != capacity {
+                // Sealed (see `seal`; the only addition for it here), or a saturated
+                // expiry of admission k − P, which the check below refuses just the same
+                // and with the same wait, since admission k − limit came after it.
+                return Err(match u64::MAX - now_ns {
+                    0 => u64::MAX,
+                    wait_ns => wait_ns,
+                });
+            }
             // Admission k is next. Its window check is against admission k − limit.
             let (c, free_at) = if self.lookback == capacity {
                 current
@@ -218,9 +256,118 @@ impl AdmissionRing {
                 let number = k.wrapping_sub(self.lookback).wrapping_add(i);
                 let (a, free_at) = self.slot(number).load(Ordering::Acquire);
                 // Virtual admissions (numbers below P) never happened.
-                (a == number && a >= capacity).then(|| free_at.saturating_sub(self.window_ns))
+                // A sealed slot keeps its free time under the seal bit (see `seal`).
+                (a == number && a >= capacity)
+                    .then(|| (free_at & !SEAL_BIT).saturating_sub(self.window_ns))
             })
             .collect()
+    }
+
+    /// The time from which the window holds no admissions: the free time of the last
+    /// admission (0 when there was none), or `u64::MAX` ("never") for a sealed ring.
+    /// Under concurrent admissions, a time that was true at some moment during the call;
+    /// later admissions only move it later.
+    pub(crate) fn empty_from_ns(&self) -> u64 {
+        loop {
+            match self.tail() {
+                Tail::Settled { empty_from_ns, .. } => return empty_from_ns,
+                Tail::Moving => continue, // a claim landed meanwhile: read again.
+                Tail::Sealed => return u64::MAX,
+            }
+        }
+    }
+
+    /// Whether [`seal`](Self::seal) has closed this ring. Once true it stays true: no
+    /// admission can claim the sealed slot, so the next admission number never moves.
+    pub(crate) fn is_sealed(&self) -> bool {
+        loop {
+            match self.tail() {
+                Tail::Settled { .. } => return false,
+                Tail::Moving => continue,
+                Tail::Sealed => return true,
+            }
+        }
+    }
+
+    /// Closes the ring for good, if its window is empty at `empty_at_ns` (or whatever it
+    /// holds, for `None`): afterwards every [`try_acquire_at`](Self::try_acquire_at) is
+    /// refused with a wait of at least 2⁶², and [`history`](Self::history) is final.
+    ///
+    /// Sealing is one CAS on the slot that the next admission `k` would claim, from the
+    /// very value that admission's claim CAS expects; so exactly one of the two wins, and
+    /// an admission either happened before the seal (then the emptiness check saw it, or
+    /// the CAS fails) or never happens. The sealed value keeps the slot's number, so
+    /// admitters still take `k` for the next admission, and marks its free time:
+    /// - when `limit` is the slot count, that free time is the one admission `k` is
+    ///   checked against; setting [`SEAL_BIT`] in it makes it lie in the far future
+    ///   (callers keep times below 2⁶², so real free times stay below 2⁶³) and keeps the
+    ///   time for `history`;
+    /// - otherwise admission `k` is checked against another slot, and the free time is
+    ///   set to `u64::MAX`, which `try_acquire_at` refuses on sight (its one addition for
+    ///   sealing); the time lost is of an admission older than the last `limit`.
+    pub(crate) fn seal(&self, empty_at_ns: Option<u64>) -> Sealing {
+        let capacity = self.mask + 1;
+        loop {
+            let (k, current, empty_from_ns) = match self.tail() {
+                Tail::Settled {
+                    k,
+                    current,
+                    empty_from_ns,
+                } => (k, current, empty_from_ns),
+                Tail::Moving => continue,
+                Tail::Sealed => return Sealing::AlreadySealed,
+            };
+            if let Some(now_ns) = empty_at_ns {
+                if empty_from_ns > now_ns {
+                    return Sealing::Live { empty_from_ns };
+                }
+            }
+            let sealed_free_at = if self.lookback == capacity {
+                current.1 | SEAL_BIT
+            } else {
+                u64::MAX
+            };
+            // AcqRel on success: the seal is ordered after every admission it saw, and
+            // published to admitters that acquire this slot. Relaxed on failure: we loop
+            // and re-read with Acquire.
+            if self
+                .slot(k)
+                .compare_exchange(
+                    current,
+                    (current.0, sealed_free_at),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                return Sealing::Sealed;
+            }
+        }
+    }
+
+    /// The next admission's number and slot value, and the last admission's free time,
+    /// read consistently; `Moving` when a claim landed between the reads.
+    fn tail(&self) -> Tail {
+        let capacity = self.mask + 1;
+        let k = self.next_admission();
+        // Acquire: pairs with the AcqRel slot CASes (claims and seals).
+        let current = self.slot(k).load(Ordering::Acquire);
+        if current.0 != k.wrapping_sub(capacity) {
+            return Tail::Moving;
+        }
+        if current.1 & SEAL_BIT != 0 {
+            return Tail::Sealed;
+        }
+        // Acquire: as above. Admission k − 1 is real or virtual (free at 0).
+        let (p, last_free_at) = self.slot(k.wrapping_sub(1)).load(Ordering::Acquire);
+        if p != k.wrapping_sub(1) {
+            return Tail::Moving;
+        }
+        Tail::Settled {
+            k,
+            current,
+            empty_from_ns: last_free_at & !SEAL_BIT,
+        }
     }
 
     /// Whether the 128-bit operations are real atomics on this platform.
@@ -486,5 +633,99 @@ mod loom_tests {
             assert_eq!(ring.next_admission(), first + admitted as u64);
             assert!(ring.head.load(Ordering::SeqCst) <= first + admitted as u64);
         });
+    }
+}
+
+/// `seal`, `is_sealed` and `empty_from_ns`, which the keyed limiter's reclaim relies on.
+#[cfg(all(test, not(loom)))]
+mod seal_tests {
+    use super::*;
+
+    const W: u64 = 1_000;
+
+    #[test]
+    fn seal_only_an_empty_window_when_asked_to_check() {
+        let ring = AdmissionRing::with_history(2, W, &[]);
+        assert_eq!(ring.empty_from_ns(), 0, "never used: empty from the start");
+        ring.try_acquire_at(10).unwrap();
+        ring.try_acquire_at(20).unwrap();
+        assert_eq!(ring.empty_from_ns(), 20 + W);
+        assert_eq!(
+            ring.seal(Some(20 + W - 1)),
+            Sealing::Live {
+                empty_from_ns: 20 + W
+            }
+        );
+        assert!(!ring.is_sealed());
+        assert_eq!(ring.seal(Some(20 + W)), Sealing::Sealed);
+        assert!(ring.is_sealed());
+        assert_eq!(ring.seal(Some(20 + W)), Sealing::AlreadySealed);
+        assert_eq!(ring.empty_from_ns(), u64::MAX);
+    }
+
+    #[test]
+    fn a_sealed_ring_refuses_forever_and_keeps_its_history() {
+        let ring = AdmissionRing::with_history(3, W, &[]);
+        for t in [1, 2, 3, 4] {
+            let _ = ring.try_acquire_at(t * W);
+        }
+        assert_eq!(ring.seal(None), Sealing::Sealed);
+        for now in [0, 5 * W, 1 << 61] {
+            let wait = ring.try_acquire_at(now).unwrap_err();
+            assert!(wait >= 1 << 62, "a sealed ring looks busy for ever: {wait}");
+        }
+        // The history is what it was: the last three admissions.
+        assert_eq!(ring.history(), vec![2 * W, 3 * W, 4 * W]);
+    }
+
+    #[test]
+    fn sealing_a_ring_whose_limit_is_its_slot_count_keeps_every_time() {
+        // limit 2 = 2 slots: the sealed slot is the one the next admission is checked
+        // against, and it still holds the oldest admission of the last two.
+        let ring = AdmissionRing::with_history(2, W, &[]);
+        for t in [1, 2, 3] {
+            ring.try_acquire_at(t * W).unwrap();
+        }
+        assert_eq!(ring.seal(None), Sealing::Sealed);
+        assert!(ring.is_sealed());
+        for now in [0, 10 * W, 1 << 61] {
+            assert!(ring.try_acquire_at(now).unwrap_err() >= 1 << 62);
+        }
+        assert_eq!(ring.history(), vec![2 * W, 3 * W]);
+        // A ring rebuilt from it decides as the sealed one would have.
+        let rebuilt = AdmissionRing::with_history(2, W, &ring.history());
+        assert_eq!(rebuilt.try_acquire_at(3 * W - 1), Err(1));
+        assert_eq!(rebuilt.try_acquire_at(3 * W), Ok(()));
+        assert_eq!(rebuilt.try_acquire_at(3 * W), Err(W));
+    }
+
+    #[test]
+    fn sealing_does_not_change_a_saturated_sliding_window() {
+        // The one line added to try_acquire_at for sealing refuses what the existing
+        // check refuses anyway, with the same wait: a saturated expiry.
+        let ring = AdmissionRing::with_history(3, W, &[]);
+        ring.try_acquire_at(u64::MAX - 1).unwrap();
+        for _ in 0..3 {
+            let _ = ring.try_acquire_at(u64::MAX - 1);
+        }
+        assert_eq!(ring.try_acquire_at(u64::MAX - 1), Err(1));
+        assert_eq!(ring.try_acquire_at(u64::MAX), Err(u64::MAX));
+    }
+
+    #[test]
+    fn seal_and_empty_from_help_a_preempted_claimer() {
+        let ring = AdmissionRing::with_history(2, W, &[]);
+        ring.try_acquire_at(0).unwrap();
+        ring.try_acquire_at(5).unwrap();
+        ring.rewind_head_for_test();
+        // Head lags the second claim: the tail must count it, not read a stale one.
+        assert_eq!(ring.empty_from_ns(), 5 + W);
+        assert_eq!(
+            ring.seal(Some(W)),
+            Sealing::Live {
+                empty_from_ns: 5 + W
+            }
+        );
+        assert_eq!(ring.seal(Some(5 + W)), Sealing::Sealed);
     }
 }

@@ -1,0 +1,193 @@
+//! `Admission`'s per-client stage: global limit, then the client's limit, then the queue.
+
+use std::time::Duration;
+
+use backstop_core::clock::ManualClock;
+use backstop_core::{Admission, Decision, Limits, MetricsSnapshot, RequestClass};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Global: `global` per minute; queue: `queue`; per client: `per_key` per minute, at most
+/// `max_keys` clients.
+fn admission(global: u32, queue: u32, per_key: u32, max_keys: usize) -> Admission<ManualClock> {
+    let mut limits = Limits::default();
+    limits.rate.limit = global;
+    limits.queue.max = queue;
+    limits.resources.enabled = false;
+    Admission::with_clock(limits, ManualClock::new())
+        .unwrap()
+        .with_per_key(per_key, MINUTE, max_keys)
+        .unwrap()
+}
+
+fn refusal(decision: Decision) -> (u16, &'static str, Duration) {
+    let refusal = decision.refusal().copied().expect("refused");
+    (
+        refusal.status_code(),
+        refusal.as_str(),
+        refusal.retry_after(),
+    )
+}
+
+#[test]
+fn bad_per_key_settings_name_the_field() {
+    let admission = || Admission::with_clock(Limits::default(), ManualClock::new()).unwrap();
+    let err = admission().with_per_key(0, MINUTE, 10).unwrap_err();
+    assert_eq!(err.field(), "limit");
+    let err = admission().with_per_key(1, MINUTE, 0).unwrap_err();
+    assert_eq!(err.field(), "max_keys");
+}
+
+#[test]
+fn one_client_cannot_use_up_anothers_budget() {
+    let admission = admission(100, 100, 2, 10);
+    let mut tickets = Vec::new();
+    for _ in 0..2 {
+        tickets.push(admission.try_admit_for("noisy").into_result().unwrap());
+    }
+    assert_eq!(
+        refusal(admission.try_admit_for("noisy")),
+        (429, "rate_limited", MINUTE)
+    );
+    admission.clock().advance(Duration::from_secs(15));
+    // Exactly when noisy's first request leaves its window.
+    assert_eq!(
+        refusal(admission.try_admit_for("noisy")).2,
+        Duration::from_secs(45)
+    );
+    tickets.push(admission.try_admit_for("quiet").into_result().unwrap());
+    // Without a key, no per-client stage.
+    tickets.push(admission.try_admit().into_result().unwrap());
+    let snapshot = admission.metrics().snapshot();
+    assert_eq!(snapshot.admitted_total, 4);
+    assert_eq!(snapshot.rate_limited_total, 2);
+}
+
+#[test]
+fn the_global_limit_comes_first_and_a_client_refusal_still_counts_in_it() {
+    let admission = admission(3, 100, 1, 10);
+    let _a = admission.try_admit_for("a").into_result().unwrap();
+    // Refused by a's own limit, after passing (and using) the global window.
+    assert_eq!(refusal(admission.try_admit_for("a")).0, 429);
+    let _b = admission.try_admit_for("b").into_result().unwrap();
+    // Three requests passed the global limit: the fourth is refused there, before its
+    // client (new, with room) is even asked, so c is not tracked.
+    assert_eq!(
+        refusal(admission.try_admit_for("c")),
+        (429, "rate_limited", MINUTE)
+    );
+    assert_eq!(admission.per_key().unwrap().len(), 2);
+}
+
+#[test]
+fn a_full_client_table_answers_503_too_many_keys_with_a_hint() {
+    let admission = admission(100, 100, 1, 2);
+    let _a = admission.try_admit_for("a").into_result().unwrap();
+    admission.clock().advance(Duration::from_secs(20));
+    let _b = admission.try_admit_for("b").into_result().unwrap();
+    // a's window empties 60 s after t = 0; it is t = 20 s.
+    assert_eq!(
+        refusal(admission.try_admit_for("c")),
+        (503, "too_many_keys", Duration::from_secs(40))
+    );
+    let snapshot = admission.metrics().snapshot();
+    assert_eq!(
+        MetricsSnapshot::by_reason(&snapshot.overloaded_total, "too_many_keys"),
+        1
+    );
+    admission.clock().advance(Duration::from_secs(40));
+    let _c = admission.try_admit_for("c").into_result().unwrap();
+    assert!(
+        admission
+            .metrics()
+            .render_prometheus()
+            .contains("too_many_keys")
+    );
+}
+
+#[test]
+fn the_queue_comes_last_and_a_queue_refusal_still_counts_for_the_client() {
+    let admission = admission(100, 1, 2, 10);
+    let ticket = admission.try_admit_for("a").into_result().unwrap();
+    assert_eq!(
+        refusal(admission.try_admit_for("a")),
+        (503, "queue_full", queue_hint(&admission))
+    );
+    drop(ticket);
+    // a's two requests are in its window, though only one got a place in the queue.
+    assert_eq!(refusal(admission.try_admit_for("a")).0, 429);
+}
+
+fn queue_hint(admission: &Admission<ManualClock>) -> Duration {
+    Duration::from_millis(admission.limits().queue.retry_after_hint_ms)
+}
+
+#[test]
+fn exempt_requests_bypass_the_client_stage() {
+    let admission = admission(1, 1, 1, 1);
+    let _a = admission.try_admit_for("a").into_result().unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            admission.try_admit_for_as("a", RequestClass::Exempt),
+            Decision::Exempt
+        ));
+        assert!(matches!(
+            admission.try_admit_for_as("new", RequestClass::Exempt),
+            Decision::Exempt
+        ));
+    }
+    assert_eq!(admission.per_key().unwrap().len(), 1);
+}
+
+#[test]
+fn shadow_mode_counts_client_refusals_without_enforcing_them() {
+    let mut limits = Limits::default();
+    limits.rate.limit = 100;
+    limits.queue.max = 100;
+    limits.resources.enabled = false;
+    limits.shadow = true;
+    let admission = Admission::with_clock(limits, ManualClock::new())
+        .unwrap()
+        .with_per_key(1, MINUTE, 1)
+        .unwrap();
+    let mut tickets = Vec::new();
+    for key in ["a", "a", "b"] {
+        tickets.push(admission.try_admit_for(key).into_result().unwrap());
+    }
+    let snapshot = admission.metrics().snapshot();
+    assert_eq!(
+        MetricsSnapshot::by_reason(&snapshot.shadow_refusals_total, "rate_limited"),
+        1
+    );
+    assert_eq!(
+        MetricsSnapshot::by_reason(&snapshot.shadow_refusals_total, "too_many_keys"),
+        1
+    );
+    assert_eq!(snapshot.admitted_total, 3);
+}
+
+#[test]
+fn client_overrides_through_the_stage() {
+    let admission = admission(100, 100, 1, 10);
+    admission
+        .per_key()
+        .unwrap()
+        .set_limit("paying".to_string(), 3, MINUTE)
+        .unwrap();
+    let mut tickets = Vec::new();
+    for _ in 0..3 {
+        tickets.push(admission.try_admit_for("paying").into_result().unwrap());
+    }
+    assert_eq!(refusal(admission.try_admit_for("paying")).0, 429);
+    tickets.push(admission.try_admit_for("free").into_result().unwrap());
+    assert_eq!(refusal(admission.try_admit_for("free")).0, 429);
+    // reconfigure leaves the client stage alone.
+    let mut limits = admission.limits();
+    limits.rate.limit = 50;
+    admission.reconfigure(limits).unwrap();
+    assert_eq!(refusal(admission.try_admit_for("free")).0, 429);
+    assert_eq!(
+        admission.per_key().unwrap().limit_for("paying"),
+        (3, MINUTE)
+    );
+}
