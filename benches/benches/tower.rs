@@ -169,10 +169,9 @@ fn per_request(c: &mut Criterion) {
 
     let admission = Arc::new(Admission::new(limits()).expect("valid limits"));
     let layer = AdmissionLayer::new(Arc::clone(&admission));
-    let layer_no_header =
-        AdmissionLayer::new(Arc::clone(&admission)).policy_header_on_success(false);
+    let layer_header = AdmissionLayer::new(Arc::clone(&admission)).policy_header_on_success(true);
     let backstop = layer.layer(Inner);
-    let backstop_no_header = layer_no_header.layer(Inner);
+    let backstop_header = layer_header.layer(Inner);
     let concurrency = GlobalConcurrencyLimitLayer::new(ROOM as usize);
 
     for threads in [1, 2] {
@@ -192,8 +191,8 @@ fn per_request(c: &mut Criterion) {
         group.bench_function("backstop_admission_layer", |b| {
             b.iter_custom(|iters| on_threads(threads, iters, || backstop.clone()))
         });
-        group.bench_function("backstop_admission_layer_no_policy_header", |b| {
-            b.iter_custom(|iters| on_threads(threads, iters, || backstop_no_header.clone()))
+        group.bench_function("backstop_admission_layer_policy_header", |b| {
+            b.iter_custom(|iters| on_threads(threads, iters, || backstop_header.clone()))
         });
         group.bench_function("tower_ratelimit_concurrency_loadshed", |b| {
             b.iter_custom(|iters| on_threads(threads, iters, || tower_stack(&concurrency)))
@@ -228,15 +227,15 @@ fn interleaved() {
     let _context = runtime.enter();
     let admission = Arc::new(Admission::new(limits()).expect("valid limits"));
     let backstop = AdmissionLayer::new(Arc::clone(&admission)).layer(Inner);
-    let backstop_no_header = AdmissionLayer::new(Arc::clone(&admission))
-        .policy_header_on_success(false)
+    let backstop_header = AdmissionLayer::new(Arc::clone(&admission))
+        .policy_header_on_success(true)
         .layer(Inner);
     let concurrency = GlobalConcurrencyLimitLayer::new(ROOM as usize);
     let names = [
         "bare",
         "admission_try_admit_alone",
         "backstop_admission_layer",
-        "backstop_admission_layer_no_policy_header",
+        "backstop_admission_layer_policy_header",
         "tower_ratelimit_concurrency_loadshed",
     ];
     for threads in [1, 2] {
@@ -246,7 +245,7 @@ fn interleaved() {
                 on_threads(threads, BATCH, || Inner),
                 on_threads(threads, BATCH, || DecideOnly(Arc::clone(&admission))),
                 on_threads(threads, BATCH, || backstop.clone()),
-                on_threads(threads, BATCH, || backstop_no_header.clone()),
+                on_threads(threads, BATCH, || backstop_header.clone()),
                 on_threads(threads, BATCH, || tower_stack(&concurrency)),
             ];
             for (sample, time) in samples.iter_mut().zip(times) {
