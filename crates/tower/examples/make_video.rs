@@ -32,6 +32,11 @@
 //! max = 100
 //! [limits.jobs]
 //! max = 5
+//!
+//! [per_client]              # optional: each client (peer IP) on its own budget too
+//! limit = 10
+//! window_ms = 60000
+//! max_clients = 10000
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -50,7 +55,7 @@ use backstop_core::jobs::QueueTicket;
 use backstop_core::resources::{Sampler, SysinfoProbe};
 use backstop_core::{Admission, ConfigError, Limits};
 use backstop_sweep::{JobWorkspace, ScheduleHandle, Sweep, SweepSchedule};
-use backstop_tower::{AdmissionLayer, AdmissionTicket};
+use backstop_tower::{AdmissionLayer, AdmissionTicket, KeyBy};
 use tokio::sync::{Notify, Semaphore, mpsc};
 
 /// Most stages a job may have.
@@ -80,6 +85,41 @@ pub struct Config {
     pub sweep_older_than_secs: u64,
     /// Admission limits (rate, queue, jobs, resources).
     pub limits: Limits,
+    /// A per-client limit on top, clients told apart by peer IP (none by default).
+    pub per_client: Option<PerClient>,
+}
+
+/// The `[per_client]` section.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerClient {
+    /// Requests each client may have admitted per window.
+    pub limit: u32,
+    /// The window, in milliseconds.
+    pub window_ms: u64,
+    /// Most clients tracked at once (503 for a new one beyond).
+    pub max_clients: usize,
+}
+
+impl Config {
+    /// The admission these settings describe, on `clock`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the bad field.
+    pub fn admission<C: Clock + Clone>(&self, clock: C) -> Result<Admission<C>, ConfigError> {
+        let admission = Admission::with_clock(self.limits.clone(), clock)?;
+        match &self.per_client {
+            None => Ok(admission),
+            Some(per) => admission
+                .with_per_key(
+                    per.limit,
+                    Duration::from_millis(per.window_ms),
+                    per.max_clients,
+                )
+                .map_err(|e| ConfigError::new(format!("per_client.{}", e.field()), e.reason())),
+        }
+    }
 }
 
 impl Default for Config {
@@ -92,6 +132,7 @@ impl Default for Config {
             sweep_every_secs: 6 * 3600,
             sweep_older_than_secs: 24 * 3600,
             limits: Limits::default(),
+            per_client: None,
         }
     }
 }
@@ -164,7 +205,6 @@ struct QueuedJob {
 
 struct AppState<C: Clock> {
     admission: Arc<Admission<C>>,
-    layer: AdmissionLayer<C>,
     queued: mpsc::Sender<QueuedJob>,
     next_id: AtomicU64,
     counts: Arc<JobCounts>,
@@ -239,10 +279,10 @@ impl<C: Clock + Clone + 'static> MakeVideo<C> {
         let layer = AdmissionLayer::new(Arc::clone(&admission))
             .exempt(|head| matches!(head.path(), "/health" | "/metrics"))
             .hand_over_ticket(true)
-            .policy_header_on_success(true);
+            .policy_header_on_success(true)
+            .key_by(KeyBy::PeerIp);
         let state = Arc::new(AppState {
             admission: Arc::clone(&admission),
-            layer: layer.clone(),
             queued,
             next_id: AtomicU64::new(1),
             counts: Arc::clone(&counts),
@@ -315,7 +355,7 @@ async fn make_video<C: Clock + 'static>(
 }
 
 async fn metrics<C: Clock + 'static>(State(state): State<Arc<AppState<C>>>) -> Response {
-    let mut text = state.layer.render_prometheus();
+    let mut text = state.admission.metrics().render_prometheus();
     text.push_str(&format!(
         "# HELP makevideo_jobs_failed_total Jobs whose workspace or stages failed.\n\
          # TYPE makevideo_jobs_failed_total counter\n\
@@ -468,7 +508,8 @@ async fn run(args: Args) -> Result<(), String> {
         None => Config::default(),
     };
     let admission = Arc::new(
-        Admission::with_clock(config.limits.clone(), QuantaClock::new())
+        config
+            .admission(QuantaClock::new())
             .map_err(|e| e.to_string())?,
     );
     let service = MakeVideo::start(admission, &config, None)?;

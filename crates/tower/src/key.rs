@@ -1,60 +1,27 @@
-//! Per-client limits: which client a request comes from ([`KeyBy`]), and the limiter
-//! that holds each client to its own budget ([`ClientLimit`]).
+//! [`KeyBy`]: which client a request comes from, for the admission's per-client stage
+//! ([`Admission::with_per_key`](backstop_core::Admission::with_per_key)).
 
+use std::borrow::Cow;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-
-use backstop_core::Refusal;
-use bytes::Bytes;
-use http::HeaderName;
 
 use crate::head::RequestHead;
 
-/// Longest key kept, in bytes: longer header values are cut to this length, so a client
-/// cannot make the limiter store (or hash) arbitrarily large keys. A cut key still
-/// counts against a limit; it cannot be used to escape one.
+/// Longest key used, in bytes: longer keys are cut to this length (at a character
+/// boundary), so a client cannot make the limiter store or hash arbitrarily large keys.
+/// A cut key still counts against a limit; it cannot be used to escape one.
 pub const MAX_KEY_BYTES: usize = 256;
 
-/// Who a request comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ClientKey {
-    /// The peer's IP address.
-    Ip(IpAddr),
-    /// A header value or a key chosen by a closure, at most [`MAX_KEY_BYTES`] long.
-    Bytes(Bytes),
-}
-
-impl ClientKey {
-    /// A key from arbitrary bytes, cut to [`MAX_KEY_BYTES`].
-    pub fn from_bytes(bytes: &[u8]) -> Self {
-        ClientKey::Bytes(Bytes::copy_from_slice(
-            &bytes[..bytes.len().min(MAX_KEY_BYTES)],
-        ))
-    }
-}
-
-impl From<IpAddr> for ClientKey {
-    fn from(ip: IpAddr) -> Self {
-        ClientKey::Ip(ip)
-    }
-}
-
-impl From<&str> for ClientKey {
-    fn from(text: &str) -> Self {
-        ClientKey::from_bytes(text.as_bytes())
-    }
-}
-
-type KeyFn = dyn Fn(&RequestHead<'_>) -> Option<ClientKey> + Send + Sync;
+type KeyFn = dyn Fn(&RequestHead<'_>) -> Option<String> + Send + Sync;
 
 /// How the client key is read from a request. A request without a key (no such header,
-/// no peer address known) is held only to the shared limits.
+/// no peer address known) is held to the shared limits only.
 #[derive(Clone)]
 pub enum KeyBy {
-    /// The value of a header, e.g. `x-api-key`.
-    Header(HeaderName),
+    /// The value of a header, e.g. `x-api-key` (bytes that are not UTF-8 are replaced,
+    /// so distinct values may share a key; they are never exempt).
+    Header(http::HeaderName),
     /// The peer's IP address, from a [`SocketAddr`] in the request's extensions, or
     /// axum's `ConnectInfo<SocketAddr>` (with the `axum` feature, on by default; serve
     /// with `into_make_service_with_connect_info::<SocketAddr>()`).
@@ -65,26 +32,46 @@ pub enum KeyBy {
 
 impl KeyBy {
     /// Keys by the value of header `name`.
-    pub fn header(name: HeaderName) -> Self {
+    pub fn header(name: http::HeaderName) -> Self {
         KeyBy::Header(name)
     }
 
     /// Keys by a closure over the request head.
     pub fn from_fn(
-        key: impl Fn(&RequestHead<'_>) -> Option<ClientKey> + Send + Sync + 'static,
+        key: impl Fn(&RequestHead<'_>) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
         KeyBy::Fn(Arc::new(key))
     }
 
-    /// The key of the request with head `head`, if it has one.
-    pub fn extract(&self, head: &RequestHead<'_>) -> Option<ClientKey> {
-        match self {
-            KeyBy::Header(name) => head
-                .headers()
-                .get(name)
-                .map(|value| ClientKey::from_bytes(value.as_bytes())),
-            KeyBy::PeerIp => peer_addr(head).map(|addr| ClientKey::Ip(addr.ip())),
-            KeyBy::Fn(key) => key(head),
+    /// The key of the request with head `head`, if it has one, at most
+    /// [`MAX_KEY_BYTES`] long. A header's key borrows from the request.
+    pub fn extract<'a>(&self, head: &RequestHead<'a>) -> Option<Cow<'a, str>> {
+        let key = match self {
+            KeyBy::Header(name) => {
+                let value = head.headers().get(name)?;
+                String::from_utf8_lossy(value.as_bytes())
+            }
+            KeyBy::PeerIp => Cow::Owned(peer_addr(head)?.ip().to_string()),
+            KeyBy::Fn(key) => Cow::Owned(key(head)?),
+        };
+        Some(cut(key))
+    }
+}
+
+/// `key` cut to at most [`MAX_KEY_BYTES`], at a character boundary.
+fn cut(key: Cow<'_, str>) -> Cow<'_, str> {
+    if key.len() <= MAX_KEY_BYTES {
+        return key;
+    }
+    let end = (0..=MAX_KEY_BYTES)
+        .rev()
+        .find(|&i| key.is_char_boundary(i))
+        .unwrap_or(0);
+    match key {
+        Cow::Borrowed(text) => Cow::Borrowed(&text[..end]),
+        Cow::Owned(mut text) => {
+            text.truncate(end);
+            Cow::Owned(text)
         }
     }
 }
@@ -113,21 +100,17 @@ impl fmt::Debug for KeyBy {
     }
 }
 
-/// A limiter that holds each client to its own budget, consulted before the shared
-/// [`Admission`](backstop_core::Admission).
-///
-/// Implemented for backstop-core's `KeyedSlidingWindow<ClientKey, _>`; implement it for
-/// anything else that can answer per key.
-pub trait ClientLimit: Send + Sync + 'static {
-    /// Admits one request from `key`, or says why not: 429 for a client over its limit,
-    /// 503 when the limiter has no room for another client.
-    ///
-    /// # Errors
-    ///
-    /// The [`Refusal`] to answer with.
-    fn check(&self, key: &ClientKey) -> Result<(), Refusal>;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    /// The quota and window `key` is held to, for the `RateLimit-Policy` header of its
-    /// 429s (asked only when refusing, so it may differ per client).
-    fn quota(&self, key: &ClientKey) -> (u32, Duration);
+    #[test]
+    fn long_keys_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(200); // 400 bytes, two per character
+        let key = cut(Cow::Borrowed(&long));
+        assert_eq!(key.len(), MAX_KEY_BYTES);
+        let odd = format!("x{long}"); // the limit falls inside a character
+        assert_eq!(cut(Cow::Owned(odd)).len(), MAX_KEY_BYTES - 1);
+        assert_eq!(cut(Cow::Borrowed("short")), "short");
+    }
 }

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use backstop_core::Admission;
 use backstop_core::clock::{Clock, QuantaClock};
@@ -10,38 +9,23 @@ use http::HeaderValue;
 use tower_layer::Layer;
 
 use crate::head::RequestHead;
-use crate::key::{ClientLimit, KeyBy};
+use crate::key::KeyBy;
 use crate::response::static_policy_value;
 use crate::service::AdmissionService;
 
 type ExemptFn = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
 
-/// A per-client limiter and how to find the client.
-#[derive(Clone)]
-pub(crate) struct PerClient {
-    pub(crate) key_by: KeyBy,
-    pub(crate) limit: Arc<dyn ClientLimit>,
-}
-
-/// Refusals by the per-client limiter, which the shared [`Admission`]'s metrics do not
-/// see.
-#[derive(Debug, Default)]
-pub(crate) struct ClientCounts {
-    pub(crate) rate_limited: AtomicU64,
-    pub(crate) overloaded: AtomicU64,
-}
-
 /// Everything a layer's services share.
 pub(crate) struct Shared<C: Clock> {
     pub(crate) admission: Arc<Admission<C>>,
     pub(crate) exempt: Option<Arc<ExemptFn>>,
-    pub(crate) per_client: Option<PerClient>,
+    /// How to find the client, when the admission has a per-client stage.
+    pub(crate) key_by: Option<KeyBy>,
     pub(crate) hand_over_ticket: bool,
     /// `RateLimit-Policy` of the shared limit; also put on admitted responses unless
     /// turned off.
     pub(crate) policy: HeaderValue,
     pub(crate) policy_on_success: bool,
-    pub(crate) client_counts: Arc<ClientCounts>,
 }
 
 /// Answers 429 and 503 in front of any `Service<http::Request<B>>`, from one shared
@@ -51,12 +35,12 @@ pub(crate) struct Shared<C: Clock> {
 ///
 /// 1. an [exempt](Self::exempt) request (`/health`, `/metrics`) passes, counted as
 ///    exempt;
-/// 2. with a [per-client limit](Self::per_client), a keyed request over its own budget
-///    gets 429 (or 503 when the limiter has no room for another client). It comes first
-///    so that one client's excess does not use up the shared window;
-/// 3. [`Admission::try_admit`]: 429 with an exact wait rounded up to whole seconds in
-///    `Retry-After`, 503 (`Retry-After` when `queue.retry_after_hint_ms` is set), or a
-///    queue ticket, held by the response future until it completes or is dropped.
+/// 2. [`Admission::try_admit`], or with [`key_by`](Self::key_by)
+///    [`Admission::try_admit_for`] the request's client: 429 with an exact wait rounded
+///    up to whole seconds in `Retry-After` (the shared limit, then the client's own), 503
+///    (`Retry-After` when `queue.retry_after_hint_ms` is set, or when the per-client stage
+///    says when a client's room frees), or a queue ticket, held by the response future
+///    until it completes or is dropped.
 ///
 /// Refusals carry a short `application/problem+json` body; 429s carry the IETF draft's
 /// `RateLimit-Policy` (`"default";q=<limit>;w=<window s>`) and `RateLimit`
@@ -113,10 +97,9 @@ impl<C: Clock> AdmissionLayer<C> {
                 policy: static_policy_value("default", limits.rate.limit, limits.rate.window()),
                 admission,
                 exempt: None,
-                per_client: None,
+                key_by: None,
                 hand_over_ticket: false,
                 policy_on_success: false,
-                client_counts: Arc::default(),
             }),
         }
     }
@@ -132,15 +115,14 @@ impl<C: Clock> AdmissionLayer<C> {
         self.edit(|shared| shared.exempt = Some(Arc::new(exempt)))
     }
 
-    /// Holds every client, as found by `key_by`, to `limit` before the shared admission.
-    /// Requests without a key are held to the shared limits only.
-    pub fn per_client(self, key_by: KeyBy, limit: impl ClientLimit) -> Self {
-        self.edit(|shared| {
-            shared.per_client = Some(PerClient {
-                key_by,
-                limit: Arc::new(limit),
-            });
-        })
+    /// Finds each request's client with `key_by` and holds it to the admission's
+    /// per-client stage ([`Admission::with_per_key`]): a client over its own limit gets
+    /// 429 (policy `"client"`), a new client when the stage tracks as many as it may gets
+    /// 503. Requests without a key are held to the shared limits only. Without a
+    /// per-client stage on the admission, keys are not extracted at all.
+    pub fn key_by(self, key_by: KeyBy) -> Self {
+        let used = self.shared.admission.per_key().is_some();
+        self.edit(|shared| shared.key_by = used.then_some(key_by))
     }
 
     /// Puts an [`AdmissionTicket`](crate::AdmissionTicket) in each admitted request's
@@ -161,39 +143,6 @@ impl<C: Clock> AdmissionLayer<C> {
     pub fn admission(&self) -> &Arc<Admission<C>> {
         &self.shared.admission
     }
-
-    /// Requests the per-client limiter refused with 429 (the shared admission's metrics
-    /// count only its own refusals).
-    pub fn client_rate_limited_total(&self) -> u64 {
-        // Relaxed: a statistic.
-        self.shared
-            .client_counts
-            .rate_limited
-            .load(Ordering::Relaxed)
-    }
-
-    /// Requests the per-client limiter refused with 503.
-    pub fn client_overloaded_total(&self) -> u64 {
-        // Relaxed: a statistic.
-        self.shared.client_counts.overloaded.load(Ordering::Relaxed)
-    }
-
-    /// The admission's metrics in the Prometheus text format, with the per-client
-    /// refusals as `backstop_client_refusals_total{status=...}`.
-    pub fn render_prometheus(&self) -> String {
-        let mut text = self.shared.admission.metrics().render_prometheus();
-        text.push_str(
-            "# HELP backstop_client_refusals_total Requests refused by the per-client limit.\n\
-             # TYPE backstop_client_refusals_total counter\n",
-        );
-        text.push_str(&format!(
-            "backstop_client_refusals_total{{status=\"429\"}} {}\n\
-             backstop_client_refusals_total{{status=\"503\"}} {}\n",
-            self.client_rate_limited_total(),
-            self.client_overloaded_total()
-        ));
-        text
-    }
 }
 
 // By hand: a derive would ask for `C: Clone`, and only `Arc`s are cloned.
@@ -202,11 +151,10 @@ impl<C: Clock> Clone for Shared<C> {
         Shared {
             admission: Arc::clone(&self.admission),
             exempt: self.exempt.clone(),
-            per_client: self.per_client.clone(),
+            key_by: self.key_by.clone(),
             hand_over_ticket: self.hand_over_ticket,
             policy: self.policy.clone(),
             policy_on_success: self.policy_on_success,
-            client_counts: Arc::clone(&self.client_counts),
         }
     }
 }
@@ -224,10 +172,7 @@ impl<C: Clock> fmt::Debug for AdmissionLayer<C> {
         f.debug_struct("AdmissionLayer")
             .field("admission", &self.shared.admission)
             .field("exempt", &self.shared.exempt.is_some())
-            .field(
-                "per_client",
-                &self.shared.per_client.as_ref().map(|p| &p.key_by),
-            )
+            .field("key_by", &self.shared.key_by)
             .field("hand_over_ticket", &self.shared.hand_over_ticket)
             .finish()
     }

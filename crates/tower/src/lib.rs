@@ -8,8 +8,10 @@
 //! window per service clone), and a refused request is answered at once (unlike
 //! `ConcurrencyLimit`, which queues it).
 //!
-//! - per-client limits: [`AdmissionLayer::per_client`] with a [`KeyBy`] (a header, the
-//!   peer address or a closure) and a [`ClientLimit`];
+//! - per-client limits: the admission's per-client stage
+//!   ([`Admission::with_per_key`](backstop_core::Admission::with_per_key)) with the
+//!   client found by [`AdmissionLayer::key_by`] (a header, the peer address or a
+//!   closure: [`KeyBy`]);
 //! - exempt requests (`/health`, `/metrics`) by a predicate: [`AdmissionLayer::exempt`];
 //! - the queue place lives as long as the response future, also when the client goes
 //!   away; a handler that queues work may take it ([`AdmissionTicket`]).
@@ -32,7 +34,7 @@ mod ticket;
 pub use body::AdmissionBody;
 pub use future::ResponseFuture;
 pub use head::RequestHead;
-pub use key::{ClientKey, ClientLimit, KeyBy, MAX_KEY_BYTES};
+pub use key::{KeyBy, MAX_KEY_BYTES};
 pub use layer::AdmissionLayer;
 pub use response::{RATELIMIT, RATELIMIT_POLICY};
 pub use service::AdmissionService;

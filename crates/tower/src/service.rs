@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use backstop_core::clock::{Clock, QuantaClock};
@@ -14,7 +13,6 @@ use tower_service::Service;
 use crate::body::AdmissionBody;
 use crate::future::{Hold, ResponseFuture};
 use crate::head::RequestHead;
-use crate::key::ClientKey;
 use crate::layer::Shared;
 use crate::response::{policy_value, refusal_response};
 use crate::ticket::AdmissionTicket;
@@ -63,15 +61,22 @@ where
                 return ResponseFuture::called(self.inner.call(request), Hold::Nothing, None);
             }
         }
-        if let Some(per_client) = &shared.per_client {
-            if let Some(key) = per_client.key_by.extract(&RequestHead::of(&request)) {
-                if let Err(refusal) = per_client.limit.check(&key) {
-                    return ResponseFuture::refused(refuse_client(shared, &key, &refusal));
+        let decision = match &shared.key_by {
+            None => shared.admission.try_admit(),
+            Some(key_by) => {
+                let key = key_by.extract(&RequestHead::of(&request));
+                let decision = match &key {
+                    Some(key) => shared.admission.try_admit_for(key),
+                    None => shared.admission.try_admit(),
+                };
+                if let Decision::Refused(refusal) = &decision {
+                    return ResponseFuture::refused(refuse(shared, key.as_deref(), refusal));
                 }
+                decision
             }
-        }
+        };
         let policy = shared.policy_on_success.then(|| shared.policy.clone());
-        match shared.admission.try_admit() {
+        match decision {
             Decision::Admitted(ticket) => {
                 let hold = if shared.hand_over_ticket {
                     let ticket = AdmissionTicket::new(ticket);
@@ -85,38 +90,30 @@ where
             Decision::Exempt => {
                 ResponseFuture::called(self.inner.call(request), Hold::Nothing, policy)
             }
-            Decision::Refused(refusal) => ResponseFuture::refused(refuse(shared, &refusal)),
+            Decision::Refused(refusal) => ResponseFuture::refused(refuse(shared, None, &refusal)),
         }
     }
 }
 
-// The refusal paths are kept out of line: building a response is far costlier than the
+// The refusal path is kept out of line: building a response is far costlier than the
 // admit path, and inlined it would bloat `call` for every admitted request.
 #[cold]
 #[inline(never)]
-fn refuse<C: Clock>(shared: &Shared<C>, refusal: &Refusal) -> Response<Bytes> {
+fn refuse<C: Clock>(shared: &Shared<C>, key: Option<&str>, refusal: &Refusal) -> Response<Bytes> {
+    // A 429 for a keyed request came from the client's own limit if that has nothing
+    // left (the shared one is checked first, so when both are spent the shared one
+    // refused; either way the client must wait, and `Retry-After` is the one that
+    // refused).
+    if let (Refusal::RateLimited { .. }, Some(key), Some(per_key)) =
+        (refusal, key, shared.admission.per_key())
+    {
+        if per_key.available(key) == 0 {
+            let (quota, window) = per_key.limit_for(key);
+            let policy = policy_value("client", quota, window);
+            return refusal_response(refusal, Some(("client", &policy)));
+        }
+    }
     refusal_response(refusal, Some(("default", &shared.policy)))
-}
-
-#[cold]
-#[inline(never)]
-fn refuse_client<C: Clock>(
-    shared: &Shared<C>,
-    key: &ClientKey,
-    refusal: &Refusal,
-) -> Response<Bytes> {
-    let counter = match refusal {
-        Refusal::RateLimited { .. } => &shared.client_counts.rate_limited,
-        Refusal::Overloaded { .. } => &shared.client_counts.overloaded,
-    };
-    // Relaxed: a statistic.
-    counter.fetch_add(1, Ordering::Relaxed);
-    let Some(per_client) = &shared.per_client else {
-        return refusal_response(refusal, None);
-    };
-    let (quota, window) = per_client.limit.quota(key);
-    let policy = policy_value("client", quota, window);
-    refusal_response(refusal, Some(("client", &policy)))
 }
 
 impl<S: Clone, C: Clock> Clone for AdmissionService<S, C> {

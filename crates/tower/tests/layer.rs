@@ -9,9 +9,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
-use backstop_core::{Admission, Limits, OverloadReason, Refusal};
+use backstop_core::{Admission, Limits};
 use backstop_tower::{
-    AdmissionLayer, AdmissionTicket, ClientKey, ClientLimit, KeyBy, RATELIMIT, RATELIMIT_POLICY,
+    AdmissionLayer, AdmissionTicket, KeyBy, MAX_KEY_BYTES, RATELIMIT, RATELIMIT_POLICY, RequestHead,
 };
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -290,57 +290,24 @@ async fn exempt_requests_pass_a_full_service_and_are_counted() {
     );
 }
 
-/// A per-client limiter for the tests: at most `quota` per key, ever; a fixed set of
-/// keys, past which it has no room.
-struct CountPerKey {
-    quota: u32,
-    max_keys: usize,
-    counts: std::sync::Mutex<std::collections::HashMap<ClientKey, u32>>,
-}
-
-impl ClientLimit for CountPerKey {
-    fn check(&self, key: &ClientKey) -> Result<(), Refusal> {
-        let mut counts = self.counts.lock().unwrap();
-        if !counts.contains_key(key) && counts.len() == self.max_keys {
-            return Err(Refusal::Overloaded {
-                reason: OverloadReason::TooManyKeys,
-                retry_after_hint: Duration::from_secs(3),
-            });
-        }
-        let count = counts.entry(key.clone()).or_default();
-        if *count == self.quota {
-            return Err(Refusal::RateLimited {
-                retry_after: Duration::from_millis(2_500),
-            });
-        }
-        *count += 1;
-        Ok(())
-    }
-
-    fn quota(&self, _key: &ClientKey) -> (u32, Duration) {
-        (self.quota, Duration::from_secs(10))
-    }
-}
-
 #[tokio::test]
-async fn per_client_limit_by_header_keeps_clients_apart() {
-    let (admission, _clock) = admission(100, 100);
-    let limit = CountPerKey {
-        quota: 2,
-        max_keys: 2,
-        counts: Default::default(),
-    };
-    let layer = AdmissionLayer::new(Arc::clone(&admission)).per_client(
-        KeyBy::header(http::HeaderName::from_static("x-api-key")),
-        limit,
-    );
-    let mut service = layer.clone().layer(ok_service());
+async fn per_client_stage_by_header_keeps_clients_apart() {
+    let clock = ManualClock::new();
+    let admission = Admission::with_clock(limits(100, 100), clock.clone())
+        .unwrap()
+        .with_per_key(2, Duration::from_secs(10), 2)
+        .unwrap();
+    let admission = Arc::new(admission);
+    let mut service = AdmissionLayer::new(Arc::clone(&admission))
+        .key_by(KeyBy::header(http::HeaderName::from_static("x-api-key")))
+        .layer(ok_service());
     let keyed = |key: &str| {
         Request::get("/")
             .header("x-api-key", key)
             .body(String::new())
             .unwrap()
     };
+    clock.advance(Duration::from_millis(300));
     let mut statuses = Vec::new();
     for key in ["a", "a", "a", "b", "b", "b", "c"] {
         let response = service
@@ -350,64 +317,89 @@ async fn per_client_limit_by_header_keeps_clients_apart() {
             .call(keyed(key))
             .await
             .unwrap();
-        if response.status() == 429 {
-            assert_eq!(response.headers()["retry-after"], "3");
-            assert_eq!(response.headers()[&RATELIMIT_POLICY], "\"client\";q=2;w=10");
-            assert_eq!(response.headers()[&RATELIMIT], "\"client\";r=0;t=3");
+        let status = response.status().as_u16();
+        if status != 200 {
+            assert_eq!(response.headers()["retry-after"], "10", "{status}");
         }
-        statuses.push(response.status().as_u16());
+        if status == 429 {
+            assert_eq!(response.headers()[&RATELIMIT_POLICY], "\"client\";q=2;w=10");
+            assert_eq!(response.headers()[&RATELIMIT], "\"client\";r=0;t=10");
+        }
+        statuses.push(status);
     }
     assert_eq!(statuses, [200, 200, 429, 200, 200, 429, 503]);
     // Requests without the header are held to the shared limit only.
     for _ in 0..5 {
-        assert_eq!(
-            service
-                .ready()
-                .await
-                .unwrap()
-                .call(get("/"))
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        let response = service.ready().await.unwrap().call(get("/")).await.unwrap();
+        assert_eq!(response.status(), 200);
     }
+    let snapshot = admission.metrics().snapshot();
     assert_eq!(
-        (
-            layer.client_rate_limited_total(),
-            layer.client_overloaded_total()
-        ),
-        (2, 1)
+        (snapshot.admitted_total, snapshot.rate_limited_total),
+        (9, 2)
     );
-    assert_eq!(admission.metrics().snapshot().admitted_total, 9);
-    let text = layer.render_prometheus();
-    assert!(
-        text.contains("backstop_client_refusals_total{status=\"429\"} 2\n"),
-        "{text}"
+    assert_eq!(
+        snapshot.overloaded_total,
+        vec![("queue_full", 0), ("too_many_keys", 1)]
+    );
+    // A 429 from the shared limit names the shared policy, keyed or not.
+    let (shared_only, _clock) = admission_pair(1);
+    let mut service = AdmissionLayer::new(shared_only)
+        .key_by(KeyBy::header(http::HeaderName::from_static("x-api-key")))
+        .layer(ok_service());
+    assert_eq!(
+        service
+            .ready()
+            .await
+            .unwrap()
+            .call(keyed("a"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(keyed("b"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(
+        response.headers()[&RATELIMIT_POLICY],
+        "\"default\";q=1;w=60"
     );
 }
 
+/// An admission with a per-client stage roomier than its shared limit.
+fn admission_pair(rate: u32) -> (Arc<Admission<ManualClock>>, ManualClock) {
+    let clock = ManualClock::new();
+    let admission = Admission::with_clock(limits(rate, 100), clock.clone())
+        .unwrap()
+        .with_per_key(50, Duration::from_secs(60), 100)
+        .unwrap();
+    (Arc::new(admission), clock)
+}
+
 #[test]
-fn keys_by_peer_address_and_by_closure() {
+fn keys_by_peer_address_header_and_closure() {
     let peer: std::net::SocketAddr = "10.0.0.7:5555".parse().unwrap();
     let mut request = get("/x");
     request.extensions_mut().insert(peer);
-    let head = backstop_tower::RequestHead::of(&request);
-    assert_eq!(KeyBy::PeerIp.extract(&head), Some(ClientKey::Ip(peer.ip())));
+    let head = RequestHead::of(&request);
+    assert_eq!(KeyBy::PeerIp.extract(&head).as_deref(), Some("10.0.0.7"));
 
     let mut request = get("/x");
     request
         .extensions_mut()
         .insert(axum::extract::ConnectInfo(peer));
-    let head = backstop_tower::RequestHead::of(&request);
-    assert_eq!(KeyBy::PeerIp.extract(&head), Some(ClientKey::Ip(peer.ip())));
-    assert_eq!(
-        KeyBy::PeerIp.extract(&backstop_tower::RequestHead::of(&get("/"))),
-        None
-    );
+    let head = RequestHead::of(&request);
+    assert_eq!(KeyBy::PeerIp.extract(&head).as_deref(), Some("10.0.0.7"));
+    assert_eq!(KeyBy::PeerIp.extract(&RequestHead::of(&get("/"))), None);
 
-    let by_path = KeyBy::from_fn(|head| Some(ClientKey::from(head.path())));
-    assert_eq!(by_path.extract(&head), Some(ClientKey::from("/x")));
+    let by_path = KeyBy::from_fn(|head| Some(head.path().to_owned()));
+    assert_eq!(by_path.extract(&head).as_deref(), Some("/x"));
 
     let long = "k".repeat(1000);
     let request = Request::get("/")
@@ -415,9 +407,6 @@ fn keys_by_peer_address_and_by_closure() {
         .body(())
         .unwrap();
     let key = KeyBy::header(http::HeaderName::from_static("x-api-key"))
-        .extract(&backstop_tower::RequestHead::of(&request));
-    assert_eq!(
-        key,
-        Some(ClientKey::from(&long[..backstop_tower::MAX_KEY_BYTES]))
-    );
+        .extract(&RequestHead::of(&request));
+    assert_eq!(key.as_deref(), Some(&long[..MAX_KEY_BYTES]));
 }
