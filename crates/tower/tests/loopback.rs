@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use make_video::{Config, MakeVideo, serve};
+use make_video::{Config, MakeVideo, PerClient, serve};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -45,16 +45,25 @@ struct Harness {
 
 impl Harness {
     async fn start(limits: Limits, job_gate: Option<Arc<Semaphore>>) -> Harness {
+        Harness::start_with(limits, None, job_gate).await
+    }
+
+    async fn start_with(
+        limits: Limits,
+        per_client: Option<PerClient>,
+        job_gate: Option<Arc<Semaphore>>,
+    ) -> Harness {
         let clock = ManualClock::new();
-        let admission = Arc::new(Admission::with_clock(limits.clone(), clock.clone()).unwrap());
         let temp = tempfile::tempdir().unwrap();
         let config = Config {
             temp_root: temp.path().join("makevideo"),
             stage_ms: 0,
             stage_bytes: 1024,
             limits,
+            per_client,
             ..Config::default()
         };
+        let admission = Arc::new(config.admission(clock.clone()).unwrap());
         let service = MakeVideo::start(Arc::clone(&admission), &config, job_gate).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -298,6 +307,32 @@ async fn workers_blocked_and_queue_full_gives_503_until_jobs_finish() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_client_limit_by_peer_address() {
+    tokio::time::timeout(BOUND, async {
+        let per_client = PerClient {
+            limit: 3,
+            window_ms: 20_000,
+            max_clients: 16,
+        };
+        let service = Harness::start_with(limits(100, 64, 4), Some(per_client), None).await;
+        // Every request comes from 127.0.0.1: one client, held to its own 3 per 20 s.
+        let replies = service.burst(7).await;
+        assert_eq!((count(&replies, 202), count(&replies, 429)), (3, 4));
+        for reply in replies.iter().filter(|r| r.status == 429) {
+            assert_eq!(header(reply, "retry-after"), "20");
+            assert_eq!(header(reply, "ratelimit-policy"), "\"client\";q=3;w=20");
+        }
+        service.clock.advance(Duration::from_secs(20));
+        let replies = service.burst(4).await;
+        assert_eq!((count(&replies, 202), count(&replies, 429)), (3, 1));
+        assert_eq!(service.metric("backstop_admitted_total").await, 6.0);
+        assert_eq!(service.metric("backstop_rate_limited_total").await, 5.0);
+    })
+    .await
+    .expect("bounded in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_errors_name_the_field() {
     let err = Config::from_toml_str("stages = []\n").unwrap_err();
     assert_eq!(err.field(), "stages");
@@ -305,4 +340,9 @@ async fn config_errors_name_the_field() {
     assert_eq!(err.field(), "rate.limit");
     let config = Config::from_toml_str("stage_ms = 5\n[limits.queue]\nmax = 7\n").unwrap();
     assert_eq!((config.stage_ms, config.limits.queue.max), (5, 7));
+    let config =
+        Config::from_toml_str("[per_client]\nlimit = 0\nwindow_ms = 1000\nmax_clients = 10\n")
+            .unwrap();
+    let err = config.admission(ManualClock::new()).unwrap_err();
+    assert!(err.field().starts_with("per_client."), "{err}");
 }
