@@ -45,8 +45,10 @@ pin_project! {
             hold: Hold,
             policy: Option<HeaderValue>,
         },
+        // Boxed: refusals allocate anyway, and the admit path's future (moved a few
+        // times per request) stays the size of the inner one plus a ticket.
         Refused {
-            response: Option<Response<Bytes>>,
+            response: Option<Box<Response<Bytes>>>,
         },
     }
 }
@@ -65,7 +67,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn refused(response: Response<Bytes>) -> Self {
         ResponseFuture {
             kind: Kind::Refused {
-                response: Some(response),
+                response: Some(Box::new(response)),
             },
         }
     }
@@ -100,11 +102,14 @@ where
             KindProj::Refused { response } => {
                 // Polling a finished future is a caller bug; answer it with an empty 503
                 // rather than panic in a server.
-                let response = response.take().unwrap_or_else(|| {
-                    let mut empty = Response::new(Bytes::new());
-                    *empty.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-                    empty
-                });
+                let response = response.take().map_or_else(
+                    || {
+                        let mut empty = Response::new(Bytes::new());
+                        *empty.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                        empty
+                    },
+                    |boxed| *boxed,
+                );
                 Poll::Ready(Ok(response.map(AdmissionBody::refusal)))
             }
         }
