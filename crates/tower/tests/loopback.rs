@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
-use backstop_core::{Admission, Limits};
+use backstop_core::{Admission, Limits, MetricsSnapshot};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request};
 use http_body_util::{BodyExt, Empty};
@@ -327,6 +327,48 @@ async fn per_client_limit_by_peer_address() {
         assert_eq!((count(&replies, 202), count(&replies, 429)), (3, 1));
         assert_eq!(service.metric("backstop_admitted_total").await, 6.0);
         assert_eq!(service.metric("backstop_rate_limited_total").await, 5.0);
+    })
+    .await
+    .expect("bounded in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_resource_gate_holds_jobs_back_and_health_says_why() {
+    tokio::time::timeout(BOUND, async {
+        let mut limits = limits(100, 8, 2);
+        // The real sampler runs; a threshold no machine meets closes the gate on its first
+        // reading (the manual clock never lets that reading go stale).
+        limits.resources.enabled = true;
+        limits.resources.min_available_memory_mib = 1 << 30;
+        limits.resources.memory_margin_mib = 0;
+        limits.resources.disk_path = std::env::temp_dir();
+        let service = Harness::start(limits, None).await;
+        service
+            .until("the sampler's first reading", |a| {
+                a.resource_gate().readings_total() >= 1
+            })
+            .await;
+
+        let health = service.send(Method::GET, "/health").await;
+        assert_eq!(health.status, 503, "{}", health.body);
+        assert!(
+            health.body.contains("\"gate\":\"low_memory\""),
+            "{}",
+            health.body
+        );
+        assert!(health.body.contains("low memory"), "{}", health.body);
+
+        // Requests are still admitted (the queue has room), but no job starts.
+        assert_eq!(service.send(Method::POST, "/make-video").await.status, 202);
+        service
+            .until("the dispatcher to find the gate closed", |a| {
+                MetricsSnapshot::by_reason(&a.metrics().snapshot().job_waits_total, "low_memory")
+                    >= 1
+            })
+            .await;
+        assert_eq!(service.metric("backstop_jobs_active").await, 0.0);
+        assert_eq!(service.metric("backstop_queue_depth").await, 1.0);
+        assert_eq!(service.metric("backstop_jobs_started_total").await, 0.0);
     })
     .await
     .expect("bounded in time");
