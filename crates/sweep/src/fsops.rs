@@ -141,3 +141,34 @@ pub(crate) fn apparent_bytes(stat: &Stat) -> u64 {
         0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_sees_a_lock_held_by_another_open_file_description() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"x").unwrap();
+        let dir_fd = rustix::fs::open(
+            dir.path(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        assert!(!file_is_locked(dir_fd.as_fd(), c"f"));
+        let held = std::fs::File::open(dir.path().join("f")).unwrap();
+        rustix::fs::flock(&held, FlockOperation::LockShared).unwrap();
+        assert!(file_is_locked(dir_fd.as_fd(), c"f"));
+        assert!(
+            !is_locked(held.as_fd()),
+            "a lock does not conflict with its own holder"
+        );
+        drop(held);
+        assert!(!file_is_locked(dir_fd.as_fd(), c"f"));
+        assert!(
+            !file_is_locked(dir_fd.as_fd(), c"missing"),
+            "unreadable means unlocked"
+        );
+    }
+}

@@ -6,6 +6,10 @@
 //! taken just after the check is missed either way), with a window of one directory's
 //! handling instead of one file's. Where `/proc/locks` cannot be read, the per-file
 //! probe ([`fsops::file_is_locked`](crate::fsops::file_is_locked)) is used instead.
+//!
+//! Only inode numbers are compared, not devices: stacked filesystems (overlayfs) may
+//! report another device in `/proc/locks` than `stat` does, and a false match only
+//! means an old file is kept one sweep longer.
 
 use std::collections::HashSet;
 use std::ffi::CStr;
@@ -23,7 +27,7 @@ const MAX_LOCK_LINES: usize = 100_000;
 #[derive(Default)]
 pub(crate) struct Flocks {
     /// `None` until read; `Some(None)` when it cannot be read.
-    snapshot: Option<Option<HashSet<(u64, u64)>>>,
+    snapshot: Option<Option<HashSet<u64>>>,
 }
 
 impl Flocks {
@@ -31,21 +35,21 @@ impl Flocks {
     /// `name` (with `stat`) in `dir`.
     pub fn is_locked(&mut self, dir: BorrowedFd<'_>, name: &CStr, stat: &Stat) -> bool {
         match self.snapshot.get_or_insert_with(read_flocks) {
-            Some(held) => held.contains(&fsops::ident(stat)),
+            Some(held) => held.contains(&fsops::ino(stat)),
             None => fsops::file_is_locked(dir, name),
         }
     }
 }
 
-/// `(st_dev, st_ino)` of every inode with an `FLOCK` entry in `/proc/locks`.
-fn read_flocks() -> Option<HashSet<(u64, u64)>> {
+/// Inode numbers with an `FLOCK` entry in `/proc/locks`.
+fn read_flocks() -> Option<HashSet<u64>> {
     let text = std::fs::read_to_string("/proc/locks").ok()?;
     parse(&text)
 }
 
 /// Parses lines like `1: FLOCK  ADVISORY  READ 1959 fe:00:10010708 0 EOF` (device
 /// major and minor in hex, inode in decimal). Blocked waiters (`->` lines) hold nothing.
-fn parse(text: &str) -> Option<HashSet<(u64, u64)>> {
+fn parse(text: &str) -> Option<HashSet<u64>> {
     let mut held = HashSet::new();
     for (n, line) in text.lines().enumerate() {
         if n >= MAX_LOCK_LINES {
@@ -58,21 +62,9 @@ fn parse(text: &str) -> Option<HashSet<(u64, u64)>> {
         let Some(id) = fields.find(|f| f.matches(':').count() == 2) else {
             continue;
         };
-        let mut parts = id.split(':');
-        let (Some(major), Some(minor), Some(ino)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        let (Ok(major), Ok(minor), Ok(ino)) = (
-            u32::from_str_radix(major, 16),
-            u32::from_str_radix(minor, 16),
-            ino.parse::<u64>(),
-        ) else {
-            continue;
-        };
-        #[allow(clippy::useless_conversion)] // `Dev`'s type differs between targets
-        let dev = u64::from(rustix::fs::makedev(major, minor));
-        held.insert((dev, ino));
+        if let Some(Ok(ino)) = id.rsplit(':').next().map(str::parse::<u64>) {
+            held.insert(ino);
+        }
     }
     Some(held)
 }
@@ -88,10 +80,8 @@ mod tests {
                     3: FLOCK  ADVISORY  WRITE 12 08:11:99 0 EOF\n\
                     3: -> FLOCK  ADVISORY  WRITE 13 08:11:5 0 EOF\n";
         let held = parse(text).unwrap();
-        #[allow(clippy::useless_conversion)]
-        let dev = |a, b| u64::from(rustix::fs::makedev(a, b));
-        assert!(held.contains(&(dev(0xfe, 0), 10_010_708)));
-        assert!(held.contains(&(dev(0x08, 0x11), 99)));
+        assert!(held.contains(&10_010_708));
+        assert!(held.contains(&99));
         assert_eq!(held.len(), 2);
     }
 }
