@@ -25,6 +25,7 @@ pub mod keyed_window;
 pub mod limits_toml;
 pub mod sliding_window;
 pub mod sweep_tree;
+pub mod trace_line;
 
 /// A target's check: arbitrary bytes in, a property verdict out.
 pub type Check = fn(&[u8]) -> Result<(), Violation>;
@@ -36,6 +37,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("keyed_window", keyed_window::check),
     ("limits_toml", limits_toml::check),
     ("sweep_tree", sweep_tree::check),
+    ("trace_line", trace_line::check),
 ];
 
 /// A property that failed: the code under test disagreed with its model or its contract.

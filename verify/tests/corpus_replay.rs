@@ -97,3 +97,8 @@ fn sweep_tree_corpus() {
 fn keyed_window_corpus() {
     replay("keyed_window");
 }
+
+#[test]
+fn trace_line_corpus() {
+    replay("trace_line");
+}
