@@ -5,9 +5,10 @@
 //! The model holds the tickets and permits themselves plus plain counters, and a
 //! [`WindowModel`] for the rate stage. After every step:
 //!
-//! - each decision is the model's: 429 with the exact wait, 503 `queue_full` exactly
-//!   when the queue is at its bound for the request's priority, admitted otherwise (in
-//!   shadow mode always admitted);
+//! - each decision is the model's: 429 with the exact wait (global, then the client's
+//!   own window), 503 `too_many_keys` when the client table is full of live windows,
+//!   503 `queue_full` exactly when the queue is at its bound for the request's priority,
+//!   admitted otherwise (in shadow mode always admitted);
 //! - `start_job` starts exactly when the gate lets it and a slot is free;
 //! - the queue length and running count equal the tickets and permits held, and the
 //!   metrics' totals equal what the model counted: nothing leaks, nothing is counted
@@ -26,6 +27,7 @@ use backstop_core::{
 };
 
 use crate::input::Input;
+use crate::keyed_window::Model as KeyedModel;
 use crate::sliding_window::WindowModel;
 use crate::{Violation, ensure};
 
@@ -57,11 +59,13 @@ fn any_limits(input: &mut Input<'_>) -> Limits {
 }
 
 /// What the model expects of one admission.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Expected {
     Admitted,
     Exempt,
     RateLimited(u64),
+    /// With the latest `retry_after` allowed: when the first client's window empties.
+    TooManyKeys(u64),
     QueueFull,
 }
 
@@ -69,20 +73,23 @@ enum Expected {
 struct Model {
     limits: Limits,
     rate: WindowModel,
+    per_key: Option<KeyedModel>,
     tickets: Vec<QueueTicket>,
     permits: Vec<JobPermit>,
     admitted: u64,
     exempt: u64,
     rate_limited: u64,
     queue_full: u64,
+    too_many_keys: u64,
     started: u64,
     finished: u64,
 }
 
 impl Model {
-    fn new(limits: Limits) -> Self {
+    fn new(limits: Limits, per_key: Option<KeyedModel>) -> Self {
         Model {
             rate: WindowModel::new(limits.rate.limit, window_ns(&limits)),
+            per_key,
             limits,
             tickets: Vec::new(),
             permits: Vec::new(),
@@ -90,12 +97,13 @@ impl Model {
             exempt: 0,
             rate_limited: 0,
             queue_full: 0,
+            too_many_keys: 0,
             started: 0,
             finished: 0,
         }
     }
 
-    fn decide(&mut self, class: RequestClass, now_ns: u64) -> Expected {
+    fn decide(&mut self, class: RequestClass, key: Option<u8>, now_ns: u64) -> Expected {
         let queue_bound = match class {
             RequestClass::Exempt => {
                 self.exempt += 1;
@@ -108,6 +116,20 @@ impl Model {
             if !self.limits.shadow {
                 self.rate_limited += 1;
                 return Expected::RateLimited(wait_ns);
+            }
+        }
+        if let (Some(keyed), Some(key)) = (&mut self.per_key, key) {
+            match keyed.try_acquire(key, now_ns) {
+                Ok(()) => {}
+                Err(_) if self.limits.shadow => {}
+                Err(Ok(wait_ns)) => {
+                    self.rate_limited += 1;
+                    return Expected::RateLimited(wait_ns);
+                }
+                Err(Err(latest_ns)) => {
+                    self.too_many_keys += 1;
+                    return Expected::TooManyKeys(latest_ns);
+                }
             }
         }
         // Shadow mode admits up to the hard bound, far above anything reached here.
@@ -144,7 +166,20 @@ pub fn check(data: &[u8]) -> Result<(), Violation> {
         limits.validate().is_ok(),
         "invalid limits accepted: {limits:?}"
     );
-    let mut model = Model::new(limits);
+    // The per-client stage in three inputs of four: up to 3 clients per window each.
+    let (admission, per_key) = if input.below(4) == 0 {
+        (admission, None)
+    } else {
+        let limit = 1 + u32::from(input.below(3));
+        let window_ms = 250 * (1 + u64::from(input.below(4)));
+        let max_keys = 1 + usize::from(input.below(3));
+        let admission = admission
+            .with_per_key(limit, Duration::from_millis(window_ms), max_keys)
+            .map_err(|e| Violation::new(format!("valid per-key limits refused: {e}")))?;
+        let model = KeyedModel::new((limit, window_ms * 1_000_000), max_keys);
+        (admission, Some(model))
+    };
+    let mut model = Model::new(limits, per_key);
 
     for op in 0..MAX_OPS {
         if input.is_empty() {
@@ -158,8 +193,16 @@ pub fn check(data: &[u8]) -> Result<(), Violation> {
                     1 => RequestClass::Critical,
                     _ => RequestClass::Normal,
                 };
-                let want = model.decide(class, now_ns);
-                let got = match admission.try_admit_as(class) {
+                let key = match model.per_key {
+                    Some(_) => Some(input.below(5)).filter(|&k| k < 4),
+                    None => None,
+                };
+                let want = model.decide(class, key, now_ns);
+                let decision = match key {
+                    Some(k) => admission.try_admit_for_as(&format!("client-{k}"), class),
+                    None => admission.try_admit_as(class),
+                };
+                let got = match decision {
                     Decision::Admitted(ticket) => {
                         model.tickets.push(ticket);
                         Expected::Admitted
@@ -180,6 +223,21 @@ pub fn check(data: &[u8]) -> Result<(), Violation> {
                             "op {op}: hint {retry_after_hint:?}, configured {hint:?}"
                         );
                         Expected::QueueFull
+                    }
+                    Decision::Refused(Refusal::Overloaded {
+                        reason: OverloadReason::TooManyKeys,
+                        retry_after_hint,
+                    }) => {
+                        let hint_ns =
+                            u64::try_from(retry_after_hint.as_nanos()).unwrap_or(u64::MAX);
+                        match want {
+                            Expected::TooManyKeys(latest_ns)
+                                if hint_ns > 0 && hint_ns <= latest_ns =>
+                            {
+                                Expected::TooManyKeys(latest_ns)
+                            }
+                            _ => Expected::TooManyKeys(hint_ns),
+                        }
                     }
                     Decision::Refused(other) => {
                         return Err(Violation::new(format!(
@@ -332,6 +390,7 @@ fn counters_agree(admission: &Admission<ManualClock>, model: &Model) -> Result<(
         m.exempt_total,
         m.rate_limited_total,
         backstop_core::MetricsSnapshot::by_reason(&m.overloaded_total, "queue_full"),
+        backstop_core::MetricsSnapshot::by_reason(&m.overloaded_total, "too_many_keys"),
         m.jobs_started_total,
         m.jobs_finished_total,
         m.queue_depth,
@@ -342,6 +401,7 @@ fn counters_agree(admission: &Admission<ManualClock>, model: &Model) -> Result<(
         model.exempt,
         model.rate_limited,
         model.queue_full,
+        model.too_many_keys,
         model.started,
         model.finished,
         queued,
@@ -349,7 +409,7 @@ fn counters_agree(admission: &Admission<ManualClock>, model: &Model) -> Result<(
     );
     ensure!(
         seen == want,
-        "metrics (admitted, exempt, 429, queue_full, started, finished, depth, active) = {seen:?}, model {want:?}"
+        "metrics (admitted, exempt, 429, queue_full, too_many_keys, started, finished, depth, active) = {seen:?}, model {want:?}"
     );
     Ok(())
 }

@@ -71,7 +71,8 @@ impl Tracked {
     }
 }
 
-struct Model {
+/// The keyed limiter's model (also the admission target's per-client stage).
+pub(crate) struct Model {
     default: (u32, u64),
     max_keys: usize,
     tracked: BTreeMap<u8, Tracked>,
@@ -79,6 +80,16 @@ struct Model {
 }
 
 impl Model {
+    /// An empty table of `max_keys` with `default` (limit, window_ns) for every key.
+    pub(crate) fn new(default: (u32, u64), max_keys: usize) -> Self {
+        Model {
+            default,
+            max_keys,
+            tracked: BTreeMap::new(),
+            overrides: BTreeMap::new(),
+        }
+    }
+
     fn quota(&self, key: u8) -> (u32, u64) {
         self.overrides.get(&key).copied().unwrap_or(self.default)
     }
@@ -91,7 +102,7 @@ impl Model {
     }
 
     /// `Err(Ok(wait))` for 429, `Err(Err(latest_retry))` for `TooManyKeys`.
-    fn try_acquire(&mut self, key: u8, now_ns: u64) -> Result<(), Result<u64, u64>> {
+    pub(crate) fn try_acquire(&mut self, key: u8, now_ns: u64) -> Result<(), Result<u64, u64>> {
         if !self.tracked.contains_key(&key) {
             if self.tracked.len() >= self.max_keys {
                 self.sweep(now_ns);
@@ -175,12 +186,7 @@ pub fn check(data: &[u8]) -> Result<(), Violation> {
             )));
         }
     };
-    let mut model = Model {
-        default,
-        max_keys,
-        tracked: BTreeMap::new(),
-        overrides: BTreeMap::new(),
-    };
+    let mut model = Model::new(default, max_keys);
 
     for op in 0..MAX_OPS {
         if input.is_empty() {
