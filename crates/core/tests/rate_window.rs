@@ -181,3 +181,46 @@ mod async_wait {
         assert!(limiter.try_acquire().is_err());
     }
 }
+
+/// A clock that replays a script of readings, then repeats the last.
+struct Scripted(std::sync::Mutex<Vec<u64>>);
+
+impl Clock for Scripted {
+    fn now_ns(&self) -> u64 {
+        let mut readings = self.0.lock().unwrap();
+        if readings.len() > 1 {
+            readings.remove(0)
+        } else {
+            readings[0]
+        }
+    }
+}
+
+#[test]
+fn a_reading_older_than_the_latest_admission_is_read_again_before_refusing() {
+    let s = 1_000_000_000;
+    // Admissions at 0 s and 30 s; then a thread reads 20 s, is preempted, and decides
+    // when the clock says 65 s: the admission at 0 s has left its window by then.
+    let clock = Scripted(std::sync::Mutex::new(vec![0, 30 * s, 20 * s, 65 * s]));
+    let limiter = SlidingWindow::with_clock(2, MINUTE, clock).unwrap();
+    limiter.try_acquire().unwrap();
+    limiter.try_acquire().unwrap();
+    assert_eq!(limiter.try_acquire(), Ok(()));
+    // The same stale reading passed in explicitly cannot be re-read: it is refused.
+    let again = SlidingWindow::with_clock(2, MINUTE, ManualClock::new()).unwrap();
+    again.try_acquire_at(0).unwrap();
+    again.try_acquire_at(30 * s).unwrap();
+    assert_eq!(
+        again.try_acquire_at(20 * s).unwrap_err().retry_after(),
+        Duration::from_secs(40)
+    );
+    // A clock that really went backwards reads the same again: still refused.
+    let backwards = Scripted(std::sync::Mutex::new(vec![0, 30 * s, 20 * s]));
+    let limiter = SlidingWindow::with_clock(2, MINUTE, backwards).unwrap();
+    limiter.try_acquire().unwrap();
+    limiter.try_acquire().unwrap();
+    assert_eq!(
+        limiter.try_acquire().unwrap_err().retry_after(),
+        Duration::from_secs(40)
+    );
+}

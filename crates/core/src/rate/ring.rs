@@ -142,7 +142,23 @@ impl AdmissionRing {
     /// nothing else is admitted meanwhile.
     #[inline]
     pub(crate) fn try_acquire_at(&self, now_ns: u64) -> Result<(), u64> {
+        self.try_acquire_fresh(now_ns, || None)
+    }
+
+    /// As [`try_acquire_at`](Self::try_acquire_at), but when `now_ns` turns out to be
+    /// older than the latest admission (the caller was preempted between reading its
+    /// clock and deciding, so admissions made meanwhile would refuse it), asks `reread`
+    /// once for a fresh reading and decides on that instead. A reading that is merely
+    /// old is then not refused for admissions that happened after it; a clock that really
+    /// went backwards reads the same again and is refused as before.
+    #[inline]
+    pub(crate) fn try_acquire_fresh(
+        &self,
+        mut now_ns: u64,
+        reread: impl FnOnce() -> Option<u64>,
+    ) -> Result<(), u64> {
         let capacity = self.mask + 1;
+        let mut reread = Some(reread);
         // Acquire: pairs with the Release store of head; see `next_admission`.
         let mut k = self.head.load(Ordering::Acquire);
         loop {
@@ -162,7 +178,7 @@ impl AdmissionRing {
                 };
                 continue;
             }
-            if current.1 == u64::MAX && self.lookback != capacity {
+            if self.lookback != capacity && current.1 == u64::MAX {
                 // Sealed (see `seal`; the only addition for it here), or a saturated
                 // expiry of admission k − P, which the check below refuses just the same
                 // and with the same wait, since admission k − limit came after it.
@@ -182,6 +198,15 @@ impl AdmissionRing {
                 continue; // overwritten: k was claimed meanwhile; re-read.
             }
             if free_at > now_ns {
+                // Refused, unless the reading is staler than the latest admission.
+                let (p, previous_free_at) = self.slot(k.wrapping_sub(1)).load(Ordering::Acquire);
+                let latest_ns = previous_free_at.saturating_sub(self.window_ns);
+                if p == k.wrapping_sub(1) && latest_ns > now_ns {
+                    if let Some(fresh_ns) = reread.take().and_then(|reread| reread()) {
+                        now_ns = fresh_ns;
+                        continue;
+                    }
+                }
                 return Err(free_at - now_ns);
             }
             if free_at == u64::MAX {

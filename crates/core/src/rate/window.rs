@@ -50,6 +50,13 @@ const _: () = assert!(MAX_WINDOW.as_nanos() < (u64::MAX / 4) as u128);
 /// the window leaves it. A reading that goes backwards can therefore only refuse more,
 /// never release capacity early; it never panics.
 ///
+/// A reading can also be merely *old*: a thread preempted between reading the clock and
+/// deciding finds admissions recorded after its reading. [`try_acquire`](Self::try_acquire)
+/// notices (its reading is older than the latest admission) and reads the clock once more
+/// before refusing, so it is not refused for admissions made while it slept;
+/// [`try_acquire_at`](Self::try_acquire_at) cannot re-read and judges the time it was
+/// given, counting those later admissions too.
+///
 /// # Memory
 ///
 /// One ring of `limit` 16-byte slots plus a cache-padded head:
@@ -158,7 +165,9 @@ impl<C: Clock> SlidingWindow<C> {
     /// [`RateLimited`] when the window already holds `limit` admissions.
     #[inline]
     pub fn try_acquire(&self) -> Result<(), RateLimited> {
-        self.try_acquire_at(self.clock.now_ns())
+        self.ring
+            .try_acquire_fresh(self.clock.now_ns(), || Some(self.clock.now_ns()))
+            .map_err(|retry_after_ns| RateLimited::new(Duration::from_nanos(retry_after_ns)))
     }
 
     /// Admits one request at `now_ns` (nanoseconds on this limiter's clock), for callers

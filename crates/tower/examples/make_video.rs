@@ -1,0 +1,524 @@
+//! make_video: the original job service in miniature, on backstop.
+//!
+//! - `POST /make-video` is admitted by [`AdmissionLayer`] (429 over the rate limit, 503
+//!   when the queue is full) and queues a job, answering 202 with its id;
+//! - a dispatcher starts queued jobs, in order, through [`Admission::start_job`]: only
+//!   when one of `jobs.max` slots is free and the resource gate is open; each job runs
+//!   its stages in its own [`JobWorkspace`] under the temp root, which is removed when
+//!   the job ends;
+//! - a [`SweepSchedule`] cleans the temp root of leftovers (every 6 h, files older than
+//!   24 h, and sooner when the disk fills);
+//! - `GET /metrics` serves the Prometheus text, `GET /health` the gate's state and why;
+//!   both are exempt from admission.
+//!
+//! ```text
+//! cargo run -p backstop-tower --example make_video -- --port 8080 [--config make_video.toml]
+//! ```
+//!
+//! The configuration file (every key optional):
+//!
+//! ```toml
+//! temp_root = "/tmp/makevideo"
+//! stages = ["download", "render", "encode"]
+//! stage_ms = 200            # simulated work per stage
+//! stage_bytes = 65536       # bytes each stage writes to its workspace
+//! sweep_every_secs = 21600
+//! sweep_older_than_secs = 86400
+//!
+//! [limits.rate]             # backstop_core::Limits
+//! limit = 30
+//! window_ms = 60000
+//! [limits.queue]
+//! max = 100
+//! [limits.jobs]
+//! max = 5
+//!
+//! [per_client]              # optional: each client (peer IP) on its own budget too
+//! limit = 10
+//! window_ms = 60000
+//! max_clients = 10000
+//! ```
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Extension, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use backstop_core::clock::{Clock, QuantaClock};
+use backstop_core::jobs::QueueTicket;
+use backstop_core::resources::{Sampler, SysinfoProbe};
+use backstop_core::{Admission, ConfigError, Limits};
+use backstop_sweep::{JobWorkspace, ScheduleHandle, Sweep, SweepSchedule};
+use backstop_tower::{AdmissionLayer, AdmissionTicket, KeyBy};
+use tokio::sync::{Notify, Semaphore, mpsc};
+
+/// Most stages a job may have.
+const MAX_STAGES: usize = 16;
+/// Longest simulated stage: a minute.
+const MAX_STAGE_MS: u64 = 60_000;
+/// Most bytes a stage may write: 64 MiB.
+const MAX_STAGE_BYTES: u64 = 64 << 20;
+/// How often a dispatcher blocked by the resource gate looks again.
+const GATE_RETRY: Duration = Duration::from_millis(100);
+
+/// The service's configuration, from TOML.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where job workspaces live, and what the sweep cleans.
+    pub temp_root: PathBuf,
+    /// The stages of every job, in order.
+    pub stages: Vec<String>,
+    /// Simulated work per stage, in milliseconds.
+    pub stage_ms: u64,
+    /// Bytes each stage writes into its stage directory.
+    pub stage_bytes: u64,
+    /// Interval of the regular sweep, in seconds.
+    pub sweep_every_secs: u64,
+    /// Age past which the sweep removes a file, in seconds.
+    pub sweep_older_than_secs: u64,
+    /// Admission limits (rate, queue, jobs, resources).
+    pub limits: Limits,
+    /// A per-client limit on top, clients told apart by peer IP (none by default).
+    pub per_client: Option<PerClient>,
+}
+
+/// The `[per_client]` section.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerClient {
+    /// Requests each client may have admitted per window.
+    pub limit: u32,
+    /// The window, in milliseconds.
+    pub window_ms: u64,
+    /// Most clients tracked at once (503 for a new one beyond).
+    pub max_clients: usize,
+}
+
+impl Config {
+    /// The admission these settings describe, on `clock`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the bad field.
+    pub fn admission<C: Clock + Clone>(&self, clock: C) -> Result<Admission<C>, ConfigError> {
+        let admission = Admission::with_clock(self.limits.clone(), clock)?;
+        match &self.per_client {
+            None => Ok(admission),
+            Some(per) => admission
+                .with_per_key(
+                    per.limit,
+                    Duration::from_millis(per.window_ms),
+                    per.max_clients,
+                )
+                .map_err(|e| ConfigError::new(format!("per_client.{}", e.field()), e.reason())),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            temp_root: std::env::temp_dir().join("makevideo"),
+            stages: ["download", "render", "encode"].map(String::from).to_vec(),
+            stage_ms: 200,
+            stage_bytes: 64 << 10,
+            sweep_every_secs: 6 * 3600,
+            sweep_older_than_secs: 24 * 3600,
+            limits: Limits::default(),
+            per_client: None,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and checks a configuration.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field and the reason.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::new("(config)", e.message()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first bad field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.stages.is_empty() || self.stages.len() > MAX_STAGES {
+            return Err(ConfigError::new(
+                "stages",
+                format_args!(
+                    "must name 1 to {MAX_STAGES} stages, got {}",
+                    self.stages.len()
+                ),
+            ));
+        }
+        if let Some(bad) = self
+            .stages
+            .iter()
+            .find(|s| s.is_empty() || s.contains('/') || *s == "." || *s == "..")
+        {
+            return Err(ConfigError::new(
+                "stages",
+                format_args!("{bad:?} is not a directory name"),
+            ));
+        }
+        if self.stage_ms > MAX_STAGE_MS {
+            return Err(ConfigError::new(
+                "stage_ms",
+                format_args!("must be at most {MAX_STAGE_MS}, got {}", self.stage_ms),
+            ));
+        }
+        if self.stage_bytes > MAX_STAGE_BYTES {
+            return Err(ConfigError::new(
+                "stage_bytes",
+                format_args!(
+                    "must be at most {MAX_STAGE_BYTES}, got {}",
+                    self.stage_bytes
+                ),
+            ));
+        }
+        if self.sweep_every_secs == 0 {
+            return Err(ConfigError::new("sweep_every_secs", "must be at least 1"));
+        }
+        self.limits.validate()
+    }
+}
+
+/// A job waiting for a slot: its id and its place in the queue.
+struct QueuedJob {
+    id: u64,
+    ticket: QueueTicket,
+}
+
+struct AppState<C: Clock> {
+    admission: Arc<Admission<C>>,
+    queued: mpsc::Sender<QueuedJob>,
+    next_id: AtomicU64,
+    counts: Arc<JobCounts>,
+}
+
+/// What the jobs did, beyond the admission's own counters.
+#[derive(Debug, Default)]
+pub struct JobCounts {
+    /// Jobs whose workspace or stages failed.
+    pub failed: AtomicU64,
+    /// Bytes the jobs wrote.
+    pub bytes_written: AtomicU64,
+}
+
+/// The running service: its router and the background work behind it. Dropping it stops
+/// the sweep schedule and the resource sampler; the dispatcher stops with the runtime.
+pub struct MakeVideo<C: Clock + 'static> {
+    router: Router,
+    admission: Arc<Admission<C>>,
+    counts: Arc<JobCounts>,
+    _schedule: ScheduleHandle,
+    _sampler: Option<Sampler>,
+}
+
+impl<C: Clock + Clone + 'static> MakeVideo<C> {
+    /// Starts the dispatcher, the sweep schedule and (when the gate is enabled) the
+    /// resource sampler, on the current tokio runtime. `job_gate`, when given, is a
+    /// semaphore every job takes one permit of before its stages run: tests hold
+    /// workers busy with it; the binary passes `None`.
+    ///
+    /// # Errors
+    ///
+    /// One line saying what could not be started.
+    pub fn start(
+        admission: Arc<Admission<C>>,
+        config: &Config,
+        job_gate: Option<Arc<Semaphore>>,
+    ) -> Result<Self, String> {
+        config.validate().map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&config.temp_root)
+            .map_err(|e| format!("cannot create {}: {e}", config.temp_root.display()))?;
+        let schedule = SweepSchedule::new(
+            Sweep::new(&config.temp_root)
+                .older_than(Duration::from_secs(config.sweep_older_than_secs)),
+        )
+        .every(Duration::from_secs(config.sweep_every_secs))
+        .start()
+        .map_err(|e| e.to_string())?;
+        let sampler = if config.limits.resources.enabled {
+            let probe = SysinfoProbe::from_limits(&config.limits.resources);
+            Some(
+                admission
+                    .spawn_sampler(probe)
+                    .map_err(|e| format!("cannot start the resource sampler: {e}"))?,
+            )
+        } else {
+            None
+        };
+
+        // The queue bound already limits how many jobs wait; the channel only carries
+        // them to the dispatcher.
+        let (queued, waiting) = mpsc::channel(config.limits.queue.max as usize);
+        let counts = Arc::new(JobCounts::default());
+        tokio::spawn(dispatch(
+            Arc::clone(&admission),
+            waiting,
+            Arc::new(config.clone()),
+            job_gate,
+            Arc::clone(&counts),
+        ));
+
+        let layer = AdmissionLayer::new(Arc::clone(&admission))
+            .exempt(|head| matches!(head.path(), "/health" | "/metrics"))
+            .hand_over_ticket(true)
+            .policy_header_on_success(true)
+            .key_by(KeyBy::PeerIp);
+        let state = Arc::new(AppState {
+            admission: Arc::clone(&admission),
+            queued,
+            next_id: AtomicU64::new(1),
+            counts: Arc::clone(&counts),
+        });
+        let router = Router::new()
+            .route("/make-video", post(make_video::<C>))
+            .route("/metrics", get(metrics::<C>))
+            .route("/health", get(health::<C>))
+            .with_state(state)
+            .layer(layer);
+        Ok(MakeVideo {
+            router,
+            admission,
+            counts,
+            _schedule: schedule,
+            _sampler: sampler,
+        })
+    }
+
+    /// The routes, behind the admission layer.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// The shared admission.
+    pub fn admission(&self) -> &Arc<Admission<C>> {
+        &self.admission
+    }
+
+    /// What the jobs did.
+    pub fn counts(&self) -> &Arc<JobCounts> {
+        &self.counts
+    }
+}
+
+/// Serves `router` on `listener` until the runtime stops.
+///
+/// # Errors
+///
+/// The I/O error that stopped the server.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
+
+async fn make_video<C: Clock + 'static>(
+    State(state): State<Arc<AppState<C>>>,
+    Extension(ticket): Extension<AdmissionTicket>,
+) -> Response {
+    let Some(ticket) = ticket.take() else {
+        return problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "queue place already taken",
+        );
+    };
+    // Relaxed: a unique number is all that is needed.
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    match state.queued.try_send(QueuedJob { id, ticket }) {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "job_id": id })),
+        )
+            .into_response(),
+        // The ticket comes back in the error and is dropped: the place is freed.
+        Err(_) => problem(StatusCode::SERVICE_UNAVAILABLE, "the dispatcher is gone"),
+    }
+}
+
+async fn metrics<C: Clock + 'static>(State(state): State<Arc<AppState<C>>>) -> Response {
+    let mut text = state.admission.metrics().render_prometheus();
+    text.push_str(&format!(
+        "# HELP makevideo_jobs_failed_total Jobs whose workspace or stages failed.\n\
+         # TYPE makevideo_jobs_failed_total counter\n\
+         makevideo_jobs_failed_total {}\n\
+         # HELP makevideo_bytes_written_total Bytes the jobs wrote to their workspaces.\n\
+         # TYPE makevideo_bytes_written_total counter\n\
+         makevideo_bytes_written_total {}\n",
+        // Relaxed: statistics.
+        state.counts.failed.load(Ordering::Relaxed),
+        state.counts.bytes_written.load(Ordering::Relaxed),
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn health<C: Clock + 'static>(State(state): State<Arc<AppState<C>>>) -> Response {
+    let gate = state.admission.resource_gate();
+    let (status, reason) = match gate.check() {
+        Ok(()) => (StatusCode::OK, None),
+        Err(shortage) => (StatusCode::SERVICE_UNAVAILABLE, Some(shortage.to_string())),
+    };
+    let body = serde_json::json!({
+        "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
+        "gate": gate.state().as_str(),
+        "reason": reason,
+        "queue_depth": state.admission.queue().len(),
+        "jobs_active": state.admission.slots().active(),
+    });
+    (status, Json(body)).into_response()
+}
+
+fn problem(status: StatusCode, detail: &str) -> Response {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason(),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Starts queued jobs in order, each as soon as [`Admission::start_job`] allows.
+async fn dispatch<C: Clock + 'static>(
+    admission: Arc<Admission<C>>,
+    mut waiting: mpsc::Receiver<QueuedJob>,
+    config: Arc<Config>,
+    job_gate: Option<Arc<Semaphore>>,
+    counts: Arc<JobCounts>,
+) {
+    let slot_freed = Arc::new(Notify::new());
+    while let Some(QueuedJob { id, mut ticket }) = waiting.recv().await {
+        let permit = loop {
+            // Registered before the attempt, so a job finishing in between is not missed.
+            let freed = slot_freed.notified();
+            match admission.start_job(ticket) {
+                Ok(permit) => break permit,
+                Err((back, _why)) => {
+                    ticket = back;
+                    // A slot frees when a job ends; a closed resource gate has no event
+                    // to wait for, so look again after a while.
+                    tokio::select! {
+                        () = freed => {}
+                        () = tokio::time::sleep(GATE_RETRY) => {}
+                    }
+                }
+            }
+        };
+        let config = Arc::clone(&config);
+        let job_gate = job_gate.clone();
+        let counts = Arc::clone(&counts);
+        let slot_freed = Arc::clone(&slot_freed);
+        tokio::spawn(async move {
+            if let Some(gate) = job_gate {
+                // A closed semaphore lets the job run.
+                if let Ok(held) = gate.acquire().await {
+                    held.forget();
+                }
+            }
+            let run = tokio::task::spawn_blocking(move || run_job(id, &config));
+            match run.await {
+                Ok(Ok(bytes)) => {
+                    // Relaxed: a statistic.
+                    counts.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+                }
+                Ok(Err(err)) => {
+                    eprintln!("make_video: job {id} failed: {err}");
+                    counts.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_panicked) => {
+                    counts.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            drop(permit); // the slot is free...
+            slot_freed.notify_one(); // ...and the dispatcher hears of it
+        });
+    }
+}
+
+/// One job: each stage writes its output into its own directory, works, and is cleaned
+/// before the next; the workspace goes when the job ends, however it ends.
+fn run_job(id: u64, config: &Config) -> Result<u64, String> {
+    let name = format!("job-{}-{id}", std::process::id());
+    let workspace = JobWorkspace::create(&config.temp_root, &name).map_err(|e| e.to_string())?;
+    // A long job's files look old to the sweep; the lock keeps the sweep off them.
+    workspace.lock_against_sweeps().map_err(|e| e.to_string())?;
+    let mut bytes_written = 0;
+    for stage in &config.stages {
+        let dir = workspace.stage(stage).map_err(|e| e.to_string())?;
+        let output = vec![0u8; config.stage_bytes as usize];
+        std::fs::write(dir.join("output.bin"), &output)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        bytes_written += config.stage_bytes;
+        std::thread::sleep(Duration::from_millis(config.stage_ms));
+        workspace.finish_stage(stage).map_err(|e| e.to_string())?;
+    }
+    workspace.remove().map_err(|e| e.to_string())?;
+    Ok(bytes_written)
+}
+
+#[derive(clap::Parser)]
+#[command(about = "The make-video job service, behind backstop's admission control")]
+struct Args {
+    /// Port to listen on, on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// TOML configuration file (defaults for every key not given).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(message) = run(<Args as clap::Parser>::parse()).await {
+        eprintln!("make_video: {message}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Config::from_toml_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    let admission = Arc::new(
+        config
+            .admission(QuantaClock::new())
+            .map_err(|e| e.to_string())?,
+    );
+    let service = MakeVideo::start(admission, &config, None)?;
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, args.port))
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", args.port))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    eprintln!("make_video: listening on http://{addr}");
+    serve(listener, service.router())
+        .await
+        .map_err(|e| format!("server stopped: {e}"))
+}

@@ -1,0 +1,129 @@
+//! [`ResponseFuture`]: the inner service's future, holding the request's queue place.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use backstop_core::jobs::QueueTicket;
+use bytes::Bytes;
+use http::{HeaderValue, Response};
+use pin_project_lite::pin_project;
+
+use crate::body::AdmissionBody;
+use crate::response::RATELIMIT_POLICY;
+use crate::ticket::AdmissionTicket;
+
+/// What an admitted request's future holds on to.
+#[derive(Debug)]
+pub(crate) enum Hold {
+    /// Nothing: an exempt request.
+    Nothing,
+    /// The queue ticket itself.
+    Ticket(#[allow(dead_code)] QueueTicket),
+    /// A ticket also put in the request's extensions, which the handler may take.
+    Shared(#[allow(dead_code)] AdmissionTicket),
+}
+
+pin_project! {
+    /// The response future of [`AdmissionService`](crate::AdmissionService).
+    ///
+    /// An admitted request's queue place is held by this future: it is given back when
+    /// the future completes, or when it is dropped unfinished (the client went away and
+    /// the server dropped the request), so the queue count never leaks.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Called {
+            #[pin]
+            future: F,
+            hold: Hold,
+            policy: Option<HeaderValue>,
+        },
+        // Boxed: refusals allocate anyway, and the admit path's future (moved a few
+        // times per request) stays the size of the inner one plus a ticket.
+        Refused {
+            response: Option<Box<Response<Bytes>>>,
+        },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn called(future: F, hold: Hold, policy: Option<HeaderValue>) -> Self {
+        ResponseFuture {
+            kind: Kind::Called {
+                future,
+                hold,
+                policy,
+            },
+        }
+    }
+
+    pub(crate) fn refused(response: Response<Bytes>) -> Self {
+        ResponseFuture {
+            kind: Kind::Refused {
+                response: Some(Box::new(response)),
+            },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<AdmissionBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Called {
+                future,
+                hold,
+                policy,
+            } => {
+                let result = ready!(future.poll(cx));
+                // The request is answered: its queue place goes back now rather than when
+                // the server gets round to dropping this future.
+                *hold = Hold::Nothing;
+                let mut response = result?;
+                if let Some(policy) = policy.take() {
+                    response
+                        .headers_mut()
+                        .entry(&RATELIMIT_POLICY)
+                        .or_insert(policy);
+                }
+                Poll::Ready(Ok(response.map(AdmissionBody::inner)))
+            }
+            KindProj::Refused { response } => {
+                // Polling a finished future is a caller bug; answer it with an empty 503
+                // rather than panic in a server.
+                let response = response.take().map_or_else(
+                    || {
+                        let mut empty = Response::new(Bytes::new());
+                        *empty.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                        empty
+                    },
+                    |boxed| *boxed,
+                );
+                Poll::Ready(Ok(response.map(AdmissionBody::refusal)))
+            }
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            Kind::Called { hold, .. } => f
+                .debug_struct("ResponseFuture")
+                .field("hold", hold)
+                .finish(),
+            Kind::Refused { .. } => f.write_str("ResponseFuture::Refused"),
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The answers the layer writes itself: 429 and 503 with `Retry-After`, the IETF
+//! draft's `RateLimit-Policy` / `RateLimit` headers and a problem-details body.
+
+use std::time::Duration;
+
+use backstop_core::Refusal;
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
+
+/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers): the quota a client is held
+/// to.
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers): what is left of the quota now.
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
+
+/// A `RateLimit-Policy` value: `"name";q=<quota>;w=<window seconds, rounded up>`.
+pub(crate) fn policy_value(name: &str, quota: u32, window: Duration) -> HeaderValue {
+    let text = format!("\"{name}\";q={quota};w={}", whole_secs_up(window));
+    // Only ASCII digits and the fixed policy names go in.
+    HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("\"default\""))
+}
+
+/// As [`policy_value`], in memory kept for the life of the process (a few dozen bytes per
+/// layer built), so that putting it on every admitted response is a copy of a pointer
+/// rather than a reference count shared by every thread.
+pub(crate) fn static_policy_value(name: &str, quota: u32, window: Duration) -> HeaderValue {
+    let text: &'static str =
+        Box::leak(format!("\"{name}\";q={quota};w={}", whole_secs_up(window)).into_boxed_str());
+    HeaderValue::from_maybe_shared(Bytes::from_static(text.as_bytes()))
+        .unwrap_or(HeaderValue::from_static("\"default\""))
+}
+
+/// `wait` in whole seconds, rounded up: a client told to come back after `n` seconds
+/// must not be refused again for coming back then.
+pub(crate) fn whole_secs_up(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+/// The response to `refusal`. `policy` names the limit that refused a 429 (`"default"`
+/// for the shared one, `"client"` for a per-client one) and its `RateLimit-Policy`
+/// value.
+pub(crate) fn refusal_response(
+    refusal: &Refusal,
+    policy: Option<(&str, &HeaderValue)>,
+) -> Response<Bytes> {
+    let secs = refusal.retry_after_secs();
+    let (status, title, detail) = match refusal {
+        Refusal::RateLimited { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too Many Requests",
+            format!("rate limit reached; retry after {secs} s"),
+        ),
+        Refusal::Overloaded { .. } if secs > 0 => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+            format!("{}; retry after about {secs} s", refusal.as_str()),
+        ),
+        Refusal::Overloaded { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+            refusal.as_str().to_owned(),
+        ),
+    };
+    let body = format!(
+        "{{\"type\":\"about:blank\",\"title\":\"{title}\",\"status\":{},\"detail\":\"{detail}\",\"reason\":\"{}\"}}",
+        status.as_u16(),
+        refusal.as_str()
+    );
+    let mut response = Response::new(Bytes::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, PROBLEM_JSON);
+    // A 503 without a hint (`retry_after_hint_ms = 0`) says nothing about when to retry.
+    if secs > 0 || matches!(refusal, Refusal::RateLimited { .. }) {
+        headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let (Refusal::RateLimited { .. }, Some((name, policy))) = (refusal, policy) {
+        headers.insert(RATELIMIT_POLICY.clone(), policy.clone());
+        let now = format!("\"{name}\";r=0;t={secs}");
+        if let Ok(value) = HeaderValue::try_from(now) {
+            headers.insert(RATELIMIT.clone(), value);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backstop_core::OverloadReason;
+
+    #[test]
+    fn seconds_round_up() {
+        assert_eq!(whole_secs_up(Duration::ZERO), 0);
+        assert_eq!(whole_secs_up(Duration::from_nanos(1)), 1);
+        assert_eq!(whole_secs_up(Duration::from_secs(2)), 2);
+        assert_eq!(whole_secs_up(Duration::from_millis(49_700)), 50);
+    }
+
+    #[test]
+    fn a_429_carries_retry_after_and_both_ratelimit_headers() {
+        let policy = policy_value("default", 8, Duration::from_millis(60_000));
+        let refusal = Refusal::RateLimited {
+            retry_after: Duration::from_millis(49_700),
+        };
+        let response = refusal_response(&refusal, Some(("default", &policy)));
+        assert_eq!(response.status(), 429);
+        let h = response.headers();
+        assert_eq!(h[RETRY_AFTER], "50");
+        assert_eq!(h[&RATELIMIT_POLICY], "\"default\";q=8;w=60");
+        assert_eq!(h[&RATELIMIT], "\"default\";r=0;t=50");
+        assert_eq!(h[CONTENT_TYPE], "application/problem+json");
+        let body = std::str::from_utf8(response.body()).unwrap();
+        assert!(body.contains("\"status\":429"), "{body}");
+        assert!(body.contains("\"reason\":\"rate_limited\""), "{body}");
+    }
+
+    #[test]
+    fn a_503_has_retry_after_only_with_a_hint() {
+        let with_hint = Refusal::Overloaded {
+            reason: OverloadReason::QueueFull,
+            retry_after_hint: Duration::from_millis(1500),
+        };
+        let response = refusal_response(&with_hint, None);
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[RETRY_AFTER], "2");
+        assert!(response.headers().get(&RATELIMIT).is_none());
+        let body = std::str::from_utf8(response.body()).unwrap();
+        assert!(body.contains("\"reason\":\"queue_full\""), "{body}");
+
+        let without = Refusal::Overloaded {
+            reason: OverloadReason::QueueFull,
+            retry_after_hint: Duration::ZERO,
+        };
+        let response = refusal_response(&without, None);
+        assert!(response.headers().get(RETRY_AFTER).is_none());
+    }
+
+    #[test]
+    fn policy_window_rounds_up_to_a_second() {
+        assert_eq!(
+            policy_value("client", 3, Duration::from_millis(1500)),
+            "\"client\";q=3;w=2"
+        );
+        assert_eq!(
+            static_policy_value("default", 30, Duration::from_secs(60)),
+            "\"default\";q=30;w=60"
+        );
+    }
+}
