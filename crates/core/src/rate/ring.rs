@@ -33,7 +33,7 @@
 //!   caller's `now`, so a stale or backwards clock can only refuse, never release.
 //! - *counter wrap-around*: admission numbers use wrapping arithmetic; times saturate.
 
-use crossbeam_utils::CachePadded;
+use crossbeam_utils::{Backoff, CachePadded};
 
 use crate::sync::{AtomicPair, AtomicU64, Ordering};
 
@@ -159,6 +159,7 @@ impl AdmissionRing {
     ) -> Result<(), u64> {
         let capacity = self.mask + 1;
         let mut reread = Some(reread);
+        let backoff = Backoff::new();
         // Acquire: pairs with the Release store of head; see `next_admission`.
         let mut k = self.head.load(Ordering::Acquire);
         loop {
@@ -229,6 +230,9 @@ impl AdmissionRing {
                 self.publish_head(k.wrapping_add(1));
                 return Ok(());
             }
+            // Lost the race for k: let the winner finish with the line before we pull it
+            // back (re-reading at once only bounces the cache line between the two).
+            backoff.spin();
         }
     }
 
