@@ -38,15 +38,22 @@ struct Tracked {
     window: WindowModel,
     quota: (u32, u64),
     carried: Vec<u64>,
+    /// The widest window the key has had: history within it is kept on a reshape.
+    memory_window_ns: u64,
 }
 
 impl Tracked {
     fn new(quota: (u32, u64), history: &[u64]) -> Self {
+        Self::with_memory(quota, history, quota.1)
+    }
+
+    fn with_memory(quota: (u32, u64), history: &[u64], memory_window_ns: u64) -> Self {
         let split = history.len().saturating_sub(quota.0 as usize);
         Tracked {
             window: WindowModel::with_history(quota.0, quota.1, &history[split..]),
             quota,
             carried: history[..split].to_vec(),
+            memory_window_ns,
         }
     }
 
@@ -57,17 +64,17 @@ impl Tracked {
     }
 
     /// The key in a new shape at `now_ns`: what it carried and its last `limit`
-    /// admissions, less those already outside the *new* window.
+    /// admissions, less those outside the widest window the key has had.
     ///
-    /// The dropping is the keyed limiter's rule, not `SlidingWindow::reconfigured`'s
-    /// (which keeps the last `limit` whatever the window): narrowing a key's window and
-    /// widening it again within one window forgets admissions the wide window still
-    /// holds. Found by this target; see VERIFICATION.md.
+    /// Keeping them by the widest window, not the new one, is the fix for what this
+    /// target found: narrowing a key's window and widening it again within one window
+    /// used to forget admissions the wide window still held. See VERIFICATION.md.
     fn reshaped(&self, quota: (u32, u64), now_ns: u64) -> Self {
+        let memory_window_ns = self.memory_window_ns.max(quota.1);
         let mut history = self.carried.clone();
         history.extend(self.window.recent());
-        history.retain(|&t| t + quota.1 > now_ns);
-        Tracked::new(quota, &history)
+        history.retain(|&t| t + memory_window_ns > now_ns);
+        Tracked::with_memory(quota, &history, memory_window_ns)
     }
 }
 
@@ -318,12 +325,14 @@ mod tests {
             tracked.window.try_acquire(t).unwrap();
         }
         assert_eq!(tracked.empty_from_ns(), 72);
-        // Narrowed at 40, the admission at 16 has left a 24 ns window and is dropped...
+        // Narrowed at 40, the admission at 16 has left the 24 ns window but is still
+        // within the 32 ns one the key had: it is remembered...
         let narrow = tracked.reshaped((3, 24), 40);
-        assert_eq!(narrow.window.recent().collect::<Vec<_>>(), [40]);
-        // ...so widening again does not bring it back.
+        assert_eq!(narrow.window.recent().collect::<Vec<_>>(), [16, 40]);
+        assert_eq!(narrow.window.available(40), 2);
+        // ...so widening again counts it.
         let wide = narrow.reshaped((3, 32), 40);
-        assert_eq!(wide.window.available(40), 2);
+        assert_eq!(wide.window.available(40), 1);
         // Lowering the limit carries the older admissions beside the window.
         let low = tracked.reshaped((1, 32), 40);
         assert_eq!(

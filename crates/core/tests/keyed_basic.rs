@@ -223,3 +223,27 @@ fn string_keys_and_debug() {
         "{debug}"
     );
 }
+
+/// Found by the `keyed_window` fuzz target: narrowing a key's window and widening it
+/// again within one window forgot admissions that the wide window still held.
+#[test]
+fn narrowing_then_widening_a_window_keeps_its_admissions() {
+    use backstop_core::clock::ManualClock;
+    use backstop_core::rate::KeyedSlidingWindow;
+    use std::time::Duration;
+
+    let ns = Duration::from_nanos;
+    let clock = ManualClock::new();
+    let keyed: KeyedSlidingWindow<u8, ManualClock> =
+        KeyedSlidingWindow::with_clock(3, ns(32), 16, clock.clone()).unwrap();
+    clock.set(ns(16));
+    keyed.try_acquire(&1).unwrap();
+    clock.set(ns(40));
+    keyed.try_acquire(&1).unwrap();
+    keyed.set_limit(1, 3, ns(24)).unwrap();
+    keyed.set_limit(1, 3, ns(32)).unwrap();
+    // (8, 40] holds the admissions at 16 and 40: one more fits, not two.
+    assert!(keyed.try_acquire(&1).is_ok());
+    let refused = keyed.try_acquire(&1).unwrap_err();
+    assert_eq!(refused.retry_after(), ns(8), "{refused:?}");
+}

@@ -212,6 +212,10 @@ struct Entry {
     /// override, oldest first; kept so that raising the limit again counts them. Empty
     /// (no allocation) unless a limit was lowered.
     carried: Box<[u64]>,
+    /// The widest window this key's remembered history must still serve: the largest
+    /// window it has had. A reshape keeps admissions within it, so narrowing a window
+    /// and widening it again never forgets an admission the wide window still holds.
+    memory_window_ns: u64,
 }
 
 enum Refused {
@@ -228,6 +232,7 @@ impl Entry {
             quota,
             floor_ns,
             carried: Box::default(),
+            memory_window_ns: quota.window_ns,
         }
     }
 
@@ -237,7 +242,8 @@ impl Entry {
         let mut history = sealed.carried.to_vec();
         // Final: nothing is admitted into a sealed ring.
         history.extend(sealed.ring.history());
-        history.retain(|&t| t.saturating_add(quota.window_ns) > now_ns);
+        let memory_window_ns = sealed.memory_window_ns.max(quota.window_ns);
+        history.retain(|&t| t.saturating_add(memory_window_ns) > now_ns);
         let split = history.len().saturating_sub(quota.limit as usize);
         Entry {
             ring: AdmissionRing::with_history(quota.limit, quota.window_ns, &history[split..]),
@@ -246,6 +252,7 @@ impl Entry {
             // with an older clock reading must not find their room free before it.
             floor_ns: floor_ns.max(now_ns),
             carried: history[..split].into(),
+            memory_window_ns,
         }
     }
 
