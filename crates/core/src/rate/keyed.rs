@@ -85,7 +85,7 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 
 use super::ring::{AdmissionRing, Sealing};
-use super::{MAX_LIMIT, MAX_WINDOW, RateLimited};
+use super::{MAX_WINDOW, RateLimited};
 use crate::ConfigError;
 use crate::clock::{Clock, QuantaClock};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -163,7 +163,7 @@ impl TooManyKeys {
     }
 }
 
-/// A `(limit, window)` checked against [`MAX_LIMIT`] and [`MAX_WINDOW`].
+/// A `(limit, window)` checked against [`MAX_LIMIT`](super::MAX_LIMIT) and [`MAX_WINDOW`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Quota {
     limit: u32,
@@ -173,26 +173,7 @@ struct Quota {
 
 impl Quota {
     fn new(limit: u32, window: Duration) -> Result<Self, ConfigError> {
-        if limit == 0 {
-            return Err(ConfigError::new("limit", "must be at least 1"));
-        }
-        if limit > MAX_LIMIT {
-            return Err(ConfigError::new(
-                "limit",
-                format!("{limit} is above the maximum of {MAX_LIMIT}"),
-            ));
-        }
-        if window.is_zero() {
-            return Err(ConfigError::new("window", "must be longer than zero"));
-        }
-        if window > MAX_WINDOW {
-            return Err(ConfigError::new(
-                "window",
-                format!("{window:?} is longer than the maximum of 100 years"),
-            ));
-        }
-        // In range: MAX_WINDOW is below 2⁶² ns.
-        let window_ns = window.as_nanos() as u64;
+        let window_ns = super::window::validate(limit, window)?;
         Ok(Quota {
             limit,
             window,
@@ -377,7 +358,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedSlidingWindow<K, QuantaC
     /// # Errors
     ///
     /// A [`ConfigError`] naming `limit`, `window` or `max_keys`: `limit` 0 or above
-    /// [`MAX_LIMIT`], `window` 0 or above [`MAX_WINDOW`], `max_keys` 0 or above
+    /// [`MAX_LIMIT`](super::MAX_LIMIT), `window` 0 or above [`MAX_WINDOW`], `max_keys` 0 or above
     /// [`MAX_KEYS`].
     pub fn new(limit: u32, window: Duration, max_keys: usize) -> Result<Self, ConfigError> {
         Self::with_clock(limit, window, max_keys, QuantaClock::new())

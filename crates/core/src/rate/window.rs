@@ -306,8 +306,9 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Checks a limit and window, returning the window in nanoseconds.
-fn validate(limit: u32, window: Duration) -> Result<u64, ConfigError> {
+/// Checks a limit and window against [`MAX_LIMIT`] and [`MAX_WINDOW`], returning the
+/// window in nanoseconds. Shared by every limiter in `rate`.
+pub(super) fn validate(limit: u32, window: Duration) -> Result<u64, ConfigError> {
     if limit == 0 {
         return Err(ConfigError::new("limit", "must be at least 1"));
     }
