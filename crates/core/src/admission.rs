@@ -433,7 +433,7 @@ impl<C: Clock> Admission<C> {
         let now_ns = self.clock.now_ns();
 
         // Stage 1: the rate limit (429).
-        if let Err(limited) = active.limiter.try_acquire_at(now_ns) {
+        if let Err(limited) = active.limiter.try_acquire_from_reading(now_ns) {
             let refusal = Refusal::RateLimited {
                 retry_after: limited.retry_after(),
             };

@@ -390,3 +390,46 @@ fn stable_names_for_logs() {
         ["open", "low_memory", "low_disk", "memory_pressure", "stale"]
     );
 }
+
+/// A manual clock whose next reading can be made stale once, as if the reading thread
+/// were preempted between reading the clock and deciding.
+#[derive(Clone)]
+struct OnceStale {
+    clock: ManualClock,
+    stale_ns: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl backstop_core::clock::Clock for OnceStale {
+    fn now_ns(&self) -> u64 {
+        match self
+            .stale_ns
+            .swap(u64::MAX, std::sync::atomic::Ordering::SeqCst)
+        {
+            u64::MAX => self.clock.now_ns(),
+            stale => stale,
+        }
+    }
+}
+
+#[test]
+fn a_stale_reading_is_read_again_before_a_429() {
+    let clock = OnceStale {
+        clock: ManualClock::new(),
+        stale_ns: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+    };
+    // 2 per 10 s; admissions at 0 s and 6 s.
+    let admission = Admission::with_clock(limits(2, 10, 1), clock.clone()).unwrap();
+    let _first = ticket(admission.try_admit());
+    clock.clock.set(Duration::from_secs(6));
+    let _second = ticket(admission.try_admit());
+    // At 11 s the admission at 0 s has left the window, but this request's reading says
+    // 3 s (older than the admission at 6 s): it must be read again, not refused.
+    clock.clock.set(Duration::from_secs(11));
+    clock
+        .stale_ns
+        .store(3_000_000_000, std::sync::atomic::Ordering::SeqCst);
+    let _third = ticket(admission.try_admit());
+    // A fresh reading that finds the window full is refused as usual.
+    let refused = refusal(admission.try_admit());
+    assert_eq!(refused.retry_after(), Duration::from_secs(5));
+}

@@ -165,9 +165,7 @@ impl<C: Clock> SlidingWindow<C> {
     /// [`RateLimited`] when the window already holds `limit` admissions.
     #[inline]
     pub fn try_acquire(&self) -> Result<(), RateLimited> {
-        self.ring
-            .try_acquire_fresh(self.clock.now_ns(), || Some(self.clock.now_ns()))
-            .map_err(|retry_after_ns| RateLimited::new(Duration::from_nanos(retry_after_ns)))
+        self.try_acquire_from_reading(self.clock.now_ns())
     }
 
     /// Admits one request at `now_ns` (nanoseconds on this limiter's clock), for callers
@@ -181,6 +179,17 @@ impl<C: Clock> SlidingWindow<C> {
     pub fn try_acquire_at(&self, now_ns: u64) -> Result<(), RateLimited> {
         self.ring
             .try_acquire_at(now_ns)
+            .map_err(|retry_after_ns| RateLimited::new(Duration::from_nanos(retry_after_ns)))
+    }
+
+    /// As [`try_acquire_at`](Self::try_acquire_at) for a reading the caller took from
+    /// this limiter's own clock: like [`try_acquire`](Self::try_acquire), it reads the
+    /// clock once more before refusing when the reading turns out older than the latest
+    /// admission. The front door uses it to share one reading between its stages.
+    #[inline]
+    pub(crate) fn try_acquire_from_reading(&self, now_ns: u64) -> Result<(), RateLimited> {
+        self.ring
+            .try_acquire_fresh(now_ns, || Some(self.clock.now_ns()))
             .map_err(|retry_after_ns| RateLimited::new(Duration::from_nanos(retry_after_ns)))
     }
 
