@@ -130,7 +130,10 @@ impl<C: Clock> SlidingWindow<C> {
 
     /// A new limiter with another `limit` and `window` that remembers this one's recent
     /// admissions, so that lowering the limit takes effect at once instead of handing out
-    /// a fresh budget. Admissions that race this call may not be carried over.
+    /// a fresh budget. What is carried over is the last `min(old limit, new limit)`
+    /// admissions (the ones either limit can still count), so lowering the limit and
+    /// raising it again within one window forgets the admissions beyond the lowered
+    /// limit. Admissions that race this call may not be carried over.
     ///
     /// # Errors
     ///
