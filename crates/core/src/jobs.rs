@@ -197,11 +197,27 @@ impl JobState {
     /// Moves one job from waiting to running if a slot is free; the caller holds a ticket.
     #[inline]
     fn start(&self) -> bool {
+        self.add_running(RUNNING_ONE - WAITING_ONE)
+    }
+
+    /// Adds one running job without a ticket if a slot is free.
+    #[inline]
+    fn acquire(&self) -> bool {
+        self.add_running(RUNNING_ONE)
+    }
+
+    /// Adds `delta` to the counts word if a slot is free: one more running job, and, for
+    /// a start, one fewer waiting in the same CAS.
+    #[inline]
+    fn add_running(&self, delta: u64) -> bool {
         let max_jobs = self.max_jobs.load(Ordering::Relaxed); // Relaxed: see queue_bound.
         // Relaxed: only a first guess for the CAS, which rereads on failure.
         let mut word = self.counts.load(Ordering::Relaxed);
         loop {
-            debug_assert!(waiting(word) >= 1, "a ticket is outstanding");
+            debug_assert!(
+                delta == RUNNING_ONE || waiting(word) >= 1,
+                "a ticket is outstanding"
+            );
             if running(word) >= max_jobs {
                 return false;
             }
@@ -209,33 +225,7 @@ impl JobState {
             // with a semaphore: a job sees what the jobs that freed its slot did.
             match self.counts.compare_exchange_weak(
                 word,
-                word + RUNNING_ONE - WAITING_ONE,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    self.count_start();
-                    return true;
-                }
-                Err(now) => word = now,
-            }
-        }
-    }
-
-    /// Adds one running job without a ticket if a slot is free.
-    #[inline]
-    fn acquire(&self) -> bool {
-        let max_jobs = self.max_jobs.load(Ordering::Relaxed); // Relaxed: see queue_bound.
-        // Relaxed: only a first guess for the CAS, which rereads on failure.
-        let mut word = self.counts.load(Ordering::Relaxed);
-        loop {
-            if running(word) >= max_jobs {
-                return false;
-            }
-            // Acquire: as in `start`.
-            match self.counts.compare_exchange_weak(
-                word,
-                word + RUNNING_ONE,
+                word.wrapping_add(delta),
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
