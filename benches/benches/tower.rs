@@ -275,7 +275,41 @@ fn interleaved() {
     }
 }
 
+/// One variant alone on one thread for a few seconds, for `perf record`
+/// (`BACKSTOP_TOWER_PROFILE=<variant name>`): the interleaved mode mixes every variant.
+fn profile(name: &str) {
+    const REQUESTS: u64 = 30_000_000;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _context = runtime.enter();
+    let admission = Arc::new(Admission::new(limits()).expect("valid limits"));
+    let concurrency = GlobalConcurrencyLimitLayer::new(ROOM as usize);
+    let time = match name {
+        "bare" => on_threads(1, REQUESTS, || Inner),
+        "admission_try_admit_alone" => {
+            on_threads(1, REQUESTS, || DecideOnly(Arc::clone(&admission)))
+        }
+        "backstop_admission_layer" => on_threads(1, REQUESTS, || {
+            AdmissionLayer::new(Arc::clone(&admission)).layer(Inner)
+        }),
+        "tower_ratelimit_concurrency_loadshed" => {
+            on_threads(1, REQUESTS, || tower_stack(&concurrency))
+        }
+        other => panic!("no variant {other}"),
+    };
+    println!(
+        "{name}: {:.1} ns/request",
+        time.as_nanos() as f64 / REQUESTS as f64
+    );
+}
+
 fn benches() {
+    if let Some(name) = std::env::var_os("BACKSTOP_TOWER_PROFILE") {
+        profile(&name.to_string_lossy());
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     per_request(&mut c);
     if std::env::var_os("BACKSTOP_TOWER_INTERLEAVED").is_some() {
