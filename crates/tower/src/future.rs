@@ -5,11 +5,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use backstop_core::jobs::QueueTicket;
-use bytes::Bytes;
 use http::{HeaderValue, Response};
 use pin_project_lite::pin_project;
 
-use crate::body::AdmissionBody;
+use crate::body::RefusalBody;
 use crate::response::RATELIMIT_POLICY;
 use crate::ticket::AdmissionTicket;
 
@@ -43,18 +42,19 @@ pin_project! {
             #[pin]
             future: F,
             hold: Hold,
-            policy: Option<HeaderValue>,
+            policy: Option<&'static HeaderValue>,
         },
         // Boxed: refusals allocate anyway, and the admit path's future (moved a few
         // times per request) stays the size of the inner one plus a ticket.
         Refused {
-            response: Option<Box<Response<Bytes>>>,
+            response: Option<Box<Response<String>>>,
         },
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn called(future: F, hold: Hold, policy: Option<HeaderValue>) -> Self {
+    #[inline]
+    pub(crate) fn called(future: F, hold: Hold, policy: Option<&'static HeaderValue>) -> Self {
         ResponseFuture {
             kind: Kind::Called {
                 future,
@@ -64,10 +64,10 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn refused(response: Response<Bytes>) -> Self {
+    pub(crate) fn refused(response: Box<Response<String>>) -> Self {
         ResponseFuture {
             kind: Kind::Refused {
-                response: Some(Box::new(response)),
+                response: Some(response),
             },
         }
     }
@@ -76,9 +76,11 @@ impl<F> ResponseFuture<F> {
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: RefusalBody,
 {
-    type Output = Result<Response<AdmissionBody<B>>, E>;
+    type Output = Result<Response<B>, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called {
@@ -95,22 +97,22 @@ where
                     response
                         .headers_mut()
                         .entry(&RATELIMIT_POLICY)
-                        .or_insert(policy);
+                        .or_insert_with(|| policy.clone());
                 }
-                Poll::Ready(Ok(response.map(AdmissionBody::inner)))
+                Poll::Ready(Ok(response))
             }
             KindProj::Refused { response } => {
                 // Polling a finished future is a caller bug; answer it with an empty 503
                 // rather than panic in a server.
                 let response = response.take().map_or_else(
                     || {
-                        let mut empty = Response::new(Bytes::new());
+                        let mut empty = Response::new(String::new());
                         *empty.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
                         empty
                     },
                     |boxed| *boxed,
                 );
-                Poll::Ready(Ok(response.map(AdmissionBody::refusal)))
+                Poll::Ready(Ok(response.map(B::from_problem_json)))
             }
         }
     }

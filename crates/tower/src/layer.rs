@@ -24,7 +24,7 @@ pub(crate) struct Shared<C: Clock> {
     pub(crate) hand_over_ticket: bool,
     /// `RateLimit-Policy` of the shared limit; also put on admitted responses unless
     /// turned off.
-    pub(crate) policy: HeaderValue,
+    pub(crate) policy: &'static HeaderValue,
     pub(crate) policy_on_success: bool,
 }
 
@@ -153,7 +153,7 @@ impl<C: Clock> Clone for Shared<C> {
             exempt: self.exempt.clone(),
             key_by: self.key_by.clone(),
             hand_over_ticket: self.hand_over_ticket,
-            policy: self.policy.clone(),
+            policy: self.policy,
             policy_on_success: self.policy_on_success,
         }
     }

@@ -14,7 +14,11 @@
 //!   closure: [`KeyBy`]);
 //! - exempt requests (`/health`, `/metrics`) by a predicate: [`AdmissionLayer::exempt`];
 //! - the queue place lives as long as the response future, also when the client goes
-//!   away; a handler that queues work may take it ([`AdmissionTicket`]).
+//!   away; a handler that queues work may take it ([`AdmissionTicket`]);
+//! - the response type is the inner service's own: admitted responses pass through
+//!   untouched and refusals are written in the same body type ([`RefusalBody`]: `String`,
+//!   `Vec<u8>`, `Bytes`, `Full<Bytes>`, boxed bodies, axum's `Body`; any other body
+//!   through [`AdmissionBody`]).
 //!
 //! `examples/make_video.rs` is a complete axum service built on it.
 //!
@@ -31,7 +35,7 @@ mod response;
 mod service;
 mod ticket;
 
-pub use body::AdmissionBody;
+pub use body::{AdmissionBody, RefusalBody};
 pub use future::ResponseFuture;
 pub use head::RequestHead;
 pub use key::{KeyBy, MAX_KEY_BYTES};

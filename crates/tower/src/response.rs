@@ -25,12 +25,18 @@ pub(crate) fn policy_value(name: &str, quota: u32, window: Duration) -> HeaderVa
 
 /// As [`policy_value`], in memory kept for the life of the process (a few dozen bytes per
 /// layer built), so that putting it on every admitted response is a copy of a pointer
-/// rather than a reference count shared by every thread.
-pub(crate) fn static_policy_value(name: &str, quota: u32, window: Duration) -> HeaderValue {
+/// rather than a reference count shared by every thread, and a response future carries
+/// it in one word.
+pub(crate) fn static_policy_value(
+    name: &str,
+    quota: u32,
+    window: Duration,
+) -> &'static HeaderValue {
     let text: &'static str =
         Box::leak(format!("\"{name}\";q={quota};w={}", whole_secs_up(window)).into_boxed_str());
-    HeaderValue::from_maybe_shared(Bytes::from_static(text.as_bytes()))
-        .unwrap_or(HeaderValue::from_static("\"default\""))
+    let value = HeaderValue::from_maybe_shared(Bytes::from_static(text.as_bytes()))
+        .unwrap_or(HeaderValue::from_static("\"default\""));
+    Box::leak(Box::new(value))
 }
 
 /// `wait` in whole seconds, rounded up: a client told to come back after `n` seconds
@@ -45,7 +51,7 @@ pub(crate) fn whole_secs_up(wait: Duration) -> u64 {
 pub(crate) fn refusal_response(
     refusal: &Refusal,
     policy: Option<(&str, &HeaderValue)>,
-) -> Response<Bytes> {
+) -> Response<String> {
     let secs = refusal.retry_after_secs();
     let (status, title, detail) = match refusal {
         Refusal::RateLimited { .. } => (
@@ -69,7 +75,7 @@ pub(crate) fn refusal_response(
         status.as_u16(),
         refusal.as_str()
     );
-    let mut response = Response::new(Bytes::from(body));
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, PROBLEM_JSON);
@@ -113,7 +119,7 @@ mod tests {
         assert_eq!(h[&RATELIMIT_POLICY], "\"default\";q=8;w=60");
         assert_eq!(h[&RATELIMIT], "\"default\";r=0;t=50");
         assert_eq!(h[CONTENT_TYPE], "application/problem+json");
-        let body = std::str::from_utf8(response.body()).unwrap();
+        let body = response.body();
         assert!(body.contains("\"status\":429"), "{body}");
         assert!(body.contains("\"reason\":\"rate_limited\""), "{body}");
     }
@@ -128,7 +134,7 @@ mod tests {
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()[RETRY_AFTER], "2");
         assert!(response.headers().get(&RATELIMIT).is_none());
-        let body = std::str::from_utf8(response.body()).unwrap();
+        let body = response.body();
         assert!(body.contains("\"reason\":\"queue_full\""), "{body}");
 
         let without = Refusal::Overloaded {
@@ -147,7 +153,7 @@ mod tests {
         );
         assert_eq!(
             static_policy_value("default", 30, Duration::from_secs(60)),
-            "\"default\";q=30;w=60"
+            &"\"default\";q=30;w=60"
         );
     }
 }

@@ -6,11 +6,10 @@ use std::task::{Context, Poll};
 
 use backstop_core::clock::{Clock, QuantaClock};
 use backstop_core::{Decision, Refusal, RequestClass};
-use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use tower_service::Service;
 
-use crate::body::AdmissionBody;
+use crate::body::RefusalBody;
 use crate::future::{Hold, ResponseFuture};
 use crate::head::RequestHead;
 use crate::layer::Shared;
@@ -42,9 +41,10 @@ impl<S, C: Clock> AdmissionService<S, C> {
 impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for AdmissionService<S, C>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: RefusalBody,
     C: Clock,
 {
-    type Response = Response<AdmissionBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -52,46 +52,86 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+    #[inline]
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let shared = &*self.shared;
-        if let Some(exempt) = &shared.exempt {
-            if exempt(&RequestHead::of(&request)) {
-                // Exempt requests are only counted; there is nothing to hold.
-                let _ = shared.admission.try_admit_as(RequestClass::Exempt);
-                return ResponseFuture::called(self.inner.call(request), Hold::Nothing, None);
-            }
+        if shared.exempt.is_some() || shared.key_by.is_some() || shared.hand_over_ticket {
+            return self.call_looking(request);
         }
-        let decision = match &shared.key_by {
-            None => shared.admission.try_admit(),
-            Some(key_by) => {
-                let key = key_by.extract(&RequestHead::of(&request));
-                let decision = match &key {
-                    Some(key) => shared.admission.try_admit_for(key),
-                    None => shared.admission.try_admit(),
-                };
-                if let Decision::Refused(refusal) = &decision {
-                    return ResponseFuture::refused(refuse(shared, key.as_deref(), refusal));
-                }
-                decision
-            }
+        // The plain path never borrows the request: one the inner service receives after
+        // a borrow that escaped (into a predicate, a key lookup) must be copied first, a
+        // few hundred bytes per request.
+        match settle(shared, shared.admission.try_admit(), None) {
+            Ok((hold, policy)) => ResponseFuture::called(self.inner.call(request), hold, policy),
+            Err(refused) => ResponseFuture::refused(refused),
+        }
+    }
+}
+
+impl<S, C: Clock> AdmissionService<S, C> {
+    /// `call` for a layer that looks at requests: an exempt predicate, a client key, or
+    /// a ticket to put in the request's extensions.
+    #[inline(never)]
+    fn call_looking<ReqBody, ResBody>(
+        &mut self,
+        mut request: Request<ReqBody>,
+    ) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    {
+        let shared = &*self.shared;
+        let (hold, policy) = match admit(shared, &request) {
+            Ok(admitted) => admitted,
+            Err(refused) => return ResponseFuture::refused(refused),
         };
-        let policy = shared.policy_on_success.then(|| shared.policy.clone());
-        match decision {
-            Decision::Admitted(ticket) => {
-                let hold = if shared.hand_over_ticket {
-                    let ticket = AdmissionTicket::new(ticket);
-                    request.extensions_mut().insert(ticket.clone());
-                    Hold::Shared(ticket)
-                } else {
-                    Hold::Ticket(ticket)
-                };
-                ResponseFuture::called(self.inner.call(request), hold, policy)
+        let hold = match hold {
+            Hold::Ticket(ticket) if shared.hand_over_ticket => {
+                let ticket = AdmissionTicket::new(ticket);
+                request.extensions_mut().insert(ticket.clone());
+                Hold::Shared(ticket)
             }
-            Decision::Exempt => {
-                ResponseFuture::called(self.inner.call(request), Hold::Nothing, policy)
-            }
-            Decision::Refused(refusal) => ResponseFuture::refused(refuse(shared, None, &refusal)),
+            hold => hold,
+        };
+        ResponseFuture::called(self.inner.call(request), hold, policy)
+    }
+}
+
+/// The decision for `request`, with its exempt predicate and client key: what its
+/// response future holds and the policy header to put on its response, or the refusal
+/// to answer instead.
+fn admit<C: Clock, B>(shared: &Shared<C>, request: &Request<B>) -> Admitted {
+    if let Some(exempt) = &shared.exempt {
+        if exempt(&RequestHead::of(request)) {
+            // Exempt requests are only counted; there is nothing to hold.
+            let _ = shared.admission.try_admit_as(RequestClass::Exempt);
+            return Ok((Hold::Nothing, None));
         }
+    }
+    match &shared.key_by {
+        None => settle(shared, shared.admission.try_admit(), None),
+        Some(key_by) => {
+            let key = key_by.extract(&RequestHead::of(request));
+            let decision = match &key {
+                Some(key) => shared.admission.try_admit_for(key),
+                None => shared.admission.try_admit(),
+            };
+            settle(shared, decision, key.as_deref())
+        }
+    }
+}
+
+/// What an admitted request's future holds and the policy header for its response, or
+/// the response to a refused one.
+type Admitted = Result<(Hold, Option<&'static HeaderValue>), Box<Response<String>>>;
+
+/// `decision` for a request of client `key`, as [`Admitted`].
+#[inline]
+fn settle<C: Clock>(shared: &Shared<C>, decision: Decision, key: Option<&str>) -> Admitted {
+    let policy = shared.policy_on_success.then_some(shared.policy);
+    match decision {
+        Decision::Admitted(ticket) => Ok((Hold::Ticket(ticket), policy)),
+        Decision::Exempt => Ok((Hold::Nothing, policy)),
+        Decision::Refused(refusal) => Err(refuse(shared, key, &refusal)),
     }
 }
 
@@ -99,7 +139,11 @@ where
 // admit path, and inlined it would bloat `call` for every admitted request.
 #[cold]
 #[inline(never)]
-fn refuse<C: Clock>(shared: &Shared<C>, key: Option<&str>, refusal: &Refusal) -> Response<Bytes> {
+fn refuse<C: Clock>(
+    shared: &Shared<C>,
+    key: Option<&str>,
+    refusal: &Refusal,
+) -> Box<Response<String>> {
     // A 429 for a keyed request came from the client's own limit if that has nothing
     // left (the shared one is checked first, so when both are spent the shared one
     // refused; either way the client must wait, and `Retry-After` is the one that
@@ -110,10 +154,10 @@ fn refuse<C: Clock>(shared: &Shared<C>, key: Option<&str>, refusal: &Refusal) ->
         if per_key.available(key) == 0 {
             let (quota, window) = per_key.limit_for(key);
             let policy = policy_value("client", quota, window);
-            return refusal_response(refusal, Some(("client", &policy)));
+            return Box::new(refusal_response(refusal, Some(("client", &policy))));
         }
     }
-    refusal_response(refusal, Some(("default", &shared.policy)))
+    Box::new(refusal_response(refusal, Some(("default", shared.policy))))
 }
 
 impl<S: Clone, C: Clock> Clone for AdmissionService<S, C> {
