@@ -230,12 +230,16 @@ fn interleaved() {
     let backstop_header = AdmissionLayer::new(Arc::clone(&admission))
         .policy_header_on_success(true)
         .layer(Inner);
+    let backstop_exempt = AdmissionLayer::new(Arc::clone(&admission))
+        .exempt(|head| head.path() == "/health")
+        .layer(Inner);
     let concurrency = GlobalConcurrencyLimitLayer::new(ROOM as usize);
     let names = [
         "bare",
         "admission_try_admit_alone",
         "backstop_admission_layer",
         "backstop_admission_layer_policy_header",
+        "backstop_admission_layer_exempt_predicate",
         "tower_ratelimit_concurrency_loadshed",
     ];
     for threads in [1, 2] {
@@ -246,6 +250,7 @@ fn interleaved() {
                 on_threads(threads, BATCH, || DecideOnly(Arc::clone(&admission))),
                 on_threads(threads, BATCH, || backstop.clone()),
                 on_threads(threads, BATCH, || backstop_header.clone()),
+                on_threads(threads, BATCH, || backstop_exempt.clone()),
                 on_threads(threads, BATCH, || tower_stack(&concurrency)),
             ];
             for (sample, time) in samples.iter_mut().zip(times) {
@@ -259,7 +264,7 @@ fn interleaved() {
                 s[s.len() / 2]
             })
             .collect();
-        let tower = medians[4];
+        let tower = medians[names.len() - 1];
         let bare = medians[0];
         println!(
             "interleaved, {threads} thread(s), {ROUNDS} rounds of {BATCH} requests, median ns/request:"

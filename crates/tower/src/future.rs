@@ -53,7 +53,7 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn called(future: F, hold: Hold, policy: Option<&'static HeaderValue>) -> Self {
         ResponseFuture {
             kind: Kind::Called {
@@ -80,7 +80,7 @@ where
 {
     type Output = Result<Response<B>, E>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called {
@@ -92,14 +92,13 @@ where
                 // The request is answered: its queue place goes back now rather than when
                 // the server gets round to dropping this future.
                 *hold = Hold::Nothing;
-                let mut response = result?;
+                let (mut head, body) = result?.into_parts();
                 if let Some(policy) = policy.take() {
-                    response
-                        .headers_mut()
+                    head.headers
                         .entry(&RATELIMIT_POLICY)
                         .or_insert_with(|| policy.clone());
                 }
-                Poll::Ready(Ok(response))
+                Poll::Ready(Ok(Response::from_parts(head, body)))
             }
             KindProj::Refused { response } => {
                 // Polling a finished future is a caller bug; answer it with an empty 503
