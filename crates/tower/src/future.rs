@@ -53,7 +53,7 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    #[inline(always)]
+    #[inline]
     pub(crate) fn called(future: F, hold: Hold, policy: Option<&'static HeaderValue>) -> Self {
         ResponseFuture {
             kind: Kind::Called {
@@ -80,7 +80,7 @@ where
 {
     type Output = Result<Response<B>, E>;
 
-    #[inline(always)]
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Called {

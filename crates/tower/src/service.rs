@@ -125,7 +125,7 @@ fn admit<C: Clock, B>(shared: &Shared<C>, request: &Request<B>) -> Admitted {
 type Admitted = Result<(Hold, Option<&'static HeaderValue>), Box<Response<String>>>;
 
 /// `decision` for a request of client `key`, as [`Admitted`].
-#[inline(always)]
+#[inline]
 fn settle<C: Clock>(shared: &Shared<C>, decision: Decision, key: Option<&str>) -> Admitted {
     let policy = shared.policy_on_success.then_some(shared.policy);
     match decision {
