@@ -319,7 +319,10 @@ pub fn check(data: &[u8]) -> Result<(), Violation> {
                             admission.limits() == next,
                             "op {op}: limits() is not what was set"
                         );
-                        model.rate = model.rate.reconfigured(next.rate.limit, window_ns(&next));
+                        let (limit, window_ns) = (next.rate.limit, window_ns(&next));
+                        if !model.rate.reconfigure(limit, window_ns) {
+                            model.rate = model.rate.reconfigured(limit, window_ns);
+                        }
                         model.limits = next;
                     }
                     Err(e) => {

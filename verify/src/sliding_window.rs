@@ -1,8 +1,9 @@
 //! `sliding_window`: [`SlidingWindow`] on a [`ManualClock`] against a `VecDeque` model.
 //!
 //! Operations: move the clock forwards or back, `try_acquire`, `try_acquire_at` with a
-//! stale reading, `acquire_timeout`, `available`, and `reconfigured` (including invalid
-//! limits, which must be refused with the field named). Every decision, every
+//! stale reading, `acquire_timeout`, `available`, `reconfigure` in place (limits above
+//! the capacity must be refused) and `reconfigured` (including invalid limits, which
+//! must be refused with the field named). Every decision, every
 //! `retry_after` and every `available` must equal the model's; `acquire_timeout` must
 //! move the clock by exactly the model's wait.
 //!
@@ -25,7 +26,9 @@ pub const TIME_CAP_NS: u64 = 1 << 62;
 /// The longest sequence of operations one input drives (a limit on run time per input).
 pub const MAX_OPS: usize = 4096;
 
-/// The reference: the recorded times of the last `limit` admissions, oldest first.
+/// The reference: the recorded times of the last `capacity` admissions, oldest first,
+/// where the capacity is the first limit rounded up to a power of two (as documented for
+/// [`SlidingWindow::capacity`]).
 ///
 /// Straight from the definition: admission `k` is allowed iff admission `k − limit`
 /// was recorded at least `window` earlier. A recorded time is the later of the reading
@@ -34,46 +37,49 @@ pub const MAX_OPS: usize = 4096;
 pub struct WindowModel {
     limit: usize,
     window_ns: u64,
-    recent: VecDeque<u64>,
+    capacity: usize,
+    remembered: VecDeque<u64>,
 }
 
 impl WindowModel {
     /// An empty window of `limit` admissions per `window_ns`.
     pub fn new(limit: u32, window_ns: u64) -> Self {
-        WindowModel {
-            limit: limit as usize,
-            window_ns,
-            recent: VecDeque::new(),
-        }
+        Self::with_history(limit, window_ns, &[])
     }
 
-    /// A window of `limit` per `window_ns` that remembers the last `limit` of
+    /// A window of `limit` per `window_ns` that remembers the last `capacity` of
     /// `history` (recorded times, oldest first).
     pub fn with_history(limit: u32, window_ns: u64, history: &[u64]) -> Self {
-        let keep = history.len().min(limit as usize);
+        let capacity = limit.next_power_of_two() as usize;
+        let keep = history.len().min(capacity);
         WindowModel {
             limit: limit as usize,
             window_ns,
-            recent: history[history.len() - keep..].iter().copied().collect(),
+            capacity,
+            remembered: history[history.len() - keep..].iter().copied().collect(),
         }
     }
 
     /// The recorded times of the last `limit` admissions, oldest first.
     pub fn recent(&self) -> impl Iterator<Item = u64> + '_ {
-        self.recent.iter().copied()
+        let skip = self.remembered.len().saturating_sub(self.limit);
+        self.remembered.iter().copied().skip(skip)
     }
 
     /// `Ok` and the admission recorded, or the exact wait in nanoseconds.
     pub fn try_acquire(&mut self, now_ns: u64) -> Result<(), u64> {
-        if self.recent.len() == self.limit {
-            let free_at = self.recent[0] + self.window_ns;
+        let len = self.remembered.len();
+        if len >= self.limit {
+            let free_at = self.remembered[len - self.limit] + self.window_ns;
             if free_at > now_ns {
                 return Err(free_at - now_ns);
             }
-            self.recent.pop_front();
         }
-        let last = self.recent.back().copied().unwrap_or(0);
-        self.recent.push_back(now_ns.max(last));
+        let last = self.remembered.back().copied().unwrap_or(0);
+        self.remembered.push_back(now_ns.max(last));
+        if self.remembered.len() > self.capacity {
+            self.remembered.pop_front();
+        }
         Ok(())
     }
 
@@ -87,9 +93,21 @@ impl WindowModel {
         admitted as u32
     }
 
-    /// The model of `reconfigured(limit, window)`: the last `limit` admissions kept.
+    /// The model of `reconfigure(limit, window)` in place: `false` (and nothing changed)
+    /// when `limit` is above the capacity.
+    pub fn reconfigure(&mut self, limit: u32, window_ns: u64) -> bool {
+        if limit as usize > self.capacity {
+            return false;
+        }
+        self.limit = limit as usize;
+        self.window_ns = window_ns;
+        true
+    }
+
+    /// The model of `reconfigured(limit, window)`: a new capacity, and as many of the
+    /// remembered admissions as it holds.
     pub fn reconfigured(&self, limit: u32, window_ns: u64) -> Self {
-        let history: Vec<u64> = self.recent().collect();
+        let history: Vec<u64> = self.remembered.iter().copied().collect();
         WindowModel::with_history(limit, window_ns, &history)
     }
 }
@@ -178,7 +196,7 @@ pub fn check(data: &[u8]) -> Result<(), Violation> {
             break;
         }
         let now_ns = clock.now_ns();
-        match input.below(10) {
+        match input.below(11) {
             0 | 1 => {
                 let step = step_ns(&mut input, model.window_ns);
                 if now_ns.saturating_add(step) < TIME_CAP_NS {
@@ -245,6 +263,32 @@ pub fn check(data: &[u8]) -> Result<(), Violation> {
                     got == want,
                     "op {op}: available at {now_ns} ns is {got}, model {want}"
                 );
+            }
+            9 => {
+                let (new_limit, new_window_ns) = (any_limit(&mut input), any_window_ns(&mut input));
+                let result = limiter.reconfigure(new_limit, Duration::from_nanos(new_window_ns));
+                let refused_field = invalid_field(new_limit, new_window_ns)
+                    .or((new_limit > limiter.capacity()).then_some("limit"));
+                match (result, refused_field) {
+                    (Ok(()), None) => {
+                        ensure!(
+                            model.reconfigure(new_limit, new_window_ns),
+                            "op {op}: reconfigure({new_limit}) accepted above the model's capacity"
+                        );
+                    }
+                    (Err(e), Some(field)) => {
+                        ensure!(
+                            e.field() == field,
+                            "op {op}: reconfigure({new_limit}, {new_window_ns} ns) names {:?}, not {field:?}",
+                            e.field()
+                        );
+                    }
+                    (result, _) => {
+                        return Err(Violation::new(format!(
+                            "op {op}: reconfigure({new_limit}, {new_window_ns} ns) gave {result:?}"
+                        )));
+                    }
+                }
             }
             _ => {
                 let (new_limit, new_window_ns) = (any_limit(&mut input), any_window_ns(&mut input));

@@ -286,6 +286,97 @@ fn reconfigure_lowers_the_limit_at_once_and_keeps_tickets_and_permits() {
 }
 
 #[test]
+fn lowering_the_limit_and_raising_it_again_forgets_no_admission() {
+    let (admission, clock) = admission(limits(8, 100, 1));
+    for _ in 0..8 {
+        drop(ticket(admission.try_admit()));
+        clock.advance(Duration::from_secs(1));
+    }
+    admission.reconfigure(limits(2, 100, 1)).unwrap();
+    assert_eq!(refusal(admission.try_admit()).status_code(), 429);
+    admission.reconfigure(limits(8, 100, 1)).unwrap();
+    // All eight (at 0 s … 7 s) are still in the 10 s window: the first leaves it at 10 s.
+    assert_eq!(
+        refusal(admission.try_admit()).retry_after(),
+        Duration::from_secs(2)
+    );
+    clock.advance(Duration::from_secs(2));
+    drop(ticket(admission.try_admit()));
+    assert_eq!(refusal(admission.try_admit()).status_code(), 429);
+}
+
+#[test]
+fn raising_the_limit_past_the_capacity_keeps_the_window() {
+    let (admission, clock) = admission(limits(4, 100, 1));
+    for _ in 0..4 {
+        drop(ticket(admission.try_admit()));
+        clock.advance(Duration::from_secs(1));
+    }
+    // 4 is the capacity (a power of two already): 6 takes a larger limiter, which carries
+    // the four admissions over.
+    admission.reconfigure(limits(6, 100, 1)).unwrap();
+    drop(ticket(admission.try_admit()));
+    drop(ticket(admission.try_admit()));
+    assert_eq!(
+        refusal(admission.try_admit()).retry_after(),
+        Duration::from_secs(6),
+        "the first admission, at 0 s, leaves the window at 10 s"
+    );
+    // And back down in place on the larger one.
+    admission.reconfigure(limits(5, 100, 1)).unwrap();
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(
+        refusal(admission.try_admit()).retry_after(),
+        Duration::from_secs(1),
+        "five still in the window: those at 1, 2, 3 s and the two at 4 s"
+    );
+}
+
+#[test]
+fn reconfiguring_while_other_threads_admit_stays_sound() {
+    // Two threads decide while the limit moves up and down across the limiter's
+    // capacity (so limiters are replaced under them). Afterwards, with the window
+    // emptied, the last configuration holds exactly.
+    let (admission, clock) = admission(limits(1, 1 << 16, 1));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let decided = std::thread::scope(|s| {
+        let deciders: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut decided = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        drop(admission.try_admit());
+                        decided += 1;
+                    }
+                    decided
+                })
+            })
+            .collect();
+        for round in 0..200u32 {
+            let rate = [1, 3, 17, 2, 64, 5][round as usize % 6] + round;
+            admission.reconfigure(limits(rate, 1 << 16, 1)).unwrap();
+            clock.advance(Duration::from_millis(7));
+            std::thread::yield_now();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        deciders.into_iter().map(|d| d.join().unwrap()).sum::<u64>()
+    });
+    let metrics = admission.metrics().snapshot();
+    assert_eq!(
+        metrics.admitted_total
+            + metrics.rate_limited_total
+            + metrics.overloaded_total.iter().map(|(_, n)| n).sum::<u64>(),
+        decided
+    );
+    clock.advance(Duration::from_secs(10));
+    admission.reconfigure(limits(50, 1 << 16, 1)).unwrap();
+    for _ in 0..50 {
+        drop(ticket(admission.try_admit()));
+    }
+    assert_eq!(refusal(admission.try_admit()).status_code(), 429);
+}
+
+#[test]
 fn a_rejected_reconfiguration_changes_nothing() {
     let (admission, _clock) = admission(limits(3, 3, 3));
     let mut bad = limits(1, 1, 1);

@@ -181,11 +181,8 @@ proptest! {
                     let result = admission.reconfigure(limits(rate, queue, reserve, jobs));
                     if reserve < queue {
                         prop_assert!(result.is_ok());
-                        // The rate limiter's ring holds one limit's worth of admissions,
-                        // so a reconfiguration carries over the last min(old, new).
-                        let kept = model.rate.min(rate) as usize;
-                        let len = model.admissions_ms.len();
-                        model.admissions_ms.drain(..len.saturating_sub(kept));
+                        // Nothing is forgotten: the limiter remembers as many admissions
+                        // as the highest limit it has had, and no window ever held more.
                         model.rate = rate;
                         model.queue = queue;
                         model.reserve = reserve;

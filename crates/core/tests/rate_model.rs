@@ -1,6 +1,6 @@
-//! `SlidingWindow` against a `VecDeque` port of the original algorithm, on a manual clock:
-//! identical decisions and identical `retry_after`, including steps of 0 and admissions
-//! exactly at window edges.
+//! `SlidingWindow` against a plain model of the definition, on a manual clock: identical
+//! decisions and identical `retry_after`, including steps of 0, admissions exactly at
+//! window edges, and changes of limit and window in place (`reconfigure`).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use backstop_core::rate::SlidingWindow;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
-/// The reference: admission times in a queue, old ones dropped, counted.
+/// The reference: every admission time ever, counted in the window `(now − W, now]`.
 struct Model {
     limit: usize,
     window_ns: u64,
@@ -18,31 +18,29 @@ struct Model {
 }
 
 impl Model {
-    /// `Ok` or the exact wait.
+    /// The admissions still in the window at `now`, oldest first.
+    fn live(&self, now: u64) -> Vec<u64> {
+        // An admission at `now − W` has left the window.
+        self.admitted
+            .iter()
+            .copied()
+            .filter(|&t| t + self.window_ns > now)
+            .collect()
+    }
+
+    /// `Ok` or the exact wait: until the `limit`-th newest admission leaves the window.
     fn try_acquire(&mut self, now: u64) -> Result<(), u64> {
-        // The window is (now − W, now]: an admission at `now − W` has left it.
-        while self
-            .admitted
-            .front()
-            .is_some_and(|&t| t + self.window_ns <= now)
-        {
-            self.admitted.pop_front();
-        }
-        if self.admitted.len() < self.limit {
+        let live = self.live(now);
+        if live.len() < self.limit {
             self.admitted.push_back(now);
             Ok(())
         } else {
-            Err(self.admitted[0] + self.window_ns - now)
+            Err(live[live.len() - self.limit] + self.window_ns - now)
         }
     }
 
     fn available(&self, now: u64) -> u32 {
-        let live = self
-            .admitted
-            .iter()
-            .filter(|&&t| t + self.window_ns > now)
-            .count();
-        (self.limit - live) as u32
+        self.limit.saturating_sub(self.live(now).len()) as u32
     }
 }
 
@@ -52,6 +50,8 @@ enum Op {
     TryAcquire,
     AcquireTimeout(u64),
     Available,
+    /// `reconfigure(limit, window_ns)`; limits above the capacity must be refused.
+    Reconfigure(u32, u64),
 }
 
 /// Steps biased towards the interesting ones: 0, just before, at, and just after a
@@ -71,6 +71,8 @@ fn op(window_ns: u64) -> impl Strategy<Value = Op> {
         6 => Just(Op::TryAcquire),
         1 => (0..2 * window_ns).prop_map(Op::AcquireTimeout),
         1 => Just(Op::Available),
+        1 => (1u32..10, prop_oneof![Just(window_ns), 1..2 * window_ns])
+            .prop_map(|(limit, window_ns)| Op::Reconfigure(limit, window_ns)),
     ]
 }
 
@@ -125,6 +127,19 @@ proptest! {
                 }
                 Op::Available => {
                     prop_assert_eq!(limiter.available(), model.available(now), "at {}", now);
+                }
+                Op::Reconfigure(new_limit, new_window_ns) => {
+                    let result = limiter.reconfigure(new_limit, Duration::from_nanos(new_window_ns));
+                    if new_limit <= limit.next_power_of_two() {
+                        prop_assert!(result.is_ok(), "{:?}", result);
+                        model.limit = new_limit as usize;
+                        model.window_ns = new_window_ns;
+                    } else {
+                        let refused = result.unwrap_err();
+                        prop_assert_eq!(refused.field(), "limit");
+                    }
+                    prop_assert_eq!(limiter.limit() as usize, model.limit);
+                    prop_assert_eq!(limiter.window(), Duration::from_nanos(model.window_ns));
                 }
             }
         }

@@ -7,16 +7,16 @@
 //! sliding-window rule (at most `limit` admissions in any window `(t − W, t]`), provided
 //! admission times are monotone in `k`.
 //!
-//! The ring has `P` slots, `limit` rounded up to a power of two so that a slot index is a
+//! The ring has `P` slots, at least `limit` and a power of two so that a slot index is a
 //! mask, not a 64-bit division (two divisions cost about as much as the rest of an
-//! admission). Slot `s` holds the pair `(a, free_at)` for the latest admission `a` with
-//! `a mod P == s`: its number and `its recorded time + window`. Numbering starts at `P`;
-//! slots start with "virtual" admissions `0..P` that are free at time 0.
+//! admission). Slot `s` holds the pair `(a, t)` for the latest admission `a` with
+//! `a mod P == s`: its number and its recorded time. Numbering starts at `P`; slots
+//! start with "virtual" admissions `0..P` at time 0, which left every window long ago.
 //!
 //! To admit at `now`, a thread finds the next number `k` (from `head`, a hint that may
 //! lag, scanning past claimed slots), checks the slot of admission `k − limit`
-//! (`free_at <= now`), and swaps slot `k mod P` from `(k − P, …)` to
-//! `(k, t_k + window)` in **one** 128-bit compare-and-swap. That CAS is the admission:
+//! (`t + window <= now`), and swaps slot `k mod P` from `(k − P, …)` to `(k, t_k)` in
+//! **one** 128-bit compare-and-swap. That CAS is the admission:
 //! claiming the number and publishing its time are a single step, so no thread can be
 //! preempted between them and let a later thread see a stale slot. The claimer then
 //! moves the `head` hint on; a thread that finds it lagging just scans forward, so a
@@ -32,14 +32,19 @@
 //!   are monotone in `k`, and the rule above stays exact; the check itself uses the
 //!   caller's `now`, so a stale or backwards clock can only refuse, never release.
 //! - *counter wrap-around*: admission numbers use wrapping arithmetic; times saturate.
+//!
+//! Slots hold times, not expiries, and the ring remembers `P` admissions whatever the
+//! limit, so [`reshape`](AdmissionRing::reshape) can change the limit (up to `P`) and the
+//! window in place: every decision after it judges the whole remembered history by the
+//! new shape.
 
 use crossbeam_utils::{Backoff, CachePadded};
 
 use crate::sync::{AtomicPair, AtomicU64, Ordering};
 
-/// Set in a slot's free time by [`AdmissionRing::seal`]: no admission will ever claim
-/// that slot. Rings that may be sealed are only given times below 2⁶², so that their
-/// real free times (time + window, window below 2⁶²) stay below this bit.
+/// Set in a slot's time by [`AdmissionRing::seal`]: no admission will ever claim that
+/// slot. Rings that may be sealed are only given times below 2⁶², so that their real
+/// times stay below this bit and a sealed one is free only after 2⁶³.
 pub(crate) const SEAL_BIT: u64 = 1 << 63;
 
 const _: () = assert!(super::MAX_WINDOW.as_nanos() < (1u128 << 62));
@@ -74,27 +79,50 @@ pub(crate) struct AdmissionRing {
     slots: Box<[AtomicPair]>,
     /// `slots.len() - 1`; `slots.len()` is a power of two.
     mask: u64,
-    /// The limit: admission `k` is checked against admission `k - lookback`.
+    /// The limit: admission `k` is checked against admission `k - lookback`. At most
+    /// `slots.len()`. Read once per call, so a call racing `reshape` uses the old limit
+    /// or the new one.
+    lookback: AtomicU64,
+    /// The window's length; read once per call, like `lookback`.
+    window_ns: AtomicU64,
+}
+
+/// What one call reads of a ring's shape (see [`AdmissionRing::reshape`]).
+#[derive(Clone, Copy)]
+struct Shape {
     lookback: u64,
     window_ns: u64,
 }
 
+/// When admission `a`, recorded at `t`, leaves a window of `window_ns`: never for a time
+/// past the end of `u64` nanoseconds (`u64::MAX`), at once for a virtual admission (a
+/// number below the slot count `capacity`, time 0).
+#[inline(always)]
+fn expiry(a: u64, t: u64, capacity: u64, window_ns: u64) -> u64 {
+    if t == 0 && a < capacity {
+        0
+    } else {
+        t.saturating_add(window_ns)
+    }
+}
+
 impl AdmissionRing {
     /// A ring for `limit` (validated `>= 1` by the caller) that remembers `history`, the
-    /// recorded times of the most recent admissions, oldest first; only the last `limit`
-    /// of them matter. An empty history gives a fresh ring.
+    /// recorded times of the most recent admissions, oldest first; it has room for
+    /// `limit` rounded up to a power of two, and keeps that many of them. An empty
+    /// history gives a fresh ring.
     pub(crate) fn with_history(limit: u32, window_ns: u64, history: &[u64]) -> Self {
         debug_assert!(limit >= 1);
         let capacity = u64::from(limit).next_power_of_two();
-        let kept = &history[history.len().saturating_sub(limit as usize)..];
+        let kept = &history[history.len().saturating_sub(capacity as usize)..];
         // Replay the kept history as admissions P, P+1, …: slot j < kept.len() holds
-        // real admission P + j, the other slots their virtual admission j (free at 0).
+        // real admission P + j, the other slots their virtual admission j (time 0).
         let mut recorded_ns = 0u64;
         let slots = (0..capacity)
             .map(|j| match kept.get(j as usize) {
                 Some(&t) => {
                     recorded_ns = recorded_ns.max(t);
-                    AtomicPair::new(capacity + j, recorded_ns.saturating_add(window_ns))
+                    AtomicPair::new(capacity + j, recorded_ns)
                 }
                 None => AtomicPair::new(j, 0),
             })
@@ -104,9 +132,48 @@ impl AdmissionRing {
             head: CachePadded::new(AtomicU64::new(capacity + kept.len() as u64)),
             slots,
             mask: capacity - 1,
-            lookback: u64::from(limit),
-            window_ns,
+            lookback: AtomicU64::new(u64::from(limit)),
+            window_ns: AtomicU64::new(window_ns),
         }
+    }
+
+    /// How many admissions the ring remembers: the largest limit it can take.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.mask + 1
+    }
+
+    /// The limit and window now.
+    #[inline(always)]
+    fn shape(&self) -> Shape {
+        // Relaxed: each is a lone value; the ring's slots carry the synchronisation, and
+        // a call racing `reshape` is allowed either value of each (see `reshape`).
+        Shape {
+            lookback: self.lookback.load(Ordering::Relaxed),
+            window_ns: self.window_ns.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The limit and the window in nanoseconds now.
+    pub(crate) fn limit_and_window_ns(&self) -> (u64, u64) {
+        let shape = self.shape();
+        (shape.lookback, shape.window_ns)
+    }
+
+    /// Changes the limit and the window in place: every call that starts after this
+    /// returns judges all remembered admissions by them. A call racing it may use the old
+    /// or the new value of each. Not for rings that may be sealed.
+    ///
+    /// # Errors
+    ///
+    /// The ring's capacity, when `limit` (validated `>= 1`) is above it.
+    pub(crate) fn reshape(&self, limit: u32, window_ns: u64) -> Result<(), u64> {
+        if u64::from(limit) > self.capacity() {
+            return Err(self.capacity());
+        }
+        // Relaxed: see `shape`.
+        self.window_ns.store(window_ns, Ordering::Relaxed);
+        self.lookback.store(u64::from(limit), Ordering::Relaxed);
+        Ok(())
     }
 
     #[inline(always)]
@@ -158,6 +225,10 @@ impl AdmissionRing {
         reread: impl FnOnce() -> Option<u64>,
     ) -> Result<(), u64> {
         let capacity = self.mask + 1;
+        let Shape {
+            lookback,
+            window_ns,
+        } = self.shape();
         let mut reread = Some(reread);
         let backoff = Backoff::new();
         // Acquire: pairs with the Release store of head; see `next_admission`.
@@ -179,29 +250,28 @@ impl AdmissionRing {
                 };
                 continue;
             }
-            if self.lookback != capacity && current.1 == u64::MAX {
-                // Sealed (see `seal`; the only addition for it here), or a saturated
-                // expiry of admission k − P, which the check below refuses just the same
-                // and with the same wait, since admission k − limit came after it.
+            if lookback != capacity && current.1 == u64::MAX {
+                // Sealed (see `seal`; the only addition for it here), or admission k − P
+                // recorded at the end of time, which the check below refuses just the
+                // same and with the same wait, since admission k − limit came after it.
                 return Err(match u64::MAX - now_ns {
                     0 => u64::MAX,
                     wait_ns => wait_ns,
                 });
             }
             // Admission k is next. Its window check is against admission k − limit.
-            let (c, free_at) = if self.lookback == capacity {
+            let (c, c_ns) = if lookback == capacity {
                 current
             } else {
-                self.slot(k.wrapping_sub(self.lookback))
-                    .load(Ordering::Acquire)
+                self.slot(k.wrapping_sub(lookback)).load(Ordering::Acquire)
             };
-            if c != k.wrapping_sub(self.lookback) {
+            if c != k.wrapping_sub(lookback) {
                 continue; // overwritten: k was claimed meanwhile; re-read.
             }
+            let free_at = expiry(c, c_ns, capacity, window_ns);
             if free_at > now_ns {
                 // Refused, unless the reading is staler than the latest admission.
-                let (p, previous_free_at) = self.slot(k.wrapping_sub(1)).load(Ordering::Acquire);
-                let latest_ns = previous_free_at.saturating_sub(self.window_ns);
+                let (p, latest_ns) = self.slot(k.wrapping_sub(1)).load(Ordering::Acquire);
                 if p == k.wrapping_sub(1) && latest_ns > now_ns {
                     if let Some(fresh_ns) = reread.take().and_then(|reread| reread()) {
                         now_ns = fresh_ns;
@@ -215,12 +285,12 @@ impl AdmissionRing {
                 // nanoseconds (≈ 484 years after the clock's epoch). Never free again.
                 return Err(u64::MAX);
             }
-            let (p, previous_free_at) = self.slot(k.wrapping_sub(1)).load(Ordering::Acquire);
+            let (p, previous_ns) = self.slot(k.wrapping_sub(1)).load(Ordering::Acquire);
             if p != k.wrapping_sub(1) {
                 continue; // not yet visible, or overwritten: re-read.
             }
-            let recorded_ns = now_ns.max(previous_free_at.saturating_sub(self.window_ns));
-            let claim = (k, recorded_ns.saturating_add(self.window_ns));
+            // Monotone recorded times (a virtual previous admission is at time 0).
+            let claim = (k, now_ns.max(previous_ns));
             // AcqRel on success: publishes the claim to whoever acquires this slot next.
             // Relaxed on failure: we only loop and re-read with Acquire.
             if slot
@@ -255,15 +325,21 @@ impl AdmissionRing {
     /// at some moment during the call, or off by the admissions that raced it.
     pub(crate) fn available_at(&self, now_ns: u64) -> u32 {
         // Admissions k − limit .. k − 1 are the last `limit` (virtual ones free at 0).
-        // Their free_at times are non-decreasing, so the free ones are a prefix: binary
+        // Their expiries are non-decreasing, so the free ones are a prefix: binary
         // search for its length.
+        let capacity = self.mask + 1;
+        let Shape {
+            lookback,
+            window_ns,
+        } = self.shape();
         let k = self.next_admission();
         let free_at = |i: u64| {
-            self.slot(k.wrapping_sub(self.lookback).wrapping_add(i))
-                .load(Ordering::Acquire)
-                .1
+            let (a, t) = self
+                .slot(k.wrapping_sub(lookback).wrapping_add(i))
+                .load(Ordering::Acquire);
+            expiry(a, t, capacity, window_ns)
         };
-        let (mut lo, mut hi) = (0u64, self.lookback);
+        let (mut lo, mut hi) = (0u64, lookback);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if free_at(mid) <= now_ns {
@@ -278,22 +354,28 @@ impl AdmissionRing {
     /// The recorded times of the last `limit` admissions, oldest first (fewer if fewer
     /// happened). A snapshot for resizing; exact when nothing admits concurrently.
     pub(crate) fn history(&self) -> Vec<u64> {
+        self.recent(self.shape().lookback)
+    }
+
+    /// The recorded times of the last `count` (at most the capacity) admissions, oldest
+    /// first, as [`history`](Self::history).
+    pub(crate) fn recent(&self, count: u64) -> Vec<u64> {
         let capacity = self.mask + 1;
+        let count = count.min(capacity);
         let k = self.next_admission();
-        (0..self.lookback)
+        (0..count)
             .filter_map(|i| {
-                let number = k.wrapping_sub(self.lookback).wrapping_add(i);
-                let (a, free_at) = self.slot(number).load(Ordering::Acquire);
+                let number = k.wrapping_sub(count).wrapping_add(i);
+                let (a, t) = self.slot(number).load(Ordering::Acquire);
                 // Virtual admissions (numbers below P) never happened.
-                // A sealed slot keeps its free time under the seal bit (see `seal`).
-                (a == number && a >= capacity)
-                    .then(|| (free_at & !SEAL_BIT).saturating_sub(self.window_ns))
+                // A sealed slot keeps its time under the seal bit (see `seal`).
+                (a == number && a >= capacity).then_some(t & !SEAL_BIT)
             })
             .collect()
     }
 
-    /// The time from which the window holds no admissions: the free time of the last
-    /// admission (0 when there was none), or `u64::MAX` ("never") for a sealed ring.
+    /// The time from which the window holds no admissions: when the last admission
+    /// leaves it (0 when there was none), or `u64::MAX` ("never") for a sealed ring.
     /// Under concurrent admissions, a time that was true at some moment during the call;
     /// later admissions only move it later.
     pub(crate) fn empty_from_ns(&self) -> u64 {
@@ -326,13 +408,12 @@ impl AdmissionRing {
     /// very value that admission's claim CAS expects; so exactly one of the two wins, and
     /// an admission either happened before the seal (then the emptiness check saw it, or
     /// the CAS fails) or never happens. The sealed value keeps the slot's number, so
-    /// admitters still take `k` for the next admission, and marks its free time:
-    /// - when `limit` is the slot count, that free time is the one admission `k` is
-    ///   checked against; setting [`SEAL_BIT`] in it makes it lie in the far future
-    ///   (callers keep times below 2⁶², so real free times stay below 2⁶³) and keeps the
-    ///   time for `history`;
-    /// - otherwise admission `k` is checked against another slot, and the free time is
-    ///   set to `u64::MAX`, which `try_acquire_at` refuses on sight (its one addition for
+    /// admitters still take `k` for the next admission, and marks its time:
+    /// - when `limit` is the slot count, that time is the one admission `k` is checked
+    ///   against; setting [`SEAL_BIT`] in it puts it in the far future (callers keep
+    ///   times below 2⁶², so real times stay below 2⁶³) and keeps the time for `history`;
+    /// - otherwise admission `k` is checked against another slot, and the time is set to
+    ///   `u64::MAX`, which `try_acquire_at` refuses on sight (its one addition for
     ///   sealing); the time lost is of an admission older than the last `limit`.
     pub(crate) fn seal(&self, empty_at_ns: Option<u64>) -> Sealing {
         let capacity = self.mask + 1;
@@ -351,7 +432,7 @@ impl AdmissionRing {
                     return Sealing::Live { empty_from_ns };
                 }
             }
-            let sealed_free_at = if self.lookback == capacity {
+            let sealed_ns = if self.shape().lookback == capacity {
                 current.1 | SEAL_BIT
             } else {
                 u64::MAX
@@ -363,7 +444,7 @@ impl AdmissionRing {
                 .slot(k)
                 .compare_exchange(
                     current,
-                    (current.0, sealed_free_at),
+                    (current.0, sealed_ns),
                     Ordering::AcqRel,
                     Ordering::Relaxed,
                 )
@@ -388,14 +469,14 @@ impl AdmissionRing {
             return Tail::Sealed;
         }
         // Acquire: as above. Admission k − 1 is real or virtual (free at 0).
-        let (p, last_free_at) = self.slot(k.wrapping_sub(1)).load(Ordering::Acquire);
+        let (p, last_ns) = self.slot(k.wrapping_sub(1)).load(Ordering::Acquire);
         if p != k.wrapping_sub(1) {
             return Tail::Moving;
         }
         Tail::Settled {
             k,
             current,
-            empty_from_ns: last_free_at & !SEAL_BIT,
+            empty_from_ns: expiry(p, last_ns & !SEAL_BIT, capacity, self.shape().window_ns),
         }
     }
 
@@ -425,7 +506,7 @@ impl AdmissionRing {
     }
 
     /// A ring whose next admission number is `first` (at least the capacity): as if
-    /// admissions up to `first - 1` had happened long ago. Lets tests cross numbering
+    /// admissions up to `first - 1` had happened at time 0. Lets tests cross numbering
     /// boundaries without 2³² calls.
     fn starting_at_for_test(limit: u32, window_ns: u64, first: u64) -> Self {
         let mut ring = Self::with_history(limit, window_ns, &[]);
@@ -483,7 +564,8 @@ mod tests {
         for limit in [1u32, 3, 7] {
             let first = (1u64 << 32) - 5;
             let ring = AdmissionRing::starting_at_for_test(limit, W, first);
-            let mut now = 0;
+            assert_eq!(ring.try_acquire_at(W - 1), Err(1), "the last ones are at 0");
+            let mut now = W;
             for _ in 0..40 {
                 for _ in 0..limit {
                     assert_eq!(ring.try_acquire_at(now), Ok(()));
@@ -639,11 +721,32 @@ mod loom_tests {
             let admitted = outcomes.iter().filter(|o| o.is_ok()).count();
             assert_eq!(admitted, 1, "{outcomes:?}");
             // Whoever passed, the next admission waits a full window from its record.
-            let (k, free_at) = ring
+            let (k, recorded_ns) = ring
                 .slot(ring.head.load(Ordering::SeqCst))
                 .load(Ordering::SeqCst);
             assert_eq!(k, 2);
-            assert!(free_at == 2 * W || free_at == 2 * W + 1);
+            assert!(recorded_ns == W || recorded_ns == W + 1);
+        });
+    }
+
+    #[test]
+    fn loom_reshape_racing_admissions_counts_every_one() {
+        // limit 2 per W, narrowed to 1 per 2W while two threads admit at 0: each is
+        // judged by the old shape or the new, so one or both pass; afterwards every one
+        // that passed is remembered and judged by the new shape.
+        loom::model(|| {
+            let ring = Arc::new(AdmissionRing::with_history(2, W, &[]));
+            let reshaper = {
+                let ring = Arc::clone(&ring);
+                thread::spawn(move || ring.reshape(1, 2 * W))
+            };
+            let outcomes = race(&ring, &[0, 0]);
+            assert_eq!(reshaper.join().unwrap(), Ok(()));
+            let admitted = outcomes.iter().filter(|o| o.is_ok()).count();
+            assert!(admitted >= 1, "{outcomes:?}");
+            assert_eq!(ring.recent(2).len(), admitted);
+            assert_eq!(ring.try_acquire_at(W), Err(W), "the new window holds them");
+            assert_eq!(ring.try_acquire_at(2 * W), Ok(()));
         });
     }
 

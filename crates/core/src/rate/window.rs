@@ -87,8 +87,6 @@ const _: () = assert!(MAX_WINDOW.as_nanos() < (u64::MAX / 4) as u128);
 pub struct SlidingWindow<C = QuantaClock> {
     ring: AdmissionRing,
     clock: C,
-    limit: u32,
-    window: Duration,
 }
 
 impl SlidingWindow<QuantaClock> {
@@ -123,17 +121,68 @@ impl<C: Clock> SlidingWindow<C> {
         Ok(SlidingWindow {
             ring: AdmissionRing::with_history(limit, window_ns, history),
             clock,
-            limit,
-            window,
         })
+    }
+
+    /// Changes the limit and the window in place, for every thread at once. The ring
+    /// remembers [`capacity`](Self::capacity) admissions whatever the limit, so nothing
+    /// is forgotten: every decision after this call returns judges all of them by the new
+    /// limit and window. Lowering the limit takes effect at once; raising it again within
+    /// one window counts the admissions made under the lower one. A decision racing this
+    /// call may use the old or the new value of each of the two.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use backstop_core::clock::ManualClock;
+    /// use backstop_core::rate::SlidingWindow;
+    ///
+    /// let clock = ManualClock::new();
+    /// let minute = Duration::from_secs(60);
+    /// let limiter = SlidingWindow::with_clock(30, minute, clock.clone())?;
+    /// for _ in 0..10 {
+    ///     limiter.try_acquire().unwrap();
+    /// }
+    /// limiter.reconfigure(5, minute)?;
+    /// assert!(limiter.try_acquire().is_err(), "10 admissions already in the window");
+    /// limiter.reconfigure(12, minute)?;
+    /// assert_eq!(limiter.available(), 2, "the 10 still count");
+    /// // Above the capacity (30 rounded up to a power of two) it takes a new ring:
+    /// assert!(limiter.reconfigure(33, minute).is_err());
+    /// let bigger = limiter.reconfigured(33, minute)?;
+    /// assert_eq!(bigger.available(), 23);
+    /// # Ok::<(), backstop_core::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`SlidingWindow::new`], and a [`ConfigError`] naming `limit` when it is above
+    /// [`capacity`](Self::capacity) (then use [`reconfigured`](Self::reconfigured)). On
+    /// error nothing changes.
+    pub fn reconfigure(&self, limit: u32, window: Duration) -> Result<(), ConfigError> {
+        let window_ns = validate(limit, window)?;
+        self.ring.reshape(limit, window_ns).map_err(|capacity| {
+            ConfigError::new(
+                "limit",
+                format!(
+                    "{limit} is above this limiter's capacity of {capacity}; \
+                     `reconfigured` makes a larger one"
+                ),
+            )
+        })
+    }
+
+    /// How many admissions this limiter remembers: its limit when made, rounded up to a
+    /// power of two. The largest limit [`reconfigure`](Self::reconfigure) accepts.
+    pub fn capacity(&self) -> u32 {
+        // At most MAX_LIMIT (2^24): `limit` rounded up.
+        u32::try_from(self.ring.capacity()).unwrap_or(u32::MAX)
     }
 
     /// A new limiter with another `limit` and `window` that remembers this one's recent
     /// admissions, so that lowering the limit takes effect at once instead of handing out
-    /// a fresh budget. What is carried over is the last `min(old limit, new limit)`
-    /// admissions (the ones either limit can still count), so lowering the limit and
-    /// raising it again within one window forgets the admissions beyond the lowered
-    /// limit. Admissions that race this call may not be carried over.
+    /// a fresh budget: the last `min(capacity, new limit)` admissions are carried over.
+    /// Admissions that race this call may not be. To change the limit in place (up to
+    /// the [`capacity`](Self::capacity)), see [`reconfigure`](Self::reconfigure).
     ///
     /// # Errors
     ///
@@ -158,7 +207,12 @@ impl<C: Clock> SlidingWindow<C> {
     where
         C: Clone,
     {
-        Self::with_history(limit, window, self.clock.clone(), &self.ring.history())
+        Self::with_history(
+            limit,
+            window,
+            self.clock.clone(),
+            &self.ring.recent(self.ring.capacity()),
+        )
     }
 
     /// Admits one request now, or says exactly when to retry.
@@ -272,12 +326,13 @@ impl<C: Clock> SlidingWindow<C> {
 
     /// The most admissions in any window.
     pub fn limit(&self) -> u32 {
-        self.limit
+        // At most MAX_LIMIT: set from a validated u32.
+        u32::try_from(self.ring.limit_and_window_ns().0).unwrap_or(u32::MAX)
     }
 
     /// The window's length.
     pub fn window(&self) -> Duration {
-        self.window
+        Duration::from_nanos(self.ring.limit_and_window_ns().1)
     }
 
     /// The clock this limiter reads.
@@ -301,8 +356,8 @@ impl<C: Clock> SlidingWindow<C> {
 impl<C: Clock> fmt::Debug for SlidingWindow<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SlidingWindow")
-            .field("limit", &self.limit)
-            .field("window", &self.window)
+            .field("limit", &self.limit())
+            .field("window", &self.window())
             .field("available", &self.available())
             .finish()
     }

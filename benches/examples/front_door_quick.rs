@@ -1,0 +1,80 @@
+//! `Admission::try_admit` against the rate limiter alone, interleaved: each round times
+//! a batch of every variant in turn, and the minimum per variant over the rounds is
+//! reported, so load from other processes affects all alike. The criterion version is
+//! `front_door/*` in `benches/admission.rs`.
+//! `cargo run --release -p backstop-benches --example front_door_quick`
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use backstop_core::jobs::{self, JobBounds};
+use backstop_core::rate::SlidingWindow;
+use backstop_core::{Admission, Decision, Limits};
+
+/// Above the ~100 k decisions per ms one thread reaches, so nothing is refused.
+const LIMIT: u32 = 1 << 18;
+const BATCH: u32 = 20_000;
+const ROUNDS: usize = 300;
+
+/// A named operation to time.
+type Variant<'a> = (&'static str, Box<dyn FnMut() + 'a>);
+
+fn ns_per_op(f: &mut dyn FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..BATCH {
+        f();
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(BATCH)
+}
+
+fn main() {
+    let window = Duration::from_millis(1);
+    let limiter = SlidingWindow::new(LIMIT, window).expect("valid");
+    let stages_limiter = SlidingWindow::new(LIMIT, window).expect("valid");
+    let (queue, _slots) = jobs::counters(JobBounds {
+        max_queue: 1 << 16,
+        critical_reserve: 0,
+        max_jobs: 1,
+    })
+    .expect("valid bounds");
+    let mut limits = Limits::default();
+    limits.rate.limit = LIMIT;
+    limits.rate.window_ms = 1;
+    limits.queue.max = 1 << 16;
+    let admission = Admission::new(limits).expect("valid");
+
+    let mut variants: Vec<Variant<'_>> = vec![
+        (
+            "SlidingWindow::try_acquire",
+            Box::new(|| limiter.try_acquire().expect("never full")),
+        ),
+        (
+            "limiter + queue, called directly",
+            Box::new(|| {
+                stages_limiter.try_acquire().expect("never full");
+                drop(black_box(queue.try_enter().expect("room")));
+            }),
+        ),
+        (
+            "Admission::try_admit",
+            Box::new(|| match admission.try_admit() {
+                Decision::Admitted(ticket) => drop(black_box(ticket)),
+                other => panic!("refused in a bench: {other:?}"),
+            }),
+        ),
+    ];
+    let mut best = vec![f64::MAX; variants.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, f)) in variants.iter_mut().enumerate() {
+            best[i] = best[i].min(ns_per_op(f.as_mut()));
+        }
+    }
+    for (i, (name, _)) in variants.iter().enumerate() {
+        println!(
+            "{name:<34} {:>6.2} ns  {:.2}× the limiter alone",
+            best[i],
+            best[i] / best[0]
+        );
+    }
+}
