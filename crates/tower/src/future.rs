@@ -23,6 +23,58 @@ pub(crate) enum Hold {
     Shared(#[allow(dead_code)] AdmissionTicket),
 }
 
+/// The [`Hold`] in a response future, given back out of line from a value.
+///
+/// Dropped in place, a ticket's drop glue takes a pointer into the response future; the
+/// compiler must then keep the whole future in memory, and moves the inner future into
+/// it and the future to where it is polled with `memcpy` calls (two per request, about
+/// 10 ns each on the benchmark machine: the inner future is larger than the 128 bytes
+/// copied inline). Given back by value (one pointer, in a register), the future's own
+/// drop is a few inline checks and both moves compile to inline copies.
+pub(crate) struct Held(Hold);
+
+impl Held {
+    /// Gives the queue place back now.
+    #[inline]
+    fn release(&mut self) {
+        match std::mem::replace(&mut self.0, Hold::Nothing) {
+            Hold::Nothing => {}
+            hold => release(hold),
+        }
+    }
+}
+
+#[inline(never)]
+fn release(hold: Hold) {
+    drop(hold);
+}
+
+impl Drop for Held {
+    #[inline]
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// A refusal's response in a response future, dropped out of line from a value, as
+/// [`Held`] is.
+struct Refusal(Option<Box<Response<String>>>);
+
+impl Drop for Refusal {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(response) = self.0.take() {
+            drop_refusal(response);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_refusal(response: Box<Response<String>>) {
+    drop(response);
+}
+
 pin_project! {
     /// The response future of [`AdmissionService`](crate::AdmissionService).
     ///
@@ -41,13 +93,13 @@ pin_project! {
         Called {
             #[pin]
             future: F,
-            hold: Hold,
+            hold: Held,
             policy: Option<&'static HeaderValue>,
         },
         // Boxed: refusals allocate anyway, and the admit path's future (moved a few
         // times per request) stays the size of the inner one plus a ticket.
         Refused {
-            response: Option<Box<Response<String>>>,
+            response: Refusal,
         },
     }
 }
@@ -58,7 +110,7 @@ impl<F> ResponseFuture<F> {
         ResponseFuture {
             kind: Kind::Called {
                 future,
-                hold,
+                hold: Held(hold),
                 policy,
             },
         }
@@ -67,7 +119,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn refused(response: Box<Response<String>>) -> Self {
         ResponseFuture {
             kind: Kind::Refused {
-                response: Some(response),
+                response: Refusal(Some(response)),
             },
         }
     }
@@ -91,7 +143,7 @@ where
                 let result = ready!(future.poll(cx));
                 // The request is answered: its queue place goes back now rather than when
                 // the server gets round to dropping this future.
-                *hold = Hold::Nothing;
+                hold.release();
                 let (mut head, body) = result?.into_parts();
                 if let Some(policy) = policy.take() {
                     head.headers
@@ -103,7 +155,7 @@ where
             KindProj::Refused { response } => {
                 // Polling a finished future is a caller bug; answer it with an empty 503
                 // rather than panic in a server.
-                let response = response.take().map_or_else(
+                let response = response.0.take().map_or_else(
                     || {
                         let mut empty = Response::new(String::new());
                         *empty.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
@@ -122,7 +174,7 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
         match &self.kind {
             Kind::Called { hold, .. } => f
                 .debug_struct("ResponseFuture")
-                .field("hold", hold)
+                .field("hold", &hold.0)
                 .finish(),
             Kind::Refused { .. } => f.write_str("ResponseFuture::Refused"),
         }

@@ -55,12 +55,20 @@ where
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let shared = &*self.shared;
+        // Both paths build the response future here, inline: a future written by an
+        // out-of-line function (through a pointer) would stay in memory and be moved
+        // with `memcpy` calls.
         if shared.exempt.is_some() || shared.key_by.is_some() || shared.hand_over_ticket {
-            return self.call_looking(request);
+            return match look(shared, request) {
+                Ok((request, hold, policy)) => {
+                    ResponseFuture::called(self.inner.call(request), hold, policy)
+                }
+                Err(refused) => ResponseFuture::refused(refused),
+            };
         }
-        // The plain path never borrows the request: one the inner service receives after
-        // a borrow that escaped (into a predicate, a key lookup) must be copied first, a
-        // few hundred bytes per request.
+        // The plain path never borrows the request: a request the inner service receives
+        // after a borrow that escaped (into a predicate, a key lookup) is copied first, a
+        // few hundred bytes.
         match settle(shared, shared.admission.try_admit(), None) {
             Ok((hold, policy)) => ResponseFuture::called(self.inner.call(request), hold, policy),
             Err(refused) => ResponseFuture::refused(refused),
@@ -68,32 +76,25 @@ where
     }
 }
 
-impl<S, C: Clock> AdmissionService<S, C> {
-    /// `call` for a layer that looks at requests: an exempt predicate, a client key, or
-    /// a ticket to put in the request's extensions.
-    #[inline(never)]
-    fn call_looking<ReqBody, ResBody>(
-        &mut self,
-        mut request: Request<ReqBody>,
-    ) -> ResponseFuture<S::Future>
-    where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    {
-        let shared = &*self.shared;
-        let (hold, policy) = match admit(shared, &request) {
-            Ok(admitted) => admitted,
-            Err(refused) => return ResponseFuture::refused(refused),
-        };
-        let hold = match hold {
-            Hold::Ticket(ticket) if shared.hand_over_ticket => {
-                let ticket = AdmissionTicket::new(ticket);
-                request.extensions_mut().insert(ticket.clone());
-                Hold::Shared(ticket)
-            }
-            hold => hold,
-        };
-        ResponseFuture::called(self.inner.call(request), hold, policy)
-    }
+/// A looked-at request, what its future holds and its policy header, or the response to
+/// a refused one.
+type Looked<B> = Result<(Request<B>, Hold, Option<&'static HeaderValue>), Box<Response<String>>>;
+
+/// The decision for a layer that looks at requests (an exempt predicate, a client key,
+/// a ticket to put in the extensions). Out of line, taking and giving back the request
+/// by value, so that the borrows stay here.
+#[inline(never)]
+fn look<C: Clock, B>(shared: &Shared<C>, mut request: Request<B>) -> Looked<B> {
+    let (hold, policy) = admit(shared, &request)?;
+    let hold = match hold {
+        Hold::Ticket(ticket) if shared.hand_over_ticket => {
+            let ticket = AdmissionTicket::new(ticket);
+            request.extensions_mut().insert(ticket.clone());
+            Hold::Shared(ticket)
+        }
+        hold => hold,
+    };
+    Ok((request, hold, policy))
 }
 
 /// The decision for `request`, with its exempt predicate and client key: what its
