@@ -172,6 +172,34 @@ fn queue_place_is_held_by_the_response_future_and_freed_when_the_client_goes_awa
     );
 }
 
+/// A layer that looks at requests (here an exempt predicate) takes another path through
+/// `call`: the queue place must be held and given back the same way on it.
+#[test]
+fn queue_place_is_held_on_the_path_that_looks_at_requests_too() {
+    let (admission, _clock) = admission(100, 1);
+    let mut service = AdmissionLayer::new(Arc::clone(&admission))
+        .exempt(|head| head.path() == "/health")
+        .layer(pending_service());
+    let mut first = Box::pin(service.call(get("/")));
+    assert!(poll_once(first.as_mut()).is_pending());
+    assert_eq!(admission.queue().len(), 1);
+
+    let mut refused = pin!(service.call(get("/")));
+    let Poll::Ready(Ok(refused)) = poll_once(refused.as_mut()) else {
+        panic!("a refusal is ready at once")
+    };
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // An exempt request needs no queue place, even with the queue full.
+    let health = service.call(get("/health"));
+    assert_eq!(admission.queue().len(), 1);
+    drop(health);
+
+    drop(first);
+    assert_eq!(admission.queue().len(), 0);
+    let snapshot = admission.metrics().snapshot();
+    assert_eq!((snapshot.admitted_total, snapshot.exempt_total), (1, 1));
+}
+
 #[tokio::test]
 async fn queue_place_goes_back_when_the_response_is_ready() {
     let (admission, _clock) = admission(100, 1);
