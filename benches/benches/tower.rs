@@ -280,9 +280,14 @@ fn interleaved() {
     }
 }
 
-/// One variant alone on one thread for a few seconds, for `perf record`
-/// (`BACKSTOP_TOWER_PROFILE=<variant name>`): the interleaved mode mixes every variant.
+/// One variant alone for a few seconds, for `perf record`
+/// (`BACKSTOP_TOWER_PROFILE=<variant name>`, on `BACKSTOP_TOWER_PROFILE_THREADS` threads,
+/// default 1): the interleaved mode mixes every variant.
 fn profile(name: &str) {
+    let threads: usize = std::env::var("BACKSTOP_TOWER_PROFILE_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
     const REQUESTS: u64 = 30_000_000;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -292,20 +297,20 @@ fn profile(name: &str) {
     let admission = Arc::new(Admission::new(limits()).expect("valid limits"));
     let concurrency = GlobalConcurrencyLimitLayer::new(ROOM as usize);
     let time = match name {
-        "bare" => on_threads(1, REQUESTS, || Inner),
+        "bare" => on_threads(threads, REQUESTS, || Inner),
         "admission_try_admit_alone" => {
-            on_threads(1, REQUESTS, || DecideOnly(Arc::clone(&admission)))
+            on_threads(threads, REQUESTS, || DecideOnly(Arc::clone(&admission)))
         }
-        "backstop_admission_layer" => on_threads(1, REQUESTS, || {
+        "backstop_admission_layer" => on_threads(threads, REQUESTS, || {
             AdmissionLayer::new(Arc::clone(&admission)).layer(Inner)
         }),
         "tower_ratelimit_concurrency_loadshed" => {
-            on_threads(1, REQUESTS, || tower_stack(&concurrency))
+            on_threads(threads, REQUESTS, || tower_stack(&concurrency))
         }
         other => panic!("no variant {other}"),
     };
     println!(
-        "{name}: {:.1} ns/request",
+        "{name}, {threads} thread(s): {:.1} ns/request (slowest thread)",
         time.as_nanos() as f64 / REQUESTS as f64
     );
 }
