@@ -233,6 +233,16 @@ fn interleaved() {
     let backstop_exempt = AdmissionLayer::new(Arc::clone(&admission))
         .exempt(|head| head.path() == "/health")
         .layer(Inner);
+    // One admission per thread, as tower's `RateLimit` has one window per clone: what
+    // the layer costs when no state is shared between cores (not what a service wants:
+    // its limits would multiply by the thread count).
+    let unshared: Vec<_> = (0..2)
+        .map(|_| {
+            AdmissionLayer::new(Arc::new(Admission::new(limits()).expect("valid limits")))
+                .layer(Inner)
+        })
+        .collect();
+    let next_unshared = std::sync::atomic::AtomicUsize::new(0);
     let concurrency = GlobalConcurrencyLimitLayer::new(ROOM as usize);
     let names = [
         "bare",
@@ -240,6 +250,7 @@ fn interleaved() {
         "backstop_admission_layer",
         "backstop_admission_layer_policy_header",
         "backstop_admission_layer_exempt_predicate",
+        "backstop_admission_layer_unshared",
         "tower_ratelimit_concurrency_loadshed",
     ];
     for threads in [1, 2] {
@@ -251,6 +262,10 @@ fn interleaved() {
                 on_threads(threads, BATCH, || backstop.clone()),
                 on_threads(threads, BATCH, || backstop_header.clone()),
                 on_threads(threads, BATCH, || backstop_exempt.clone()),
+                on_threads(threads, BATCH, || {
+                    let i = next_unshared.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    unshared[i % unshared.len()].clone()
+                }),
                 on_threads(threads, BATCH, || tower_stack(&concurrency)),
             ];
             for (sample, time) in samples.iter_mut().zip(times) {
