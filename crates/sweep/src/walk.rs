@@ -34,8 +34,7 @@ use rustix::fs::{FileType, RawDir, Stat};
 use rustix::io::Errno;
 
 use crate::age::{Cutoff, ns_to_system_time};
-use crate::fsops;
-use crate::locks::Flocks;
+use crate::fsops::{self, FileLock};
 use crate::report::{EntryKind, ErrorKind, RemovedEntry, SkipReason, Tally};
 
 /// Directories at most this deep are walked as parallel tasks.
@@ -185,7 +184,6 @@ fn scan(
     let mut subdirs = Vec::new();
     let mut remaining = 0u64;
     let mut record: Option<Arc<DirRecord>> = None;
-    let mut flocks = Flocks::default();
     while let Some(entry) = entries.next() {
         let entry = match entry {
             Ok(entry) => entry,
@@ -211,7 +209,7 @@ fn scan(
             subdirs.push(name.to_owned());
             continue;
         }
-        match handle_entry(ctx, dir, rel, ident, name, &mut record, &mut flocks, out) {
+        match handle_entry(ctx, dir, rel, ident, name, &mut record, out) {
             Fate::Removed => {}
             Fate::Kept => remaining += 1,
             Fate::Directory => subdirs.push(name.to_owned()),
@@ -228,7 +226,6 @@ fn handle_entry(
     ident: (u64, u64),
     name: &CStr,
     record: &mut Option<Arc<DirRecord>>,
-    flocks: &mut Flocks,
     out: &mut Walked,
 ) -> Fate {
     let stat = match fsops::lstat_at(dir, name) {
@@ -280,10 +277,18 @@ fn handle_entry(
         }
         return Fate::Kept;
     }
-    if kind == EntryKind::File && ctx.check_locks && flocks.is_locked(dir, name, &stat) {
-        out.tally.skipped.add(SkipReason::Locked);
-        return Fate::Kept;
-    }
+    // Checked last, so only files that would otherwise go pay for it.
+    let lock = if kind == EntryKind::File && ctx.check_locks {
+        match fsops::lock_file_at(dir, name) {
+            FileLock::HeldElsewhere => {
+                out.tally.skipped.add(SkipReason::Locked);
+                return Fate::Kept;
+            }
+            lock => Some(lock),
+        }
+    } else {
+        None
+    };
     if !ctx.dry_run {
         if let Err(errno) = fsops::unlink_at(dir, name) {
             out.tally.errno(
@@ -294,6 +299,8 @@ fn handle_entry(
             return Fate::Kept;
         }
     }
+    // Only now, with the name gone, may others lock the file (see `FileLock::Ours`).
+    drop(lock);
     ctx.record_removal(
         &mut out.tally,
         &child_rel_if_needed(ctx, rel, name),
