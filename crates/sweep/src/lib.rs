@@ -68,12 +68,15 @@
 //! stop the walk inside it. The locks are advisory; so is the check.
 //!
 //! The probe costs an `open`, an `flock` and a `close` per removed file.
-//! [`Sweep::skip_locked`]`(false)` turns it off. `/proc/locks` is deliberately not
-//! used: in a PID namespace (any container) it lists only locks whose owner is visible
-//! there, so a lock held by a process outside the container, or by a child whose parent
-//! took it and exited, is missing from it, and a snapshot of it is stale by the time a
-//! file is removed. [`JobWorkspace::lock_against_sweeps`] uses the directory check to
-//! protect a running job.
+//! [`Sweep::skip_locked`]`(false)` turns it off. A real run never trusts `/proc/locks`
+//! instead: a snapshot is stale by the time a file is removed, and in a PID namespace
+//! (any container) the kernel lists only locks whose owner is visible there, so a lock
+//! held by a process outside the container, or by a child whose parent took it and
+//! exited, is missing. A dry run, which removes nothing and only predicts the probe,
+//! reads `/proc/locks` once instead of probing each file, but only where it lists every
+//! lock: initial PID namespace, kernel 5.0 or newer, tmpfs, ext2/3/4 or XFS; elsewhere
+//! it probes like a real run. [`JobWorkspace::lock_against_sweeps`] uses the directory
+//! check to protect a running job.
 //!
 //! # Parallelism
 //!
@@ -106,6 +109,7 @@
 mod age;
 mod error;
 mod fsops;
+mod locks;
 mod pressure;
 mod report;
 mod schedule;

@@ -131,16 +131,12 @@ fn delete_group(ctx: &Ctx<'_>, root: BorrowedFd<'_>, group: &[&Candidate]) -> Ta
             tally.skipped.add(SkipReason::TooYoung);
             continue;
         }
-        let lock = if ctx.check_locks {
-            match fsops::lock_file_at(dir, &candidate.name) {
-                FileLock::HeldElsewhere => {
-                    tally.skipped.add(SkipReason::Locked);
-                    continue;
-                }
-                lock => Some(lock),
+        let lock = match ctx.lock_file(dir, &candidate.name, &stat) {
+            FileLock::HeldElsewhere => {
+                tally.skipped.add(SkipReason::Locked);
+                continue;
             }
-        } else {
-            None
+            lock => lock,
         };
         if !ctx.dry_run {
             if let Err(errno) = fsops::unlink_at(dir, &candidate.name) {

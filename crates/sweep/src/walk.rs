@@ -35,6 +35,7 @@ use rustix::io::Errno;
 
 use crate::age::{Cutoff, ns_to_system_time};
 use crate::fsops::{self, FileLock};
+use crate::locks::LockTable;
 use crate::report::{EntryKind, ErrorKind, RemovedEntry, SkipReason, Tally};
 
 /// Directories at most this deep are walked as parallel tasks.
@@ -86,6 +87,8 @@ pub(crate) struct Ctx<'a> {
     pub dry_run: bool,
     pub remove_empty_dirs: bool,
     pub check_locks: bool,
+    /// Dry runs only: a trusted `/proc/locks` snapshot to consult instead of probing.
+    pub lock_table: Option<&'a LockTable>,
     /// Workspace purge: FIFOs, sockets and devices are removed too.
     pub remove_special: bool,
     pub action: Action,
@@ -116,6 +119,26 @@ impl Ctx<'_> {
             self.root.to_path_buf()
         } else {
             self.root.join(rel)
+        }
+    }
+
+    /// The lock check for the regular file `name` (with `stat`) of `dir`, about to be
+    /// removed: [`FileLock::HeldElsewhere`] means skip it; keep anything else alive
+    /// until after the unlink. Without the check, or when a dry run's trusted lock table
+    /// says it is free, there is nothing to hold ([`FileLock::Unchecked`]).
+    pub(crate) fn lock_file(&self, dir: BorrowedFd<'_>, name: &CStr, stat: &Stat) -> FileLock {
+        if !self.check_locks {
+            return FileLock::Unchecked;
+        }
+        match self.lock_table {
+            Some(table) if self.dry_run => {
+                if table.is_locked(stat) {
+                    FileLock::HeldElsewhere
+                } else {
+                    FileLock::Unchecked
+                }
+            }
+            _ => fsops::lock_file_at(dir, name),
         }
     }
 
@@ -278,8 +301,8 @@ fn handle_entry(
         return Fate::Kept;
     }
     // Checked last, so only files that would otherwise go pay for it.
-    let lock = if kind == EntryKind::File && ctx.check_locks {
-        match fsops::lock_file_at(dir, name) {
+    let lock = if kind == EntryKind::File {
+        match ctx.lock_file(dir, name, &stat) {
             FileLock::HeldElsewhere => {
                 out.tally.skipped.add(SkipReason::Locked);
                 return Fate::Kept;
