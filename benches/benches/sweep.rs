@@ -11,7 +11,8 @@
 //! cargo bench -p backstop-benches --bench sweep
 //! SWEEP_BENCH_FILES=20000 SWEEP_BENCH_DIRS=200 SWEEP_BENCH_RUNS=5 cargo bench -p backstop-benches --bench sweep
 //! ```
-//! `SWEEP_BENCH_DIR` chooses where the trees live (default: the system temp dir).
+//! `SWEEP_BENCH_DIR` chooses where the trees live (default: the system temp dir);
+//! `SWEEP_BENCH_DELETE=0` times only the scans.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -178,6 +179,12 @@ fn main() {
     let files = env_usize("SWEEP_BENCH_FILES", 200_000);
     let dirs = env_usize("SWEEP_BENCH_DIRS", 2_000);
     let runs = env_usize("SWEEP_BENCH_RUNS", 3).max(1);
+    // SWEEP_BENCH_DELETE=0 times only the scans (quick, and no disk writes).
+    let delete_runs = if env_usize("SWEEP_BENCH_DELETE", 1) == 0 {
+        0
+    } else {
+        runs
+    };
     let base_dir = std::env::var_os("SWEEP_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
@@ -203,7 +210,7 @@ fn main() {
     ];
     const FIND_DELETE: usize = 3;
     let mut delete_times: Vec<Vec<Duration>> = vec![Vec::new(); deleters.len()];
-    for run in 0..runs {
+    for run in 0..delete_runs {
         for k in 0..deleters.len() {
             let i = (k + run) % deleters.len();
             let (name, f) = deleters[i];
@@ -265,7 +272,9 @@ fn main() {
     );
     println!("|---|---|---:|---:|---|");
     let names: Vec<&str> = deleters.iter().map(|(name, _)| *name).collect();
-    table("delete", &names, &delete_times, FIND_DELETE);
+    if delete_runs > 0 {
+        table("delete", &names, &delete_times, FIND_DELETE);
+    }
     let names: Vec<&str> = scanners.iter().map(|(name, _)| *name).collect();
     table("scan", &names, &scan_times, FIND_PRINT);
 }
