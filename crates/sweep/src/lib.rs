@@ -65,7 +65,9 @@
 //! `find` and `systemd-tmpfiles`); a file the sweep cannot open (no read permission) or
 //! whose filesystem has no `flock`, which counts as unlocked; and a directory, which is
 //! checked (lock, then unlock) once when entered, so a lock taken on it later does not
-//! stop the walk inside it. The locks are advisory; so is the check.
+//! stop the walk inside it. The locks are advisory; so is the check. While the probe
+//! holds its lock (microseconds, up to the close after the unlink), another process's
+//! non-blocking `flock` on that file fails with `EWOULDBLOCK` and a blocking one waits.
 //!
 //! The probe costs an `open`, an `flock` and a `close` per removed file.
 //! [`Sweep::skip_locked`]`(false)` turns it off. A real run never trusts `/proc/locks`
