@@ -17,8 +17,10 @@
 //!   down; otherwise the directory was moved under us, the error is counted as
 //!   [`moved`](crate::ErrorCounts::moved) and that part of the subtree is abandoned.
 //!
-//! So a run holds at most about `fd_budget + threads × (DEEP_WINDOW_FDS + 2)` fds, and a
-//! tree 10 000 levels deep is swept with a few dozen.
+//! So a run holds at most about `fd_budget + threads × (DEEP_WINDOW_FDS + 2)` fds (the
+//! lock probe's one file fd per thread fits in the `+ 2` of a deep walk, and in the half
+//! of `RLIMIT_NOFILE` the budget leaves free), and a tree 10 000 levels deep is swept
+//! with a few dozen.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::mem::MaybeUninit;
