@@ -11,7 +11,8 @@
 //! cargo bench -p backstop-benches --bench sweep
 //! SWEEP_BENCH_FILES=20000 SWEEP_BENCH_DIRS=200 SWEEP_BENCH_RUNS=5 cargo bench -p backstop-benches --bench sweep
 //! ```
-//! `SWEEP_BENCH_DIR` chooses where the trees live (default: the system temp dir).
+//! `SWEEP_BENCH_DIR` chooses where the trees live (default: the system temp dir);
+//! `SWEEP_BENCH_DELETE=0` times only the scans.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -118,11 +119,12 @@ fn walkdir_delete(root: &Path) -> Duration {
     started.elapsed()
 }
 
-fn backstop(root: &Path, dry_run: bool, skip_locked: bool) -> (Duration, u64) {
+fn backstop(root: &Path, dry_run: bool, skip_locked: bool, threads: usize) -> (Duration, u64) {
     let started = Instant::now();
     let report = Sweep::new(root)
         .dry_run(dry_run)
         .skip_locked(skip_locked)
+        .threads(threads)
         .run()
         .unwrap();
     (started.elapsed(), report.files_removed)
@@ -133,10 +135,56 @@ fn median(mut xs: Vec<Duration>) -> Duration {
     xs[xs.len() / 2]
 }
 
+fn median_f64(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// The first three fields of `/proc/loadavg`: how busy the shared machine was.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Prints each contender's median and two ratios to `reference`: of the medians, and the
+/// median of the per-round ratios (contenders of one round ran back to back, so the
+/// latter is less exposed to drift in the machine's load).
+fn table(operation: &str, names: &[&str], times: &[Vec<Duration>], reference: usize) {
+    let reference_median = median(times[reference].clone());
+    for (i, name) in names.iter().enumerate() {
+        let m = median(times[i].clone());
+        let per_round: Vec<f64> = times[i]
+            .iter()
+            .zip(&times[reference])
+            .map(|(t, r)| r.as_secs_f64() / t.as_secs_f64())
+            .collect();
+        let rounds = per_round
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "| {operation} | {name} | {:.3} s | {:.2}× | {:.2}× ({rounds}) |",
+            m.as_secs_f64(),
+            reference_median.as_secs_f64() / m.as_secs_f64(),
+            median_f64(per_round),
+        );
+    }
+}
+
+type Contender = (&'static str, fn(&Path) -> Duration);
+
 fn main() {
     let files = env_usize("SWEEP_BENCH_FILES", 200_000);
     let dirs = env_usize("SWEEP_BENCH_DIRS", 2_000);
     let runs = env_usize("SWEEP_BENCH_RUNS", 3).max(1);
+    // SWEEP_BENCH_DELETE=0 times only the scans (quick, and no disk writes).
+    let delete_runs = if env_usize("SWEEP_BENCH_DELETE", 1) == 0 {
+        0
+    } else {
+        runs
+    };
     let base_dir = std::env::var_os("SWEEP_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
@@ -147,18 +195,22 @@ fn main() {
         "tree: {files} files ({FILE_BYTES} B) in {dirs} dirs, half older than 24 h; {runs} runs; {threads} threads; under {}",
         base_dir.display()
     );
+    println!("load average at start: {}", load());
 
-    type Deleter = (&'static str, fn(&Path) -> Duration);
-    let deleters: [Deleter; 4] = [
-        ("backstop-sweep", |r| backstop(r, false, true).0),
+    let deleters: [Contender; 5] = [
+        ("backstop-sweep", |r| backstop(r, false, true, 0).0),
         ("backstop-sweep, skip_locked(false)", |r| {
-            backstop(r, false, false).0
+            backstop(r, false, false, 0).0
+        }),
+        ("backstop-sweep, 1 thread", |r| {
+            backstop(r, false, true, 1).0
         }),
         ("find -delete", |r| find(r, "-delete")),
         ("walkdir + remove_file (1 thread)", walkdir_delete),
     ];
+    const FIND_DELETE: usize = 3;
     let mut delete_times: Vec<Vec<Duration>> = vec![Vec::new(); deleters.len()];
-    for run in 0..runs {
+    for run in 0..delete_runs {
         for k in 0..deleters.len() {
             let i = (k + run) % deleters.len();
             let (name, f) = deleters[i];
@@ -175,52 +227,54 @@ fn main() {
             delete_times[i].push(t);
         }
     }
+    println!("load average after deleting: {}", load());
 
     generate(&root, files, dirs, base);
-    let mut scan_times: Vec<Vec<Duration>> = vec![Vec::new(); 3];
+    let scanners: [Contender; 5] = [
+        ("backstop-sweep dry run", |r| {
+            let (t, n) = backstop(r, true, true, 0);
+            assert_eq!(n as usize, count_files(r) / 2);
+            t
+        }),
+        ("backstop-sweep dry run, skip_locked(false)", |r| {
+            backstop(r, true, false, 0).0
+        }),
+        ("backstop-sweep dry run, 1 thread", |r| {
+            backstop(r, true, true, 1).0
+        }),
+        (
+            "backstop-sweep dry run, skip_locked(false), 1 thread",
+            |r| backstop(r, true, false, 1).0,
+        ),
+        ("find -print", |r| find(r, "-print")),
+    ];
+    const FIND_PRINT: usize = 4;
+    let mut scan_times: Vec<Vec<Duration>> = vec![Vec::new(); scanners.len()];
     // Warm the cache once so that every timed scan starts alike.
     let _ = find(&root, "-print");
     for run in 0..runs.max(5) {
-        let (t, n) = backstop(&root, true, true);
-        assert_eq!(n as usize, files / 2);
-        scan_times[0].push(t);
-        scan_times[1].push(backstop(&root, true, false).0);
-        scan_times[2].push(find(&root, "-print"));
-        println!(
-            "run {run} scan backstop {:.3} s, backstop skip_locked(false) {:.3} s, find -print {:.3} s",
-            scan_times[0][run].as_secs_f64(),
-            scan_times[1][run].as_secs_f64(),
-            scan_times[2][run].as_secs_f64()
-        );
+        let mut line = format!("run {run} scan");
+        for k in 0..scanners.len() {
+            let i = (k + run) % scanners.len();
+            let (name, f) = scanners[i];
+            let t = f(&root);
+            line += &format!(" | {name} {:.3} s", t.as_secs_f64());
+            scan_times[i].push(t);
+        }
+        println!("{line}");
     }
     std::fs::remove_dir_all(&root).unwrap();
+    println!("load average at the end: {}", load());
 
     println!();
-    println!("| operation | contender | median | find ÷ contender |");
-    println!("|---|---|---:|---:|");
-    let find_delete = median(delete_times[2].clone());
-    for (i, (name, _)) in deleters.iter().enumerate() {
-        let m = median(delete_times[i].clone());
-        println!(
-            "| delete | {name} | {:.3} s | {:.2}× |",
-            m.as_secs_f64(),
-            find_delete.as_secs_f64() / m.as_secs_f64()
-        );
+    println!(
+        "| operation | contender | median | find ÷ contender (medians) | median of per-round ratios |"
+    );
+    println!("|---|---|---:|---:|---|");
+    let names: Vec<&str> = deleters.iter().map(|(name, _)| *name).collect();
+    if delete_runs > 0 {
+        table("delete", &names, &delete_times, FIND_DELETE);
     }
-    let find_scan = median(scan_times[2].clone());
-    for (i, name) in [
-        "backstop-sweep dry run",
-        "backstop-sweep dry run, skip_locked(false)",
-        "find -print",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let m = median(scan_times[i].clone());
-        println!(
-            "| scan | {name} | {:.3} s | {:.2}× |",
-            m.as_secs_f64(),
-            find_scan.as_secs_f64() / m.as_secs_f64()
-        );
-    }
+    let names: Vec<&str> = scanners.iter().map(|(name, _)| *name).collect();
+    table("scan", &names, &scan_times, FIND_PRINT);
 }

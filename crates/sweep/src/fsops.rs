@@ -53,24 +53,40 @@ pub(crate) fn is_locked(fd: BorrowedFd<'_>) -> bool {
     }
 }
 
-/// True when the regular file `name` of `dir` is held under an `flock` elsewhere.
+/// What the lock probe found on a regular file about to be removed.
+#[derive(Debug)]
+pub(crate) enum FileLock {
+    /// Another open file description holds an `flock` on it: leave it alone.
+    HeldElsewhere,
+    /// The sweep now holds an exclusive `flock` on it, released when this fd closes.
+    /// Removing the file before closing the fd means no one else held a lock at the
+    /// moment of the unlink.
+    Ours(#[expect(dead_code, reason = "held for its drop: closing it releases the lock")] OwnedFd),
+    /// It could not be opened (no read permission, vanished, swapped for a symlink) or
+    /// its filesystem has no `flock`: it cannot be checked, and counts as unlocked.
+    Unchecked,
+}
+
+/// Takes a non-blocking exclusive `flock` on the regular file `name` of `dir`.
 ///
 /// The file is opened `O_NONBLOCK` so that a FIFO swapped in after the `lstat` cannot
-/// hang the sweep, and `O_NOFOLLOW` so that a swapped-in symlink is not followed. A file
-/// that cannot be opened (no read permission) cannot be checked and counts as unlocked.
-pub(crate) fn file_is_locked(dir: BorrowedFd<'_>, name: &CStr) -> bool {
-    match rustix::fs::openat(
+/// hang the sweep (nor can a write lease: the open fails instead of waiting for it to be
+/// broken), and `O_NOFOLLOW` so that a swapped-in symlink is not followed. The caller
+/// keeps [`FileLock::Ours`] alive across the `unlinkat`.
+pub(crate) fn lock_file_at(dir: BorrowedFd<'_>, name: &CStr) -> FileLock {
+    let fd = match rustix::fs::openat(
         dir,
         name,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
         Mode::empty(),
     ) {
-        // Closing the fd drops our probe lock, so no unlock call is needed.
-        Ok(fd) => match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => false,
-            Err(errno) => errno == Errno::WOULDBLOCK,
-        },
-        Err(_) => false,
+        Ok(fd) => fd,
+        Err(_) => return FileLock::Unchecked,
+    };
+    match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => FileLock::Ours(fd),
+        Err(Errno::WOULDBLOCK) => FileLock::HeldElsewhere,
+        Err(_) => FileLock::Unchecked,
     }
 }
 
@@ -147,7 +163,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_probe_sees_a_lock_held_by_another_open_file_description() {
+    fn the_probe_sees_a_lock_held_by_another_open_file_description_and_holds_its_own() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("f"), b"x").unwrap();
         let dir_fd = rustix::fs::open(
@@ -156,19 +172,37 @@ mod tests {
             Mode::empty(),
         )
         .unwrap();
-        assert!(!file_is_locked(dir_fd.as_fd(), c"f"));
-        let held = std::fs::File::open(dir.path().join("f")).unwrap();
-        rustix::fs::flock(&held, FlockOperation::LockShared).unwrap();
-        assert!(file_is_locked(dir_fd.as_fd(), c"f"));
+        let other = std::fs::File::open(dir.path().join("f")).unwrap();
+
+        let ours = lock_file_at(dir_fd.as_fd(), c"f");
+        assert!(matches!(ours, FileLock::Ours(_)), "{ours:?}");
+        // While the probe's fd is open, its lock keeps everyone else out: the window
+        // between the check and the unlink is covered.
+        assert_eq!(
+            rustix::fs::flock(&other, FlockOperation::NonBlockingLockShared),
+            Err(Errno::WOULDBLOCK)
+        );
+        drop(ours);
+        rustix::fs::flock(&other, FlockOperation::LockShared).unwrap();
+        assert!(matches!(
+            lock_file_at(dir_fd.as_fd(), c"f"),
+            FileLock::HeldElsewhere
+        ));
         assert!(
-            !is_locked(held.as_fd()),
+            !is_locked(other.as_fd()),
             "a lock does not conflict with its own holder"
         );
-        drop(held);
-        assert!(!file_is_locked(dir_fd.as_fd(), c"f"));
+        drop(other);
+        assert!(matches!(
+            lock_file_at(dir_fd.as_fd(), c"f"),
+            FileLock::Ours(_)
+        ));
         assert!(
-            !file_is_locked(dir_fd.as_fd(), c"missing"),
-            "unreadable means unlocked"
+            matches!(
+                lock_file_at(dir_fd.as_fd(), c"missing"),
+                FileLock::Unchecked
+            ),
+            "unopenable means unchecked"
         );
     }
 }

@@ -49,12 +49,36 @@
 //!
 //! # Locks
 //!
-//! An old directory that another process holds under `flock` is not entered; an old file
-//! under `flock` is not removed. Files are checked against a snapshot of `/proc/locks`
-//! read once per directory (when it first meets an old file), which saves an `open` +
-//! `flock` + `close` per file; where `/proc/locks` is unreadable each file is probed
-//! instead. Like any such check it is advisory and racy: a lock taken after the check is
-//! not seen. [`JobWorkspace::lock_against_sweeps`] uses this to protect a running job.
+//! An old file that another process holds under `flock` is not removed, and a directory
+//! another process holds under `flock` is not entered. Each file that is about to be
+//! removed (old, regular, not excluded; young files are never probed) is opened
+//! `O_NOFOLLOW | O_NONBLOCK` relative to its directory and locked with a non-blocking
+//! exclusive `flock`; if that fails with `EWOULDBLOCK` the file is skipped, otherwise
+//! the sweep *keeps* its lock until after the `unlinkat` and only then closes the fd.
+//!
+//! What this guarantees, precisely: when a file is unlinked, no other open file
+//! description held an `flock` on the inode the name referred to when the sweep opened
+//! it. So a process that locks a file and then checks that it is still linked
+//! (`fstat` shows `st_nlink > 0`, or the path still names the same inode) never has it
+//! removed under its lock. What it does not cover: a file renamed over that name
+//! between the sweep's `lstat` and its `unlinkat` (names are checked, not inodes, as by
+//! `find` and `systemd-tmpfiles`); a file the sweep cannot open (no read permission) or
+//! whose filesystem has no `flock`, which counts as unlocked; and a directory, which is
+//! checked (lock, then unlock) once when entered, so a lock taken on it later does not
+//! stop the walk inside it. The locks are advisory; so is the check. While the probe
+//! holds its lock (microseconds, up to the close after the unlink), another process's
+//! non-blocking `flock` on that file fails with `EWOULDBLOCK` and a blocking one waits.
+//!
+//! The probe costs an `open`, an `flock` and a `close` per removed file.
+//! [`Sweep::skip_locked`]`(false)` turns it off. A real run never trusts `/proc/locks`
+//! instead: a snapshot is stale by the time a file is removed, and in a PID namespace
+//! (any container) the kernel lists only locks whose owner is visible there, so a lock
+//! held by a process outside the container, or by a child whose parent took it and
+//! exited, is missing. A dry run, which removes nothing and only predicts the probe,
+//! reads `/proc/locks` once instead of probing each file, but only where it lists every
+//! lock: initial PID namespace, kernel 5.0 or newer, tmpfs, ext2/3/4 or XFS; elsewhere
+//! it probes like a real run. [`JobWorkspace::lock_against_sweeps`] uses the directory
+//! check to protect a running job.
 //!
 //! # Parallelism
 //!

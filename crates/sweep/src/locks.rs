@@ -1,55 +1,106 @@
-//! Which inodes other processes hold under an `flock`, read from `/proc/locks`.
+//! The kernel's `flock` table, read once, for dry runs only.
 //!
-//! Probing each old file (`open` + `flock` + `close`) triples the syscalls per file.
-//! Instead each directory, when it first meets an old file, reads one snapshot of the
-//! kernel's lock table and checks inodes against it. The race is the probe's own (a lock
-//! taken just after the check is missed either way), with a window of one directory's
-//! handling instead of one file's. Where `/proc/locks` cannot be read, the per-file
-//! probe ([`fsops::file_is_locked`](crate::fsops::file_is_locked)) is used instead.
+//! A real run probes every file it is about to remove and holds the probe's lock across
+//! the unlink ([`fsops::lock_file_at`](crate::fsops::lock_file_at)); no snapshot can give
+//! that guarantee, since a lock taken after the snapshot is missed. A dry run removes
+//! nothing, so its lock check only has to *predict* the probe, and one read of
+//! `/proc/locks` saves it an `open` + `flock` + `close` per old file. The prediction is
+//! exact only where the table lists every `flock` on the swept filesystem, so it is used
+//! only when all of these hold, and otherwise the dry run probes like a real run:
 //!
-//! Only inode numbers are compared, not devices: stacked filesystems (overlayfs) may
-//! report another device in `/proc/locks` than `stat` does, and a false match only
-//! means an old file is kept one sweep longer.
+//! - `/proc` is procfs and belongs to the initial PID namespace (`/proc/self/ns/pid` is
+//!   `pid:[4026531836]`, the fixed inode of that namespace, and a task of that namespace
+//!   is visible only in a procfs of it). In any other PID namespace the kernel hides the
+//!   locks whose owner is not visible there: locks taken outside the container, and
+//!   locks whose taker exited while a child kept the file open;
+//! - the kernel is 5.0 or newer: older ones also hide, even in the initial namespace,
+//!   locks whose taker has exited (fixed in 2018 by "fs/lock: skip lock owner pid
+//!   translation in case we are in init_pid_ns");
+//! - the swept filesystem is tmpfs, ext2/3/4 or XFS: local, so no lock lives only on
+//!   another host (NFS), and `stat`'s `st_dev` is the device `/proc/locks` names (not so
+//!   on btrfs subvolumes or overlayfs).
 
 use std::collections::HashSet;
-use std::ffi::CStr;
 use std::os::fd::BorrowedFd;
 
 use rustix::fs::Stat;
 
 use crate::fsops;
 
-/// Most lines of `/proc/locks` read: a bound on the snapshot's memory. With more locks
-/// than that, the per-file probe is used.
+/// Most lines of `/proc/locks` read: a bound on the snapshot's memory. With more, the
+/// dry run probes instead.
 const MAX_LOCK_LINES: usize = 100_000;
 
-/// The lock table as one directory sees it, read on first use.
-#[derive(Default)]
-pub(crate) struct Flocks {
-    /// `None` until read; `Some(None)` when it cannot be read.
-    snapshot: Option<Option<HashSet<u64>>>,
+/// `/proc/self/ns/pid` of the initial PID namespace (`PROC_PID_INIT_INO` in the kernel).
+const INIT_PID_NS: &str = "pid:[4026531836]";
+/// `f_type` of procfs.
+const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+/// `f_type`s of the filesystems whose `flock`s `/proc/locks` lists under `st_dev`:
+/// tmpfs, ext2/3/4, XFS.
+const TRUSTED_FS_MAGIC: [u64; 3] = [0x0102_1994, 0xef53, 0x5846_5342];
+/// Oldest kernel (major, minor) whose initial-namespace `/proc/locks` shows locks of
+/// exited takers.
+const MIN_KERNEL: (u32, u32) = (5, 0);
+
+/// Every `flock` on the swept filesystem, as `(device major, device minor, inode)`.
+#[derive(Debug, Default)]
+pub(crate) struct LockTable {
+    held: HashSet<(u32, u32, u64)>,
 }
 
-impl Flocks {
-    /// True when another open file description holds an `flock` on the regular file
-    /// `name` (with `stat`) in `dir`.
-    pub fn is_locked(&mut self, dir: BorrowedFd<'_>, name: &CStr, stat: &Stat) -> bool {
-        match self.snapshot.get_or_insert_with(read_flocks) {
-            Some(held) => held.contains(&fsops::ino(stat)),
-            None => fsops::file_is_locked(dir, name),
+impl LockTable {
+    /// The table, if it can be trusted to list every `flock` on the filesystem of
+    /// `root` (see the module docs); `None` means "probe instead".
+    pub fn read_if_complete(root: BorrowedFd<'_>) -> Option<LockTable> {
+        let fs_type = fs_magic(rustix::fs::fstatfs(root).ok()?);
+        if !TRUSTED_FS_MAGIC.contains(&fs_type) {
+            return None;
         }
+        let proc_fs = rustix::fs::statfs("/proc").ok()?;
+        if fs_magic(proc_fs) != PROC_SUPER_MAGIC {
+            return None;
+        }
+        let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+        if ns.as_os_str() != INIT_PID_NS {
+            return None;
+        }
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+        if kernel_version(&release)? < MIN_KERNEL {
+            return None;
+        }
+        parse(&std::fs::read_to_string("/proc/locks").ok()?)
+    }
+
+    /// True when the table lists an `flock` on the inode of `stat`.
+    pub fn is_locked(&self, stat: &Stat) -> bool {
+        let dev = fsops::dev(stat);
+        let key = (
+            rustix::fs::major(dev),
+            rustix::fs::minor(dev),
+            fsops::ino(stat),
+        );
+        self.held.contains(&key)
     }
 }
 
-/// Inode numbers with an `FLOCK` entry in `/proc/locks`.
-fn read_flocks() -> Option<HashSet<u64>> {
-    let text = std::fs::read_to_string("/proc/locks").ok()?;
-    parse(&text)
+// `f_type`'s type differs between targets (signed on some); magics are small positive.
+#[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+fn fs_magic(stat: rustix::fs::StatFs) -> u64 {
+    stat.f_type as u64
 }
 
-/// Parses lines like `1: FLOCK  ADVISORY  READ 1959 fe:00:10010708 0 EOF` (device
-/// major and minor in hex, inode in decimal). Blocked waiters (`->` lines) hold nothing.
-fn parse(text: &str) -> Option<HashSet<u64>> {
+/// `(major, minor)` of a release string like `6.18.44-fc-v669`.
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Parses lines like `1: FLOCK  ADVISORY  WRITE 1959 fe:00:10010708 0 EOF` (device
+/// major and minor in hex, inode in decimal). Blocked waiters (`->` lines) hold nothing;
+/// POSIX and OFD locks do not conflict with `flock`. `None` if the table is too long.
+fn parse(text: &str) -> Option<LockTable> {
     let mut held = HashSet::new();
     for (n, line) in text.lines().enumerate() {
         if n >= MAX_LOCK_LINES {
@@ -62,15 +113,28 @@ fn parse(text: &str) -> Option<HashSet<u64>> {
         let Some(id) = fields.find(|f| f.matches(':').count() == 2) else {
             continue;
         };
-        if let Some(Ok(ino)) = id.rsplit(':').next().map(str::parse::<u64>) {
-            held.insert(ino);
+        let mut parts = id.split(':');
+        let (Some(major), Some(minor), Some(ino)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if let (Ok(major), Ok(minor), Ok(ino)) = (
+            u32::from_str_radix(major, 16),
+            u32::from_str_radix(minor, 16),
+            ino.parse::<u64>(),
+        ) {
+            held.insert((major, minor, ino));
         }
     }
-    Some(held)
+    Some(LockTable { held })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsFd;
+
+    use rustix::fs::{FlockOperation, Mode, OFlags};
+
     use super::*;
 
     #[test]
@@ -78,10 +142,64 @@ mod tests {
         let text = "1: FLOCK  ADVISORY  READ 1959 fe:00:10010708 0 EOF\n\
                     2: POSIX  ADVISORY  WRITE 77 08:01:42 0 EOF\n\
                     3: FLOCK  ADVISORY  WRITE 12 08:11:99 0 EOF\n\
-                    3: -> FLOCK  ADVISORY  WRITE 13 08:11:5 0 EOF\n";
-        let held = parse(text).unwrap();
-        assert!(held.contains(&10_010_708));
-        assert!(held.contains(&99));
-        assert_eq!(held.len(), 2);
+                    3: -> FLOCK  ADVISORY  WRITE 13 08:11:5 0 EOF\n\
+                    4: OFDLCK ADVISORY  READ -1 00:2d:7 0 EOF\n";
+        let table = parse(text).unwrap();
+        let held: HashSet<_> = table.held.iter().copied().collect();
+        assert_eq!(
+            held,
+            HashSet::from([(0xfe, 0, 10_010_708), (0x08, 0x11, 99)])
+        );
+        let too_long = "1: FLOCK ADVISORY READ 1 00:01:1 0 EOF\n".repeat(MAX_LOCK_LINES + 1);
+        assert!(parse(&too_long).is_none());
+    }
+
+    #[test]
+    fn kernel_versions_parse() {
+        assert_eq!(kernel_version("6.18.44-fc-v669\n"), Some((6, 18)));
+        assert_eq!(kernel_version("4.19-rc1"), Some((4, 19)));
+        assert_eq!(kernel_version("garbage"), None);
+        assert!(kernel_version("4.19.0").unwrap() < MIN_KERNEL);
+    }
+
+    /// Where the table is trusted, it must list a lock this test takes; where it is not
+    /// (a container, an old kernel, another filesystem), it must say so.
+    #[test]
+    fn a_trusted_table_lists_a_held_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("held");
+        std::fs::write(&path, b"x").unwrap();
+        let dir_fd = rustix::fs::open(
+            dir.path(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        let held = std::fs::File::open(&path).unwrap();
+        rustix::fs::flock(&held, FlockOperation::LockShared).unwrap();
+        let stat = rustix::fs::fstat(&held).unwrap();
+        let in_init_ns =
+            std::fs::read_link("/proc/self/ns/pid").is_ok_and(|ns| ns.as_os_str() == INIT_PID_NS);
+        match LockTable::read_if_complete(dir_fd.as_fd()) {
+            Some(table) => {
+                assert!(in_init_ns);
+                assert!(table.is_locked(&stat));
+                drop(held);
+                let table = LockTable::read_if_complete(dir_fd.as_fd()).unwrap();
+                assert!(!table.is_locked(&stat));
+            }
+            None => {
+                let fs_type = fs_magic(rustix::fs::fstatfs(dir_fd.as_fd()).unwrap());
+                let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                    .ok()
+                    .and_then(|r| kernel_version(&r));
+                assert!(
+                    !in_init_ns
+                        || !TRUSTED_FS_MAGIC.contains(&fs_type)
+                        || release.is_none_or(|v| v < MIN_KERNEL),
+                    "untrusted for no stated reason"
+                );
+            }
+        }
     }
 }

@@ -22,8 +22,7 @@ use rayon::prelude::*;
 use rustix::fs::FileType;
 use rustix::io::Errno;
 
-use crate::fsops;
-use crate::locks::Flocks;
+use crate::fsops::{self, FileLock};
 use crate::report::{EntryKind, ErrorKind, SkipReason, Tally};
 use crate::walk::{Candidate, Ctx};
 
@@ -106,7 +105,6 @@ fn delete_group(ctx: &Ctx<'_>, root: BorrowedFd<'_>, group: &[&Candidate]) -> Ta
     };
     let dir = opened.as_ref().map_or(root, |fd| fd.as_fd());
     let same_dir = rustix::fs::fstat(dir).is_ok_and(|stat| fsops::ident(&stat) == record.ident);
-    let mut flocks = Flocks::default();
     for candidate in group {
         let rel = record
             .rel
@@ -133,16 +131,21 @@ fn delete_group(ctx: &Ctx<'_>, root: BorrowedFd<'_>, group: &[&Candidate]) -> Ta
             tally.skipped.add(SkipReason::TooYoung);
             continue;
         }
-        if ctx.check_locks && flocks.is_locked(dir, &candidate.name, &stat) {
-            tally.skipped.add(SkipReason::Locked);
-            continue;
-        }
+        let lock = match ctx.lock_file(dir, &candidate.name, &stat) {
+            FileLock::HeldElsewhere => {
+                tally.skipped.add(SkipReason::Locked);
+                continue;
+            }
+            lock => lock,
+        };
         if !ctx.dry_run {
             if let Err(errno) = fsops::unlink_at(dir, &candidate.name) {
                 tally.errno(&ctx.full_path(&rel), "cannot remove", errno);
                 continue;
             }
         }
+        // Released only after the unlink (see `FileLock::Ours`).
+        drop(lock);
         ctx.record_removal(&mut tally, &rel, EntryKind::File, &stat);
     }
     tally

@@ -17,8 +17,10 @@
 //!   down; otherwise the directory was moved under us, the error is counted as
 //!   [`moved`](crate::ErrorCounts::moved) and that part of the subtree is abandoned.
 //!
-//! So a run holds at most about `fd_budget + threads × (DEEP_WINDOW_FDS + 2)` fds, and a
-//! tree 10 000 levels deep is swept with a few dozen.
+//! So a run holds at most about `fd_budget + threads × (DEEP_WINDOW_FDS + 2)` fds (the
+//! lock probe's one file fd per thread fits in the `+ 2` of a deep walk, and in the half
+//! of `RLIMIT_NOFILE` the budget leaves free), and a tree 10 000 levels deep is swept
+//! with a few dozen.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::mem::MaybeUninit;
@@ -34,8 +36,8 @@ use rustix::fs::{FileType, RawDir, Stat};
 use rustix::io::Errno;
 
 use crate::age::{Cutoff, ns_to_system_time};
-use crate::fsops;
-use crate::locks::Flocks;
+use crate::fsops::{self, FileLock};
+use crate::locks::LockTable;
 use crate::report::{EntryKind, ErrorKind, RemovedEntry, SkipReason, Tally};
 
 /// Directories at most this deep are walked as parallel tasks.
@@ -87,6 +89,8 @@ pub(crate) struct Ctx<'a> {
     pub dry_run: bool,
     pub remove_empty_dirs: bool,
     pub check_locks: bool,
+    /// Dry runs only: a trusted `/proc/locks` snapshot to consult instead of probing.
+    pub lock_table: Option<&'a LockTable>,
     /// Workspace purge: FIFOs, sockets and devices are removed too.
     pub remove_special: bool,
     pub action: Action,
@@ -117,6 +121,26 @@ impl Ctx<'_> {
             self.root.to_path_buf()
         } else {
             self.root.join(rel)
+        }
+    }
+
+    /// The lock check for the regular file `name` (with `stat`) of `dir`, about to be
+    /// removed: [`FileLock::HeldElsewhere`] means skip it; keep anything else alive
+    /// until after the unlink. Without the check, or when a dry run's trusted lock table
+    /// says it is free, there is nothing to hold ([`FileLock::Unchecked`]).
+    pub(crate) fn lock_file(&self, dir: BorrowedFd<'_>, name: &CStr, stat: &Stat) -> FileLock {
+        if !self.check_locks {
+            return FileLock::Unchecked;
+        }
+        match self.lock_table {
+            Some(table) if self.dry_run => {
+                if table.is_locked(stat) {
+                    FileLock::HeldElsewhere
+                } else {
+                    FileLock::Unchecked
+                }
+            }
+            _ => fsops::lock_file_at(dir, name),
         }
     }
 
@@ -185,7 +209,6 @@ fn scan(
     let mut subdirs = Vec::new();
     let mut remaining = 0u64;
     let mut record: Option<Arc<DirRecord>> = None;
-    let mut flocks = Flocks::default();
     while let Some(entry) = entries.next() {
         let entry = match entry {
             Ok(entry) => entry,
@@ -211,7 +234,7 @@ fn scan(
             subdirs.push(name.to_owned());
             continue;
         }
-        match handle_entry(ctx, dir, rel, ident, name, &mut record, &mut flocks, out) {
+        match handle_entry(ctx, dir, rel, ident, name, &mut record, out) {
             Fate::Removed => {}
             Fate::Kept => remaining += 1,
             Fate::Directory => subdirs.push(name.to_owned()),
@@ -228,7 +251,6 @@ fn handle_entry(
     ident: (u64, u64),
     name: &CStr,
     record: &mut Option<Arc<DirRecord>>,
-    flocks: &mut Flocks,
     out: &mut Walked,
 ) -> Fate {
     let stat = match fsops::lstat_at(dir, name) {
@@ -280,10 +302,18 @@ fn handle_entry(
         }
         return Fate::Kept;
     }
-    if kind == EntryKind::File && ctx.check_locks && flocks.is_locked(dir, name, &stat) {
-        out.tally.skipped.add(SkipReason::Locked);
-        return Fate::Kept;
-    }
+    // Checked last, so only files that would otherwise go pay for it.
+    let lock = if kind == EntryKind::File {
+        match ctx.lock_file(dir, name, &stat) {
+            FileLock::HeldElsewhere => {
+                out.tally.skipped.add(SkipReason::Locked);
+                return Fate::Kept;
+            }
+            lock => Some(lock),
+        }
+    } else {
+        None
+    };
     if !ctx.dry_run {
         if let Err(errno) = fsops::unlink_at(dir, name) {
             out.tally.errno(
@@ -294,6 +324,8 @@ fn handle_entry(
             return Fate::Kept;
         }
     }
+    // Only now, with the name gone, may others lock the file (see `FileLock::Ours`).
+    drop(lock);
     ctx.record_removal(
         &mut out.tally,
         &child_rel_if_needed(ctx, rel, name),

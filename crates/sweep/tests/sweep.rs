@@ -209,6 +209,31 @@ fn files_and_directories_under_flock_are_skipped() {
 }
 
 #[test]
+fn a_locked_file_is_skipped_alike_by_dry_runs_and_pressure_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    file(&root.join("oldest-but-busy.mp4"), 4096, old() - DAY);
+    file(&root.join("free.mp4"), 4096, old());
+    let held = fs::File::open(root.join("oldest-but-busy.mp4")).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+
+    let dry = sweep(root).dry_run(true).run().unwrap();
+    assert_eq!((dry.files_removed, dry.skipped.locked), (1, 1));
+    // Pressure mode would take the oldest first; the busy one is passed over.
+    let report = sweep(root)
+        .byte_goal(1)
+        .collect_removed(true)
+        .run()
+        .unwrap();
+    assert_eq!((report.files_removed, report.skipped.locked), (1, 1));
+    assert!(report.removed[0].path.ends_with("free.mp4"));
+    assert!(root.join("oldest-but-busy.mp4").exists());
+    drop(held);
+    let report = sweep(root).run().unwrap();
+    assert_eq!((report.files_removed, report.skipped.locked), (1, 0));
+}
+
+#[test]
 fn an_unreadable_subtree_is_reported_and_the_rest_is_cleaned() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
