@@ -75,7 +75,9 @@ fn main() {
         s.sort_by(f64::total_cmp);
         s[((s.len() - 1) as f64 * q) as usize]
     };
-    println!("ns per call over {ROUNDS} interleaved batches: minimum, median (ratio to the limiter alone)");
+    println!(
+        "ns per call over {ROUNDS} interleaved batches: minimum, median (ratio to the limiter alone)"
+    );
     for (i, (name, _)) in variants.iter().enumerate() {
         let (min, median) = (stat(i, 0.0), stat(i, 0.5));
         println!(
