@@ -137,10 +137,7 @@ where
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_time()
-                        .build()
-                        .expect("runtime");
+                    let runtime = timer_runtime();
                     let _context = runtime.enter();
                     let mut service = make();
                     barrier.wait();
@@ -160,11 +157,16 @@ where
     })
 }
 
-fn per_request(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// A current-thread tokio runtime with a timer, which tower's `RateLimit` needs.
+fn timer_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
-        .expect("runtime");
+        .expect("runtime")
+}
+
+fn per_request(c: &mut Criterion) {
+    let runtime = timer_runtime();
     let _context = runtime.enter();
 
     let admission = Arc::new(Admission::new(limits()).expect("valid limits"));
@@ -220,10 +222,7 @@ fn per_request(c: &mut Criterion) {
 fn interleaved() {
     const ROUNDS: usize = 101;
     const BATCH: u64 = 10_000;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let runtime = timer_runtime();
     let _context = runtime.enter();
     let admission = Arc::new(Admission::new(limits()).expect("valid limits"));
     let backstop = AdmissionLayer::new(Arc::clone(&admission)).layer(Inner);
@@ -304,10 +303,7 @@ fn profile(name: &str) {
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
     const REQUESTS: u64 = 30_000_000;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let runtime = timer_runtime();
     let _context = runtime.enter();
     let admission = Arc::new(Admission::new(limits()).expect("valid limits"));
     let concurrency = GlobalConcurrencyLimitLayer::new(ROOM as usize);

@@ -405,9 +405,10 @@ impl<C: Clock> Admission<C> {
         // Acquire: pairs with the Release store in `reconfigure`, so the limiter behind
         // the pointer is seen fully built.
         let limiter = self.limiter.load(Ordering::Acquire);
-        // SAFETY: the pointer is always to a boxed limiter in `settings.limiters`, which
-        // only grows and is dropped with `self`; boxes never move their contents, and
-        // the limiter is only used through shared references.
+        // The pointer is always to a boxed limiter in `settings.limiters`, which only
+        // grows and is dropped with `self`, and boxes never move their contents; sharing
+        // it is sound because `Admission: Sync` needs `C: Sync` (its `clock` field).
+        // SAFETY: the pointee outlives `&self` and is only ever used through `&`.
         unsafe { &*limiter }
     }
 
