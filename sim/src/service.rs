@@ -178,10 +178,15 @@ impl Service {
             memory_pressure_pct: None,
         });
         self.feed(now_ns);
-        let next = self.gate().snapshot().shortage.map(|s| match s.state() {
-            GateState::LowDisk => GateReason::LowDisk,
-            _ => GateReason::LowMemory,
-        });
+        // The gate's own verdict, not its raw snapshot: the verdict honours
+        // `resources.enabled = false` (a disabled gate never closes).
+        let next = match self.gate().state_at(now_ns) {
+            GateState::Open => None,
+            GateState::LowDisk => Some(GateReason::LowDisk),
+            // Low memory; the simulator feeds no pressure reading and refreshes the last
+            // reading long before it goes stale, so nothing else can close the gate.
+            _ => Some(GateReason::LowMemory),
+        };
         let changed = next.is_some() != self.closed.is_some();
         self.closed = next;
         changed.then_some(next)
