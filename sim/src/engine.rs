@@ -213,6 +213,9 @@ pub fn run<S: EventSource>(
         series: Series::new(),
         cfg: config.clone(),
     };
+    // The gate is judged once before anything happens: a disk smaller than the free-space
+    // minimum is short from t = 0, before the first sweep or reading.
+    e.update_gate(0)?;
     let interval_us = config.sweep.interval.as_micros() as u64;
     let mut next_sweep_us = 0u64;
     let mut next_trace = source.next_event()?;

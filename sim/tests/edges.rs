@@ -45,3 +45,22 @@ fn a_disabled_gate_never_closes_and_the_run_is_clean() {
         "{log}"
     );
 }
+
+#[test]
+fn a_disk_smaller_than_the_free_space_minimum_closes_the_gate_from_the_start() {
+    let mut config = SimConfig::default();
+    // 1 GiB of disk against a 5 GiB minimum: short before any reading or file.
+    config.disk.capacity_bytes = 1 << 30;
+    let trace = "{\"t_us\":0,\"type\":\"request\",\"id\":1,\"job_us\":1000}\n";
+    let (out, log) = replay(&config, trace);
+    assert_eq!(out.check.first, None, "{:?}\n{log}", out.check.first);
+    let first = log.lines().next().expect("a record");
+    assert_eq!(
+        first, "{\"t_us\":0,\"event\":\"gate\",\"open\":false,\"reason\":\"low_disk\"}",
+        "{log}"
+    );
+    // The job waits for ever: the gate never opens.
+    assert!(!log.contains("job_start"), "{log}");
+    assert_eq!(out.report.sim.gate_closures_low_disk, 1);
+    assert_eq!(out.report.sim.still_queued, 1);
+}
