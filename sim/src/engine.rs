@@ -378,7 +378,12 @@ impl Engine<'_> {
         };
         let end_us = crash_at_us.unwrap_or(t_us + req.job_us);
         self.heap.push(Reverse((end_us, KIND_END, order, slot)));
-        self.write_stage(t_us, slot)
+        // A job writes the stages due strictly before it ends (ends come first at an
+        // instant): one ending at its start instant, zero-length or crashed, writes none.
+        if t_us < end_us {
+            self.write_stage(t_us, slot)?;
+        }
+        Ok(())
     }
 
     /// Writes the job's next stage and schedules the one after, if it comes before the
