@@ -336,7 +336,10 @@ impl Engine<'_> {
     fn dispatch(&mut self, t_us: u64) -> Result<(), SimError> {
         while let Some(q) = self.queue.pop_front() {
             match self.service.try_start(t_us.saturating_mul(1000), q.ticket) {
-                Ok(permit) => self.start_job(t_us, q.req, permit)?,
+                Ok(permit) => {
+                    self.series.queue(t_us, self.queue.len() as u64);
+                    self.start_job(t_us, q.req, permit)?;
+                }
                 Err(ticket) => {
                     // No slot, or the gate is closed: it stays at the head of the queue.
                     self.queue.push_front(Queued { req: q.req, ticket });
@@ -569,7 +572,6 @@ impl Engine<'_> {
             self.stats.queue_depth(self.queue.len() as u64);
             self.series.queue(t_us, self.queue.len() as u64);
             self.dispatch(t_us)?;
-            self.series.queue(t_us, self.queue.len() as u64);
         }
         Ok(())
     }

@@ -10,7 +10,8 @@
 //!   [`service`] (backstop-core's `Admission`) and [`disk`] (backstop-sweep's
 //!   `JobWorkspace` and `Sweep` on real temp files laid out by [`layout`]).
 //! - [`log`]: the decision log; [`check`]: the invariant checkers, which read only the trace
-//!   and the log; [`report`] and [`charts`]: what a run prints and draws.
+//!   and the log; [`report`] and [`charts`]: what a run prints and draws; [`html`]: the
+//!   self-contained page that holds both.
 //!
 //! ```
 //! use backstop_sim::config::SimConfig;
@@ -40,6 +41,7 @@ pub mod check;
 pub mod config;
 pub mod disk;
 pub mod engine;
+pub mod html;
 pub mod layout;
 pub mod log;
 pub mod report;

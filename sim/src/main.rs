@@ -36,7 +36,7 @@ const DAY_RATE_PER_S: f64 = 0.05;
     name = "backstop-sim",
     version,
     about = "Deterministic replay of traffic and disk-pressure traces through backstop, with invariant checks.",
-    long_about = "Deterministic replay of traffic and disk-pressure traces through backstop, with invariant checks.\n\nWith no command: replays the built-in 24-hour scenario, prints the report and writes charts to target/backstop-sim/.\n\nExit codes: 0 clean, 1 an invariant was violated, 2 bad input."
+    long_about = "Deterministic replay of traffic and disk-pressure traces through backstop, with invariant checks.\n\nWith no command: replays the built-in 24-hour scenario, prints the report and writes the charts and report.html to target/backstop-sim/.\n\nExit codes: 0 clean, 1 an invariant was violated, 2 bad input."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -86,9 +86,13 @@ struct RunArgs {
     /// Write the report as JSON here.
     #[arg(long)]
     report_json: Option<PathBuf>,
-    /// Write SVG charts into this directory.
+    /// Write SVG charts into this directory, and the HTML report beside them
+    /// (DIR/report.html) unless --html names another file.
     #[arg(long)]
     charts: Option<PathBuf>,
+    /// Write the self-contained HTML report (tables and charts, opens offline) here.
+    #[arg(long)]
+    html: Option<PathBuf>,
     /// Parent directory for the run's scratch temp files (default: the system temp dir).
     #[arg(long)]
     scratch: Option<PathBuf>,
@@ -196,6 +200,7 @@ fn builtin() -> Result<u8, Failure> {
         decisions_out: None,
         report_json: None,
         charts: Some(default_charts_dir()),
+        html: None,
         scratch: None,
         quiet: false,
     })
@@ -346,11 +351,30 @@ fn finish_run(a: &RunArgs, config: &SimConfig, out: &RunOutput) -> Result<u8, Fa
         let text = serde_json::to_string_pretty(&out.report).map_err(bad)?;
         std::fs::write(p, text + "\n").map_err(|e| bad(format!("writing {}: {e}", p.display())))?;
     }
-    if let Some(dir) = &a.charts {
-        let files = backstop_sim::charts::write_all(dir, &out.series, config)
-            .map_err(|e| bad(format!("writing charts to {}: {e}", dir.display())))?;
-        if !a.quiet {
-            println!("  charts              {}", files.join(", "));
+    let html = a
+        .html
+        .clone()
+        .or_else(|| a.charts.as_ref().map(|d| d.join("report.html")));
+    if a.charts.is_some() || html.is_some() {
+        let charts = backstop_sim::charts::render(&out.series, config)
+            .map_err(|e| bad(format!("drawing the charts: {e}")))?;
+        if let Some(dir) = &a.charts {
+            let files = backstop_sim::charts::write_all(dir, &charts)
+                .map_err(|e| bad(format!("writing charts to {}: {e}", dir.display())))?;
+            if !a.quiet {
+                println!("  charts              {}", files.join(", "));
+            }
+        }
+        if let Some(p) = &html {
+            if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| bad(format!("creating {}: {e}", parent.display())))?;
+            }
+            std::fs::write(p, backstop_sim::html::render(&out.report, &charts))
+                .map_err(|e| bad(format!("writing {}: {e}", p.display())))?;
+            if !a.quiet {
+                println!("  html report         {}", p.display());
+            }
         }
     }
     match &out.check.first {

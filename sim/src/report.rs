@@ -514,9 +514,9 @@ pub struct Bin {
     pub rate_limited: u64,
     /// 503s.
     pub overloaded: u64,
-    /// Deepest queue.
+    /// Deepest queue in the bin, counting the depth it opened with.
     pub queue_max: u64,
-    /// Highest disk usage (0: no observation).
+    /// Highest disk usage in the bin, counting the usage it opened with.
     pub disk_max: u64,
 }
 
@@ -534,6 +534,10 @@ pub struct Series {
     pub bins: Vec<Bin>,
     /// (time, trigger, files removed) of sweeps.
     pub sweeps: Vec<(u64, Trigger, u64)>,
+    /// The queue depth and disk usage last recorded: levels hold between samples, so a
+    /// new bin opens with them (a full queue with no arrival for a minute is still full).
+    queue_now: u64,
+    disk_now: u64,
 }
 
 impl Default for Series {
@@ -549,6 +553,8 @@ impl Series {
             bin_us: 60_000_000,
             bins: Vec::new(),
             sweeps: Vec::new(),
+            queue_now: 0,
+            disk_now: 0,
         }
     }
 
@@ -560,7 +566,12 @@ impl Series {
             i = (t_us / self.bin_us) as usize;
         }
         if i >= self.bins.len() {
-            self.bins.resize(i + 1, Bin::default());
+            let opening = Bin {
+                queue_max: self.queue_now,
+                disk_max: self.disk_now,
+                ..Bin::default()
+            };
+            self.bins.resize(i + 1, opening);
         }
         &mut self.bins[i]
     }
@@ -599,12 +610,14 @@ impl Series {
     pub fn queue(&mut self, t_us: u64, depth: u64) {
         let b = self.bin(t_us);
         b.queue_max = b.queue_max.max(depth);
+        self.queue_now = depth;
     }
 
     /// Disk usage at `t_us`.
     pub fn disk(&mut self, t_us: u64, used: u64) {
         let b = self.bin(t_us);
         b.disk_max = b.disk_max.max(used);
+        self.disk_now = used;
     }
 
     /// A sweep at `t_us`.
@@ -628,6 +641,23 @@ mod tests {
         assert!(s.bins.len() <= MAX_BINS);
         assert_eq!(s.bins.iter().map(|b| b.admitted).sum::<u64>(), 10_000);
         assert_eq!(s.bin_us, 60_000_000 * 8);
+    }
+
+    #[test]
+    fn levels_hold_across_bins_without_samples() {
+        let mut s = Series::new();
+        s.queue(0, 100);
+        s.disk(0, 7);
+        // Nothing for ten minutes, then the queue drains.
+        s.queue(10 * 60_000_000, 0);
+        assert_eq!(s.bins.len(), 11);
+        assert!(
+            s.bins.iter().all(|b| b.queue_max == 100 && b.disk_max == 7),
+            "{:?}",
+            s.bins
+        );
+        s.queue(11 * 60_000_000, 3);
+        assert_eq!(s.bins[11].queue_max, 3, "a bin opens at the last level, 0");
     }
 
     #[test]
