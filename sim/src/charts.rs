@@ -35,7 +35,7 @@ const OVERLOADED: RGBColor = RGBColor(31, 119, 180);
 const LIMIT: RGBColor = RGBColor(214, 39, 40);
 const THRESHOLD: RGBColor = RGBColor(255, 127, 14);
 const CAPACITY: RGBColor = RGBColor(127, 127, 127);
-const USED: RGBColor = RGBColor(33, 33, 33);
+const USED: RGBColor = RGBColor(140, 86, 75);
 const SCHEDULED_SWEEP: RGBColor = RGBColor(44, 160, 44);
 const PRESSURE_SWEEP: RGBColor = RGBColor(148, 103, 189);
 
@@ -207,7 +207,7 @@ fn outcomes_chart(root: &Area<'_>, s: &Series) -> ChartResult<()> {
             (
                 "429 rate limited (own axis, below)",
                 RATE_LIMITED,
-                Mark::Block,
+                Mark::Line,
             ),
         ],
     )?;

@@ -65,6 +65,12 @@ fn gen_run_check_round_trip_is_clean() {
     for chart in ["outcomes.svg", "queue.svg", "disk.svg"] {
         let svg = std::fs::read_to_string(d.join("charts").join(chart)).unwrap();
         assert!(svg.starts_with("<svg"), "{chart}");
+        // The page beside the charts holds the same SVG.
+        let page = std::fs::read_to_string(d.join("charts").join("report.html")).unwrap();
+        assert!(
+            page.contains(svg.trim_end()),
+            "{chart} inline in report.html"
+        );
     }
     let o = sim(
         &["check", "--trace", "t.jsonl", "--decisions", "d.jsonl"],
@@ -86,11 +92,17 @@ fn gen_run_check_round_trip_is_clean() {
             "0.2",
             "--decisions-out",
             "d2.jsonl",
+            "--html",
+            "pages/run.html",
             "--quiet",
         ],
         d,
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // --html alone writes the page (and its directory), and no SVG files.
+    let page = std::fs::read_to_string(d.join("pages/run.html")).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>") && page.ends_with("</html>\n"));
+    assert!(!d.join("pages/outcomes.svg").exists());
     // (The crash stream is seeded from --seed in both.)
     let from_file = std::fs::read(d.join("d.jsonl")).unwrap();
     let from_stream = std::fs::read(d.join("d2.jsonl")).unwrap();

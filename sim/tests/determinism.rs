@@ -1,5 +1,5 @@
-//! Same seed, config and trace → byte-identical decision log and report (minus the
-//! wall-clock section); every scenario runs clean.
+//! Same seed, config and trace → byte-identical decision log, report (minus the
+//! wall-clock section), charts and HTML page; every scenario runs clean.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -35,8 +35,8 @@ fn params(scenario: Scenario, seed: u64, config: &SimConfig) -> GenParams {
     }
 }
 
-/// (decision log bytes, deterministic report JSON, hash of both).
-fn run_once(scenario: Scenario, seed: u64) -> (Vec<u8>, String, u64) {
+/// (decision log bytes, deterministic report JSON, HTML page, hash of all three).
+fn run_once(scenario: Scenario, seed: u64) -> (Vec<u8>, String, String, u64) {
     let mut config = small_config();
     config.seed = seed;
     let mut log = Vec::new();
@@ -56,19 +56,28 @@ fn run_once(scenario: Scenario, seed: u64) -> (Vec<u8>, String, u64) {
         out.check.first
     );
     let report = deterministic_json(&out.report);
+    let charts = backstop_sim::charts::render(&out.series, &config).expect("charts render");
+    let html = backstop_sim::html::render(&out.report, &charts);
     let mut h = DefaultHasher::new();
     log.hash(&mut h);
     report.hash(&mut h);
-    (log, report, h.finish())
+    html.hash(&mut h);
+    (log, report, html, h.finish())
 }
 
 #[test]
 fn same_seed_gives_identical_log_and_report() {
-    let (log_a, report_a, hash_a) = run_once(Scenario::DiskFill, 42);
-    let (log_b, report_b, hash_b) = run_once(Scenario::DiskFill, 42);
+    let (log_a, report_a, html_a, hash_a) = run_once(Scenario::DiskFill, 42);
+    let (log_b, report_b, html_b, hash_b) = run_once(Scenario::DiskFill, 42);
     assert_eq!(hash_a, hash_b);
     assert!(log_a == log_b, "decision logs differ");
     assert_eq!(report_a, report_b);
+    assert!(html_a == html_b, "HTML pages differ");
+    assert_eq!(
+        html_a.matches("<svg").count(),
+        3,
+        "the page holds the charts"
+    );
     assert!(log_a.len() > 1000, "the run did something");
     let text = String::from_utf8(log_a).unwrap();
     assert!(
@@ -81,15 +90,16 @@ fn same_seed_gives_identical_log_and_report() {
 
 #[test]
 fn another_seed_gives_another_log() {
-    let (_, _, a) = run_once(Scenario::Steady, 1);
-    let (_, _, b) = run_once(Scenario::Steady, 2);
+    let (_, _, html_a, a) = run_once(Scenario::Steady, 1);
+    let (_, _, html_b, b) = run_once(Scenario::Steady, 2);
     assert_ne!(a, b);
+    assert_ne!(html_a, html_b);
 }
 
 #[test]
 fn every_scenario_runs_clean() {
     for s in Scenario::ALL {
-        let (log, report, _) = run_once(s, 7);
+        let (log, report, _, _) = run_once(s, 7);
         assert!(!log.is_empty(), "{s}");
         assert!(report.contains("\"violations\": 0"), "{s}: {report}");
     }

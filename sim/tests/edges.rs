@@ -201,3 +201,30 @@ fn every_job_writes_exactly_the_stages_due_before_it_ends() {
         }
     }
 }
+
+#[test]
+fn the_queue_series_holds_its_depth_through_minutes_without_arrivals() {
+    let mut config = SimConfig {
+        crash_fraction: 0.0,
+        ..SimConfig::default()
+    };
+    config.limits.jobs.max = 1;
+    config.limits.queue.max = 2;
+    // One 10-minute job runs, two wait, a fourth is refused; then nothing arrives for 40
+    // minutes while the queue drains one job every 10 minutes.
+    let mut trace = String::new();
+    for id in 1..=4 {
+        trace.push_str(&format!(
+            "{{\"t_us\":0,\"type\":\"request\",\"id\":{id},\"job_us\":600000000}}\n"
+        ));
+    }
+    let (out, log) = replay(&config, &trace);
+    assert_eq!(out.check.first, None, "{:?}\n{log}", out.check.first);
+    assert_eq!(out.report.sim.overloaded_queue_full, 1);
+    let depth: Vec<u64> = out.series.bins.iter().map(|b| b.queue_max).collect();
+    // One-minute bins: 2 waiting for the first ten minutes, then 1, then none.
+    let mut expected = vec![2; 11];
+    expected.extend([1; 10]);
+    expected.extend([0; 10]);
+    assert_eq!(depth[..31], expected[..], "{depth:?}");
+}
