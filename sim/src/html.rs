@@ -229,7 +229,7 @@ pub fn render(report: &Report, charts: &Charts) -> String {
     o.push_str("</tbody></table>\n");
     o.push_str("</div>\n<h2>Charts</h2>\n");
     let captions = [
-        "Requests per minute by outcome. 429s are few beside the rest, so they have their own axis below.",
+        "Requests per minute by outcome. 429s have an axis of their own below, so that a handful stays visible beside many admitted.",
         "Jobs waiting for a slot or for the resource gate; at the bound, new requests get 503 queue_full.",
         "Disk used by background data and temp files, against the pressure threshold; each tick below is one sweep.",
     ];
