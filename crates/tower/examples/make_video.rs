@@ -9,7 +9,8 @@
 //! - a [`SweepSchedule`] cleans the temp root of leftovers (every 6 h, files older than
 //!   24 h, and sooner when the disk fills);
 //! - `GET /metrics` serves the Prometheus text, `GET /health` the gate's state and why;
-//!   both are exempt from admission.
+//!   neither is behind admission, nor are 404 and 405 answers: only `POST /make-video`
+//!   spends the rate budget or counts as admitted.
 //!
 //! ```text
 //! cargo run -p backstop-tower --example make_video -- --port 8080 [--config make_video.toml]
@@ -277,7 +278,6 @@ impl<C: Clock + Clone + 'static> MakeVideo<C> {
         ));
 
         let layer = AdmissionLayer::new(Arc::clone(&admission))
-            .exempt(|head| matches!(head.path(), "/health" | "/metrics"))
             .hand_over_ticket(true)
             .policy_header_on_success(true)
             .key_by(KeyBy::PeerIp);
@@ -287,12 +287,15 @@ impl<C: Clock + Clone + 'static> MakeVideo<C> {
             next_id: AtomicU64::new(1),
             counts: Arc::clone(&counts),
         });
+        // Admission guards the one route that creates work, through the method router's
+        // `route_layer`: a 404 (the router's fallback) or a 405 (`GET /make-video`, the
+        // method router's fallback) never reaches the layer, so it neither spends the
+        // rate budget nor counts as admitted. `/health` and `/metrics` are not behind it.
         let router = Router::new()
-            .route("/make-video", post(make_video::<C>))
+            .route("/make-video", post(make_video::<C>).route_layer(layer))
             .route("/metrics", get(metrics::<C>))
             .route("/health", get(health::<C>))
-            .with_state(state)
-            .layer(layer);
+            .with_state(state);
         Ok(MakeVideo {
             router,
             admission,

@@ -51,6 +51,13 @@ pub(crate) struct Shared<C: Clock> {
 ///
 /// Clones of the layer, and every service it makes, share one admission state.
 ///
+/// Every request the layer sees is judged, so put it only in front of the routes that
+/// create work: in front of a whole router it also judges the router's 404 and 405
+/// answers, and 30 requests for `/favicon.ico` would spend a budget of 30 and count as
+/// admitted jobs. In axum, use the method router's `route_layer`
+/// (`post(handler).route_layer(layer)`): `Router::layer` wraps the 404 fallback, and
+/// `Router::route_layer` still wraps each route's 405 fallback.
+///
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;

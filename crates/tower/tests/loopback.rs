@@ -218,8 +218,8 @@ async fn exactly_n_per_window_accepted_the_rest_429_then_accepted_again() {
             (16 * 3 * 1024) as f64
         );
         assert_eq!(service.metric("backstop_queue_depth").await, 0.0);
-        // The scrapes are exempt, and counted: eight, this one included.
-        assert_eq!(service.metric("backstop_exempt_total").await, 8.0);
+        // The scrapes are not behind admission at all.
+        assert_eq!(service.metric("backstop_exempt_total").await, 0.0);
         let leftovers = std::fs::read_dir(service.temp.path().join("makevideo"))
             .unwrap()
             .count();
@@ -232,6 +232,34 @@ async fn exactly_n_per_window_accepted_the_rest_429_then_accepted_again() {
                 .load(std::sync::atomic::Ordering::Relaxed),
             0
         );
+    })
+    .await
+    .expect("bounded in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_and_method_not_allowed_spend_no_rate_budget() {
+    tokio::time::timeout(BOUND, async {
+        let service = Harness::start(limits(2, 64, 4), None).await;
+        // A browser's favicon requests and a wrong method: 404s and 405s, many more than
+        // the rate limit.
+        for _ in 0..32 {
+            assert_eq!(service.send(Method::GET, "/favicon.ico").await.status, 404);
+        }
+        for _ in 0..4 {
+            assert_eq!(service.send(Method::GET, "/make-video").await.status, 405);
+        }
+        // The work-creating route still has its whole budget.
+        for _ in 0..2 {
+            let reply = service.send(Method::POST, "/make-video").await;
+            assert_eq!(reply.status, 202, "{}", reply.body);
+        }
+        let reply = service.send(Method::POST, "/make-video").await;
+        assert_eq!(reply.status, 429);
+        assert_eq!(header(&reply, "ratelimit-policy"), "\"default\";q=2;w=60");
+        assert_eq!(service.metric("backstop_admitted_total").await, 2.0);
+        assert_eq!(service.metric("backstop_rate_limited_total").await, 1.0);
+        assert_eq!(service.metric("backstop_exempt_total").await, 0.0);
     })
     .await
     .expect("bounded in time");
@@ -264,7 +292,7 @@ async fn workers_blocked_and_queue_full_gives_503_until_jobs_finish() {
             assert!(reply.headers.get("ratelimit").is_none());
         }
 
-        // Health and metrics are exempt: they answer while the service is full.
+        // Health and metrics are not behind admission: they answer while the service is full.
         let health = service.send(Method::GET, "/health").await;
         assert_eq!(health.status, 200);
         assert!(health.body.contains("\"gate\":\"open\""), "{}", health.body);
