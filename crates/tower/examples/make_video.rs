@@ -340,8 +340,12 @@ impl<C: Clock + Clone + 'static> MakeVideo<C> {
 
         let layer = AdmissionLayer::new(Arc::clone(&admission))
             .hand_over_ticket(true)
-            .policy_header_on_success(true)
-            .key_by(KeyBy::PeerIp);
+            .policy_header_on_success(true);
+        // Clients are told apart only when they have budgets of their own.
+        let layer = match config.per_client {
+            Some(_) => layer.key_by(KeyBy::PeerIp).map_err(|e| e.to_string())?,
+            None => layer,
+        };
         let state = Arc::new(AppState {
             admission: Arc::clone(&admission),
             queued,
