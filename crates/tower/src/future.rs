@@ -148,7 +148,7 @@ where
                 if let Some(policy) = policy.take() {
                     head.headers
                         .entry(&RATELIMIT_POLICY)
-                        .or_insert_with(|| policy.value("default"));
+                        .or_insert_with(|| policy.default_value());
                 }
                 Poll::Ready(Ok(Response::from_parts(head, body)))
             }

@@ -164,8 +164,9 @@ impl<C: Clock> AdmissionLayer<C> {
     }
 
     /// Whether admitted responses carry `RateLimit-Policy` too (default false: 429s
-    /// always carry it). One more header insert per admitted response, measured at
-    /// about 50 ns on the benchmark machine, more than the admission decision itself.
+    /// always carry it). One more header insert per admitted response, stating the limit
+    /// in force: it costs more than the admission decision itself (see
+    /// `benches/results/tower.md`).
     pub fn policy_header_on_success(self, on: bool) -> Self {
         self.edit(|shared| shared.policy_on_success = on)
     }
