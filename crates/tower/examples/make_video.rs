@@ -394,7 +394,8 @@ impl<C: Clock + Clone + 'static> MakeVideo<C> {
 ///
 /// # Errors
 ///
-/// None yet: accept errors (out of file descriptors) are logged and retried.
+/// None while the runtime runs: accept errors (out of file descriptors, most likely) are
+/// logged and retried after a pause.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,

@@ -500,14 +500,19 @@ async fn half_sent_requests_are_closed_after_the_header_read_timeout() {
 async fn at_the_connection_cap_new_clients_wait_for_a_place_instead_of_failing() {
     tokio::time::timeout(BOUND, async {
         let service = Harness::start_config(limits(100, 64, 4), None, serving(300, 4), None).await;
+        let started = tokio::time::Instant::now();
         let mut stalled = Vec::new();
         for _ in 0..4 {
             stalled.push(half_sent(service.addr, HALF_A_REQUEST).await);
         }
         // Every place is held: the whole request waits in the backlog until a stalled
-        // client is closed, then is answered.
+        // client is closed (300 ms at the soonest), then is answered.
         let reply = service.send(Method::POST, "/make-video").await;
         assert_eq!(reply.status, 202, "{}", reply.body);
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "answered past the cap"
+        );
         for stream in &mut stalled {
             until_closed(stream, Duration::from_secs(5)).await;
         }
