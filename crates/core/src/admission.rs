@@ -68,6 +68,16 @@ impl fmt::Display for OverloadReason {
     }
 }
 
+/// Which rate stage refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RateScope {
+    /// The limit shared by every request.
+    Global,
+    /// The client's own limit ([`Admission::with_per_key`]).
+    PerClient,
+}
+
 /// A refused request, with what an HTTP layer needs to answer it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum Refusal {
@@ -76,6 +86,8 @@ pub enum Refusal {
     RateLimited {
         /// Exactly when a retry would be admitted, were nothing else admitted meanwhile.
         retry_after: Duration,
+        /// The stage whose limit refused.
+        scope: RateScope,
     },
     /// The service is full (503).
     #[error("overloaded ({reason}): retry after about {retry_after_hint:?}")]
@@ -99,7 +111,7 @@ impl Refusal {
     /// How long the client should wait before retrying.
     pub fn retry_after(&self) -> Duration {
         match *self {
-            Refusal::RateLimited { retry_after } => retry_after,
+            Refusal::RateLimited { retry_after, .. } => retry_after,
             Refusal::Overloaded {
                 retry_after_hint, ..
             } => retry_after_hint,
@@ -473,6 +485,7 @@ impl<C: Clock> Admission<C> {
         if let Err(limited) = limiter.try_acquire_from_reading(now_ns) {
             let refusal = Refusal::RateLimited {
                 retry_after: limited.retry_after(),
+                scope: RateScope::Global,
             };
             if !shadow {
                 self.metrics.count(Outcome::Refused(refusal));
@@ -487,6 +500,7 @@ impl<C: Clock> Admission<C> {
                 let refusal = match refused {
                     KeyedRefusal::RateLimited(limited) => Refusal::RateLimited {
                         retry_after: limited.retry_after(),
+                        scope: RateScope::PerClient,
                     },
                     KeyedRefusal::TooManyKeys(too_many) => Refusal::Overloaded {
                         reason: OverloadReason::TooManyKeys,
@@ -569,6 +583,14 @@ impl<C: Clock> Admission<C> {
     {
         let interval = self.limits().resources.sample_interval();
         Sampler::spawn(StdArc::clone(&self.gate), probe, interval)
+    }
+
+    /// The shared rate limit in force, `(limit, window)`, read without a lock (what an
+    /// HTTP layer advertises in `RateLimit-Policy`). A read racing
+    /// [`reconfigure`](Self::reconfigure) may see the old or the new limit.
+    pub fn rate_limit(&self) -> (u32, Duration) {
+        let limiter = self.limiter();
+        (limiter.limit(), limiter.window())
     }
 
     /// The limits in force.

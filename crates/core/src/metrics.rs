@@ -433,7 +433,8 @@ mod tests {
             SHADOW_REASONS[label_index(
                 &SHADOW_REASONS,
                 Refusal::RateLimited {
-                    retry_after: Duration::ZERO
+                    retry_after: Duration::ZERO,
+                    scope: crate::RateScope::Global,
                 }
                 .as_str()
             )],

@@ -62,7 +62,8 @@ fn rate_limit_comes_first_with_an_exact_retry_after() {
     assert_eq!(
         refused,
         Refusal::RateLimited {
-            retry_after: Duration::from_secs(7)
+            retry_after: Duration::from_secs(7),
+            scope: backstop_core::RateScope::Global,
         }
     );
     assert_eq!(
@@ -523,4 +524,43 @@ fn a_stale_reading_is_read_again_before_a_429() {
     // A fresh reading that finds the window full is refused as usual.
     let refused = refusal(admission.try_admit());
     assert_eq!(refused.retry_after(), Duration::from_secs(5));
+}
+
+#[test]
+fn a_rate_refusal_says_which_stage_refused_and_rate_limit_follows_reconfigure() {
+    use backstop_core::RateScope;
+    let (admission, _clock) = admission(limits(2, 100, 10));
+    let admission = admission
+        .with_per_key(1, Duration::from_secs(10), 8)
+        .unwrap();
+    let _a = ticket(admission.try_admit_for("a"));
+    // "a" has spent its own limit; the shared one has room.
+    match refusal(admission.try_admit_for("a")) {
+        Refusal::RateLimited { scope, .. } => assert_eq!(scope, RateScope::PerClient),
+        other => panic!("{other:?}"),
+    }
+    // New clients, each with room of its own, until the shared limit refuses one.
+    let mut held = Vec::new();
+    let refused = (0..3)
+        .find_map(
+            |client| match admission.try_admit_for(&format!("k{client}")) {
+                Decision::Admitted(ticket) => {
+                    held.push(ticket);
+                    None
+                }
+                Decision::Refused(refusal) => Some(refusal),
+                Decision::Exempt => panic!("not exempt"),
+            },
+        )
+        .expect("the shared limit of 2 refuses within 3 new clients");
+    match refused {
+        Refusal::RateLimited { scope, .. } => assert_eq!(scope, RateScope::Global),
+        other => panic!("{other:?}"),
+    }
+
+    assert_eq!(admission.rate_limit(), (2, Duration::from_secs(10)));
+    let mut wider = limits(5, 100, 10);
+    wider.rate.window_ms = 30_000;
+    admission.reconfigure(wider).unwrap();
+    assert_eq!(admission.rate_limit(), (5, Duration::from_secs(30)));
 }

@@ -124,7 +124,7 @@ proptest! {
                         let retry_ms = oldest + WINDOW_MS - now_ms;
                         prop_assert_eq!(
                             decision.refusal().copied(),
-                            Some(Refusal::RateLimited { retry_after: Duration::from_millis(retry_ms) })
+                            Some(Refusal::RateLimited { retry_after: Duration::from_millis(retry_ms), scope: backstop_core::RateScope::Global })
                         );
                         model.rate_limited += 1;
                     } else {

@@ -9,7 +9,8 @@
 //! - a [`SweepSchedule`] cleans the temp root of leftovers (every 6 h, files older than
 //!   24 h, and sooner when the disk fills);
 //! - `GET /metrics` serves the Prometheus text, `GET /health` the gate's state and why;
-//!   both are exempt from admission.
+//!   neither is behind admission, nor are 404 and 405 answers: only `POST /make-video`
+//!   spends the rate budget or counts as admitted.
 //!
 //! ```text
 //! cargo run -p backstop-tower --example make_video -- --port 8080 [--config make_video.toml]
@@ -37,7 +38,18 @@
 //! limit = 10
 //! window_ms = 60000
 //! max_clients = 10000
+//!
+//! [serve]                   # how long a connection may hold a file descriptor
+//! header_read_timeout_ms = 10000
+//! max_connections = 512
 //! ```
+//!
+//! A client that sends half a request head loses its connection after
+//! `serve.header_read_timeout_ms`, and so does a kept-alive connection that sends no next
+//! request (it too is waiting for a request head); each such close is logged. At most
+//! `serve.max_connections` are open at once, further clients wait in the listen backlog:
+//! keep it below the process's file limit (`ulimit -n`) less the few dozen descriptors the
+//! service itself uses.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -87,6 +99,54 @@ pub struct Config {
     pub limits: Limits,
     /// A per-client limit on top, clients told apart by peer IP (none by default).
     pub per_client: Option<PerClient>,
+    /// Connection bounds.
+    pub serve: Serving,
+}
+
+/// The `[serve]` section: bounds on how long a connection may hold a file descriptor
+/// without progress, and on how many are open at once.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Serving {
+    /// Time a client has to send a request head, from the moment the server waits for one
+    /// (a new connection, or a kept-alive one between requests: the idle bound), in
+    /// milliseconds.
+    pub header_read_timeout_ms: u64,
+    /// Connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+/// Most connections `serve.max_connections` may allow.
+const MAX_CONNECTIONS: usize = 1 << 16;
+
+impl Default for Serving {
+    fn default() -> Self {
+        Serving {
+            header_read_timeout_ms: 10_000,
+            max_connections: 512,
+        }
+    }
+}
+
+impl Serving {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.header_read_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "serve.header_read_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS {
+            return Err(ConfigError::new(
+                "serve.max_connections",
+                format_args!(
+                    "must be 1 to {MAX_CONNECTIONS}, got {}",
+                    self.max_connections
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The `[per_client]` section.
@@ -133,6 +193,7 @@ impl Default for Config {
             sweep_older_than_secs: 24 * 3600,
             limits: Limits::default(),
             per_client: None,
+            serve: Serving::default(),
         }
     }
 }
@@ -193,6 +254,7 @@ impl Config {
         if self.sweep_every_secs == 0 {
             return Err(ConfigError::new("sweep_every_secs", "must be at least 1"));
         }
+        self.serve.validate()?;
         self.limits.validate()
     }
 }
@@ -277,22 +339,28 @@ impl<C: Clock + Clone + 'static> MakeVideo<C> {
         ));
 
         let layer = AdmissionLayer::new(Arc::clone(&admission))
-            .exempt(|head| matches!(head.path(), "/health" | "/metrics"))
             .hand_over_ticket(true)
-            .policy_header_on_success(true)
-            .key_by(KeyBy::PeerIp);
+            .policy_header_on_success(true);
+        // Clients are told apart only when they have budgets of their own.
+        let layer = match config.per_client {
+            Some(_) => layer.key_by(KeyBy::PeerIp).map_err(|e| e.to_string())?,
+            None => layer,
+        };
         let state = Arc::new(AppState {
             admission: Arc::clone(&admission),
             queued,
             next_id: AtomicU64::new(1),
             counts: Arc::clone(&counts),
         });
+        // Admission guards the one route that creates work, through the method router's
+        // `route_layer`: a 404 (the router's fallback) or a 405 (`GET /make-video`, the
+        // method router's fallback) never reaches the layer, so it neither spends the
+        // rate budget nor counts as admitted. `/health` and `/metrics` are not behind it.
         let router = Router::new()
-            .route("/make-video", post(make_video::<C>))
+            .route("/make-video", post(make_video::<C>).route_layer(layer))
             .route("/metrics", get(metrics::<C>))
             .route("/health", get(health::<C>))
-            .with_state(state)
-            .layer(layer);
+            .with_state(state);
         Ok(MakeVideo {
             router,
             admission,
@@ -318,17 +386,95 @@ impl<C: Clock + Clone + 'static> MakeVideo<C> {
     }
 }
 
-/// Serves `router` on `listener` until the runtime stops.
+/// Serves `router` on `listener` until the runtime stops, within `serving`'s bounds: a
+/// connection is closed when its client takes longer than the header-read timeout to
+/// send a request head (a new one, or the next one on a kept-alive connection), and at most
+/// `max_connections` are open (the rest wait in the listen backlog). Every such close,
+/// reaching the cap and every failed accept are logged to stderr.
 ///
 /// # Errors
 ///
-/// The I/O error that stopped the server.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await
+/// None while the runtime runs: accept errors (out of file descriptors, most likely) are
+/// logged and retried after a pause.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    serving: Serving,
+) -> std::io::Result<()> {
+    let open = Arc::new(Semaphore::new(serving.max_connections));
+    loop {
+        // Taken before accepting: at the cap, clients wait in the kernel's backlog and
+        // hold no descriptor of ours.
+        let place = match Arc::clone(&open).try_acquire_owned() {
+            Ok(place) => place,
+            Err(_) => {
+                eprintln!(
+                    "make_video: {} connections open, the most allowed; new ones wait",
+                    serving.max_connections
+                );
+                Arc::clone(&open)
+                    .acquire_owned()
+                    .await
+                    .map_err(std::io::Error::other)?
+            }
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of descriptors, most likely: open connections close within the
+                // timeouts, so try again shortly rather than spin.
+                eprintln!("make_video: accept failed: {err}; retrying in {ACCEPT_RETRY:?}");
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            router.clone(),
+            serving.clone(),
+            place,
+        ));
+    }
+}
+
+/// How long the accept loop waits after a failed accept.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// One connection, until it ends, fails or breaks a bound; `_place` is its place among
+/// the `max_connections`.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    serving: Serving,
+    _place: tokio::sync::OwnedSemaphorePermit,
+) {
+    let header_read_timeout = Duration::from_millis(serving.header_read_timeout_ms);
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+        // What `KeyBy::PeerIp` and axum's `ConnectInfo` extractor read.
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        tower::ServiceExt::oneshot(router.clone(), request)
+    });
+    // hyper's header-read timer runs whenever the connection waits for a request head:
+    // on a new connection and between kept-alive requests. A request whose body the
+    // handler leaves unread is not waited for: hyper closes the connection after the
+    // response instead.
+    let ended = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
+    match ended {
+        Ok(()) => {}
+        Err(err) if err.is_timeout() => eprintln!(
+            "make_video: closed the connection from {peer}: no request head within \
+             {header_read_timeout:?} (half-sent, or idle after a request)"
+        ),
+        Err(err) => eprintln!("make_video: connection from {peer} failed: {err}"),
+    }
 }
 
 async fn make_video<C: Clock + 'static>(
@@ -518,7 +664,7 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", args.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     eprintln!("make_video: listening on http://{addr}");
-    serve(listener, service.router())
+    serve(listener, service.router(), config.serve.clone())
         .await
         .map_err(|e| format!("server stopped: {e}"))
 }

@@ -5,11 +5,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use backstop_core::jobs::QueueTicket;
-use http::{HeaderValue, Response};
+use http::Response;
 use pin_project_lite::pin_project;
 
 use crate::body::RefusalBody;
-use crate::response::RATELIMIT_POLICY;
+use crate::response::{Policy, RATELIMIT_POLICY};
 use crate::ticket::AdmissionTicket;
 
 /// What an admitted request's future holds on to.
@@ -94,7 +94,7 @@ pin_project! {
             #[pin]
             future: F,
             hold: Held,
-            policy: Option<&'static HeaderValue>,
+            policy: Option<Policy>,
         },
         // Boxed: refusals allocate anyway, and the admit path's future (moved a few
         // times per request) stays the size of the inner one plus a ticket.
@@ -106,7 +106,7 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     #[inline]
-    pub(crate) fn called(future: F, hold: Hold, policy: Option<&'static HeaderValue>) -> Self {
+    pub(crate) fn called(future: F, hold: Hold, policy: Option<Policy>) -> Self {
         ResponseFuture {
             kind: Kind::Called {
                 future,
@@ -148,7 +148,7 @@ where
                 if let Some(policy) = policy.take() {
                     head.headers
                         .entry(&RATELIMIT_POLICY)
-                        .or_insert_with(|| policy.clone());
+                        .or_insert_with(|| policy.default_value());
                 }
                 Poll::Ready(Ok(Response::from_parts(head, body)))
             }

@@ -5,15 +5,22 @@ use std::sync::Arc;
 
 use backstop_core::Admission;
 use backstop_core::clock::{Clock, QuantaClock};
-use http::HeaderValue;
 use tower_layer::Layer;
 
 use crate::head::RequestHead;
 use crate::key::KeyBy;
-use crate::response::static_policy_value;
 use crate::service::AdmissionService;
 
 type ExemptFn = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
+
+/// A layer asked for something its admission cannot do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LayerError {
+    /// [`AdmissionLayer::key_by`] on an admission without a per-client stage.
+    #[error("key_by needs a per-client stage: build the admission with Admission::with_per_key")]
+    NoPerClientStage,
+}
 
 /// Everything a layer's services share.
 pub(crate) struct Shared<C: Clock> {
@@ -22,9 +29,7 @@ pub(crate) struct Shared<C: Clock> {
     /// How to find the client, when the admission has a per-client stage.
     pub(crate) key_by: Option<KeyBy>,
     pub(crate) hand_over_ticket: bool,
-    /// `RateLimit-Policy` of the shared limit; also put on admitted responses unless
-    /// turned off.
-    pub(crate) policy: &'static HeaderValue,
+    /// Whether admitted responses carry `RateLimit-Policy` too.
     pub(crate) policy_on_success: bool,
 }
 
@@ -46,10 +51,19 @@ pub(crate) struct Shared<C: Clock> {
 /// `RateLimit-Policy` (`"default";q=<limit>;w=<window s>`) and `RateLimit`
 /// (`"default";r=0;t=<retry after s>`) headers; admitted responses carry
 /// `RateLimit-Policy` when [asked to](Self::policy_header_on_success). The policy
-/// is read from the admission's limits when the layer is built: after
-/// [`Admission::reconfigure`], build a new layer to update it.
+/// states the limit in force when the request was decided
+/// ([`Admission::rate_limit`], no lock), so it follows [`Admission::reconfigure`]; a
+/// 429 names the limit that refused ([`RateScope`](backstop_core::RateScope) in the
+/// refusal).
 ///
 /// Clones of the layer, and every service it makes, share one admission state.
+///
+/// Every request the layer sees is judged, so put it only in front of the routes that
+/// create work: in front of a whole router it also judges the router's 404 and 405
+/// answers, and 30 requests for `/favicon.ico` would spend a budget of 30 and count as
+/// admitted jobs. In axum, use the method router's `route_layer`
+/// (`post(handler).route_layer(layer)`): `Router::layer` wraps the 404 fallback, and
+/// `Router::route_layer` still wraps each route's 405 fallback.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -91,10 +105,8 @@ pub struct AdmissionLayer<C: Clock = QuantaClock> {
 impl<C: Clock> AdmissionLayer<C> {
     /// A layer in front of `admission`.
     pub fn new(admission: Arc<Admission<C>>) -> Self {
-        let limits = admission.limits();
         AdmissionLayer {
             shared: Arc::new(Shared {
-                policy: static_policy_value("default", limits.rate.limit, limits.rate.window()),
                 admission,
                 exempt: None,
                 key_by: None,
@@ -118,11 +130,30 @@ impl<C: Clock> AdmissionLayer<C> {
     /// Finds each request's client with `key_by` and holds it to the admission's
     /// per-client stage ([`Admission::with_per_key`]): a client over its own limit gets
     /// 429 (policy `"client"`), a new client when the stage tracks as many as it may gets
-    /// 503. Requests without a key are held to the shared limits only. Without a
-    /// per-client stage on the admission, keys are not extracted at all.
-    pub fn key_by(self, key_by: KeyBy) -> Self {
-        let used = self.shared.admission.per_key().is_some();
-        self.edit(|shared| shared.key_by = used.then_some(key_by))
+    /// 503. Requests without a key are held to the shared limits only.
+    ///
+    /// # Errors
+    ///
+    /// [`LayerError::NoPerClientStage`] when the admission has no per-client stage: the
+    /// keys would have nothing to hold them to.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use backstop_core::{Admission, Limits};
+    /// use backstop_tower::{AdmissionLayer, KeyBy, LayerError};
+    ///
+    /// let mut limits = Limits::default();
+    /// limits.resources.enabled = false;
+    /// let admission = Arc::new(Admission::new(limits)?);
+    /// let keyed = AdmissionLayer::new(admission).key_by(KeyBy::PeerIp);
+    /// assert_eq!(keyed.unwrap_err(), LayerError::NoPerClientStage);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn key_by(self, key_by: KeyBy) -> Result<Self, LayerError> {
+        if self.shared.admission.per_key().is_none() {
+            return Err(LayerError::NoPerClientStage);
+        }
+        Ok(self.edit(|shared| shared.key_by = Some(key_by)))
     }
 
     /// Puts an [`AdmissionTicket`](crate::AdmissionTicket) in each admitted request's
@@ -133,8 +164,9 @@ impl<C: Clock> AdmissionLayer<C> {
     }
 
     /// Whether admitted responses carry `RateLimit-Policy` too (default false: 429s
-    /// always carry it). One more header insert per admitted response, measured at
-    /// about 50 ns on the benchmark machine, more than the admission decision itself.
+    /// always carry it). One more header insert per admitted response, stating the limit
+    /// in force: it costs more than the admission decision itself (see
+    /// `benches/results/tower.md`).
     pub fn policy_header_on_success(self, on: bool) -> Self {
         self.edit(|shared| shared.policy_on_success = on)
     }
@@ -153,7 +185,6 @@ impl<C: Clock> Clone for Shared<C> {
             exempt: self.exempt.clone(),
             key_by: self.key_by.clone(),
             hand_over_ticket: self.hand_over_ticket,
-            policy: self.policy,
             policy_on_success: self.policy_on_success,
         }
     }

@@ -39,7 +39,7 @@ pub use body::{AdmissionBody, RefusalBody};
 pub use future::ResponseFuture;
 pub use head::RequestHead;
 pub use key::{KeyBy, MAX_KEY_BYTES};
-pub use layer::AdmissionLayer;
+pub use layer::{AdmissionLayer, LayerError};
 pub use response::{RATELIMIT, RATELIMIT_POLICY};
 pub use service::AdmissionService;
 pub use ticket::AdmissionTicket;

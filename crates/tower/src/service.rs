@@ -5,15 +5,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use backstop_core::clock::{Clock, QuantaClock};
-use backstop_core::{Decision, Refusal, RequestClass};
-use http::{HeaderValue, Request, Response};
+use backstop_core::{Decision, RateScope, Refusal, RequestClass};
+use http::{Request, Response};
 use tower_service::Service;
 
 use crate::body::RefusalBody;
 use crate::future::{Hold, ResponseFuture};
 use crate::head::RequestHead;
 use crate::layer::Shared;
-use crate::response::{policy_value, refusal_response};
+use crate::response::{Policy, policy_value, refusal_response};
 use crate::ticket::AdmissionTicket;
 
 /// The service [`AdmissionLayer`](crate::AdmissionLayer) makes; see there for what it
@@ -78,7 +78,7 @@ where
 
 /// A looked-at request, what its future holds and its policy header, or the response to
 /// a refused one.
-type Looked<B> = Result<(Request<B>, Hold, Option<&'static HeaderValue>), Box<Response<String>>>;
+type Looked<B> = Result<(Request<B>, Hold, Option<Policy>), Box<Response<String>>>;
 
 /// The decision for a layer that looks at requests (an exempt predicate, a client key,
 /// a ticket to put in the extensions). Out of line, taking and giving back the request
@@ -123,12 +123,16 @@ fn admit<C: Clock, B>(shared: &Shared<C>, request: &Request<B>) -> Admitted {
 
 /// What an admitted request's future holds and the policy header for its response, or
 /// the response to a refused one.
-type Admitted = Result<(Hold, Option<&'static HeaderValue>), Box<Response<String>>>;
+type Admitted = Result<(Hold, Option<Policy>), Box<Response<String>>>;
 
 /// `decision` for a request of client `key`, as [`Admitted`].
 #[inline]
 fn settle<C: Clock>(shared: &Shared<C>, decision: Decision, key: Option<&str>) -> Admitted {
-    let policy = shared.policy_on_success.then_some(shared.policy);
+    // The limit in force now, so the header follows `Admission::reconfigure`.
+    let policy = shared.policy_on_success.then(|| {
+        let (quota, window) = shared.admission.rate_limit();
+        Policy::new(quota, window)
+    });
     match decision {
         Decision::Admitted(ticket) => Ok((Hold::Ticket(ticket), policy)),
         Decision::Exempt => Ok((Hold::Nothing, policy)),
@@ -145,20 +149,27 @@ fn refuse<C: Clock>(
     key: Option<&str>,
     refusal: &Refusal,
 ) -> Box<Response<String>> {
-    // A 429 for a keyed request came from the client's own limit if that has nothing
-    // left (the shared one is checked first, so when both are spent the shared one
-    // refused; either way the client must wait, and `Retry-After` is the one that
-    // refused).
-    if let (Refusal::RateLimited { .. }, Some(key), Some(per_key)) =
-        (refusal, key, shared.admission.per_key())
-    {
-        if per_key.available(key) == 0 {
+    // The refusal says which limit refused; that limit is read as it stands now.
+    let (name, quota, window) = match (refusal, key, shared.admission.per_key()) {
+        (Refusal::Overloaded { .. }, ..) => return Box::new(refusal_response(refusal, None)),
+        (
+            Refusal::RateLimited {
+                scope: RateScope::PerClient,
+                ..
+            },
+            Some(key),
+            Some(per_key),
+        ) => {
             let (quota, window) = per_key.limit_for(key);
-            let policy = policy_value("client", quota, window);
-            return Box::new(refusal_response(refusal, Some(("client", &policy))));
+            ("client", quota, window)
         }
-    }
-    Box::new(refusal_response(refusal, Some(("default", shared.policy))))
+        (Refusal::RateLimited { .. }, ..) => {
+            let (quota, window) = shared.admission.rate_limit();
+            ("default", quota, window)
+        }
+    };
+    let policy = policy_value(name, quota, window);
+    Box::new(refusal_response(refusal, Some((name, &policy))))
 }
 
 impl<S: Clone, C: Clock> Clone for AdmissionService<S, C> {

@@ -11,7 +11,8 @@ use std::time::Duration;
 use backstop_core::clock::ManualClock;
 use backstop_core::{Admission, Limits};
 use backstop_tower::{
-    AdmissionLayer, AdmissionTicket, KeyBy, MAX_KEY_BYTES, RATELIMIT, RATELIMIT_POLICY, RequestHead,
+    AdmissionLayer, AdmissionTicket, KeyBy, LayerError, MAX_KEY_BYTES, RATELIMIT, RATELIMIT_POLICY,
+    RequestHead,
 };
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -328,6 +329,7 @@ async fn per_client_stage_by_header_keeps_clients_apart() {
     let admission = Arc::new(admission);
     let mut service = AdmissionLayer::new(Arc::clone(&admission))
         .key_by(KeyBy::header(http::HeaderName::from_static("x-api-key")))
+        .unwrap()
         .layer(ok_service());
     let keyed = |key: &str| {
         Request::get("/")
@@ -374,6 +376,7 @@ async fn per_client_stage_by_header_keeps_clients_apart() {
     let (shared_only, _clock) = admission_pair(1);
     let mut service = AdmissionLayer::new(shared_only)
         .key_by(KeyBy::header(http::HeaderName::from_static("x-api-key")))
+        .unwrap()
         .layer(ok_service());
     assert_eq!(
         service
@@ -437,4 +440,106 @@ fn keys_by_peer_address_header_and_closure() {
     let key = KeyBy::header(http::HeaderName::from_static("x-api-key"))
         .extract(&RequestHead::of(&request));
     assert_eq!(key.as_deref(), Some(&long[..MAX_KEY_BYTES]));
+}
+
+#[tokio::test]
+async fn the_policy_header_follows_reconfigure() {
+    let (admission, clock) = admission(2, 100);
+    let mut service = AdmissionLayer::new(Arc::clone(&admission))
+        .policy_header_on_success(true)
+        .layer(ok_service());
+    let response = service.ready().await.unwrap().call(get("/")).await.unwrap();
+    assert_eq!(
+        response.headers()[&RATELIMIT_POLICY],
+        "\"default\";q=2;w=60"
+    );
+
+    let mut wider = limits(5, 100);
+    wider.rate.window_ms = 120_000;
+    admission.reconfigure(wider).unwrap();
+    // The same service, built before the change, states the new limit...
+    let response = service.ready().await.unwrap().call(get("/")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()[&RATELIMIT_POLICY],
+        "\"default\";q=5;w=120"
+    );
+    // ...on its 429s too.
+    let mut narrower = limits(1, 100);
+    narrower.rate.window_ms = 30_000;
+    admission.reconfigure(narrower).unwrap();
+    clock.advance(Duration::from_millis(100));
+    let response = service.ready().await.unwrap().call(get("/")).await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(
+        response.headers()[&RATELIMIT_POLICY],
+        "\"default\";q=1;w=30"
+    );
+}
+
+#[test]
+fn key_by_without_a_per_client_stage_is_an_error() {
+    let (admission, _clock) = admission(2, 100);
+    let refused = AdmissionLayer::new(admission)
+        .key_by(KeyBy::PeerIp)
+        .unwrap_err();
+    assert_eq!(refused, LayerError::NoPerClientStage);
+    assert!(refused.to_string().contains("with_per_key"), "{refused}");
+    let (with_stage, _clock) = admission_pair(2);
+    assert!(
+        AdmissionLayer::new(with_stage)
+            .key_by(KeyBy::PeerIp)
+            .is_ok()
+    );
+}
+
+/// When the shared limit and the client's own are both spent, the 429 names the limit
+/// that refused, and its `Retry-After` is that limit's wait. (The layer used to guess
+/// from the client's remaining room, and named the client's limit beside the shared
+/// limit's wait.)
+#[tokio::test]
+async fn a_429_names_the_limit_that_refused() {
+    let clock = ManualClock::new();
+    // Shared: 2 per 60 s. Each client: 1 per 20 s.
+    let admission = Admission::with_clock(limits(2, 100), clock.clone())
+        .unwrap()
+        .with_per_key(1, Duration::from_secs(20), 16)
+        .unwrap();
+    let mut service = AdmissionLayer::new(Arc::new(admission))
+        .key_by(KeyBy::header(http::HeaderName::from_static("x-api-key")))
+        .unwrap()
+        .layer(ok_service());
+    let keyed = |key: &str| {
+        Request::get("/")
+            .header("x-api-key", key)
+            .body(String::new())
+            .unwrap()
+    };
+    for key in ["a", "b"] {
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(keyed(key))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // "a" has spent its own limit and the shared one is spent: either may refuse.
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(keyed("a"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let said = (
+        response.headers()["retry-after"].to_str().unwrap(),
+        response.headers()[&RATELIMIT_POLICY].to_str().unwrap(),
+    );
+    assert!(
+        said == ("60", "\"default\";q=2;w=60") || said == ("20", "\"client\";q=1;w=20"),
+        "{said:?}"
+    );
 }

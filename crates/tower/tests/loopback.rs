@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use make_video::{Config, MakeVideo, PerClient, serve};
+use make_video::{Config, MakeVideo, PerClient, Serving, serve};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -36,6 +36,7 @@ struct Reply {
 
 struct Harness {
     client: Client<HttpConnector, Empty<Bytes>>,
+    addr: std::net::SocketAddr,
     base: String,
     clock: ManualClock,
     admission: Arc<Admission<ManualClock>>,
@@ -53,6 +54,15 @@ impl Harness {
         per_client: Option<PerClient>,
         job_gate: Option<Arc<Semaphore>>,
     ) -> Harness {
+        Harness::start_config(limits, per_client, Serving::default(), job_gate).await
+    }
+
+    async fn start_config(
+        limits: Limits,
+        per_client: Option<PerClient>,
+        serving: Serving,
+        job_gate: Option<Arc<Semaphore>>,
+    ) -> Harness {
         let clock = ManualClock::new();
         let temp = tempfile::tempdir().unwrap();
         let config = Config {
@@ -61,16 +71,19 @@ impl Harness {
             stage_bytes: 1024,
             limits,
             per_client,
+            serve: serving,
             ..Config::default()
         };
         let admission = Arc::new(config.admission(clock.clone()).unwrap());
         let service = MakeVideo::start(Arc::clone(&admission), &config, job_gate).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(serve(listener, service.router()));
+        let addr = listener.local_addr().unwrap();
+        let base = format!("http://{addr}");
+        tokio::spawn(serve(listener, service.router(), config.serve.clone()));
         let client = Client::builder(TokioExecutor::new()).build_http();
         Harness {
             client,
+            addr,
             base,
             clock,
             admission,
@@ -218,8 +231,8 @@ async fn exactly_n_per_window_accepted_the_rest_429_then_accepted_again() {
             (16 * 3 * 1024) as f64
         );
         assert_eq!(service.metric("backstop_queue_depth").await, 0.0);
-        // The scrapes are exempt, and counted: eight, this one included.
-        assert_eq!(service.metric("backstop_exempt_total").await, 8.0);
+        // The scrapes are not behind admission at all.
+        assert_eq!(service.metric("backstop_exempt_total").await, 0.0);
         let leftovers = std::fs::read_dir(service.temp.path().join("makevideo"))
             .unwrap()
             .count();
@@ -232,6 +245,34 @@ async fn exactly_n_per_window_accepted_the_rest_429_then_accepted_again() {
                 .load(std::sync::atomic::Ordering::Relaxed),
             0
         );
+    })
+    .await
+    .expect("bounded in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_and_method_not_allowed_spend_no_rate_budget() {
+    tokio::time::timeout(BOUND, async {
+        let service = Harness::start(limits(2, 64, 4), None).await;
+        // A browser's favicon requests and a wrong method: 404s and 405s, many more than
+        // the rate limit.
+        for _ in 0..32 {
+            assert_eq!(service.send(Method::GET, "/favicon.ico").await.status, 404);
+        }
+        for _ in 0..4 {
+            assert_eq!(service.send(Method::GET, "/make-video").await.status, 405);
+        }
+        // The work-creating route still has its whole budget.
+        for _ in 0..2 {
+            let reply = service.send(Method::POST, "/make-video").await;
+            assert_eq!(reply.status, 202, "{}", reply.body);
+        }
+        let reply = service.send(Method::POST, "/make-video").await;
+        assert_eq!(reply.status, 429);
+        assert_eq!(header(&reply, "ratelimit-policy"), "\"default\";q=2;w=60");
+        assert_eq!(service.metric("backstop_admitted_total").await, 2.0);
+        assert_eq!(service.metric("backstop_rate_limited_total").await, 1.0);
+        assert_eq!(service.metric("backstop_exempt_total").await, 0.0);
     })
     .await
     .expect("bounded in time");
@@ -264,7 +305,7 @@ async fn workers_blocked_and_queue_full_gives_503_until_jobs_finish() {
             assert!(reply.headers.get("ratelimit").is_none());
         }
 
-        // Health and metrics are exempt: they answer while the service is full.
+        // Health and metrics are not behind admission: they answer while the service is full.
         let health = service.send(Method::GET, "/health").await;
         assert_eq!(health.status, 200);
         assert!(health.body.contains("\"gate\":\"open\""), "{}", health.body);
@@ -387,4 +428,243 @@ async fn config_errors_name_the_field() {
             .unwrap();
     let err = config.admission(ManualClock::new()).unwrap_err();
     assert!(err.field().starts_with("per_client."), "{err}");
+    let err = Config::from_toml_str("[serve]\nmax_connections = 0\n").unwrap_err();
+    assert_eq!(err.field(), "serve.max_connections");
+    let err = Config::from_toml_str("[serve]\nheader_read_timeout_ms = 0\n").unwrap_err();
+    assert_eq!(err.field(), "serve.header_read_timeout_ms");
+}
+
+/// Half a request: a request line and one header, never the blank line that ends the head.
+const HALF_A_REQUEST: &[u8] = b"POST /make-video HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+
+/// Connects to `addr` and sends `bytes`, then nothing more.
+async fn half_sent(addr: std::net::SocketAddr, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
+/// Reads until the server closes `stream` (or resets it), giving back what it sent; fails
+/// after `bound`.
+async fn until_closed(stream: &mut tokio::net::TcpStream, bound: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(bound, stream.read_to_end(&mut received)).await;
+    match read {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}"),
+        Err(_) => panic!("the server kept the connection open past {bound:?}"),
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+fn serving(header_read_timeout_ms: u64, max_connections: usize) -> Serving {
+    Serving {
+        header_read_timeout_ms,
+        max_connections,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_are_closed_after_the_header_read_timeout() {
+    tokio::time::timeout(BOUND, async {
+        let service =
+            Harness::start_config(limits(100, 64, 4), None, serving(1000, 64), None).await;
+        let sent_at = tokio::time::Instant::now();
+        let mut stalled = Vec::new();
+        for _ in 0..40 {
+            stalled.push(half_sent(service.addr, HALF_A_REQUEST).await);
+        }
+        // While forty clients hold half a request, a whole one is answered at once.
+        let reply = service.send(Method::POST, "/make-video").await;
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        assert!(
+            sent_at.elapsed() < Duration::from_millis(1000),
+            "answered before any close"
+        );
+        // Then every stalled client is closed, none before its second was up.
+        for stream in &mut stalled {
+            until_closed(stream, Duration::from_secs(5)).await;
+        }
+        assert!(sent_at.elapsed() >= Duration::from_millis(1000));
+        // The service answers as before.
+        assert_eq!(service.send(Method::POST, "/make-video").await.status, 202);
+        assert_eq!(service.metric("backstop_admitted_total").await, 2.0);
+    })
+    .await
+    .expect("bounded in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_cap_new_clients_wait_for_a_place_instead_of_failing() {
+    tokio::time::timeout(BOUND, async {
+        let service = Harness::start_config(limits(100, 64, 4), None, serving(300, 4), None).await;
+        let started = tokio::time::Instant::now();
+        let mut stalled = Vec::new();
+        for _ in 0..4 {
+            stalled.push(half_sent(service.addr, HALF_A_REQUEST).await);
+        }
+        // Every place is held: the whole request waits in the backlog until a stalled
+        // client is closed (300 ms at the soonest), then is answered.
+        let reply = service.send(Method::POST, "/make-video").await;
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "answered past the cap"
+        );
+        for stream in &mut stalled {
+            until_closed(stream, Duration::from_secs(5)).await;
+        }
+    })
+    .await
+    .expect("bounded in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_that_sends_nothing_more_is_closed() {
+    tokio::time::timeout(BOUND, async {
+        let service = Harness::start_config(limits(100, 64, 4), None, serving(300, 64), None).await;
+        // One whole request on a kept-alive connection, then silence.
+        let mut idle = half_sent(
+            service.addr,
+            b"POST /make-video HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        let sent_at = tokio::time::Instant::now();
+        let answer = until_closed(&mut idle, Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+        assert!(sent_at.elapsed() >= Duration::from_millis(300));
+    })
+    .await
+    .expect("bounded in time");
+}
+
+/// The example binary, beside the test binaries.
+fn make_video_binary() -> std::path::PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let profile_dir = deps.parent().unwrap().parent().unwrap();
+    // Always asked for, so that a stale binary is never tested; a no-op when `cargo test`
+    // has just built it.
+    let mut build = std::process::Command::new(env!("CARGO"));
+    build
+        .args(["build", "-p", "backstop-tower", "--example", "make_video"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.ends_with("release") {
+        build.arg("--release");
+    }
+    assert!(
+        build.status().expect("cargo runs").success(),
+        "building the make_video example"
+    );
+    profile_dir.join("examples").join("make_video")
+}
+
+/// The issue's reproduction: the real binary under `ulimit -n 64`, 70 clients that each
+/// send half a request. Without a header-read timeout they hold every descriptor it may
+/// open, forever, and it answers nobody; with one, a whole request behind them is answered
+/// once the stalled ones are closed, and each close is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seventy_half_sent_clients_do_not_lock_out_the_binary_under_ulimit_64() {
+    use std::io::BufRead;
+    let temp = tempfile::tempdir().unwrap();
+    let config = temp.path().join("make_video.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "temp_root = {:?}\nstage_ms = 0\n[limits.resources]\nenabled = false\n\
+             [serve]\nheader_read_timeout_ms = 300\nmax_connections = 32\n",
+            temp.path().join("makevideo")
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" --port 0 --config \"$1\"")
+        .arg(make_video_binary())
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh runs");
+    // The child's log, line by line, read on a thread of its own (the pipe must not fill).
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let _child = KillOnDrop(child);
+    let listening = lines_rx
+        .recv_timeout(BOUND)
+        .expect("make_video says where it listens");
+    let addr: std::net::SocketAddr = listening
+        .strip_prefix("make_video: listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {listening}"))
+        .parse()
+        .unwrap();
+
+    tokio::time::timeout(BOUND, async {
+        let mut stalled = Vec::new();
+        for _ in 0..70 {
+            stalled.push(half_sent(addr, HALF_A_REQUEST).await);
+        }
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        let reply = send(
+            &client,
+            &format!("http://{addr}"),
+            Method::POST,
+            "/make-video",
+        )
+        .await;
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        for stream in &mut stalled {
+            until_closed(stream, Duration::from_secs(10)).await;
+        }
+    })
+    .await
+    .expect("a whole request is answered behind 70 half-sent ones");
+
+    // A close is logged just after the socket is closed: wait for the lines, boundedly.
+    let mut log = Vec::new();
+    let closes = |log: &[String]| {
+        log.iter()
+            .filter(|line| line.contains("no request head within"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while closes(&log) < 70 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) => log.push(line),
+            Err(_) => break,
+        }
+    }
+    assert!(
+        closes(&log) >= 70,
+        "{} closes logged:\n{}",
+        closes(&log),
+        log.join("\n")
+    );
+    assert!(
+        log.iter()
+            .any(|line| line.contains("connections open, the most allowed")),
+        "{}",
+        log.join("\n")
+    );
+}
+
+/// Kills and reaps the child when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
