@@ -36,6 +36,9 @@ mod metrics;
 pub mod rate;
 pub mod resources;
 mod sync;
+#[cfg(feature = "toml")]
+pub mod toml_config;
+pub mod units;
 
 pub use admission::{Admission, Decision, OverloadReason, Refusal, RequestClass, WaitReason};
 pub use config_error::ConfigError;
