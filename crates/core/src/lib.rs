@@ -33,6 +33,8 @@ mod config_error;
 pub mod jobs;
 mod limits;
 mod metrics;
+#[cfg(any(feature = "prometheus", feature = "metrics"))]
+mod metrics_export;
 pub mod rate;
 pub mod resources;
 mod sync;
