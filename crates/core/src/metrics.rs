@@ -98,8 +98,12 @@ impl<C: Clock> Metrics<C> {
         }
     }
 
+    /// Counts one decision (and, with the `tracing` feature, logs it at `trace` level
+    /// with its reason, under the target `backstop_core::admission`).
     #[inline]
     pub(crate) fn count(&self, outcome: Outcome) {
+        #[cfg(feature = "tracing")]
+        trace_decision(outcome);
         match outcome {
             Outcome::Admitted => bump(&self.admitted),
             Outcome::Exempt => bump(&self.exempt),
@@ -111,10 +115,24 @@ impl<C: Clock> Metrics<C> {
     }
 
     pub(crate) fn count_shadow(&self, reason: &str) {
+        #[cfg(feature = "tracing")]
+        tracing::trace!(
+            target: "backstop_core::admission",
+            decision = "shadow_refusal",
+            reason,
+            "shadow mode let a refusal through"
+        );
         bump(&self.shadow_refusals[label_index(&SHADOW_REASONS, reason)]);
     }
 
     pub(crate) fn count_wait(&self, reason: WaitReason) {
+        #[cfg(feature = "tracing")]
+        tracing::trace!(
+            target: "backstop_core::admission",
+            decision = "job_waits",
+            reason = reason.as_str(),
+            "a queued job cannot start yet"
+        );
         bump(&self.job_waits[label_index(&WAIT_REASONS, reason.as_str())]);
     }
 
@@ -154,6 +172,33 @@ impl<C: Clock> Metrics<C> {
             resources,
             resource_readings_total: self.gate.readings_total(),
             probe_failures_total: self.gate.probe_failures_total(),
+        }
+    }
+}
+
+/// One admission decision at `trace` level: what was decided and why.
+#[cfg(feature = "tracing")]
+#[inline]
+fn trace_decision(outcome: Outcome) {
+    const TARGET: &str = "backstop_core::admission";
+    match outcome {
+        Outcome::Admitted => tracing::trace!(target: TARGET, decision = "admitted", "admitted"),
+        Outcome::Exempt => tracing::trace!(target: TARGET, decision = "exempt", "exempt"),
+        Outcome::Refused(refusal) => {
+            let (status, retry_after) = match refusal {
+                Refusal::RateLimited { retry_after } => (429u16, retry_after),
+                Refusal::Overloaded {
+                    retry_after_hint, ..
+                } => (503, retry_after_hint),
+            };
+            tracing::trace!(
+                target: TARGET,
+                decision = "refused",
+                reason = refusal.as_str(),
+                status,
+                retry_after_ms = retry_after.as_millis() as u64,
+                "refused"
+            );
         }
     }
 }
