@@ -1,4 +1,5 @@
-//! Metrics count every outcome, and the Prometheus text parses.
+//! Metrics count every outcome, and the OpenMetrics text parses.
+#![cfg(feature = "prometheus")]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
