@@ -256,7 +256,8 @@ async fn metrics_pass_promtool_and_match_what_the_clients_saw() {
 }
 
 /// The example binary, built by the cargo running this test, with the same profile and
-/// target directory; built once per test process.
+/// target directory; built once per test process (cargo has released its build lock
+/// by the time tests run).
 fn make_video_bin() -> &'static PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -266,11 +267,13 @@ fn make_video_bin() -> &'static PathBuf {
         let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
         let target_dir = profile_dir.parent().unwrap();
         let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        // The features of the README's and CI's `cargo test --workspace --all-features`,
+        // so that the example reuses what that run already built.
         build.args([
             "build",
             "--quiet",
-            "-p",
-            "backstop-tower",
+            "--workspace",
+            "--all-features",
             "--example",
             "make_video",
             "--target-dir",
@@ -398,4 +401,86 @@ fn human_and_legacy_keys_read_the_same() {
     assert_eq!(format!("{human:?}"), format!("{legacy:?}"));
     assert_eq!(human.stage_ms, 250);
     assert_eq!(human.sweep_older_than_secs, 86_400);
+}
+
+#[test]
+fn rust_log_shows_each_decision_with_its_reason() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("make_video.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "temp_root = {:?}\nstage = \"0s\"\n[limits.rate]\nlimit = 1\n[limits.resources]\nenabled = false\n",
+            dir.path().join("jobs")
+        ),
+    )
+    .unwrap();
+    /// Stops the service however the test ends.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Command::new(make_video_bin())
+        .args(["--port", "0", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info,backstop_core=trace")
+        .env_remove("NO_COLOR")
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(KillOnDrop)
+        .expect("start make_video");
+    // Lines of its log, read on a thread so that a silent service fails the test
+    // instead of hanging it.
+    let stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let (lines, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next_line = || {
+        log.recv_timeout(Duration::from_secs(10))
+            .expect("make_video logged nothing within 10 s")
+    };
+    let line = next_line();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    assert!(line.contains("INFO"), "{line}");
+    for _ in 0..2 {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"POST /make-video HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut reply = String::new();
+        let _ = stream.read_to_string(&mut reply);
+    }
+    // The decisions, in request order (other lines, if any, are skipped).
+    let mut logged = Vec::new();
+    while logged.len() < 2 {
+        let line = next_line();
+        if line.contains("backstop_core::admission") {
+            logged.push(line);
+        }
+    }
+    drop(child);
+    assert!(
+        logged[0].contains("TRACE") && logged[0].contains("decision=\"admitted\""),
+        "{logged:?}"
+    );
+    assert!(
+        logged[1].contains("decision=\"refused\" reason=\"rate_limited\" status=429"),
+        "{logged:?}"
+    );
 }
