@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use backstop_core::Limits;
+use backstop_core::units::{self, HumanDuration, HumanSize};
+use backstop_core::{Limits, toml_config};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const GIB: u64 = 1 << 30;
@@ -20,13 +21,13 @@ pub enum ConfigFileError {
         /// Why.
         source: std::io::Error,
     },
-    /// The TOML is malformed or holds an unknown field.
-    #[error("config {path}: {reason}")]
+    /// The TOML is malformed, holds an unknown field or a value out of range.
+    #[error("config {path}: {source}")]
     Parse {
         /// The file.
         path: String,
-        /// serde's message, naming the field.
-        reason: String,
+        /// The key path, line and column, and why.
+        source: backstop_core::ConfigError,
     },
     /// A value is out of range.
     #[error("config: {0}")]
@@ -34,8 +35,11 @@ pub enum ConfigFileError {
 }
 
 /// The temp disk and the jobs' use of it.
+///
+/// In TOML the capacity is `capacity = "100GiB"`; `capacity_bytes` with a plain number
+/// is its legacy alias.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "DiskToml", into = "DiskToml")]
 pub struct DiskConfig {
     /// Capacity of the temp disk.
     pub capacity_bytes: u64,
@@ -48,6 +52,46 @@ impl Default for DiskConfig {
         DiskConfig {
             capacity_bytes: 100 * GIB,
             stages: 3,
+        }
+    }
+}
+
+/// `[disk]` as written in TOML: the capacity in either spelling.
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct DiskToml {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capacity: Option<HumanSize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capacity_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stages: Option<u32>,
+}
+
+impl TryFrom<DiskToml> for DiskConfig {
+    type Error = String;
+    fn try_from(raw: DiskToml) -> Result<Self, String> {
+        let d = DiskConfig::default();
+        let capacity = raw.capacity.map(|c| c.0);
+        Ok(DiskConfig {
+            capacity_bytes: units::one_of(
+                capacity,
+                raw.capacity_bytes,
+                "capacity",
+                "capacity_bytes",
+            )?
+            .unwrap_or(d.capacity_bytes),
+            stages: raw.stages.unwrap_or(d.stages),
+        })
+    }
+}
+
+impl From<DiskConfig> for DiskToml {
+    fn from(d: DiskConfig) -> Self {
+        DiskToml {
+            capacity: Some(HumanSize(d.capacity_bytes)),
+            capacity_bytes: None,
+            stages: Some(d.stages),
         }
     }
 }
@@ -103,7 +147,7 @@ pub struct PerKeyConfig {
 ///
 /// ```
 /// use backstop_sim::config::SimConfig;
-/// let c = SimConfig::from_toml_str("seed = 9\n[limits.rate]\nlimit = 10\nwindow_ms = 30000\n", "inline")?;
+/// let c = SimConfig::from_toml_str("seed = 9\n[limits.rate]\nlimit = 10\nwindow = \"30s\"\n", "inline")?;
 /// assert_eq!(c.seed, 9);
 /// assert_eq!(c.limits.rate.limit, 10);
 /// assert_eq!(c.limits.queue.max, 100);
@@ -144,11 +188,14 @@ impl Default for SimConfig {
 impl SimConfig {
     /// Parses and validates TOML; `origin` names the source in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, ConfigFileError> {
-        let config: SimConfig = toml::from_str(text).map_err(|e| ConfigFileError::Parse {
+        let parse_error = |source| ConfigFileError::Parse {
             path: origin.to_owned(),
-            reason: e.to_string().trim_end().replace('\n', " "),
-        })?;
-        config.validate()?;
+            source,
+        };
+        let config: SimConfig = toml_config::from_toml_str(text).map_err(parse_error)?;
+        config
+            .validate()
+            .map_err(|e| parse_error(toml_config::locate(e, text)))?;
         Ok(config)
     }
 
@@ -168,8 +215,10 @@ impl SimConfig {
             return Err(E::new("crash_fraction", "must be within 0..=1"));
         }
         let l = &self.limits;
-        l.validate()
-            .map_err(|e| E::new(format!("limits.{}", e.field()), e.reason()))?;
+        l.validate().map_err(|e| {
+            let field = format!("limits.{}", e.field());
+            e.with_field(field)
+        })?;
         if l.shadow {
             return Err(E::new(
                 "limits.shadow",
@@ -235,53 +284,34 @@ impl SimConfig {
     }
 }
 
-/// Parses `90s`, `1.5h`, `250ms`, `2d`, `10us` or a bare number of seconds.
+/// Parses a duration as backstop-core's [`units::parse_duration`] does (`"90s"`,
+/// `"10m"`, `"24h"`, `"250ms"`, `"1h 30m"`), or a bare number of seconds (legacy).
 ///
 /// ```
 /// use std::time::Duration;
 /// use backstop_sim::config::parse_duration;
 /// assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
 /// assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+/// assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
 /// assert!(parse_duration("-3s").is_err());
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration (try 90s, 10m, 24h)"))?;
-    let unit_s = match unit.trim() {
-        "" | "s" => 1.0,
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        "d" => 86_400.0,
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{text}` (us, ms, s, m, h, d)"
-            ));
-        }
+    let d = match text.trim().parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => units::parse_duration(text)?,
     };
-    let secs = value * unit_s;
-    if !secs.is_finite() || secs > crate::trace::MAX_TIME_US as f64 / 1e6 {
+    if d.as_micros() > u128::from(crate::trace::MAX_TIME_US) {
         return Err(format!("`{text}` is beyond 100 years"));
     }
-    Ok(Duration::from_micros((secs * 1e6).round() as u64))
+    Ok(d)
 }
 
 /// Writes a duration so that [`parse_duration`] reads it back exactly.
 fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    if d.subsec_nanos() == 0 {
-        s.serialize_str(&format!("{}s", d.as_secs()))
-    } else {
-        s.serialize_str(&format!("{}us", d.as_micros()))
-    }
+    HumanDuration(*d).serialize(s)
 }
 
+/// A duration as text, or a bare number of seconds (legacy).
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -362,6 +392,76 @@ mod tests {
             assert!(e.to_string().contains(field), "{text}: {e}");
         }
         let e = SimConfig::from_toml_str("[sweep]\ninterval = \"5 parsecs\"", "x").unwrap_err();
-        assert!(e.to_string().contains("unknown unit"), "{e}");
+        assert!(e.to_string().contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn human_sizes_and_durations_everywhere() {
+        let c = SimConfig::from_toml_str(
+            "[limits.rate]\nwindow = \"30s\"\n[limits.resources]\nmin_free_disk = \"2GiB\"\n\
+             [disk]\ncapacity = \"50GiB\"\n[sweep]\ninterval = \"1h 30m\"\nmax_age = \"24h\"\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(c.limits.rate.window_ms, 30_000);
+        assert_eq!(c.limits.resources.min_free_disk_mib, 2048);
+        assert_eq!(c.disk.capacity_bytes, 50 << 30);
+        assert_eq!(c.sweep.interval, Duration::from_secs(5400));
+        let text = toml::to_string(&c).unwrap();
+        assert!(text.contains("capacity = \"50GiB\""), "{text}");
+    }
+
+    #[test]
+    fn legacy_keys_still_read() {
+        let legacy = SimConfig::from_toml_str(
+            "[limits.rate]\nwindow_ms = 30000\n[disk]\ncapacity_bytes = 53687091200\n\
+             [sweep]\ninterval = 5400\n",
+            "x",
+        )
+        .unwrap();
+        let human = SimConfig::from_toml_str(
+            "[limits.rate]\nwindow = \"30s\"\n[disk]\ncapacity = \"50GiB\"\n\
+             [sweep]\ninterval = \"90m\"\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(legacy, human);
+    }
+
+    #[test]
+    fn errors_name_the_key_path_line_and_column() {
+        for (text, says) in [
+            (
+                "seed = 1\n[disk]\ncapacity = \"lots\"\n",
+                "`disk.capacity` at line 3, column 12",
+            ),
+            (
+                "[disk]\ncapacity = \"1GiB\"\ncapacity_bytes = 5\n",
+                "`disk.capacity_bytes` at line 3, column 1: `capacity` and its legacy alias",
+            ),
+            (
+                "[limits.rate]\nwindow = \"1m\"\nwindow_ms = 5\n",
+                "`limits.rate.window_ms` at line 3, column 1",
+            ),
+            (
+                "[limits.rate]\nlimit = 0\n",
+                "`limits.rate.limit` at line 2, column 1",
+            ),
+            (
+                "[limits.resources]\n\nmemory_margin = \"4GiB\"\n",
+                "`limits.resources.memory_margin` at line 3, column 1",
+            ),
+            (
+                "[sweep]\ninterval = \"500ms\"\n",
+                "`sweep.interval` at line 2, column 1: must be at least 1s",
+            ),
+            (
+                "[sweep]\nintervall = \"1h\"\n",
+                "`sweep.intervall` at line 2, column 1",
+            ),
+        ] {
+            let e = SimConfig::from_toml_str(text, "x").unwrap_err().to_string();
+            assert!(e.contains(says), "{text}: {e}");
+        }
     }
 }

@@ -2,13 +2,27 @@ use std::fmt;
 
 /// A configuration value was rejected.
 ///
-/// Names the field (as the user spelled it, e.g. `limit` or `rate.window`) and why, so
-/// that an operator can fix the config without reading the source.
+/// Names the field by its key path as the user spelled it (`rate.window`,
+/// `resources.min_free_disk_mib`), why, and, when it came from a file, the line and
+/// column, so that an operator can fix the config without reading the source.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid `{field}`: {reason}")]
+#[error("invalid `{field}`{}: {reason}", Position(*.position))]
 pub struct ConfigError {
     field: String,
     reason: String,
+    position: Option<(usize, usize)>,
+}
+
+/// ` at line L, column C`, or nothing.
+struct Position(Option<(usize, usize)>);
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some((line, column)) => write!(f, " at line {line}, column {column}"),
+            None => Ok(()),
+        }
+    }
 }
 
 impl ConfigError {
@@ -17,7 +31,22 @@ impl ConfigError {
         ConfigError {
             field: field.into(),
             reason: reason.to_string(),
+            position: None,
         }
+    }
+
+    /// The same rejection, placed at 1-based `line` and `column` of the source.
+    #[must_use]
+    pub fn at(mut self, line: usize, column: usize) -> Self {
+        self.position = Some((line, column));
+        self
+    }
+
+    /// The same rejection under another key path (e.g. prefixed by its section).
+    #[must_use]
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = field.into();
+        self
     }
 
     /// The rejected field.
@@ -28,5 +57,15 @@ impl ConfigError {
     /// Why it was rejected.
     pub fn reason(&self) -> &str {
         &self.reason
+    }
+
+    /// The 1-based line of the rejected value in its source, if known.
+    pub fn line(&self) -> Option<usize> {
+        self.position.map(|(line, _)| line)
+    }
+
+    /// The 1-based column of the rejected value in its source, if known.
+    pub fn column(&self) -> Option<usize> {
+        self.position.map(|(_, column)| column)
     }
 }

@@ -33,9 +33,14 @@ mod config_error;
 pub mod jobs;
 mod limits;
 mod metrics;
+#[cfg(any(feature = "prometheus", feature = "metrics"))]
+mod metrics_export;
 pub mod rate;
 pub mod resources;
 mod sync;
+#[cfg(feature = "toml")]
+pub mod toml_config;
+pub mod units;
 
 pub use admission::{
     Admission, Decision, OverloadReason, RateScope, Refusal, RequestClass, WaitReason,

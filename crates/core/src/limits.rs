@@ -6,6 +6,7 @@ use crate::ConfigError;
 use crate::jobs::JobBounds;
 use crate::rate::{MAX_LIMIT, MAX_WINDOW};
 use crate::resources::ResourceLimits;
+use crate::units::{self, HumanDuration};
 
 /// Longest `queue.retry_after_hint_ms` accepted: one hour.
 const MAX_HINT_MS: u64 = 3600 * 1000;
@@ -14,7 +15,10 @@ const MAX_HINT_MS: u64 = 3600 * 1000;
 /// defaults: 30 requests per 60 s, a queue of 100, 5 running jobs, jobs wait below
 /// 2048 MiB of available memory or 5 GiB of free disk.
 ///
-/// Every field has a default, so a TOML file names only what it changes:
+/// Every field has a default, so a TOML file names only what it changes. Durations are
+/// written `"60s"`, sizes `"2GiB"` ([`units`](crate::units)); the older `*_ms` and
+/// `*_mib` keys with plain numbers still work as legacy aliases (giving both spellings
+/// of one setting is an error):
 ///
 /// ```
 /// # #[cfg(feature = "toml")]
@@ -24,17 +28,20 @@ const MAX_HINT_MS: u64 = 3600 * 1000;
 /// let limits = Limits::from_toml_str(r#"
 ///     [rate]
 ///     limit = 100
+///     window = "30s"
 ///
 ///     [resources]
-///     min_free_disk_mib = 1024
-///     disk_margin_mib = 128
+///     min_free_disk = "1GiB"
+///     disk_margin = "128MiB"
 /// "#)?;
 /// assert_eq!(limits.rate.limit, 100);
-/// assert_eq!(limits.rate.window_ms, 60_000, "default kept");
-/// assert_eq!(limits.queue.max, 100);
+/// assert_eq!(limits.rate.window_ms, 30_000);
+/// assert_eq!(limits.resources.min_free_disk_mib, 1024);
+/// assert_eq!(limits.queue.max, 100, "default kept");
 ///
 /// let err = Limits::from_toml_str("[queue]\nmax = 0\n").unwrap_err();
 /// assert_eq!(err.field(), "queue.max");
+/// assert_eq!((err.line(), err.column()), (Some(2), Some(1)));
 /// # Ok(())
 /// # }
 /// # #[cfg(not(feature = "toml"))]
@@ -57,8 +64,10 @@ pub struct Limits {
 }
 
 /// The `[rate]` section: at most `limit` admissions in any window of `window_ms`.
+///
+/// In TOML the window is `window = "60s"`; `window_ms = 60000` is its legacy alias.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "RateToml", into = "RateToml")]
 pub struct RateLimits {
     /// Admissions per window, 1 to [`MAX_LIMIT`] (default 30).
     pub limit: u32,
@@ -83,8 +92,11 @@ impl RateLimits {
 }
 
 /// The `[queue]` section.
+///
+/// In TOML the hint is `retry_after_hint = "1s"`; `retry_after_hint_ms` is its legacy
+/// alias.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "QueueToml", into = "QueueToml")]
 pub struct QueueLimits {
     /// Most jobs waiting, 1 to [`MAX_QUEUE`](crate::jobs::MAX_QUEUE) (default 100).
     pub max: u32,
@@ -100,6 +112,93 @@ impl Default for QueueLimits {
             max: 100,
             critical_reserve: 0,
             retry_after_hint_ms: 1000,
+        }
+    }
+}
+
+/// `[rate]` as written in TOML: the window in either spelling.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateToml {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window: Option<HumanDuration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window_ms: Option<u64>,
+}
+
+impl TryFrom<RateToml> for RateLimits {
+    type Error = String;
+    fn try_from(raw: RateToml) -> Result<Self, String> {
+        let mut out = RateLimits::default();
+        out.limit = raw.limit.unwrap_or(out.limit);
+        let window = raw
+            .window
+            .map(|w| units::whole_millis(w.0, "window"))
+            .transpose()?;
+        if let Some(ms) = units::one_of(window, raw.window_ms, "window", "window_ms")? {
+            out.window_ms = ms;
+        }
+        Ok(out)
+    }
+}
+
+impl From<RateLimits> for RateToml {
+    fn from(limits: RateLimits) -> Self {
+        RateToml {
+            limit: Some(limits.limit),
+            window: Some(HumanDuration(limits.window())),
+            window_ms: None,
+        }
+    }
+}
+
+/// `[queue]` as written in TOML: the hint in either spelling.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueToml {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    critical_reserve: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_hint: Option<HumanDuration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_hint_ms: Option<u64>,
+}
+
+impl TryFrom<QueueToml> for QueueLimits {
+    type Error = String;
+    fn try_from(raw: QueueToml) -> Result<Self, String> {
+        let mut out = QueueLimits::default();
+        out.max = raw.max.unwrap_or(out.max);
+        out.critical_reserve = raw.critical_reserve.unwrap_or(out.critical_reserve);
+        let hint = raw
+            .retry_after_hint
+            .map(|h| units::whole_millis(h.0, "retry_after_hint"))
+            .transpose()?;
+        if let Some(ms) = units::one_of(
+            hint,
+            raw.retry_after_hint_ms,
+            "retry_after_hint",
+            "retry_after_hint_ms",
+        )? {
+            out.retry_after_hint_ms = ms;
+        }
+        Ok(out)
+    }
+}
+
+impl From<QueueLimits> for QueueToml {
+    fn from(limits: QueueLimits) -> Self {
+        QueueToml {
+            max: Some(limits.max),
+            critical_reserve: Some(limits.critical_reserve),
+            retry_after_hint: Some(HumanDuration(Duration::from_millis(
+                limits.retry_after_hint_ms,
+            ))),
+            retry_after_hint_ms: None,
         }
     }
 }
@@ -166,13 +265,15 @@ impl Limits {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the field (`section.key`, as far as the parser's
-    /// position tells) for TOML that does not parse or does not fit, or as
-    /// [`validate`](Self::validate).
+    /// A [`ConfigError`] naming the key path, the line and the column (see
+    /// [`toml_config`](crate::toml_config)) for TOML that does not parse or does not
+    /// fit, or as [`validate`](Self::validate).
     #[cfg(feature = "toml")]
     pub fn from_toml_str(text: &str) -> Result<Limits, ConfigError> {
-        let limits: Limits = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
-        limits.validate()?;
+        let limits: Limits = crate::toml_config::from_toml_str(text)?;
+        limits
+            .validate()
+            .map_err(|e| crate::toml_config::locate(e, text))?;
         Ok(limits)
     }
 
@@ -189,37 +290,4 @@ impl Limits {
             .map_err(|e| ConfigError::new(path.display().to_string(), e))?;
         Self::from_toml_str(&text)
     }
-}
-
-/// A TOML error as a [`ConfigError`]: the field is `table.key` of the line the parser
-/// stopped at, and the reason keeps the parser's message and the line number.
-#[cfg(feature = "toml")]
-fn toml_error(text: &str, error: &toml::de::Error) -> ConfigError {
-    let message = error.message().trim().to_owned();
-    let Some(span) = error.span() else {
-        return ConfigError::new("(limits)", message);
-    };
-    let offset = span.start.min(text.len());
-    let line_no = text[..offset].matches('\n').count() + 1;
-    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let whole_line = text[line_start..].lines().next().unwrap_or("");
-    // The table is named by the last header above the line, or by the line itself.
-    let mut table = String::new();
-    for line in text[..line_start].lines().chain([whole_line]) {
-        let line = line.trim();
-        if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            table = header.trim().to_owned();
-        }
-    }
-    let key = whole_line
-        .split_once('=')
-        .map(|(k, _)| k.trim().trim_matches('"').to_owned())
-        .filter(|k| !k.is_empty() && !k.starts_with('['));
-    let field = match (key, table.is_empty()) {
-        (Some(key), true) => key,
-        (Some(key), false) => format!("{table}.{key}"),
-        (None, false) => table,
-        (None, true) => "(limits)".to_owned(),
-    };
-    ConfigError::new(field, format_args!("{message} (line {line_no})"))
 }

@@ -1,6 +1,9 @@
-//! Lock-free counters of every admission outcome, and their Prometheus text rendering.
+//! Lock-free counters of every admission outcome.
+//!
+//! The counters stay plain atomics on the admit path; the exporters in `metrics_export`
+//! (a prometheus-client collector, the `metrics` facade) read them when scraped.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::Arc as StdArc;
 
 use crossbeam_utils::CachePadded;
@@ -13,7 +16,7 @@ use crate::sync::{AtomicU64, Ordering};
 
 /// Labels of `backstop_shadow_refusals_total`: every refusal and wait a shadow mode
 /// lets through.
-const SHADOW_REASONS: [&str; 7] = [
+pub(crate) const SHADOW_REASONS: [&str; 7] = [
     "rate_limited",
     "queue_full",
     "too_many_keys",
@@ -24,7 +27,7 @@ const SHADOW_REASONS: [&str; 7] = [
 ];
 
 /// Labels of `backstop_job_waits_total`.
-const WAIT_REASONS: [&str; 5] = [
+pub(crate) const WAIT_REASONS: [&str; 5] = [
     "no_free_slot",
     "low_memory",
     "low_disk",
@@ -95,8 +98,12 @@ impl<C: Clock> Metrics<C> {
         }
     }
 
+    /// Counts one decision (and, with the `tracing` feature, logs it at `trace` level
+    /// with its reason, under the target `backstop_core::admission`).
     #[inline]
     pub(crate) fn count(&self, outcome: Outcome) {
+        #[cfg(feature = "tracing")]
+        trace_decision(outcome);
         match outcome {
             Outcome::Admitted => bump(&self.admitted),
             Outcome::Exempt => bump(&self.exempt),
@@ -108,10 +115,24 @@ impl<C: Clock> Metrics<C> {
     }
 
     pub(crate) fn count_shadow(&self, reason: &str) {
+        #[cfg(feature = "tracing")]
+        tracing::trace!(
+            target: "backstop_core::admission",
+            decision = "shadow_refusal",
+            reason,
+            "shadow mode let a refusal through"
+        );
         bump(&self.shadow_refusals[label_index(&SHADOW_REASONS, reason)]);
     }
 
     pub(crate) fn count_wait(&self, reason: WaitReason) {
+        #[cfg(feature = "tracing")]
+        tracing::trace!(
+            target: "backstop_core::admission",
+            decision = "job_waits",
+            reason = reason.as_str(),
+            "a queued job cannot start yet"
+        );
         bump(&self.job_waits[label_index(&WAIT_REASONS, reason.as_str())]);
     }
 
@@ -153,10 +174,32 @@ impl<C: Clock> Metrics<C> {
             probe_failures_total: self.gate.probe_failures_total(),
         }
     }
+}
 
-    /// [`snapshot`](Self::snapshot) in the Prometheus text exposition format.
-    pub fn render_prometheus(&self) -> String {
-        self.snapshot().render_prometheus()
+/// One admission decision at `trace` level: what was decided and why.
+#[cfg(feature = "tracing")]
+#[inline]
+fn trace_decision(outcome: Outcome) {
+    const TARGET: &str = "backstop_core::admission";
+    match outcome {
+        Outcome::Admitted => tracing::trace!(target: TARGET, decision = "admitted", "admitted"),
+        Outcome::Exempt => tracing::trace!(target: TARGET, decision = "exempt", "exempt"),
+        Outcome::Refused(refusal) => {
+            let (status, retry_after) = match refusal {
+                Refusal::RateLimited { retry_after } => (429u16, retry_after),
+                Refusal::Overloaded {
+                    retry_after_hint, ..
+                } => (503, retry_after_hint),
+            };
+            tracing::trace!(
+                target: TARGET,
+                decision = "refused",
+                reason = refusal.as_str(),
+                status,
+                retry_after_ms = retry_after.as_millis() as u64,
+                "refused"
+            );
+        }
     }
 }
 
@@ -213,178 +256,6 @@ impl MetricsSnapshot {
         list.iter()
             .find(|(l, _)| *l == reason)
             .map_or(0, |(_, v)| *v)
-    }
-
-    /// The Prometheus text exposition format (version 0.0.4): `backstop_*` families,
-    /// each with `# HELP` and `# TYPE`, refusals labelled by `reason`.
-    ///
-    /// ```
-    /// use backstop_core::{Admission, Limits};
-    /// use backstop_core::clock::ManualClock;
-    ///
-    /// let admission = Admission::with_clock(Limits::default(), ManualClock::new())?;
-    /// let _ticket = admission.try_admit();
-    /// let text = admission.metrics().render_prometheus();
-    /// assert!(text.contains("# TYPE backstop_admitted_total counter\nbackstop_admitted_total 1\n"));
-    /// assert!(text.contains("backstop_overloaded_total{reason=\"queue_full\"} 0\n"));
-    /// # Ok::<(), backstop_core::ConfigError>(())
-    /// ```
-    pub fn render_prometheus(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let mut family =
-            |name: &str, kind: &str, help: &str, samples: &[(Option<(&str, &str)>, f64)]| {
-                // Writing to a String cannot fail.
-                let _ = writeln!(out, "# HELP {name} {help}");
-                let _ = writeln!(out, "# TYPE {name} {kind}");
-                for (label, value) in samples {
-                    match label {
-                        Some((key, val)) => {
-                            let _ = writeln!(out, "{name}{{{key}=\"{val}\"}} {value}");
-                        }
-                        None => {
-                            let _ = writeln!(out, "{name} {value}");
-                        }
-                    }
-                }
-            };
-        let one = |v: u64| [(None, v as f64)];
-        let by =
-            |key: &'static str, list: &[(&'static str, u64)]| -> Vec<(Option<(&str, &str)>, f64)> {
-                list.iter()
-                    .map(|(l, v)| (Some((key, *l)), *v as f64))
-                    .collect()
-            };
-
-        family(
-            "backstop_admitted_total",
-            "counter",
-            "Requests admitted into the job queue.",
-            &one(self.admitted_total),
-        );
-        family(
-            "backstop_exempt_total",
-            "counter",
-            "Exempt requests (health checks, admin), never limited.",
-            &one(self.exempt_total),
-        );
-        family(
-            "backstop_rate_limited_total",
-            "counter",
-            "Requests refused with 429: too many in the rate window.",
-            &one(self.rate_limited_total),
-        );
-        family(
-            "backstop_overloaded_total",
-            "counter",
-            "Requests refused with 503, by reason.",
-            &by("reason", &self.overloaded_total),
-        );
-        family(
-            "backstop_shadow_refusals_total",
-            "counter",
-            "Refusals and job waits that shadow mode counted but did not enforce, by reason.",
-            &by("reason", &self.shadow_refusals_total),
-        );
-        family(
-            "backstop_job_waits_total",
-            "counter",
-            "Times a queued job could not start yet, by reason.",
-            &by("reason", &self.job_waits_total),
-        );
-        family(
-            "backstop_jobs_started_total",
-            "counter",
-            "Jobs started.",
-            &one(self.jobs_started_total),
-        );
-        family(
-            "backstop_jobs_finished_total",
-            "counter",
-            "Jobs finished (their permit dropped).",
-            &one(self.jobs_finished_total),
-        );
-        family(
-            "backstop_queue_depth",
-            "gauge",
-            "Jobs waiting to start.",
-            &one(u64::from(self.queue_depth)),
-        );
-        family(
-            "backstop_queue_max",
-            "gauge",
-            "Most jobs allowed to wait.",
-            &one(u64::from(self.queue_max)),
-        );
-        family(
-            "backstop_jobs_active",
-            "gauge",
-            "Jobs running.",
-            &one(u64::from(self.jobs_active)),
-        );
-        family(
-            "backstop_jobs_max",
-            "gauge",
-            "Most jobs allowed to run.",
-            &one(u64::from(self.jobs_max)),
-        );
-        let states: Vec<_> = GateState::ALL
-            .iter()
-            .map(|s| {
-                (
-                    Some(("state", s.as_str())),
-                    f64::from(u8::from(*s == self.gate_state)),
-                )
-            })
-            .collect();
-        family(
-            "backstop_resource_gate_state",
-            "gauge",
-            "1 for the resource gate's current state, 0 for the others.",
-            &states,
-        );
-        family(
-            "backstop_resource_sample_age_seconds",
-            "gauge",
-            "Age of the last resource reading.",
-            &[(None, self.resource_sample_age_ns as f64 / 1e9)],
-        );
-        family(
-            "backstop_resource_readings_total",
-            "counter",
-            "Resource readings fed to the gate.",
-            &one(self.resource_readings_total),
-        );
-        family(
-            "backstop_resource_probe_failures_total",
-            "counter",
-            "Failed resource probe reads.",
-            &one(self.probe_failures_total),
-        );
-        if let Some(reading) = self.resources.reading {
-            family(
-                "backstop_available_memory_bytes",
-                "gauge",
-                "Available memory at the last reading (the cgroup's, if smaller).",
-                &one(reading.available_memory_bytes),
-            );
-            if let Some(free) = reading.free_disk_bytes {
-                family(
-                    "backstop_free_disk_bytes",
-                    "gauge",
-                    "Free disk space on the watched path at the last reading.",
-                    &one(free),
-                );
-            }
-            if let Some(pressure) = reading.memory_pressure_pct {
-                family(
-                    "backstop_memory_pressure_percent",
-                    "gauge",
-                    "Linux PSI memory some avg10 at the last reading.",
-                    &[(None, pressure)],
-                );
-            }
-        }
-        out
     }
 }
 

@@ -6,7 +6,7 @@ use backstop_core::resources::StalePolicy;
 
 fn field_of(toml: &str) -> (String, String) {
     let err = Limits::from_toml_str(toml).expect_err(toml);
-    (err.field().to_owned(), err.reason().to_owned())
+    (err.field().to_owned(), err.to_string())
 }
 
 #[test]
@@ -142,7 +142,7 @@ fn unknown_fields_are_errors_naming_them() {
     let (field, reason) = field_of("[rate]\nlimt = 5\n");
     assert_eq!(field, "rate.limt");
     assert!(reason.contains("unknown field"), "{reason}");
-    assert!(reason.contains("line 2"), "{reason}");
+    assert!(reason.contains("at line 2"), "{reason}");
 
     let (field, reason) = field_of("shadw = true\n");
     assert_eq!(field, "shadw");
@@ -151,7 +151,7 @@ fn unknown_fields_are_errors_naming_them() {
     let (field, reason) = field_of("[rate]\nlimit = 5\n\n[ratee]\nlimit = 5\n");
     assert_eq!(field, "ratee");
     assert!(reason.contains("unknown field"), "{reason}");
-    assert!(reason.contains("line 4"), "{reason}");
+    assert!(reason.contains("at line 4"), "{reason}");
 
     let (field, reason) = field_of("[resources]\nmin_memory_mib = 1\n");
     assert_eq!(field, "resources.min_memory_mib");
@@ -162,7 +162,7 @@ fn unknown_fields_are_errors_naming_them() {
 fn wrong_types_and_syntax_name_the_line_and_field() {
     let (field, reason) = field_of("[queue]\nmax = \"lots\"\n");
     assert_eq!(field, "queue.max");
-    assert!(reason.contains("line 2"), "{reason}");
+    assert!(reason.contains("at line 2"), "{reason}");
 
     let (field, reason) = field_of("[jobs]\nmax = -1\n");
     assert_eq!(field, "jobs.max");
@@ -173,7 +173,7 @@ fn wrong_types_and_syntax_name_the_line_and_field() {
     assert!(reason.contains("fail_closed"), "{reason}");
 
     let (_field, reason) = field_of("[rate\nlimit = 1\n");
-    assert!(reason.contains("line 1"), "{reason}");
+    assert!(reason.contains("at line 1"), "{reason}");
 }
 
 #[test]
@@ -188,4 +188,173 @@ fn a_file_is_read_and_validated() {
     let path = dir.path().join("limits.toml");
     std::fs::write(&path, "[jobs]\nmax = 9\n").unwrap();
     assert_eq!(Limits::from_toml_file(&path).unwrap().jobs.max, 9);
+}
+
+/// The error for `toml`: its key path, line and column.
+fn place_of(toml: &str) -> (String, Option<usize>, Option<usize>, String) {
+    let err = Limits::from_toml_str(toml).expect_err(toml);
+    (
+        err.field().to_owned(),
+        err.line(),
+        err.column(),
+        err.to_string(),
+    )
+}
+
+#[test]
+fn human_durations_and_sizes_are_read() {
+    let limits = Limits::from_toml_str(
+        "[rate]\nwindow = \"90s\"\n[queue]\nretry_after_hint = \"250ms\"\n\
+         [resources]\nmin_available_memory = \"2GiB\"\nmemory_margin = \"256MiB\"\n\
+         min_free_disk = \"1.5GiB\"\ndisk_margin = \"512MiB\"\n\
+         sample_interval = \"2s\"\nmax_sample_age = \"1m\"\n",
+    )
+    .unwrap();
+    assert_eq!(limits.rate.window_ms, 90_000);
+    assert_eq!(limits.queue.retry_after_hint_ms, 250);
+    assert_eq!(limits.resources.min_available_memory_mib, 2048);
+    assert_eq!(limits.resources.memory_margin_mib, 256);
+    assert_eq!(limits.resources.min_free_disk_mib, 1536);
+    assert_eq!(limits.resources.disk_margin_mib, 512);
+    assert_eq!(limits.resources.sample_interval_ms, 2000);
+    assert_eq!(limits.resources.max_sample_age_ms, 60_000);
+    assert_eq!(
+        Limits::from_toml_str("[rate]\nwindow = \"24h\"\n")
+            .unwrap()
+            .rate
+            .window_ms,
+        86_400_000
+    );
+}
+
+#[test]
+fn legacy_keys_read_the_same_as_human_ones() {
+    let legacy = Limits::from_toml_str(
+        "[rate]\nwindow_ms = 90000\n[queue]\nretry_after_hint_ms = 250\n\
+         [resources]\nmin_free_disk_mib = 1536\nsample_interval_ms = 2000\n",
+    )
+    .unwrap();
+    let human = Limits::from_toml_str(
+        "[rate]\nwindow = \"90s\"\n[queue]\nretry_after_hint = \"250ms\"\n\
+         [resources]\nmin_free_disk = \"1536MiB\"\nsample_interval = \"2s\"\n",
+    )
+    .unwrap();
+    assert_eq!(legacy, human);
+    // Written back, limits use the human spelling and read back the same.
+    let text = toml::to_string(&human).unwrap();
+    assert!(text.contains("window = \"1m 30s\""), "{text}");
+    assert!(text.contains("min_free_disk = \"1536MiB\""), "{text}");
+    assert!(!text.contains("_ms") && !text.contains("_mib ="), "{text}");
+    assert_eq!(Limits::from_toml_str(&text).unwrap(), human);
+}
+
+#[test]
+fn both_spellings_of_one_setting_are_an_error_at_the_legacy_key() {
+    for (toml, field, line) in [
+        (
+            "[rate]\nwindow = \"60s\"\nwindow_ms = 5\n",
+            "rate.window_ms",
+            3,
+        ),
+        (
+            "[resources]\nmin_free_disk_mib = 10\n\nmin_free_disk = \"2GiB\"\n",
+            "resources.min_free_disk_mib",
+            2,
+        ),
+        (
+            "[queue]\nretry_after_hint_ms = 1\nretry_after_hint = \"1s\"\n",
+            "queue.retry_after_hint_ms",
+            2,
+        ),
+    ] {
+        let (got, got_line, column, text) = place_of(toml);
+        assert_eq!(got, field, "{toml}");
+        assert_eq!((got_line, column), (Some(line), Some(1)), "{text}");
+        assert!(text.contains("both given"), "{text}");
+    }
+}
+
+#[test]
+fn bad_human_values_name_the_key_line_and_column() {
+    for (toml, field, line, column, says) in [
+        (
+            "[rate]\nlimit = 3\nwindow = \"sixty\"\n",
+            "rate.window",
+            3,
+            10,
+            "not a duration",
+        ),
+        (
+            "[rate]\nwindow = 60\n",
+            "rate.window",
+            2,
+            10,
+            "a duration as text",
+        ),
+        (
+            "[rate]\nwindow = \"1500us\"\n",
+            "rate.window",
+            2,
+            1,
+            "whole milliseconds",
+        ),
+        (
+            "[resources]\nmin_free_disk = \"2 parsecs\"\n",
+            "resources.min_free_disk",
+            2,
+            17,
+            "not a size",
+        ),
+        (
+            "[resources]\n  disk_margin = \"1000B\"\n",
+            "resources.disk_margin",
+            2,
+            3,
+            "whole number of MiB",
+        ),
+        (
+            "[resources]\nsample_interval = \"0s\"\n",
+            "resources.sample_interval",
+            2,
+            1,
+            "must be 1 to",
+        ),
+        (
+            "[rate]\n\nwindow = \"0s\"\n",
+            "rate.window",
+            3,
+            1,
+            "must be 1 to",
+        ),
+        (
+            "[queue]\nmax = \"lots\"\n",
+            "queue.max",
+            2,
+            7,
+            "expected u32",
+        ),
+        ("[rate]\nlimt = 5\n", "rate.limt", 2, 1, "unknown field"),
+    ] {
+        let (got, got_line, got_column, text) = place_of(toml);
+        assert_eq!(got, field, "{toml}: {text}");
+        assert_eq!(
+            (got_line, got_column),
+            (Some(line), Some(column)),
+            "{toml}: {text}"
+        );
+        assert!(text.contains(says), "{toml}: {text}");
+        assert!(
+            text.contains(&format!("line {line}, column {column}")),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_syntax_error_names_the_line_and_quotes_it() {
+    let (field, line, column, text) = place_of("[rate]\nlimit = = 3\n");
+    assert_eq!(field, backstop_core::toml_config::SYNTAX);
+    assert_eq!(line, Some(2));
+    assert!(column.is_some());
+    assert!(text.contains("`limit = = 3`"), "{text}");
 }

@@ -1,4 +1,5 @@
-//! Metrics count every outcome, and the Prometheus text parses.
+//! Metrics count every outcome, and the OpenMetrics text parses.
+#![cfg(feature = "prometheus")]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -10,10 +11,11 @@ use backstop_core::{Admission, Decision, Limits, RequestClass};
 /// A sample: family name, labels, value.
 type Sample = (String, BTreeMap<String, String>, f64);
 
-/// A strict reader of the text exposition format (0.0.4) for what backstop writes:
-/// every sample's family has exactly one HELP and one TYPE line before its samples,
-/// names and labels are well-formed, values are numbers, counters end in `_total`, and
-/// no family or sample repeats.
+/// A strict reader of the OpenMetrics text format for what backstop writes: every
+/// sample's family has exactly one HELP and one TYPE line (and at most one UNIT) before
+/// its samples, names and labels are well-formed, values are numbers, a counter
+/// family's samples are named `<family>_total`, no family or sample repeats, and the
+/// text ends with `# EOF`. (The reference service's test also runs `promtool`.)
 fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
     fn valid_name(name: &str) -> bool {
         let mut chars = name.chars();
@@ -27,9 +29,9 @@ fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
     let mut current: Option<String> = None;
     let mut seen_samples = BTreeSet::new();
     let mut samples = Vec::new();
-    if !text.ends_with('\n') {
-        return Err("text must end with a newline".into());
-    }
+    let Some(text) = text.strip_suffix("# EOF\n") else {
+        return Err("text must end with `# EOF`".into());
+    };
     for (n, line) in text.lines().enumerate() {
         let n = n + 1;
         if let Some(rest) = line.strip_prefix("# HELP ") {
@@ -51,6 +53,13 @@ fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
                 || typed.insert(name.to_owned(), kind.to_owned()).is_some()
             {
                 return Err(format!("line {n}: TYPE not right after its HELP"));
+            }
+        } else if let Some(rest) = line.strip_prefix("# UNIT ") {
+            let (name, unit) = rest
+                .split_once(' ')
+                .ok_or(format!("line {n}: UNIT without unit"))?;
+            if current.as_deref() != Some(name) || !name.ends_with(&format!("_{unit}")) {
+                return Err(format!("line {n}: UNIT not of its family"));
             }
         } else if line.starts_with('#') || line.is_empty() {
             return Err(format!("line {n}: unexpected comment or blank line"));
@@ -80,11 +89,17 @@ fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
                     (name, labels)
                 }
             };
-            if current.as_deref() != Some(name) || !typed.contains_key(name) {
+            let family = current.as_deref().unwrap_or("");
+            let kind = typed.get(family).map(String::as_str);
+            let sample_name = match kind {
+                Some("counter") => format!("{family}_total"),
+                _ => family.to_owned(),
+            };
+            if name != sample_name {
                 return Err(format!("line {n}: sample of {name} outside its family"));
             }
-            if typed[name] == "counter" && (!name.ends_with("_total") || value < 0.0) {
-                return Err(format!("line {n}: counter {name} misnamed or negative"));
+            if kind == Some("counter") && value < 0.0 {
+                return Err(format!("line {n}: counter {name} negative"));
             }
             if !name.starts_with("backstop_") {
                 return Err(format!("line {n}: {name} lacks the backstop_ prefix"));
@@ -111,31 +126,46 @@ fn value(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
 #[test]
 fn the_parser_rejects_what_it_should() {
     assert!(
-        parse_prometheus("backstop_x_total 1\n").is_err(),
+        parse_prometheus("backstop_x_total 1\n# EOF\n").is_err(),
         "no HELP/TYPE"
     );
     assert!(
         parse_prometheus(
-            "# HELP backstop_x_total x\n# TYPE backstop_x_total counter\nbackstop_x_total one\n"
+            "# HELP backstop_x x\n# TYPE backstop_x counter\nbackstop_x_total one\n# EOF\n"
         )
         .is_err()
     );
     assert!(
-        parse_prometheus("# HELP backstop_x x\n# TYPE backstop_x counter\nbackstop_x 1\n").is_err()
-    );
-    assert!(
-        parse_prometheus("# HELP backstop_x x\n# TYPE backstop_x gauge\nbackstop_x{a=b} 1\n")
+        parse_prometheus("# HELP backstop_x x\n# TYPE backstop_x counter\nbackstop_x 1\n# EOF\n")
             .is_err()
     );
     assert!(
         parse_prometheus(
-            "# HELP backstop_x x\n# TYPE backstop_x gauge\nbackstop_x 1\nbackstop_x 2\n"
+            "# HELP backstop_x x\n# TYPE backstop_x gauge\nbackstop_x{a=b} 1\n# EOF\n"
         )
         .is_err()
     );
     assert!(
-        parse_prometheus("# HELP backstop_x x\n# TYPE backstop_x gauge\nbackstop_x{a=\"b\"} 1\n")
-            .is_ok()
+        parse_prometheus(
+            "# HELP backstop_x x\n# TYPE backstop_x gauge\nbackstop_x 1\nbackstop_x 2\n# EOF\n"
+        )
+        .is_err()
+    );
+    assert!(
+        parse_prometheus("# HELP backstop_x x\n# TYPE backstop_x gauge\nbackstop_x 1\n").is_err(),
+        "no EOF"
+    );
+    assert!(
+        parse_prometheus(
+            "# HELP backstop_x x\n# TYPE backstop_x gauge\nbackstop_x{a=\"b\"} 1\n# EOF\n"
+        )
+        .is_ok()
+    );
+    assert!(
+        parse_prometheus(
+            "# HELP backstop_x x\n# TYPE backstop_x counter\nbackstop_x_total 1\n# EOF\n"
+        )
+        .is_ok()
     );
 }
 

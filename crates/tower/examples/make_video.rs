@@ -8,44 +8,25 @@
 //!   the job ends;
 //! - a [`SweepSchedule`] cleans the temp root of leftovers (every 6 h, files older than
 //!   24 h, and sooner when the disk fills);
-//! - `GET /metrics` serves the Prometheus text, `GET /health` the gate's state and why;
-//!   neither is behind admission, nor are 404 and 405 answers: only `POST /make-video`
-//!   spends the rate budget or counts as admitted.
+//! - `GET /metrics` serves the OpenMetrics text of one prometheus-client registry (the
+//!   service's own counters and backstop-core's, registered there), `GET /health` the
+//!   gate's state and why; neither is behind admission, nor are 404 and 405 answers: only
+//!   `POST /make-video` spends the rate budget or counts as admitted;
+//! - logs go through `tracing-subscriber`, filtered by `RUST_LOG` (default `info`;
+//!   `RUST_LOG=backstop_core=trace` shows every admission decision with its reason).
 //!
 //! ```text
 //! cargo run -p backstop-tower --example make_video -- --port 8080 [--config make_video.toml]
 //! ```
 //!
-//! The configuration file (every key optional):
+//! The configuration file (every key optional; `make_video --help` prints the same):
 //!
 //! ```toml
-//! temp_root = "/tmp/makevideo"
-//! stages = ["download", "render", "encode"]
-//! stage_ms = 200            # simulated work per stage
-//! stage_bytes = 65536       # bytes each stage writes to its workspace
-//! sweep_every_secs = 21600
-//! sweep_older_than_secs = 86400
-//!
-//! [limits.rate]             # backstop_core::Limits
-//! limit = 30
-//! window_ms = 60000
-//! [limits.queue]
-//! max = 100
-//! [limits.jobs]
-//! max = 5
-//!
-//! [per_client]              # optional: each client (peer IP) on its own budget too
-//! limit = 10
-//! window_ms = 60000
-//! max_clients = 10000
-//!
-//! [serve]                   # how long a connection may hold a file descriptor
-//! header_read_timeout_ms = 10000
-//! max_connections = 512
+#![doc = include_str!("make_video.example.toml")]
 //! ```
 //!
 //! A client that sends half a request head loses its connection after
-//! `serve.header_read_timeout_ms`, and so does a kept-alive connection that sends no next
+//! `serve.header_read_timeout`, and so does a kept-alive connection that sends no next
 //! request (it too is waiting for a request head); each such close is logged. At most
 //! `serve.max_connections` are open at once, further clients wait in the listen backlog:
 //! keep it below the process's file limit (`ulimit -n`) less the few dozen descriptors the
@@ -65,9 +46,12 @@ use axum::{Json, Router};
 use backstop_core::clock::{Clock, QuantaClock};
 use backstop_core::jobs::QueueTicket;
 use backstop_core::resources::{Sampler, SysinfoProbe};
-use backstop_core::{Admission, ConfigError, Limits};
+use backstop_core::units::{self, HumanDuration, HumanSize};
+use backstop_core::{Admission, ConfigError, Limits, toml_config};
 use backstop_sweep::{JobWorkspace, ScheduleHandle, Sweep, SweepSchedule};
 use backstop_tower::{AdmissionLayer, AdmissionTicket, KeyBy};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
 /// Most stages a job may have.
@@ -79,9 +63,11 @@ const MAX_STAGE_BYTES: u64 = 64 << 20;
 /// How often a dispatcher blocked by the resource gate looks again.
 const GATE_RETRY: Duration = Duration::from_millis(100);
 
-/// The service's configuration, from TOML.
+/// The service's configuration, from TOML: durations as `"200ms"`, sizes as `"64KiB"`;
+/// the older `stage_ms`, `stage_bytes`, `sweep_every_secs`, `sweep_older_than_secs` and
+/// `per_client.window_ms` keys are legacy aliases.
 #[derive(Debug, Clone, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "ConfigToml")]
 pub struct Config {
     /// Where job workspaces live, and what the sweep cleans.
     pub temp_root: PathBuf,
@@ -106,7 +92,7 @@ pub struct Config {
 /// The `[serve]` section: bounds on how long a connection may hold a file descriptor
 /// without progress, and on how many are open at once.
 #[derive(Debug, Clone, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "ServingToml")]
 pub struct Serving {
     /// Time a client has to send a request head, from the moment the server waits for one
     /// (a new connection, or a kept-alive one between requests: the idle bound), in
@@ -114,6 +100,36 @@ pub struct Serving {
     pub header_read_timeout_ms: u64,
     /// Connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
+}
+
+/// `[serve]` as written in TOML: the timeout in either spelling.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServingToml {
+    header_read_timeout: Option<HumanDuration>,
+    header_read_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+}
+
+impl TryFrom<ServingToml> for Serving {
+    type Error = String;
+    fn try_from(raw: ServingToml) -> Result<Self, String> {
+        let d = Serving::default();
+        let timeout = raw
+            .header_read_timeout
+            .map(|v| units::whole_millis(v.0, "header_read_timeout"))
+            .transpose()?;
+        Ok(Serving {
+            header_read_timeout_ms: units::one_of(
+                timeout,
+                raw.header_read_timeout_ms,
+                "header_read_timeout",
+                "header_read_timeout_ms",
+            )?
+            .unwrap_or(d.header_read_timeout_ms),
+            max_connections: raw.max_connections.unwrap_or(d.max_connections),
+        })
+    }
 }
 
 /// Most connections `serve.max_connections` may allow.
@@ -151,7 +167,7 @@ impl Serving {
 
 /// The `[per_client]` section.
 #[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "PerClientToml")]
 pub struct PerClient {
     /// Requests each client may have admitted per window.
     pub limit: u32,
@@ -159,6 +175,108 @@ pub struct PerClient {
     pub window_ms: u64,
     /// Most clients tracked at once (503 for a new one beyond).
     pub max_clients: usize,
+}
+
+/// [`Config`] as written in TOML: each duration and size in either spelling.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigToml {
+    temp_root: Option<PathBuf>,
+    stages: Option<Vec<String>>,
+    stage: Option<HumanDuration>,
+    stage_ms: Option<u64>,
+    stage_size: Option<HumanSize>,
+    stage_bytes: Option<u64>,
+    sweep_every: Option<HumanDuration>,
+    sweep_every_secs: Option<u64>,
+    sweep_older_than: Option<HumanDuration>,
+    sweep_older_than_secs: Option<u64>,
+    limits: Option<Limits>,
+    per_client: Option<PerClient>,
+    serve: Option<Serving>,
+}
+
+/// Whole seconds of `d`, for a field kept in seconds.
+fn whole_secs(d: Duration, key: &str) -> Result<u64, String> {
+    if d.subsec_nanos() != 0 {
+        return Err(format!("`{key}` must be whole seconds"));
+    }
+    Ok(d.as_secs())
+}
+
+impl TryFrom<ConfigToml> for Config {
+    type Error = String;
+    fn try_from(raw: ConfigToml) -> Result<Self, String> {
+        let d = Config::default();
+        let stage = raw
+            .stage
+            .map(|v| units::whole_millis(v.0, "stage"))
+            .transpose()?;
+        let every = raw
+            .sweep_every
+            .map(|v| whole_secs(v.0, "sweep_every"))
+            .transpose()?;
+        let older = raw
+            .sweep_older_than
+            .map(|v| whole_secs(v.0, "sweep_older_than"))
+            .transpose()?;
+        Ok(Config {
+            temp_root: raw.temp_root.unwrap_or(d.temp_root),
+            stages: raw.stages.unwrap_or(d.stages),
+            stage_ms: units::one_of(stage, raw.stage_ms, "stage", "stage_ms")?
+                .unwrap_or(d.stage_ms),
+            stage_bytes: units::one_of(
+                raw.stage_size.map(|v| v.0),
+                raw.stage_bytes,
+                "stage_size",
+                "stage_bytes",
+            )?
+            .unwrap_or(d.stage_bytes),
+            sweep_every_secs: units::one_of(
+                every,
+                raw.sweep_every_secs,
+                "sweep_every",
+                "sweep_every_secs",
+            )?
+            .unwrap_or(d.sweep_every_secs),
+            sweep_older_than_secs: units::one_of(
+                older,
+                raw.sweep_older_than_secs,
+                "sweep_older_than",
+                "sweep_older_than_secs",
+            )?
+            .unwrap_or(d.sweep_older_than_secs),
+            limits: raw.limits.unwrap_or(d.limits),
+            per_client: raw.per_client,
+            serve: raw.serve.unwrap_or_default(),
+        })
+    }
+}
+
+/// `[per_client]` as written in TOML.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PerClientToml {
+    limit: u32,
+    window: Option<HumanDuration>,
+    window_ms: Option<u64>,
+    max_clients: usize,
+}
+
+impl TryFrom<PerClientToml> for PerClient {
+    type Error = String;
+    fn try_from(raw: PerClientToml) -> Result<Self, String> {
+        let window = raw
+            .window
+            .map(|v| units::whole_millis(v.0, "window"))
+            .transpose()?;
+        Ok(PerClient {
+            limit: raw.limit,
+            window_ms: units::one_of(window, raw.window_ms, "window", "window_ms")?
+                .ok_or("`window` is missing")?,
+            max_clients: raw.max_clients,
+        })
+    }
 }
 
 impl Config {
@@ -203,11 +321,12 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the field and the reason.
+    /// A [`ConfigError`] naming the key path, the line and the column, and the reason.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::new("(config)", e.message()))?;
-        config.validate()?;
+        let config: Config = toml_config::from_toml_str(text)?;
+        config
+            .validate()
+            .map_err(|e| toml_config::locate(e, text))?;
         Ok(config)
     }
 
@@ -255,7 +374,10 @@ impl Config {
             return Err(ConfigError::new("sweep_every_secs", "must be at least 1"));
         }
         self.serve.validate()?;
-        self.limits.validate()
+        self.limits.validate().map_err(|e| {
+            let field = format!("limits.{}", e.field());
+            e.with_field(field)
+        })
     }
 }
 
@@ -269,16 +391,34 @@ struct AppState<C: Clock> {
     admission: Arc<Admission<C>>,
     queued: mpsc::Sender<QueuedJob>,
     next_id: AtomicU64,
-    counts: Arc<JobCounts>,
+    /// The service's metrics: its own counters and backstop-core's collector.
+    registry: Registry,
 }
 
-/// What the jobs did, beyond the admission's own counters.
+/// What the jobs did, beyond the admission's own counters: prometheus-client counters,
+/// registered in the service's registry beside backstop-core's.
 #[derive(Debug, Default)]
 pub struct JobCounts {
     /// Jobs whose workspace or stages failed.
-    pub failed: AtomicU64,
+    pub failed: Counter,
     /// Bytes the jobs wrote.
-    pub bytes_written: AtomicU64,
+    pub bytes_written: Counter,
+}
+
+impl JobCounts {
+    /// Adds these counters to `registry` as `makevideo_*` families.
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "makevideo_jobs_failed",
+            "Jobs whose workspace or stages failed",
+            self.failed.clone(),
+        );
+        registry.register(
+            "makevideo_bytes_written",
+            "Bytes the jobs wrote to their workspaces",
+            self.bytes_written.clone(),
+        );
+    }
 }
 
 /// The running service: its router and the background work behind it. Dropping it stops
@@ -346,11 +486,14 @@ impl<C: Clock + Clone + 'static> MakeVideo<C> {
             Some(_) => layer.key_by(KeyBy::PeerIp).map_err(|e| e.to_string())?,
             None => layer,
         };
+        let mut registry = Registry::default();
+        counts.register(&mut registry);
+        admission.metrics().register(&mut registry);
         let state = Arc::new(AppState {
             admission: Arc::clone(&admission),
             queued,
             next_id: AtomicU64::new(1),
-            counts: Arc::clone(&counts),
+            registry,
         });
         // Admission guards the one route that creates work, through the method router's
         // `route_layer`: a 404 (the router's fallback) or a 405 (`GET /make-video`, the
@@ -501,19 +644,18 @@ async fn make_video<C: Clock + 'static>(
 }
 
 async fn metrics<C: Clock + 'static>(State(state): State<Arc<AppState<C>>>) -> Response {
-    let mut text = state.admission.metrics().render_prometheus();
-    text.push_str(&format!(
-        "# HELP makevideo_jobs_failed_total Jobs whose workspace or stages failed.\n\
-         # TYPE makevideo_jobs_failed_total counter\n\
-         makevideo_jobs_failed_total {}\n\
-         # HELP makevideo_bytes_written_total Bytes the jobs wrote to their workspaces.\n\
-         # TYPE makevideo_bytes_written_total counter\n\
-         makevideo_bytes_written_total {}\n",
-        // Relaxed: statistics.
-        state.counts.failed.load(Ordering::Relaxed),
-        state.counts.bytes_written.load(Ordering::Relaxed),
-    ));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    let mut text = String::with_capacity(4096);
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        return problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn health<C: Clock + 'static>(State(state): State<Arc<AppState<C>>>) -> Response {
@@ -587,15 +729,15 @@ async fn dispatch<C: Clock + 'static>(
             let run = tokio::task::spawn_blocking(move || run_job(id, &config));
             match run.await {
                 Ok(Ok(bytes)) => {
-                    // Relaxed: a statistic.
-                    counts.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+                    counts.bytes_written.inc_by(bytes);
                 }
                 Ok(Err(err)) => {
-                    eprintln!("make_video: job {id} failed: {err}");
-                    counts.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(job = id, %err, "job failed");
+                    counts.failed.inc();
                 }
                 Err(_panicked) => {
-                    counts.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(job = id, "job panicked");
+                    counts.failed.inc();
                 }
             }
             drop(permit); // the slot is free...
@@ -625,8 +767,28 @@ fn run_job(id: u64, config: &Config) -> Result<u64, String> {
     Ok(bytes_written)
 }
 
+/// What `--help` adds after the flags: the endpoints, the config keys, the logging.
+const AFTER_HELP: &str = concat!(
+    "Endpoints (on 127.0.0.1:PORT):\n",
+    "  POST /make-video   queue a job: 202 {\"job_id\"}, 429 over the rate limit,\n",
+    "                     503 when the queue is full (admission applies here)\n",
+    "  GET  /metrics      OpenMetrics text: backstop_* and makevideo_* families\n",
+    "  GET  /health       the resource gate's state and why (200 or 503)\n",
+    "\n",
+    "Logging: RUST_LOG filters (default info); RUST_LOG=backstop_core=trace logs every\n",
+    "admission decision with its reason.\n",
+    "\n",
+    "Config keys (TOML, every key optional; defaults shown):\n",
+    include_str!("make_video.example.toml"),
+);
+
 #[derive(clap::Parser)]
-#[command(about = "The make-video job service, behind backstop's admission control")]
+#[command(
+    name = "make_video",
+    version,
+    about = "The make-video job service, behind backstop's admission control",
+    after_help = AFTER_HELP
+)]
 struct Args {
     /// Port to listen on, on 127.0.0.1 (0: any free port).
     #[arg(long, default_value_t = 8080)]
@@ -638,7 +800,16 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    if let Err(message) = run(<Args as clap::Parser>::parse()).await {
+    let args = <Args as clap::Parser>::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if let Err(message) = run(args).await {
         eprintln!("make_video: {message}");
         std::process::exit(1);
     }
@@ -663,7 +834,7 @@ async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", args.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    eprintln!("make_video: listening on http://{addr}");
+    tracing::info!(%addr, "make_video: listening on http://{addr}");
     serve(listener, service.router(), config.serve.clone())
         .await
         .map_err(|e| format!("server stopped: {e}"))

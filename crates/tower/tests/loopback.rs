@@ -237,14 +237,7 @@ async fn exactly_n_per_window_accepted_the_rest_429_then_accepted_again() {
             .unwrap()
             .count();
         assert_eq!(leftovers, 0, "job workspaces are removed");
-        assert_eq!(
-            service
-                .service
-                .counts()
-                .failed
-                .load(std::sync::atomic::Ordering::Relaxed),
-            0
-        );
+        assert_eq!(service.service.counts().failed.get(), 0);
     })
     .await
     .expect("bounded in time");
@@ -420,7 +413,7 @@ async fn config_errors_name_the_field() {
     let err = Config::from_toml_str("stages = []\n").unwrap_err();
     assert_eq!(err.field(), "stages");
     let err = Config::from_toml_str("[limits.rate]\nlimit = 0\n").unwrap_err();
-    assert_eq!(err.field(), "rate.limit");
+    assert_eq!(err.field(), "limits.rate.limit");
     let config = Config::from_toml_str("stage_ms = 5\n[limits.queue]\nmax = 7\n").unwrap();
     assert_eq!((config.stage_ms, config.limits.queue.max), (5, 7));
     let config =

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::ConfigError;
+use crate::units::{self, HumanDuration, HumanSize};
 
 const MIB: u64 = 1 << 20;
 
@@ -31,8 +32,12 @@ pub enum StalePolicy {
 /// A threshold closes the gate when the resource falls below it and reopens it only when
 /// the resource is back above threshold + margin, so a value hovering at the threshold
 /// does not make the gate flap.
+///
+/// In TOML, sizes are written `min_free_disk = "5GiB"` and intervals
+/// `sample_interval = "1s"`; each `*_mib` / `*_ms` field name with a plain number is the
+/// legacy alias of the key without its suffix.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "ResourcesToml", into = "ResourcesToml")]
 pub struct ResourceLimits {
     /// Whether the gate is consulted at all (default true). When false, jobs start
     /// whenever a slot is free.
@@ -210,4 +215,115 @@ pub(super) struct Thresholds {
     pub(super) pressure_reopen_pct: Option<f64>,
     pub(super) max_age_ns: u64,
     pub(super) on_stale: StalePolicy,
+}
+
+/// `[resources]` as written in TOML: each size and interval in either spelling.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourcesToml {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_available_memory: Option<HumanSize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_available_memory_mib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_margin: Option<HumanSize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_margin_mib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk_path: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_free_disk: Option<HumanSize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_free_disk_mib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk_margin: Option<HumanSize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk_margin_mib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_memory_pressure_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory_pressure_margin_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sample_interval: Option<HumanDuration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sample_interval_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_sample_age: Option<HumanDuration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_sample_age_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_stale: Option<StalePolicy>,
+}
+
+/// The MiB of a size given either way; `None` when neither is given.
+fn mib(human: Option<HumanSize>, legacy: Option<u64>, key: &str) -> Result<Option<u64>, String> {
+    let human = human.map(|s| units::whole_mib(s.0, key)).transpose()?;
+    units::one_of(human, legacy, key, &format!("{key}_mib"))
+}
+
+/// The milliseconds of an interval given either way; `None` when neither is given.
+fn ms(human: Option<HumanDuration>, legacy: Option<u64>, key: &str) -> Result<Option<u64>, String> {
+    let human = human.map(|d| units::whole_millis(d.0, key)).transpose()?;
+    units::one_of(human, legacy, key, &format!("{key}_ms"))
+}
+
+impl TryFrom<ResourcesToml> for ResourceLimits {
+    type Error = String;
+    fn try_from(raw: ResourcesToml) -> Result<Self, String> {
+        let d = ResourceLimits::default();
+        Ok(ResourceLimits {
+            enabled: raw.enabled.unwrap_or(d.enabled),
+            min_available_memory_mib: mib(
+                raw.min_available_memory,
+                raw.min_available_memory_mib,
+                "min_available_memory",
+            )?
+            .unwrap_or(d.min_available_memory_mib),
+            memory_margin_mib: mib(raw.memory_margin, raw.memory_margin_mib, "memory_margin")?
+                .unwrap_or(d.memory_margin_mib),
+            disk_path: raw.disk_path.unwrap_or(d.disk_path),
+            min_free_disk_mib: mib(raw.min_free_disk, raw.min_free_disk_mib, "min_free_disk")?
+                .unwrap_or(d.min_free_disk_mib),
+            disk_margin_mib: mib(raw.disk_margin, raw.disk_margin_mib, "disk_margin")?
+                .unwrap_or(d.disk_margin_mib),
+            max_memory_pressure_pct: raw.max_memory_pressure_pct.or(d.max_memory_pressure_pct),
+            memory_pressure_margin_pct: raw
+                .memory_pressure_margin_pct
+                .unwrap_or(d.memory_pressure_margin_pct),
+            sample_interval_ms: ms(
+                raw.sample_interval,
+                raw.sample_interval_ms,
+                "sample_interval",
+            )?
+            .unwrap_or(d.sample_interval_ms),
+            max_sample_age_ms: ms(raw.max_sample_age, raw.max_sample_age_ms, "max_sample_age")?
+                .unwrap_or(d.max_sample_age_ms),
+            on_stale: raw.on_stale.unwrap_or(d.on_stale),
+        })
+    }
+}
+
+impl From<ResourceLimits> for ResourcesToml {
+    fn from(l: ResourceLimits) -> Self {
+        // Sizes above what bytes can count are refused by `validate`; saturate here so
+        // that writing never fails.
+        let size = |mib: u64| Some(HumanSize(mib.saturating_mul(MIB)));
+        let interval = |ms: u64| Some(HumanDuration(Duration::from_millis(ms)));
+        ResourcesToml {
+            enabled: Some(l.enabled),
+            min_available_memory: size(l.min_available_memory_mib),
+            memory_margin: size(l.memory_margin_mib),
+            disk_path: Some(l.disk_path),
+            min_free_disk: size(l.min_free_disk_mib),
+            disk_margin: size(l.disk_margin_mib),
+            max_memory_pressure_pct: l.max_memory_pressure_pct,
+            memory_pressure_margin_pct: Some(l.memory_pressure_margin_pct),
+            sample_interval: interval(l.sample_interval_ms),
+            max_sample_age: interval(l.max_sample_age_ms),
+            on_stale: Some(l.on_stale),
+            ..ResourcesToml::default()
+        }
+    }
 }

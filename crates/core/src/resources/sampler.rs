@@ -46,7 +46,13 @@ impl Sampler {
                         Ok(reading) => {
                             gate.observe(reading);
                         }
-                        Err(_) => gate.record_probe_failure(),
+                        Err(error) => {
+                            #[cfg(feature = "tracing")]
+                            tracing::warn!(%error, "resource probe failed; the gate keeps its last reading");
+                            #[cfg(not(feature = "tracing"))]
+                            let _ = error;
+                            gate.record_probe_failure();
+                        }
                     }
                     // Wakes early, and ends, when the Sampler is dropped.
                     match stopped.recv_timeout(interval) {

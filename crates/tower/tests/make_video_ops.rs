@@ -1,0 +1,486 @@
+//! The reference service as an operator meets it: its `/metrics` read by Prometheus's
+//! own OpenMetrics parser (through `promtool`) and checked against what the clients saw,
+//! and the example binary's `--help`, `--version` and config errors.
+//!
+//! promtool comes from Debian's `prometheus` package (`.ci/promtool.sh` installs it);
+//! without it the scrape test fails under `CI=true` and is skipped, with a message,
+//! elsewhere. The binary tests build the example with the cargo that runs them.
+
+#[allow(dead_code)]
+#[path = "../examples/make_video.rs"]
+mod make_video;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use backstop_core::Limits;
+use backstop_core::clock::ManualClock;
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use make_video::{Config, MakeVideo, serve};
+
+/// The most the scrape test may take.
+const BOUND: Duration = Duration::from_secs(20);
+
+/// `promtool`'s path, or `None` (skip) outside CI when it is not installed.
+fn promtool() -> Option<&'static str> {
+    let found = Command::new("promtool")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return Some("promtool");
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "promtool is missing under CI=true: .ci/promtool.sh should have installed it"
+    );
+    eprintln!("skipping: promtool not installed (apt-get install prometheus)");
+    None
+}
+
+/// Reads `text` with Prometheus's own OpenMetrics parser and returns every sample it
+/// stored, as `name{label="value",...}` → value.
+///
+/// `promtool tsdb create-blocks-from openmetrics` parses an OpenMetrics exposition (it
+/// fails on a malformed one) into a TSDB block, and `promtool tsdb dump` prints what
+/// was stored. The importer wants a timestamp on every sample, so one is appended;
+/// nothing else in the text is touched.
+fn promtool_parse(promtool: &str, text: &str) -> Result<BTreeMap<String, f64>, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let stamped: String = text
+        .lines()
+        .map(|line| {
+            if line.starts_with('#') {
+                format!("{line}\n")
+            } else {
+                format!("{line} 1700000000\n")
+            }
+        })
+        .collect();
+    let input = dir.path().join("scrape.txt");
+    std::fs::write(&input, stamped).unwrap();
+    let blocks = dir.path().join("blocks");
+    let import = Command::new(promtool)
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&input)
+        .arg(&blocks)
+        .output()
+        .expect("run promtool");
+    if !import.status.success() {
+        return Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&import.stdout),
+            String::from_utf8_lossy(&import.stderr)
+        ));
+    }
+    // `dump` opens the directory as a TSDB, which has a write-ahead log.
+    std::fs::create_dir_all(blocks.join("wal")).unwrap();
+    let dump = Command::new(promtool)
+        .args(["tsdb", "dump"])
+        .arg(&blocks)
+        .output()
+        .expect("run promtool");
+    assert!(dump.status.success(), "{dump:?}");
+    let mut samples = BTreeMap::new();
+    // Lines read `{__name__="x_total", reason="queue_full"} 0 1700000000000`.
+    for line in String::from_utf8(dump.stdout).unwrap().lines() {
+        let (series, rest) = line.rsplit_once("} ").ok_or(line.to_owned())?;
+        let value: f64 = rest
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .map_err(|_| line.to_owned())?;
+        let mut name = String::new();
+        let mut labels = Vec::new();
+        for pair in series.trim_start_matches('{').split(", ") {
+            match pair.strip_prefix("__name__=") {
+                Some(n) => name = n.trim_matches('"').to_owned(),
+                None => labels.push(pair.to_owned()),
+            }
+        }
+        let key = if labels.is_empty() {
+            name
+        } else {
+            format!("{name}{{{}}}", labels.join(","))
+        };
+        samples.insert(key, value);
+    }
+    Ok(samples)
+}
+
+/// The value of the sample written exactly as `series` (name and labels).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn promtool_rejects_a_broken_exposition() {
+    let Some(promtool) = promtool() else { return };
+    // A counter family whose sample is not a number: promtool must say no, or the
+    // scrape test below proves nothing.
+    let broken = promtool_parse(
+        promtool,
+        "# HELP x x\n# TYPE x counter\nx_total one\n# EOF\n",
+    );
+    assert!(
+        broken.is_err(),
+        "promtool accepted a broken exposition: {broken:?}"
+    );
+    let no_eof = promtool_parse(promtool, "# HELP x x\n# TYPE x counter\nx_total 1\n");
+    assert!(
+        no_eof.is_err(),
+        "promtool accepted text without # EOF: {no_eof:?}"
+    );
+    let good = promtool_parse(
+        promtool,
+        "# HELP x x\n# TYPE x counter\nx_total{a=\"b\"} 7\n# EOF\n",
+    );
+    assert_eq!(good.unwrap()["x_total{a=\"b\"}"], 7.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_and_match_what_the_clients_saw() {
+    let Some(promtool) = promtool() else { return };
+    tokio::time::timeout(BOUND, async {
+        let temp = tempfile::tempdir().unwrap();
+        let mut limits = Limits::default();
+        limits.rate.limit = 3;
+        limits.resources.enabled = false;
+        let config = Config {
+            temp_root: temp.path().join("makevideo"),
+            stage_ms: 0,
+            stage_bytes: 1024,
+            limits,
+            ..Config::default()
+        };
+        let admission = Arc::new(config.admission(ManualClock::new()).unwrap());
+        let service = MakeVideo::start(Arc::clone(&admission), &config, None).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(serve(listener, service.router()));
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let send = |method: Method, path: &str| {
+            let request = Request::builder()
+                .method(method)
+                .uri(format!("{base}{path}"))
+                .body(Empty::new())
+                .unwrap();
+            client.request(request)
+        };
+
+        let (mut accepted, mut too_many, mut health) = (0, 0, 0);
+        for _ in 0..7 {
+            match send(Method::POST, "/make-video")
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+            {
+                202 => accepted += 1,
+                429 => too_many += 1,
+                other => panic!("unexpected {other}"),
+            }
+        }
+        for _ in 0..2 {
+            let status = send(Method::GET, "/health").await.unwrap().status();
+            assert_eq!(status, 200);
+            health += 1;
+        }
+        assert_eq!((accepted, too_many), (3, 4), "the rate limit is 3");
+
+        let response = send(Method::GET, "/metrics").await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        let text = String::from_utf8(
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap();
+
+        let parsed = promtool_parse(promtool, &text)
+            .unwrap_or_else(|e| panic!("promtool could not parse the scrape:\n{e}\n{text}"));
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(
+            text.contains("# TYPE backstop_admitted counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# UNIT backstop_resource_sample_age_seconds seconds\n"),
+            "{text}"
+        );
+
+        // The counts, as Prometheus's parser read them, are what the clients saw.
+        assert_eq!(parsed["backstop_admitted_total"], f64::from(accepted));
+        assert_eq!(parsed["backstop_rate_limited_total"], f64::from(too_many));
+        // The two health checks and this scrape are exempt.
+        assert_eq!(parsed["backstop_exempt_total"], f64::from(health + 1));
+        assert_eq!(
+            parsed["backstop_overloaded_total{reason=\"queue_full\"}"],
+            0.0
+        );
+        assert_eq!(parsed["backstop_resource_gate_state{state=\"open\"}"], 1.0);
+        assert_eq!(parsed["backstop_resource_gate_state{state=\"stale\"}"], 0.0);
+        assert_eq!(parsed["makevideo_jobs_failed_total"], 0.0);
+        // And every sample the text holds reached the parser's store.
+        let written = text.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(parsed.len(), written, "{parsed:?}");
+        assert_eq!(
+            sample(&text, "backstop_admitted_total"),
+            f64::from(accepted)
+        );
+    })
+    .await
+    .expect("bounded in time");
+}
+
+/// The example binary, built by the cargo running this test, with the same profile and
+/// target directory; built once per test process (cargo has released its build lock
+/// by the time tests run).
+fn make_video_bin() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // This test is <target>/<profile>/deps/<test>; the example lands in
+        // <target>/<profile>/examples/.
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+        let target_dir = profile_dir.parent().unwrap();
+        let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        // The features of the README's and CI's `cargo test --workspace --all-features`,
+        // so that the example reuses what that run already built.
+        build.args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--all-features",
+            "--example",
+            "make_video",
+            "--target-dir",
+        ]);
+        build.arg(target_dir);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "building the make_video example failed");
+        profile_dir.join("examples").join("make_video")
+    })
+}
+
+fn run_make_video(args: &[&str]) -> Output {
+    Command::new(make_video_bin())
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run make_video")
+}
+
+#[test]
+fn help_names_every_config_key_and_endpoint() {
+    let out = run_make_video(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "POST /make-video",
+        "GET  /metrics",
+        "GET  /health",
+        "RUST_LOG",
+        "--version",
+    ] {
+        assert!(help.contains(needle), "no {needle:?} in\n{help}");
+    }
+    // Every key of the example config, which the docs also show.
+    let example = include_str!("../examples/make_video.example.toml");
+    for line in example.lines() {
+        let line = line.trim();
+        if let Some((key, _)) = line.split_once(" = ") {
+            assert!(
+                help.contains(&format!("\n{key} = ")),
+                "no key {key:?} in --help"
+            );
+        } else if line.starts_with('[') {
+            let header = line.split_whitespace().next().unwrap();
+            assert!(help.contains(header), "no {header} in --help");
+        }
+    }
+    for key in [
+        "stage_ms",
+        "window_ms",
+        "min_free_disk_mib",
+        "sweep_every_secs",
+    ] {
+        assert!(help.contains(key), "legacy key {key} not named in --help");
+    }
+    // ... and that file is a valid configuration, every key included.
+    let config = Config::from_toml_str(example).unwrap();
+    assert_eq!(config.stage_ms, 200);
+    assert_eq!(config.stage_bytes, 64 << 10);
+    assert_eq!(config.limits.resources.min_free_disk_mib, 5 << 10);
+    assert_eq!(config.per_client.map(|p| p.window_ms), Some(60_000));
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = run_make_video(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("make_video {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn config_errors_name_the_key_and_the_line_and_exit_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, says) in [
+        (
+            "stages = [\"a\"]\n[limits.rate]\nlimit = = 3\n",
+            "at line 3, column 9: extra `=`, expected nothing, in `limit = = 3`",
+        ),
+        (
+            "[limits.rate]\nlimit = 3\nwindow = \"sixty\"\n",
+            "invalid `limits.rate.window` at line 3, column 10: not a duration",
+        ),
+        (
+            "stage = \"1s\"\nstage_ms = 5\n",
+            "invalid `stage_ms` at line 2, column 1: `stage` and its legacy alias `stage_ms` are both given",
+        ),
+        (
+            "[limits.jobs]\nmax = 0\n",
+            "invalid `limits.jobs.max` at line 2, column 1: must be 1 to",
+        ),
+        (
+            "[per_client]\nlimit = 1\nwindw = \"1s\"\nmax_clients = 1\n",
+            "invalid `per_client.windw` at line 3, column 1: unknown field",
+        ),
+    ] {
+        let path = dir.path().join("make_video.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = run_make_video(&["--config", path.to_str().unwrap(), "--port", "0"]);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(says), "{text}\n{stderr}");
+        assert!(stderr.contains("make_video.toml"), "{stderr}");
+    }
+}
+
+#[test]
+fn human_and_legacy_keys_read_the_same() {
+    let human = Config::from_toml_str(
+        "stage = \"250ms\"\nstage_size = \"1MiB\"\nsweep_every = \"6h\"\n\
+         sweep_older_than = \"1d\"\n[per_client]\nlimit = 2\nwindow = \"30s\"\nmax_clients = 9\n",
+    )
+    .unwrap();
+    let legacy = Config::from_toml_str(
+        "stage_ms = 250\nstage_bytes = 1048576\nsweep_every_secs = 21600\n\
+         sweep_older_than_secs = 86400\n[per_client]\nlimit = 2\nwindow_ms = 30000\nmax_clients = 9\n",
+    )
+    .unwrap();
+    assert_eq!(format!("{human:?}"), format!("{legacy:?}"));
+    assert_eq!(human.stage_ms, 250);
+    assert_eq!(human.sweep_older_than_secs, 86_400);
+}
+
+#[test]
+fn rust_log_shows_each_decision_with_its_reason() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("make_video.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "temp_root = {:?}\nstage = \"0s\"\n[limits.rate]\nlimit = 1\n[limits.resources]\nenabled = false\n",
+            dir.path().join("jobs")
+        ),
+    )
+    .unwrap();
+    /// Stops the service however the test ends.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Command::new(make_video_bin())
+        .args(["--port", "0", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info,backstop_core=trace")
+        .env_remove("NO_COLOR")
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(KillOnDrop)
+        .expect("start make_video");
+    // Lines of its log, read on a thread so that a silent service fails the test
+    // instead of hanging it.
+    let stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let (lines, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next_line = || {
+        log.recv_timeout(Duration::from_secs(10))
+            .expect("make_video logged nothing within 10 s")
+    };
+    let line = next_line();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    assert!(line.contains("INFO"), "{line}");
+    for _ in 0..2 {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"POST /make-video HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut reply = String::new();
+        let _ = stream.read_to_string(&mut reply);
+    }
+    // The decisions, in request order (other lines, if any, are skipped).
+    let mut logged = Vec::new();
+    while logged.len() < 2 {
+        let line = next_line();
+        if line.contains("backstop_core::admission") {
+            logged.push(line);
+        }
+    }
+    drop(child);
+    assert!(
+        logged[0].contains("TRACE") && logged[0].contains("decision=\"admitted\""),
+        "{logged:?}"
+    );
+    assert!(
+        logged[1].contains("decision=\"refused\" reason=\"rate_limited\" status=429"),
+        "{logged:?}"
+    );
+}
