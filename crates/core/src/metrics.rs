@@ -186,7 +186,7 @@ fn trace_decision(outcome: Outcome) {
         Outcome::Exempt => tracing::trace!(target: TARGET, decision = "exempt", "exempt"),
         Outcome::Refused(refusal) => {
             let (status, retry_after) = match refusal {
-                Refusal::RateLimited { retry_after } => (429u16, retry_after),
+                Refusal::RateLimited { retry_after, .. } => (429u16, retry_after),
                 Refusal::Overloaded {
                     retry_after_hint, ..
                 } => (503, retry_after_hint),

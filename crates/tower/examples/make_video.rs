@@ -551,8 +551,9 @@ pub async fn serve(
         let place = match Arc::clone(&open).try_acquire_owned() {
             Ok(place) => place,
             Err(_) => {
-                eprintln!(
-                    "make_video: {} connections open, the most allowed; new ones wait",
+                tracing::warn!(
+                    max_connections = serving.max_connections,
+                    "{} connections open, the most allowed; new ones wait",
                     serving.max_connections
                 );
                 Arc::clone(&open)
@@ -566,7 +567,7 @@ pub async fn serve(
             Err(err) => {
                 // Out of descriptors, most likely: open connections close within the
                 // timeouts, so try again shortly rather than spin.
-                eprintln!("make_video: accept failed: {err}; retrying in {ACCEPT_RETRY:?}");
+                tracing::warn!(%err, "accept failed; retrying in {ACCEPT_RETRY:?}");
                 tokio::time::sleep(ACCEPT_RETRY).await;
                 continue;
             }
@@ -612,11 +613,12 @@ async fn serve_connection(
         .await;
     match ended {
         Ok(()) => {}
-        Err(err) if err.is_timeout() => eprintln!(
-            "make_video: closed the connection from {peer}: no request head within \
-             {header_read_timeout:?} (half-sent, or idle after a request)"
+        Err(err) if err.is_timeout() => tracing::info!(
+            %peer,
+            "closed the connection: no request head within {header_read_timeout:?} \
+             (half-sent, or idle after a request)"
         ),
-        Err(err) => eprintln!("make_video: connection from {peer} failed: {err}"),
+        Err(err) => tracing::info!(%peer, %err, "connection failed"),
     }
 }
 

@@ -6,6 +6,7 @@
 //! picking up jobs), bounded by a deadline. Every test is bounded: at most a few dozen
 //! requests, and `BOUND` of wall time.
 
+mod common;
 #[allow(dead_code)]
 #[path = "../examples/make_video.rs"]
 mod make_video;
@@ -533,26 +534,6 @@ async fn a_kept_alive_connection_that_sends_nothing_more_is_closed() {
     .expect("bounded in time");
 }
 
-/// The example binary, beside the test binaries.
-fn make_video_binary() -> std::path::PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let profile_dir = deps.parent().unwrap().parent().unwrap();
-    // Always asked for, so that a stale binary is never tested; a no-op when `cargo test`
-    // has just built it.
-    let mut build = std::process::Command::new(env!("CARGO"));
-    build
-        .args(["build", "-p", "backstop-tower", "--example", "make_video"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if profile_dir.ends_with("release") {
-        build.arg("--release");
-    }
-    assert!(
-        build.status().expect("cargo runs").success(),
-        "building the make_video example"
-    );
-    profile_dir.join("examples").join("make_video")
-}
-
 /// The reproduction: the real binary under `ulimit -n 64`, 70 clients that each
 /// send half a request. Without a header-read timeout they hold every descriptor it may
 /// open, forever, and it answers nobody; with one, a whole request behind them is answered
@@ -574,7 +555,7 @@ async fn seventy_half_sent_clients_do_not_lock_out_the_binary_under_ulimit_64() 
     let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg("ulimit -n 64 && exec \"$0\" --port 0 --config \"$1\"")
-        .arg(make_video_binary())
+        .arg(common::make_video_bin())
         .arg(&config)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -596,8 +577,10 @@ async fn seventy_half_sent_clients_do_not_lock_out_the_binary_under_ulimit_64() 
     let listening = lines_rx
         .recv_timeout(BOUND)
         .expect("make_video says where it listens");
+    // A tracing line: `<time> INFO make_video: make_video: listening on http://<addr> …`.
     let addr: std::net::SocketAddr = listening
-        .strip_prefix("make_video: listening on http://")
+        .split_once("listening on http://")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("unexpected first line: {listening}"))
         .parse()
         .unwrap();

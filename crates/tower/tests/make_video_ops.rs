@@ -6,14 +6,16 @@
 //! without it the scrape test fails under `CI=true` and is skipped, with a message,
 //! elsewhere. The binary tests build the example with the cargo that runs them.
 
+mod common;
 #[allow(dead_code)]
 #[path = "../examples/make_video.rs"]
 mod make_video;
 
+use common::make_video_bin;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use backstop_core::Limits;
@@ -23,7 +25,7 @@ use http::{Method, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use make_video::{Config, MakeVideo, serve};
+use make_video::{Config, MakeVideo, Serving, serve};
 
 /// The most the scrape test may take.
 const BOUND: Duration = Duration::from_secs(20);
@@ -171,7 +173,7 @@ async fn metrics_pass_promtool_and_match_what_the_clients_saw() {
         let service = MakeVideo::start(Arc::clone(&admission), &config, None).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(serve(listener, service.router()));
+        tokio::spawn(serve(listener, service.router(), Serving::default()));
         let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
         let send = |method: Method, path: &str| {
             let request = Request::builder()
@@ -253,39 +255,6 @@ async fn metrics_pass_promtool_and_match_what_the_clients_saw() {
     })
     .await
     .expect("bounded in time");
-}
-
-/// The example binary, built by the cargo running this test, with the same profile and
-/// target directory; built once per test process (cargo has released its build lock
-/// by the time tests run).
-fn make_video_bin() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // This test is <target>/<profile>/deps/<test>; the example lands in
-        // <target>/<profile>/examples/.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-        let target_dir = profile_dir.parent().unwrap();
-        let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        // The features of the README's and CI's `cargo test --workspace --all-features`,
-        // so that the example reuses what that run already built.
-        build.args([
-            "build",
-            "--quiet",
-            "--workspace",
-            "--all-features",
-            "--example",
-            "make_video",
-            "--target-dir",
-        ]);
-        build.arg(target_dir);
-        if profile_dir.file_name().is_some_and(|p| p == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "building the make_video example failed");
-        profile_dir.join("examples").join("make_video")
-    })
 }
 
 fn run_make_video(args: &[&str]) -> Output {
