@@ -236,8 +236,9 @@ async fn metrics_pass_promtool_and_match_what_the_clients_saw() {
         // The counts, as Prometheus's parser read them, are what the clients saw.
         assert_eq!(parsed["backstop_admitted_total"], f64::from(accepted));
         assert_eq!(parsed["backstop_rate_limited_total"], f64::from(too_many));
-        // The two health checks and this scrape are exempt.
-        assert_eq!(parsed["backstop_exempt_total"], f64::from(health + 1));
+        // Health checks and scrapes are not behind admission at all: nothing is exempt.
+        assert_eq!(health, 2);
+        assert_eq!(parsed["backstop_exempt_total"], 0.0);
         assert_eq!(
             parsed["backstop_overloaded_total{reason=\"queue_full\"}"],
             0.0
