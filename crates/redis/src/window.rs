@@ -13,8 +13,9 @@ use crate::options::FailurePolicy;
 use crate::refusal::{Refusal, Source};
 use crate::store::RedisStore;
 
-/// The largest limit a Redis window accepts: 2²⁰ admissions, an 8 MiB string.
-pub const MAX_REDIS_LIMIT: u32 = 1 << 20;
+/// The largest limit a Redis window accepts: 2¹⁶ admissions, a 512 KiB string (the
+/// first admission writes the whole ring, which must fit well within the deadline).
+pub const MAX_REDIS_LIMIT: u32 = 1 << 16;
 
 /// Keys the in-process fallback of a [`RedisKeyedWindow`] tracks at most.
 pub const FALLBACK_MAX_KEYS: usize = 1 << 16;
