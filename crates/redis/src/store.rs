@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backstop_core::clock::Clock;
@@ -42,6 +43,22 @@ pub(crate) struct StoreInner {
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) replica_id: String,
     pub(crate) eviction_warning: Option<String>,
+    /// Window decisions under way in this process. A caller that finds none sends its
+    /// script call itself (one hop less than the batching task: the latency of a lone
+    /// caller is one round trip); callers that find others under way go through the
+    /// batching task and are coalesced.
+    pub(crate) in_flight: AtomicUsize,
+}
+
+/// Counts a decision in [`StoreInner::in_flight`] for as long as it lives, also when its
+/// future is dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        // Relaxed: a heuristic count choosing a path; no memory depends on it.
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// One window decision waiting for the batching task.
@@ -196,6 +213,7 @@ impl RedisStore {
                 runtime,
                 replica_id: replica_id(),
                 eviction_warning,
+                in_flight: AtomicUsize::new(0),
             }),
         })
     }
@@ -259,8 +277,9 @@ impl RedisStore {
         }
     }
 
-    /// One window decision through the batching task: `Ok(0)` admitted, `Ok(wait_us)`
-    /// refused, within the deadline.
+    /// One window decision, sent directly when no other is under way in this process,
+    /// else through the batching task: `Ok(0)` admitted, `Ok(wait_us)` refused, within
+    /// the deadline.
     pub(crate) async fn decide(
         &self,
         key: &Arc<str>,
@@ -268,6 +287,33 @@ impl RedisStore {
         window_us: u64,
     ) -> Result<u64, StoreError> {
         let deadline = self.inner.options.deadline;
+        // Relaxed: see `InFlight`.
+        let alone = self.inner.in_flight.fetch_add(1, Ordering::Relaxed) == 0;
+        let _in_flight = InFlight(&self.inner.in_flight);
+        if alone {
+            let mut conn = self.inner.conn.clone();
+            let mut invocation = scripts::WINDOW.key(&**key);
+            invocation
+                .arg(limit)
+                .arg(window_us)
+                .arg(self.now_us().map_or(String::new(), |now| now.to_string()))
+                .arg(1);
+            let values: Vec<u64> = self.call(key, invocation.invoke_async(&mut conn)).await?;
+            return match values.as_slice() {
+                [_now, wait_us] => {
+                    self.inner.metrics.decided(1);
+                    Ok(*wait_us)
+                }
+                other => {
+                    let err = StoreError::Server(format!(
+                        "window script answered {} values for 1 decision",
+                        other.len()
+                    ));
+                    self.count(&err);
+                    Err(err)
+                }
+            };
+        }
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             key: Arc::clone(key),
