@@ -180,6 +180,15 @@ impl RedisQueueGate {
     pub async fn len(&self) -> Result<u64, StoreError> {
         count_live(&self.shared, &self.shared.queue_key).await
     }
+
+    /// Whether no ticket is held across the replicas.
+    ///
+    /// # Errors
+    ///
+    /// The [`StoreError`].
+    pub async fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len().await? == 0)
+    }
 }
 
 async fn count_live(shared: &GateShared, key: &Arc<str>) -> Result<u64, StoreError> {
@@ -377,11 +386,12 @@ impl Drop for Lease {
         let key = Arc::clone(&self.key);
         let holder = std::mem::take(&mut self.holder);
         let deadline = self.shared.store.inner.options.deadline;
-        let _ = self.shared.store.inner.runtime.spawn(async move {
+        // Detached: nobody awaits the release.
+        drop(self.shared.store.inner.runtime.spawn(async move {
             let mut release = redis::cmd("ZREM");
             release.arg(&*key).arg(holder);
             let _ = tokio::time::timeout(deadline * 4, release.query_async::<i64>(&mut conn)).await;
-        });
+        }));
     }
 }
 
