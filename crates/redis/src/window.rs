@@ -310,8 +310,9 @@ impl RedisKeyedWindow {
         })
     }
 
-    /// The Redis key of `client`'s window. Braces in the client key are replaced so that
-    /// the hash tag stays the first `{…}`.
+    /// The Redis key of `client`'s window. Braces in the client key become `_` so that
+    /// the hash tag stays the first `{…}`; two client keys that differ only there share
+    /// one window, which can only refuse more, never admit more.
     pub fn key_for(&self, client: &str) -> String {
         let client: String = client
             .chars()
