@@ -1,0 +1,92 @@
+//! Typed errors: what went wrong at connect time, and what a single store call met.
+
+use std::time::Duration;
+
+/// Why [`RedisStore::connect`](crate::RedisStore::connect) refused to hand out a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The URL does not parse as a `redis://` or `unix://` URL.
+    #[error("malformed Redis URL: {0}")]
+    BadUrl(String),
+    /// Nothing answered at the address within the connect deadline.
+    #[error("Redis at {address} is unreachable: {cause}")]
+    Unreachable {
+        /// host:port as given.
+        address: String,
+        /// What the connection attempt met.
+        cause: String,
+    },
+    /// The server refused the password or user.
+    #[error("Redis refused the credentials: {0}")]
+    Auth(String),
+    /// The server is older than the scripts need.
+    #[error("Redis {found} is too old: backstop-redis needs {needed} or newer")]
+    TooOld {
+        /// `redis_version` as the server reports it.
+        found: String,
+        /// The oldest version the scripts run on.
+        needed: &'static str,
+    },
+    /// `maxmemory-policy` may evict keys that still hold admissions or leases.
+    #[error(
+        "Redis maxmemory-policy is `{policy}`, which may evict live limiter keys; set it to \
+         `noeviction`, or opt into EvictionCheck::WarnOnly"
+    )]
+    EvictionPolicy {
+        /// The policy found.
+        policy: String,
+    },
+    /// Neither `CONFIG GET` nor `INFO memory` told the eviction policy.
+    #[error(
+        "cannot read Redis maxmemory-policy ({0}); opt into EvictionCheck::WarnOnly to run anyway"
+    )]
+    EvictionPolicyUnknown(String),
+    /// Anything else the server answered during the checks.
+    #[error("Redis error while connecting: {0}")]
+    Other(String),
+}
+
+/// What one call to the store met. Every such call is refused or falls back according to
+/// the [`FailurePolicy`](crate::FailurePolicy); the error itself is counted in
+/// [`StoreMetrics`](crate::StoreMetrics) and returned by the `*_checked` methods.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No answer within the deadline.
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection failed or is being re-established.
+    #[error("Redis connection failed: {0}")]
+    Connection(String),
+    /// A key of another type sits where a limiter key should be.
+    #[error("key `{key}` holds a value backstop did not write: {detail}")]
+    WrongType {
+        /// The key.
+        key: String,
+        /// The server's words.
+        detail: String,
+    },
+    /// Any other error reply.
+    #[error("Redis error: {0}")]
+    Server(String),
+}
+
+impl StoreError {
+    pub(crate) fn from_redis(err: &redis::RedisError, key: &str) -> Self {
+        let text = err.to_string();
+        if text.contains("WRONGTYPE") || text.contains("BACKSTOP_CORRUPT") {
+            return StoreError::WrongType {
+                key: key.to_owned(),
+                detail: text,
+            };
+        }
+        if err.is_timeout() {
+            return StoreError::Timeout(Duration::ZERO);
+        }
+        if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
+            return StoreError::Connection(text);
+        }
+        StoreError::Server(text)
+    }
+}

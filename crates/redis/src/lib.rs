@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+
+mod error;
+pub mod jobs;
+mod metrics;
+mod options;
+mod refusal;
+mod scripts;
+mod store;
+mod window;
+
+pub use error::{ConnectError, StoreError};
+pub use jobs::{RedisJobPermit, RedisJobSlots, RedisQueueGate, RedisQueueTicket, StartError};
+pub use metrics::{StoreMetrics, StoreMetricsSnapshot};
+pub use options::{EvictionCheck, FailurePolicy, StoreOptions};
+pub use refusal::{Refusal, Source};
+pub use store::RedisStore;
+pub use window::{
+    FALLBACK_MAX_KEYS, MAX_CLIENT_KEY_BYTES, MAX_REDIS_LIMIT, RedisKeyedWindow, RedisWindow,
+};

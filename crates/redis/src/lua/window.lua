@@ -1,0 +1,109 @@
+-- backstop-redis: an exact sliding window, `count` decisions in one atomic step.
+-- KEYS[1]  the window: a string of a 16-byte header (admissions so far, limit) and a
+--          ring of `limit` 8-byte big-endian admission times in microseconds.
+-- ARGV     limit, window_us, now_us ('' = Redis's own TIME), count.
+-- Returns  {now_us, d1, ..., d_count}: d = 0 admitted, d > 0 refused, retry after d us.
+-- Admission n is allowed at `now` iff admission n - limit was recorded at or before
+-- now - window; recorded times are max(now, previous), so they are monotone.
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local key = KEYS[1]
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local now
+if ARGV[3] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[3])
+end
+local count = tonumber(ARGV[4])
+local HEADER = 16
+
+local blob = redis.call('GET', key)
+local n = 0
+local rebuild = true
+local old = {}
+if blob then
+  if #blob < HEADER then
+    return redis.error_reply('BACKSTOP_CORRUPT ' .. key .. ' is not a backstop window')
+  end
+  local stored_n, stored_limit = struct.unpack('>I8>I8', blob)
+  if stored_limit < 1 or #blob ~= HEADER + 8 * stored_limit then
+    return redis.error_reply('BACKSTOP_CORRUPT ' .. key .. ' is not a backstop window')
+  end
+  if stored_limit == limit then
+    n = stored_n
+    rebuild = false
+  else
+    -- Another limit: keep the newest min(kept, limit) times, oldest first, and judge
+    -- them by the new limit (as SlidingWindow::reconfigured does).
+    local kept = math.min(stored_n, stored_limit, limit)
+    for a = stored_n - kept, stored_n - 1 do
+      local off = HEADER + 8 * (a % stored_limit)
+      old[#old + 1] = struct.unpack('>I8', blob, off + 1)
+    end
+    n = kept
+  end
+end
+
+local function time_of(a)
+  if rebuild then return old[a + 1] end
+  return (struct.unpack('>I8', blob, HEADER + 8 * (a % limit) + 1))
+end
+
+local first_new = n
+local fresh = {}
+local previous = 0
+if n > 0 then previous = time_of(n - 1) end
+local out = {now}
+for i = 1, count do
+  local wait = 0
+  if n >= limit then
+    local a = n - limit
+    local oldest
+    if a >= first_new then oldest = fresh[a - first_new + 1] else oldest = time_of(a) end
+    local free_at = oldest + window
+    if free_at > now then wait = free_at - now end
+  end
+  if wait > 0 then
+    -- Nothing changes on a refusal, so the rest of the batch is refused alike.
+    for j = i, count do out[j + 1] = wait end
+    break
+  end
+  local t = math.max(now, previous)
+  fresh[#fresh + 1] = t
+  previous = t
+  n = n + 1
+  out[i + 1] = 0
+end
+
+if #fresh > 0 then
+  if rebuild then
+    local parts = {struct.pack('>I8>I8', n, limit)}
+    local slots = {}
+    for a = 0, first_new - 1 do slots[a % limit] = old[a + 1] end
+    for a = first_new, n - 1 do slots[a % limit] = fresh[a - first_new + 1] end
+    for s = 0, limit - 1 do parts[#parts + 1] = struct.pack('>I8', slots[s] or 0) end
+    redis.call('SET', key, table.concat(parts))
+  else
+    redis.call('SETRANGE', key, 0, struct.pack('>I8', n))
+    -- The new times fill consecutive slots: at most two runs (before and after the wrap).
+    local run = {}
+    local run_start = first_new % limit
+    for a = first_new, n - 1 do
+      local s = a % limit
+      if s == 0 and #run > 0 then
+        redis.call('SETRANGE', key, HEADER + 8 * run_start, table.concat(run))
+        run = {}
+        run_start = 0
+      end
+      run[#run + 1] = struct.pack('>I8', fresh[a - first_new + 1])
+    end
+    redis.call('SETRANGE', key, HEADER + 8 * run_start, table.concat(run))
+  end
+  -- Idle keys vanish once their newest admission has left the window.
+  local ttl_ms = math.floor((previous + window - now + 999) / 1000)
+  if ttl_ms < 1 then ttl_ms = 1 end
+  redis.call('PEXPIRE', key, ttl_ms)
+end
+return out

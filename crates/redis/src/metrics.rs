@@ -1,0 +1,52 @@
+//! Counters of what the store met: errors, timeouts, fallback decisions.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counts kept by a [`RedisStore`](crate::RedisStore) and every stage made from it.
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    store_errors: AtomicU64,
+    timeouts: AtomicU64,
+    fallback_decisions: AtomicU64,
+    store_decisions: AtomicU64,
+}
+
+/// A copy of [`StoreMetrics`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreMetricsSnapshot {
+    /// Calls that failed with an error (connection, wrong type, server error).
+    pub store_errors: u64,
+    /// Calls that passed their deadline.
+    pub timeouts: u64,
+    /// Decisions made by the in-process fallback window.
+    pub fallback_decisions: u64,
+    /// Decisions Redis made.
+    pub store_decisions: u64,
+}
+
+impl StoreMetrics {
+    // Relaxed everywhere: independent counters read for reporting; no other memory
+    // depends on them.
+    pub(crate) fn error(&self) {
+        self.store_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn timeout(&self) {
+        self.timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn fallback(&self) {
+        self.fallback_decisions.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn decided(&self, count: u64) {
+        self.store_decisions.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub fn snapshot(&self) -> StoreMetricsSnapshot {
+        StoreMetricsSnapshot {
+            store_errors: self.store_errors.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            fallback_decisions: self.fallback_decisions.load(Ordering::Relaxed),
+            store_decisions: self.store_decisions.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! How a store behaves when Redis is slow, down, or set up to evict keys.
+
+use std::time::Duration;
+
+/// What a stage answers when Redis does not answer in time or fails. Never fail open.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum FailurePolicy {
+    /// Refuse with 503 `store_unavailable` (the default).
+    #[default]
+    FailClosed,
+    /// Decide in this process, on an in-process `SlidingWindow` holding `share` (0 to 1)
+    /// of the limit, at least 1. With `K` replicas a share of `1/K` keeps the total near
+    /// the limit while Redis is away. Queue and slot stages have no local fallback: they
+    /// fail closed under either policy, because a local count cannot see jobs held
+    /// elsewhere.
+    LocalFallback {
+        /// The fraction of each limit this replica may admit on its own.
+        share: f64,
+    },
+}
+
+/// What [`RedisStore::connect`](crate::RedisStore::connect) does when `maxmemory-policy`
+/// lets Redis evict keys: any `allkeys-*` policy, and any `volatile-*` one (window keys
+/// carry a TTL so that idle ones vanish).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvictionCheck {
+    /// Refuse to connect with [`ConnectError::EvictionPolicy`](crate::ConnectError) (the
+    /// default): an evicted window forgets admissions and would admit too many.
+    #[default]
+    Refuse,
+    /// Connect anyway and log a warning (through `tracing`, and on standard error).
+    WarnOnly,
+}
+
+/// Settings of a [`RedisStore`](crate::RedisStore).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoreOptions {
+    /// The most any one Redis call may take before the policy applies (default 50 ms).
+    pub deadline: Duration,
+    /// The most [`connect`](crate::RedisStore::connect) may take (default 2 s).
+    pub connect_timeout: Duration,
+    /// What to answer when Redis fails (default [`FailurePolicy::FailClosed`]).
+    pub failure_policy: FailurePolicy,
+    /// What to do about an evicting `maxmemory-policy`.
+    pub eviction_check: EvictionCheck,
+    /// The `Retry-After` suggested with `store_unavailable` (default 1 s).
+    pub unavailable_retry_hint: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            deadline: Duration::from_millis(50),
+            connect_timeout: Duration::from_secs(2),
+            failure_policy: FailurePolicy::FailClosed,
+            eviction_check: EvictionCheck::Refuse,
+            unavailable_retry_hint: Duration::from_secs(1),
+        }
+    }
+}

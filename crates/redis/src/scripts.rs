@@ -1,0 +1,58 @@
+//! The Lua scripts, one file each under `lua/`, run with EVALSHA (redis-rs loads a
+//! script again on `NOSCRIPT`, e.g. after Redis restarts).
+//!
+//! Scripts rather than Redis 7 functions: functions need 7.0 and a `FUNCTION LOAD` that
+//! persists with the data set, while scripts run unchanged on 5.0 and later (the oldest
+//! version whose scripts may call `TIME` before writing without extra setup; the scripts
+//! still call `redis.replicate_commands()` where it exists, a no-op on 7).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// The sliding window: `count` decisions for one key in one call.
+pub(crate) static WINDOW: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/window.lua")));
+/// Take a lease in a bounded sorted set.
+pub(crate) static ENTER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/enter.lua")));
+/// Ticket to permit, atomically.
+pub(crate) static START: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/start.lua")));
+/// Extend a held lease.
+pub(crate) static RENEW: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/renew.lua")));
+
+/// The oldest Redis the scripts run on.
+pub(crate) const MIN_VERSION: (u32, u32) = (5, 0);
+/// [`MIN_VERSION`] as text, for errors.
+pub(crate) const MIN_VERSION_TEXT: &str = "5.0";
+
+/// The version from `INFO server`'s `redis_version:` line, as (major, minor).
+pub(crate) fn parse_version(info: &str) -> Option<(u32, u32, String)> {
+    let line = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))?
+        .trim();
+    let mut parts = line.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor, line.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_from_info() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n";
+        assert_eq!(parse_version(info), Some((7, 0, "7.0.15".into())));
+        assert_eq!(
+            parse_version("redis_version:4.0.9\r\n").map(|v| (v.0, v.1)),
+            Some((4, 0))
+        );
+        assert!((4, 0) < MIN_VERSION && (7, 0) >= MIN_VERSION);
+        assert_eq!(parse_version("nothing here"), None);
+    }
+}

@@ -1,0 +1,493 @@
+//! [`RedisStore`]: one multiplexed, self-reconnecting connection per process, checked at
+//! connect time, and the batching task that coalesces concurrent window decisions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use backstop_core::clock::Clock;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{ConnectError, StoreError};
+use crate::metrics::StoreMetrics;
+use crate::options::{EvictionCheck, StoreOptions};
+use crate::scripts;
+
+/// The most decisions queued for the batching task; callers beyond it wait for room
+/// (within their deadline).
+const MAX_PENDING: usize = 4096;
+/// The most decisions one script call makes.
+const MAX_BATCH: usize = 512;
+
+/// A connection to one Redis (or one Redis Cluster slot owner) shared by every stage made
+/// from it. Cheap to clone.
+///
+/// Every call from every stage goes over one multiplexed connection
+/// ([`ConnectionManager`], which reconnects on its own after a failure); concurrent
+/// window decisions are coalesced by a batching task into one script call per key, so
+/// 64 callers of one key cost one round trip, not 64. No lock is held across a round
+/// trip: callers hand their request to the task over a channel and await a oneshot.
+#[derive(Clone)]
+pub struct RedisStore {
+    pub(crate) inner: Arc<StoreInner>,
+}
+
+pub(crate) struct StoreInner {
+    pub(crate) conn: ConnectionManager,
+    pub(crate) options: StoreOptions,
+    pub(crate) metrics: Arc<StoreMetrics>,
+    pub(crate) clock: Option<Arc<dyn Clock>>,
+    pub(crate) requests: mpsc::Sender<Pending>,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) replica_id: String,
+    pub(crate) eviction_warning: Option<String>,
+    /// Window decisions under way in this process. A caller that finds none sends its
+    /// script call itself (one hop less than the batching task: the latency of a lone
+    /// caller is one round trip); callers that find others under way go through the
+    /// batching task and are coalesced.
+    pub(crate) in_flight: AtomicUsize,
+}
+
+/// Counts a decision in [`StoreInner::in_flight`] for as long as it lives, also when its
+/// future is dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        // Relaxed: a heuristic count choosing a path; no memory depends on it.
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One window decision waiting for the batching task.
+pub(crate) struct Pending {
+    pub(crate) key: Arc<str>,
+    pub(crate) limit: u32,
+    pub(crate) window_us: u64,
+    pub(crate) now_us: Option<u64>,
+    pub(crate) reply: oneshot::Sender<Result<u64, StoreError>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("options", &self.inner.options)
+            .field("injected_clock", &self.inner.clock.is_some())
+            .field("metrics", &self.inner.metrics.snapshot())
+            .finish()
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://[user:password@]host:port[/db]`), checks the server
+    /// (version, `maxmemory-policy`, scripting), and starts the batching task on the
+    /// current tokio runtime. Decisions use Redis's own clock (`TIME`).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConnectError`] naming the cause: malformed URL, unreachable host, refused
+    /// credentials, a Redis older than 5.0, an evicting `maxmemory-policy`.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the batching task needs one).
+    pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, ConnectError> {
+        Self::connect_inner(url, options, None).await
+    }
+
+    /// As [`connect`](Self::connect), but every decision is made at `clock`'s time
+    /// (microseconds: `now_ns / 1000`) instead of Redis's, for tests and the simulator.
+    /// Replicas sharing keys must then share the clock's epoch.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with_clock(
+        url: &str,
+        options: StoreOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ConnectError> {
+        Self::connect_inner(url, options, Some(clock)).await
+    }
+
+    async fn connect_inner(
+        url: &str,
+        options: StoreOptions,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Result<Self, ConnectError> {
+        let client = redis::Client::open(url).map_err(|e| ConnectError::BadUrl(e.to_string()))?;
+        let address = client.get_connection_info().addr().to_string();
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.deadline.max(options.connect_timeout)))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(200));
+        let mut conn = match tokio::time::timeout(
+            options.connect_timeout,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(ConnectError::Unreachable {
+                    address,
+                    cause: format!("no connection within {:?}", options.connect_timeout),
+                });
+            }
+            Ok(Err(e)) => return Err(classify_connect_error(&e, address)),
+            Ok(Ok(conn)) => conn,
+        };
+        let checks = async {
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| classify_connect_error(&e, address.clone()))?;
+            let (major, minor, found) = scripts::parse_version(&info)
+                .ok_or_else(|| ConnectError::Other("INFO server has no redis_version".into()))?;
+            if (major, minor) < scripts::MIN_VERSION {
+                return Err(ConnectError::TooOld {
+                    found,
+                    needed: scripts::MIN_VERSION_TEXT,
+                });
+            }
+            let policy = eviction_policy(&mut conn).await?;
+            let mut warning = None;
+            if policy != "noeviction" {
+                match options.eviction_check {
+                    EvictionCheck::Refuse => return Err(ConnectError::EvictionPolicy { policy }),
+                    EvictionCheck::WarnOnly => {
+                        let text = format!(
+                            "backstop-redis: maxmemory-policy is `{policy}`: Redis may evict \
+                             limiter keys that still hold admissions, and then admit too many"
+                        );
+                        tracing::warn!("{text}");
+                        eprintln!("WARNING: {text}");
+                        warning = Some(text);
+                    }
+                }
+            }
+            for script in [
+                &*scripts::WINDOW,
+                &*scripts::ENTER,
+                &*scripts::START,
+                &*scripts::RENEW,
+            ] {
+                script
+                    .prepare_invoke()
+                    .load_async(&mut conn)
+                    .await
+                    .map_err(|e| ConnectError::Other(format!("SCRIPT LOAD failed: {e}")))?;
+            }
+            Ok(warning)
+        };
+        let eviction_warning = match tokio::time::timeout(options.connect_timeout, checks).await {
+            Err(_) => {
+                return Err(ConnectError::Unreachable {
+                    address,
+                    cause: format!("no answer within {:?}", options.connect_timeout),
+                });
+            }
+            Ok(result) => result?,
+        };
+
+        let metrics = Arc::new(StoreMetrics::default());
+        let (requests, receiver) = mpsc::channel(MAX_PENDING);
+        let runtime = tokio::runtime::Handle::current();
+        runtime.spawn(batch_loop(
+            receiver,
+            conn.clone(),
+            options.deadline,
+            Arc::clone(&metrics),
+        ));
+        Ok(RedisStore {
+            inner: Arc::new(StoreInner {
+                conn,
+                options,
+                metrics,
+                clock,
+                requests,
+                runtime,
+                replica_id: replica_id(),
+                eviction_warning,
+                in_flight: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// The counters of errors, timeouts and fallback decisions of every stage made from
+    /// this store.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.inner.metrics
+    }
+
+    /// The settings it was made with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    /// The warning given at connect time under
+    /// [`EvictionCheck::WarnOnly`](crate::EvictionCheck::WarnOnly), if any.
+    pub fn eviction_warning(&self) -> Option<&str> {
+        self.inner.eviction_warning.as_deref()
+    }
+
+    /// A clone of the connection, for callers that want to run their own commands.
+    pub fn connection(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    /// The time to send to a script: the injected clock's microseconds, or `None` for
+    /// Redis's own `TIME`.
+    pub(crate) fn now_us(&self) -> Option<u64> {
+        self.inner.clock.as_ref().map(|clock| clock.now_ns() / 1000)
+    }
+
+    /// Runs `call` within the deadline, counting errors and timeouts.
+    pub(crate) async fn call<T>(
+        &self,
+        key: &str,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        let deadline = self.inner.options.deadline;
+        match tokio::time::timeout(deadline, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                let err = StoreError::from_redis(&e, key);
+                self.count(&err);
+                Err(match err {
+                    StoreError::Timeout(_) => StoreError::Timeout(deadline),
+                    other => other,
+                })
+            }
+            Err(_) => {
+                self.inner.metrics.timeout();
+                Err(StoreError::Timeout(deadline))
+            }
+        }
+    }
+
+    pub(crate) fn count(&self, err: &StoreError) {
+        match err {
+            StoreError::Timeout(_) => self.inner.metrics.timeout(),
+            _ => self.inner.metrics.error(),
+        }
+    }
+
+    /// One window decision, sent directly when no other is under way in this process,
+    /// else through the batching task: `Ok(0)` admitted, `Ok(wait_us)` refused, within
+    /// the deadline.
+    pub(crate) async fn decide(
+        &self,
+        key: &Arc<str>,
+        limit: u32,
+        window_us: u64,
+    ) -> Result<u64, StoreError> {
+        let deadline = self.inner.options.deadline;
+        // Relaxed: see `InFlight`.
+        let alone = self.inner.in_flight.fetch_add(1, Ordering::Relaxed) == 0;
+        let _in_flight = InFlight(&self.inner.in_flight);
+        if alone {
+            let mut conn = self.inner.conn.clone();
+            let mut invocation = scripts::WINDOW.key(&**key);
+            invocation
+                .arg(limit)
+                .arg(window_us)
+                .arg(self.now_us().map_or(String::new(), |now| now.to_string()))
+                .arg(1);
+            let values: Vec<u64> = self.call(key, invocation.invoke_async(&mut conn)).await?;
+            return match values.as_slice() {
+                [_now, wait_us] => {
+                    self.inner.metrics.decided(1);
+                    Ok(*wait_us)
+                }
+                other => {
+                    let err = StoreError::Server(format!(
+                        "window script answered {} values for 1 decision",
+                        other.len()
+                    ));
+                    self.count(&err);
+                    Err(err)
+                }
+            };
+        }
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            key: Arc::clone(key),
+            limit,
+            window_us,
+            now_us: self.now_us(),
+            reply,
+        };
+        let outcome = tokio::time::timeout(deadline, async {
+            self.inner
+                .requests
+                .send(pending)
+                .await
+                .map_err(|_| StoreError::Connection("the batching task has stopped".into()))?;
+            answer
+                .await
+                .map_err(|_| StoreError::Connection("the batching task dropped a request".into()))?
+        })
+        .await;
+        match outcome {
+            Ok(Ok(wait_us)) => Ok(wait_us),
+            Ok(Err(err)) => {
+                self.count(&err);
+                Err(err)
+            }
+            Err(_) => {
+                self.inner.metrics.timeout();
+                Err(StoreError::Timeout(deadline))
+            }
+        }
+    }
+}
+
+fn classify_connect_error(e: &redis::RedisError, address: String) -> ConnectError {
+    let text = e.to_string();
+    if e.kind() == redis::ErrorKind::AuthenticationFailed
+        || text.contains("WRONGPASS")
+        || text.contains("NOAUTH")
+        || text.contains("invalid password")
+        || text.contains("invalid username-password")
+    {
+        return ConnectError::Auth(text);
+    }
+    if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() {
+        return ConnectError::Unreachable {
+            address,
+            cause: text,
+        };
+    }
+    ConnectError::Other(text)
+}
+
+/// `maxmemory-policy` from `CONFIG GET`, or from `INFO memory` where CONFIG is disabled
+/// (renamed away, or refused by an ACL).
+async fn eviction_policy(conn: &mut ConnectionManager) -> Result<String, ConnectError> {
+    let config: Result<Vec<String>, _> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    let config_error = match config {
+        Ok(pair) if pair.len() == 2 => return Ok(pair[1].clone()),
+        Ok(other) => format!("CONFIG GET answered {other:?}"),
+        Err(e) => format!("CONFIG GET failed: {e}"),
+    };
+    let info: Result<String, _> = redis::cmd("INFO").arg("memory").query_async(conn).await;
+    match info {
+        Ok(info) => info
+            .lines()
+            .find_map(|line| line.strip_prefix("maxmemory_policy:"))
+            .map(|policy| policy.trim().to_owned())
+            .ok_or_else(|| {
+                ConnectError::EvictionPolicyUnknown(format!(
+                    "{config_error}; INFO memory has no maxmemory_policy"
+                ))
+            }),
+        Err(e) => Err(ConnectError::EvictionPolicyUnknown(format!(
+            "{config_error}; INFO memory failed: {e}"
+        ))),
+    }
+}
+
+/// A name for this process's leases: pid, start time and an address, so two replicas
+/// (or two stores in one process) never share holder ids.
+fn replica_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let marker = Box::new(0u8);
+    format!(
+        "{:x}-{:x}-{:x}",
+        std::process::id(),
+        nanos,
+        &*marker as *const u8 as usize
+    )
+}
+
+/// Groups what is pending into one script call per (key, shape, time) and sends the
+/// calls together on the multiplexed connection; the next batch forms while this one is
+/// in flight, so batches grow with the load and a lone caller waits for nobody.
+async fn batch_loop(
+    mut receiver: mpsc::Receiver<Pending>,
+    conn: ConnectionManager,
+    deadline: Duration,
+    metrics: Arc<StoreMetrics>,
+) {
+    type Group = (Arc<str>, u32, u64, Option<u64>);
+    let mut buffer = Vec::with_capacity(MAX_BATCH);
+    loop {
+        if receiver.recv_many(&mut buffer, MAX_BATCH).await == 0 {
+            return; // every store handle is gone
+        }
+        let mut groups: HashMap<Group, Vec<oneshot::Sender<Result<u64, StoreError>>>> =
+            HashMap::new();
+        for pending in buffer.drain(..) {
+            if pending.reply.is_closed() {
+                continue; // its caller gave up (deadline): deciding now could only waste an admission
+            }
+            groups
+                .entry((
+                    pending.key,
+                    pending.limit,
+                    pending.window_us,
+                    pending.now_us,
+                ))
+                .or_default()
+                .push(pending.reply);
+        }
+        let mut calls = tokio::task::JoinSet::new();
+        for ((key, limit, window_us, now_us), replies) in groups {
+            let mut conn = conn.clone();
+            let metrics = Arc::clone(&metrics);
+            calls.spawn(async move {
+                let mut invocation = scripts::WINDOW.key(&*key);
+                invocation
+                    .arg(limit)
+                    .arg(window_us)
+                    .arg(now_us.map_or(String::new(), |now| now.to_string()))
+                    .arg(replies.len());
+                let result: Result<Vec<u64>, StoreError> = match tokio::time::timeout(
+                    deadline,
+                    invocation.invoke_async(&mut conn),
+                )
+                .await
+                {
+                    Ok(Ok(values)) => Ok(values),
+                    Ok(Err(e)) => Err(StoreError::from_redis(&e, &key)),
+                    Err(_) => Err(StoreError::Timeout(deadline)),
+                };
+                match result {
+                    Ok(values) if values.len() == replies.len() + 1 => {
+                        metrics.decided(replies.len() as u64);
+                        for (reply, wait_us) in replies.into_iter().zip(&values[1..]) {
+                            let _ = reply.send(Ok(*wait_us));
+                        }
+                    }
+                    Ok(values) => {
+                        let err = StoreError::Server(format!(
+                            "window script answered {} values for {} decisions",
+                            values.len(),
+                            replies.len()
+                        ));
+                        for reply in replies {
+                            let _ = reply.send(Err(err.clone()));
+                        }
+                    }
+                    Err(err) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(err.clone()));
+                        }
+                    }
+                }
+            });
+        }
+        while calls.join_next().await.is_some() {}
+    }
+}

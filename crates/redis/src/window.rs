@@ -1,0 +1,443 @@
+//! [`RedisWindow`] and [`RedisKeyedWindow`]: `SlidingWindow`'s contract, shared by every
+//! replica through one Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backstop_core::ConfigError;
+use backstop_core::clock::{Clock, QuantaClock};
+use backstop_core::rate::{KeyedSlidingWindow, SlidingWindow};
+
+use crate::error::StoreError;
+use crate::options::FailurePolicy;
+use crate::refusal::{Refusal, Source};
+use crate::store::RedisStore;
+
+/// The largest limit a Redis window accepts: 2¹⁶ admissions, a 512 KiB string (the
+/// first admission writes the whole ring, which must fit well within the deadline).
+pub const MAX_REDIS_LIMIT: u32 = 1 << 16;
+
+/// Keys the in-process fallback of a [`RedisKeyedWindow`] tracks at most.
+pub const FALLBACK_MAX_KEYS: usize = 1 << 16;
+
+/// The window's shape, validated once: the limit and the window in microseconds.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    limit: u32,
+    window_us: u64,
+}
+
+impl Shape {
+    fn new(limit: u32, window: Duration) -> Result<Self, ConfigError> {
+        if limit == 0 || limit > MAX_REDIS_LIMIT {
+            return Err(ConfigError::new(
+                "limit",
+                format_args!("must be 1 to {MAX_REDIS_LIMIT}, got {limit}"),
+            ));
+        }
+        if window.as_micros() == 0 || window > backstop_core::rate::MAX_WINDOW {
+            return Err(ConfigError::new(
+                "window",
+                format_args!("must be 1 µs to 100 years, got {window:?}"),
+            ));
+        }
+        // Whole microseconds only: the store keeps microseconds, and a window that is
+        // rounded would no longer be the contract the caller asked for.
+        if window.subsec_nanos() % 1000 != 0 {
+            return Err(ConfigError::new(
+                "window",
+                format_args!("must be a whole number of microseconds, got {window:?}"),
+            ));
+        }
+        Ok(Shape {
+            limit,
+            window_us: u64::try_from(window.as_micros()).unwrap_or(u64::MAX),
+        })
+    }
+}
+
+/// The name of a key: one hash tag per script call, so every script touches one slot
+/// and runs unchanged on Redis Cluster.
+fn validate_name(name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > 200 || name.contains(['{', '}']) {
+        return Err(ConfigError::new(
+            "name",
+            format_args!("must be 1 to 200 bytes without braces, got {name:?}"),
+        ));
+    }
+    Ok(())
+}
+
+fn local_limit(limit: u32, share: f64) -> u32 {
+    let share = if share.is_finite() {
+        share.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    // At most `limit`, at least 1: a replica alone may still serve someone.
+    ((f64::from(limit) * share).floor() as u32).clamp(1, limit)
+}
+
+fn fallback_clock(store: &RedisStore) -> Arc<dyn Clock> {
+    store
+        .inner
+        .clock
+        .clone()
+        .unwrap_or_else(|| Arc::new(QuantaClock::new()))
+}
+
+fn validate_share(policy: FailurePolicy) -> Result<(), ConfigError> {
+    if let FailurePolicy::LocalFallback { share } = policy {
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(ConfigError::new(
+                "failure_policy.share",
+                format_args!("must be above 0 and at most 1, got {share}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One exact sliding window shared by every replica: never `limit + 1` admissions in any
+/// window `(t − window, t]` of Redis's clock, with an exact `retry_after`.
+///
+/// # Semantics
+///
+/// Those of [`backstop_core::rate::SlidingWindow`], decided inside Redis by one script
+/// on Redis's own clock (`TIME`), so clock skew between replicas cannot break them.
+/// Times are microseconds (Redis's `TIME` resolution): `window` must be whole
+/// microseconds, and `retry_after` is exact to the microsecond.
+///
+/// # Storage
+///
+/// One string per window, key `{backstop:<name>}:window`: a 16-byte header and a ring of
+/// `limit` 8-byte admission times, with a TTL that lets it vanish once its newest
+/// admission has left the window.
+///
+/// # Failure
+///
+/// A call that errs or passes the store's deadline answers by the store's
+/// [`FailurePolicy`]: `store_unavailable`, or this replica's share of the limit on an
+/// in-process window. Never an admission Redis did not make, beyond that share.
+///
+/// # Cancel safety
+///
+/// Dropping the future before it completes may still count an admission in Redis (it
+/// was sent): that can only refuse more later, never admit more.
+pub struct RedisWindow {
+    store: RedisStore,
+    key: Arc<str>,
+    shape: Shape,
+    fallback: Option<SlidingWindow<Arc<dyn Clock>>>,
+}
+
+impl std::fmt::Debug for RedisWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisWindow")
+            .field("key", &self.key)
+            .field("limit", &self.shape.limit)
+            .field("window_us", &self.shape.window_us)
+            .finish()
+    }
+}
+
+impl RedisWindow {
+    /// A window of `limit` admissions per `window`, stored under `{backstop:<name>}:window`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `limit`, `window`, `name` or `failure_policy.share`.
+    pub fn new(
+        store: &RedisStore,
+        name: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<Self, ConfigError> {
+        validate_name(name)?;
+        let shape = Shape::new(limit, window)?;
+        let policy = store.inner.options.failure_policy;
+        validate_share(policy)?;
+        let fallback = match policy {
+            FailurePolicy::FailClosed => None,
+            FailurePolicy::LocalFallback { share } => Some(SlidingWindow::with_clock(
+                local_limit(limit, share),
+                window,
+                fallback_clock(store),
+            )?),
+        };
+        Ok(RedisWindow {
+            store: store.clone(),
+            key: format!("{{backstop:{name}}}:window").into(),
+            shape,
+            fallback,
+        })
+    }
+
+    /// Admits one request, or says exactly when to retry; on a store failure, the policy.
+    ///
+    /// # Errors
+    ///
+    /// [`Refusal::RateLimited`], or [`Refusal::StoreUnavailable`] under `fail_closed`.
+    pub async fn try_acquire(&self) -> Result<(), Refusal> {
+        self.try_acquire_from().await.map(|_| ())
+    }
+
+    /// As [`try_acquire`](Self::try_acquire), also saying who decided.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Self::try_acquire).
+    pub async fn try_acquire_from(&self) -> Result<Source, Refusal> {
+        match self.try_acquire_checked().await {
+            Ok(Ok(())) => Ok(Source::Store),
+            Ok(Err(refusal)) => Err(refusal),
+            Err(_) => self.on_failure(),
+        }
+    }
+
+    /// The store's own answer: `Err` when Redis failed or passed the deadline, so that
+    /// the caller sees the cause. (Counted in the metrics either way.)
+    ///
+    /// # Errors
+    ///
+    /// The [`StoreError`].
+    pub async fn try_acquire_checked(&self) -> Result<Result<(), Refusal>, StoreError> {
+        let wait_us = self
+            .store
+            .decide(&self.key, self.shape.limit, self.shape.window_us)
+            .await?;
+        Ok(verdict(wait_us))
+    }
+
+    fn on_failure(&self) -> Result<Source, Refusal> {
+        let hint = self.store.inner.options.unavailable_retry_hint;
+        match &self.fallback {
+            None => Err(Refusal::StoreUnavailable {
+                retry_after_hint: hint,
+            }),
+            Some(local) => {
+                self.store.inner.metrics.fallback();
+                local
+                    .try_acquire()
+                    .map(|()| Source::LocalFallback)
+                    .map_err(|refused| Refusal::RateLimited {
+                        retry_after: refused.retry_after(),
+                    })
+            }
+        }
+    }
+
+    /// The key in Redis.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The most admissions in any window.
+    pub fn limit(&self) -> u32 {
+        self.shape.limit
+    }
+
+    /// The window's length.
+    pub fn window(&self) -> Duration {
+        Duration::from_micros(self.shape.window_us)
+    }
+}
+
+fn verdict(wait_us: u64) -> Result<(), Refusal> {
+    if wait_us == 0 {
+        Ok(())
+    } else {
+        Err(Refusal::RateLimited {
+            retry_after: Duration::from_micros(wait_us),
+        })
+    }
+}
+
+/// A window per client key (API key, tenant, address), all of one shape, shared by every
+/// replica: `KeyedSlidingWindow`'s contract on Redis. Each client's window is its own
+/// key, `{backstop:<name>:<client>}:window`, so clients spread over a cluster's slots
+/// and idle clients cost nothing (their key expires).
+pub struct RedisKeyedWindow {
+    store: RedisStore,
+    name: String,
+    shape: Shape,
+    fallback: Option<KeyedSlidingWindow<String, Arc<dyn Clock>>>,
+}
+
+impl std::fmt::Debug for RedisKeyedWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisKeyedWindow")
+            .field("name", &self.name)
+            .field("limit", &self.shape.limit)
+            .field("window_us", &self.shape.window_us)
+            .finish()
+    }
+}
+
+/// The longest client key accepted, in bytes.
+pub const MAX_CLIENT_KEY_BYTES: usize = 512;
+
+impl RedisKeyedWindow {
+    /// Windows of `limit` admissions per `window` for each client of `name`.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisWindow::new`].
+    pub fn new(
+        store: &RedisStore,
+        name: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<Self, ConfigError> {
+        validate_name(name)?;
+        let shape = Shape::new(limit, window)?;
+        let policy = store.inner.options.failure_policy;
+        validate_share(policy)?;
+        let fallback = match policy {
+            FailurePolicy::FailClosed => None,
+            FailurePolicy::LocalFallback { share } => Some(KeyedSlidingWindow::with_clock(
+                local_limit(limit, share),
+                window,
+                FALLBACK_MAX_KEYS,
+                fallback_clock(store),
+            )?),
+        };
+        Ok(RedisKeyedWindow {
+            store: store.clone(),
+            name: name.to_owned(),
+            shape,
+            fallback,
+        })
+    }
+
+    /// The Redis key of `client`'s window. Braces in the client key become `_` so that
+    /// the hash tag stays the first `{…}`; two client keys that differ only there share
+    /// one window, which can only refuse more, never admit more.
+    pub fn key_for(&self, client: &str) -> String {
+        let client: String = client
+            .chars()
+            .map(|c| if c == '{' || c == '}' { '_' } else { c })
+            .collect();
+        format!("{{backstop:{}:{client}}}:window", self.name)
+    }
+
+    /// Admits one request from `client`, or says exactly when to retry.
+    ///
+    /// # Errors
+    ///
+    /// [`Refusal::RateLimited`]; [`Refusal::StoreUnavailable`] under `fail_closed`; a
+    /// client key longer than [`MAX_CLIENT_KEY_BYTES`] is refused as rate limited for
+    /// the whole window (it cannot be stored).
+    pub async fn try_acquire(&self, client: &str) -> Result<(), Refusal> {
+        self.try_acquire_from(client).await.map(|_| ())
+    }
+
+    /// As [`try_acquire`](Self::try_acquire), also saying who decided.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Self::try_acquire).
+    pub async fn try_acquire_from(&self, client: &str) -> Result<Source, Refusal> {
+        match self.try_acquire_checked(client).await {
+            Ok(Ok(())) => Ok(Source::Store),
+            Ok(Err(refusal)) => Err(refusal),
+            Err(_) => self.on_failure(client),
+        }
+    }
+
+    /// The store's own answer, as [`RedisWindow::try_acquire_checked`].
+    ///
+    /// # Errors
+    ///
+    /// The [`StoreError`].
+    pub async fn try_acquire_checked(
+        &self,
+        client: &str,
+    ) -> Result<Result<(), Refusal>, StoreError> {
+        if client.len() > MAX_CLIENT_KEY_BYTES {
+            return Ok(Err(Refusal::RateLimited {
+                retry_after: Duration::from_micros(self.shape.window_us),
+            }));
+        }
+        let key: Arc<str> = self.key_for(client).into();
+        let wait_us = self
+            .store
+            .decide(&key, self.shape.limit, self.shape.window_us)
+            .await?;
+        Ok(verdict(wait_us))
+    }
+
+    fn on_failure(&self, client: &str) -> Result<Source, Refusal> {
+        let hint = self.store.inner.options.unavailable_retry_hint;
+        match &self.fallback {
+            None => Err(Refusal::StoreUnavailable {
+                retry_after_hint: hint,
+            }),
+            Some(local) => {
+                self.store.inner.metrics.fallback();
+                match local.try_acquire(client) {
+                    Ok(()) => Ok(Source::LocalFallback),
+                    Err(refused) if refused.status_code() == 429 => Err(Refusal::RateLimited {
+                        retry_after: refused.retry_after(),
+                    }),
+                    Err(_) => Err(Refusal::StoreUnavailable {
+                        retry_after_hint: hint,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The most admissions per client in any window.
+    pub fn limit(&self) -> u32 {
+        self.shape.limit
+    }
+
+    /// The window's length.
+    pub fn window(&self) -> Duration {
+        Duration::from_micros(self.shape.window_us)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_are_validated_by_field() {
+        assert_eq!(
+            Shape::new(0, Duration::from_secs(1)).unwrap_err().field(),
+            "limit"
+        );
+        assert_eq!(
+            Shape::new(MAX_REDIS_LIMIT + 1, Duration::from_secs(1))
+                .unwrap_err()
+                .field(),
+            "limit"
+        );
+        assert_eq!(Shape::new(1, Duration::ZERO).unwrap_err().field(), "window");
+        assert_eq!(
+            Shape::new(1, Duration::from_nanos(1500))
+                .unwrap_err()
+                .field(),
+            "window"
+        );
+        assert_eq!(
+            Shape::new(30, Duration::from_secs(60)).unwrap().window_us,
+            60_000_000
+        );
+        assert_eq!(validate_name("a{b").unwrap_err().field(), "name");
+        assert!(validate_name("api").is_ok());
+    }
+
+    #[test]
+    fn a_local_share_is_at_least_one_and_at_most_the_limit() {
+        assert_eq!(local_limit(30, 1.0 / 3.0), 10);
+        assert_eq!(local_limit(30, 0.0001), 1);
+        assert_eq!(local_limit(30, 1.0), 30);
+        assert_eq!(local_limit(30, f64::NAN), 1);
+        assert!(validate_share(FailurePolicy::LocalFallback { share: 0.0 }).is_err());
+        assert!(validate_share(FailurePolicy::LocalFallback { share: 1.5 }).is_err());
+        assert!(validate_share(FailurePolicy::LocalFallback { share: 0.5 }).is_ok());
+    }
+}

@@ -1,0 +1,319 @@
+//! Faults: bad input at connect time, an evicting policy, Redis killed mid-burst and
+//! restarted, a slow Redis behind a delaying loopback proxy.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use backstop_redis::{
+    ConnectError, EvictionCheck, FailurePolicy, RedisStore, RedisWindow, Refusal, Source,
+    StoreOptions,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// The deadline of the fault tests: short, with room for a loaded machine.
+const DEADLINE: Duration = Duration::from_millis(100);
+/// What the tests allow past the deadline for scheduling on a loaded machine.
+const SLACK: Duration = Duration::from_millis(400);
+
+fn quick_connect() -> StoreOptions {
+    StoreOptions {
+        connect_timeout: Duration::from_secs(1),
+        ..StoreOptions::default()
+    }
+}
+
+#[test]
+fn a_malformed_url_is_a_typed_error() {
+    runtime().block_on(async {
+        for url in ["http://127.0.0.1:6379", "redis://[::1", "not a url", ""] {
+            let err = RedisStore::connect(url, quick_connect()).await.unwrap_err();
+            assert!(matches!(err, ConnectError::BadUrl(_)), "{url}: {err:?}");
+        }
+    });
+}
+
+#[test]
+fn a_closed_port_is_unreachable() {
+    runtime().block_on(async {
+        let url = format!("redis://127.0.0.1:{}", support::free_port());
+        let started = Instant::now();
+        let err = RedisStore::connect(&url, quick_connect())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::Unreachable { .. }), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "bounded by connect_timeout"
+        );
+    });
+}
+
+#[test]
+fn a_wrong_or_missing_password_is_an_auth_error() {
+    let Some(server) = support::RedisServer::start(&["--requirepass", "right-secret"]) else {
+        return;
+    };
+    runtime().block_on(async {
+        let wrong = format!("redis://:wrong-secret@127.0.0.1:{}", server.port);
+        let err = RedisStore::connect(&wrong, quick_connect())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::Auth(_)), "{err:?}");
+        let err = RedisStore::connect(&server.url(), quick_connect())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::Auth(_)), "no password: {err:?}");
+        let right = format!("redis://:right-secret@127.0.0.1:{}", server.port);
+        RedisStore::connect(&right, quick_connect())
+            .await
+            .expect("the right password");
+    });
+}
+
+#[test]
+fn an_evicting_policy_is_refused_or_warned_about() {
+    let Some(server) = support::RedisServer::start(&["--maxmemory-policy", "allkeys-lru"]) else {
+        return;
+    };
+    runtime().block_on(async {
+        let err = RedisStore::connect(&server.url(), quick_connect())
+            .await
+            .unwrap_err();
+        match err {
+            ConnectError::EvictionPolicy { policy } => assert_eq!(policy, "allkeys-lru"),
+            other => panic!("expected an eviction refusal, got {other:?}"),
+        }
+        let warn = StoreOptions {
+            eviction_check: EvictionCheck::WarnOnly,
+            ..quick_connect()
+        };
+        let store = RedisStore::connect(&server.url(), warn).await.unwrap();
+        assert!(store.eviction_warning().unwrap().contains("allkeys-lru"));
+    });
+    // volatile-* too: window keys carry TTLs.
+    let Some(server) = support::RedisServer::start(&["--maxmemory-policy", "volatile-ttl"]) else {
+        return;
+    };
+    runtime().block_on(async {
+        let err = RedisStore::connect(&server.url(), quick_connect())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ConnectError::EvictionPolicy { .. }),
+            "{err:?}"
+        );
+    });
+}
+
+#[test]
+fn an_eviction_policy_is_read_from_info_when_config_is_disabled() {
+    let Some(server) = support::RedisServer::start(&[
+        "--maxmemory-policy",
+        "allkeys-lfu",
+        "--rename-command",
+        "CONFIG",
+        "",
+    ]) else {
+        return;
+    };
+    runtime().block_on(async {
+        let err = RedisStore::connect(&server.url(), quick_connect())
+            .await
+            .unwrap_err();
+        match err {
+            ConnectError::EvictionPolicy { policy } => assert_eq!(policy, "allkeys-lfu"),
+            other => panic!("expected an eviction refusal, got {other:?}"),
+        }
+    });
+}
+
+/// Decisions on a window while the test kills and restarts Redis: each answers within
+/// the deadline (plus scheduling slack), fails closed while Redis is away, and the store
+/// recovers on its own afterwards.
+#[test]
+fn redis_killed_mid_burst_fails_closed_then_recovers() {
+    let Some(mut server) = support::RedisServer::start(&[]) else {
+        return;
+    };
+    runtime().block_on(async {
+        // fail_closed; a 100 ms deadline leaves room for a loaded CI machine.
+        let options = StoreOptions {
+            deadline: DEADLINE,
+            ..StoreOptions::default()
+        };
+        let store = RedisStore::connect(&server.url(), options).await.unwrap();
+        let window =
+            Arc::new(RedisWindow::new(&store, "killed", 1000, Duration::from_secs(60)).unwrap());
+        let burst = |window: Arc<RedisWindow>| async move {
+            let mut worst = Duration::ZERO;
+            let (mut admitted, mut unavailable) = (0, 0);
+            for _ in 0..20 {
+                let started = Instant::now();
+                match window.try_acquire().await {
+                    Ok(()) => admitted += 1,
+                    Err(Refusal::StoreUnavailable { .. }) => unavailable += 1,
+                    Err(other) => panic!("unexpected {other:?}"),
+                }
+                worst = worst.max(started.elapsed());
+            }
+            (admitted, unavailable, worst)
+        };
+        let (admitted, _, _) = burst(Arc::clone(&window)).await;
+        assert_eq!(admitted, 20, "healthy first");
+
+        let tasks: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(burst(Arc::clone(&window))))
+            .collect();
+        server.kill();
+        let mut unavailable_total = 0;
+        for task in tasks {
+            let (_, unavailable, worst) = task.await.unwrap();
+            unavailable_total += unavailable;
+            assert!(
+                worst < DEADLINE + SLACK,
+                "no hang past the deadline: {worst:?}"
+            );
+        }
+        // After the kill, everything is refused; the burst raced the kill, so at least
+        // the calls after it.
+        let (admitted, unavailable, worst) = burst(Arc::clone(&window)).await;
+        assert_eq!(
+            (admitted, unavailable),
+            (0, 20),
+            "fail closed while Redis is down"
+        );
+        assert!(worst < DEADLINE + SLACK, "{worst:?}");
+        assert!(unavailable_total + unavailable >= 20);
+        let metrics = store.metrics().snapshot();
+        assert!(metrics.store_errors + metrics.timeouts >= 20, "{metrics:?}");
+
+        server.restart();
+        let recovered = async {
+            loop {
+                if window.try_acquire().await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), recovered)
+            .await
+            .expect("recovers on its own after Redis restarts");
+    });
+}
+
+/// A loopback proxy that delays everything Redis sends back by `delay_ms`.
+async fn delaying_proxy(upstream: u16, delay_ms: Arc<AtomicU64>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                continue;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+            });
+            let delay_ms = Arc::clone(&delay_ms);
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 64 * 1024];
+                loop {
+                    let Ok(n) = server_read.read(&mut buffer).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    let delay = delay_ms.load(Ordering::Relaxed);
+                    if delay > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
+                    if client_write.write_all(&buffer[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_slow_redis_passes_the_deadline_and_the_policy_decides() {
+    let Some(server) = support::RedisServer::start(&[]) else {
+        return;
+    };
+    runtime().block_on(async {
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let port = delaying_proxy(server.port, Arc::clone(&delay_ms)).await;
+        let url = format!("redis://127.0.0.1:{port}");
+        let strict_options = StoreOptions {
+            deadline: DEADLINE,
+            ..StoreOptions::default()
+        };
+        let closed = RedisStore::connect(&url, strict_options).await.unwrap();
+        let fallback = RedisStore::connect(
+            &url,
+            StoreOptions {
+                failure_policy: FailurePolicy::LocalFallback { share: 0.5 },
+                ..strict_options
+            },
+        )
+        .await
+        .unwrap();
+        let minute = Duration::from_secs(60);
+        let strict = RedisWindow::new(&closed, "slow-closed", 10, minute).unwrap();
+        let shared = RedisWindow::new(&fallback, "slow-fallback", 10, minute).unwrap();
+        assert_eq!(strict.try_acquire_from().await, Ok(Source::Store));
+        assert_eq!(shared.try_acquire_from().await, Ok(Source::Store));
+
+        delay_ms.store(600, Ordering::Relaxed);
+        let started = Instant::now();
+        assert!(matches!(
+            strict.try_acquire().await,
+            Err(Refusal::StoreUnavailable { .. })
+        ));
+        assert!(
+            started.elapsed() < DEADLINE + SLACK,
+            "the deadline, not the delay"
+        );
+        // Local fallback: this replica's half of the limit (5), then exact 429s.
+        for _ in 0..5 {
+            assert_eq!(shared.try_acquire_from().await, Ok(Source::LocalFallback));
+        }
+        assert!(matches!(
+            shared.try_acquire().await,
+            Err(Refusal::RateLimited { .. })
+        ));
+        let metrics = fallback.metrics().snapshot();
+        assert_eq!(metrics.fallback_decisions, 6);
+        assert!(metrics.timeouts >= 6, "{metrics:?}");
+
+        delay_ms.store(0, Ordering::Relaxed);
+        let back = async {
+            loop {
+                if strict.try_acquire_from().await == Ok(Source::Store) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), back)
+            .await
+            .expect("back on the store once Redis is fast again");
+    });
+}

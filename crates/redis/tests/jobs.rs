@@ -1,0 +1,151 @@
+//! The shared queue and job slots against a real redis-server, on injected time.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backstop_core::clock::ManualClock;
+use backstop_core::jobs::{JobBounds, Priority};
+use backstop_redis::{RedisStore, Refusal, StartError, StoreOptions, jobs};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        deadline: Duration::from_secs(2),
+        ..StoreOptions::default()
+    }
+}
+
+const BOUNDS: JobBounds = JobBounds {
+    max_queue: 3,
+    critical_reserve: 1,
+    max_jobs: 1,
+};
+
+/// Waits (briefly, real time) for spawned releases to reach Redis.
+async fn eventually(mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("condition not reached within 1 s");
+}
+
+#[test]
+fn a_ticket_becomes_a_permit_in_one_step_and_bounds_hold() {
+    let Some((url, _server)) = support::shared() else {
+        return;
+    };
+    runtime().block_on(async {
+        let clock = ManualClock::new();
+        clock.set(Duration::from_secs(1_700_000_000));
+        let store = RedisStore::connect_with_clock(&url, options(), Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        let (queue, slots) = jobs::counters(
+            &store,
+            &support::unique("jobs"),
+            BOUNDS,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let first = queue.try_enter().await.unwrap();
+        let second = queue.try_enter().await.unwrap();
+        let refused = queue.try_enter().await.unwrap_err();
+        assert_eq!(
+            refused.as_str(),
+            "queue_full",
+            "the reserve is for critical requests"
+        );
+        let critical = queue.try_enter_as(Priority::Critical).await.unwrap();
+        assert!(queue.try_enter_as(Priority::Critical).await.is_err());
+        assert_eq!(queue.len().await.unwrap(), 3);
+
+        let running = slots.try_start(first).await.unwrap();
+        assert_eq!(
+            (queue.len().await.unwrap(), slots.active().await.unwrap()),
+            (2, 1)
+        );
+        let second = match slots.try_start(second).await {
+            Err(StartError::NoFreeSlot(ticket)) => ticket,
+            other => panic!("expected no free slot, got {other:?}"),
+        };
+        assert!(matches!(
+            slots.try_acquire().await,
+            Err(Refusal::Overloaded { .. })
+        ));
+        drop(running);
+        eventually(async || slots.active().await.unwrap() == 0).await;
+        let _running = slots.try_start(second).await.unwrap();
+        drop(critical);
+        eventually(async || queue.len().await.unwrap() == 0).await;
+        assert_eq!(slots.active().await.unwrap(), 1);
+    });
+}
+
+#[test]
+fn a_lease_not_renewed_frees_its_place_exactly_at_the_lease_time() {
+    let Some((url, _server)) = support::shared() else {
+        return;
+    };
+    runtime().block_on(async {
+        let clock = ManualClock::new();
+        clock.set(Duration::from_secs(1_700_000_000));
+        let store = RedisStore::connect_with_clock(&url, options(), Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        let lease = Duration::from_secs(30);
+        let name = support::unique("lease");
+        let (queue, _slots) = jobs::counters(&store, &name, BOUNDS, lease).unwrap();
+        let ticket = queue.try_enter().await.unwrap();
+        let _other = queue.try_enter().await.unwrap();
+        // Leak it, as a replica that dies does: no release, no renewal past this point.
+        std::mem::forget(ticket);
+        clock.advance(lease - Duration::from_micros(1));
+        assert!(
+            queue.try_enter().await.is_err(),
+            "still held 1 µs before the lease ends"
+        );
+        clock.advance(Duration::from_micros(1));
+        // Both leases end now (renewals run every lease / 3 of real time, which this
+        // test does not wait for), so the places are back.
+        assert!(
+            queue.try_enter().await.is_ok(),
+            "back exactly at the lease time"
+        );
+    });
+}
+
+#[test]
+fn bad_job_settings_are_typed_errors() {
+    let Some((url, _server)) = support::shared() else {
+        return;
+    };
+    runtime().block_on(async {
+        let store = RedisStore::connect(&url, options()).await.unwrap();
+        let err = jobs::counters(&store, "x", BOUNDS, Duration::from_millis(1)).unwrap_err();
+        assert_eq!(err.field(), "lease");
+        let err = jobs::counters(&store, "a}b", BOUNDS, Duration::from_secs(1)).unwrap_err();
+        assert_eq!(err.field(), "name");
+        let bounds = JobBounds {
+            max_queue: 0,
+            ..BOUNDS
+        };
+        assert_eq!(
+            jobs::counters(&store, "x", bounds, Duration::from_secs(1))
+                .unwrap_err()
+                .field(),
+            "queue.max"
+        );
+    });
+}

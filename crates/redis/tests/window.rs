@@ -1,0 +1,295 @@
+//! The shared window against a real redis-server: the in-process `SlidingWindow` is the
+//! model, on one `ManualClock` injected into both.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backstop_core::clock::ManualClock;
+use backstop_core::rate::SlidingWindow;
+use backstop_redis::{
+    RedisKeyedWindow, RedisStore, RedisWindow, Refusal, StoreError, StoreOptions,
+};
+use proptest::prelude::*;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn relaxed() -> StoreOptions {
+    // Generous deadline: these tests check decisions, not speed, on a loaded machine.
+    StoreOptions {
+        deadline: Duration::from_secs(2),
+        ..StoreOptions::default()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A decision for key `k`.
+    Acquire(usize),
+    /// Virtual time moves on by this many microseconds.
+    Advance(u64),
+    /// Virtual time moves to the last refusal's retry time, ± 1 µs.
+    ToRetry(i64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0usize..3).prop_map(Op::Acquire),
+        2 => prop_oneof![Just(0u64), Just(1), 1..5_000_000u64].prop_map(Op::Advance),
+        2 => (-1i64..=1).prop_map(Op::ToRetry),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random decisions from three keys on injected time: Redis and the in-process
+    /// model agree on every admit/deny and every retry_after, window edges ± 1 µs
+    /// included.
+    #[test]
+    fn redis_window_matches_the_in_process_model(
+        limit in 1u32..6,
+        window_s in 1u64..4,
+        ops in proptest::collection::vec(op(), 1..80),
+    ) {
+        let Some((url, _server)) = support::shared() else { return Ok(()) };
+        let rt = runtime();
+        let clock = ManualClock::new();
+        // Start far from zero: Redis-side times are microseconds since an epoch.
+        clock.set(Duration::from_secs(1_700_000_000));
+        let window = Duration::from_secs(window_s);
+        rt.block_on(async {
+            let store = RedisStore::connect_with_clock(&url, relaxed(), Arc::new(clock.clone()))
+                .await
+                .expect("connect");
+            let name = support::unique("prop");
+            let shared = RedisKeyedWindow::new(&store, &name, limit, window).unwrap();
+            let models: Vec<_> = (0..3)
+                .map(|_| SlidingWindow::with_clock(limit, window, clock.clone()).unwrap())
+                .collect();
+            let mut last_retry = Duration::ZERO;
+            for op in &ops {
+                match *op {
+                    Op::Acquire(k) => {
+                        let client = format!("client-{k}");
+                        let got = shared.try_acquire_checked(&client).await.expect("store answers");
+                        let want = models[k].try_acquire().map_err(|r| Refusal::RateLimited {
+                            retry_after: r.retry_after(),
+                        });
+                        prop_assert_eq!(got, want, "key {} at {:?}", k, clock.now());
+                        if let Err(refusal) = got {
+                            last_retry = refusal.retry_after();
+                        }
+                    }
+                    Op::Advance(us) => clock.advance(Duration::from_micros(us)),
+                    Op::ToRetry(delta) => {
+                        let to = last_retry.as_micros() as i64 + delta;
+                        if to > 0 {
+                            clock.advance(Duration::from_micros(to as u64));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
+
+#[test]
+fn the_edge_of_the_window_is_exact_to_the_microsecond() {
+    let Some((url, _server)) = support::shared() else {
+        return;
+    };
+    let rt = runtime();
+    let clock = ManualClock::new();
+    clock.set(Duration::from_secs(1_700_000_000));
+    rt.block_on(async {
+        let store = RedisStore::connect_with_clock(&url, relaxed(), Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        let window = RedisWindow::new(
+            &store,
+            &support::unique("edge"),
+            30,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        for _ in 0..30 {
+            window.try_acquire().await.expect("within the limit");
+        }
+        let refused = window.try_acquire().await.unwrap_err();
+        assert_eq!(
+            refused,
+            Refusal::RateLimited {
+                retry_after: Duration::from_secs(60)
+            }
+        );
+        clock.advance(Duration::from_secs(60) - Duration::from_micros(1));
+        assert_eq!(
+            window.try_acquire().await,
+            Err(Refusal::RateLimited {
+                retry_after: Duration::from_micros(1)
+            }),
+            "one microsecond early"
+        );
+        clock.advance(Duration::from_micros(1));
+        assert_eq!(window.try_acquire().await, Ok(()), "exactly on time");
+        assert!(window.try_acquire().await.is_ok(), "all 30 left together");
+    });
+}
+
+#[test]
+fn concurrent_callers_on_redis_time_admit_exactly_the_limit() {
+    let Some((url, _server)) = support::shared() else {
+        return;
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let store = RedisStore::connect(&url, relaxed()).await.unwrap();
+        let window = Arc::new(
+            RedisWindow::new(
+                &store,
+                &support::unique("burst"),
+                100,
+                Duration::from_secs(600),
+            )
+            .unwrap(),
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..64 {
+            let window = Arc::clone(&window);
+            tasks.spawn(async move {
+                let mut admitted = 0;
+                for _ in 0..5 {
+                    match window.try_acquire().await {
+                        Ok(()) => admitted += 1,
+                        Err(Refusal::RateLimited { retry_after }) => {
+                            assert!(retry_after <= Duration::from_secs(600));
+                        }
+                        Err(other) => panic!("unexpected {other:?}"),
+                    }
+                }
+                admitted
+            });
+        }
+        let mut total = 0;
+        while let Some(admitted) = tasks.join_next().await {
+            total += admitted.unwrap();
+        }
+        assert_eq!(total, 100);
+        assert!(store.metrics().snapshot().store_decisions >= 320);
+    });
+}
+
+#[test]
+fn a_window_key_vanishes_with_its_window_and_is_compact() {
+    let Some((url, _server)) = support::shared() else {
+        return;
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let store = RedisStore::connect(&url, relaxed()).await.unwrap();
+        let window =
+            RedisWindow::new(&store, &support::unique("ttl"), 30, Duration::from_secs(60)).unwrap();
+        for _ in 0..30 {
+            window.try_acquire().await.unwrap();
+        }
+        let mut conn = store.connection();
+        let len: u64 = redis::cmd("STRLEN")
+            .arg(window.key())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(len, 16 + 8 * 30, "a header and 8 bytes per admission");
+        let ttl_ms: i64 = redis::cmd("PTTL")
+            .arg(window.key())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            ttl_ms > 59_000 && ttl_ms <= 60_000,
+            "expires with its window: {ttl_ms}"
+        );
+    });
+}
+
+#[test]
+fn a_key_of_another_type_is_a_typed_error_and_never_an_admission() {
+    let Some((url, _server)) = support::shared() else {
+        return;
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let store = RedisStore::connect(&url, relaxed()).await.unwrap();
+        let name = support::unique("wrongtype");
+        let window = RedisWindow::new(&store, &name, 5, Duration::from_secs(60)).unwrap();
+        let mut conn = store.connection();
+        let _: i64 = redis::cmd("RPUSH")
+            .arg(window.key())
+            .arg("x")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let err = window.try_acquire_checked().await.unwrap_err();
+        assert!(matches!(err, StoreError::WrongType { .. }), "{err:?}");
+        assert!(matches!(
+            window.try_acquire().await,
+            Err(Refusal::StoreUnavailable { .. })
+        ));
+        // A string someone else wrote: not ours either.
+        let _: () = redis::cmd("SET")
+            .arg(window.key())
+            .arg("hello")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let err = window.try_acquire_checked().await.unwrap_err();
+        assert!(matches!(err, StoreError::WrongType { .. }), "{err:?}");
+        let value: String = redis::cmd("GET")
+            .arg(window.key())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(value, "hello", "left untouched");
+        assert!(store.metrics().snapshot().store_errors >= 3);
+    });
+}
+
+#[test]
+fn a_changed_limit_keeps_the_recent_admissions() {
+    let Some((url, _server)) = support::shared() else {
+        return;
+    };
+    let rt = runtime();
+    let clock = ManualClock::new();
+    clock.set(Duration::from_secs(1_700_000_000));
+    rt.block_on(async {
+        let store = RedisStore::connect_with_clock(&url, relaxed(), Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        let name = support::unique("reshape");
+        let minute = Duration::from_secs(60);
+        let wide = RedisWindow::new(&store, &name, 30, minute).unwrap();
+        for _ in 0..10 {
+            wide.try_acquire().await.unwrap();
+        }
+        let narrow = RedisWindow::new(&store, &name, 5, minute).unwrap();
+        assert!(
+            narrow.try_acquire().await.is_err(),
+            "10 admissions already in the window"
+        );
+        let wider = RedisWindow::new(&store, &name, 12, minute).unwrap();
+        // A refusal writes nothing: the 10 still count, as in SlidingWindow::reconfigure.
+        for _ in 0..2 {
+            wider.try_acquire().await.unwrap();
+        }
+        assert!(wider.try_acquire().await.is_err());
+    });
+}
