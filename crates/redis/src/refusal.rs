@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use backstop_core::OverloadReason;
+use backstop_core::{OverloadReason, RateScope};
 
 /// A refused request. The first two variants mirror [`backstop_core::Refusal`] exactly;
 /// [`StoreUnavailable`](Self::StoreUnavailable) is new, and is what `fail_closed`
@@ -13,11 +13,13 @@ use backstop_core::OverloadReason;
 #[non_exhaustive]
 pub enum Refusal {
     /// Too many requests in the window (429).
-    #[error("rate limited: retry after {retry_after:?}")]
+    #[error("rate limited ({scope:?}): retry after {retry_after:?}")]
     RateLimited {
         /// Exactly when a retry would be admitted, were nothing else admitted meanwhile
         /// (to the microsecond: the store's time resolution).
         retry_after: Duration,
+        /// Which window refused: the shared one or the client's own.
+        scope: RateScope,
     },
     /// A shared bound was reached (503).
     #[error("overloaded ({reason}): retry after about {retry_after_hint:?}")]
@@ -47,7 +49,7 @@ impl Refusal {
     /// How long the client should wait before retrying.
     pub fn retry_after(&self) -> Duration {
         match *self {
-            Refusal::RateLimited { retry_after } => retry_after,
+            Refusal::RateLimited { retry_after, .. } => retry_after,
             Refusal::Overloaded {
                 retry_after_hint, ..
             }
@@ -67,8 +69,8 @@ impl Refusal {
     /// The same refusal as core's type, when core has one for it.
     pub fn to_core(&self) -> Option<backstop_core::Refusal> {
         match *self {
-            Refusal::RateLimited { retry_after } => {
-                Some(backstop_core::Refusal::RateLimited { retry_after })
+            Refusal::RateLimited { retry_after, scope } => {
+                Some(backstop_core::Refusal::RateLimited { retry_after, scope })
             }
             Refusal::Overloaded {
                 reason,
@@ -85,8 +87,8 @@ impl Refusal {
 impl From<backstop_core::Refusal> for Refusal {
     fn from(refusal: backstop_core::Refusal) -> Self {
         match refusal {
-            backstop_core::Refusal::RateLimited { retry_after } => {
-                Refusal::RateLimited { retry_after }
+            backstop_core::Refusal::RateLimited { retry_after, scope } => {
+                Refusal::RateLimited { retry_after, scope }
             }
             backstop_core::Refusal::Overloaded {
                 reason,

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backstop_core::ConfigError;
 use backstop_core::clock::{Clock, QuantaClock};
 use backstop_core::rate::{KeyedSlidingWindow, SlidingWindow};
+use backstop_core::{ConfigError, RateScope};
 
 use crate::error::StoreError;
 use crate::options::FailurePolicy;
@@ -206,7 +206,7 @@ impl RedisWindow {
             .store
             .decide(&self.key, self.shape.limit, self.shape.window_us)
             .await?;
-        Ok(verdict(wait_us))
+        Ok(verdict(wait_us, RateScope::Global))
     }
 
     fn on_failure(&self) -> Result<Source, Refusal> {
@@ -222,6 +222,7 @@ impl RedisWindow {
                     .map(|()| Source::LocalFallback)
                     .map_err(|refused| Refusal::RateLimited {
                         retry_after: refused.retry_after(),
+                        scope: RateScope::Global,
                     })
             }
         }
@@ -243,12 +244,13 @@ impl RedisWindow {
     }
 }
 
-fn verdict(wait_us: u64) -> Result<(), Refusal> {
+fn verdict(wait_us: u64, scope: RateScope) -> Result<(), Refusal> {
     if wait_us == 0 {
         Ok(())
     } else {
         Err(Refusal::RateLimited {
             retry_after: Duration::from_micros(wait_us),
+            scope,
         })
     }
 }
@@ -357,6 +359,7 @@ impl RedisKeyedWindow {
         if client.len() > MAX_CLIENT_KEY_BYTES {
             return Ok(Err(Refusal::RateLimited {
                 retry_after: Duration::from_micros(self.shape.window_us),
+                scope: RateScope::PerClient,
             }));
         }
         let key: Arc<str> = self.key_for(client).into();
@@ -364,7 +367,7 @@ impl RedisKeyedWindow {
             .store
             .decide(&key, self.shape.limit, self.shape.window_us)
             .await?;
-        Ok(verdict(wait_us))
+        Ok(verdict(wait_us, RateScope::PerClient))
     }
 
     fn on_failure(&self, client: &str) -> Result<Source, Refusal> {
@@ -379,6 +382,7 @@ impl RedisKeyedWindow {
                     Ok(()) => Ok(Source::LocalFallback),
                     Err(refused) if refused.status_code() == 429 => Err(Refusal::RateLimited {
                         retry_after: refused.retry_after(),
+                        scope: RateScope::PerClient,
                     }),
                     Err(_) => Err(Refusal::StoreUnavailable {
                         retry_after_hint: hint,

@@ -6,6 +6,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backstop_core::RateScope;
 use backstop_core::clock::ManualClock;
 use backstop_core::rate::SlidingWindow;
 use backstop_redis::{
@@ -82,6 +83,7 @@ proptest! {
                         let got = shared.try_acquire_checked(&client).await.expect("store answers");
                         let want = models[k].try_acquire().map_err(|r| Refusal::RateLimited {
                             retry_after: r.retry_after(),
+                            scope: RateScope::PerClient,
                         });
                         prop_assert_eq!(got, want, "key {} at {:?}", k, clock.now());
                         if let Err(refusal) = got {
@@ -128,14 +130,16 @@ fn the_edge_of_the_window_is_exact_to_the_microsecond() {
         assert_eq!(
             refused,
             Refusal::RateLimited {
-                retry_after: Duration::from_secs(60)
+                retry_after: Duration::from_secs(60),
+                scope: RateScope::Global,
             }
         );
         clock.advance(Duration::from_secs(60) - Duration::from_micros(1));
         assert_eq!(
             window.try_acquire().await,
             Err(Refusal::RateLimited {
-                retry_after: Duration::from_micros(1)
+                retry_after: Duration::from_micros(1),
+                scope: RateScope::Global,
             }),
             "one microsecond early"
         );
@@ -170,7 +174,7 @@ fn concurrent_callers_on_redis_time_admit_exactly_the_limit() {
                 for _ in 0..5 {
                     match window.try_acquire().await {
                         Ok(()) => admitted += 1,
-                        Err(Refusal::RateLimited { retry_after }) => {
+                        Err(Refusal::RateLimited { retry_after, .. }) => {
                             assert!(retry_after <= Duration::from_secs(600));
                         }
                         Err(other) => panic!("unexpected {other:?}"),
