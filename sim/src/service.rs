@@ -108,7 +108,7 @@ impl Service {
         };
         match decision {
             Decision::Admitted(ticket) => Admit::Admitted(ticket),
-            Decision::Refused(Refusal::RateLimited { retry_after }) => Admit::RateLimited {
+            Decision::Refused(Refusal::RateLimited { retry_after, .. }) => Admit::RateLimited {
                 retry_after_ns: ns(retry_after),
             },
             Decision::Refused(Refusal::Overloaded {

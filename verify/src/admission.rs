@@ -208,7 +208,7 @@ pub fn check(data: &[u8]) -> Result<(), Violation> {
                         Expected::Admitted
                     }
                     Decision::Exempt => Expected::Exempt,
-                    Decision::Refused(Refusal::RateLimited { retry_after }) => {
+                    Decision::Refused(Refusal::RateLimited { retry_after, .. }) => {
                         Expected::RateLimited(
                             u64::try_from(retry_after.as_nanos()).unwrap_or(u64::MAX),
                         )

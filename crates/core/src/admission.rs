@@ -68,14 +68,52 @@ impl fmt::Display for OverloadReason {
     }
 }
 
+/// Which rate window refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RateScope {
+    /// The window all requests share (`rate.limit` per `rate.window_ms`).
+    Global,
+    /// The client's own window ([`Admission::with_per_key`]).
+    PerClient,
+}
+
+impl RateScope {
+    /// Every scope, in a fixed order (for metrics).
+    pub const ALL: [RateScope; 2] = [RateScope::Global, RateScope::PerClient];
+
+    /// `global` or `per_client`: stable, for logs, metrics labels and headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateScope::Global => "global",
+            RateScope::PerClient => "per_client",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            RateScope::Global => 0,
+            RateScope::PerClient => 1,
+        }
+    }
+}
+
+impl fmt::Display for RateScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A refused request, with what an HTTP layer needs to answer it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum Refusal {
-    /// Too many requests in the window (429).
-    #[error("rate limited: retry after {retry_after:?}")]
+    /// Too many requests in a window (429).
+    #[error("rate limited ({scope}): retry after {retry_after:?}")]
     RateLimited {
         /// Exactly when a retry would be admitted, were nothing else admitted meanwhile.
         retry_after: Duration,
+        /// Which window refused: the shared one or the client's own.
+        scope: RateScope,
     },
     /// The service is full (503).
     #[error("overloaded ({reason}): retry after about {retry_after_hint:?}")]
@@ -99,7 +137,7 @@ impl Refusal {
     /// How long the client should wait before retrying.
     pub fn retry_after(&self) -> Duration {
         match *self {
-            Refusal::RateLimited { retry_after } => retry_after,
+            Refusal::RateLimited { retry_after, .. } => retry_after,
             Refusal::Overloaded {
                 retry_after_hint, ..
             } => retry_after_hint,
@@ -473,6 +511,7 @@ impl<C: Clock> Admission<C> {
         if let Err(limited) = limiter.try_acquire_from_reading(now_ns) {
             let refusal = Refusal::RateLimited {
                 retry_after: limited.retry_after(),
+                scope: RateScope::Global,
             };
             if !shadow {
                 self.metrics.count(Outcome::Refused(refusal));
@@ -487,6 +526,7 @@ impl<C: Clock> Admission<C> {
                 let refusal = match refused {
                     KeyedRefusal::RateLimited(limited) => Refusal::RateLimited {
                         retry_after: limited.retry_after(),
+                        scope: RateScope::PerClient,
                     },
                     KeyedRefusal::TooManyKeys(too_many) => Refusal::Overloaded {
                         reason: OverloadReason::TooManyKeys,

@@ -37,7 +37,9 @@ pub mod rate;
 pub mod resources;
 mod sync;
 
-pub use admission::{Admission, Decision, OverloadReason, Refusal, RequestClass, WaitReason};
+pub use admission::{
+    Admission, Decision, OverloadReason, RateScope, Refusal, RequestClass, WaitReason,
+};
 pub use config_error::ConfigError;
 pub use limits::{JobLimits, Limits, QueueLimits, RateLimits};
 pub use metrics::{Metrics, MetricsSnapshot};

@@ -7,7 +7,8 @@ use backstop_core::clock::ManualClock;
 use backstop_core::jobs::QueueTicket;
 use backstop_core::resources::{GateState, ResourceReading, Shortage};
 use backstop_core::{
-    Admission, Decision, Limits, MetricsSnapshot, OverloadReason, Refusal, RequestClass, WaitReason,
+    Admission, Decision, Limits, MetricsSnapshot, OverloadReason, RateScope, Refusal, RequestClass,
+    WaitReason,
 };
 
 const MIB: u64 = 1 << 20;
@@ -62,7 +63,8 @@ fn rate_limit_comes_first_with_an_exact_retry_after() {
     assert_eq!(
         refused,
         Refusal::RateLimited {
-            retry_after: Duration::from_secs(7)
+            retry_after: Duration::from_secs(7),
+            scope: RateScope::Global,
         }
     );
     assert_eq!(

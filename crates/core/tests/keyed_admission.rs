@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
-use backstop_core::{Admission, Decision, Limits, MetricsSnapshot, RequestClass};
+use backstop_core::{
+    Admission, Decision, Limits, MetricsSnapshot, RateScope, Refusal, RequestClass,
+};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -189,5 +191,53 @@ fn client_overrides_through_the_stage() {
     assert_eq!(
         admission.per_key().unwrap().limit_for("paying"),
         (3, MINUTE)
+    );
+}
+
+#[test]
+fn a_429_says_which_window_refused_and_the_metrics_count_each() {
+    let admission = admission(2, 100, 1, 10);
+    let _a = admission.try_admit_for("a").into_result().unwrap();
+    let own = admission.try_admit_for("a").refusal().copied().unwrap();
+    assert!(
+        matches!(
+            own,
+            Refusal::RateLimited {
+                scope: RateScope::PerClient,
+                ..
+            }
+        ),
+        "{own:?}"
+    );
+    // New clients, each with room of its own, until the shared window is full.
+    let shared = (0..3)
+        .find_map(|i| {
+            admission
+                .try_admit_for(&format!("new-{i}"))
+                .refusal()
+                .copied()
+        })
+        .expect("the shared window fills");
+    assert!(
+        matches!(
+            shared,
+            Refusal::RateLimited {
+                scope: RateScope::Global,
+                ..
+            }
+        ),
+        "{shared:?}"
+    );
+    let snapshot = admission.metrics().snapshot();
+    assert_eq!(snapshot.rate_limited_total, 2);
+    assert_eq!(
+        snapshot.rate_limited_by_scope_total,
+        vec![("global", 1), ("per_client", 1)]
+    );
+    assert!(
+        admission
+            .metrics()
+            .render_prometheus()
+            .contains("backstop_rate_limited_by_scope_total{scope=\"per_client\"} 1")
     );
 }

@@ -111,6 +111,7 @@ mod tests {
         let policy = policy_value("default", 8, Duration::from_millis(60_000));
         let refusal = Refusal::RateLimited {
             retry_after: Duration::from_millis(49_700),
+            scope: backstop_core::RateScope::Global,
         };
         let response = refusal_response(&refusal, Some(("default", &policy)));
         assert_eq!(response.status(), 429);
