@@ -226,7 +226,9 @@ struct Settings<C: Clock> {
     /// replaced only when a new limit is above its capacity, which at least doubles each
     /// time, so there are at most 25 of them and the old ones together take less memory
     /// than the one in use. Kept to the end: a request may still be reading an old one.
-    limiters: Vec<Box<SlidingWindow<C>>>,
+    /// `Arc`s, not boxes: `Admission::limiter` points into them, and moving an `Arc`
+    /// (into this Vec, or as the Vec grows) never touches or retags the limiter itself.
+    limiters: Vec<StdArc<SlidingWindow<C>>>,
 }
 
 /// The front door of a job-running service.
@@ -317,7 +319,7 @@ impl<C: Clock + Clone> Admission<C> {
     /// As [`Limits::validate`].
     pub fn with_clock(limits: Limits, clock: C) -> Result<Self, ConfigError> {
         limits.validate()?;
-        let mut limiter = Box::new(SlidingWindow::with_clock(
+        let limiter = StdArc::new(SlidingWindow::with_clock(
             limits.rate.limit,
             limits.rate.window(),
             clock.clone(),
@@ -330,7 +332,8 @@ impl<C: Clock + Clone> Admission<C> {
             StdArc::clone(&gate),
         ));
         Ok(Admission {
-            limiter: AtomicPtr::new(&mut *limiter),
+            // A shared pointer made without a `&mut`: `limiter()` only ever reads through it.
+            limiter: AtomicPtr::new(StdArc::as_ptr(&limiter).cast_mut()),
             retry_after_hint_ns: AtomicU64::new(hint_ns(&limits)),
             shadow: AtomicBool::new(limits.shadow),
             queue,
@@ -418,9 +421,14 @@ impl<C: Clock + Clone> Admission<C> {
         let (limit, window) = (limits.rate.limit, limits.rate.window());
         let current = settings.limiters.last().expect("made with one limiter");
         if limit > current.capacity() {
-            let mut larger = Box::new(current.reconfigured(limit, window)?);
+            // Seal, copy, publish: after the seal no admission lands in the old limiter,
+            // so its history is final and the new one starts from all of it; requests
+            // that find it sealed wait for the new one and decide there (`decide`).
+            // Validated above, so nothing below fails after the seal.
+            let larger = StdArc::new(current.sealed_successor(limit, window)?);
             // Release: a request that loads the pointer sees the limiter fully built.
-            self.limiter.store(&mut *larger, Ordering::Release);
+            self.limiter
+                .store(StdArc::as_ptr(&larger).cast_mut(), Ordering::Release);
             settings.limiters.push(larger);
         } else {
             current.reconfigure(limit, window)?;
@@ -443,11 +451,28 @@ impl<C: Clock> Admission<C> {
         // Acquire: pairs with the Release store in `reconfigure`, so the limiter behind
         // the pointer is seen fully built.
         let limiter = self.limiter.load(Ordering::Acquire);
-        // The pointer is always to a boxed limiter in `settings.limiters`, which only
-        // grows and is dropped with `self`, and boxes never move their contents; sharing
-        // it is sound because `Admission: Sync` needs `C: Sync` (its `clock` field).
+        // The pointer is always `Arc::as_ptr` of a limiter in `settings.limiters`, which
+        // only grows and is dropped with `self`; an `Arc`'s value never moves, and the
+        // pointer was never derived from a `&mut`. Sharing it is sound because
+        // `Admission: Sync` needs `C: Sync` (its `clock` field).
         // SAFETY: the pointee outlives `&self` and is only ever used through `&`.
         unsafe { &*limiter }
+    }
+
+    /// The limiter that replaced `sealed` (see `reconfigure`): waits, without a lock,
+    /// for the reconfiguring thread to publish it. Cold: only requests racing a growth
+    /// past the limiter's capacity come here.
+    #[cold]
+    #[inline(never)]
+    fn successor_of(&self, sealed: &SlidingWindow<C>) -> &SlidingWindow<C> {
+        let backoff = crossbeam_utils::Backoff::new();
+        loop {
+            let limiter = self.limiter();
+            if !std::ptr::eq(limiter, sealed) {
+                return limiter;
+            }
+            backoff.snooze();
+        }
     }
 
     fn retry_after_hint(&self) -> Duration {
@@ -491,6 +516,23 @@ impl<C: Clock> Admission<C> {
         self.per_key.as_ref()
     }
 
+    /// One admission in the global window, following the limiter across a growth.
+    #[inline]
+    fn acquire_global<'a>(
+        &'a self,
+        mut limiter: &'a SlidingWindow<C>,
+        now_ns: u64,
+    ) -> Result<(), crate::rate::RateLimited> {
+        loop {
+            match limiter.try_acquire_from_reading(now_ns) {
+                Err(limited) if limiter.refusal_means_sealed(limited) => {
+                    limiter = self.successor_of(limiter);
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     fn decide(&self, key: Option<&str>, class: RequestClass) -> Decision {
         let priority = match class {
             RequestClass::Exempt => {
@@ -505,10 +547,11 @@ impl<C: Clock> Admission<C> {
         let limiter = self.limiter();
 
         // One clock reading for both rate stages (the per-client limiter shares the clock).
-        let now_ns = self.clock.now_ns();
+        // Below 2^62 (146 years), so that the global limiter can be sealed for a growth.
+        let now_ns = self.clock.now_ns().min(crate::rate::SEALABLE_TIME_NS);
 
         // Stage 1: the rate limit (429).
-        if let Err(limited) = limiter.try_acquire_from_reading(now_ns) {
+        if let Err(limited) = self.acquire_global(limiter, now_ns) {
             let refusal = Refusal::RateLimited {
                 retry_after: limited.retry_after(),
                 scope: RateScope::Global,

@@ -526,3 +526,24 @@ fn a_stale_reading_is_read_again_before_a_429() {
     let refused = refusal(admission.try_admit());
     assert_eq!(refused.retry_after(), Duration::from_secs(5));
 }
+
+/// Issue 13 item 2: `Limits` 1 per 60 s → 2 per 120 s must keep counting the admission
+/// the one-slot limiter forgot.
+#[test]
+fn widening_the_rate_limit_counts_what_the_wide_window_holds() {
+    let mut limits = Limits::default();
+    limits.resources.enabled = false;
+    limits.rate.limit = 1;
+    limits.rate.window_ms = 60_000;
+    let clock = ManualClock::new();
+    let admission = Admission::with_clock(limits.clone(), clock.clone()).unwrap();
+    let mut tickets = vec![admission.try_admit().into_result().unwrap()];
+    clock.advance(Duration::from_secs(60));
+    tickets.push(admission.try_admit().into_result().unwrap());
+    clock.advance(Duration::from_nanos(1));
+    limits.rate.limit = 2;
+    limits.rate.window_ms = 120_000;
+    admission.reconfigure(limits).unwrap();
+    let refused = admission.try_admit().refusal().copied();
+    assert_eq!(refused.map(|r| r.status_code()), Some(429), "{refused:?}");
+}

@@ -84,7 +84,7 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
-use super::ring::{AdmissionRing, Sealing};
+use super::ring::{AdmissionRing, Memory, Sealing};
 use super::{MAX_WINDOW, RateLimited};
 use crate::ConfigError;
 use crate::clock::{Clock, QuantaClock};
@@ -209,7 +209,7 @@ enum Refused {
 impl Entry {
     fn new(quota: Quota, floor_ns: u64) -> Self {
         Entry {
-            ring: AdmissionRing::with_history(quota.limit, quota.window_ns, &[]),
+            ring: AdmissionRing::with_memory(quota.limit, quota.window_ns, &Memory::default()),
             quota,
             floor_ns,
             carried: Box::default(),
@@ -218,16 +218,39 @@ impl Entry {
     }
 
     /// An entry of shape `quota` that remembers `sealed`'s admissions that are still in
-    /// the new window at `now_ns`: the newest in its ring, the rest carried.
+    /// the widest window the key has had at `now_ns`: the newest its ring has room for in
+    /// the ring, the rest carried; the ones the sealed ring forgot are judged at its
+    /// horizon (see `ring.rs`).
     fn reshaped(sealed: &Entry, quota: Quota, floor_ns: u64, now_ns: u64) -> Self {
+        // Final: nothing is admitted into a sealed ring. Carried admissions are older
+        // than every one the ring remembers; admissions known to neither are older still,
+        // so the oldest carried one bounds them.
+        let Memory {
+            horizon_ns,
+            times_ns,
+        } = sealed.ring.remembered();
+        let horizon_ns = match sealed.carried.first() {
+            Some(&oldest) => Some(oldest),
+            None => horizon_ns,
+        };
         let mut history = sealed.carried.to_vec();
-        // Final: nothing is admitted into a sealed ring.
-        history.extend(sealed.ring.history());
+        history.extend(times_ns);
         let memory_window_ns = sealed.memory_window_ns.max(quota.window_ns);
-        history.retain(|&t| t.saturating_add(memory_window_ns) > now_ns);
-        let split = history.len().saturating_sub(quota.limit as usize);
+        let gone = history.partition_point(|&t| t.saturating_add(memory_window_ns) <= now_ns);
+        // Dropped admissions join the forgotten ones under the horizon.
+        let horizon_ns = match (horizon_ns, gone.checked_sub(1).map(|i| history[i])) {
+            (h, Some(t)) => Some(h.unwrap_or(0).max(t)),
+            (h, None) => h,
+        };
+        let history = &history[gone..];
+        let capacity = quota.limit.next_power_of_two() as usize;
+        let split = history.len().saturating_sub(capacity);
+        let memory = Memory {
+            horizon_ns,
+            times_ns: history[split..].to_vec(),
+        };
         Entry {
-            ring: AdmissionRing::with_history(quota.limit, quota.window_ns, &history[split..]),
+            ring: AdmissionRing::with_memory(quota.limit, quota.window_ns, &memory),
             quota,
             // Admissions that left the window by `now_ns` were dropped above: a caller
             // with an older clock reading must not find their room free before it.

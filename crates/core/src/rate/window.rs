@@ -1,8 +1,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::RateLimited;
-use super::ring::AdmissionRing;
+use super::ring::Sealing;
+use super::ring::{AdmissionRing, Memory};
+use super::{RateLimited, SEALABLE_TIME_NS};
 use crate::ConfigError;
 use crate::clock::{Clock, QuantaClock};
 
@@ -108,18 +109,18 @@ impl<C: Clock> SlidingWindow<C> {
     ///
     /// As [`SlidingWindow::new`].
     pub fn with_clock(limit: u32, window: Duration, clock: C) -> Result<Self, ConfigError> {
-        Self::with_history(limit, window, clock, &[])
+        Self::with_memory(limit, window, clock, &Memory::default())
     }
 
-    fn with_history(
+    fn with_memory(
         limit: u32,
         window: Duration,
         clock: C,
-        history: &[u64],
+        memory: &Memory,
     ) -> Result<Self, ConfigError> {
         let window_ns = validate(limit, window)?;
         Ok(SlidingWindow {
-            ring: AdmissionRing::with_history(limit, window_ns, history),
+            ring: AdmissionRing::with_memory(limit, window_ns, memory),
             clock,
         })
     }
@@ -207,12 +208,35 @@ impl<C: Clock> SlidingWindow<C> {
     where
         C: Clone,
     {
-        Self::with_history(
-            limit,
-            window,
-            self.clock.clone(),
-            &self.ring.recent(self.ring.capacity()),
-        )
+        Self::with_memory(limit, window, self.clock.clone(), &self.ring.remembered())
+    }
+
+    /// Closes this limiter for good and returns one of shape `(limit, window)` that
+    /// starts from its whole, final history (see [`Admission::reconfigure`]
+    /// (crate::Admission::reconfigure)): no admission is lost (none lands here after the
+    /// seal) or doubled (each one is in exactly one of the two). Callers keep the times
+    /// they pass below [`SEALABLE_TIME_NS`].
+    ///
+    /// # Errors
+    ///
+    /// As [`SlidingWindow::new`]; then nothing is sealed.
+    pub(crate) fn sealed_successor(&self, limit: u32, window: Duration) -> Result<Self, ConfigError>
+    where
+        C: Clone,
+    {
+        validate(limit, window)?;
+        let sealing = self.ring.seal(None);
+        debug_assert!(matches!(sealing, Sealing::Sealed), "{sealing:?}");
+        Self::with_memory(limit, window, self.clock.clone(), &self.ring.remembered())
+    }
+
+    /// Whether `refused` came from a sealed limiter ([`sealed_successor`]
+    /// (Self::sealed_successor)) rather than a full window: a sealed one refuses with a
+    /// wait of at least 2⁶² ns, which no real window (at most [`MAX_WINDOW`]) gives
+    /// for times below [`SEALABLE_TIME_NS`].
+    #[inline]
+    pub(crate) fn refusal_means_sealed(&self, refused: RateLimited) -> bool {
+        refused.retry_after() >= Duration::from_nanos(SEALABLE_TIME_NS) && self.ring.is_sealed()
     }
 
     /// Admits one request now, or says exactly when to retry.
@@ -246,7 +270,7 @@ impl<C: Clock> SlidingWindow<C> {
     #[inline]
     pub(crate) fn try_acquire_from_reading(&self, now_ns: u64) -> Result<(), RateLimited> {
         self.ring
-            .try_acquire_fresh(now_ns, || Some(self.clock.now_ns()))
+            .try_acquire_fresh(now_ns, || Some(self.clock.now_ns().min(SEALABLE_TIME_NS)))
             .map_err(|retry_after_ns| RateLimited::new(Duration::from_nanos(retry_after_ns)))
     }
 
@@ -342,8 +366,9 @@ impl<C: Clock> SlidingWindow<C> {
 
     /// Bytes of memory a limiter of `limit` takes (the ring plus its padded head).
     pub fn bytes_for(limit: u32) -> usize {
-        AdmissionRing::bytes_for(limit) + std::mem::size_of::<Self>()
-            - std::mem::size_of::<AdmissionRing>()
+        // The ring's bytes saturate for limits no ring could have (`u32::MAX` on 32 bits).
+        (AdmissionRing::bytes_for(limit) - std::mem::size_of::<AdmissionRing>())
+            .saturating_add(std::mem::size_of::<Self>())
     }
 
     /// Whether admissions use real 128-bit atomic instructions on this machine (true on
