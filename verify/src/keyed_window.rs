@@ -22,7 +22,7 @@ use backstop_core::clock::{Clock, ManualClock};
 use backstop_core::rate::{KeyedRefusal, KeyedSlidingWindow, MAX_LIMIT, MAX_WINDOW};
 
 use crate::input::Input;
-use crate::sliding_window::WindowModel;
+use crate::sliding_window::{Memory, WindowModel};
 use crate::{Violation, ensure};
 
 /// The longest sequence of operations one input drives.
@@ -44,37 +44,56 @@ struct Tracked {
 
 impl Tracked {
     fn new(quota: (u32, u64), history: &[u64]) -> Self {
-        Self::with_memory(quota, history, quota.1)
-    }
-
-    fn with_memory(quota: (u32, u64), history: &[u64], memory_window_ns: u64) -> Self {
-        let split = history.len().saturating_sub(quota.0 as usize);
+        let window = WindowModel::with_history(quota.0, quota.1, history);
         Tracked {
-            window: WindowModel::with_history(quota.0, quota.1, &history[split..]),
+            window,
             quota,
-            carried: history[..split].to_vec(),
-            memory_window_ns,
+            carried: Vec::new(),
+            memory_window_ns: quota.1,
         }
     }
 
-    /// When the window is empty: the latest admission plus the window (0: empty now).
+    /// When the window is empty (0: empty now).
     fn empty_from_ns(&self) -> u64 {
-        let last = self.window.recent().last().or(self.carried.last().copied());
-        last.map_or(0, |t| t + self.quota.1)
+        self.window.empty_from_ns()
     }
 
-    /// The key in a new shape at `now_ns`: what it carried and its last `limit`
-    /// admissions, less those outside the widest window the key has had.
+    /// The key in a new shape at `now_ns`: what it carried and what its window
+    /// remembers, less those outside the widest window the key has had (which join the
+    /// forgotten ones under the horizon); the newest the new window has room for in it,
+    /// the rest carried.
     ///
     /// Keeping them by the widest window, not the new one, is the fix for what this
     /// target found: narrowing a key's window and widening it again within one window
     /// used to forget admissions the wide window still held. See VERIFICATION.md.
     fn reshaped(&self, quota: (u32, u64), now_ns: u64) -> Self {
         let memory_window_ns = self.memory_window_ns.max(quota.1);
+        let Memory {
+            horizon_ns,
+            times_ns,
+        } = self.window.remembered();
+        let horizon_ns = self.carried.first().copied().or(horizon_ns);
         let mut history = self.carried.clone();
-        history.extend(self.window.recent());
-        history.retain(|&t| t + memory_window_ns > now_ns);
-        Tracked::with_memory(quota, &history, memory_window_ns)
+        history.extend(times_ns);
+        let gone = history.partition_point(|&t| t.saturating_add(memory_window_ns) <= now_ns);
+        let horizon_ns = match (horizon_ns, gone.checked_sub(1).map(|i| history[i])) {
+            (h, Some(t)) => Some(h.unwrap_or(0).max(t)),
+            (h, None) => h,
+        };
+        let history = &history[gone..];
+        let split = history
+            .len()
+            .saturating_sub(quota.0.next_power_of_two() as usize);
+        let memory = Memory {
+            horizon_ns,
+            times_ns: history[split..].to_vec(),
+        };
+        Tracked {
+            window: WindowModel::with_memory(quota.0, quota.1, &memory),
+            quota,
+            carried: history[..split].to_vec(),
+            memory_window_ns,
+        }
     }
 }
 

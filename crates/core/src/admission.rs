@@ -235,18 +235,32 @@ struct Settings<C: Clock> {
 ///
 /// Per request, [`try_admit`](Self::try_admit) checks in order:
 ///
-/// 1. the rate limit — refused with 429 and an exact `retry_after`;
-/// 2. when set up with [`with_per_key`](Self::with_per_key) and asked with
-///    [`try_admit_for`](Self::try_admit_for), the client's own limit (a
-///    [`KeyedSlidingWindow`]) — refused with 429 and the client's exact `retry_after`, or
-///    with 503 `too_many_keys` when the client is new and every tracked client still has
-///    requests in its window;
-/// 3. the queue — refused with 503 `queue_full` when `queue.max` jobs already wait.
+/// 1. the rate limit — refused with 429 ([`RateScope::Global`]) and an exact
+///    `retry_after`;
+/// 2. the queue — refused with 503 `queue_full` when `queue.max` jobs already wait.
 ///
-/// A request that passes a stage and is refused by a later one **still counts in the
-/// windows it passed**, as in the original design: a client hammering a full service
-/// uses up its own budget and is soon answered 429, which tells it to slow down. (So a
-/// request refused by its client's limit has used up a place in the global window.)
+/// When set up with [`with_per_key`](Self::with_per_key) and asked with
+/// [`try_admit_for`](Self::try_admit_for), the client's own limit (a
+/// [`KeyedSlidingWindow`]) comes **before** the shared one, so that a client refused by
+/// its own window does not use up everyone's:
+///
+/// 1. would the shared window admit the request now? Asked without charging it; if not,
+///    429 ([`RateScope::Global`]), and neither window is charged;
+/// 2. the client's own window — 429 ([`RateScope::PerClient`]) with the client's exact
+///    `retry_after`, or 503 `too_many_keys` when the client is new and every tracked
+///    client still has requests in its window; **the shared window is not charged**;
+/// 3. the shared window, charged — 429 ([`RateScope::Global`]) only if other requests
+///    took its last places between steps 1 and 3; then, and only then, a request
+///    refused by the shared window has used a place in its client's window;
+/// 4. the queue, as above.
+///
+/// Guarantees: every window is exact by itself (never more than its limit in any of its
+/// windows); a request refused by its client's window never counts in the shared one;
+/// a request refused by the shared window counts in its client's window only when it
+/// raced other admissions for the shared window's last places. A request that passes
+/// the rate stages and is refused by the queue **still counts in both windows**, as in
+/// the original design: a client hammering a full service uses up its own budget and is
+/// soon answered 429, which tells it to slow down.
 ///
 /// Per job, a worker calls [`start_job`](Self::start_job): the job starts only when a
 /// slot is free and the [`ResourceGate`] is open; otherwise the ticket comes back and the
@@ -351,8 +365,8 @@ impl<C: Clock + Clone> Admission<C> {
 
     /// Adds the per-client stage: each client (a key given to
     /// [`try_admit_for`](Self::try_admit_for): an API key, a tenant, an address) may have
-    /// `limit` requests per `window` admitted past the global rate limit, and at most
-    /// `max_keys` clients are tracked at once (see [`KeyedSlidingWindow`] for how clients
+    /// `limit` requests per `window` admitted (checked before the shared rate limit, see
+    /// [`Admission`]), and at most `max_keys` clients are tracked at once (see [`KeyedSlidingWindow`] for how clients
     /// whose windows are empty are reclaimed). Per-client overrides go through
     /// [`per_key`](Self::per_key). [`reconfigure`](Self::reconfigure) leaves this stage
     /// as it is.
@@ -533,6 +547,24 @@ impl<C: Clock> Admission<C> {
         }
     }
 
+    /// Whether the global window would admit a request at `now_ns`, without admitting
+    /// it, following the limiter across a growth.
+    #[inline]
+    fn peek_global<'a>(
+        &'a self,
+        mut limiter: &'a SlidingWindow<C>,
+        now_ns: u64,
+    ) -> Result<(), crate::rate::RateLimited> {
+        loop {
+            match limiter.would_admit_at(now_ns) {
+                Err(limited) if limiter.refusal_means_sealed(limited) => {
+                    limiter = self.successor_of(limiter);
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     fn decide(&self, key: Option<&str>, class: RequestClass) -> Decision {
         let priority = match class {
             RequestClass::Exempt => {
@@ -550,21 +582,27 @@ impl<C: Clock> Admission<C> {
         // Below 2^62 (146 years), so that the global limiter can be sealed for a growth.
         let now_ns = self.clock.now_ns().min(crate::rate::SEALABLE_TIME_NS);
 
-        // Stage 1: the rate limit (429).
-        if let Err(limited) = self.acquire_global(limiter, now_ns) {
-            let refusal = Refusal::RateLimited {
-                retry_after: limited.retry_after(),
-                scope: RateScope::Global,
-            };
-            if !shadow {
-                self.metrics.count(Outcome::Refused(refusal));
-                return Decision::Refused(refusal);
-            }
-            self.metrics.count_shadow(refusal.as_str());
-        }
-
-        // Stage 2: the client's own limit (429), or no room for a new client (503).
+        // The rate stages (429; 503 `too_many_keys`), in the order documented on
+        // `Admission`: a request refused by its client's window never reaches the
+        // shared one.
+        let global_refusal = |limited: crate::rate::RateLimited| Refusal::RateLimited {
+            retry_after: limited.retry_after(),
+            scope: RateScope::Global,
+        };
+        let mut shadow_counted_global = false;
         if let (Some(keyed), Some(key)) = (&self.per_key, key) {
+            // 1. Would the shared window take it? Asked without charging it, so a client
+            //    is not charged for a request the shared window refuses.
+            if let Err(limited) = self.peek_global(limiter, now_ns) {
+                let refusal = global_refusal(limited);
+                if !shadow {
+                    self.metrics.count(Outcome::Refused(refusal));
+                    return Decision::Refused(refusal);
+                }
+                self.metrics.count_shadow(refusal.as_str());
+                shadow_counted_global = true;
+            }
+            // 2. The client's own window (charged), or no room for a new client.
             if let Err(refused) = keyed.try_acquire_at(key, now_ns) {
                 let refusal = match refused {
                     KeyedRefusal::RateLimited(limited) => Refusal::RateLimited {
@@ -585,6 +623,18 @@ impl<C: Clock> Admission<C> {
                     self.metrics.count(Outcome::Refused(refusal));
                     return Decision::Refused(refusal);
                 }
+                self.metrics.count_shadow(refusal.as_str());
+            }
+        }
+        // 3. The shared window (charged). With a client stage, refused here only when
+        //    other requests took its last places since step 1.
+        if let Err(limited) = self.acquire_global(limiter, now_ns) {
+            let refusal = global_refusal(limited);
+            if !shadow {
+                self.metrics.count(Outcome::Refused(refusal));
+                return Decision::Refused(refusal);
+            }
+            if !shadow_counted_global {
                 self.metrics.count_shadow(refusal.as_str());
             }
         }
@@ -711,6 +761,31 @@ fn hint_ns(limits: &Limits) -> u64 {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+
+    /// Issue 13 item 6: run under Miri (`cargo +nightly miri test -p backstop-core --lib
+    /// --no-default-features miri_`), this reads the limiter through the published
+    /// pointer after growths that push new limiters into the Vec (moving the old ones as
+    /// it reallocates). With the pointer taken from `&mut *box`, Stacked Borrows reported
+    /// those reads; from `Arc::as_ptr` they are sound.
+    #[test]
+    fn miri_the_limiter_pointer_stays_valid_across_growths() {
+        let mut limits = Limits::default();
+        limits.resources.enabled = false;
+        limits.rate.limit = 1;
+        let admission = Admission::with_clock(limits.clone(), ManualClock::new()).unwrap();
+        let mut admitted = 0;
+        for limit in [2, 3, 5, 9] {
+            limits.rate.limit = limit;
+            admission.reconfigure(limits.clone()).unwrap();
+            while let Decision::Admitted(ticket) = admission.try_admit() {
+                drop(ticket);
+                admitted += 1;
+            }
+        }
+        // Every growth kept every admission: 9 in the window under the last limit.
+        assert_eq!(admitted, 9);
+        assert_eq!(admission.limiter().limit(), 9);
+    }
 
     #[test]
     fn limiters_are_replaced_only_when_the_capacity_must_double() {

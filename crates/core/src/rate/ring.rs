@@ -376,6 +376,40 @@ impl AdmissionRing {
         }
     }
 
+    /// How long until an admission at `now_ns` would pass, were nothing else admitted:
+    /// 0 if it would pass now. Admits nothing; true at the moment of its last load.
+    pub(crate) fn wait_at(&self, now_ns: u64) -> u64 {
+        let capacity = self.mask + 1;
+        let Shape {
+            lookback,
+            window_ns,
+        } = self.shape();
+        loop {
+            let k = self.next_admission();
+            // Acquire: pairs with the AcqRel slot CASes, as in `try_acquire_fresh`.
+            let current = self.slot(k).load(Ordering::Acquire);
+            if current.0 != k.wrapping_sub(capacity) {
+                continue; // a claim landed meanwhile
+            }
+            if current.1 >= SEAL_BIT {
+                // Sealed (or the end of time): as `try_acquire_fresh` refuses it.
+                return match u64::MAX - now_ns {
+                    0 => u64::MAX,
+                    wait_ns => wait_ns,
+                };
+            }
+            let (c, c_ns) = self.slot(k.wrapping_sub(lookback)).load(Ordering::Acquire);
+            if c != k.wrapping_sub(lookback) {
+                continue;
+            }
+            let free_at = expiry(c, c_ns, capacity, window_ns);
+            return match free_at {
+                u64::MAX => u64::MAX,
+                free_at => free_at.saturating_sub(now_ns),
+            };
+        }
+    }
+
     /// Moves the head hint up to `next` unless it is already there.
     #[inline(always)]
     fn publish_head(&self, next: u64) {

@@ -230,6 +230,17 @@ impl<C: Clock> SlidingWindow<C> {
         Self::with_memory(limit, window, self.clock.clone(), &self.ring.remembered())
     }
 
+    /// Whether a request at `now_ns` (a reading of this limiter's clock) would be
+    /// admitted, without admitting it: the refusal `try_acquire_at` would give, were
+    /// nothing else admitted meanwhile.
+    #[inline]
+    pub(crate) fn would_admit_at(&self, now_ns: u64) -> Result<(), RateLimited> {
+        match self.ring.wait_at(now_ns) {
+            0 => Ok(()),
+            wait_ns => Err(RateLimited::new(Duration::from_nanos(wait_ns))),
+        }
+    }
+
     /// Whether `refused` came from a sealed limiter ([`sealed_successor`]
     /// (Self::sealed_successor)) rather than a full window: a sealed one refuses with a
     /// wait of at least 2⁶² ns, which no real window (at most [`MAX_WINDOW`]) gives
