@@ -457,7 +457,7 @@ impl AdmissionRing {
 
     /// The recorded times of the last `limit` admissions, oldest first (fewer if fewer
     /// happened). A snapshot for resizing; exact when nothing admits concurrently.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn history(&self) -> Vec<u64> {
         self.recent(self.shape().lookback)
     }
