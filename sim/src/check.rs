@@ -1034,7 +1034,12 @@ mod tests {
                 vec![dec(t, id, Admitted, None), R::JobStart { t_us: t, id }],
             )
         };
-        let own_429 = |t, id| (Some(keyed(t, id, 7)), vec![dec(t, id, RateLimited, Some(10 - t))]);
+        let own_429 = |t, id| {
+            (
+                Some(keyed(t, id, 7)),
+                vec![dec(t, id, RateLimited, Some(10 - t))],
+            )
+        };
         let fair = vec![admit(0, 1, 7), own_429(1, 2), own_429(2, 3), admit(3, 4, 8)];
         assert_eq!(run(p.clone(), &fair), None);
         let locked_out = vec![

@@ -22,7 +22,7 @@ use backstop_core::clock::{Clock, ManualClock};
 use backstop_core::rate::{KeyedRefusal, KeyedSlidingWindow, MAX_LIMIT, MAX_WINDOW};
 
 use crate::input::Input;
-use crate::sliding_window::{Memory, WindowModel};
+use crate::sliding_window::WindowModel;
 use crate::{Violation, ensure};
 
 /// The longest sequence of operations one input drives.
@@ -37,19 +37,13 @@ const KEYS: u8 = 6;
 struct Tracked {
     window: WindowModel,
     quota: (u32, u64),
-    carried: Vec<u64>,
-    /// The widest window the key has had: history within it is kept on a reshape.
-    memory_window_ns: u64,
 }
 
 impl Tracked {
     fn new(quota: (u32, u64), history: &[u64]) -> Self {
-        let window = WindowModel::with_history(quota.0, quota.1, history);
         Tracked {
-            window,
+            window: WindowModel::with_history(quota.0, quota.1, history),
             quota,
-            carried: Vec::new(),
-            memory_window_ns: quota.1,
         }
     }
 
@@ -58,41 +52,21 @@ impl Tracked {
         self.window.empty_from_ns()
     }
 
-    /// The key in a new shape at `now_ns`: what it carried and what its window
-    /// remembers, less those outside the widest window the key has had (which join the
-    /// forgotten ones under the horizon); the newest the new window has room for in it,
-    /// the rest carried.
+    /// The key in a new shape: everything its window remembers, in a window with at
+    /// least as much room, the forgotten ones at its horizon.
     ///
-    /// Keeping them by the widest window, not the new one, is the fix for what this
-    /// target found: narrowing a key's window and widening it again within one window
+    /// Keeping all of them, not just the last `limit`, is the fix for what this target
+    /// found: narrowing a key's window (or lowering its limit) and widening it again
     /// used to forget admissions the wide window still held. See VERIFICATION.md.
-    fn reshaped(&self, quota: (u32, u64), now_ns: u64) -> Self {
-        let memory_window_ns = self.memory_window_ns.max(quota.1);
-        let Memory {
-            horizon_ns,
-            times_ns,
-        } = self.window.remembered();
-        let horizon_ns = self.carried.first().copied().or(horizon_ns);
-        let mut history = self.carried.clone();
-        history.extend(times_ns);
-        let gone = history.partition_point(|&t| t.saturating_add(memory_window_ns) <= now_ns);
-        let horizon_ns = match (horizon_ns, gone.checked_sub(1).map(|i| history[i])) {
-            (h, Some(t)) => Some(h.unwrap_or(0).max(t)),
-            (h, None) => h,
-        };
-        let history = &history[gone..];
-        let split = history
-            .len()
-            .saturating_sub(quota.0.next_power_of_two() as usize);
-        let memory = Memory {
-            horizon_ns,
-            times_ns: history[split..].to_vec(),
-        };
+    fn reshaped(&self, quota: (u32, u64), _now_ns: u64) -> Self {
         Tracked {
-            window: WindowModel::with_memory(quota.0, quota.1, &memory),
+            window: WindowModel::with_memory_and_capacity(
+                quota.0,
+                quota.1,
+                self.window.capacity(),
+                &self.window.remembered(),
+            ),
             quota,
-            carried: history[..split].to_vec(),
-            memory_window_ns,
         }
     }
 }
@@ -338,7 +312,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_reshape_carries_what_the_new_window_still_holds() {
+    fn a_reshape_keeps_what_any_later_window_may_hold() {
         let mut tracked = Tracked::new((3, 32), &[]);
         for t in [16, 40] {
             tracked.window.try_acquire(t).unwrap();
@@ -352,11 +326,9 @@ mod tests {
         // ...so widening again counts it.
         let wide = narrow.reshaped((3, 32), 40);
         assert_eq!(wide.window.available(40), 1);
-        // Lowering the limit carries the older admissions beside the window.
+        // Lowering the limit keeps the room, so raising it again counts both.
         let low = tracked.reshaped((1, 32), 40);
-        assert_eq!(
-            (low.carried.as_slice(), low.window.available(40)),
-            (&[16][..], 0)
-        );
+        assert_eq!(low.window.available(40), 0);
+        assert_eq!(low.reshaped((3, 32), 40).window.available(40), 1);
     }
 }

@@ -82,7 +82,17 @@ impl WindowModel {
     /// A window that remembers the newest of `memory`'s times it has room for; the ones
     /// left out raise the horizon to themselves.
     pub fn with_memory(limit: u32, window_ns: u64, memory: &Memory) -> Self {
-        let capacity = limit.next_power_of_two() as usize;
+        Self::with_memory_and_capacity(limit, window_ns, 0, memory)
+    }
+
+    /// As [`with_memory`](Self::with_memory), with room for at least `min_capacity`.
+    pub fn with_memory_and_capacity(
+        limit: u32,
+        window_ns: u64,
+        min_capacity: usize,
+        memory: &Memory,
+    ) -> Self {
+        let capacity = min_capacity.max(limit as usize).next_power_of_two();
         let times = &memory.times_ns;
         let split = times.len().saturating_sub(capacity);
         let horizon = match (memory.horizon_ns, split.checked_sub(1).map(|i| times[i])) {
@@ -108,6 +118,11 @@ impl WindowModel {
             horizon_ns,
             narrowest_ns: window_ns,
         }
+    }
+
+    /// How many admissions it remembers.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// The recorded times of the last `limit` admissions, oldest first.

@@ -189,14 +189,6 @@ struct Entry {
     /// No admission is recorded before this: the reclaim watermark when the entry was
     /// made (see the module docs).
     floor_ns: u64,
-    /// Admissions still in the window that did not fit a ring made smaller by an
-    /// override, oldest first; kept so that raising the limit again counts them. Empty
-    /// (no allocation) unless a limit was lowered.
-    carried: Box<[u64]>,
-    /// The widest window this key's remembered history must still serve: the largest
-    /// window it has had. A reshape keeps admissions within it, so narrowing a window
-    /// and widening it again never forgets an admission the wide window still holds.
-    memory_window_ns: u64,
 }
 
 enum Refused {
@@ -212,51 +204,28 @@ impl Entry {
             ring: AdmissionRing::with_memory(quota.limit, quota.window_ns, &Memory::default()),
             quota,
             floor_ns,
-            carried: Box::default(),
-            memory_window_ns: quota.window_ns,
         }
     }
 
-    /// An entry of shape `quota` that remembers `sealed`'s admissions that are still in
-    /// the widest window the key has had at `now_ns`: the newest its ring has room for in
-    /// the ring, the rest carried; the ones the sealed ring forgot are judged at its
-    /// horizon (see `ring.rs`).
+    /// An entry of shape `quota` that remembers everything `sealed` remembered: its ring
+    /// never has fewer slots than the sealed one (so lowering a limit and raising it
+    /// again forgets nothing), and the admissions the sealed ring forgot are judged at
+    /// its horizon (see `ring.rs`).
     fn reshaped(sealed: &Entry, quota: Quota, floor_ns: u64, now_ns: u64) -> Self {
-        // Final: nothing is admitted into a sealed ring. Carried admissions are older
-        // than every one the ring remembers; admissions known to neither are older still,
-        // so the oldest carried one bounds them.
-        let Memory {
-            horizon_ns,
-            times_ns,
-        } = sealed.ring.remembered();
-        let horizon_ns = match sealed.carried.first() {
-            Some(&oldest) => Some(oldest),
-            None => horizon_ns,
-        };
-        let mut history = sealed.carried.to_vec();
-        history.extend(times_ns);
-        let memory_window_ns = sealed.memory_window_ns.max(quota.window_ns);
-        let gone = history.partition_point(|&t| t.saturating_add(memory_window_ns) <= now_ns);
-        // Dropped admissions join the forgotten ones under the horizon.
-        let horizon_ns = match (horizon_ns, gone.checked_sub(1).map(|i| history[i])) {
-            (h, Some(t)) => Some(h.unwrap_or(0).max(t)),
-            (h, None) => h,
-        };
-        let history = &history[gone..];
-        let capacity = quota.limit.next_power_of_two() as usize;
-        let split = history.len().saturating_sub(capacity);
-        let memory = Memory {
-            horizon_ns,
-            times_ns: history[split..].to_vec(),
-        };
+        // Final: nothing is admitted into a sealed ring.
+        let memory = sealed.ring.remembered();
+        let capacity = sealed.ring.capacity().max(u64::from(quota.limit));
         Entry {
-            ring: AdmissionRing::with_memory(quota.limit, quota.window_ns, &memory),
+            ring: AdmissionRing::with_memory_and_capacity(
+                quota.limit,
+                quota.window_ns,
+                capacity,
+                &memory,
+            ),
             quota,
-            // Admissions that left the window by `now_ns` were dropped above: a caller
-            // with an older clock reading must not find their room free before it.
+            // A caller with an older clock reading must not record an admission before
+            // the reshape.
             floor_ns: floor_ns.max(now_ns),
-            carried: history[..split].into(),
-            memory_window_ns,
         }
     }
 
