@@ -414,10 +414,16 @@ impl<C: Clock + Clone> Admission<C> {
     ///
     /// The rate limiter is changed in place ([`SlidingWindow::reconfigure`]) while the new
     /// limit fits its capacity (the highest limit it has had, rounded up to a power of
-    /// two). A limit above that takes a new limiter that carries over the old one's
-    /// admissions ([`SlidingWindow::reconfigured`]), except those racing the switch; the
-    /// old one is kept (unused) until the admission is dropped. So memory follows the
-    /// highest limit ever set, about 16 bytes per unit, twice that at most with the old
+    /// two). A limit above that takes a new limiter, by seal, copy, publish: the old one
+    /// is closed (one CAS; no admission lands in it afterwards), the new one is built from
+    /// its whole final history (see
+    /// [Exact under change](SlidingWindow#exact-under-change)) and published; a request
+    /// that finds the old one closed spins (with backoff) until the new one is published
+    /// and decides there. So no admission racing the growth is lost or counted twice. That
+    /// wait, bounded by the copy of the history, is the one place a request can wait for
+    /// another thread (the reconfiguring one): growth is not lock-free, everything else
+    /// on the request path is. The old limiter is kept (unused) until the admission is
+    /// dropped. So memory follows the highest limit ever set, about 16 bytes per unit, twice that at most with the old
     /// limiters; lowering a limit frees nothing.
     ///
     /// A request racing this call may be judged by old and new values of different
@@ -473,8 +479,8 @@ impl<C: Clock> Admission<C> {
         unsafe { &*limiter }
     }
 
-    /// The limiter that replaced `sealed` (see `reconfigure`): waits, without a lock,
-    /// for the reconfiguring thread to publish it. Cold: only requests racing a growth
+    /// The limiter that replaced `sealed` (see `reconfigure`): spins until the
+    /// reconfiguring thread publishes it. Cold: only requests racing a growth
     /// past the limiter's capacity come here.
     #[cold]
     #[inline(never)]

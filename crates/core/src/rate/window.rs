@@ -39,6 +39,28 @@ const _: () = assert!(MAX_WINDOW.as_nanos() < (u64::MAX / 4) as u128);
 /// admission's recorded time)`, so recorded times are monotone even when threads read
 /// the clock in a different order than they admit.
 ///
+/// # Exact under change
+///
+/// The limit and window can change while the limiter runs
+/// ([`reconfigure`](Self::reconfigure) in place, [`reconfigured`](Self::reconfigured),
+/// `Admission::reconfigure`). The contract: **after a change to `(L, W)` takes effect,
+/// no window `(s − W, s]` of a decision made under `(L, W)` holds more than `L`
+/// admissions**, counting every admission made under any earlier shape. A decision
+/// racing the change is made under the old shape or the new one, never a mix.
+///
+/// To decide admission `k` the limiter needs admission `k − L`'s time. It remembers its
+/// last `capacity` admissions (the limit it was built for, rounded up to a power of two),
+/// so an in-place change (`L ≤ capacity`) is exact in both directions: it admits exactly
+/// what the definition admits. A larger limit needs a larger limiter built from this
+/// one; admissions older than the last `capacity` are then no longer known one by one,
+/// but a *horizon* is: every one of them happened at or before both the oldest one
+/// remembered and the last one minus the narrowest window the limiter has had (each
+/// was older than a full window when it was forgotten). The new limiter counts them all
+/// at the horizon. So it never admits more than the definition; it refuses more only when
+/// the new window reaches back before the horizon (a wider window than the old, right
+/// after the change), and only until the horizon leaves the new window. An admission
+/// forgotten at exactly time 0 of the clock counts at 1 ns.
+///
 /// # Memory ordering
 ///
 /// An admission publishes its recorded time with release semantics; every thread that
@@ -129,8 +151,9 @@ impl<C: Clock> SlidingWindow<C> {
     /// remembers [`capacity`](Self::capacity) admissions whatever the limit, so nothing
     /// is forgotten: every decision after this call returns judges all of them by the new
     /// limit and window. Lowering the limit takes effect at once; raising it again within
-    /// one window counts the admissions made under the lower one. A decision racing this
-    /// call may use the old or the new value of each of the two.
+    /// one window counts the admissions made under the lower one. The limit and window
+    /// are one atomic value: a decision racing this call uses the old shape or the new
+    /// one, never the limit of one and the window of the other.
     ///
     /// ```
     /// use std::time::Duration;
@@ -179,11 +202,14 @@ impl<C: Clock> SlidingWindow<C> {
         u32::try_from(self.ring.capacity()).unwrap_or(u32::MAX)
     }
 
-    /// A new limiter with another `limit` and `window` that remembers this one's recent
+    /// A new limiter with another `limit` and `window` that remembers this one's
     /// admissions, so that lowering the limit takes effect at once instead of handing out
-    /// a fresh budget: the last `min(capacity, new limit)` admissions are carried over.
-    /// Admissions that race this call may not be. To change the limit in place (up to
-    /// the [`capacity`](Self::capacity)), see [`reconfigure`](Self::reconfigure).
+    /// a fresh budget: everything this one remembers is carried over (as much as the new
+    /// one has room for), and what it forgot counts at its horizon (see [Exact under
+    /// change](Self#exact-under-change)). Admissions that race this call may be missed:
+    /// this one stays usable. `Admission::reconfigure` grows its limiter without missing
+    /// any (it closes the old one first). To change the limit in place (up to the
+    /// [`capacity`](Self::capacity)), see [`reconfigure`](Self::reconfigure).
     ///
     /// # Errors
     ///
@@ -212,8 +238,8 @@ impl<C: Clock> SlidingWindow<C> {
     }
 
     /// Closes this limiter for good and returns one of shape `(limit, window)` that
-    /// starts from its whole, final history (see [`Admission::reconfigure`]
-    /// (crate::Admission::reconfigure)): no admission is lost (none lands here after the
+    /// starts from its whole, final history (see
+    /// [`Admission::reconfigure`](crate::Admission::reconfigure)): no admission is lost (none lands here after the
     /// seal) or doubled (each one is in exactly one of the two). Callers keep the times
     /// they pass below [`SEALABLE_TIME_NS`].
     ///
@@ -241,8 +267,8 @@ impl<C: Clock> SlidingWindow<C> {
         }
     }
 
-    /// Whether `refused` came from a sealed limiter ([`sealed_successor`]
-    /// (Self::sealed_successor)) rather than a full window: a sealed one refuses with a
+    /// Whether `refused` came from a sealed limiter
+    /// ([`sealed_successor`](Self::sealed_successor)) rather than a full window: a sealed one refuses with a
     /// wait of at least 2⁶² ns, which no real window (at most [`MAX_WINDOW`]) gives
     /// for times below [`SEALABLE_TIME_NS`].
     #[inline]
