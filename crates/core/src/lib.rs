@@ -37,6 +37,11 @@ pub mod rate;
 pub mod resources;
 mod sync;
 
+/// The shared reference model of the window (feature `model`), for checkers.
+#[cfg(feature = "model")]
+#[doc(hidden)]
+pub mod model;
+
 pub use admission::{
     Admission, Decision, OverloadReason, RateScope, Refusal, RequestClass, WaitReason,
 };
