@@ -5,15 +5,17 @@
 //!
 //! It is a `VecDeque` of recorded admission times and the rule, nothing else: admission
 //! `k` passes iff admission `k − limit` was recorded at least `window` earlier. It
-//! changes shape mid-run the two ways the limiter does ([`WindowModel::reconfigure`] in
-//! place, [`WindowModel::reconfigured`] into a larger one), keeping what the limiter
+//! changes shape mid-run the two ways the limiter does (in place with
+//! [`reconfigure`](crate::model::WindowModel::reconfigure), into a larger window with
+//! [`reconfigured`](crate::model::WindowModel::reconfigured)), keeping what the limiter
 //! keeps (see [`SlidingWindow`](crate::rate::SlidingWindow)'s "Exact under change").
 
 use std::collections::VecDeque;
 
 /// What a window remembers to build another from: the times it remembers and a horizon
 /// at or after every admission it forgot (`None`: it forgot none). See the module docs of
-/// the ring in backstop-core and [`SlidingWindow`](crate::rate::SlidingWindow)'s "Exact under change".
+/// the ring in backstop-core and [`SlidingWindow`](crate::rate::SlidingWindow)'s
+/// "Exact under change".
 #[derive(Debug, Clone, Default)]
 pub struct Memory {
     /// At or after every forgotten admission.
@@ -24,8 +26,8 @@ pub struct Memory {
 
 /// The reference: the recorded times of the last `capacity` admissions, oldest first,
 /// where the capacity is the first limit rounded up to a power of two (as documented for
-/// [`SlidingWindow::capacity`](crate::rate::SlidingWindow::capacity)), and the horizon at which admissions it was built without
-/// count.
+/// [`SlidingWindow::capacity`](crate::rate::SlidingWindow::capacity)), and the horizon at
+/// which admissions it was built without count.
 ///
 /// Straight from the definition: admission `k` is allowed iff admission `k − limit`
 /// was recorded at least `window` earlier. A recorded time is the later of the reading

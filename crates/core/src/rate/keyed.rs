@@ -70,8 +70,11 @@
 //!
 //! [`set_limit`](KeyedSlidingWindow::set_limit) records a key's own `(limit, window)`
 //! and then reshapes the key's entry, if it has one: seals it whatever it holds, and
-//! replaces it with an entry of the new shape that keeps the sealed ring's recent
-//! admissions (lowering a limit takes effect at once). An entry created while an
+//! replaces it with an entry of the new shape whose ring has at least the sealed ring's
+//! room and everything it remembered, with what it forgot counted at its horizon
+//! (`ring.rs`): lowering a limit takes effect at once, and no later shape, however wide,
+//! is judged without an admission it may hold. So a key's memory follows the highest
+//! limit it has had. An entry created while an
 //! override changes re-checks the override after it is in the map; a SeqCst fence on both
 //! sides means at least one of the two sees the other's write.
 
