@@ -380,10 +380,10 @@ impl Checker {
             self.passes.pop_front();
         }
         if self.passes.len() < self.p.rate_limit as usize {
-            // The global window had room: the request passed it, so only the client's own
-            // window can have refused it.
+            // The global window had room, so only the client's own window can have
+            // refused it; then the global window is not charged (the client's window is
+            // asked first, see sim/README.md).
             if let (Some((limit, kw)), Some(key)) = (self.p.per_key, key) {
-                self.rate_pass(t_us);
                 let passes = self.key_passes.entry(key).or_default();
                 while passes.front().is_some_and(|&p| p + kw <= t_us) {
                     passes.pop_front();
@@ -591,7 +591,9 @@ impl Checker {
                         );
                     }
                 }
-                Some(OverloadReason::TooManyKeys) => self.rate_pass(t_us),
+                // Refused by the per-client stage, which comes before the global window
+                // is charged: neither window counts it.
+                Some(OverloadReason::TooManyKeys) => {}
                 None => self.fail(Invariant::Log, t_us, "503 without a reason".into()),
             },
         }
@@ -992,7 +994,8 @@ mod tests {
                 vec![dec(t, id, Admitted, None), R::JobStart { t_us: t, id }],
             )
         };
-        // Client 7 twice in one window: the second is its own 429, exact, and counts globally.
+        // Client 7 twice in one window: the second is its own 429, exact, and does not
+        // count globally.
         let ok = vec![
             admit(0, 1, 7),
             (Some(keyed(2, 2, 7)), vec![dec(2, 2, RateLimited, Some(8))]),
@@ -1015,6 +1018,36 @@ mod tests {
         );
         let twice = vec![admit(0, 1, 7), admit(2, 2, 7)];
         assert_eq!(run(p, &twice), Some(Invariant::RateSafety));
+    }
+
+    #[test]
+    fn a_clients_own_429_does_not_use_the_global_window() {
+        // Global 2 per 10, each client 1 per 10: client 7's refused second request leaves
+        // the second global place to client 8, and a 429 for client 8 there is false.
+        let mut p = params();
+        p.max_queue = 10;
+        p.job_slots = 10;
+        p.per_key = Some((1, 10));
+        let admit = |t, id, key| {
+            (
+                Some(keyed(t, id, key)),
+                vec![dec(t, id, Admitted, None), R::JobStart { t_us: t, id }],
+            )
+        };
+        let own_429 = |t, id| {
+            (
+                Some(keyed(t, id, 7)),
+                vec![dec(t, id, RateLimited, Some(10 - t))],
+            )
+        };
+        let fair = vec![admit(0, 1, 7), own_429(1, 2), own_429(2, 3), admit(3, 4, 8)];
+        assert_eq!(run(p.clone(), &fair), None);
+        let locked_out = vec![
+            admit(0, 1, 7),
+            own_429(1, 2),
+            (Some(keyed(3, 4, 8)), vec![dec(3, 4, RateLimited, Some(7))]),
+        ];
+        assert_eq!(run(p, &locked_out), Some(Invariant::NoFalse429));
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! The model holds the tickets and permits themselves plus plain counters, and a
 //! [`WindowModel`] for the rate stage. After every step:
 //!
-//! - each decision is the model's: 429 with the exact wait (global, then the client's
-//!   own window), 503 `too_many_keys` when the client table is full of live windows,
+//! - each decision is the model's: 429 with the exact wait (the shared window asked
+//!   without charging it, then the client's own window, then the shared one charged), 503 `too_many_keys` when the client table is full of live windows,
 //!   503 `queue_full` exactly when the queue is at its bound for the request's priority,
 //!   admitted otherwise (in shadow mode always admitted);
 //! - `start_job` starts exactly when the gate lets it and a slot is free;
@@ -112,13 +112,15 @@ impl Model {
             RequestClass::Normal => self.limits.queue.max - self.limits.queue.critical_reserve,
             RequestClass::Critical => self.limits.queue.max,
         };
-        if let Err(wait_ns) = self.rate.try_acquire(now_ns) {
-            if !self.limits.shadow {
-                self.rate_limited += 1;
-                return Expected::RateLimited(wait_ns);
-            }
-        }
         if let (Some(keyed), Some(key)) = (&mut self.per_key, key) {
+            // The client's window first, after asking the shared one without charging it:
+            // a request its client's window refuses does not count in the shared one.
+            if let Err(wait_ns) = self.rate.clone().try_acquire(now_ns) {
+                if !self.limits.shadow {
+                    self.rate_limited += 1;
+                    return Expected::RateLimited(wait_ns);
+                }
+            }
             match keyed.try_acquire(key, now_ns) {
                 Ok(()) => {}
                 Err(_) if self.limits.shadow => {}
@@ -130,6 +132,12 @@ impl Model {
                     self.too_many_keys += 1;
                     return Expected::TooManyKeys(latest_ns);
                 }
+            }
+        }
+        if let Err(wait_ns) = self.rate.try_acquire(now_ns) {
+            if !self.limits.shadow {
+                self.rate_limited += 1;
+                return Expected::RateLimited(wait_ns);
             }
         }
         // Shadow mode admits up to the hard bound, far above anything reached here.

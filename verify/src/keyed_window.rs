@@ -37,44 +37,37 @@ const KEYS: u8 = 6;
 struct Tracked {
     window: WindowModel,
     quota: (u32, u64),
-    carried: Vec<u64>,
-    /// The widest window the key has had: history within it is kept on a reshape.
-    memory_window_ns: u64,
 }
 
 impl Tracked {
     fn new(quota: (u32, u64), history: &[u64]) -> Self {
-        Self::with_memory(quota, history, quota.1)
-    }
-
-    fn with_memory(quota: (u32, u64), history: &[u64], memory_window_ns: u64) -> Self {
-        let split = history.len().saturating_sub(quota.0 as usize);
         Tracked {
-            window: WindowModel::with_history(quota.0, quota.1, &history[split..]),
+            window: WindowModel::with_history(quota.0, quota.1, history),
             quota,
-            carried: history[..split].to_vec(),
-            memory_window_ns,
         }
     }
 
-    /// When the window is empty: the latest admission plus the window (0: empty now).
+    /// When the window is empty (0: empty now).
     fn empty_from_ns(&self) -> u64 {
-        let last = self.window.recent().last().or(self.carried.last().copied());
-        last.map_or(0, |t| t + self.quota.1)
+        self.window.empty_from_ns()
     }
 
-    /// The key in a new shape at `now_ns`: what it carried and its last `limit`
-    /// admissions, less those outside the widest window the key has had.
+    /// The key in a new shape: everything its window remembers, in a window with at
+    /// least as much room, the forgotten ones at its horizon.
     ///
-    /// Keeping them by the widest window, not the new one, is the fix for what this
-    /// target found: narrowing a key's window and widening it again within one window
+    /// Keeping all of them, not just the last `limit`, is the fix for what this target
+    /// found: narrowing a key's window (or lowering its limit) and widening it again
     /// used to forget admissions the wide window still held. See VERIFICATION.md.
-    fn reshaped(&self, quota: (u32, u64), now_ns: u64) -> Self {
-        let memory_window_ns = self.memory_window_ns.max(quota.1);
-        let mut history = self.carried.clone();
-        history.extend(self.window.recent());
-        history.retain(|&t| t + memory_window_ns > now_ns);
-        Tracked::with_memory(quota, &history, memory_window_ns)
+    fn reshaped(&self, quota: (u32, u64), _now_ns: u64) -> Self {
+        Tracked {
+            window: WindowModel::with_memory_and_capacity(
+                quota.0,
+                quota.1,
+                self.window.capacity(),
+                &self.window.remembered(),
+            ),
+            quota,
+        }
     }
 }
 
@@ -319,7 +312,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_reshape_carries_what_the_new_window_still_holds() {
+    fn a_reshape_keeps_what_any_later_window_may_hold() {
         let mut tracked = Tracked::new((3, 32), &[]);
         for t in [16, 40] {
             tracked.window.try_acquire(t).unwrap();
@@ -333,11 +326,9 @@ mod tests {
         // ...so widening again counts it.
         let wide = narrow.reshaped((3, 32), 40);
         assert_eq!(wide.window.available(40), 1);
-        // Lowering the limit carries the older admissions beside the window.
+        // Lowering the limit keeps the room, so raising it again counts both.
         let low = tracked.reshaped((1, 32), 40);
-        assert_eq!(
-            (low.carried.as_slice(), low.window.available(40)),
-            (&[16][..], 0)
-        );
+        assert_eq!(low.window.available(40), 0);
+        assert_eq!(low.reshaped((3, 32), 40).window.available(40), 1);
     }
 }

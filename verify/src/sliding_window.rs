@@ -11,7 +11,6 @@
 //! answers only while `time + window` fits in 64 bits, which [`MAX_WINDOW`] guarantees
 //! for every time below 2⁶³.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use backstop_core::clock::{Clock, ManualClock};
@@ -26,91 +25,8 @@ pub const TIME_CAP_NS: u64 = 1 << 62;
 /// The longest sequence of operations one input drives (a limit on run time per input).
 pub const MAX_OPS: usize = 4096;
 
-/// The reference: the recorded times of the last `capacity` admissions, oldest first,
-/// where the capacity is the first limit rounded up to a power of two (as documented for
-/// [`SlidingWindow::capacity`]).
-///
-/// Straight from the definition: admission `k` is allowed iff admission `k − limit`
-/// was recorded at least `window` earlier. A recorded time is the later of the reading
-/// and the previous recorded time, so a reading that goes backwards never frees room.
-#[derive(Debug, Clone)]
-pub struct WindowModel {
-    limit: usize,
-    window_ns: u64,
-    capacity: usize,
-    remembered: VecDeque<u64>,
-}
-
-impl WindowModel {
-    /// An empty window of `limit` admissions per `window_ns`.
-    pub fn new(limit: u32, window_ns: u64) -> Self {
-        Self::with_history(limit, window_ns, &[])
-    }
-
-    /// A window of `limit` per `window_ns` that remembers the last `capacity` of
-    /// `history` (recorded times, oldest first).
-    pub fn with_history(limit: u32, window_ns: u64, history: &[u64]) -> Self {
-        let capacity = limit.next_power_of_two() as usize;
-        let keep = history.len().min(capacity);
-        WindowModel {
-            limit: limit as usize,
-            window_ns,
-            capacity,
-            remembered: history[history.len() - keep..].iter().copied().collect(),
-        }
-    }
-
-    /// The recorded times of the last `limit` admissions, oldest first.
-    pub fn recent(&self) -> impl Iterator<Item = u64> + '_ {
-        let skip = self.remembered.len().saturating_sub(self.limit);
-        self.remembered.iter().copied().skip(skip)
-    }
-
-    /// `Ok` and the admission recorded, or the exact wait in nanoseconds.
-    pub fn try_acquire(&mut self, now_ns: u64) -> Result<(), u64> {
-        let len = self.remembered.len();
-        if len >= self.limit {
-            let free_at = self.remembered[len - self.limit] + self.window_ns;
-            if free_at > now_ns {
-                return Err(free_at - now_ns);
-            }
-        }
-        let last = self.remembered.back().copied().unwrap_or(0);
-        self.remembered.push_back(now_ns.max(last));
-        if self.remembered.len() > self.capacity {
-            self.remembered.pop_front();
-        }
-        Ok(())
-    }
-
-    /// How many admissions would pass at `now_ns`: tried on a copy, one by one.
-    pub fn available(&self, now_ns: u64) -> u32 {
-        let mut copy = self.clone();
-        let mut admitted = 0;
-        while admitted < self.limit && copy.try_acquire(now_ns).is_ok() {
-            admitted += 1;
-        }
-        admitted as u32
-    }
-
-    /// The model of `reconfigure(limit, window)` in place: `false` (and nothing changed)
-    /// when `limit` is above the capacity.
-    pub fn reconfigure(&mut self, limit: u32, window_ns: u64) -> bool {
-        if limit as usize > self.capacity {
-            return false;
-        }
-        self.limit = limit as usize;
-        self.window_ns = window_ns;
-        true
-    }
-
-    /// The model of `reconfigured(limit, window)`: a new capacity, and as many of the
-    /// remembered admissions as it holds.
-    pub fn reconfigured(&self, limit: u32, window_ns: u64) -> Self {
-        let history: Vec<u64> = self.remembered.iter().copied().collect();
-        WindowModel::with_history(limit, window_ns, &history)
-    }
-}
+/// The shared reference model (one for every checker; see `backstop_core::model`).
+pub use backstop_core::model::{Memory, WindowModel};
 
 /// What the constructor must say about a limit and window, independently of its code:
 /// `None` when valid, else the field it must name.
@@ -198,13 +114,13 @@ pub fn check(data: &[u8]) -> Result<(), Violation> {
         let now_ns = clock.now_ns();
         match input.below(11) {
             0 | 1 => {
-                let step = step_ns(&mut input, model.window_ns);
+                let step = step_ns(&mut input, model.window_ns());
                 if now_ns.saturating_add(step) < TIME_CAP_NS {
                     clock.advance(Duration::from_nanos(step));
                 }
             }
             2 => clock.set(Duration::from_nanos(
-                now_ns.saturating_sub(step_ns(&mut input, model.window_ns)),
+                now_ns.saturating_sub(step_ns(&mut input, model.window_ns())),
             )),
             3..=5 => {
                 let got = limiter.try_acquire().map_err(|e| nanos(e.retry_after()));
@@ -226,7 +142,7 @@ pub fn check(data: &[u8]) -> Result<(), Violation> {
                 );
             }
             7 => {
-                let timeout_ns = step_ns(&mut input, model.window_ns);
+                let timeout_ns = step_ns(&mut input, model.window_ns());
                 if now_ns.saturating_add(timeout_ns) >= TIME_CAP_NS {
                     continue;
                 }

@@ -68,25 +68,51 @@ impl fmt::Display for OverloadReason {
     }
 }
 
-/// Which rate stage refused a request.
+/// Which rate window refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RateScope {
-    /// The limit shared by every request.
+    /// The window all requests share (`rate.limit` per `rate.window_ms`).
     Global,
-    /// The client's own limit ([`Admission::with_per_key`]).
+    /// The client's own window ([`Admission::with_per_key`]).
     PerClient,
+}
+
+impl RateScope {
+    /// Every scope, in a fixed order (for metrics).
+    pub const ALL: [RateScope; 2] = [RateScope::Global, RateScope::PerClient];
+
+    /// `global` or `per_client`: stable, for logs, metrics labels and headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateScope::Global => "global",
+            RateScope::PerClient => "per_client",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            RateScope::Global => 0,
+            RateScope::PerClient => 1,
+        }
+    }
+}
+
+impl fmt::Display for RateScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A refused request, with what an HTTP layer needs to answer it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum Refusal {
-    /// Too many requests in the window (429).
-    #[error("rate limited: retry after {retry_after:?}")]
+    /// Too many requests in a window (429).
+    #[error("rate limited ({scope}): retry after {retry_after:?}")]
     RateLimited {
         /// Exactly when a retry would be admitted, were nothing else admitted meanwhile.
         retry_after: Duration,
-        /// The stage whose limit refused.
+        /// Which window refused: the shared one or the client's own.
         scope: RateScope,
     },
     /// The service is full (503).
@@ -200,25 +226,41 @@ struct Settings<C: Clock> {
     /// replaced only when a new limit is above its capacity, which at least doubles each
     /// time, so there are at most 25 of them and the old ones together take less memory
     /// than the one in use. Kept to the end: a request may still be reading an old one.
-    limiters: Vec<Box<SlidingWindow<C>>>,
+    /// `Arc`s, not boxes: `Admission::limiter` points into them, and moving an `Arc`
+    /// (into this Vec, or as the Vec grows) never touches or retags the limiter itself.
+    limiters: Vec<StdArc<SlidingWindow<C>>>,
 }
 
 /// The front door of a job-running service.
 ///
 /// Per request, [`try_admit`](Self::try_admit) checks in order:
 ///
-/// 1. the rate limit — refused with 429 and an exact `retry_after`;
-/// 2. when set up with [`with_per_key`](Self::with_per_key) and asked with
-///    [`try_admit_for`](Self::try_admit_for), the client's own limit (a
-///    [`KeyedSlidingWindow`]) — refused with 429 and the client's exact `retry_after`, or
-///    with 503 `too_many_keys` when the client is new and every tracked client still has
-///    requests in its window;
-/// 3. the queue — refused with 503 `queue_full` when `queue.max` jobs already wait.
+/// 1. the rate limit — refused with 429 ([`RateScope::Global`]) and an exact
+///    `retry_after`;
+/// 2. the queue — refused with 503 `queue_full` when `queue.max` jobs already wait.
 ///
-/// A request that passes a stage and is refused by a later one **still counts in the
-/// windows it passed**, as in the original design: a client hammering a full service
-/// uses up its own budget and is soon answered 429, which tells it to slow down. (So a
-/// request refused by its client's limit has used up a place in the global window.)
+/// When set up with [`with_per_key`](Self::with_per_key) and asked with
+/// [`try_admit_for`](Self::try_admit_for), the client's own limit (a
+/// [`KeyedSlidingWindow`]) comes **before** the shared one, so that a client refused by
+/// its own window does not use up everyone's:
+///
+/// 1. would the shared window admit the request now? Asked without charging it; if not,
+///    429 ([`RateScope::Global`]), and neither window is charged;
+/// 2. the client's own window — 429 ([`RateScope::PerClient`]) with the client's exact
+///    `retry_after`, or 503 `too_many_keys` when the client is new and every tracked
+///    client still has requests in its window; **the shared window is not charged**;
+/// 3. the shared window, charged — 429 ([`RateScope::Global`]) only if other requests
+///    took its last places between steps 1 and 3; then, and only then, a request
+///    refused by the shared window has used a place in its client's window;
+/// 4. the queue, as above.
+///
+/// Guarantees: every window is exact by itself (never more than its limit in any of its
+/// windows); a request refused by its client's window never counts in the shared one;
+/// a request refused by the shared window counts in its client's window only when it
+/// raced other admissions for the shared window's last places. A request that passes
+/// the rate stages and is refused by the queue **still counts in both windows**, as in
+/// the original design: a client hammering a full service uses up its own budget and is
+/// soon answered 429, which tells it to slow down.
 ///
 /// Per job, a worker calls [`start_job`](Self::start_job): the job starts only when a
 /// slot is free and the [`ResourceGate`] is open; otherwise the ticket comes back and the
@@ -291,7 +333,7 @@ impl<C: Clock + Clone> Admission<C> {
     /// As [`Limits::validate`].
     pub fn with_clock(limits: Limits, clock: C) -> Result<Self, ConfigError> {
         limits.validate()?;
-        let mut limiter = Box::new(SlidingWindow::with_clock(
+        let limiter = StdArc::new(SlidingWindow::with_clock(
             limits.rate.limit,
             limits.rate.window(),
             clock.clone(),
@@ -304,7 +346,8 @@ impl<C: Clock + Clone> Admission<C> {
             StdArc::clone(&gate),
         ));
         Ok(Admission {
-            limiter: AtomicPtr::new(&mut *limiter),
+            // A shared pointer made without a `&mut`: `limiter()` only ever reads through it.
+            limiter: AtomicPtr::new(StdArc::as_ptr(&limiter).cast_mut()),
             retry_after_hint_ns: AtomicU64::new(hint_ns(&limits)),
             shadow: AtomicBool::new(limits.shadow),
             queue,
@@ -322,8 +365,8 @@ impl<C: Clock + Clone> Admission<C> {
 
     /// Adds the per-client stage: each client (a key given to
     /// [`try_admit_for`](Self::try_admit_for): an API key, a tenant, an address) may have
-    /// `limit` requests per `window` admitted past the global rate limit, and at most
-    /// `max_keys` clients are tracked at once (see [`KeyedSlidingWindow`] for how clients
+    /// `limit` requests per `window` admitted (checked before the shared rate limit, see
+    /// [`Admission`]), and at most `max_keys` clients are tracked at once (see [`KeyedSlidingWindow`] for how clients
     /// whose windows are empty are reclaimed). Per-client overrides go through
     /// [`per_key`](Self::per_key). [`reconfigure`](Self::reconfigure) leaves this stage
     /// as it is.
@@ -371,10 +414,16 @@ impl<C: Clock + Clone> Admission<C> {
     ///
     /// The rate limiter is changed in place ([`SlidingWindow::reconfigure`]) while the new
     /// limit fits its capacity (the highest limit it has had, rounded up to a power of
-    /// two). A limit above that takes a new limiter that carries over the old one's
-    /// admissions ([`SlidingWindow::reconfigured`]), except those racing the switch; the
-    /// old one is kept (unused) until the admission is dropped. So memory follows the
-    /// highest limit ever set, about 16 bytes per unit, twice that at most with the old
+    /// two). A limit above that takes a new limiter, by seal, copy, publish: the old one
+    /// is closed (one CAS; no admission lands in it afterwards), the new one is built from
+    /// its whole final history (see
+    /// [Exact under change](SlidingWindow#exact-under-change)) and published; a request
+    /// that finds the old one closed spins (with backoff) until the new one is published
+    /// and decides there. So no admission racing the growth is lost or counted twice. That
+    /// wait, bounded by the copy of the history, is the one place a request can wait for
+    /// another thread (the reconfiguring one): growth is not lock-free, everything else
+    /// on the request path is. The old limiter is kept (unused) until the admission is
+    /// dropped. So memory follows the highest limit ever set, about 16 bytes per unit, twice that at most with the old
     /// limiters; lowering a limit frees nothing.
     ///
     /// A request racing this call may be judged by old and new values of different
@@ -392,9 +441,14 @@ impl<C: Clock + Clone> Admission<C> {
         let (limit, window) = (limits.rate.limit, limits.rate.window());
         let current = settings.limiters.last().expect("made with one limiter");
         if limit > current.capacity() {
-            let mut larger = Box::new(current.reconfigured(limit, window)?);
+            // Seal, copy, publish: after the seal no admission lands in the old limiter,
+            // so its history is final and the new one starts from all of it; requests
+            // that find it sealed wait for the new one and decide there (`decide`).
+            // Validated above, so nothing below fails after the seal.
+            let larger = StdArc::new(current.sealed_successor(limit, window)?);
             // Release: a request that loads the pointer sees the limiter fully built.
-            self.limiter.store(&mut *larger, Ordering::Release);
+            self.limiter
+                .store(StdArc::as_ptr(&larger).cast_mut(), Ordering::Release);
             settings.limiters.push(larger);
         } else {
             current.reconfigure(limit, window)?;
@@ -417,11 +471,28 @@ impl<C: Clock> Admission<C> {
         // Acquire: pairs with the Release store in `reconfigure`, so the limiter behind
         // the pointer is seen fully built.
         let limiter = self.limiter.load(Ordering::Acquire);
-        // The pointer is always to a boxed limiter in `settings.limiters`, which only
-        // grows and is dropped with `self`, and boxes never move their contents; sharing
-        // it is sound because `Admission: Sync` needs `C: Sync` (its `clock` field).
+        // The pointer is always `Arc::as_ptr` of a limiter in `settings.limiters`, which
+        // only grows and is dropped with `self`; an `Arc`'s value never moves, and the
+        // pointer was never derived from a `&mut`. Sharing it is sound because
+        // `Admission: Sync` needs `C: Sync` (its `clock` field).
         // SAFETY: the pointee outlives `&self` and is only ever used through `&`.
         unsafe { &*limiter }
+    }
+
+    /// The limiter that replaced `sealed` (see `reconfigure`): spins until the
+    /// reconfiguring thread publishes it. Cold: only requests racing a growth
+    /// past the limiter's capacity come here.
+    #[cold]
+    #[inline(never)]
+    fn successor_of(&self, sealed: &SlidingWindow<C>) -> &SlidingWindow<C> {
+        let backoff = crossbeam_utils::Backoff::new();
+        loop {
+            let limiter = self.limiter();
+            if !std::ptr::eq(limiter, sealed) {
+                return limiter;
+            }
+            backoff.snooze();
+        }
     }
 
     fn retry_after_hint(&self) -> Duration {
@@ -465,6 +536,41 @@ impl<C: Clock> Admission<C> {
         self.per_key.as_ref()
     }
 
+    /// One admission in the global window, following the limiter across a growth.
+    #[inline]
+    fn acquire_global<'a>(
+        &'a self,
+        mut limiter: &'a SlidingWindow<C>,
+        now_ns: u64,
+    ) -> Result<(), crate::rate::RateLimited> {
+        loop {
+            match limiter.try_acquire_from_reading(now_ns) {
+                Err(limited) if limiter.refusal_means_sealed(limited) => {
+                    limiter = self.successor_of(limiter);
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Whether the global window would admit a request at `now_ns`, without admitting
+    /// it, following the limiter across a growth.
+    #[inline]
+    fn peek_global<'a>(
+        &'a self,
+        mut limiter: &'a SlidingWindow<C>,
+        now_ns: u64,
+    ) -> Result<(), crate::rate::RateLimited> {
+        loop {
+            match limiter.would_admit_at(now_ns) {
+                Err(limited) if limiter.refusal_means_sealed(limited) => {
+                    limiter = self.successor_of(limiter);
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     fn decide(&self, key: Option<&str>, class: RequestClass) -> Decision {
         let priority = match class {
             RequestClass::Exempt => {
@@ -479,23 +585,30 @@ impl<C: Clock> Admission<C> {
         let limiter = self.limiter();
 
         // One clock reading for both rate stages (the per-client limiter shares the clock).
-        let now_ns = self.clock.now_ns();
+        // Below 2^62 (146 years), so that the global limiter can be sealed for a growth.
+        let now_ns = self.clock.now_ns().min(crate::rate::SEALABLE_TIME_NS);
 
-        // Stage 1: the rate limit (429).
-        if let Err(limited) = limiter.try_acquire_from_reading(now_ns) {
-            let refusal = Refusal::RateLimited {
-                retry_after: limited.retry_after(),
-                scope: RateScope::Global,
-            };
-            if !shadow {
-                self.metrics.count(Outcome::Refused(refusal));
-                return Decision::Refused(refusal);
-            }
-            self.metrics.count_shadow(refusal.as_str());
-        }
-
-        // Stage 2: the client's own limit (429), or no room for a new client (503).
+        // The rate stages (429; 503 `too_many_keys`), in the order documented on
+        // `Admission`: a request refused by its client's window never reaches the
+        // shared one.
+        let global_refusal = |limited: crate::rate::RateLimited| Refusal::RateLimited {
+            retry_after: limited.retry_after(),
+            scope: RateScope::Global,
+        };
+        let mut shadow_counted_global = false;
         if let (Some(keyed), Some(key)) = (&self.per_key, key) {
+            // 1. Would the shared window take it? Asked without charging it, so a client
+            //    is not charged for a request the shared window refuses.
+            if let Err(limited) = self.peek_global(limiter, now_ns) {
+                let refusal = global_refusal(limited);
+                if !shadow {
+                    self.metrics.count(Outcome::Refused(refusal));
+                    return Decision::Refused(refusal);
+                }
+                self.metrics.count_shadow(refusal.as_str());
+                shadow_counted_global = true;
+            }
+            // 2. The client's own window (charged), or no room for a new client.
             if let Err(refused) = keyed.try_acquire_at(key, now_ns) {
                 let refusal = match refused {
                     KeyedRefusal::RateLimited(limited) => Refusal::RateLimited {
@@ -516,6 +629,18 @@ impl<C: Clock> Admission<C> {
                     self.metrics.count(Outcome::Refused(refusal));
                     return Decision::Refused(refusal);
                 }
+                self.metrics.count_shadow(refusal.as_str());
+            }
+        }
+        // 3. The shared window (charged). With a client stage, refused here only when
+        //    other requests took its last places since step 1.
+        if let Err(limited) = self.acquire_global(limiter, now_ns) {
+            let refusal = global_refusal(limited);
+            if !shadow {
+                self.metrics.count(Outcome::Refused(refusal));
+                return Decision::Refused(refusal);
+            }
+            if !shadow_counted_global {
                 self.metrics.count_shadow(refusal.as_str());
             }
         }
@@ -589,8 +714,7 @@ impl<C: Clock> Admission<C> {
     /// HTTP layer advertises in `RateLimit-Policy`). A read racing
     /// [`reconfigure`](Self::reconfigure) may see the old or the new limit.
     pub fn rate_limit(&self) -> (u32, Duration) {
-        let limiter = self.limiter();
-        (limiter.limit(), limiter.window())
+        self.limiter().shape()
     }
 
     /// The limits in force.
@@ -650,6 +774,31 @@ fn hint_ns(limits: &Limits) -> u64 {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+
+    /// Issue 13 item 6: run under Miri (`cargo +nightly miri test -p backstop-core --lib
+    /// --no-default-features miri_`), this reads the limiter through the published
+    /// pointer after growths that push new limiters into the Vec (moving the old ones as
+    /// it reallocates). With the pointer taken from `&mut *box`, Stacked Borrows reported
+    /// those reads; from `Arc::as_ptr` they are sound.
+    #[test]
+    fn miri_the_limiter_pointer_stays_valid_across_growths() {
+        let mut limits = Limits::default();
+        limits.resources.enabled = false;
+        limits.rate.limit = 1;
+        let admission = Admission::with_clock(limits.clone(), ManualClock::new()).unwrap();
+        let mut admitted = 0;
+        for limit in [2, 3, 5, 9] {
+            limits.rate.limit = limit;
+            admission.reconfigure(limits.clone()).unwrap();
+            while let Decision::Admitted(ticket) = admission.try_admit() {
+                drop(ticket);
+                admitted += 1;
+            }
+        }
+        // Every growth kept every admission: 9 in the window under the last limit.
+        assert_eq!(admitted, 9);
+        assert_eq!(admission.limiter().limit(), 9);
+    }
 
     #[test]
     fn limiters_are_replaced_only_when_the_capacity_must_double() {

@@ -42,6 +42,11 @@ mod sync;
 pub mod toml_config;
 pub mod units;
 
+/// The shared reference model of the window (feature `model`), for checkers.
+#[cfg(feature = "model")]
+#[doc(hidden)]
+pub mod model;
+
 pub use admission::{
     Admission, Decision, OverloadReason, RateScope, Refusal, RequestClass, WaitReason,
 };

@@ -8,7 +8,7 @@ use std::sync::Arc as StdArc;
 
 use crossbeam_utils::CachePadded;
 
-use crate::admission::{OverloadReason, Refusal, WaitReason};
+use crate::admission::{OverloadReason, RateScope, Refusal, WaitReason};
 use crate::clock::{Clock, QuantaClock};
 use crate::jobs::{JobSlots, QueueGate};
 use crate::resources::{GateState, ResourceGate, ResourceSnapshot};
@@ -61,6 +61,7 @@ pub struct Metrics<C: Clock = QuantaClock> {
     admitted: CachePadded<AtomicU64>,
     exempt: CachePadded<AtomicU64>,
     rate_limited: CachePadded<AtomicU64>,
+    rate_limited_by_scope: [CachePadded<AtomicU64>; RateScope::ALL.len()],
     overloaded: [CachePadded<AtomicU64>; OverloadReason::ALL.len()],
     shadow_refusals: [CachePadded<AtomicU64>; SHADOW_REASONS.len()],
     job_waits: [CachePadded<AtomicU64>; WAIT_REASONS.len()],
@@ -89,6 +90,7 @@ impl<C: Clock> Metrics<C> {
             admitted: counter(),
             exempt: counter(),
             rate_limited: counter(),
+            rate_limited_by_scope: std::array::from_fn(|_| counter()),
             overloaded: std::array::from_fn(|_| counter()),
             shadow_refusals: std::array::from_fn(|_| counter()),
             job_waits: std::array::from_fn(|_| counter()),
@@ -107,7 +109,10 @@ impl<C: Clock> Metrics<C> {
         match outcome {
             Outcome::Admitted => bump(&self.admitted),
             Outcome::Exempt => bump(&self.exempt),
-            Outcome::Refused(Refusal::RateLimited { .. }) => bump(&self.rate_limited),
+            Outcome::Refused(Refusal::RateLimited { scope, .. }) => {
+                bump(&self.rate_limited);
+                bump(&self.rate_limited_by_scope[scope.index()]);
+            }
             Outcome::Refused(Refusal::Overloaded { reason, .. }) => {
                 bump(&self.overloaded[reason.index()])
             }
@@ -146,6 +151,10 @@ impl<C: Clock> Metrics<C> {
             admitted_total: read(&self.admitted),
             exempt_total: read(&self.exempt),
             rate_limited_total: read(&self.rate_limited),
+            rate_limited_by_scope_total: RateScope::ALL
+                .iter()
+                .map(|s| (s.as_str(), read(&self.rate_limited_by_scope[s.index()])))
+                .collect(),
             overloaded_total: OverloadReason::ALL
                 .iter()
                 .map(|r| (r.as_str(), read(&self.overloaded[r.index()])))
@@ -220,6 +229,8 @@ pub struct MetricsSnapshot {
     pub exempt_total: u64,
     /// Requests refused with 429.
     pub rate_limited_total: u64,
+    /// The same, by the window that refused (`global`, `per_client`).
+    pub rate_limited_by_scope_total: Vec<(&'static str, u64)>,
     /// Requests refused with 503, by reason (`queue_full`, `too_many_keys`).
     pub overloaded_total: Vec<(&'static str, u64)>,
     /// Refusals and waits that shadow mode let through, by reason.

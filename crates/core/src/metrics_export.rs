@@ -92,6 +92,14 @@ fn families(s: &MetricsSnapshot) -> Vec<Family> {
             Counter,
             Int(s.rate_limited_total),
         ),
+        Family {
+            label: Some("scope"),
+            ..by_reason(
+                "backstop_rate_limited_by_scope",
+                "Requests refused with 429, by the window that refused (global or per client).",
+                &s.rate_limited_by_scope_total,
+            )
+        },
         by_reason(
             "backstop_overloaded",
             "Requests refused with 503, by reason.",

@@ -60,6 +60,11 @@ mod pair {
         }
 
         #[inline(always)]
+        pub(crate) fn store(&self, value: (u64, u64), order: Ordering) {
+            self.0.store(pack(value.0, value.1), order);
+        }
+
+        #[inline(always)]
         pub(crate) fn compare_exchange(
             &self,
             current: (u64, u64),
@@ -80,44 +85,82 @@ mod pair {
     }
 }
 
-/// Under loom there is no 128-bit atomic; a loom mutex models one exactly: each
-/// operation is one indivisible step, and loom explores every order of those steps.
-/// This never compiles into a real build.
+/// Under loom there is no 128-bit atomic. A pair is packed into **one loom `AtomicU64`**
+/// (32 bits each), so loom sees every load and CAS with the ordering the ring passes and
+/// checks those orderings, not just the interleavings. The loom models use small numbers
+/// and times; the packing asserts that they fit. Times keep their two special forms: the
+/// seal bit (bit 63, moved to bit 31) and `u64::MAX` ("never"). This never compiles into
+/// a real build.
 #[cfg(loom)]
 mod pair {
-    use loom::sync::Mutex;
-    use loom::sync::atomic::Ordering;
+    use loom::sync::atomic::{AtomicU64, Ordering};
+
+    const SEAL: u64 = 1 << 63;
+    const LOW_SEAL: u64 = 1 << 31;
+    const LOW_MAX: u64 = u32::MAX as u64;
+
+    fn pack_time(t: u64) -> u64 {
+        match t {
+            u64::MAX => LOW_MAX,
+            t if t & SEAL != 0 => {
+                assert!(t & !SEAL < LOW_SEAL - 1, "loom times must stay small: {t}");
+                LOW_SEAL | (t & !SEAL)
+            }
+            t => {
+                assert!(t < LOW_SEAL, "loom times must stay small: {t}");
+                t
+            }
+        }
+    }
+
+    fn unpack_time(v: u64) -> u64 {
+        match v {
+            LOW_MAX => u64::MAX,
+            v if v & LOW_SEAL != 0 => SEAL | (v & !LOW_SEAL),
+            v => v,
+        }
+    }
+
+    fn pack((hi, lo): (u64, u64)) -> u64 {
+        assert!(hi <= LOW_MAX, "loom numbers must stay small: {hi}");
+        (hi << 32) | pack_time(lo)
+    }
+
+    fn unpack(v: u64) -> (u64, u64) {
+        (v >> 32, unpack_time(v & LOW_MAX))
+    }
 
     #[derive(Debug)]
-    pub(crate) struct AtomicPair(Mutex<(u64, u64)>);
+    pub(crate) struct AtomicPair(AtomicU64);
 
     impl AtomicPair {
         pub(crate) fn new(hi: u64, lo: u64) -> Self {
-            AtomicPair(Mutex::new((hi, lo)))
+            AtomicPair(AtomicU64::new(pack((hi, lo))))
         }
 
         pub(crate) fn is_lock_free() -> bool {
             true
         }
 
-        pub(crate) fn load(&self, _order: Ordering) -> (u64, u64) {
-            *self.0.lock().unwrap()
+        pub(crate) fn load(&self, order: Ordering) -> (u64, u64) {
+            unpack(self.0.load(order))
+        }
+
+        pub(crate) fn store(&self, value: (u64, u64), order: Ordering) {
+            self.0.store(pack(value), order);
         }
 
         pub(crate) fn compare_exchange(
             &self,
             current: (u64, u64),
             new: (u64, u64),
-            _success: Ordering,
-            _failure: Ordering,
+            success: Ordering,
+            failure: Ordering,
         ) -> Result<(u64, u64), (u64, u64)> {
-            let mut guard = self.0.lock().unwrap();
-            if *guard == current {
-                *guard = new;
-                Ok(current)
-            } else {
-                Err(*guard)
-            }
+            self.0
+                .compare_exchange(pack(current), pack(new), success, failure)
+                .map(unpack)
+                .map_err(unpack)
         }
     }
 }

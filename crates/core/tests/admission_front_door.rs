@@ -7,7 +7,8 @@ use backstop_core::clock::ManualClock;
 use backstop_core::jobs::QueueTicket;
 use backstop_core::resources::{GateState, ResourceReading, Shortage};
 use backstop_core::{
-    Admission, Decision, Limits, MetricsSnapshot, OverloadReason, Refusal, RequestClass, WaitReason,
+    Admission, Decision, Limits, MetricsSnapshot, OverloadReason, RateScope, Refusal, RequestClass,
+    WaitReason,
 };
 
 const MIB: u64 = 1 << 20;
@@ -63,7 +64,7 @@ fn rate_limit_comes_first_with_an_exact_retry_after() {
         refused,
         Refusal::RateLimited {
             retry_after: Duration::from_secs(7),
-            scope: backstop_core::RateScope::Global,
+            scope: RateScope::Global,
         }
     );
     assert_eq!(
@@ -563,4 +564,25 @@ fn a_rate_refusal_says_which_stage_refused_and_rate_limit_follows_reconfigure() 
     wider.rate.window_ms = 30_000;
     admission.reconfigure(wider).unwrap();
     assert_eq!(admission.rate_limit(), (5, Duration::from_secs(30)));
+}
+
+/// Issue 13 item 2: `Limits` 1 per 60 s → 2 per 120 s must keep counting the admission
+/// the one-slot limiter forgot.
+#[test]
+fn widening_the_rate_limit_counts_what_the_wide_window_holds() {
+    let mut limits = Limits::default();
+    limits.resources.enabled = false;
+    limits.rate.limit = 1;
+    limits.rate.window_ms = 60_000;
+    let clock = ManualClock::new();
+    let admission = Admission::with_clock(limits.clone(), clock.clone()).unwrap();
+    let mut tickets = vec![admission.try_admit().into_result().unwrap()];
+    clock.advance(Duration::from_secs(60));
+    tickets.push(admission.try_admit().into_result().unwrap());
+    clock.advance(Duration::from_nanos(1));
+    limits.rate.limit = 2;
+    limits.rate.window_ms = 120_000;
+    admission.reconfigure(limits).unwrap();
+    let refused = admission.try_admit().refusal().copied();
+    assert_eq!(refused.map(|r| r.status_code()), Some(429), "{refused:?}");
 }

@@ -9,7 +9,7 @@ use backstop_core::clock::ManualClock;
 use backstop_core::jobs::{JobPermit, QueueTicket};
 use backstop_core::resources::ResourceReading;
 use backstop_core::{
-    Admission, Decision, Limits, MetricsSnapshot, Refusal, RequestClass, WaitReason,
+    Admission, Decision, Limits, MetricsSnapshot, RateScope, Refusal, RequestClass, WaitReason,
 };
 use proptest::prelude::*;
 
@@ -124,7 +124,7 @@ proptest! {
                         let retry_ms = oldest + WINDOW_MS - now_ms;
                         prop_assert_eq!(
                             decision.refusal().copied(),
-                            Some(Refusal::RateLimited { retry_after: Duration::from_millis(retry_ms), scope: backstop_core::RateScope::Global })
+                            Some(Refusal::RateLimited { retry_after: Duration::from_millis(retry_ms), scope: RateScope::Global })
                         );
                         model.rate_limited += 1;
                     } else {

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
-use backstop_core::{Admission, Decision, Limits, MetricsSnapshot, RequestClass};
+use backstop_core::{
+    Admission, Decision, Limits, MetricsSnapshot, RateScope, Refusal, RequestClass,
+};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -64,19 +66,60 @@ fn one_client_cannot_use_up_anothers_budget() {
 }
 
 #[test]
-fn the_global_limit_comes_first_and_a_client_refusal_still_counts_in_it() {
+fn a_client_refusal_does_not_use_the_global_window() {
     let admission = admission(3, 100, 1, 10);
     let _a = admission.try_admit_for("a").into_result().unwrap();
-    // Refused by a's own limit, after passing (and using) the global window.
-    assert_eq!(refusal(admission.try_admit_for("a")).0, 429);
+    // Refused by a's own limit: the shared window is not charged for it.
+    for _ in 0..5 {
+        assert_eq!(refusal(admission.try_admit_for("a")).0, 429);
+    }
     let _b = admission.try_admit_for("b").into_result().unwrap();
-    // Three requests passed the global limit: the fourth is refused there, before its
-    // client (new, with room) is even asked, so c is not tracked.
+    let _c = admission.try_admit_for("c").into_result().unwrap();
+    // Three passed the shared window: the fourth is refused there, and its client (new,
+    // with room) is not charged, nor even tracked.
     assert_eq!(
-        refusal(admission.try_admit_for("c")),
+        refusal(admission.try_admit_for("d")),
         (429, "rate_limited", MINUTE)
     );
-    assert_eq!(admission.per_key().unwrap().len(), 2);
+    assert_eq!(admission.per_key().unwrap().len(), 3);
+    assert_eq!(admission.per_key().unwrap().available("d"), 1);
+}
+
+/// Issue 13 item 4: one client sending at the global limit must not lock the others out
+/// while it is itself refused by its own window.
+#[test]
+fn one_client_at_the_global_limit_does_not_lock_others_out() {
+    let admission = admission(10, 1000, 2, 10);
+    let mut tickets = Vec::new();
+    // The noisy client sends the whole global budget and more: 2 pass, the rest are
+    // its own 429s.
+    for _ in 0..30 {
+        if let Decision::Admitted(ticket) = admission.try_admit_for("noisy") {
+            tickets.push(ticket);
+        }
+    }
+    assert_eq!(tickets.len(), 2);
+    // Everyone else still has the other 8 places of the shared window.
+    for client in ["a", "b", "c", "d"] {
+        for _ in 0..2 {
+            tickets.push(
+                admission
+                    .try_admit_for(client)
+                    .into_result()
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+    }
+    assert_eq!(tickets.len(), 10);
+    let refused = admission.try_admit_for("e").refusal().copied().unwrap();
+    assert!(matches!(
+        refused,
+        Refusal::RateLimited {
+            scope: RateScope::Global,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -190,5 +233,53 @@ fn client_overrides_through_the_stage() {
     assert_eq!(
         admission.per_key().unwrap().limit_for("paying"),
         (3, MINUTE)
+    );
+}
+
+#[test]
+fn a_429_says_which_window_refused_and_the_metrics_count_each() {
+    let admission = admission(2, 100, 1, 10);
+    let _a = admission.try_admit_for("a").into_result().unwrap();
+    let own = admission.try_admit_for("a").refusal().copied().unwrap();
+    assert!(
+        matches!(
+            own,
+            Refusal::RateLimited {
+                scope: RateScope::PerClient,
+                ..
+            }
+        ),
+        "{own:?}"
+    );
+    // New clients, each with room of its own, until the shared window is full.
+    let shared = (0..3)
+        .find_map(|i| {
+            admission
+                .try_admit_for(&format!("new-{i}"))
+                .refusal()
+                .copied()
+        })
+        .expect("the shared window fills");
+    assert!(
+        matches!(
+            shared,
+            Refusal::RateLimited {
+                scope: RateScope::Global,
+                ..
+            }
+        ),
+        "{shared:?}"
+    );
+    let snapshot = admission.metrics().snapshot();
+    assert_eq!(snapshot.rate_limited_total, 2);
+    assert_eq!(
+        snapshot.rate_limited_by_scope_total,
+        vec![("global", 1), ("per_client", 1)]
+    );
+    assert!(
+        admission
+            .metrics()
+            .render_prometheus()
+            .contains("backstop_rate_limited_by_scope_total{scope=\"per_client\"} 1")
     );
 }

@@ -247,3 +247,23 @@ fn narrowing_then_widening_a_window_keeps_its_admissions() {
     let refused = keyed.try_acquire(&1).unwrap_err();
     assert_eq!(refused.retry_after(), ns(8), "{refused:?}");
 }
+
+/// Issue 13 item 2: 1 per W, admissions at 0 and W; widening to 2 per 2W at W + 1 must
+/// still count the admission at 0, which the 1-slot ring had forgotten.
+#[test]
+fn widening_an_override_counts_what_the_wide_window_holds() {
+    let (keyed, clock) = limiter(1, 10);
+    let w = MINUTE;
+    keyed.try_acquire(&7).unwrap();
+    clock.advance(w);
+    keyed.try_acquire(&7).unwrap();
+    clock.advance(Duration::from_nanos(1));
+    keyed.set_limit(7, 2, 2 * w).unwrap();
+    assert!(
+        keyed.try_acquire(&7).is_err(),
+        "a third admission within one 2W window"
+    );
+    clock.set(2 * w + Duration::from_nanos(1));
+    keyed.try_acquire(&7).unwrap();
+    assert!(keyed.try_acquire(&7).is_err());
+}

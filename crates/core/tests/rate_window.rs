@@ -224,3 +224,41 @@ fn a_reading_older_than_the_latest_admission_is_read_again_before_refusing() {
         Duration::from_secs(40)
     );
 }
+
+/// Issue 13 item 2: a ring of capacity 1 (1 per W) forgets the admission at 0 when it
+/// admits at W; a wider window built from it must still count that one.
+#[test]
+fn widening_past_the_capacity_still_counts_admissions_the_wide_window_holds() {
+    let w = Duration::from_secs(60);
+    let (limiter, clock) = limiter(1, w);
+    limiter.try_acquire().unwrap();
+    clock.advance(w);
+    limiter.try_acquire().unwrap();
+    clock.advance(Duration::from_nanos(1));
+    let wider = limiter.reconfigured(2, 2 * w).unwrap();
+    assert!(
+        wider.try_acquire().is_err(),
+        "(1 ns − W, W + 1 ns] already holds the admissions at 0 and W"
+    );
+    assert_eq!(wider.available(), 0);
+    // Once the admission at 0 has left every 2W window (judged at the 1 ns horizon),
+    // the budget is back.
+    clock.set(2 * w + Duration::from_nanos(1));
+    assert_eq!(wider.try_acquire(), Ok(()));
+    assert!(wider.try_acquire().is_err());
+}
+
+/// Issue 13 item 5: the memory figure of a limit no ring could have saturates instead
+/// of overflowing (panic in debug, wrong in release).
+#[test]
+fn bytes_for_the_largest_u32_does_not_overflow() {
+    let huge = SlidingWindow::<ManualClock>::bytes_for(u32::MAX);
+    let small = SlidingWindow::<ManualClock>::bytes_for(1);
+    if usize::BITS >= 64 {
+        // 2^32 slots of 16 bytes, plus the same fixed part as any other limit.
+        assert_eq!(huge - small, (16usize << 32) - 16);
+    } else {
+        assert_eq!(huge, usize::MAX);
+    }
+    assert!(SlidingWindow::<ManualClock>::bytes_for((1 << 31) + 1) <= huge);
+}

@@ -70,8 +70,11 @@
 //!
 //! [`set_limit`](KeyedSlidingWindow::set_limit) records a key's own `(limit, window)`
 //! and then reshapes the key's entry, if it has one: seals it whatever it holds, and
-//! replaces it with an entry of the new shape that keeps the sealed ring's recent
-//! admissions (lowering a limit takes effect at once). An entry created while an
+//! replaces it with an entry of the new shape whose ring has at least the sealed ring's
+//! room and everything it remembered, with what it forgot counted at its horizon
+//! (`ring.rs`): lowering a limit takes effect at once, and no later shape, however wide,
+//! is judged without an admission it may hold. So a key's memory follows the highest
+//! limit it has had. An entry created while an
 //! override changes re-checks the override after it is in the map; a SeqCst fence on both
 //! sides means at least one of the two sees the other's write.
 
@@ -84,7 +87,7 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
-use super::ring::{AdmissionRing, Sealing};
+use super::ring::{AdmissionRing, Memory, Sealing};
 use super::{MAX_WINDOW, RateLimited};
 use crate::ConfigError;
 use crate::clock::{Clock, QuantaClock};
@@ -189,14 +192,6 @@ struct Entry {
     /// No admission is recorded before this: the reclaim watermark when the entry was
     /// made (see the module docs).
     floor_ns: u64,
-    /// Admissions still in the window that did not fit a ring made smaller by an
-    /// override, oldest first; kept so that raising the limit again counts them. Empty
-    /// (no allocation) unless a limit was lowered.
-    carried: Box<[u64]>,
-    /// The widest window this key's remembered history must still serve: the largest
-    /// window it has had. A reshape keeps admissions within it, so narrowing a window
-    /// and widening it again never forgets an admission the wide window still holds.
-    memory_window_ns: u64,
 }
 
 enum Refused {
@@ -209,31 +204,31 @@ enum Refused {
 impl Entry {
     fn new(quota: Quota, floor_ns: u64) -> Self {
         Entry {
-            ring: AdmissionRing::with_history(quota.limit, quota.window_ns, &[]),
+            ring: AdmissionRing::with_memory(quota.limit, quota.window_ns, &Memory::default()),
             quota,
             floor_ns,
-            carried: Box::default(),
-            memory_window_ns: quota.window_ns,
         }
     }
 
-    /// An entry of shape `quota` that remembers `sealed`'s admissions that are still in
-    /// the new window at `now_ns`: the newest in its ring, the rest carried.
+    /// An entry of shape `quota` that remembers everything `sealed` remembered: its ring
+    /// never has fewer slots than the sealed one (so lowering a limit and raising it
+    /// again forgets nothing), and the admissions the sealed ring forgot are judged at
+    /// its horizon (see `ring.rs`).
     fn reshaped(sealed: &Entry, quota: Quota, floor_ns: u64, now_ns: u64) -> Self {
-        let mut history = sealed.carried.to_vec();
         // Final: nothing is admitted into a sealed ring.
-        history.extend(sealed.ring.history());
-        let memory_window_ns = sealed.memory_window_ns.max(quota.window_ns);
-        history.retain(|&t| t.saturating_add(memory_window_ns) > now_ns);
-        let split = history.len().saturating_sub(quota.limit as usize);
+        let memory = sealed.ring.remembered();
+        let capacity = sealed.ring.capacity().max(u64::from(quota.limit));
         Entry {
-            ring: AdmissionRing::with_history(quota.limit, quota.window_ns, &history[split..]),
+            ring: AdmissionRing::with_memory_and_capacity(
+                quota.limit,
+                quota.window_ns,
+                capacity,
+                &memory,
+            ),
             quota,
-            // Admissions that left the window by `now_ns` were dropped above: a caller
-            // with an older clock reading must not find their room free before it.
+            // A caller with an older clock reading must not record an admission before
+            // the reshape.
             floor_ns: floor_ns.max(now_ns),
-            carried: history[..split].into(),
-            memory_window_ns,
         }
     }
 

@@ -13,6 +13,12 @@ pub use window::{MAX_LIMIT, MAX_WINDOW, SlidingWindow};
 
 use std::time::Duration;
 
+/// Times at or above this (2⁶² ns, 146 years after a clock's epoch) are treated as this
+/// wherever a ring may be sealed, so that its times stay below the seal bit.
+pub(crate) const SEALABLE_TIME_NS: u64 = 1 << 62;
+
+const _: () = assert!(MAX_WINDOW.as_nanos() < SEALABLE_TIME_NS as u128);
+
 /// A request was refused because its window already holds `limit` admissions (HTTP 429).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 #[error("rate limited: retry after {retry_after:?}")]

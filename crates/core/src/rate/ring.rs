@@ -36,7 +36,27 @@
 //! Slots hold times, not expiries, and the ring remembers `P` admissions whatever the
 //! limit, so [`reshape`](AdmissionRing::reshape) can change the limit (up to `P`) and the
 //! window in place: every decision after it judges the whole remembered history by the
-//! new shape.
+//! new shape. The shape `(limit, window)` is **one** atomic value (a 128-bit pair, read
+//! with one load per decision): two atomics read apart could pair the old limit with the
+//! new window, a shape looser than either.
+//!
+//! # What a ring forgets, and what it assumes
+//!
+//! A ring remembers its last `P` admissions. The ones it has overwritten (*forgotten*)
+//! are never needed by its own rule (the check looks back `limit <= P`), but a larger
+//! ring built from it ([`remembered`](AdmissionRing::remembered),
+//! [`with_memory`](AdmissionRing::with_memory)) looks back further. So a ring built from
+//! another keeps its *virtual* slots (the numbers below its first real admission) at a
+//! *horizon*: a time at or after every admission its source forgot. A virtual slot at
+//! time 0 is free at once (nothing was forgotten); one at a horizon `h` counts as an
+//! admission at `h`. Forgotten admissions really happened at or before `h`, so judging
+//! them at `h` never admits more than the exact rule would; it refuses more only while a
+//! window of the new shape reaches back past `h` (see
+//! [`SlidingWindow`](super::SlidingWindow#exact-under-change)). The horizon is tight:
+//! an admission `j` is forgotten when admission `j + P` is claimed, whose check found
+//! admission `j + P − limit` (so `j` too) at least one window before it; hence every
+//! forgotten admission is at or before `last − narrowest window the ring ever had`, and
+//! at or before the oldest one remembered.
 
 use crossbeam_utils::{Backoff, CachePadded};
 
@@ -71,6 +91,27 @@ enum Tail {
     Sealed,
 }
 
+/// What a ring remembers, to build another ring from ([`AdmissionRing::remembered`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Memory {
+    /// Every admission not in `times_ns` happened at or before this time; `None` when
+    /// there were none.
+    pub(crate) horizon_ns: Option<u64>,
+    /// The recorded times of the admissions remembered, oldest first.
+    pub(crate) times_ns: Vec<u64>,
+}
+
+impl Memory {
+    /// Only these admissions, none forgotten.
+    #[cfg(test)]
+    pub(crate) fn of(times_ns: &[u64]) -> Self {
+        Memory {
+            horizon_ns: None,
+            times_ns: times_ns.to_vec(),
+        }
+    }
+}
+
 pub(crate) struct AdmissionRing {
     /// A hint of the next admission number: never ahead of it, briefly behind it while
     /// a claimer has not yet moved it. Written by every admitting thread; padded so it
@@ -79,12 +120,16 @@ pub(crate) struct AdmissionRing {
     slots: Box<[AtomicPair]>,
     /// `slots.len() - 1`; `slots.len()` is a power of two.
     mask: u64,
-    /// The limit: admission `k` is checked against admission `k - lookback`. At most
-    /// `slots.len()`. Read once per call, so a call racing `reshape` uses the old limit
-    /// or the new one.
-    lookback: AtomicU64,
-    /// The window's length; read once per call, like `lookback`.
-    window_ns: AtomicU64,
+    /// `(lookback, window_ns)`, one value: the limit (admission `k` is checked against
+    /// admission `k - lookback`; at most `slots.len()`) and the window's length. Read
+    /// with one load per call, so a call racing `reshape` uses the old shape or the new
+    /// one, never half of each.
+    shape: AtomicPair,
+    /// The narrowest window this ring has had (see "What a ring forgets" above). Only
+    /// `reshape` and `remembered` touch it.
+    narrowest_window_ns: AtomicU64,
+    /// The time of the virtual admissions the ring was built with (see above).
+    virtual_ns: u64,
 }
 
 /// What one call reads of a ring's shape (see [`AdmissionRing::reshape`]).
@@ -108,23 +153,51 @@ fn expiry(a: u64, t: u64, capacity: u64, window_ns: u64) -> u64 {
 
 impl AdmissionRing {
     /// A ring for `limit` (validated `>= 1` by the caller) that remembers `history`, the
-    /// recorded times of the most recent admissions, oldest first; it has room for
-    /// `limit` rounded up to a power of two, and keeps that many of them. An empty
-    /// history gives a fresh ring.
+    /// recorded times of the most recent admissions, oldest first, and nothing before
+    /// them. An empty history gives a fresh ring.
+    #[cfg(test)]
     pub(crate) fn with_history(limit: u32, window_ns: u64, history: &[u64]) -> Self {
+        Self::with_memory(limit, window_ns, &Memory::of(history))
+    }
+
+    /// A ring for `limit` (validated `>= 1` by the caller) with room for `limit` rounded
+    /// up to a power of two, that remembers the newest of `memory`'s admissions it has
+    /// room for and judges all others at the horizon (see the module docs).
+    pub(crate) fn with_memory(limit: u32, window_ns: u64, memory: &Memory) -> Self {
+        Self::with_memory_and_capacity(limit, window_ns, u64::from(limit), memory)
+    }
+
+    /// As [`with_memory`](Self::with_memory), with room for at least `min_capacity`
+    /// (rounded up to a power of two) admissions.
+    pub(crate) fn with_memory_and_capacity(
+        limit: u32,
+        window_ns: u64,
+        min_capacity: u64,
+        memory: &Memory,
+    ) -> Self {
         debug_assert!(limit >= 1);
-        let capacity = u64::from(limit).next_power_of_two();
-        let kept = &history[history.len().saturating_sub(capacity as usize)..];
+        let capacity = min_capacity.max(u64::from(limit)).next_power_of_two();
+        let history = &memory.times_ns;
+        let split = history.len().saturating_sub(capacity as usize);
+        let (dropped, kept) = history.split_at(split);
+        // Admissions left out join the forgotten ones: the horizon moves up to them.
+        let horizon_ns = match (memory.horizon_ns, dropped.last()) {
+            (h, Some(&t)) => Some(h.unwrap_or(0).max(t)),
+            (h, None) => h,
+        };
+        // A virtual slot at 0 means "nothing forgotten"; an admission forgotten at 0 is
+        // judged at 1 ns instead (later, so never admitting more).
+        let virtual_ns = horizon_ns.map_or(0, |h| h.max(1));
         // Replay the kept history as admissions P, P+1, …: slot j < kept.len() holds
-        // real admission P + j, the other slots their virtual admission j (time 0).
-        let mut recorded_ns = 0u64;
+        // real admission P + j, the other slots their virtual admission j.
+        let mut recorded_ns = virtual_ns;
         let slots = (0..capacity)
             .map(|j| match kept.get(j as usize) {
                 Some(&t) => {
                     recorded_ns = recorded_ns.max(t);
                     AtomicPair::new(capacity + j, recorded_ns)
                 }
-                None => AtomicPair::new(j, 0),
+                None => AtomicPair::new(j, virtual_ns),
             })
             .collect::<Vec<_>>()
             .into_boxed_slice();
@@ -132,8 +205,9 @@ impl AdmissionRing {
             head: CachePadded::new(AtomicU64::new(capacity + kept.len() as u64)),
             slots,
             mask: capacity - 1,
-            lookback: AtomicU64::new(u64::from(limit)),
-            window_ns: AtomicU64::new(window_ns),
+            shape: AtomicPair::new(u64::from(limit), window_ns),
+            narrowest_window_ns: AtomicU64::new(window_ns),
+            virtual_ns,
         }
     }
 
@@ -142,14 +216,15 @@ impl AdmissionRing {
         self.mask + 1
     }
 
-    /// The limit and window now.
+    /// The limit and window now, read as one value.
     #[inline(always)]
     fn shape(&self) -> Shape {
-        // Relaxed: each is a lone value; the ring's slots carry the synchronisation, and
-        // a call racing `reshape` is allowed either value of each (see `reshape`).
+        // Relaxed: one value, so never torn; the ring's slots carry the synchronisation,
+        // and a call racing `reshape` is allowed the old shape or the new one.
+        let (lookback, window_ns) = self.shape.load(Ordering::Relaxed);
         Shape {
-            lookback: self.lookback.load(Ordering::Relaxed),
-            window_ns: self.window_ns.load(Ordering::Relaxed),
+            lookback,
+            window_ns,
         }
     }
 
@@ -159,9 +234,10 @@ impl AdmissionRing {
         (shape.lookback, shape.window_ns)
     }
 
-    /// Changes the limit and the window in place: every call that starts after this
-    /// returns judges all remembered admissions by them. A call racing it may use the old
-    /// or the new value of each. Not for rings that may be sealed.
+    /// Changes the limit and the window in place, as one value: every call that starts
+    /// after this returns judges all remembered admissions by them. A call racing it uses
+    /// the old shape or the new one, never the limit of one and the window of the other.
+    /// Not for rings that may be sealed.
     ///
     /// # Errors
     ///
@@ -170,9 +246,13 @@ impl AdmissionRing {
         if u64::from(limit) > self.capacity() {
             return Err(self.capacity());
         }
+        // Before the shape, so that no admission is ever judged by a window narrower than
+        // this records. Relaxed: read only by `remembered`, whose callers order it.
+        self.narrowest_window_ns
+            .fetch_min(window_ns, Ordering::Relaxed);
         // Relaxed: see `shape`.
-        self.window_ns.store(window_ns, Ordering::Relaxed);
-        self.lookback.store(u64::from(limit), Ordering::Relaxed);
+        self.shape
+            .store((u64::from(limit), window_ns), Ordering::Relaxed);
         Ok(())
     }
 
@@ -250,10 +330,11 @@ impl AdmissionRing {
                 };
                 continue;
             }
-            if lookback != capacity && current.1 == u64::MAX {
+            if lookback != capacity && current.1 >= SEAL_BIT {
                 // Sealed (see `seal`; the only addition for it here), or admission k − P
-                // recorded at the end of time, which the check below refuses just the
-                // same and with the same wait, since admission k − limit came after it.
+                // recorded 2^63 ns (292 years) after the clock's epoch or later: such
+                // times count as the end of time. (With `lookback == capacity` the check
+                // below is against this very slot and refuses a sealed one anyway.)
                 return Err(match u64::MAX - now_ns {
                     0 => u64::MAX,
                     wait_ns => wait_ns,
@@ -306,6 +387,40 @@ impl AdmissionRing {
         }
     }
 
+    /// How long until an admission at `now_ns` would pass, were nothing else admitted:
+    /// 0 if it would pass now. Admits nothing; true at the moment of its last load.
+    pub(crate) fn wait_at(&self, now_ns: u64) -> u64 {
+        let capacity = self.mask + 1;
+        let Shape {
+            lookback,
+            window_ns,
+        } = self.shape();
+        loop {
+            let k = self.next_admission();
+            // Acquire: pairs with the AcqRel slot CASes, as in `try_acquire_fresh`.
+            let current = self.slot(k).load(Ordering::Acquire);
+            if current.0 != k.wrapping_sub(capacity) {
+                continue; // a claim landed meanwhile
+            }
+            if current.1 >= SEAL_BIT {
+                // Sealed (or the end of time): as `try_acquire_fresh` refuses it.
+                return match u64::MAX - now_ns {
+                    0 => u64::MAX,
+                    wait_ns => wait_ns,
+                };
+            }
+            let (c, c_ns) = self.slot(k.wrapping_sub(lookback)).load(Ordering::Acquire);
+            if c != k.wrapping_sub(lookback) {
+                continue;
+            }
+            let free_at = expiry(c, c_ns, capacity, window_ns);
+            return match free_at {
+                u64::MAX => u64::MAX,
+                free_at => free_at.saturating_sub(now_ns),
+            };
+        }
+    }
+
     /// Moves the head hint up to `next` unless it is already there.
     #[inline(always)]
     fn publish_head(&self, next: u64) {
@@ -353,8 +468,41 @@ impl AdmissionRing {
 
     /// The recorded times of the last `limit` admissions, oldest first (fewer if fewer
     /// happened). A snapshot for resizing; exact when nothing admits concurrently.
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn history(&self) -> Vec<u64> {
         self.recent(self.shape().lookback)
+    }
+
+    /// Everything this ring knows of its admissions, to build another ring from
+    /// ([`with_memory`](Self::with_memory)): the times it remembers and a horizon for
+    /// the ones it forgot (see the module docs). Final for a sealed ring; for a live one,
+    /// a snapshot that misses admissions racing it.
+    pub(crate) fn remembered(&self) -> Memory {
+        let capacity = self.mask + 1;
+        let k = self.next_admission();
+        let times_ns = self.recent(capacity);
+        let oldest = k.wrapping_sub(capacity);
+        // Acquire: pairs with the AcqRel slot CASes, as in `recent`.
+        let (a, t) = self.slot(oldest).load(Ordering::Acquire);
+        // A seal keeps the time under the seal bit (see `seal`).
+        let oldest_ns = t & !SEAL_BIT;
+        let horizon_ns = if a <= capacity {
+            // Virtual, or the first real admission: only virtual ones came before, which
+            // stand for what this ring's source forgot (0: nothing).
+            (self.virtual_ns != 0).then_some(self.virtual_ns)
+        } else {
+            // Real: older admissions were overwritten, each at least the narrowest
+            // window before the last admission (module docs).
+            // Relaxed: `reshape` lowers it before publishing a shape, and the slots'
+            // Acquire loads above order us after every admission that used one.
+            let narrowest_ns = self.narrowest_window_ns.load(Ordering::Relaxed);
+            let last_ns = times_ns.last().copied().unwrap_or(oldest_ns);
+            Some(oldest_ns.min(last_ns.saturating_sub(narrowest_ns)))
+        };
+        Memory {
+            horizon_ns,
+            times_ns,
+        }
     }
 
     /// The recorded times of the last `count` (at most the capacity) admissions, oldest
@@ -408,15 +556,15 @@ impl AdmissionRing {
     /// very value that admission's claim CAS expects; so exactly one of the two wins, and
     /// an admission either happened before the seal (then the emptiness check saw it, or
     /// the CAS fails) or never happens. The sealed value keeps the slot's number, so
-    /// admitters still take `k` for the next admission, and marks its time:
+    /// admitters still take `k` for the next admission, and sets [`SEAL_BIT`] in its
+    /// time, which keeps the time for [`remembered`](Self::remembered) (callers keep
+    /// times below 2⁶², so real times stay below 2⁶³):
     /// - when `limit` is the slot count, that time is the one admission `k` is checked
-    ///   against; setting [`SEAL_BIT`] in it puts it in the far future (callers keep
-    ///   times below 2⁶², so real times stay below 2⁶³) and keeps the time for `history`;
-    /// - otherwise admission `k` is checked against another slot, and the time is set to
-    ///   `u64::MAX`, which `try_acquire_at` refuses on sight (its one addition for
-    ///   sealing); the time lost is of an admission older than the last `limit`.
+    ///   against, now in the far future;
+    /// - otherwise `try_acquire_at` refuses a time with the seal bit on sight (its one
+    ///   addition for sealing), whatever limit it read: a call that read a shape older
+    ///   than the one in force at the seal still finds the ring closed.
     pub(crate) fn seal(&self, empty_at_ns: Option<u64>) -> Sealing {
-        let capacity = self.mask + 1;
         loop {
             let (k, current, empty_from_ns) = match self.tail() {
                 Tail::Settled {
@@ -432,11 +580,7 @@ impl AdmissionRing {
                     return Sealing::Live { empty_from_ns };
                 }
             }
-            let sealed_ns = if self.shape().lookback == capacity {
-                current.1 | SEAL_BIT
-            } else {
-                u64::MAX
-            };
+            let sealed_ns = current.1 | SEAL_BIT;
             // AcqRel on success: the seal is ordered after every admission it saw, and
             // published to admitters that acquire this slot. Relaxed on failure: we loop
             // and re-read with Acquire.
@@ -487,13 +631,18 @@ impl AdmissionRing {
 
     /// Bytes of memory one ring for `limit` takes: its slots (`limit` rounded up to a
     /// power of two) and the struct with its padded head.
+    /// Saturates at `usize::MAX` where the ring could not exist (`u32::MAX` on a 32-bit
+    /// target).
     pub(crate) fn bytes_for(limit: u32) -> usize {
-        let capacity = if limit == 0 {
-            0
-        } else {
-            limit.next_power_of_two() as usize
+        let capacity = match limit {
+            0 => Some(0),
+            // In u64: u32::MAX rounds up to 2^32, past u32.
+            _ => usize::try_from(u64::from(limit).next_power_of_two()).ok(),
         };
-        std::mem::size_of::<Self>() + capacity * std::mem::size_of::<AtomicPair>()
+        capacity
+            .and_then(|c| c.checked_mul(std::mem::size_of::<AtomicPair>()))
+            .and_then(|slots| slots.checked_add(std::mem::size_of::<Self>()))
+            .unwrap_or(usize::MAX)
     }
 }
 
@@ -729,6 +878,82 @@ mod loom_tests {
         });
     }
 
+    /// Issue 13 item 1, the reproduction: 2 per 100 ns with admissions at 0 and 60;
+    /// `reshape(1, 50)` races an admission at 70. The old shape refuses (the one at 0 is
+    /// in (−30, 70]), the new one refuses (the one at 60 is in (20, 70]); only the torn
+    /// shape "limit 2, window 50" admits.
+    #[test]
+    fn loom_a_reshape_is_never_seen_half_done() {
+        loom::model(|| {
+            let ring = Arc::new(AdmissionRing::with_history(2, W, &[0, 60]));
+            let reshaper = {
+                let ring = Arc::clone(&ring);
+                thread::spawn(move || ring.reshape(1, 50))
+            };
+            let outcome = ring.try_acquire_at(70);
+            assert_eq!(reshaper.join().unwrap(), Ok(()));
+            let wait = outcome.expect_err("both shapes refuse at 70");
+            assert!(
+                wait == 30 || wait == 40,
+                "old shape: 30, new: 40; got {wait}"
+            );
+        });
+    }
+
+    /// Loosening: 1 per 2W with an admission at 0, widened to 2 per W while two threads
+    /// admit at W. Each is judged by one whole shape: under the old one both are refused,
+    /// under the new one both pass. Whatever the interleaving, no window of the shape in
+    /// force at the end holds more than its limit, and the next decision is exact.
+    #[test]
+    fn loom_loosening_racing_admissions_keeps_the_window() {
+        loom::model(|| {
+            let ring = Arc::new(AdmissionRing::with_history(2, 2 * W, &[0]));
+            ring.reshape(1, 2 * W).unwrap();
+            let reshaper = {
+                let ring = Arc::clone(&ring);
+                thread::spawn(move || ring.reshape(2, W))
+            };
+            let outcomes = race(&ring, &[W, W]);
+            assert_eq!(reshaper.join().unwrap(), Ok(()));
+            let admitted = outcomes.iter().filter(|o| o.is_ok()).count();
+            for refused in outcomes.iter().filter_map(|o| o.err()) {
+                // Old shape (1 per 2W): the latest admission, at 0 or at W, leaves 2W
+                // after it. The new shape (2 per W) refuses neither.
+                assert!(refused == W || refused == 2 * W, "{outcomes:?}");
+            }
+            // (0, W] under 2 per W: the admissions at W, at most 2.
+            assert!(admitted <= 2, "{outcomes:?}");
+            // Every admission at W is remembered once (the ring holds the last two).
+            let at_w = ring.recent(2).iter().filter(|&&t| t == W).count();
+            assert_eq!(at_w, admitted, "{outcomes:?}");
+            let expected = if admitted == 2 { Err(W) } else { Ok(()) };
+            assert_eq!(ring.try_acquire_at(W), expected, "{outcomes:?}");
+        });
+    }
+
+    /// Tightening: 2 per W tightened to 1 per W while two threads admit at 0 and at W/2.
+    /// Each judged by one whole shape; afterwards the new shape holds exactly.
+    #[test]
+    fn loom_tightening_racing_admissions_keeps_the_window() {
+        loom::model(|| {
+            let ring = Arc::new(AdmissionRing::with_history(2, W, &[]));
+            let reshaper = {
+                let ring = Arc::clone(&ring);
+                thread::spawn(move || ring.reshape(1, W))
+            };
+            let outcomes = race(&ring, &[0, W / 2]);
+            assert_eq!(reshaper.join().unwrap(), Ok(()));
+            let admitted = outcomes.iter().filter(|o| o.is_ok()).count();
+            // Under either shape the first one passes; the second passes only by the old.
+            assert!(admitted >= 1, "{outcomes:?}");
+            assert_eq!(ring.recent(2).len(), admitted);
+            let latest = *ring.recent(2).last().unwrap();
+            // 1 per W from now on: the latest admission bars (latest, latest + W).
+            assert_eq!(ring.try_acquire_at(latest + W - 1), Err(1));
+            assert_eq!(ring.try_acquire_at(latest + W), Ok(()));
+        });
+    }
+
     #[test]
     fn loom_reshape_racing_admissions_counts_every_one() {
         // limit 2 per W, narrowed to 1 per 2W while two threads admit at 0: each is
@@ -747,6 +972,67 @@ mod loom_tests {
             assert_eq!(ring.recent(2).len(), admitted);
             assert_eq!(ring.try_acquire_at(W), Err(W), "the new window holds them");
             assert_eq!(ring.try_acquire_at(2 * W), Ok(()));
+        });
+    }
+
+    /// Issue 13 item 3: growth past the capacity by seal, copy, publish (what
+    /// `Admission::reconfigure` does) while two threads admit. A ring of 1 per W grows to
+    /// 2 per W. An admitter that finds the old ring sealed waits for the new one and
+    /// decides there. No admission is lost (every one is in the new ring's history) or
+    /// doubled (the count there is exactly the number admitted), and the new limit holds.
+    #[test]
+    fn loom_growth_by_seal_loses_and_doubles_nothing() {
+        use loom::sync::Mutex;
+
+        // The grower holds `new` locked from before the seal until the new ring is in
+        // (standing for `Admission`'s wait for the published pointer, which would spin).
+        struct Swap {
+            old: AdmissionRing,
+            new: Mutex<Option<Arc<AdmissionRing>>>,
+        }
+        fn admit(swap: &Swap, now: u64) -> Result<(), u64> {
+            match swap.old.try_acquire_at(now) {
+                Err(wait) if wait >= SEALED_WAIT && swap.old.is_sealed() => {}
+                outcome => return outcome,
+            }
+            let new = swap.new.lock().unwrap().clone().expect("published");
+            new.try_acquire_at(now)
+        }
+        const SEALED_WAIT: u64 = 1 << 62;
+
+        loom::model(|| {
+            let swap = Arc::new(Swap {
+                old: AdmissionRing::with_history(1, W, &[]),
+                new: Mutex::new(None),
+            });
+            let grower = {
+                let swap = Arc::clone(&swap);
+                thread::spawn(move || {
+                    let mut new = swap.new.lock().unwrap();
+                    assert_eq!(swap.old.seal(None), Sealing::Sealed);
+                    let ring = AdmissionRing::with_memory(2, W, &swap.old.remembered());
+                    *new = Some(Arc::new(ring));
+                })
+            };
+            let admitters: Vec<_> = [0, 0]
+                .into_iter()
+                .map(|now| {
+                    let swap = Arc::clone(&swap);
+                    thread::spawn(move || admit(&swap, now))
+                })
+                .collect();
+            let outcomes: Vec<_> = admitters.into_iter().map(|h| h.join().unwrap()).collect();
+            grower.join().unwrap();
+            let admitted = outcomes.iter().filter(|o| o.is_ok()).count();
+            assert!(
+                admitted >= 1,
+                "the first to decide always passes: {outcomes:?}"
+            );
+            let new = swap.new.lock().unwrap().clone().unwrap();
+            assert_eq!(new.recent(2).len(), admitted, "{outcomes:?}");
+            // 2 per W from now on, counting both rings' admissions once each.
+            let expected = if admitted == 2 { Err(W) } else { Ok(()) };
+            assert_eq!(new.try_acquire_at(0), expected, "{outcomes:?}");
         });
     }
 

@@ -1,8 +1,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::RateLimited;
-use super::ring::AdmissionRing;
+use super::ring::Sealing;
+use super::ring::{AdmissionRing, Memory};
+use super::{RateLimited, SEALABLE_TIME_NS};
 use crate::ConfigError;
 use crate::clock::{Clock, QuantaClock};
 
@@ -37,6 +38,28 @@ const _: () = assert!(MAX_WINDOW.as_nanos() < (u64::MAX / 4) as u128);
 /// CASes; the recorded time of an admission is `max(its clock reading, the previous
 /// admission's recorded time)`, so recorded times are monotone even when threads read
 /// the clock in a different order than they admit.
+///
+/// # Exact under change
+///
+/// The limit and window can change while the limiter runs
+/// ([`reconfigure`](Self::reconfigure) in place, [`reconfigured`](Self::reconfigured),
+/// `Admission::reconfigure`). The contract: **after a change to `(L, W)` takes effect,
+/// no window `(s − W, s]` of a decision made under `(L, W)` holds more than `L`
+/// admissions**, counting every admission made under any earlier shape. A decision
+/// racing the change is made under the old shape or the new one, never a mix.
+///
+/// To decide admission `k` the limiter needs admission `k − L`'s time. It remembers its
+/// last `capacity` admissions (the limit it was built for, rounded up to a power of two),
+/// so an in-place change (`L ≤ capacity`) is exact in both directions: it admits exactly
+/// what the definition admits. A larger limit needs a larger limiter built from this
+/// one; admissions older than the last `capacity` are then no longer known one by one,
+/// but a *horizon* is: every one of them happened at or before both the oldest one
+/// remembered and the last one minus the narrowest window the limiter has had (each
+/// was older than a full window when it was forgotten). The new limiter counts them all
+/// at the horizon. So it never admits more than the definition; it refuses more only when
+/// the new window reaches back before the horizon (a wider window than the old, right
+/// after the change), and only until the horizon leaves the new window. An admission
+/// forgotten at exactly time 0 of the clock counts at 1 ns.
 ///
 /// # Memory ordering
 ///
@@ -108,18 +131,18 @@ impl<C: Clock> SlidingWindow<C> {
     ///
     /// As [`SlidingWindow::new`].
     pub fn with_clock(limit: u32, window: Duration, clock: C) -> Result<Self, ConfigError> {
-        Self::with_history(limit, window, clock, &[])
+        Self::with_memory(limit, window, clock, &Memory::default())
     }
 
-    fn with_history(
+    fn with_memory(
         limit: u32,
         window: Duration,
         clock: C,
-        history: &[u64],
+        memory: &Memory,
     ) -> Result<Self, ConfigError> {
         let window_ns = validate(limit, window)?;
         Ok(SlidingWindow {
-            ring: AdmissionRing::with_history(limit, window_ns, history),
+            ring: AdmissionRing::with_memory(limit, window_ns, memory),
             clock,
         })
     }
@@ -128,8 +151,9 @@ impl<C: Clock> SlidingWindow<C> {
     /// remembers [`capacity`](Self::capacity) admissions whatever the limit, so nothing
     /// is forgotten: every decision after this call returns judges all of them by the new
     /// limit and window. Lowering the limit takes effect at once; raising it again within
-    /// one window counts the admissions made under the lower one. A decision racing this
-    /// call may use the old or the new value of each of the two.
+    /// one window counts the admissions made under the lower one. The limit and window
+    /// are one atomic value: a decision racing this call uses the old shape or the new
+    /// one, never the limit of one and the window of the other.
     ///
     /// ```
     /// use std::time::Duration;
@@ -178,11 +202,14 @@ impl<C: Clock> SlidingWindow<C> {
         u32::try_from(self.ring.capacity()).unwrap_or(u32::MAX)
     }
 
-    /// A new limiter with another `limit` and `window` that remembers this one's recent
+    /// A new limiter with another `limit` and `window` that remembers this one's
     /// admissions, so that lowering the limit takes effect at once instead of handing out
-    /// a fresh budget: the last `min(capacity, new limit)` admissions are carried over.
-    /// Admissions that race this call may not be. To change the limit in place (up to
-    /// the [`capacity`](Self::capacity)), see [`reconfigure`](Self::reconfigure).
+    /// a fresh budget: everything this one remembers is carried over (as much as the new
+    /// one has room for), and what it forgot counts at its horizon (see [Exact under
+    /// change](Self#exact-under-change)). Admissions that race this call may be missed:
+    /// this one stays usable. `Admission::reconfigure` grows its limiter without missing
+    /// any (it closes the old one first). To change the limit in place (up to the
+    /// [`capacity`](Self::capacity)), see [`reconfigure`](Self::reconfigure).
     ///
     /// # Errors
     ///
@@ -207,12 +234,46 @@ impl<C: Clock> SlidingWindow<C> {
     where
         C: Clone,
     {
-        Self::with_history(
-            limit,
-            window,
-            self.clock.clone(),
-            &self.ring.recent(self.ring.capacity()),
-        )
+        Self::with_memory(limit, window, self.clock.clone(), &self.ring.remembered())
+    }
+
+    /// Closes this limiter for good and returns one of shape `(limit, window)` that
+    /// starts from its whole, final history (see
+    /// [`Admission::reconfigure`](crate::Admission::reconfigure)): no admission is lost (none lands here after the
+    /// seal) or doubled (each one is in exactly one of the two). Callers keep the times
+    /// they pass below [`SEALABLE_TIME_NS`].
+    ///
+    /// # Errors
+    ///
+    /// As [`SlidingWindow::new`]; then nothing is sealed.
+    pub(crate) fn sealed_successor(&self, limit: u32, window: Duration) -> Result<Self, ConfigError>
+    where
+        C: Clone,
+    {
+        validate(limit, window)?;
+        let sealing = self.ring.seal(None);
+        debug_assert!(matches!(sealing, Sealing::Sealed), "{sealing:?}");
+        Self::with_memory(limit, window, self.clock.clone(), &self.ring.remembered())
+    }
+
+    /// Whether a request at `now_ns` (a reading of this limiter's clock) would be
+    /// admitted, without admitting it: the refusal `try_acquire_at` would give, were
+    /// nothing else admitted meanwhile.
+    #[inline]
+    pub(crate) fn would_admit_at(&self, now_ns: u64) -> Result<(), RateLimited> {
+        match self.ring.wait_at(now_ns) {
+            0 => Ok(()),
+            wait_ns => Err(RateLimited::new(Duration::from_nanos(wait_ns))),
+        }
+    }
+
+    /// Whether `refused` came from a sealed limiter
+    /// ([`sealed_successor`](Self::sealed_successor)) rather than a full window: a sealed one refuses with a
+    /// wait of at least 2⁶² ns, which no real window (at most [`MAX_WINDOW`]) gives
+    /// for times below [`SEALABLE_TIME_NS`].
+    #[inline]
+    pub(crate) fn refusal_means_sealed(&self, refused: RateLimited) -> bool {
+        refused.retry_after() >= Duration::from_nanos(SEALABLE_TIME_NS) && self.ring.is_sealed()
     }
 
     /// Admits one request now, or says exactly when to retry.
@@ -246,7 +307,7 @@ impl<C: Clock> SlidingWindow<C> {
     #[inline]
     pub(crate) fn try_acquire_from_reading(&self, now_ns: u64) -> Result<(), RateLimited> {
         self.ring
-            .try_acquire_fresh(now_ns, || Some(self.clock.now_ns()))
+            .try_acquire_fresh(now_ns, || Some(self.clock.now_ns().min(SEALABLE_TIME_NS)))
             .map_err(|retry_after_ns| RateLimited::new(Duration::from_nanos(retry_after_ns)))
     }
 
@@ -335,6 +396,15 @@ impl<C: Clock> SlidingWindow<C> {
         Duration::from_nanos(self.ring.limit_and_window_ns().1)
     }
 
+    /// The limit and the window in force, read together: never one from before a
+    /// [`reconfigure`](Self::reconfigure) and the other from after it.
+    pub fn shape(&self) -> (u32, Duration) {
+        let (limit, window_ns) = self.ring.limit_and_window_ns();
+        // At most MAX_LIMIT: set from a validated u32.
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        (limit, Duration::from_nanos(window_ns))
+    }
+
     /// The clock this limiter reads.
     pub fn clock(&self) -> &C {
         &self.clock
@@ -342,8 +412,9 @@ impl<C: Clock> SlidingWindow<C> {
 
     /// Bytes of memory a limiter of `limit` takes (the ring plus its padded head).
     pub fn bytes_for(limit: u32) -> usize {
-        AdmissionRing::bytes_for(limit) + std::mem::size_of::<Self>()
-            - std::mem::size_of::<AdmissionRing>()
+        // The ring's bytes saturate for limits no ring could have (`u32::MAX` on 32 bits).
+        (AdmissionRing::bytes_for(limit) - std::mem::size_of::<AdmissionRing>())
+            .saturating_add(std::mem::size_of::<Self>())
     }
 
     /// Whether admissions use real 128-bit atomic instructions on this machine (true on

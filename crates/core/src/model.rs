@@ -1,0 +1,202 @@
+//! One plain reference model of the sliding window, for every checker outside the
+//! limiter's own code: the fuzz checks in `backstop-verify` (the `sliding_window`,
+//! `keyed_window` and `admission` targets) use it. Behind the `model` feature, hidden
+//! from the docs: not part of the limiter's API.
+//!
+//! It is a `VecDeque` of recorded admission times and the rule, nothing else: admission
+//! `k` passes iff admission `k − limit` was recorded at least `window` earlier. It
+//! changes shape mid-run the two ways the limiter does (in place with
+//! [`reconfigure`](crate::model::WindowModel::reconfigure), into a larger window with
+//! [`reconfigured`](crate::model::WindowModel::reconfigured)), keeping what the limiter
+//! keeps (see [`SlidingWindow`](crate::rate::SlidingWindow)'s "Exact under change").
+
+use std::collections::VecDeque;
+
+/// What a window remembers to build another from: the times it remembers and a horizon
+/// at or after every admission it forgot (`None`: it forgot none). See the module docs of
+/// the ring in backstop-core and [`SlidingWindow`](crate::rate::SlidingWindow)'s
+/// "Exact under change".
+#[derive(Debug, Clone, Default)]
+pub struct Memory {
+    /// At or after every forgotten admission.
+    pub horizon_ns: Option<u64>,
+    /// Remembered recorded times, oldest first.
+    pub times_ns: Vec<u64>,
+}
+
+/// The reference: the recorded times of the last `capacity` admissions, oldest first,
+/// where the capacity is the first limit rounded up to a power of two (as documented for
+/// [`SlidingWindow::capacity`](crate::rate::SlidingWindow::capacity)), and the horizon at
+/// which admissions it was built without count.
+///
+/// Straight from the definition: admission `k` is allowed iff admission `k − limit`
+/// was recorded at least `window` earlier. A recorded time is the later of the reading
+/// and the previous recorded time, so a reading that goes backwards never frees room.
+/// Admissions before the first remembered one count at the horizon (0: none).
+#[derive(Debug, Clone)]
+pub struct WindowModel {
+    limit: usize,
+    window_ns: u64,
+    capacity: usize,
+    remembered: VecDeque<u64>,
+    /// Where admissions this window was built without count (0: there were none).
+    horizon_ns: u64,
+    /// Admissions made or kept since it was built.
+    count: usize,
+    /// The narrowest window it has had.
+    narrowest_ns: u64,
+}
+
+impl WindowModel {
+    /// An empty window of `limit` admissions per `window_ns`.
+    pub fn new(limit: u32, window_ns: u64) -> Self {
+        Self::with_history(limit, window_ns, &[])
+    }
+
+    /// A window of `limit` per `window_ns` that remembers the last `capacity` of
+    /// `history` (recorded times, oldest first).
+    pub fn with_history(limit: u32, window_ns: u64, history: &[u64]) -> Self {
+        Self::with_memory(
+            limit,
+            window_ns,
+            &Memory {
+                horizon_ns: None,
+                times_ns: history.to_vec(),
+            },
+        )
+    }
+
+    /// A window that remembers the newest of `memory`'s times it has room for; the ones
+    /// left out raise the horizon to themselves.
+    pub fn with_memory(limit: u32, window_ns: u64, memory: &Memory) -> Self {
+        Self::with_memory_and_capacity(limit, window_ns, 0, memory)
+    }
+
+    /// As [`with_memory`](Self::with_memory), with room for at least `min_capacity`.
+    pub fn with_memory_and_capacity(
+        limit: u32,
+        window_ns: u64,
+        min_capacity: usize,
+        memory: &Memory,
+    ) -> Self {
+        let capacity = min_capacity.max(limit as usize).next_power_of_two();
+        let times = &memory.times_ns;
+        let split = times.len().saturating_sub(capacity);
+        let horizon = match (memory.horizon_ns, split.checked_sub(1).map(|i| times[i])) {
+            (h, Some(t)) => Some(h.unwrap_or(0).max(t)),
+            (h, None) => h,
+        };
+        // An admission forgotten at 0 counts at 1 ns (0 means "none forgotten").
+        let horizon_ns = horizon.map_or(0, |h| h.max(1));
+        let mut recorded = horizon_ns;
+        let remembered: VecDeque<u64> = times[split..]
+            .iter()
+            .map(|&t| {
+                recorded = recorded.max(t);
+                recorded
+            })
+            .collect();
+        WindowModel {
+            limit: limit as usize,
+            window_ns,
+            capacity,
+            count: remembered.len(),
+            remembered,
+            horizon_ns,
+            narrowest_ns: window_ns,
+        }
+    }
+
+    /// The window now, in nanoseconds.
+    pub fn window_ns(&self) -> u64 {
+        self.window_ns
+    }
+
+    /// How many admissions it remembers.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The recorded times of the last `limit` admissions, oldest first.
+    pub fn recent(&self) -> impl Iterator<Item = u64> + '_ {
+        let skip = self.remembered.len().saturating_sub(self.limit);
+        self.remembered.iter().copied().skip(skip)
+    }
+
+    /// When the window holds nothing any more: the last admission (or the horizon) plus
+    /// the window; 0 when there is none.
+    pub fn empty_from_ns(&self) -> u64 {
+        match self.remembered.back() {
+            Some(&t) => t.saturating_add(self.window_ns),
+            None if self.horizon_ns == 0 => 0,
+            None => self.horizon_ns.saturating_add(self.window_ns),
+        }
+    }
+
+    /// `Ok` and the admission recorded, or the exact wait in nanoseconds.
+    pub fn try_acquire(&mut self, now_ns: u64) -> Result<(), u64> {
+        let len = self.remembered.len();
+        let free_at = if len >= self.limit {
+            self.remembered[len - self.limit].saturating_add(self.window_ns)
+        } else if self.horizon_ns == 0 {
+            0
+        } else {
+            self.horizon_ns.saturating_add(self.window_ns)
+        };
+        if free_at > now_ns {
+            return Err(free_at - now_ns);
+        }
+        let last = self.remembered.back().copied().unwrap_or(self.horizon_ns);
+        self.remembered.push_back(now_ns.max(last));
+        self.count += 1;
+        if self.remembered.len() > self.capacity {
+            self.remembered.pop_front();
+        }
+        Ok(())
+    }
+
+    /// How many admissions would pass at `now_ns`: tried on a copy, one by one.
+    pub fn available(&self, now_ns: u64) -> u32 {
+        let mut copy = self.clone();
+        let mut admitted = 0;
+        while admitted < self.limit && copy.try_acquire(now_ns).is_ok() {
+            admitted += 1;
+        }
+        admitted as u32
+    }
+
+    /// The model of `reconfigure(limit, window)` in place: `false` (and nothing changed)
+    /// when `limit` is above the capacity.
+    pub fn reconfigure(&mut self, limit: u32, window_ns: u64) -> bool {
+        if limit as usize > self.capacity {
+            return false;
+        }
+        self.limit = limit as usize;
+        self.window_ns = window_ns;
+        self.narrowest_ns = self.narrowest_ns.min(window_ns);
+        true
+    }
+
+    /// What it remembers: every forgotten admission was at least the narrowest window
+    /// before the last one (its check found one as old), and before the oldest kept.
+    pub fn remembered(&self) -> Memory {
+        let times_ns: Vec<u64> = self.remembered.iter().copied().collect();
+        let horizon_ns = if self.count <= self.capacity {
+            (self.horizon_ns != 0).then_some(self.horizon_ns)
+        } else {
+            let oldest = times_ns[0];
+            let last = *times_ns.last().unwrap_or(&oldest);
+            Some(oldest.min(last.saturating_sub(self.narrowest_ns)))
+        };
+        Memory {
+            horizon_ns,
+            times_ns,
+        }
+    }
+
+    /// The model of `reconfigured(limit, window)`: a new capacity, built from what this
+    /// one remembers.
+    pub fn reconfigured(&self, limit: u32, window_ns: u64) -> Self {
+        WindowModel::with_memory(limit, window_ns, &self.remembered())
+    }
+}
