@@ -574,14 +574,18 @@ async fn seventy_half_sent_clients_do_not_lock_out_the_binary_under_ulimit_64() 
         }
     });
     let _child = KillOnDrop(child);
-    let listening = lines_rx
-        .recv_timeout(BOUND)
-        .expect("make_video says where it listens");
-    // A tracing line: `<time> INFO make_video: make_video: listening on http://<addr> …`.
-    let addr: std::net::SocketAddr = listening
-        .split_once("listening on http://")
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {listening}"))
+    // A tracing line: `<time> INFO make_video: make_video: listening on http://<addr> …`,
+    // possibly after others (a sweep at start-up logs too). Bounded by `BOUND` per line
+    // and by the few lines a start-up writes.
+    let addr: std::net::SocketAddr = (0..32)
+        .find_map(|_| {
+            let line = lines_rx
+                .recv_timeout(BOUND)
+                .expect("make_video says where it listens");
+            let rest = line.split_once("listening on http://")?.1;
+            Some(rest.split_whitespace().next()?.to_owned())
+        })
+        .expect("a `listening on` line among make_video's first lines")
         .parse()
         .unwrap();
 
