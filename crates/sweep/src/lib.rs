@@ -114,6 +114,7 @@ mod fsops;
 mod locks;
 mod pressure;
 mod report;
+mod root;
 mod schedule;
 mod sweep;
 mod walk;
@@ -126,9 +127,9 @@ pub use report::{
     SweepReport,
 };
 pub use schedule::{
-    DEFAULT_CHECK_EVERY, DEFAULT_EVERY, DEFAULT_PRESSURE_OLDER_THAN, DEFAULT_PRESSURE_THRESHOLD,
-    ScheduleError, ScheduleHandle, SweepSchedule, Trigger,
+    DEFAULT_CHECK_EVERY, DEFAULT_EVERY, DEFAULT_MAX_PRESSURE_BACKOFF, DEFAULT_PRESSURE_OLDER_THAN,
+    DEFAULT_PRESSURE_THRESHOLD, ScheduleError, ScheduleHandle, SweepSchedule, Trigger,
 };
-pub use sweep::{DEFAULT_OLDER_THAN, Sweep};
+pub use sweep::{DEFAULT_OLDER_THAN, MIN_DEFAULT_THREADS, Sweep, default_threads};
 pub use walk::Observer;
 pub use workspace::{JobWorkspace, MAX_NAME_BYTES, WorkspaceError};
