@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use backstop_sweep::Sweep;
+use backstop_sweep::{AgeBy, Sweep, default_threads};
 use rayon::prelude::*;
 use rustix::fs::{Mode, OFlags, Timespec, Timestamps};
 
@@ -121,7 +121,9 @@ fn walkdir_delete(root: &Path) -> Duration {
 
 fn backstop(root: &Path, dry_run: bool, skip_locked: bool, threads: usize) -> (Duration, u64) {
     let started = Instant::now();
+    // By mtime, as `find -mmin` judges: the generated tree's ctimes are all "now".
     let report = Sweep::new(root)
+        .age_by(AgeBy::Mtime)
         .dry_run(dry_run)
         .skip_locked(skip_locked)
         .threads(threads)
@@ -190,7 +192,7 @@ fn main() {
         .unwrap_or_else(std::env::temp_dir);
     let root = base_dir.join(format!("backstop-sweep-bench-{}", std::process::id()));
     let base = SystemTime::now();
-    let threads = rayon::current_num_threads();
+    let threads = default_threads();
     println!(
         "tree: {files} files ({FILE_BYTES} B) in {dirs} dirs, half older than 24 h; {runs} runs; {threads} threads; under {}",
         base_dir.display()

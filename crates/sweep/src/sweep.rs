@@ -43,7 +43,7 @@ const MAX_DEFAULT_THREADS: usize = 64;
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
-/// use backstop_sweep::Sweep;
+/// use backstop_sweep::{AgeBy, Sweep};
 ///
 /// let dir = tempfile::tempdir()?;
 /// std::fs::write(dir.path().join("old.mp4"), b"frames")?;
@@ -51,7 +51,12 @@ const MAX_DEFAULT_THREADS: usize = 64;
 /// let two_days_ago = SystemTime::now() - Duration::from_secs(48 * 3600);
 /// filetime::set_file_mtime(dir.path().join("old.mp4"), two_days_ago.into())?;
 ///
-/// let report = Sweep::new(dir.path()).older_than(Duration::from_secs(24 * 3600)).run()?;
+/// // `set_file_mtime` makes the ctime "now": judge by mtime alone (the default takes
+/// // the newer of the two, so an extracted archive's old mtimes do not count).
+/// let report = Sweep::new(dir.path())
+///     .older_than(Duration::from_secs(24 * 3600))
+///     .age_by(AgeBy::Mtime)
+///     .run()?;
 /// assert_eq!(report.files_removed, 1);
 /// assert_eq!(report.skipped.too_young, 1);
 /// assert!(!dir.path().join("old.mp4").exists());
