@@ -190,22 +190,64 @@ fn jobs_always_get_their_lock_against_a_looping_sweep() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     const JOBS: usize = 4;
-    const ATTEMPTS: usize = 2500;
+    const ATTEMPTS: usize = 1000;
+    const BATCH: usize = 50;
     let base = tempfile::tempdir().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let sweeps = Arc::new(AtomicU64::new(0));
-    let sweeper = {
-        let (stop, sweeps) = (Arc::clone(&stop), Arc::clone(&sweeps));
+    // Two sweepers on one reused pool each, so that nearly all their time is spent
+    // walking (and probing) rather than starting threads.
+    let sweepers: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, sweeps) = (Arc::clone(&stop), Arc::clone(&sweeps));
+            let base = base.path().to_path_buf();
+            std::thread::spawn(move || {
+                let pool = Arc::new(
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(1)
+                        .build()
+                        .unwrap(),
+                );
+                let sweep = backstop_sweep::Sweep::new(&base)
+                    .thread_pool(pool)
+                    .older_than(std::time::Duration::from_secs(3600));
+                while !stop.load(Ordering::SeqCst) {
+                    let report = sweep.run().unwrap();
+                    assert_eq!(report.files_removed, 0, "a live job's file was swept");
+                    sweeps.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    // The sweep's probe, as `enter_dir` makes it (`LOCK_EX | LOCK_NB`, then unlock), on
+    // every workspace in a loop, held a little longer between the two calls: what the
+    // real probe looks like when its thread is preempted in between, which on a busy
+    // machine is what makes a non-blocking job lock fail.
+    let prober = {
+        let stop = Arc::clone(&stop);
         let base = base.path().to_path_buf();
         std::thread::spawn(move || {
-            let sweep = backstop_sweep::Sweep::new(&base)
-                .threads(1)
-                .older_than(std::time::Duration::from_secs(3600));
+            let mut probes = 0u64;
             while !stop.load(Ordering::SeqCst) {
-                let report = sweep.run().unwrap();
-                assert_eq!(report.files_removed, 0, "a live job's file was swept");
-                sweeps.fetch_add(1, Ordering::SeqCst);
+                let Ok(entries) = fs::read_dir(&base) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    let Ok(dir) = fs::File::open(entry.path()) else {
+                        continue;
+                    };
+                    let exclusive = rustix::fs::FlockOperation::NonBlockingLockExclusive;
+                    if rustix::fs::flock(&dir, exclusive).is_ok() {
+                        let held = std::time::Instant::now();
+                        while held.elapsed() < std::time::Duration::from_micros(20) {
+                            std::hint::spin_loop();
+                        }
+                        let _ = rustix::fs::flock(&dir, rustix::fs::FlockOperation::Unlock);
+                        probes += 1;
+                    }
+                }
             }
+            probes
         })
     };
     let two_days_ago = std::time::SystemTime::now() - 2 * common::DAY;
@@ -215,19 +257,28 @@ fn jobs_always_get_their_lock_against_a_looping_sweep() {
                 let base = base.path();
                 scope.spawn(move || {
                     let mut failures = 0;
-                    for i in 0..ATTEMPTS {
-                        let job = JobWorkspace::create(base, &format!("job-{j}-{i}")).unwrap();
-                        if let Err(err) = job.lock_against_sweeps() {
-                            eprintln!("lock failed: {err}");
-                            failures += 1;
-                            continue;
+                    // Workspaces are created a batch at a time and then locked, so that
+                    // the sweeps have listed them and are probing them when the locks
+                    // are requested.
+                    for round in 0..ATTEMPTS / BATCH {
+                        let batch: Vec<JobWorkspace> = (0..BATCH)
+                            .map(|i| JobWorkspace::create(base, &format!("job-{j}-{round}-{i}")))
+                            .collect::<Result<_, _>>()
+                            .unwrap();
+                        for job in &batch {
+                            if let Err(err) = job.lock_against_sweeps() {
+                                eprintln!("lock failed: {err}");
+                                failures += 1;
+                            }
                         }
-                        if i % 100 == 0 {
-                            let extracted = job.stage("unpack").unwrap().join("frame.png");
-                            fs::write(&extracted, b"png").unwrap();
-                            filetime::set_file_mtime(&extracted, two_days_ago.into()).unwrap();
-                            assert!(extracted.exists());
+                        let extracted = batch[0].stage("unpack").unwrap().join("frame.png");
+                        fs::write(&extracted, b"png").unwrap();
+                        filetime::set_file_mtime(&extracted, two_days_ago.into()).unwrap();
+                        for job in &batch[1..] {
+                            job.lock_against_sweeps().unwrap();
                         }
+                        assert!(extracted.exists(), "swept from a locked workspace");
+                        drop(batch);
                     }
                     failures
                 })
@@ -236,7 +287,10 @@ fn jobs_always_get_their_lock_against_a_looping_sweep() {
         handles.into_iter().map(|h| h.join().unwrap()).sum()
     });
     stop.store(true, Ordering::SeqCst);
-    sweeper.join().unwrap();
+    for sweeper in sweepers {
+        sweeper.join().unwrap();
+    }
+    assert!(prober.join().unwrap() > 0, "the probe ran meanwhile");
     assert!(sweeps.load(Ordering::SeqCst) > 0, "the sweep ran meanwhile");
     assert_eq!(failures, 0, "lock requests refused against a looping sweep");
 }
