@@ -60,7 +60,7 @@ pub enum SweepError {
     /// The worker thread pool could not be started.
     #[error("cannot start {threads} sweep threads: {reason}")]
     ThreadPool {
-        /// Threads asked for (0 means one per core).
+        /// Threads asked for (0 means [`default_threads`](crate::default_threads)).
         threads: usize,
         /// Why.
         reason: String,

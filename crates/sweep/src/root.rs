@@ -40,6 +40,10 @@ pub(crate) enum ChaseError {
 /// Resolves `path` to an open directory (`O_RDONLY | O_DIRECTORY`) and its metadata,
 /// refusing unsafe transitions (see the module docs).
 pub(crate) fn open_dir_safely(path: &Path) -> Result<(OwnedFd, Meta), ChaseError> {
+    if path.as_os_str().is_empty() {
+        // Not "the working directory": an empty argument is a mistake, as for `open`.
+        return Err(ChaseError::Io(Errno::NOENT));
+    }
     let euid = rustix::process::geteuid().as_raw();
     let open_path = |dir: BorrowedFd<'_>, name: &OsStr| {
         let name = CString::new(name.as_bytes()).map_err(|_| ChaseError::Io(Errno::INVAL))?;
@@ -247,6 +251,17 @@ pub(crate) fn is_slash(meta: &Meta) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_path_is_not_the_working_directory() {
+        assert!(matches!(
+            open_dir_safely(Path::new("")),
+            Err(ChaseError::Io(Errno::NOENT))
+        ));
+        let (_, here) = open_dir_safely(Path::new(".")).unwrap();
+        let cwd = fsops::lstat_at(rustix::fs::CWD, c".").unwrap();
+        assert_eq!(here.ident(), cwd.ident());
+    }
 
     #[test]
     fn mountinfo_lines_give_the_filesystem_type() {

@@ -68,7 +68,7 @@ pub struct Sweep {
     root: PathBuf,
     older_than: Duration,
     now: Option<SystemTime>,
-    age_by: AgeBy,
+    age_by: Option<AgeBy>,
     excludes: Vec<Glob>,
     remove_empty_dirs: bool,
     dry_run: bool,
@@ -116,7 +116,7 @@ impl Sweep {
             root: root.into(),
             older_than: DEFAULT_OLDER_THAN,
             now: None,
-            age_by: AgeBy::default(),
+            age_by: None,
             excludes: Vec::new(),
             remove_empty_dirs: true,
             dry_run: false,
@@ -145,15 +145,29 @@ impl Sweep {
     /// Judges ages against this time instead of the system clock at the start of
     /// [`run`](Self::run). With it, which entries are old depends only on the tree: the
     /// simulator sets it from virtual time.
+    ///
+    /// A change time cannot be set (the kernel stamps it with the real clock), so on a
+    /// virtual clock it means nothing: with `now` given and no
+    /// [`age_by`](Self::age_by), ages are judged by [`AgeBy::Mtime`].
     pub fn now(mut self, now: SystemTime) -> Sweep {
         self.now = Some(now);
         self
     }
 
-    /// Which timestamp an age is measured from (default [`AgeBy::MtimeOrCtime`]).
+    /// Which timestamp an age is measured from (default [`AgeBy::MtimeOrCtime`], or
+    /// [`AgeBy::Mtime`] when [`now`](Self::now) is injected).
     pub fn age_by(mut self, age_by: AgeBy) -> Sweep {
-        self.age_by = age_by;
+        self.age_by = Some(age_by);
         self
+    }
+
+    /// The timestamp ages are measured from, defaults applied.
+    pub fn effective_age_by(&self) -> AgeBy {
+        self.age_by.unwrap_or(if self.now.is_some() {
+            AgeBy::Mtime
+        } else {
+            AgeBy::MtimeOrCtime
+        })
     }
 
     /// Leaves alone every entry whose path relative to the root matches `pattern`
@@ -324,7 +338,7 @@ impl Sweep {
         let ctx = Ctx {
             root: &self.root,
             mount,
-            cutoff: Cutoff::new(now, self.older_than, self.age_by),
+            cutoff: Cutoff::new(now, self.older_than, self.effective_age_by()),
             excludes: excludes.as_ref(),
             dry_run: self.dry_run,
             remove_empty_dirs: self.remove_empty_dirs,
