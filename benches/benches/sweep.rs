@@ -199,8 +199,11 @@ fn main() {
     );
     println!("load average at start: {}", load());
 
-    let deleters: [Contender; 5] = [
+    let deleters: [Contender; 6] = [
         ("backstop-sweep", |r| backstop(r, false, true, 0).0),
+        ("backstop-sweep, 2 threads", |r| {
+            backstop(r, false, true, 2).0
+        }),
         ("backstop-sweep, skip_locked(false)", |r| {
             backstop(r, false, false, 0).0
         }),
@@ -210,7 +213,7 @@ fn main() {
         ("find -delete", |r| find(r, "-delete")),
         ("walkdir + remove_file (1 thread)", walkdir_delete),
     ];
-    const FIND_DELETE: usize = 3;
+    const FIND_DELETE: usize = 4;
     let mut delete_times: Vec<Vec<Duration>> = vec![Vec::new(); deleters.len()];
     for run in 0..delete_runs {
         for k in 0..deleters.len() {

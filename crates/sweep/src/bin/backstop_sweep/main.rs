@@ -11,6 +11,7 @@
 //! ignores `SIGPIPE`, so a closed pipe is an `EPIPE` error like any other.
 
 mod exit_codes;
+mod packaging;
 mod units;
 
 use std::io::Write;
@@ -23,12 +24,18 @@ use clap::{Parser, ValueEnum};
 use exit_codes::ExitCode;
 
 /// Remove files older than a cutoff under ROOT, never following symlinks nor leaving
-/// ROOT's filesystem.
+/// ROOT's mount.
 #[derive(Debug, Parser)]
-#[command(name = "backstop-sweep", version)]
-struct Args {
+#[command(
+    name = "backstop-sweep",
+    version,
+    after_help = "Exit status: 0 clean, 1 fatal, 2 bad usage or a root refused, \
+                  3 some entries failed, 4 the report could not be written."
+)]
+pub(crate) struct Args {
     /// Directory to clean (it is never removed itself).
-    root: PathBuf,
+    #[arg(required_unless_present_any = ["completions", "man"])]
+    root: Option<PathBuf>,
     /// Remove entries older than this: 90s, 30m, 24h, 2d, 1w.
     #[arg(long, default_value = "24h", value_parser = units::parse_duration)]
     older_than: Duration,
@@ -60,6 +67,17 @@ struct Args {
     /// Print the full report as JSON instead of the summary.
     #[arg(long)]
     json: bool,
+    /// Print a completion script for SHELL and exit.
+    #[arg(
+        long,
+        value_name = "SHELL",
+        exclusive = true,
+        help_heading = "Packaging"
+    )]
+    completions: Option<clap_complete::Shell>,
+    /// Print the man page (roff) and exit.
+    #[arg(long, exclusive = true, help_heading = "Packaging")]
+    man: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -78,7 +96,27 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: &Args) -> ExitCode {
-    let mut sweep = Sweep::new(&args.root)
+    if let Some(shell) = args.completions {
+        return write_out(&packaging::completions(shell));
+    }
+    if args.man {
+        return match packaging::man_page() {
+            Ok(page) => write_out(&page),
+            Err(err) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "backstop-sweep: cannot render the man page: {err}"
+                );
+                ExitCode::Fatal
+            }
+        };
+    }
+    let Some(root) = &args.root else {
+        // clap requires ROOT unless one of the flags above is given.
+        let _ = writeln!(std::io::stderr(), "backstop-sweep: ROOT is required");
+        return ExitCode::Usage;
+    };
+    let mut sweep = Sweep::new(root)
         .older_than(args.older_than)
         .dry_run(args.dry_run)
         .remove_empty_dirs(!args.keep_empty_dirs)
@@ -124,6 +162,21 @@ fn run(args: &Args) -> ExitCode {
         ExitCode::Partial
     } else {
         ExitCode::Clean
+    }
+}
+
+/// Writes generated text to stdout; a failed write is reported, never a panic.
+fn write_out(bytes: &[u8]) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::Clean,
+        Err(err) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "backstop-sweep: cannot write to stdout: {err}"
+            );
+            ExitCode::OutputFailed
+        }
     }
 }
 
