@@ -12,14 +12,15 @@
 //! SWEEP_BENCH_FILES=20000 SWEEP_BENCH_DIRS=200 SWEEP_BENCH_RUNS=5 cargo bench -p backstop-benches --bench sweep
 //! ```
 //! `SWEEP_BENCH_DIR` chooses where the trees live (default: the system temp dir);
-//! `SWEEP_BENCH_DELETE=0` times only the scans.
+//! `SWEEP_BENCH_DELETE=0` times only the scans; `SWEEP_BENCH_QUICK=1` deletes with only
+//! the default, 2 threads and `find -delete`.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use backstop_sweep::Sweep;
+use backstop_sweep::{AgeBy, Sweep, default_threads};
 use rayon::prelude::*;
 use rustix::fs::{Mode, OFlags, Timespec, Timestamps};
 
@@ -121,7 +122,9 @@ fn walkdir_delete(root: &Path) -> Duration {
 
 fn backstop(root: &Path, dry_run: bool, skip_locked: bool, threads: usize) -> (Duration, u64) {
     let started = Instant::now();
+    // By mtime, as `find -mmin` judges: the generated tree's ctimes are all "now".
     let report = Sweep::new(root)
+        .age_by(AgeBy::Mtime)
         .dry_run(dry_run)
         .skip_locked(skip_locked)
         .threads(threads)
@@ -153,6 +156,9 @@ fn load() -> String {
 fn table(operation: &str, names: &[&str], times: &[Vec<Duration>], reference: usize) {
     let reference_median = median(times[reference].clone());
     for (i, name) in names.iter().enumerate() {
+        if times[i].is_empty() {
+            continue; // left out (SWEEP_BENCH_QUICK)
+        }
         let m = median(times[i].clone());
         let per_round: Vec<f64> = times[i]
             .iter()
@@ -190,15 +196,18 @@ fn main() {
         .unwrap_or_else(std::env::temp_dir);
     let root = base_dir.join(format!("backstop-sweep-bench-{}", std::process::id()));
     let base = SystemTime::now();
-    let threads = rayon::current_num_threads();
+    let threads = default_threads();
     println!(
         "tree: {files} files ({FILE_BYTES} B) in {dirs} dirs, half older than 24 h; {runs} runs; {threads} threads; under {}",
         base_dir.display()
     );
     println!("load average at start: {}", load());
 
-    let deleters: [Contender; 5] = [
+    let deleters: [Contender; 6] = [
         ("backstop-sweep", |r| backstop(r, false, true, 0).0),
+        ("backstop-sweep, 2 threads", |r| {
+            backstop(r, false, true, 2).0
+        }),
         ("backstop-sweep, skip_locked(false)", |r| {
             backstop(r, false, false, 0).0
         }),
@@ -208,12 +217,17 @@ fn main() {
         ("find -delete", |r| find(r, "-delete")),
         ("walkdir + remove_file (1 thread)", walkdir_delete),
     ];
-    const FIND_DELETE: usize = 3;
+    const FIND_DELETE: usize = 4;
     let mut delete_times: Vec<Vec<Duration>> = vec![Vec::new(); deleters.len()];
+    // SWEEP_BENCH_QUICK=1: only the default, 2 threads and find (slow disks, busy machines).
+    let quick = env_usize("SWEEP_BENCH_QUICK", 0) == 1;
     for run in 0..delete_runs {
         for k in 0..deleters.len() {
             let i = (k + run) % deleters.len();
             let (name, f) = deleters[i];
+            if quick && ![0, 1, FIND_DELETE].contains(&i) {
+                continue;
+            }
             generate(&root, files, dirs, base);
             let t = f(&root);
             let left = count_files(&root);

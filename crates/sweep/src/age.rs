@@ -2,40 +2,38 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustix::fs::Stat;
+use crate::fsops::Meta;
 
 /// Which of an entry's timestamps its age is measured from.
+///
+/// The default is the newest of the modification and change times, as
+/// `systemd-tmpfiles` ages files by default: a file a job just extracted from an
+/// archive keeps the archive's old mtime, but its ctime is the extraction time, so it is
+/// not mistaken for an old file. The access time is left out of the default because it
+/// is not updated on `noatime` mounts and reading a file should not be what keeps it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum AgeBy {
-    /// The modification time, as the original `/tmp/makevideo` cleanup did. This is the
-    /// one to use when ages are set with `filetime` (as the simulator does).
+    /// The newest of the modification and change times (the default).
     #[default]
+    MtimeOrCtime,
+    /// The modification time alone, as the original `/tmp/makevideo` cleanup and
+    /// `find -mtime` do. Use it when ages are set with `filetime` (as the simulator
+    /// does): setting an mtime updates the ctime to now.
     Mtime,
-    /// The newest of access, modification and change time, as `systemd-tmpfiles` does:
-    /// a file that was merely read recently is kept.
+    /// The newest of access, modification and change time: a file that was merely read
+    /// recently is kept too.
     Newest,
 }
 
 impl AgeBy {
     /// The entry's age time in nanoseconds since the Unix epoch (negative before it).
-    #[allow(clippy::useless_conversion)] // `st_mtime`'s type differs between targets
-    pub(crate) fn time_ns(self, stat: &Stat) -> i128 {
-        let mtime = ns(i64::from(stat.st_mtime), stat.st_mtime_nsec);
+    pub(crate) fn time_ns(self, meta: &Meta) -> i128 {
         match self {
-            AgeBy::Mtime => mtime,
-            AgeBy::Newest => {
-                let atime = ns(i64::from(stat.st_atime), stat.st_atime_nsec);
-                let ctime = ns(i64::from(stat.st_ctime), stat.st_ctime_nsec);
-                mtime.max(atime).max(ctime)
-            }
+            AgeBy::MtimeOrCtime => meta.mtime_ns.max(meta.ctime_ns),
+            AgeBy::Mtime => meta.mtime_ns,
+            AgeBy::Newest => meta.mtime_ns.max(meta.ctime_ns).max(meta.atime_ns),
         }
     }
-}
-
-#[allow(clippy::useless_conversion)] // the nsec field's type differs between targets
-fn ns(secs: i64, nsec: impl TryInto<i64>) -> i128 {
-    let nsec = nsec.try_into().unwrap_or(0);
-    i128::from(secs) * 1_000_000_000 + i128::from(nsec)
 }
 
 /// Nanoseconds since the Unix epoch (negative before it).
@@ -84,8 +82,8 @@ impl Cutoff {
         }
     }
 
-    pub fn is_old(&self, stat: &Stat) -> bool {
-        self.age_by.time_ns(stat) < self.before_ns
+    pub fn is_old(&self, meta: &Meta) -> bool {
+        self.age_by.time_ns(meta) < self.before_ns
     }
 }
 

@@ -23,6 +23,32 @@ pub enum SweepError {
         /// The root as given.
         path: PathBuf,
     },
+    /// Resolving the root path took a step that someone other than root or this
+    /// process could have planted (see [`Sweep::run`](crate::Sweep::run)).
+    #[error("refusing sweep root {}: unsafe path at {reason}", path.display())]
+    UnsafeRoot {
+        /// The root as given.
+        path: PathBuf,
+        /// Which component, and why.
+        reason: String,
+    },
+    /// The root is `/`, and [`Sweep::preserve_root`](crate::Sweep::preserve_root) was not
+    /// turned off (`--no-preserve-root`).
+    #[error("refusing to sweep {} (it is /); pass --no-preserve-root if you mean it", path.display())]
+    RootIsSlash {
+        /// The root as given.
+        path: PathBuf,
+    },
+    /// The root is on a pseudo-filesystem (proc, sysfs, devtmpfs, cgroup, …) and
+    /// [`Sweep::allow_pseudo_fs`](crate::Sweep::allow_pseudo_fs) was not set
+    /// (`--allow-pseudo-fs`).
+    #[error("refusing to sweep {}: it is on {fs_type}, a pseudo-filesystem; pass --allow-pseudo-fs if you mean it", path.display())]
+    PseudoFilesystem {
+        /// The root as given.
+        path: PathBuf,
+        /// The filesystem type, e.g. `sysfs`.
+        fs_type: &'static str,
+    },
     /// An `exclude` pattern is not a valid glob.
     #[error("invalid `exclude` glob {pattern:?}: {reason}")]
     InvalidExclude {
@@ -34,7 +60,7 @@ pub enum SweepError {
     /// The worker thread pool could not be started.
     #[error("cannot start {threads} sweep threads: {reason}")]
     ThreadPool {
-        /// Threads asked for (0 means one per core).
+        /// Threads asked for (0 means [`default_threads`](crate::default_threads)).
         threads: usize,
         /// Why.
         reason: String,

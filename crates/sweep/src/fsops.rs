@@ -8,8 +8,132 @@
 use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags, Stat};
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, Stat, Statx, StatxFlags};
 use rustix::io::Errno;
+
+/// What the sweep needs to know about an inode, read with one `statx`.
+///
+/// `mnt_id` is the mount the name was reached through (`STATX_MNT_ID`, Linux 5.8+), or
+/// `None` where the kernel does not report it (see [`MountCheck`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
+    pub nlink: u64,
+    pub uid: u32,
+    pub size: u64,
+    pub blocks: u64,
+    pub atime_ns: i128,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub mnt_id: Option<u64>,
+}
+
+impl Meta {
+    fn from_statx(x: &Statx) -> Meta {
+        let ts = |t: &rustix::fs::StatxTimestamp| {
+            i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec)
+        };
+        Meta {
+            dev: rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor),
+            ino: x.stx_ino,
+            mode: u32::from(x.stx_mode),
+            nlink: u64::from(x.stx_nlink),
+            uid: x.stx_uid,
+            size: x.stx_size,
+            blocks: x.stx_blocks,
+            atime_ns: ts(&x.stx_atime),
+            mtime_ns: ts(&x.stx_mtime),
+            ctime_ns: ts(&x.stx_ctime),
+            mnt_id: StatxFlags::from_bits_retain(x.stx_mask)
+                .contains(StatxFlags::MNT_ID)
+                .then_some(x.stx_mnt_id),
+        }
+    }
+
+    /// The file type.
+    pub fn file_type(&self) -> FileType {
+        FileType::from_raw_mode(self.mode as _)
+    }
+
+    /// Identity of the inode: device and inode number.
+    pub fn ident(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+}
+
+const STATX_MASK: StatxFlags = StatxFlags::BASIC_STATS.union(StatxFlags::MNT_ID);
+
+/// `lstat` of `name` inside `dir`, with the mount it lives on.
+pub(crate) fn lstat_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<Meta, Errno> {
+    rustix::fs::statx(dir, name, AtFlags::SYMLINK_NOFOLLOW, STATX_MASK)
+        .map(|x| Meta::from_statx(&x))
+}
+
+/// `fstat` of an open fd, with the mount it was opened through.
+pub(crate) fn fstat(fd: BorrowedFd<'_>) -> Result<Meta, Errno> {
+    rustix::fs::statx(fd, c"", AtFlags::EMPTY_PATH, STATX_MASK).map(|x| Meta::from_statx(&x))
+}
+
+/// How the sweep tells that a directory belongs to the root's mount.
+///
+/// Not by `st_dev`: on an overlay whose layers sit on different filesystems, files
+/// report their layer's device while directories report the overlay's, and a bind mount
+/// of the root's own filesystem has the root's `st_dev`. The mount is what counts, as
+/// for `systemd-tmpfiles`: `statx`'s `STATX_MNT_ID` (Linux 5.8+) on every entry, and on
+/// older kernels the `mnt_id:` line of `/proc/self/fdinfo/FD` for every directory
+/// opened (Linux 3.15+). Where neither is available the sweep refuses to start. Files
+/// need no fallback: a file that is a mount point cannot be unlinked (`EBUSY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MountCheck {
+    /// Compare `statx`'s mount id with the root's.
+    Statx(u64),
+    /// Compare the `mnt_id` in `/proc/self/fdinfo` of each opened directory.
+    FdInfo(u64),
+}
+
+impl MountCheck {
+    /// The check for a root opened as `fd` with metadata `meta`.
+    pub fn for_root(fd: BorrowedFd<'_>, meta: &Meta) -> Result<MountCheck, Errno> {
+        match meta.mnt_id {
+            Some(id) => Ok(MountCheck::Statx(id)),
+            None => fdinfo_mnt_id(fd).map(MountCheck::FdInfo),
+        }
+    }
+
+    /// Whether the directory `fd` (with `meta`) is on the root's mount.
+    pub fn same_mount_dir(&self, fd: BorrowedFd<'_>, meta: &Meta) -> Result<bool, Errno> {
+        match *self {
+            MountCheck::Statx(root) => Ok(meta.mnt_id == Some(root)),
+            MountCheck::FdInfo(root) => fdinfo_mnt_id(fd).map(|id| id == root),
+        }
+    }
+
+    /// Whether a non-directory entry is on the root's mount (`true` when unknown: see
+    /// the type's docs).
+    pub fn same_mount_entry(&self, meta: &Meta) -> bool {
+        match *self {
+            MountCheck::Statx(root) => meta.mnt_id == Some(root),
+            MountCheck::FdInfo(_) => true,
+        }
+    }
+}
+
+/// The `mnt_id:` of an open fd, from `/proc/self/fdinfo`.
+pub(crate) fn fdinfo_mnt_id(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
+    use std::os::fd::AsRawFd;
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).map_err(
+        |err| {
+            err.raw_os_error()
+                .map_or(Errno::IO, Errno::from_raw_os_error)
+        },
+    )?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or(Errno::NOSYS)
+}
 
 /// Opens the subdirectory `name` of `parent`, refusing symlinks (`ELOOP`/`ENOTDIR`).
 pub(crate) fn open_dir_at(parent: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd, Errno> {
@@ -19,11 +143,6 @@ pub(crate) fn open_dir_at(parent: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
         Mode::empty(),
     )
-}
-
-/// `lstat` of `name` inside `dir`.
-pub(crate) fn lstat_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<Stat, Errno> {
-    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
 }
 
 /// Removes the non-directory entry `name` of `dir` (a symlink is removed as a link).
@@ -58,6 +177,9 @@ pub(crate) fn is_locked(fd: BorrowedFd<'_>) -> bool {
 pub(crate) enum FileLock {
     /// Another open file description holds an `flock` on it: leave it alone.
     HeldElsewhere,
+    /// The name now refers to another inode than the one examined (it was replaced
+    /// between the `lstat` and the probe's `open`): leave it alone, it was never judged.
+    Replaced,
     /// The sweep now holds an exclusive `flock` on it, released when this fd closes.
     /// Removing the file before closing the fd means no one else held a lock at the
     /// moment of the unlink.
@@ -67,13 +189,16 @@ pub(crate) enum FileLock {
     Unchecked,
 }
 
-/// Takes a non-blocking exclusive `flock` on the regular file `name` of `dir`.
+/// Takes a non-blocking exclusive `flock` on the regular file `name` of `dir`, which
+/// the caller examined as `expected` (device, inode).
 ///
 /// The file is opened `O_NONBLOCK` so that a FIFO swapped in after the `lstat` cannot
 /// hang the sweep (nor can a write lease: the open fails instead of waiting for it to be
-/// broken), and `O_NOFOLLOW` so that a swapped-in symlink is not followed. The caller
-/// keeps [`FileLock::Ours`] alive across the `unlinkat`.
-pub(crate) fn lock_file_at(dir: BorrowedFd<'_>, name: &CStr) -> FileLock {
+/// broken), and `O_NOFOLLOW` so that a swapped-in symlink is not followed. The opened fd
+/// is `fstat`ed: if it is not the inode examined, the file was replaced in between and
+/// [`FileLock::Replaced`] says so. The caller keeps [`FileLock::Ours`] alive across the
+/// `unlinkat`.
+pub(crate) fn lock_file_at(dir: BorrowedFd<'_>, name: &CStr, expected: (u64, u64)) -> FileLock {
     let fd = match rustix::fs::openat(
         dir,
         name,
@@ -83,16 +208,16 @@ pub(crate) fn lock_file_at(dir: BorrowedFd<'_>, name: &CStr) -> FileLock {
         Ok(fd) => fd,
         Err(_) => return FileLock::Unchecked,
     };
+    match rustix::fs::fstat(&fd) {
+        Ok(stat) if (dev(&stat), ino(&stat)) == expected => {}
+        Ok(_) => return FileLock::Replaced,
+        Err(_) => return FileLock::Unchecked,
+    }
     match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => FileLock::Ours(fd),
         Err(Errno::WOULDBLOCK) => FileLock::HeldElsewhere,
         Err(_) => FileLock::Unchecked,
     }
-}
-
-/// Identity of an inode: device and inode number.
-pub(crate) fn ident(stat: &Stat) -> (u64, u64) {
-    (dev(stat), ino(stat))
 }
 
 // The `Stat` field types differ between targets; these conversions are identities on
@@ -110,12 +235,6 @@ pub(crate) fn ino(stat: &Stat) -> u64 {
     u64::from(stat.st_ino)
 }
 
-/// `st_nlink` as a `u64`.
-#[allow(clippy::useless_conversion)]
-fn nlink(stat: &Stat) -> u64 {
-    u64::from(stat.st_nlink)
-}
-
 /// Reopens the parent of the directory `child` through `..` and checks that it is still
 /// the directory identified by `expected` (it is not if the child was moved meanwhile).
 pub(crate) fn reopen_parent(child: BorrowedFd<'_>, expected: (u64, u64)) -> Result<OwnedFd, Errno> {
@@ -125,34 +244,27 @@ pub(crate) fn reopen_parent(child: BorrowedFd<'_>, expected: (u64, u64)) -> Resu
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let stat = rustix::fs::fstat(parent.as_fd())?;
-    if ident(&stat) == expected {
+    if fstat(parent.as_fd())?.ident() == expected {
         Ok(parent)
     } else {
         Err(Errno::STALE)
     }
 }
 
-/// Bytes a removal gives back: the allocated blocks of a file with one link (with more
-/// links the data stays reachable), nothing for anything else.
-pub(crate) fn freed_bytes(stat: &Stat) -> u64 {
-    let is_file =
-        rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::RegularFile;
-    if is_file && nlink(stat) == 1 {
-        u64::try_from(stat.st_blocks)
-            .unwrap_or(0)
-            .saturating_mul(512)
+/// Allocated bytes of a regular file (`st_blocks × 512`), 0 for anything else. Whether
+/// removing it frees them depends on its other links (see `report::Links`).
+pub(crate) fn file_blocks_bytes(meta: &Meta) -> u64 {
+    if meta.file_type() == FileType::RegularFile {
+        meta.blocks.saturating_mul(512)
     } else {
         0
     }
 }
 
 /// `st_size` of a regular file, 0 for anything else.
-pub(crate) fn apparent_bytes(stat: &Stat) -> u64 {
-    let is_file =
-        rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::RegularFile;
-    if is_file {
-        u64::try_from(stat.st_size).unwrap_or(0)
+pub(crate) fn apparent_bytes(meta: &Meta) -> u64 {
+    if meta.file_type() == FileType::RegularFile {
+        meta.size
     } else {
         0
     }
@@ -173,8 +285,9 @@ mod tests {
         )
         .unwrap();
         let other = std::fs::File::open(dir.path().join("f")).unwrap();
+        let f = lstat_at(dir_fd.as_fd(), c"f").unwrap().ident();
 
-        let ours = lock_file_at(dir_fd.as_fd(), c"f");
+        let ours = lock_file_at(dir_fd.as_fd(), c"f", f);
         assert!(matches!(ours, FileLock::Ours(_)), "{ours:?}");
         // While the probe's fd is open, its lock keeps everyone else out: the window
         // between the check and the unlink is covered.
@@ -185,7 +298,7 @@ mod tests {
         drop(ours);
         rustix::fs::flock(&other, FlockOperation::LockShared).unwrap();
         assert!(matches!(
-            lock_file_at(dir_fd.as_fd(), c"f"),
+            lock_file_at(dir_fd.as_fd(), c"f", f),
             FileLock::HeldElsewhere
         ));
         assert!(
@@ -194,15 +307,69 @@ mod tests {
         );
         drop(other);
         assert!(matches!(
-            lock_file_at(dir_fd.as_fd(), c"f"),
+            lock_file_at(dir_fd.as_fd(), c"f", f),
             FileLock::Ours(_)
         ));
         assert!(
             matches!(
-                lock_file_at(dir_fd.as_fd(), c"missing"),
+                lock_file_at(dir_fd.as_fd(), c"missing", f),
                 FileLock::Unchecked
             ),
             "unopenable means unchecked"
+        );
+    }
+
+    /// A file replaced between the sweep's `lstat` and its probe's `open` is not the one
+    /// that was judged: the probe must say so instead of locking (and the walk then
+    /// unlinking) the newcomer.
+    #[test]
+    fn the_probe_refuses_a_file_swapped_in_after_the_lstat() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"judged old").unwrap();
+        std::fs::write(dir.path().join("new"), b"never judged").unwrap();
+        let dir_fd = rustix::fs::open(
+            dir.path(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        let judged = lstat_at(dir_fd.as_fd(), c"f").unwrap();
+        // The swap, exactly between the walk's lstat and the probe's open.
+        std::fs::rename(dir.path().join("new"), dir.path().join("f")).unwrap();
+        let probe = lock_file_at(dir_fd.as_fd(), c"f", judged.ident());
+        assert!(matches!(probe, FileLock::Replaced), "{probe:?}");
+        let now = lstat_at(dir_fd.as_fd(), c"f").unwrap();
+        assert!(matches!(
+            lock_file_at(dir_fd.as_fd(), c"f", now.ident()),
+            FileLock::Ours(_)
+        ));
+    }
+
+    #[test]
+    fn statx_reports_the_mount_id_like_fdinfo() {
+        let dir = tempfile::tempdir().unwrap();
+        let fd = rustix::fs::open(
+            dir.path(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        let meta = fstat(fd.as_fd()).unwrap();
+        let from_fdinfo = fdinfo_mnt_id(fd.as_fd()).unwrap();
+        if let Some(id) = meta.mnt_id {
+            assert_eq!(id, from_fdinfo);
+        }
+        let check = MountCheck::for_root(fd.as_fd(), &meta).unwrap();
+        assert!(check.same_mount_dir(fd.as_fd(), &meta).unwrap());
+        assert!(
+            MountCheck::FdInfo(from_fdinfo)
+                .same_mount_dir(fd.as_fd(), &meta)
+                .unwrap()
+        );
+        assert!(
+            !MountCheck::FdInfo(from_fdinfo + 1)
+                .same_mount_dir(fd.as_fd(), &meta)
+                .unwrap()
         );
     }
 }

@@ -24,9 +24,16 @@
 //!   and removed (`unlinkat`) relative to the fd of the directory that lists it. A
 //!   directory replaced by a symlink fails to open and is counted under
 //!   [`SkipCounts::symlink_target`]; an old symlink is removed as a link;
-//! - a subdirectory on another device than the root is not entered, the root itself is
-//!   never removed (the root path itself is opened once and may be a symlink: it is the
-//!   operator's choice);
+//! - the root path is resolved component by component without unsafe transitions (a
+//!   symlink or directory planted by a user other than root and the caller, as
+//!   `systemd-tmpfiles` refuses since CVE-2018-6954), and `/` or a pseudo-filesystem
+//!   (proc, sysfs, devtmpfs, cgroup, …) is refused unless explicitly allowed
+//!   ([`Sweep::preserve_root`], [`Sweep::allow_pseudo_fs`]);
+//! - the sweep stays on the root's *mount*, judged by mount ID (`statx` `STATX_MNT_ID`,
+//!   or `/proc/self/fdinfo` on kernels before 5.8), never by `st_dev` alone: a mount
+//!   point, including a bind mount of the same filesystem, is not entered, and an
+//!   overlay whose files report their layers' devices is swept as one mount. The root
+//!   itself is never removed;
 //! - FIFOs, sockets and devices are skipped; an entry some other process holds under an
 //!   `flock` is skipped (non-blocking probe); modification times in the future count as
 //!   new;
@@ -53,8 +60,10 @@
 //! another process holds under `flock` is not entered. Each file that is about to be
 //! removed (old, regular, not excluded; young files are never probed) is opened
 //! `O_NOFOLLOW | O_NONBLOCK` relative to its directory and locked with a non-blocking
-//! exclusive `flock`; if that fails with `EWOULDBLOCK` the file is skipped, otherwise
-//! the sweep *keeps* its lock until after the `unlinkat` and only then closes the fd.
+//! exclusive `flock`; the fd is first `fstat`ed and must be the inode the walk examined
+//! (a file swapped in between is left alone, [`SkipCounts::replaced`]); if the lock
+//! fails with `EWOULDBLOCK` the file is skipped, otherwise the sweep *keeps* its lock
+//! until after the `unlinkat` and only then closes the fd.
 //!
 //! What this guarantees, precisely: when a file is unlinked, no other open file
 //! description held an `flock` on the inode the name referred to when the sweep opened
@@ -83,8 +92,9 @@
 //! # Parallelism
 //!
 //! One rayon task per directory (unlinks within one directory serialize on its lock in
-//! the kernel, so directories are the unit of parallelism), work stealing, one thread per
-//! core by default. Each task builds its own tally and hands it to its parent, so the
+//! the kernel, so directories are the unit of parallelism), work stealing,
+//! [`default_threads`] threads (twice the cores, at least 8: on a disk mounted `discard`
+//! each unlink waits for the device, and more threads overlap the waits). Each task builds its own tally and hands it to its parent, so the
 //! report is deterministic and no counter is shared.
 //!
 //! ```
@@ -114,6 +124,7 @@ mod fsops;
 mod locks;
 mod pressure;
 mod report;
+mod root;
 mod schedule;
 mod sweep;
 mod walk;
@@ -126,9 +137,9 @@ pub use report::{
     SweepReport,
 };
 pub use schedule::{
-    DEFAULT_CHECK_EVERY, DEFAULT_EVERY, DEFAULT_PRESSURE_OLDER_THAN, DEFAULT_PRESSURE_THRESHOLD,
-    ScheduleError, ScheduleHandle, SweepSchedule, Trigger,
+    DEFAULT_CHECK_EVERY, DEFAULT_EVERY, DEFAULT_MAX_PRESSURE_BACKOFF, DEFAULT_PRESSURE_OLDER_THAN,
+    DEFAULT_PRESSURE_THRESHOLD, ScheduleError, ScheduleHandle, SweepSchedule, Trigger,
 };
-pub use sweep::{DEFAULT_OLDER_THAN, Sweep};
+pub use sweep::{DEFAULT_OLDER_THAN, MIN_DEFAULT_THREADS, Sweep, default_threads};
 pub use walk::Observer;
 pub use workspace::{JobWorkspace, MAX_NAME_BYTES, WorkspaceError};

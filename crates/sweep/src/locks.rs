@@ -23,9 +23,7 @@
 use std::collections::HashSet;
 use std::os::fd::BorrowedFd;
 
-use rustix::fs::Stat;
-
-use crate::fsops;
+use crate::fsops::Meta;
 
 /// Most lines of `/proc/locks` read: a bound on the snapshot's memory. With more, the
 /// dry run probes instead.
@@ -71,13 +69,12 @@ impl LockTable {
         parse(&std::fs::read_to_string("/proc/locks").ok()?)
     }
 
-    /// True when the table lists an `flock` on the inode of `stat`.
-    pub fn is_locked(&self, stat: &Stat) -> bool {
-        let dev = fsops::dev(stat);
+    /// True when the table lists an `flock` on the inode of `meta`.
+    pub fn is_locked(&self, meta: &Meta) -> bool {
         let key = (
-            rustix::fs::major(dev),
-            rustix::fs::minor(dev),
-            fsops::ino(stat),
+            rustix::fs::major(meta.dev),
+            rustix::fs::minor(meta.dev),
+            meta.ino,
         );
         self.held.contains(&key)
     }
@@ -177,7 +174,7 @@ mod tests {
         .unwrap();
         let held = std::fs::File::open(&path).unwrap();
         rustix::fs::flock(&held, FlockOperation::LockShared).unwrap();
-        let stat = rustix::fs::fstat(&held).unwrap();
+        let stat = crate::fsops::fstat(held.as_fd()).unwrap();
         let in_init_ns =
             std::fs::read_link("/proc/self/ns/pid").is_ok_and(|ns| ns.as_os_str() == INIT_PID_NS);
         match LockTable::read_if_complete(dir_fd.as_fd()) {

@@ -41,7 +41,7 @@ pub(crate) fn delete_oldest(
             .then_with(|| a.dir.rel.cmp(&b.dir.rel))
             .then_with(|| a.name.cmp(&b.name))
     });
-    let mut freed = 0u64;
+    let mut freed = tally.bytes_freed();
     let mut next = 0usize;
     while freed < goal_bytes && next < candidates.len() {
         let start = next;
@@ -66,8 +66,10 @@ pub(crate) fn delete_oldest(
                 a.merge(b);
                 a
             });
-        freed = freed.saturating_add(batch.bytes_freed);
         tally.merge(batch);
+        // Settled over everything removed so far: a hard-linked file counts once its
+        // last removed link is in, whichever batch that was.
+        freed = tally.bytes_freed();
     }
     tally.skipped.goal_reached += (candidates.len() - next) as u64;
 }
@@ -104,7 +106,7 @@ fn delete_group(ctx: &Ctx<'_>, root: BorrowedFd<'_>, group: &[&Candidate]) -> Ta
         }
     };
     let dir = opened.as_ref().map_or(root, |fd| fd.as_fd());
-    let same_dir = rustix::fs::fstat(dir).is_ok_and(|stat| fsops::ident(&stat) == record.ident);
+    let same_dir = fsops::fstat(dir).is_ok_and(|meta| meta.ident() == record.ident);
     for candidate in group {
         let rel = record
             .rel
@@ -117,23 +119,26 @@ fn delete_group(ctx: &Ctx<'_>, root: BorrowedFd<'_>, group: &[&Candidate]) -> Ta
             );
             continue;
         }
-        let stat = match fsops::lstat_at(dir, &candidate.name) {
-            Ok(stat) => stat,
+        let meta = match fsops::lstat_at(dir, &candidate.name) {
+            Ok(meta) => meta,
             Err(errno) => {
                 tally.errno(&ctx.full_path(&rel), "cannot stat", errno);
                 continue;
             }
         };
-        let same_file = FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
-            && fsops::ino(&stat) == candidate.ino;
+        let same_file = meta.file_type() == FileType::RegularFile && meta.ino == candidate.ino;
         // A replaced or rewritten file is a new file.
-        if !same_file || !ctx.cutoff.is_old(&stat) {
+        if !same_file || !ctx.cutoff.is_old(&meta) {
             tally.skipped.add(SkipReason::TooYoung);
             continue;
         }
-        let lock = match ctx.lock_file(dir, &candidate.name, &stat) {
+        let lock = match ctx.lock_file(dir, &candidate.name, &meta) {
             FileLock::HeldElsewhere => {
                 tally.skipped.add(SkipReason::Locked);
+                continue;
+            }
+            FileLock::Replaced => {
+                tally.skipped.add(SkipReason::Replaced);
                 continue;
             }
             lock => lock,
@@ -146,7 +151,7 @@ fn delete_group(ctx: &Ctx<'_>, root: BorrowedFd<'_>, group: &[&Candidate]) -> Ta
         }
         // Released only after the unlink (see `FileLock::Ours`).
         drop(lock);
-        ctx.record_removal(&mut tally, &rel, EntryKind::File, &stat);
+        ctx.record_removal(&mut tally, &rel, EntryKind::File, &meta);
     }
     tally
 }

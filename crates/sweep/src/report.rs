@@ -1,8 +1,13 @@
 //! What a sweep did: counts, skips by reason, errors by kind, and (optionally) every
 //! removed entry.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+
+use rustix::fs::FileType;
+
+use crate::fsops::{self, Meta};
 
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +34,11 @@ pub struct SweepReport {
     pub symlinks_removed: u64,
     /// Directories removed because the sweep left them empty.
     pub dirs_removed: u64,
-    /// Disk space returned: `st_blocks × 512` of each removed file that had a single link.
+    /// Disk space returned: `st_blocks × 512` of each removed file whose every link the
+    /// sweep removed. A file with one link counts when it goes; a file with several
+    /// (hard links) counts once, if the sweep removed all the links it had when the
+    /// sweep first saw it, and not at all if some link stays (inside or outside the
+    /// root). A dry run counts exactly as the real run does.
     pub bytes_freed: u64,
     /// Sum of `st_size` of the removed files, whatever their link count.
     pub apparent_bytes: u64,
@@ -101,6 +110,10 @@ pub struct SkipCounts {
     pub too_young: u64,
     /// Held under an `flock` by another process.
     pub locked: u64,
+    /// Replaced by another file between the sweep's `lstat` and its lock probe's
+    /// `open`: the newcomer was never judged, so it stays.
+    #[serde(default)]
+    pub replaced: u64,
     /// Pressure mode: eligible, but the byte goal was met before its turn came.
     pub goal_reached: u64,
 }
@@ -114,6 +127,7 @@ impl SkipCounts {
             + self.special_file
             + self.too_young
             + self.locked
+            + self.replaced
             + self.goal_reached
     }
 
@@ -125,6 +139,7 @@ impl SkipCounts {
             SkipReason::SpecialFile => self.special_file += 1,
             SkipReason::TooYoung => self.too_young += 1,
             SkipReason::Locked => self.locked += 1,
+            SkipReason::Replaced => self.replaced += 1,
         }
     }
 
@@ -135,6 +150,7 @@ impl SkipCounts {
         self.special_file += other.special_file;
         self.too_young += other.too_young;
         self.locked += other.locked;
+        self.replaced += other.replaced;
         self.goal_reached += other.goal_reached;
     }
 }
@@ -148,6 +164,7 @@ pub(crate) enum SkipReason {
     SpecialFile,
     TooYoung,
     Locked,
+    Replaced,
 }
 
 /// Per-entry failures, by kind.
@@ -262,7 +279,12 @@ pub struct RemovedEntry {
     /// removal. For a directory, the time read when it was entered, before the sweep
     /// emptied it.
     pub age_time: SystemTime,
-    /// `st_blocks × 512` if it was a file with one link, else 0.
+    /// `st_blocks × 512` if it was a file with one link, else 0 (a file with several
+    /// links counts in [`SweepReport::bytes_freed`] only, once, when all go). In the
+    /// report this is the same in a dry run and a real run; the
+    /// [`on_removed`](crate::Sweep::on_removed) observer, called as it happens, sees the
+    /// link count of that moment, so a real run shows the last of several links with
+    /// its blocks there.
     pub bytes_freed: u64,
     /// `st_size` for a file, else 0.
     pub apparent_bytes: u64,
@@ -275,16 +297,101 @@ pub(crate) struct Tally {
     pub files_removed: u64,
     pub symlinks_removed: u64,
     pub dirs_removed: u64,
-    pub bytes_freed: u64,
+    /// Bytes of removed files seen with a single link.
+    pub single_link_bytes: u64,
     pub apparent_bytes: u64,
     pub entries_scanned: u64,
     pub skipped: SkipCounts,
     pub errors: ErrorCounts,
     pub error_samples: Vec<ErrorSample>,
-    pub removed: Vec<RemovedEntry>,
+    /// Removed files seen with more than one link: settled at the end (see
+    /// [`Tally::bytes_freed`]).
+    pub hard_links: Vec<LinkSeen>,
+    /// Removed entries with their inode, when collected.
+    pub removed: Vec<(RemovedEntry, (u64, u64))>,
+}
+
+/// One removal of a name of a file that had several links when the sweep looked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LinkSeen {
+    pub ident: (u64, u64),
+    pub nlink: u64,
+    pub bytes: u64,
+}
+
+/// What a pressure-mode candidate is expected to free when planning the batches: its
+/// blocks if it has one link, else nothing.
+pub(crate) fn planned_bytes(meta: &Meta) -> u64 {
+    if meta.nlink == 1 {
+        fsops::file_blocks_bytes(meta)
+    } else {
+        0
+    }
+}
+
+/// Per inode with several links: how many of its names were removed, the most links it
+/// was seen with, and its bytes.
+fn link_groups(seen: &[LinkSeen]) -> HashMap<(u64, u64), (u64, u64, u64)> {
+    let mut groups: HashMap<(u64, u64), (u64, u64, u64)> = HashMap::new();
+    for link in seen {
+        let group = groups.entry(link.ident).or_insert((0, 0, 0));
+        group.0 += 1;
+        group.1 = group.1.max(link.nlink);
+        group.2 = group.2.max(link.bytes);
+    }
+    groups
 }
 
 impl Tally {
+    /// Counts one removal and returns the bytes it frees by itself (see
+    /// [`RemovedEntry::bytes_freed`]).
+    ///
+    /// Hard links: a real run sees the link count drop as it unlinks (2, then 1),
+    /// a dry run sees the original count every time (2, 2). So a file seen with one
+    /// link counts at once, and a file seen with more is recorded and settled at the
+    /// end: its blocks count if the names removed reach the most links it was seen
+    /// with. The first sight of an inode precedes the sweep's first unlink of it, so
+    /// that maximum is the count it started with, in both modes; and a real run that
+    /// saw the last name with one link counted it then, while the names removed before
+    /// it fall one short of the maximum. Both modes count the blocks exactly once, or
+    /// not at all when a link stays.
+    pub fn count_removal(&mut self, kind: EntryKind, meta: &Meta) -> u64 {
+        match kind {
+            EntryKind::File | EntryKind::Special => self.files_removed += 1,
+            EntryKind::Symlink => self.symlinks_removed += 1,
+            EntryKind::Dir => self.dirs_removed += 1,
+        }
+        self.apparent_bytes += fsops::apparent_bytes(meta);
+        if meta.file_type() != FileType::RegularFile {
+            return 0;
+        }
+        let bytes = fsops::file_blocks_bytes(meta);
+        if meta.nlink <= 1 {
+            self.single_link_bytes += bytes;
+            bytes
+        } else {
+            self.hard_links.push(LinkSeen {
+                ident: meta.ident(),
+                nlink: meta.nlink,
+                bytes,
+            });
+            0
+        }
+    }
+
+    /// Bytes freed so far (see [`Tally::count_removal`]).
+    pub fn bytes_freed(&self) -> u64 {
+        if self.hard_links.is_empty() {
+            return self.single_link_bytes;
+        }
+        let settled: u64 = link_groups(&self.hard_links)
+            .values()
+            .filter(|(removed, most_links, _)| removed >= most_links)
+            .map(|(_, _, bytes)| bytes)
+            .sum();
+        self.single_link_bytes + settled
+    }
+
     pub fn error(&mut self, path: &Path, kind: ErrorKind, message: String) {
         self.errors.add(kind);
         self.error_samples.push(ErrorSample {
@@ -312,7 +419,8 @@ impl Tally {
         self.files_removed += other.files_removed;
         self.symlinks_removed += other.symlinks_removed;
         self.dirs_removed += other.dirs_removed;
-        self.bytes_freed += other.bytes_freed;
+        self.single_link_bytes += other.single_link_bytes;
+        self.hard_links.append(&mut other.hard_links);
         self.apparent_bytes += other.apparent_bytes;
         self.entries_scanned += other.entries_scanned;
         self.skipped.merge(&other.skipped);
@@ -332,14 +440,28 @@ impl Tally {
         elapsed: Duration,
     ) -> SweepReport {
         self.trim_samples();
-        self.removed.sort_by(|a, b| a.path.cmp(&b.path));
+        let bytes_freed = self.bytes_freed();
+        let groups = link_groups(&self.hard_links);
+        let mut removed: Vec<RemovedEntry> = self
+            .removed
+            .into_iter()
+            .map(|(mut entry, ident)| {
+                // Seen with one link in a real run, but the last of several: the
+                // report shows it as a dry run does.
+                if entry.kind == EntryKind::File && groups.contains_key(&ident) {
+                    entry.bytes_freed = 0;
+                }
+                entry
+            })
+            .collect();
+        removed.sort_by(|a, b| a.path.cmp(&b.path));
         SweepReport {
             root,
             dry_run,
             files_removed: self.files_removed,
             symlinks_removed: self.symlinks_removed,
             dirs_removed: self.dirs_removed,
-            bytes_freed: self.bytes_freed,
+            bytes_freed,
             apparent_bytes: self.apparent_bytes,
             entries_scanned: self.entries_scanned,
             skipped: self.skipped,
@@ -347,7 +469,7 @@ impl Tally {
             error_samples: self.error_samples,
             byte_goal,
             elapsed_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            removed: self.removed,
+            removed,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! A background thread that sweeps on an interval and under disk pressure.
 
 use std::fmt;
+use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -15,6 +16,8 @@ pub const DEFAULT_EVERY: Duration = Duration::from_secs(6 * 60 * 60);
 pub const DEFAULT_PRESSURE_THRESHOLD: f64 = 0.80;
 /// Default interval between disk-use checks.
 pub const DEFAULT_CHECK_EVERY: Duration = Duration::from_secs(60);
+/// Default longest wait between pressure sweeps that could not meet their goal.
+pub const DEFAULT_MAX_PRESSURE_BACKOFF: Duration = Duration::from_secs(60 * 60);
 /// Default minimum age of a file a pressure sweep may delete: an hour, so that files
 /// still being written are not taken, however full the disk.
 pub const DEFAULT_PRESSURE_OLDER_THAN: Duration = Duration::from_secs(60 * 60);
@@ -53,6 +56,8 @@ pub enum ScheduleError {
 }
 
 type Callback = Box<dyn FnMut(Trigger, &Result<SweepReport, SweepError>) + Send>;
+/// Reads `(used bytes, capacity in bytes)` of the filesystem holding a root.
+type DiskUsage = Box<dyn FnMut(&Path) -> std::io::Result<(u64, u64)> + Send>;
 
 /// Sweeps a root every [`every`](Self::every) (default 6 h) and, whenever its filesystem
 /// is fuller than [`pressure_threshold`](Self::pressure_threshold) (default 80 %), runs a
@@ -63,6 +68,14 @@ type Callback = Box<dyn FnMut(Trigger, &Result<SweepReport, SweepError>) + Send>
 /// [`Sweep::byte_goal`] set and [`Sweep::older_than`] lowered to
 /// [`pressure_older_than`](Self::pressure_older_than). Without [`Sweep::now`], each run
 /// judges ages against the clock at its start.
+///
+/// When the disk is filled by something outside the root, a pressure sweep cannot meet
+/// its goal, and repeating it at every check only rescans the tree. So after a pressure
+/// sweep that misses its goal (or fails), the next one waits twice
+/// [`check_every`](Self::check_every), then twice that, up to
+/// [`max_pressure_backoff`](Self::max_pressure_backoff) (default 1 h). Entering this
+/// backoff is logged once (`warn`); a sweep that meets its goal, or a check that finds
+/// the disk back under the threshold, ends it (logged once, `info`).
 ///
 /// ```
 /// use std::sync::mpsc;
@@ -91,7 +104,9 @@ pub struct SweepSchedule {
     pressure_threshold: f64,
     check_every: Duration,
     pressure_older_than: Duration,
+    max_pressure_backoff: Duration,
     on_report: Option<Callback>,
+    disk_usage: DiskUsage,
 }
 
 impl fmt::Debug for SweepSchedule {
@@ -102,6 +117,7 @@ impl fmt::Debug for SweepSchedule {
             .field("pressure_threshold", &self.pressure_threshold)
             .field("check_every", &self.check_every)
             .field("pressure_older_than", &self.pressure_older_than)
+            .field("max_pressure_backoff", &self.max_pressure_backoff)
             .finish_non_exhaustive()
     }
 }
@@ -115,8 +131,27 @@ impl SweepSchedule {
             pressure_threshold: DEFAULT_PRESSURE_THRESHOLD,
             check_every: DEFAULT_CHECK_EVERY,
             pressure_older_than: DEFAULT_PRESSURE_OLDER_THAN,
+            max_pressure_backoff: DEFAULT_MAX_PRESSURE_BACKOFF,
             on_report: None,
+            disk_usage: Box::new(statvfs_usage),
         }
+    }
+
+    /// Longest wait between pressure sweeps that keep missing their goal (see the type
+    /// docs; default 1 h).
+    pub fn max_pressure_backoff(mut self, max: Duration) -> SweepSchedule {
+        self.max_pressure_backoff = max;
+        self
+    }
+
+    /// Reads the disk usage with `usage` (returning used bytes and capacity) instead of
+    /// `statvfs` on the root: for quotas, or to test the pressure logic.
+    pub fn disk_usage(
+        mut self,
+        usage: impl FnMut(&Path) -> std::io::Result<(u64, u64)> + Send + 'static,
+    ) -> SweepSchedule {
+        self.disk_usage = Box::new(usage);
+        self
     }
 
     /// Interval between regular sweeps; the first runs one interval after the start.
@@ -176,69 +211,138 @@ impl SweepSchedule {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("backstop-sweep-schedule".into())
-            .spawn(move || self.run(&rx))
+            .spawn(move || Runner::new(self).run(&rx))
             .map_err(ScheduleError::Spawn)?;
         Ok(ScheduleHandle {
             tx,
             thread: Some(thread),
         })
     }
+}
+
+/// The schedule's state, driven by a clock measured from its start: the thread feeds it
+/// real time, tests a manual one.
+struct Runner {
+    schedule: SweepSchedule,
+    next_sweep: Duration,
+    next_check: Duration,
+    /// While pressure sweeps miss their goal: the current wait between them, and the
+    /// earliest time of the next one.
+    backoff: Option<(Duration, Duration)>,
+    /// Times the backoff was entered (each logged once).
+    backoffs_entered: u64,
+}
+
+impl Runner {
+    fn new(schedule: SweepSchedule) -> Runner {
+        Runner {
+            next_sweep: schedule.every,
+            next_check: Duration::ZERO,
+            backoff: None,
+            backoffs_entered: 0,
+            schedule,
+        }
+    }
 
     fn run(mut self, rx: &mpsc::Receiver<Command>) {
-        let mut next_sweep = Instant::now() + self.every;
-        let mut next_check = Instant::now();
+        let origin = Instant::now();
         loop {
-            let wake = next_sweep.min(next_check);
-            match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-                Ok(Command::Trigger) => self.sweep_once(Trigger::Manual, self.sweep.clone()),
-                Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
-                Err(RecvTimeoutError::Timeout) => {
-                    let now = Instant::now();
-                    if now >= next_sweep {
-                        self.sweep_once(Trigger::Interval, self.sweep.clone());
-                        next_sweep = Instant::now() + self.every;
-                    }
-                    if now >= next_check {
-                        self.check_pressure();
-                        next_check = Instant::now() + self.check_every;
-                    }
+            let wake = self.next_wake();
+            match rx.recv_timeout(wake.saturating_sub(origin.elapsed())) {
+                Ok(Command::Trigger) => {
+                    let sweep = self.schedule.sweep.clone();
+                    self.sweep_once(Trigger::Manual, sweep);
                 }
+                Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => self.tick(origin.elapsed()),
             }
         }
     }
 
-    fn check_pressure(&mut self) {
-        let usage = match rustix::fs::statvfs(self.sweep.root()) {
+    /// When the next timer is due.
+    fn next_wake(&self) -> Duration {
+        self.next_sweep.min(self.next_check)
+    }
+
+    /// Runs what is due at `now`.
+    fn tick(&mut self, now: Duration) {
+        if now >= self.next_sweep {
+            let sweep = self.schedule.sweep.clone();
+            self.sweep_once(Trigger::Interval, sweep);
+            self.next_sweep = now + self.schedule.every;
+        }
+        if now >= self.next_check {
+            self.check_pressure(now);
+            self.next_check = now + self.schedule.check_every;
+        }
+    }
+
+    fn check_pressure(&mut self, now: Duration) {
+        let root = self.schedule.sweep.root().to_path_buf();
+        let (used, capacity) = match (self.schedule.disk_usage)(&root) {
             Ok(usage) => usage,
-            Err(errno) => {
-                tracing::warn!(root = %self.sweep.root().display(), "cannot read disk usage: {}", std::io::Error::from(errno));
+            Err(err) => {
+                tracing::warn!(root = %root.display(), "cannot read disk usage: {err}");
                 return;
             }
         };
-        let used = usage
-            .f_blocks
-            .saturating_sub(usage.f_bfree)
-            .saturating_mul(usage.f_frsize);
-        let capacity = used.saturating_add(usage.f_bavail.saturating_mul(usage.f_frsize));
-        if let Some((used_fraction, byte_goal)) =
-            pressure_goal(used, capacity, self.pressure_threshold)
-        {
-            let sweep = self
-                .sweep
-                .clone()
-                .older_than(self.pressure_older_than)
-                .byte_goal(byte_goal);
-            self.sweep_once(
-                Trigger::Pressure {
-                    used_fraction,
-                    byte_goal,
-                },
-                sweep,
-            );
+        let Some((used_fraction, byte_goal)) =
+            pressure_goal(used, capacity, self.schedule.pressure_threshold)
+        else {
+            if self.backoff.take().is_some() {
+                tracing::info!(root = %root.display(), "disk usage back under the threshold; pressure sweeps no longer held back");
+            }
+            return;
+        };
+        if let Some((_, not_before)) = self.backoff {
+            if now < not_before {
+                return;
+            }
         }
+        let sweep = self
+            .schedule
+            .sweep
+            .clone()
+            .older_than(self.schedule.pressure_older_than)
+            .byte_goal(byte_goal);
+        let met = self.sweep_once(
+            Trigger::Pressure {
+                used_fraction,
+                byte_goal,
+            },
+            sweep,
+        );
+        if met {
+            if self.backoff.take().is_some() {
+                tracing::info!(root = %root.display(), "a pressure sweep met its goal; no longer held back");
+            }
+            return;
+        }
+        let wait = match self.backoff {
+            None => {
+                self.backoffs_entered += 1;
+                let wait = (self.schedule.check_every * 2).min(self.schedule.max_pressure_backoff);
+                tracing::warn!(
+                    root = %root.display(),
+                    used_fraction,
+                    "a pressure sweep could not free enough under the root (the space is used \
+                     elsewhere, or by young or locked files); backing off: next pressure sweep in \
+                     {wait:?}, doubling up to {:?} while this lasts",
+                    self.schedule.max_pressure_backoff
+                );
+                wait
+            }
+            Some((wait, _)) => {
+                let wait = (wait * 2).min(self.schedule.max_pressure_backoff);
+                tracing::debug!(root = %root.display(), "pressure sweep still short of its goal; next in {wait:?}");
+                wait
+            }
+        };
+        self.backoff = Some((wait, now + wait));
     }
 
-    fn sweep_once(&mut self, trigger: Trigger, sweep: Sweep) {
+    /// Runs one sweep and reports it; true when it ran and met its byte goal (if any).
+    fn sweep_once(&mut self, trigger: Trigger, sweep: Sweep) -> bool {
         let result = sweep.run();
         match &result {
             Ok(report) => tracing::info!(
@@ -254,10 +358,22 @@ impl SweepSchedule {
             ),
             Err(err) => tracing::error!(?trigger, "sweep failed: {err}"),
         }
-        if let Some(callback) = self.on_report.as_mut() {
+        if let Some(callback) = self.schedule.on_report.as_mut() {
             callback(trigger, &result);
         }
+        result.is_ok_and(|report| report.goal_met())
     }
+}
+
+/// `(used, capacity)` of the filesystem holding `root`, as `df` counts them.
+fn statvfs_usage(root: &Path) -> std::io::Result<(u64, u64)> {
+    let usage = rustix::fs::statvfs(root)?;
+    let used = usage
+        .f_blocks
+        .saturating_sub(usage.f_bfree)
+        .saturating_mul(usage.f_frsize);
+    let capacity = used.saturating_add(usage.f_bavail.saturating_mul(usage.f_frsize));
+    Ok((used, capacity))
 }
 
 /// `Some((used_fraction, bytes to free))` when `used / capacity` exceeds `threshold`.
@@ -363,5 +479,70 @@ mod tests {
                 other => panic!("expected an error for {field}, got {other:?}"),
             }
         }
+    }
+
+    /// The disk is 95 % full with data outside the (empty) root: every pressure sweep
+    /// frees nothing. On a manual clock over three hours, pressure sweeps must back off
+    /// exponentially (not run at every one-minute check), the backoff is entered (and
+    /// logged) once, and when usage drops and rises again, sweeps resume at once.
+    #[test]
+    fn pressure_from_outside_the_root_backs_off_and_recovers() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+
+        let root = tempfile::tempdir().unwrap();
+        let used_percent = Arc::new(AtomicU64::new(95));
+        let clock_secs = Arc::new(AtomicU64::new(0));
+        let sweeps_at = Arc::new(Mutex::new(Vec::new()));
+        let schedule = SweepSchedule::new(Sweep::new(root.path()))
+            .every(Duration::from_secs(24 * 3600))
+            .check_every(Duration::from_secs(60))
+            .max_pressure_backoff(Duration::from_secs(3600))
+            .disk_usage({
+                let used_percent = Arc::clone(&used_percent);
+                move |_| Ok((used_percent.load(Ordering::SeqCst), 100))
+            })
+            .on_report({
+                let (clock_secs, sweeps_at) = (Arc::clone(&clock_secs), Arc::clone(&sweeps_at));
+                move |trigger, result| {
+                    assert!(matches!(trigger, Trigger::Pressure { .. }), "{trigger:?}");
+                    assert!(!result.as_ref().unwrap().goal_met());
+                    sweeps_at
+                        .lock()
+                        .unwrap()
+                        .push(clock_secs.load(Ordering::SeqCst));
+                }
+            });
+        let mut runner = Runner::new(schedule);
+        let run_until = |runner: &mut Runner, end: u64| loop {
+            let wake = runner.next_wake();
+            if wake.as_secs() > end {
+                break;
+            }
+            clock_secs.store(wake.as_secs(), Ordering::SeqCst);
+            runner.tick(wake);
+        };
+
+        run_until(&mut runner, 3 * 3600);
+        assert_eq!(
+            *sweeps_at.lock().unwrap(),
+            [0, 120, 360, 840, 1800, 3720, 7320],
+            "waits of 2, 4, 8, 16, 32 minutes, then the 1 h cap"
+        );
+        assert_eq!(
+            runner.backoffs_entered, 1,
+            "entering the backoff is logged once"
+        );
+
+        // Usage drops: the next check ends the backoff, without a sweep.
+        used_percent.store(50, Ordering::SeqCst);
+        run_until(&mut runner, 3 * 3600 + 120);
+        assert!(runner.backoff.is_none());
+        assert_eq!(sweeps_at.lock().unwrap().len(), 7);
+        // It rises again: a pressure sweep at the very next check, then a new backoff.
+        used_percent.store(95, Ordering::SeqCst);
+        run_until(&mut runner, 3 * 3600 + 180);
+        assert_eq!(sweeps_at.lock().unwrap().last(), Some(&(3 * 3600 + 180)));
+        assert_eq!(runner.backoffs_entered, 2);
     }
 }

@@ -32,11 +32,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use globset::GlobSet;
 use rayon::prelude::*;
-use rustix::fs::{FileType, RawDir, Stat};
+use rustix::fs::{FileType, RawDir};
 use rustix::io::Errno;
 
 use crate::age::{Cutoff, ns_to_system_time};
-use crate::fsops::{self, FileLock};
+use crate::fsops::{self, FileLock, Meta, MountCheck};
 use crate::locks::LockTable;
 use crate::report::{EntryKind, ErrorKind, RemovedEntry, SkipReason, Tally};
 
@@ -83,7 +83,8 @@ pub(crate) struct DirRecord {
 /// Everything a walk needs, shared by reference across the tasks.
 pub(crate) struct Ctx<'a> {
     pub root: &'a Path,
-    pub root_dev: u64,
+    /// How to tell that an entry is on the root's mount.
+    pub mount: MountCheck,
     pub cutoff: Cutoff,
     pub excludes: Option<&'a GlobSet>,
     pub dry_run: bool,
@@ -128,19 +129,19 @@ impl Ctx<'_> {
     /// removed: [`FileLock::HeldElsewhere`] means skip it; keep anything else alive
     /// until after the unlink. Without the check, or when a dry run's trusted lock table
     /// says it is free, there is nothing to hold ([`FileLock::Unchecked`]).
-    pub(crate) fn lock_file(&self, dir: BorrowedFd<'_>, name: &CStr, stat: &Stat) -> FileLock {
+    pub(crate) fn lock_file(&self, dir: BorrowedFd<'_>, name: &CStr, meta: &Meta) -> FileLock {
         if !self.check_locks {
             return FileLock::Unchecked;
         }
         match self.lock_table {
             Some(table) if self.dry_run => {
-                if table.is_locked(stat) {
+                if table.is_locked(meta) {
                     FileLock::HeldElsewhere
                 } else {
                     FileLock::Unchecked
                 }
             }
-            _ => fsops::lock_file_at(dir, name),
+            _ => fsops::lock_file_at(dir, name, meta.ident()),
         }
     }
 
@@ -153,32 +154,24 @@ impl Ctx<'_> {
         tally: &mut Tally,
         rel: &Path,
         kind: EntryKind,
-        stat: &Stat,
+        meta: &Meta,
     ) {
-        let bytes_freed = fsops::freed_bytes(stat);
-        let apparent_bytes = fsops::apparent_bytes(stat);
-        match kind {
-            EntryKind::File | EntryKind::Special => tally.files_removed += 1,
-            EntryKind::Symlink => tally.symlinks_removed += 1,
-            EntryKind::Dir => tally.dirs_removed += 1,
-        }
-        tally.bytes_freed += bytes_freed;
-        tally.apparent_bytes += apparent_bytes;
+        let bytes_freed = tally.count_removal(kind, meta);
         if self.observer.is_none() && !self.collect_removed {
             return;
         }
         let entry = RemovedEntry {
             path: self.full_path(rel),
             kind,
-            age_time: ns_to_system_time(self.cutoff.age_by.time_ns(stat)),
+            age_time: ns_to_system_time(self.cutoff.age_by.time_ns(meta)),
             bytes_freed,
-            apparent_bytes,
+            apparent_bytes: fsops::apparent_bytes(meta),
         };
         if let Some(observer) = self.observer {
             observer(&entry);
         }
         if self.collect_removed {
-            tally.removed.push(entry);
+            tally.removed.push((entry, meta.ident()));
         }
     }
 }
@@ -253,20 +246,21 @@ fn handle_entry(
     record: &mut Option<Arc<DirRecord>>,
     out: &mut Walked,
 ) -> Fate {
-    let stat = match fsops::lstat_at(dir, name) {
-        Ok(stat) => stat,
+    let meta = match fsops::lstat_at(dir, name) {
+        Ok(meta) => meta,
         Err(errno) => {
             out.tally
                 .errno(&ctx.full_path(&child_rel(rel, name)), "cannot stat", errno);
             return Fate::Kept;
         }
     };
-    let file_type = FileType::from_raw_mode(stat.st_mode);
+    let file_type = meta.file_type();
     if file_type == FileType::Directory {
         return Fate::Directory;
     }
-    // A file bind-mounted into the tree belongs to another filesystem.
-    if fsops::dev(&stat) != ctx.root_dev {
+    // A file bind-mounted into the tree belongs to another mount. Not `st_dev`: on an
+    // overlay, files report their layer's device (see `MountCheck`).
+    if !ctx.mount.same_mount_entry(&meta) {
         out.tally.skipped.add(SkipReason::OtherFilesystem);
         return Fate::Kept;
     }
@@ -279,7 +273,7 @@ fn handle_entry(
             return Fate::Kept;
         }
     };
-    if !ctx.cutoff.is_old(&stat) {
+    if !ctx.cutoff.is_old(&meta) {
         out.tally.skipped.add(SkipReason::TooYoung);
         return Fate::Kept;
     }
@@ -295,18 +289,22 @@ fn handle_entry(
             out.candidates.push(Candidate {
                 dir: Arc::clone(dir_record),
                 name: name.to_owned(),
-                ino: fsops::ino(&stat),
-                time_ns: ctx.cutoff.age_by.time_ns(&stat),
-                bytes_freed: fsops::freed_bytes(&stat),
+                ino: meta.ino,
+                time_ns: ctx.cutoff.age_by.time_ns(&meta),
+                bytes_freed: crate::report::planned_bytes(&meta),
             });
         }
         return Fate::Kept;
     }
     // Checked last, so only files that would otherwise go pay for it.
     let lock = if kind == EntryKind::File {
-        match ctx.lock_file(dir, name, &stat) {
+        match ctx.lock_file(dir, name, &meta) {
             FileLock::HeldElsewhere => {
                 out.tally.skipped.add(SkipReason::Locked);
+                return Fate::Kept;
+            }
+            FileLock::Replaced => {
+                out.tally.skipped.add(SkipReason::Replaced);
                 return Fate::Kept;
             }
             lock => Some(lock),
@@ -330,7 +328,7 @@ fn handle_entry(
         &mut out.tally,
         &child_rel_if_needed(ctx, rel, name),
         kind,
-        &stat,
+        &meta,
     );
     Fate::Removed
 }
@@ -351,7 +349,7 @@ fn enter_dir(
     name: &CStr,
     rel: &Path,
     tally: &mut Tally,
-) -> Option<(OwnedFd, Stat)> {
+) -> Option<(OwnedFd, Meta)> {
     let fd = match fsops::open_dir_at(parent, name) {
         Ok(fd) => fd,
         // It was a directory when listed; now it is a symlink (or something else). The
@@ -365,22 +363,34 @@ fn enter_dir(
             return None;
         }
     };
-    let stat = match rustix::fs::fstat(&fd) {
-        Ok(stat) => stat,
+    let meta = match fsops::fstat(fd.as_fd()) {
+        Ok(meta) => meta,
         Err(errno) => {
             tally.errno(&ctx.full_path(rel), "cannot stat directory", errno);
             return None;
         }
     };
-    if fsops::dev(&stat) != ctx.root_dev {
-        tally.skipped.add(SkipReason::OtherFilesystem);
-        return None;
+    // A mount point (another filesystem, or a bind mount of this one) is not entered.
+    match ctx.mount.same_mount_dir(fd.as_fd(), &meta) {
+        Ok(true) => {}
+        Ok(false) => {
+            tally.skipped.add(SkipReason::OtherFilesystem);
+            return None;
+        }
+        Err(errno) => {
+            tally.errno(
+                &ctx.full_path(rel),
+                "cannot tell the directory's mount",
+                errno,
+            );
+            return None;
+        }
     }
     if ctx.check_locks && fsops::is_locked(fd.as_fd()) {
         tally.skipped.add(SkipReason::Locked);
         return None;
     }
-    Some((fd, stat))
+    Some((fd, meta))
 }
 
 /// After a subdirectory's walk: removes it if the walk left it empty and it was old when
@@ -389,7 +399,7 @@ fn leave_dir(
     ctx: &Ctx<'_>,
     parent: BorrowedFd<'_>,
     name: &CStr,
-    stat: &Stat,
+    meta: &Meta,
     empty: bool,
     rel: &Path,
     tally: &mut Tally,
@@ -397,8 +407,8 @@ fn leave_dir(
     if !empty || !ctx.remove_empty_dirs || ctx.action == Action::Collect {
         return false;
     }
-    // `stat` was read before the walk emptied it, so its times are the directory's own.
-    if !ctx.cutoff.is_old(stat) {
+    // `meta` was read before the walk emptied it, so its times are the directory's own.
+    if !ctx.cutoff.is_old(meta) {
         tally.skipped.add(SkipReason::TooYoung);
         return false;
     }
@@ -413,7 +423,7 @@ fn leave_dir(
             }
         }
     }
-    ctx.record_removal(tally, rel, EntryKind::Dir, stat);
+    ctx.record_removal(tally, rel, EntryKind::Dir, meta);
     true
 }
 
@@ -453,20 +463,20 @@ fn visit_par(
 ) -> (Walked, u64) {
     let rel = child_rel(parent_rel, name);
     let mut out = Walked::default();
-    let Some((fd, stat)) = enter_dir(ctx, parent, name, &rel, &mut out.tally) else {
+    let Some((fd, meta)) = enter_dir(ctx, parent, name, &rel, &mut out.tally) else {
         return (out, 1);
     };
     // Relaxed: the budget is a soft bound; a few tasks racing past it only use a few
     // more fds, and no other memory is published through this counter.
     let open = ctx.open_dirs.fetch_add(1, Ordering::Relaxed) + 1;
-    let ident = fsops::ident(&stat);
+    let ident = meta.ident();
     let (sub, empty) = if depth >= MAX_PARALLEL_DEPTH || open > ctx.fd_budget {
         walk_deep(ctx, fd.as_fd(), &rel, ident)
     } else {
         walk_par(ctx, fd.as_fd(), &rel, ident, depth)
     };
     out.merge(sub);
-    let removed = leave_dir(ctx, parent, name, &stat, empty, &rel, &mut out.tally);
+    let removed = leave_dir(ctx, parent, name, &meta, empty, &rel, &mut out.tally);
     drop(fd);
     // Relaxed: see the increment above.
     ctx.open_dirs.fetch_sub(1, Ordering::Relaxed);
@@ -478,7 +488,7 @@ struct Frame {
     /// Name in the parent (empty for the top frame).
     name: CString,
     /// As read on entry: identity for the `..` check, times for the age check.
-    stat: Stat,
+    meta: Meta,
     /// `None` when closed to stay within the window (and for the top frame, whose fd is
     /// borrowed from the caller).
     fd: Option<OwnedFd>,
@@ -497,13 +507,13 @@ pub(crate) fn walk_deep(
     let mut out = Walked::default();
     let mut rel = top_rel.to_path_buf();
     let (subdirs, remaining) = scan(ctx, top, &rel, top_ident, &mut out);
-    let Ok(top_stat) = rustix::fs::fstat(top) else {
+    let Ok(top_meta) = fsops::fstat(top) else {
         // Cannot happen for an fd we just listed; if it does, keep everything above.
         return (out, false);
     };
     let mut frames = vec![Frame {
         name: CString::default(),
-        stat: top_stat,
+        meta: top_meta,
         fd: None,
         subdirs: subdirs.into_iter(),
         remaining,
@@ -530,12 +540,11 @@ pub(crate) fn walk_deep(
                     frames[at].remaining += 1;
                     rel.pop();
                 }
-                Some((fd, stat)) => {
-                    let (subdirs, remaining) =
-                        scan(ctx, fd.as_fd(), &rel, fsops::ident(&stat), &mut out);
+                Some((fd, meta)) => {
+                    let (subdirs, remaining) = scan(ctx, fd.as_fd(), &rel, meta.ident(), &mut out);
                     frames.push(Frame {
                         name,
-                        stat,
+                        meta,
                         fd: Some(fd),
                         subdirs: subdirs.into_iter(),
                         remaining,
@@ -564,7 +573,7 @@ pub(crate) fn walk_deep(
             let reopened = done_fd
                 .as_ref()
                 .ok_or(Errno::BADF)
-                .and_then(|fd| fsops::reopen_parent(fd.as_fd(), fsops::ident(&frames[p].stat)));
+                .and_then(|fd| fsops::reopen_parent(fd.as_fd(), frames[p].meta.ident()));
             match reopened {
                 Ok(fd) => {
                     frames[p].fd = Some(fd);
@@ -600,7 +609,7 @@ pub(crate) fn walk_deep(
                 ctx,
                 parent,
                 &done.name,
-                &done.stat,
+                &done.meta,
                 done.remaining == 0,
                 &rel,
                 &mut out.tally,

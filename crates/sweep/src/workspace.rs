@@ -2,13 +2,15 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode};
 use rustix::io::Errno;
 
 use crate::fsops;
 use crate::report::SweepReport;
+use crate::root::{ChaseError, open_dir_safely};
 use crate::sweep::purge_contents;
 
 /// Longest job id or stage name accepted (a single path component on Linux is at most
@@ -37,6 +39,16 @@ pub enum WorkspaceError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// The base exists but is not safe to hold workspaces: not a directory, owned by
+    /// another user, writable by group or others, or reached through a path someone
+    /// else could have planted.
+    #[error("refusing workspace base {}: {reason}", path.display())]
+    UnsafeBase {
+        /// The base as given.
+        path: PathBuf,
+        /// Why.
+        reason: String,
     },
     /// A workspace for this job id exists already (another job, or a leftover).
     #[error("workspace {} already exists", path.display())]
@@ -97,25 +109,25 @@ pub struct JobWorkspace {
 }
 
 impl JobWorkspace {
-    /// Creates `base/job_id` with mode 0700. `base` must exist.
+    /// Creates `base/job_id` with mode 0700, and `base` itself with mode 0700 if it is
+    /// missing (its parent must exist).
+    ///
+    /// `base` is resolved like a sweep root, without unsafe transitions (no symlink or
+    /// directory that a user other than root and this process could have planted, e.g.
+    /// `/tmp/makevideo → /home/victim`). An existing base must be a directory owned by
+    /// this process's user and not writable by group or others: whoever can create or
+    /// rename entries in it can redirect a job's files.
     ///
     /// # Errors
     /// [`WorkspaceError::InvalidName`] unless `job_id` is a single safe path component
     /// (not empty, not `.` or `..`, no `/`, no NUL, at most [`MAX_NAME_BYTES`] bytes);
+    /// [`WorkspaceError::UnsafeBase`] for a base that fails the checks above;
     /// [`WorkspaceError::AlreadyExists`] if the directory exists; otherwise
     /// [`WorkspaceError::Base`] or [`WorkspaceError::Io`] with the reason.
     pub fn create(base: impl AsRef<Path>, job_id: &str) -> Result<JobWorkspace, WorkspaceError> {
         let name = component("job_id", job_id)?;
         let base = base.as_ref();
-        let base_fd = rustix::fs::open(
-            base,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|errno| WorkspaceError::Base {
-            path: base.to_path_buf(),
-            source: errno.into(),
-        })?;
+        let base_fd = open_base(base)?;
         let path = base.join(job_id);
         let io = |op, errno: Errno| WorkspaceError::Io {
             op,
@@ -131,13 +143,13 @@ impl JobWorkspace {
             fsops::open_dir_at(base_fd.as_fd(), &name).map_err(|e| io("open workspace", e))?;
         // The umask can only clear bits, but be explicit: the workspace is private.
         rustix::fs::fchmod(&dir_fd, Mode::RWXU).map_err(|e| io("set mode 0700 on", e))?;
-        let stat = rustix::fs::fstat(&dir_fd).map_err(|e| io("stat workspace", e))?;
+        let stat = fsops::fstat(dir_fd.as_fd()).map_err(|e| io("stat workspace", e))?;
         Ok(JobWorkspace {
             path,
             job_id: job_id.to_owned(),
             base_fd,
             dir_fd,
-            ident: fsops::ident(&stat),
+            ident: stat.ident(),
             keep: false,
         })
     }
@@ -170,7 +182,7 @@ impl JobWorkspace {
             Err(Errno::EXIST) => {
                 let stat = fsops::lstat_at(self.dir_fd.as_fd(), &cname)
                     .map_err(|e| io("stat stage", e))?;
-                if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
+                if stat.file_type() != FileType::Directory {
                     return Err(io("use as a stage directory", Errno::NOTDIR));
                 }
             }
@@ -226,19 +238,31 @@ impl JobWorkspace {
     }
 
     /// Takes a shared `flock` on the workspace directory, held until the workspace is
-    /// dropped, so that sweeps (which skip locked entries) leave this job's files alone
-    /// however old they look.
+    /// dropped, so that sweeps (which do not enter a locked directory) leave this job's
+    /// files alone however old they look. Call it right after [`create`](Self::create).
+    ///
+    /// The lock is taken *blocking*: a sweep entering the directory at that instant
+    /// holds an exclusive probe lock on it for the few microseconds between its
+    /// `flock(LOCK_EX | LOCK_NB)` and its unlock, and the job waits that long rather than
+    /// failing (a non-blocking request failed with `EWOULDBLOCK` about once in a
+    /// thousand calls against a looping sweep). A sweep that entered just before the
+    /// lock may still walk the workspace, but everything in a new workspace is young
+    /// (by ctime, whatever mtime an archive restored), so it removes nothing.
     ///
     /// # Errors
     /// [`WorkspaceError::Io`] if the lock cannot be taken (e.g. a filesystem without
-    /// `flock`).
+    /// `flock`). `EINTR` is retried.
     pub fn lock_against_sweeps(&self) -> Result<(), WorkspaceError> {
-        rustix::fs::flock(&self.dir_fd, FlockOperation::NonBlockingLockShared).map_err(|errno| {
-            WorkspaceError::Io {
-                op: "lock",
-                path: self.path.clone(),
-                source: errno.into(),
+        loop {
+            match rustix::fs::flock(&self.dir_fd, FlockOperation::LockShared) {
+                Err(Errno::INTR) => continue,
+                result => break result,
             }
+        }
+        .map_err(|errno| WorkspaceError::Io {
+            op: "lock",
+            path: self.path.clone(),
+            source: errno.into(),
         })
     }
 
@@ -271,7 +295,7 @@ impl JobWorkspace {
         // after it was moved away.
         let stat =
             fsops::lstat_at(self.base_fd.as_fd(), &name).map_err(|e| io("stat workspace", e))?;
-        if fsops::ident(&stat) != self.ident {
+        if stat.ident() != self.ident {
             return Err(io("remove (replaced by another entry)", Errno::STALE));
         }
         rustix::fs::unlinkat(&self.base_fd, &name, AtFlags::REMOVEDIR)
@@ -290,6 +314,62 @@ impl Drop for JobWorkspace {
             tracing::warn!(job_id = %self.job_id, "workspace cleanup failed: {err}");
         }
     }
+}
+
+/// Opens (or creates, 0700) the workspace base and checks it (see
+/// [`JobWorkspace::create`]).
+fn open_base(base: &Path) -> Result<OwnedFd, WorkspaceError> {
+    let unsafe_base = |reason: String| WorkspaceError::UnsafeBase {
+        path: base.to_path_buf(),
+        reason,
+    };
+    let io = |errno: Errno| WorkspaceError::Base {
+        path: base.to_path_buf(),
+        source: errno.into(),
+    };
+    let (fd, meta) = match open_dir_safely(base) {
+        Ok(opened) => opened,
+        Err(ChaseError::Unsafe(reason)) => return Err(unsafe_base(reason)),
+        Err(ChaseError::Io(Errno::NOTDIR)) => return Err(unsafe_base("not a directory".into())),
+        Err(ChaseError::Io(Errno::NOENT)) => {
+            // Create it, private, in a parent that is itself resolved safely.
+            let (Some(parent), Some(name)) = (base.parent(), base.file_name()) else {
+                return Err(io(Errno::NOENT));
+            };
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            let (parent_fd, _) = open_dir_safely(parent).map_err(|err| match err {
+                ChaseError::Unsafe(reason) => unsafe_base(reason),
+                ChaseError::Io(errno) => io(errno),
+            })?;
+            let cname = CString::new(name.as_bytes()).map_err(|_| io(Errno::INVAL))?;
+            match rustix::fs::mkdirat(&parent_fd, &cname, Mode::RWXU) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(errno) => return Err(io(errno)),
+            }
+            let fd = fsops::open_dir_at(parent_fd.as_fd(), &cname).map_err(io)?;
+            let meta = fsops::fstat(fd.as_fd()).map_err(io)?;
+            (fd, meta)
+        }
+        Err(ChaseError::Io(errno)) => return Err(io(errno)),
+    };
+    let euid = rustix::process::geteuid().as_raw();
+    if meta.uid != euid {
+        return Err(unsafe_base(format!(
+            "owned by uid {}, not by this process (uid {euid})",
+            meta.uid
+        )));
+    }
+    if meta.mode & 0o022 != 0 {
+        return Err(unsafe_base(format!(
+            "mode {:o} lets group or others create entries in it (want 0700)",
+            meta.mode & 0o7777
+        )));
+    }
+    Ok(fd)
 }
 
 fn purge_contents_empty(path: &Path) -> SweepReport {

@@ -26,7 +26,11 @@ fn tree() -> tempfile::TempDir {
 #[test]
 fn prints_the_original_log_line_and_exits_zero() {
     let dir = tree();
-    let out = bin().arg(dir.path()).arg("--dry-run").output().unwrap();
+    let out = bin()
+        .arg(dir.path())
+        .args(["--dry-run", "--age-by", "mtime"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -36,7 +40,11 @@ fn prints_the_original_log_line_and_exits_zero() {
     assert!(stdout.contains("1 too young"), "{stdout}");
     assert!(dir.path().join("a/old1").exists());
 
-    let out = bin().arg(dir.path()).output().unwrap();
+    let out = bin()
+        .arg(dir.path())
+        .args(["--age-by", "mtime"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -53,6 +61,7 @@ fn json_output_is_the_report() {
     let out = bin()
         .arg(dir.path())
         .args(["--json", "--older-than", "1d", "--exclude", "a/**"])
+        .args(["--age-by", "mtime"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
@@ -98,7 +107,7 @@ fn failed_entries_exit_three_and_are_named() {
     let dir = tree();
     std::fs::set_permissions(dir.path().join("a"), std::fs::Permissions::from_mode(0o000)).unwrap();
     let mut cmd = bin();
-    cmd.arg(dir.path());
+    cmd.arg(dir.path()).args(["--age-by", "mtime"]);
     // SAFETY: the closure runs in the forked child before exec and makes only prctl
     // calls, which are async-signal-safe; it touches no memory shared with the parent.
     unsafe {
@@ -128,4 +137,60 @@ fn failed_entries_exit_three_and_are_named() {
         stderr.contains("/a: cannot open directory: Permission denied"),
         "{stderr}"
     );
+}
+
+/// `--json > /dev/full` and a closed pipe: the sweep has already removed files when the
+/// write fails. The failure goes to stderr with exit 4, never a panic (exit 101).
+#[test]
+fn a_report_that_cannot_be_written_exits_four_without_panicking() {
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let closed_pipe = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        writer
+    };
+    for (what, json) in [
+        ("full", true),
+        ("full", false),
+        ("pipe", true),
+        ("pipe", false),
+    ] {
+        let dir = tree();
+        let mut cmd = bin();
+        cmd.arg(dir.path()).args(["--age-by", "mtime"]);
+        if json {
+            cmd.arg("--json");
+        }
+        if what == "full" {
+            cmd.stdout(full());
+        } else {
+            cmd.stdout(closed_pipe());
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{what} json={json}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            stderr.contains("cannot write the report to stdout")
+                && stderr.contains("Cleaned 2 files"),
+            "{stderr}"
+        );
+        assert!(!dir.path().join("old2").exists(), "the sweep itself ran");
+    }
+}
+
+#[test]
+fn slash_is_refused_with_the_flag_to_use() {
+    let out = bin().args(["/", "--dry-run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--no-preserve-root"), "{stderr}");
+    let out = bin().args(["/sys", "--dry-run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sysfs"));
 }

@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use backstop_sweep::{AgeBy, EntryKind, ErrorKind, Sweep, SweepError};
@@ -468,4 +468,163 @@ fn pressure_mode_dry_run_matches_the_real_run() {
     assert_eq!(dry.removed, real.removed);
     assert_eq!(dry.bytes_freed, real.bytes_freed);
     assert!(real.bytes_freed >= 40_000);
+}
+
+#[test]
+fn slash_and_pseudo_filesystems_are_refused_unless_allowed() {
+    match Sweep::new("/").dry_run(true).run() {
+        Err(err @ SweepError::RootIsSlash { .. }) => {
+            assert!(err.to_string().contains("--no-preserve-root"), "{err}");
+        }
+        other => panic!("`/` accepted: {other:?}"),
+    }
+    for (root, fs_type) in [
+        ("/sys", "sysfs"),
+        ("/proc", "proc"),
+        ("/proc/sys/kernel", "proc"),
+    ] {
+        match Sweep::new(root).dry_run(true).run() {
+            Err(err @ SweepError::PseudoFilesystem { .. }) => {
+                assert!(err.to_string().contains(fs_type), "{err}");
+                assert!(err.to_string().contains("--allow-pseudo-fs"), "{err}");
+            }
+            other => panic!("{root} accepted: {other:?}"),
+        }
+    }
+    let dev_is_devtmpfs = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some("/dev") && l.contains(" - devtmpfs "));
+    if dev_is_devtmpfs {
+        assert!(matches!(
+            Sweep::new("/dev").dry_run(true).run(),
+            Err(SweepError::PseudoFilesystem {
+                fs_type: "devtmpfs",
+                ..
+            })
+        ));
+    }
+    // Said explicitly, they are swept (a dry run, of a small corner).
+    let report = Sweep::new("/proc/sys/kernel")
+        .allow_pseudo_fs(true)
+        .dry_run(true)
+        .run()
+        .unwrap();
+    assert!(report.entries_scanned > 0);
+    // An ordinary directory is no pseudo-filesystem.
+    let dir = tempfile::tempdir().unwrap();
+    assert!(Sweep::new(dir.path()).dry_run(true).run().is_ok());
+}
+
+/// CVE-2018-6954's shape: someone plants `/tmp/x → victim` (or a directory) in a
+/// world-writable directory before the sweep starts. The root path must not be
+/// followed there. The tests run as root, so the planter is uid 65534.
+#[test]
+fn a_root_planted_by_another_user_in_a_world_writable_directory_is_refused() {
+    use std::os::unix::fs::{lchown, symlink};
+    let victim = tempfile::tempdir().unwrap();
+    file(&victim.path().join("precious"), 10, old());
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+    let planted = tmp.path().join("makevideo");
+    symlink(victim.path(), &planted).unwrap();
+    lchown(&planted, Some(65534), Some(65534)).unwrap();
+    let planted_dir = tmp.path().join("dir-of-another");
+    fs::create_dir(&planted_dir).unwrap();
+    file(&planted_dir.join("x"), 1, old());
+    lchown(&planted_dir, Some(65534), Some(65534)).unwrap();
+    // Through a directory of a non-root user, a jump back to `/`-owned land.
+    let users = tempfile::tempdir().unwrap();
+    lchown(users.path(), Some(65534), Some(65534)).unwrap();
+    let link_in_users_dir = users.path().join("to-victim");
+    symlink(victim.path(), &link_in_users_dir).unwrap();
+    lchown(&link_in_users_dir, Some(65534), Some(65534)).unwrap();
+
+    for root in [
+        planted.clone(),
+        planted.join("."),
+        planted_dir.clone(),
+        link_in_users_dir,
+    ] {
+        match Sweep::new(&root).now(now()).run() {
+            Err(err @ SweepError::UnsafeRoot { .. }) => {
+                assert!(err.to_string().contains("uid 65534"), "{err}");
+            }
+            other => panic!("{} accepted: {other:?}", root.display()),
+        }
+    }
+    assert!(victim.path().join("precious").exists());
+    assert!(planted_dir.join("x").exists());
+
+    // The same link, owned by root (as if the operator made it), is followed.
+    lchown(&planted, Some(0), Some(0)).unwrap();
+    let report = Sweep::new(&planted).now(now()).run().unwrap();
+    assert_eq!(report.files_removed, 1);
+    assert!(!victim.path().join("precious").exists());
+}
+
+/// A job extracts an archive: the files keep the archive's old mtimes, but their ctime
+/// is the extraction time. Ageing by mtime alone would delete them mid-job.
+#[test]
+fn a_file_with_an_old_mtime_but_a_fresh_ctime_survives_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let extracted = dir.path().join("frame-0001.png");
+    fs::write(&extracted, b"png").unwrap();
+    // Real clock here: the ctime is now, the mtime two days ago.
+    let two_days_ago = std::time::SystemTime::now() - 2 * DAY;
+    filetime::set_file_mtime(&extracted, two_days_ago.into()).unwrap();
+
+    let report = Sweep::new(dir.path()).run().unwrap();
+    assert_eq!(report.files_removed, 0);
+    assert_eq!(report.skipped.too_young, 1);
+    assert!(extracted.exists());
+    let by_mtime = Sweep::new(dir.path()).age_by(AgeBy::Mtime).run().unwrap();
+    assert_eq!(by_mtime.files_removed, 1);
+}
+
+/// Two old names of one inode, and a third inode whose second name stays (excluded):
+/// a dry run must report the bytes the real run then frees, in total and per entry, in
+/// a plain sweep and in pressure mode.
+#[test]
+fn hard_links_count_the_same_in_a_dry_run_and_a_real_run() {
+    use std::os::unix::fs::MetadataExt;
+    let make = || {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        file(&root.join("a/clip.mp4"), 64 * 1024, old());
+        fs::create_dir(root.join("b")).unwrap();
+        fs::hard_link(root.join("a/clip.mp4"), root.join("b/clip-link.mp4")).unwrap();
+        file(&root.join("c/shared.mp4"), 32 * 1024, old());
+        fs::hard_link(root.join("c/shared.mp4"), root.join("c/shared.keep")).unwrap();
+        file(&root.join("single.tmp"), 4096, old());
+        dir
+    };
+    let blocks = |p: &Path| fs::metadata(p).unwrap().blocks() * 512;
+    let tree = make();
+    let root = tree.path();
+    let clip = blocks(&root.join("a/clip.mp4"));
+    let single = blocks(&root.join("single.tmp"));
+    let configured = sweep(root).exclude("*.keep").unwrap().collect_removed(true);
+    let dry = configured.clone().dry_run(true).run().unwrap();
+    let real = configured.run().unwrap();
+    assert_eq!(real.files_removed, 4);
+    assert_eq!(
+        real.bytes_freed,
+        clip + single,
+        "the clip once, the shared file not at all"
+    );
+    assert_eq!(dry.bytes_freed, real.bytes_freed);
+    assert_eq!(dry.removed, real.removed);
+
+    let tree = make();
+    let configured = sweep(tree.path())
+        .exclude("*.keep")
+        .unwrap()
+        .byte_goal(u64::MAX)
+        .collect_removed(true);
+    let dry = configured.clone().dry_run(true).run().unwrap();
+    let real = configured.run().unwrap();
+    assert_eq!(real.bytes_freed, clip + single);
+    assert_eq!(dry.bytes_freed, real.bytes_freed);
+    assert_eq!(dry.removed, real.removed);
 }

@@ -12,6 +12,9 @@ pub enum ExitCode {
     Usage,
     /// The sweep ran, but some entries failed (see the error summary).
     Partial,
+    /// The sweep ran (and removed what it removed), but its report could not be
+    /// written to stdout (`/dev/full`, a closed pipe, …); stderr says why.
+    OutputFailed,
 }
 
 impl ExitCode {
@@ -22,6 +25,7 @@ impl ExitCode {
             ExitCode::Fatal => 1,
             ExitCode::Usage => 2,
             ExitCode::Partial => 3,
+            ExitCode::OutputFailed => 4,
         }
     }
 }

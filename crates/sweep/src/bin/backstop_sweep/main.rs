@@ -6,11 +6,15 @@
 //!
 //! Prints the original service's log line (`Cleaned N files, freed X MB`) with a skip and
 //! error summary, or the whole report as JSON. Exits 0 when clean, 3 when some entries
-//! failed, 2 on bad usage or a root that cannot be swept, 1 on any other fatal error.
+//! failed, 4 when the report could not be written to stdout, 2 on bad usage or a root
+//! that cannot be swept, 1 on any other fatal error. Never panics on output: Rust
+//! ignores `SIGPIPE`, so a closed pipe is an `EPIPE` error like any other.
 
 mod exit_codes;
+mod packaging;
 mod units;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,12 +24,18 @@ use clap::{Parser, ValueEnum};
 use exit_codes::ExitCode;
 
 /// Remove files older than a cutoff under ROOT, never following symlinks nor leaving
-/// ROOT's filesystem.
+/// ROOT's mount.
 #[derive(Debug, Parser)]
-#[command(name = "backstop-sweep", version)]
-struct Args {
+#[command(
+    name = "backstop-sweep",
+    version,
+    after_help = "Exit status: 0 clean, 1 fatal, 2 bad usage or a root refused, \
+                  3 some entries failed, 4 the report could not be written."
+)]
+pub(crate) struct Args {
     /// Directory to clean (it is never removed itself).
-    root: PathBuf,
+    #[arg(required_unless_present_any = ["completions", "man"])]
+    root: Option<PathBuf>,
     /// Remove entries older than this: 90s, 30m, 24h, 2d, 1w.
     #[arg(long, default_value = "24h", value_parser = units::parse_duration)]
     older_than: Duration,
@@ -38,22 +48,42 @@ struct Args {
     /// Pressure mode: remove the oldest eligible files until this much is freed (10GiB, 500MB).
     #[arg(long, value_parser = units::parse_bytes)]
     byte_goal: Option<u64>,
-    /// Which timestamp makes an entry old.
-    #[arg(long, value_enum, default_value_t = AgeArg::Mtime)]
+    /// Which timestamp makes an entry old (default: the newer of mtime and ctime, as
+    /// systemd-tmpfiles, so files extracted with old mtimes are not taken).
+    #[arg(long, value_enum, default_value_t = AgeArg::MtimeCtime)]
     age_by: AgeArg,
     /// Keep directories the sweep leaves empty.
     #[arg(long)]
     keep_empty_dirs: bool,
-    /// Worker threads (0: one per core).
+    /// Worker threads (0: twice the cores, at least 8: see the README).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Sweep even when ROOT is /.
+    #[arg(long)]
+    no_preserve_root: bool,
+    /// Sweep even when ROOT is on a pseudo-filesystem (proc, sysfs, devtmpfs, cgroup, …).
+    #[arg(long)]
+    allow_pseudo_fs: bool,
     /// Print the full report as JSON instead of the summary.
     #[arg(long)]
     json: bool,
+    /// Print a completion script for SHELL and exit.
+    #[arg(
+        long,
+        value_name = "SHELL",
+        exclusive = true,
+        help_heading = "Packaging"
+    )]
+    completions: Option<clap_complete::Shell>,
+    /// Print the man page (roff) and exit.
+    #[arg(long, exclusive = true, help_heading = "Packaging")]
+    man: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum AgeArg {
+    /// The newer of modification and change time.
+    MtimeCtime,
     /// Modification time.
     Mtime,
     /// Newest of access, modification and change time.
@@ -66,12 +96,35 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: &Args) -> ExitCode {
-    let mut sweep = Sweep::new(&args.root)
+    if let Some(shell) = args.completions {
+        return write_out(&packaging::completions(shell));
+    }
+    if args.man {
+        return match packaging::man_page() {
+            Ok(page) => write_out(&page),
+            Err(err) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "backstop-sweep: cannot render the man page: {err}"
+                );
+                ExitCode::Fatal
+            }
+        };
+    }
+    let Some(root) = &args.root else {
+        // clap requires ROOT unless one of the flags above is given.
+        let _ = writeln!(std::io::stderr(), "backstop-sweep: ROOT is required");
+        return ExitCode::Usage;
+    };
+    let mut sweep = Sweep::new(root)
         .older_than(args.older_than)
         .dry_run(args.dry_run)
         .remove_empty_dirs(!args.keep_empty_dirs)
         .threads(args.threads)
+        .preserve_root(!args.no_preserve_root)
+        .allow_pseudo_fs(args.allow_pseudo_fs)
         .age_by(match args.age_by {
+            AgeArg::MtimeCtime => AgeBy::MtimeOrCtime,
             AgeArg::Mtime => AgeBy::Mtime,
             AgeArg::Newest => AgeBy::Newest,
         });
@@ -88,16 +141,22 @@ fn run(args: &Args) -> ExitCode {
         Ok(report) => report,
         Err(err) => return fail(&err),
     };
-    if args.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(json) => println!("{json}"),
-            Err(err) => {
-                eprintln!("backstop-sweep: cannot write the report as JSON: {err}");
-                return ExitCode::Fatal;
-            }
-        }
+    let mut stdout = std::io::stdout().lock();
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut stdout, &report)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(stdout))
     } else {
-        print_summary(&report);
+        print_summary(&mut stdout, &report)
+    };
+    if let Err(err) = written.and_then(|()| stdout.flush()) {
+        // The sweep is done; say so, since the report is lost.
+        let _ = writeln!(
+            std::io::stderr(),
+            "backstop-sweep: cannot write the report to stdout: {err} (the sweep ran: {})",
+            report.summary_line()
+        );
+        return ExitCode::OutputFailed;
     }
     if report.has_failures() {
         ExitCode::Partial
@@ -106,27 +165,44 @@ fn run(args: &Args) -> ExitCode {
     }
 }
 
+/// Writes generated text to stdout; a failed write is reported, never a panic.
+fn write_out(bytes: &[u8]) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::Clean,
+        Err(err) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "backstop-sweep: cannot write to stdout: {err}"
+            );
+            ExitCode::OutputFailed
+        }
+    }
+}
+
 fn fail(err: &SweepError) -> ExitCode {
-    eprintln!("backstop-sweep: {err}");
+    let _ = writeln!(std::io::stderr(), "backstop-sweep: {err}");
     match err {
         SweepError::ThreadPool { .. } => ExitCode::Fatal,
         _ => ExitCode::Usage,
     }
 }
 
-fn print_summary(report: &SweepReport) {
-    println!("{}", report.summary_line());
+fn print_summary(out: &mut impl Write, report: &SweepReport) -> std::io::Result<()> {
+    writeln!(out, "{}", report.summary_line())?;
     let s = &report.skipped;
-    println!(
+    writeln!(
+        out,
         "removed {} files, {} symlinks, {} dirs; scanned {} entries in {:.3}s",
         report.files_removed,
         report.symlinks_removed,
         report.dirs_removed,
         report.entries_scanned,
         report.elapsed().as_secs_f64()
-    );
-    println!(
-        "skipped {}: {} too young, {} excluded, {} other filesystem, {} symlink targets, {} special files, {} locked, {} past the byte goal",
+    )?;
+    writeln!(
+        out,
+        "skipped {}: {} too young, {} excluded, {} other filesystem, {} symlink targets, {} special files, {} locked, {} replaced, {} past the byte goal",
         s.total(),
         s.too_young,
         s.excluded,
@@ -134,18 +210,21 @@ fn print_summary(report: &SweepReport) {
         s.symlink_target,
         s.special_file,
         s.locked,
+        s.replaced,
         s.goal_reached
-    );
+    )?;
     if let Some(goal) = report.byte_goal {
         let met = if report.goal_met() { "met" } else { "NOT met" };
-        println!(
+        writeln!(
+            out,
             "byte goal {goal} bytes: {met} ({} bytes freed)",
             report.bytes_freed
-        );
+        )?;
     }
     let e = &report.errors;
     if e.total() > 0 {
-        println!(
+        writeln!(
+            out,
             "errors {}: {} permission denied, {} vanished, {} busy, {} moved, {} other",
             e.total(),
             e.permission_denied,
@@ -153,13 +232,17 @@ fn print_summary(report: &SweepReport) {
             e.busy,
             e.moved,
             e.other
-        );
+        )?;
+        let mut stderr = std::io::stderr().lock();
         for sample in &report.error_samples {
-            eprintln!(
+            // stderr is where failures go; if it is gone too there is no one to tell.
+            let _ = writeln!(
+                stderr,
                 "backstop-sweep: {}: {}",
                 sample.path.display(),
                 sample.message
             );
         }
     }
+    Ok(())
 }
