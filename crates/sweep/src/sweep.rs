@@ -271,6 +271,32 @@ impl Sweep {
     /// directory, is refused by the guards, or the thread pool cannot be started. Every
     /// per-entry problem is counted in the report instead.
     pub fn run(&self) -> Result<SweepReport, SweepError> {
+        // One span per sweep, closed with its counts, so a log of a sweep's own events
+        // (and a subscriber timing spans) says which sweep they belong to.
+        let span = tracing::info_span!(
+            "sweep",
+            root = %self.root.display(),
+            dry_run = self.dry_run,
+            files_removed = tracing::field::Empty,
+            dirs_removed = tracing::field::Empty,
+            bytes_freed = tracing::field::Empty,
+            errors = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let result = self.run_in_span();
+        match &result {
+            Ok(report) => {
+                span.record("files_removed", report.files_removed);
+                span.record("dirs_removed", report.dirs_removed);
+                span.record("bytes_freed", report.bytes_freed);
+                span.record("errors", report.errors.total());
+            }
+            Err(err) => tracing::warn!("sweep could not start: {err}"),
+        }
+        result
+    }
+
+    fn run_in_span(&self) -> Result<SweepReport, SweepError> {
         let started = Instant::now();
         let now = self.now.unwrap_or_else(SystemTime::now);
         let (root_fd, root_meta) = root::open_dir_safely(&self.root).map_err(|err| match err {
@@ -370,14 +396,6 @@ impl Sweep {
             self.dry_run,
             self.byte_goal,
             started.elapsed(),
-        );
-        tracing::debug!(
-            root = %self.root.display(),
-            files_removed = report.files_removed,
-            dirs_removed = report.dirs_removed,
-            bytes_freed = report.bytes_freed,
-            errors = report.errors.total(),
-            "sweep finished"
         );
         Ok(report)
     }
