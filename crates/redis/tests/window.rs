@@ -211,16 +211,152 @@ fn a_window_key_vanishes_with_its_window_and_is_compact() {
             .query_async(&mut conn)
             .await
             .unwrap();
-        assert_eq!(len, 16 + 8 * 30, "a header and 8 bytes per admission");
+        assert_eq!(len, 24 + 8 * 30, "a header and 8 bytes per admission");
         let ttl_ms: i64 = redis::cmd("PTTL")
             .arg(window.key())
             .query_async(&mut conn)
             .await
             .unwrap();
         assert!(
-            ttl_ms > 59_000 && ttl_ms <= 60_000,
+            ttl_ms > 59_000 && ttl_ms <= 60_002,
             "expires with its window: {ttl_ms}"
         );
+    });
+}
+
+/// Reads the newest admission time (µs) from a window key's header and ring.
+async fn newest_admission_us(conn: &mut redis::aio::ConnectionManager, key: &str) -> u64 {
+    let blob: Vec<u8> = redis::cmd("GET").arg(key).query_async(conn).await.unwrap();
+    let word = |at: usize| u64::from_be_bytes(blob[at..at + 8].try_into().unwrap());
+    let (n, limit) = (word(0), word(8));
+    word(24 + 8 * ((n - 1) % limit) as usize)
+}
+
+/// Finding 1: the same key used with a longer window after a shorter one must not lose
+/// its admissions when the shorter window's expiry comes (limit + 1 otherwise).
+#[test]
+fn a_longer_window_keeps_the_key_alive_and_never_admits_limit_plus_one() {
+    let Some((url, _server)) = support::shared() else {
+        return;
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let store = RedisStore::connect(&url, relaxed()).await.unwrap();
+        let name = support::unique("lengthen");
+        let short = RedisWindow::new(&store, &name, 3, Duration::from_millis(300)).unwrap();
+        let long = RedisWindow::new(&store, &name, 3, Duration::from_secs(60)).unwrap();
+        for _ in 0..3 {
+            short.try_acquire().await.unwrap();
+        }
+        assert!(long.try_acquire().await.is_err(), "3 in the long window");
+        // Past the short window's expiry (real time: this is Redis's own TTL).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for _ in 0..3 {
+            assert!(
+                long.try_acquire().await.is_err(),
+                "the 3 admissions still count in the 60 s window"
+            );
+        }
+        let mut conn = store.connection();
+        let ttl_ms: i64 = redis::cmd("PTTL")
+            .arg(long.key())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            ttl_ms > 58_000,
+            "expiry follows the window in force: {ttl_ms}"
+        );
+    });
+}
+
+/// Finding 4: the key's expiry is at or after the moment its newest admission leaves
+/// the window, to the microsecond (PEXPIRE counts from a millisecond taken before TIME).
+#[test]
+fn a_window_key_never_expires_before_its_newest_admission_leaves() {
+    let Some((url, _server)) = support::shared() else {
+        return;
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let store = RedisStore::connect(&url, relaxed()).await.unwrap();
+        let window_us = 60_000_000u64;
+        let window = RedisWindow::new(
+            &store,
+            &support::unique("expiry"),
+            5,
+            Duration::from_micros(window_us),
+        )
+        .unwrap();
+        let mut conn = store.connection();
+        for _ in 0..5 {
+            window.try_acquire().await.unwrap();
+            let newest = newest_admission_us(&mut conn, window.key()).await;
+            let expire_ms: u64 = redis::cmd("PEXPIRETIME")
+                .arg(window.key())
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(
+                expire_ms * 1000 >= newest + window_us,
+                "expires at {expire_ms} ms, newest admission leaves at {} µs",
+                newest + window_us
+            );
+        }
+    });
+}
+
+/// Finding 5: on an injected clock the key gets no TTL from virtual time.
+#[test]
+fn an_injected_clock_sets_no_ttl() {
+    let Some((url, _server)) = support::shared() else {
+        return;
+    };
+    let rt = runtime();
+    let clock = ManualClock::new();
+    clock.set(Duration::from_secs(1_700_000_000));
+    rt.block_on(async {
+        let store = RedisStore::connect_with_clock(&url, relaxed(), Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        let window = RedisWindow::new(
+            &store,
+            &support::unique("virtual"),
+            2,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        window.try_acquire().await.unwrap();
+        let mut conn = store.connection();
+        let ttl_ms: i64 = redis::cmd("PTTL")
+            .arg(window.key())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(ttl_ms, -1, "no real-time expiry from virtual time");
+    });
+}
+
+/// Finding 6: a global window `a:b` and client `b` of keyed window `a` are two windows.
+#[test]
+fn global_and_keyed_window_names_never_collide() {
+    let Some((url, _server)) = support::shared() else {
+        return;
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let store = RedisStore::connect(&url, relaxed()).await.unwrap();
+        let base = support::unique("collide");
+        let minute = Duration::from_secs(60);
+        let global = RedisWindow::new(&store, &format!("{base}:b"), 1, minute).unwrap();
+        let keyed = RedisKeyedWindow::new(&store, &base, 1, minute).unwrap();
+        let keyed_ab = RedisKeyedWindow::new(&store, &format!("{base}:a"), 1, minute).unwrap();
+        assert_ne!(global.key(), keyed.key_for("b"));
+        assert_ne!(keyed.key_for("a:b"), keyed_ab.key_for("b"));
+        global.try_acquire().await.unwrap();
+        assert_eq!(keyed.try_acquire("b").await, Ok(()), "its own window");
+        keyed.try_acquire("a:b").await.unwrap();
+        assert_eq!(keyed_ab.try_acquire("b").await, Ok(()), "its own window");
     });
 }
 
