@@ -6,6 +6,9 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
+    /// A [`StoreOptions`](crate::StoreOptions) field is out of range.
+    #[error("bad store options: {0}")]
+    BadOptions(#[from] backstop_core::ConfigError),
     /// The URL does not parse as a `redis://` or `unix://` URL.
     #[error("malformed Redis URL: {0}")]
     BadUrl(String),

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backstop_core::jobs::{JobBounds, Priority};
 use backstop_core::{ConfigError, OverloadReason};
@@ -20,7 +20,9 @@ use crate::refusal::Refusal;
 use crate::scripts;
 use crate::store::RedisStore;
 
-/// The shortest lease accepted: renewals run every third of it.
+/// The shortest lease accepted: renewals run every third of it. A lease must also be at
+/// least three store deadlines, so that a renewal that waits out its deadline still
+/// lands before the lease ends.
 pub const MIN_LEASE: Duration = Duration::from_millis(30);
 
 struct GateShared {
@@ -46,6 +48,27 @@ impl GateShared {
             .map_or(String::new(), |now| now.to_string())
     }
 
+    /// Best effort, detached: removes `holder` from the queue and the slots. A call that
+    /// failed or passed its deadline may still have run in Redis, and holder ids are
+    /// unique, so removing it from both sets can only free what nobody holds.
+    fn release(&self, holder: String) {
+        let mut conn = self.store.connection();
+        let keys = [Arc::clone(&self.queue_key), Arc::clone(&self.slots_key)];
+        let deadline = self.store.inner.options.deadline;
+        // Detached: nobody awaits the release.
+        drop(self.store.inner.runtime.spawn(async move {
+            let mut release = redis::pipe();
+            for key in &keys {
+                release.cmd("ZREM").arg(&**key).arg(&holder).ignore();
+            }
+            let _ = tokio::time::timeout(
+                deadline.saturating_mul(4),
+                release.query_async::<()>(&mut conn),
+            )
+            .await;
+        }));
+    }
+
     fn unavailable(&self) -> Refusal {
         Refusal::StoreUnavailable {
             retry_after_hint: self.store.inner.options.unavailable_retry_hint,
@@ -59,7 +82,8 @@ impl GateShared {
 ///
 /// # Errors
 ///
-/// A [`ConfigError`] for bad bounds, a bad name, or a lease below [`MIN_LEASE`].
+/// A [`ConfigError`] for bad bounds, a bad name, or a lease below [`MIN_LEASE`] or
+/// below three times the store's deadline.
 pub fn counters(
     store: &RedisStore,
     name: &str,
@@ -77,6 +101,16 @@ pub fn counters(
         return Err(ConfigError::new(
             "lease",
             format_args!("must be {MIN_LEASE:?} to 24 h, got {lease:?}"),
+        ));
+    }
+    let deadline = store.inner.options.deadline;
+    if lease < deadline.saturating_mul(3) {
+        return Err(ConfigError::new(
+            "lease",
+            format_args!(
+                "must be at least 3 × the store deadline ({:?}), got {lease:?}",
+                deadline.saturating_mul(3)
+            ),
         ));
     }
     let shared = Arc::new(GateShared {
@@ -168,7 +202,11 @@ impl RedisQueueGate {
                 reason: OverloadReason::QueueFull,
                 retry_after_hint: shared.retry_hint,
             }),
-            Err(_) => Err(shared.unavailable()),
+            Err(_) => {
+                // The script may have run all the same: take the place back.
+                shared.release(holder);
+                Err(shared.unavailable())
+            }
         }
     }
 
@@ -227,7 +265,9 @@ pub enum StartError {
     /// place is gone.
     #[error("the ticket's lease expired")]
     LeaseLost,
-    /// Redis failed or passed the deadline; the ticket is handed back.
+    /// Redis failed or passed the deadline; the ticket is handed back. The call may still
+    /// have taken a slot: trying again with the ticket finds it, and dropping the ticket
+    /// frees it.
     #[error("store unavailable: {1}")]
     StoreUnavailable(RedisQueueTicket, StoreError),
 }
@@ -265,6 +305,8 @@ impl RedisJobSlots {
                 ticket.lease.disarm();
                 Err(StartError::LeaseLost)
             }
+            // The script may have run all the same: a retry finds the slot (start.lua is
+            // idempotent), and dropping the ticket frees both the place and the slot.
             Err(err) => Err(StartError::StoreUnavailable(ticket, err)),
         }
     }
@@ -296,7 +338,11 @@ impl RedisJobSlots {
                 reason: OverloadReason::QueueFull,
                 retry_after_hint: shared.retry_hint,
             }),
-            Err(_) => Err(shared.unavailable()),
+            Err(_) => {
+                // The script may have run all the same: take the place back.
+                shared.release(holder);
+                Err(shared.unavailable())
+            }
         }
     }
 
@@ -313,25 +359,35 @@ impl RedisJobSlots {
 /// A held member of a sorted set, renewed in the background until dropped.
 struct Lease {
     shared: Arc<GateShared>,
-    key: Arc<str>,
     holder: String,
     renewer: Option<tokio::task::JoinHandle<()>>,
+    /// A renewal found the lease gone.
     lost: Arc<AtomicBool>,
+    /// When the lease was taken (this process's monotonic clock).
+    born: Instant,
+    /// Microseconds after `born` at which the last successful renewal (or the take)
+    /// was sent: the lease runs at least `lease` past it, and at most that long unless
+    /// a renewal succeeds again.
+    last_ok_us: Arc<AtomicU64>,
     armed: bool,
 }
 
 impl Lease {
     fn hold(shared: &Arc<GateShared>, key: Arc<str>, holder: String) -> Self {
         let lost = Arc::new(AtomicBool::new(false));
+        let born = Instant::now();
+        let last_ok_us = Arc::new(AtomicU64::new(0));
         let every = Duration::from_micros(shared.lease_us / 3);
         let renewer = {
             let shared = Arc::clone(shared);
             let key = Arc::clone(&key);
             let holder = holder.clone();
             let lost = Arc::clone(&lost);
+            let last_ok_us = Arc::clone(&last_ok_us);
             shared.store.inner.runtime.clone().spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
+                    let sent = micros_since(born);
                     let mut conn = shared.store.connection();
                     let mut invocation = scripts::RENEW.key(&*key);
                     invocation
@@ -342,23 +398,42 @@ impl Lease {
                         .store
                         .call(&key, invocation.invoke_async(&mut conn))
                         .await;
-                    if let Ok(0) = renewed {
-                        // Relaxed: a flag read for reporting only.
-                        lost.store(true, Ordering::Relaxed);
-                        return;
+                    match renewed {
+                        Ok(0) => {
+                            // Relaxed: a flag read for reporting only.
+                            lost.store(true, Ordering::Relaxed);
+                            return;
+                        }
+                        // Relaxed: a time read for reporting only.
+                        Ok(_) => last_ok_us.store(sent, Ordering::Relaxed),
+                        // An error: try again at the next tick; `is_lost` reports the
+                        // lease gone once no renewal has succeeded for a whole lease.
+                        Err(_) => {}
                     }
-                    // An error: try again at the next tick, while the lease still runs.
                 }
             })
         };
         Lease {
             shared: Arc::clone(shared),
-            key,
             holder,
             renewer: Some(renewer),
             lost,
+            born,
+            last_ok_us,
             armed: true,
         }
+    }
+
+    /// Whether the lease is (or may be) gone: a renewal found it expired, or none has
+    /// succeeded for a whole lease (Redis away or slow), so it has expired in Redis and
+    /// its place may be someone else's.
+    fn is_lost(&self) -> bool {
+        // Relaxed (both): values read for reporting only.
+        if self.lost.load(Ordering::Relaxed) {
+            return true;
+        }
+        let last_ok = self.last_ok_us.load(Ordering::Relaxed);
+        micros_since(self.born).saturating_sub(last_ok) >= self.shared.lease_us
     }
 
     /// Stops renewing and forgets the member without releasing it (it moved or is gone).
@@ -369,6 +444,17 @@ impl Lease {
         }
         std::mem::take(&mut self.holder)
     }
+
+    /// Stops the renewals, as a replica that stalls or dies would (tests only).
+    fn stop_renewing(&mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+    }
+}
+
+fn micros_since(born: Instant) -> u64 {
+    u64::try_from(born.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 impl Drop for Lease {
@@ -379,19 +465,11 @@ impl Drop for Lease {
         if !self.armed {
             return;
         }
-        // Released by a spawned ZREM. If the runtime has shut down the task never runs,
+        // Released by a spawned ZREM, from both sets (a ticket whose start answered too
+        // late may hold a slot too). If the runtime has shut down the task never runs,
         // and the member stays until its lease expires: capacity comes back within the
         // lease time either way.
-        let mut conn = self.shared.store.connection();
-        let key = Arc::clone(&self.key);
-        let holder = std::mem::take(&mut self.holder);
-        let deadline = self.shared.store.inner.options.deadline;
-        // Detached: nobody awaits the release.
-        drop(self.shared.store.inner.runtime.spawn(async move {
-            let mut release = redis::cmd("ZREM");
-            release.arg(&*key).arg(holder);
-            let _ = tokio::time::timeout(deadline * 4, release.query_async::<i64>(&mut conn)).await;
-        }));
+        self.shared.release(std::mem::take(&mut self.holder));
     }
 }
 
@@ -409,10 +487,17 @@ pub struct RedisJobPermit {
 
 impl RedisQueueTicket {
     /// True when a renewal found the lease already expired (this replica stalled longer
-    /// than the lease): the place may have gone to someone else.
+    /// than the lease), or when no renewal has succeeded for a whole lease (Redis away or
+    /// slower than the deadline): the place may have gone to someone else.
     pub fn is_lost(&self) -> bool {
-        // Relaxed: see `Lease::hold`.
-        self.lease.lost.load(Ordering::Relaxed)
+        self.lease.is_lost()
+    }
+
+    /// Stops renewing this lease, as a replica that stalls or dies would; for tests of
+    /// what happens to an unrenewed lease. Dropping still releases it.
+    #[doc(hidden)]
+    pub fn stop_renewing_for_tests(&mut self) {
+        self.lease.stop_renewing();
     }
 
     /// The holder id stored in Redis.
@@ -424,8 +509,14 @@ impl RedisQueueTicket {
 impl RedisJobPermit {
     /// As [`RedisQueueTicket::is_lost`].
     pub fn is_lost(&self) -> bool {
-        // Relaxed: see `Lease::hold`.
-        self.lease.lost.load(Ordering::Relaxed)
+        self.lease.is_lost()
+    }
+
+    /// Stops renewing this lease, as a replica that stalls or dies would; for tests of
+    /// what happens to an unrenewed lease. Dropping still releases it.
+    #[doc(hidden)]
+    pub fn stop_renewing_for_tests(&mut self) {
+        self.lease.stop_renewing();
     }
 
     /// The holder id stored in Redis.

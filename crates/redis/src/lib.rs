@@ -12,7 +12,7 @@ mod window;
 pub use error::{ConnectError, StoreError};
 pub use jobs::{RedisJobPermit, RedisJobSlots, RedisQueueGate, RedisQueueTicket, StartError};
 pub use metrics::{StoreMetrics, StoreMetricsSnapshot};
-pub use options::{EvictionCheck, FailurePolicy, StoreOptions};
+pub use options::{EvictionCheck, FailurePolicy, MAX_STORE_DEADLINE, StoreOptions};
 pub use refusal::{Refusal, Source};
 pub use store::RedisStore;
 pub use window::{

@@ -58,3 +58,50 @@ impl Default for StoreOptions {
         }
     }
 }
+
+/// The longest deadline or connect timeout accepted: a limiter that waits longer than
+/// this for its store is no longer protecting anything.
+pub const MAX_STORE_DEADLINE: Duration = Duration::from_secs(60);
+
+impl StoreOptions {
+    /// Checks each duration: `deadline` and `connect_timeout` must be 1 ms to
+    /// [`MAX_STORE_DEADLINE`].
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`](backstop_core::ConfigError) naming the field.
+    pub fn validate(&self) -> Result<(), backstop_core::ConfigError> {
+        for (field, value) in [
+            ("deadline", self.deadline),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if value < Duration::from_millis(1) || value > MAX_STORE_DEADLINE {
+                return Err(backstop_core::ConfigError::new(
+                    field,
+                    format_args!("must be 1 ms to {MAX_STORE_DEADLINE:?}, got {value:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_out_of_range_are_typed_errors() {
+        assert!(StoreOptions::default().validate().is_ok());
+        let huge = StoreOptions {
+            deadline: Duration::MAX,
+            ..StoreOptions::default()
+        };
+        assert_eq!(huge.validate().unwrap_err().field(), "deadline");
+        let zero = StoreOptions {
+            connect_timeout: Duration::ZERO,
+            ..StoreOptions::default()
+        };
+        assert_eq!(zero.validate().unwrap_err().field(), "connect_timeout");
+    }
+}

@@ -88,7 +88,8 @@ impl RedisStore {
     /// # Errors
     ///
     /// A [`ConnectError`] naming the cause: malformed URL, unreachable host, refused
-    /// credentials, a Redis older than 5.0, an evicting `maxmemory-policy`.
+    /// credentials, a Redis older than 5.0, an evicting `maxmemory-policy`, options out of
+    /// range. The whole of it (connection and checks) takes at most `connect_timeout`.
     ///
     /// # Panics
     ///
@@ -117,6 +118,9 @@ impl RedisStore {
         options: StoreOptions,
         clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self, ConnectError> {
+        options.validate()?;
+        // One deadline for the whole connect: the connection and the checks together.
+        let give_up = tokio::time::Instant::now() + options.connect_timeout;
         let client = redis::Client::open(url).map_err(|e| ConnectError::BadUrl(e.to_string()))?;
         let address = client.get_connection_info().addr().to_string();
         let config = ConnectionManagerConfig::new()
@@ -125,8 +129,8 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(Duration::from_millis(200));
-        let mut conn = match tokio::time::timeout(
-            options.connect_timeout,
+        let mut conn = match tokio::time::timeout_at(
+            give_up,
             ConnectionManager::new_with_config(client, config),
         )
         .await
@@ -184,7 +188,7 @@ impl RedisStore {
             }
             Ok(warning)
         };
-        let eviction_warning = match tokio::time::timeout(options.connect_timeout, checks).await {
+        let eviction_warning = match tokio::time::timeout_at(give_up, checks).await {
             Err(_) => {
                 return Err(ConnectError::Unreachable {
                     address,

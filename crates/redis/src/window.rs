@@ -110,9 +110,10 @@ fn validate_share(policy: FailurePolicy) -> Result<(), ConfigError> {
 ///
 /// # Storage
 ///
-/// One string per window, key `{backstop:<name>}:window`: a 16-byte header and a ring of
-/// `limit` 8-byte admission times, with a TTL that lets it vanish once its newest
-/// admission has left the window.
+/// One string per window, key `{backstop:w:<name>}:window`: a 24-byte header (admissions,
+/// limit, window) and a ring of `limit` 8-byte admission times. On Redis's clock it has
+/// a TTL that lets it vanish once its newest admission has left the window (never
+/// sooner, also when the window is lengthened); on an injected clock it has none.
 ///
 /// # Failure
 ///
@@ -142,7 +143,8 @@ impl std::fmt::Debug for RedisWindow {
 }
 
 impl RedisWindow {
-    /// A window of `limit` admissions per `window`, stored under `{backstop:<name>}:window`.
+    /// A window of `limit` admissions per `window`, stored under
+    /// `{backstop:w:<name>}:window`.
     ///
     /// # Errors
     ///
@@ -167,7 +169,7 @@ impl RedisWindow {
         };
         Ok(RedisWindow {
             store: store.clone(),
-            key: format!("{{backstop:{name}}}:window").into(),
+            key: format!("{{backstop:w:{name}}}:window").into(),
             shape,
             fallback,
         })
@@ -257,8 +259,10 @@ fn verdict(wait_us: u64, scope: RateScope) -> Result<(), Refusal> {
 
 /// A window per client key (API key, tenant, address), all of one shape, shared by every
 /// replica: `KeyedSlidingWindow`'s contract on Redis. Each client's window is its own
-/// key, `{backstop:<name>:<client>}:window`, so clients spread over a cluster's slots
-/// and idle clients cost nothing (their key expires).
+/// key, `{backstop:kw:<name length>:<name>:<client>}:window`, so clients spread over a
+/// cluster's slots and idle clients cost nothing (their key expires). The `w:` / `kw:`
+/// prefixes and the name's length keep every (name, client) pair apart from every
+/// other, and from every [`RedisWindow`].
 pub struct RedisKeyedWindow {
     store: RedisStore,
     name: String,
@@ -320,7 +324,11 @@ impl RedisKeyedWindow {
             .chars()
             .map(|c| if c == '{' || c == '}' { '_' } else { c })
             .collect();
-        format!("{{backstop:{}:{client}}}:window", self.name)
+        format!(
+            "{{backstop:kw:{}:{}:{client}}}:window",
+            self.name.len(),
+            self.name
+        )
     }
 
     /// Admits one request from `client`, or says exactly when to retry.

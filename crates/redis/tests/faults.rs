@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use backstop_core::jobs::JobBounds;
 use backstop_redis::{
     ConnectError, EvictionCheck, FailurePolicy, RedisStore, RedisWindow, Refusal, Source,
-    StoreOptions,
+    StartError, StoreOptions, jobs,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -195,9 +196,13 @@ fn redis_killed_mid_burst_fails_closed_then_recovers() {
             "fail closed while Redis is down"
         );
         assert!(worst < DEADLINE + SLACK, "{worst:?}");
-        assert!(unavailable_total + unavailable >= 20);
+        // Every store_unavailable was one counted error or timeout, and nothing else was.
         let metrics = store.metrics().snapshot();
-        assert!(metrics.store_errors + metrics.timeouts >= 20, "{metrics:?}");
+        assert_eq!(
+            metrics.store_errors + metrics.timeouts,
+            unavailable_total + unavailable,
+            "{metrics:?}"
+        );
 
         server.restart();
         let recovered = async {
@@ -315,5 +320,200 @@ fn a_slow_redis_passes_the_deadline_and_the_policy_decides() {
         tokio::time::timeout(Duration::from_secs(10), back)
             .await
             .expect("back on the store once Redis is fast again");
+    });
+}
+
+const BOUNDS: JobBounds = JobBounds {
+    max_queue: 3,
+    critical_reserve: 0,
+    max_jobs: 1,
+};
+
+/// Waits (briefly, real time) for what the store does in the background.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not within 3 s");
+}
+
+/// A server, a store behind the delaying proxy (deadline [`DEADLINE`]) and one
+/// straight to the server, for looking at what Redis holds.
+async fn slow_and_direct(
+    server: &support::RedisServer,
+) -> (RedisStore, RedisStore, Arc<AtomicU64>) {
+    let delay_ms = Arc::new(AtomicU64::new(0));
+    let port = delaying_proxy(server.port, Arc::clone(&delay_ms)).await;
+    let options = StoreOptions {
+        deadline: DEADLINE,
+        ..StoreOptions::default()
+    };
+    let slow = RedisStore::connect(&format!("redis://127.0.0.1:{port}"), options)
+        .await
+        .unwrap();
+    let direct = RedisStore::connect(&server.url(), options).await.unwrap();
+    (slow, direct, delay_ms)
+}
+
+/// Finding 2: enter.lua ran but answered after the deadline; the caller got
+/// store_unavailable, so the place must not stay held for the whole lease.
+#[test]
+fn a_late_answer_to_enter_or_acquire_leaves_no_place_held() {
+    let Some(server) = support::RedisServer::start(&[]) else {
+        return;
+    };
+    runtime().block_on(async {
+        let (slow, direct, delay_ms) = slow_and_direct(&server).await;
+        let lease = Duration::from_secs(30);
+        let (queue, slots) = jobs::counters(&slow, "late-enter", BOUNDS, lease).unwrap();
+        let (seen_queue, seen_slots) =
+            jobs::counters(&direct, "late-enter", BOUNDS, lease).unwrap();
+        delay_ms.store(600, Ordering::Relaxed);
+        assert!(matches!(
+            queue.try_enter().await,
+            Err(Refusal::StoreUnavailable { .. })
+        ));
+        assert!(matches!(
+            slots.try_acquire().await,
+            Err(Refusal::StoreUnavailable { .. })
+        ));
+        eventually("the queue place is given back", async || {
+            seen_queue.len().await.unwrap() == 0
+        })
+        .await;
+        eventually("the slot is given back", async || {
+            seen_slots.active().await.unwrap() == 0
+        })
+        .await;
+    });
+}
+
+/// Finding 2: start.lua ran but answered after the deadline. A retry with the ticket
+/// finds the slot it took (not LeaseLost); dropping a ticket instead frees the slot.
+#[test]
+fn a_late_answer_to_start_is_found_by_a_retry_or_freed_by_a_drop() {
+    let Some(server) = support::RedisServer::start(&[]) else {
+        return;
+    };
+    runtime().block_on(async {
+        let (slow, direct, delay_ms) = slow_and_direct(&server).await;
+        let lease = Duration::from_secs(30);
+        let (queue, slots) = jobs::counters(&slow, "late-start", BOUNDS, lease).unwrap();
+        let (seen_queue, seen_slots) =
+            jobs::counters(&direct, "late-start", BOUNDS, lease).unwrap();
+
+        let ticket = queue.try_enter().await.unwrap();
+        delay_ms.store(600, Ordering::Relaxed);
+        let mut ticket = match slots.try_start(ticket).await {
+            Err(StartError::StoreUnavailable(ticket, _)) => ticket,
+            other => panic!("expected store_unavailable, got {other:?}"),
+        };
+        assert_eq!(seen_slots.active().await.unwrap(), 1, "the script ran");
+        delay_ms.store(0, Ordering::Relaxed);
+        let permit = loop {
+            match slots.try_start(ticket).await {
+                Ok(permit) => break permit,
+                Err(StartError::StoreUnavailable(back, _)) => {
+                    ticket = back; // the proxy still drains delayed answers
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(other) => panic!("a retry must find its slot, got {other:?}"),
+            }
+        };
+        assert_eq!(seen_slots.active().await.unwrap(), 1);
+        drop(permit);
+        eventually("the slot is freed", async || {
+            seen_slots.active().await.unwrap() == 0
+        })
+        .await;
+
+        let ticket = queue.try_enter().await.unwrap();
+        delay_ms.store(600, Ordering::Relaxed);
+        let ticket = match slots.try_start(ticket).await {
+            Err(StartError::StoreUnavailable(ticket, _)) => ticket,
+            other => panic!("expected store_unavailable, got {other:?}"),
+        };
+        drop(ticket);
+        eventually("dropping the ticket frees the slot it took", async || {
+            seen_slots.active().await.unwrap() == 0 && seen_queue.len().await.unwrap() == 0
+        })
+        .await;
+    });
+}
+
+/// Finding 3: while every renewal fails (Redis slower than the deadline), the holder
+/// learns its lease is gone once a whole lease has passed without a successful renewal.
+#[test]
+fn a_lease_whose_renewals_all_fail_is_reported_lost() {
+    let Some(server) = support::RedisServer::start(&[]) else {
+        return;
+    };
+    runtime().block_on(async {
+        let (slow, _direct, delay_ms) = slow_and_direct(&server).await;
+        let lease = DEADLINE * 3;
+        let (queue, _slots) = jobs::counters(&slow, "unrenewed", BOUNDS, lease).unwrap();
+        let ticket = queue.try_enter().await.unwrap();
+        assert!(!ticket.is_lost());
+        delay_ms.store(5_000, Ordering::Relaxed);
+        // Real time: the renewals run on it. A lease and a half, then a little slack.
+        tokio::time::sleep(lease + lease / 2).await;
+        assert!(
+            ticket.is_lost(),
+            "no renewal succeeded for a whole lease: the place may be someone else's"
+        );
+    });
+}
+
+/// Finding 3: a lease shorter than three deadlines is a typed error.
+#[test]
+fn a_lease_below_three_deadlines_is_a_typed_error() {
+    let Some(server) = support::RedisServer::start(&[]) else {
+        return;
+    };
+    runtime().block_on(async {
+        let options = StoreOptions {
+            deadline: Duration::from_millis(50),
+            ..StoreOptions::default()
+        };
+        let store = RedisStore::connect(&server.url(), options).await.unwrap();
+        let err = jobs::counters(&store, "short", BOUNDS, Duration::from_millis(149)).unwrap_err();
+        assert_eq!(err.field(), "lease");
+        assert!(jobs::counters(&store, "short", BOUNDS, Duration::from_millis(150)).is_ok());
+    });
+}
+
+/// Finding 7: out-of-range durations are refused before connecting; the whole connect
+/// (connection and checks) is bounded by one connect_timeout.
+#[test]
+fn store_options_are_checked_and_connect_keeps_one_deadline() {
+    let Some(server) = support::RedisServer::start(&[]) else {
+        return;
+    };
+    runtime().block_on(async {
+        let huge = StoreOptions {
+            deadline: Duration::MAX,
+            ..StoreOptions::default()
+        };
+        match RedisStore::connect(&server.url(), huge).await {
+            Err(ConnectError::BadOptions(err)) => assert_eq!(err.field(), "deadline"),
+            other => panic!("expected bad options, got {other:?}"),
+        }
+        let delay_ms = Arc::new(AtomicU64::new(400));
+        let port = delaying_proxy(server.port, Arc::clone(&delay_ms)).await;
+        let started = Instant::now();
+        let result =
+            RedisStore::connect(&format!("redis://127.0.0.1:{port}"), quick_connect()).await;
+        let took = started.elapsed();
+        assert!(
+            matches!(result, Err(ConnectError::Unreachable { .. })),
+            "{result:?}"
+        );
+        assert!(
+            took < quick_connect().connect_timeout + SLACK,
+            "one deadline for the whole connect: {took:?}"
+        );
     });
 }

@@ -100,29 +100,39 @@ fn a_lease_not_renewed_frees_its_place_exactly_at_the_lease_time() {
     };
     runtime().block_on(async {
         let clock = ManualClock::new();
-        clock.set(Duration::from_secs(1_700_000_000));
-        let store = RedisStore::connect_with_clock(&url, options(), Arc::new(clock.clone()))
+        let t0 = Duration::from_secs(1_700_000_000);
+        clock.set(t0);
+        // Short deadline and lease (in real time the renewals run every 100 ms).
+        let options = StoreOptions {
+            deadline: Duration::from_millis(100),
+            ..StoreOptions::default()
+        };
+        let store = RedisStore::connect_with_clock(&url, options, Arc::new(clock.clone()))
             .await
             .unwrap();
-        let lease = Duration::from_secs(30);
+        let lease = Duration::from_millis(300);
         let name = support::unique("lease");
         let (queue, _slots) = jobs::counters(&store, &name, BOUNDS, lease).unwrap();
-        let ticket = queue.try_enter().await.unwrap();
+        let mut ticket = queue.try_enter().await.unwrap();
         let _other = queue.try_enter().await.unwrap();
-        // Leak it, as a replica that dies does: no release, no renewal past this point.
-        std::mem::forget(ticket);
-        clock.advance(lease - Duration::from_micros(1));
+        // As a replica that stalls: no renewal past this point (the ticket is kept, so
+        // nothing releases it either).
+        ticket.stop_renewing_for_tests();
+        // Half a lease of virtual time, then real time for a few renewal ticks: a
+        // renewal would now move the lease to t0 + 1.5 leases. The other one's does.
+        clock.advance(lease / 2);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        clock.set(t0 + lease - Duration::from_micros(1));
         assert!(
             queue.try_enter().await.is_err(),
             "still held 1 µs before the lease ends"
         );
         clock.advance(Duration::from_micros(1));
-        // Both leases end now (renewals run every lease / 3 of real time, which this
-        // test does not wait for), so the places are back.
         assert!(
             queue.try_enter().await.is_ok(),
-            "back exactly at the lease time"
+            "the unrenewed place is back exactly at the lease time"
         );
+        drop(ticket);
     });
 }
 

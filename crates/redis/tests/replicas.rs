@@ -25,7 +25,7 @@ const LEASE: Duration = Duration::from_secs(5);
 
 fn options() -> StoreOptions {
     StoreOptions {
-        deadline: Duration::from_secs(2),
+        deadline: Duration::from_secs(1), // a lease needs 3 deadlines
         ..StoreOptions::default()
     }
 }

@@ -104,6 +104,140 @@ proptest! {
     }
 }
 
+/// The store's memory, stated simply: every admission time, judged by the shape in force;
+/// an admission keeps only the newest `limit` (what the ring has room for), a refusal
+/// changes nothing.
+#[derive(Default)]
+struct SimpleModel {
+    times: Vec<u64>,
+}
+
+impl SimpleModel {
+    /// `Ok(())` admitted, `Err(wait_us)` refused.
+    fn decide(&mut self, limit: u32, window_us: u64, now_us: u64) -> Result<(), u64> {
+        let limit = limit as usize;
+        if self.times.len() >= limit {
+            let oldest = self.times[self.times.len() - limit];
+            if oldest + window_us > now_us {
+                return Err(oldest + window_us - now_us);
+            }
+        }
+        let t = self.times.last().map_or(now_us, |&last| last.max(now_us));
+        self.times.push(t);
+        let excess = self.times.len().saturating_sub(limit);
+        self.times.drain(..excess);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+enum ShapeOp {
+    Acquire,
+    /// Virtual time moves on by this many microseconds.
+    Advance(u64),
+    /// Virtual time steps back by this many microseconds.
+    Back(u64),
+    /// The window is used with another limit and window from here on.
+    Reshape(u32, u64),
+}
+
+fn shape_op() -> impl Strategy<Value = ShapeOp> {
+    prop_oneof![
+        6 => Just(ShapeOp::Acquire),
+        2 => prop_oneof![Just(1u64), 1..3_000_000u64].prop_map(ShapeOp::Advance),
+        1 => prop_oneof![Just(1u64), 1..3_000_000u64].prop_map(ShapeOp::Back),
+        1 => (1u32..6, prop_oneof![Just(1_000_000u64), Just(3_000_000), Just(500_000)])
+            .prop_map(|(limit, window)| ShapeOp::Reshape(limit, window)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// The limit and the window change mid-run and the clock steps back: the script
+    /// agrees with the simple model on every decision and every retry_after.
+    #[test]
+    fn redis_window_matches_a_simple_model_across_reshapes_and_clock_steps(
+        limit in 1u32..6,
+        ops in proptest::collection::vec(shape_op(), 1..80),
+    ) {
+        let Some((url, _server)) = support::shared() else { return Ok(()) };
+        let rt = runtime();
+        let clock = ManualClock::new();
+        let t0 = Duration::from_secs(1_700_000_000);
+        clock.set(t0);
+        rt.block_on(async {
+            let store = RedisStore::connect_with_clock(&url, relaxed(), Arc::new(clock.clone()))
+                .await
+                .expect("connect");
+            let name = support::unique("reshape-prop");
+            let mut shape = (limit, 2_000_000u64);
+            let mut model = SimpleModel::default();
+            for op in &ops {
+                match *op {
+                    ShapeOp::Acquire => {
+                        let window = RedisWindow::new(&store, &name, shape.0, Duration::from_micros(shape.1)).unwrap();
+                        let got = window.try_acquire_checked().await.expect("store answers");
+                        let now_us = clock.now().as_micros() as u64;
+                        let want = model.decide(shape.0, shape.1, now_us).map_err(|wait| Refusal::RateLimited {
+                            retry_after: Duration::from_micros(wait),
+                            scope: RateScope::Global,
+                        });
+                        prop_assert_eq!(got, want, "shape {:?} at {:?}", shape, clock.now());
+                    }
+                    ShapeOp::Advance(us) => clock.advance(Duration::from_micros(us)),
+                    ShapeOp::Back(us) => {
+                        let to = clock.now().saturating_sub(Duration::from_micros(us)).max(t0);
+                        clock.set(to);
+                    }
+                    ShapeOp::Reshape(limit, window_us) => shape = (limit, window_us),
+                }
+            }
+            Ok(())
+        })?;
+    }
+
+    /// The clock steps back: the script agrees with the in-process SlidingWindow.
+    #[test]
+    fn redis_window_matches_the_in_process_model_when_the_clock_steps_back(
+        limit in 1u32..6,
+        ops in proptest::collection::vec(shape_op(), 1..80),
+    ) {
+        let Some((url, _server)) = support::shared() else { return Ok(()) };
+        let rt = runtime();
+        let clock = ManualClock::new();
+        let t0 = Duration::from_secs(1_700_000_000);
+        clock.set(t0);
+        let window = Duration::from_secs(2);
+        rt.block_on(async {
+            let store = RedisStore::connect_with_clock(&url, relaxed(), Arc::new(clock.clone()))
+                .await
+                .expect("connect");
+            let shared = RedisWindow::new(&store, &support::unique("back-prop"), limit, window).unwrap();
+            let model = SlidingWindow::with_clock(limit, window, clock.clone()).unwrap();
+            for op in &ops {
+                match *op {
+                    ShapeOp::Acquire => {
+                        let got = shared.try_acquire_checked().await.expect("store answers");
+                        let want = model.try_acquire().map_err(|r| Refusal::RateLimited {
+                            retry_after: r.retry_after(),
+                            scope: RateScope::Global,
+                        });
+                        prop_assert_eq!(got, want, "at {:?}", clock.now());
+                    }
+                    ShapeOp::Advance(us) => clock.advance(Duration::from_micros(us)),
+                    ShapeOp::Back(us) => {
+                        let to = clock.now().saturating_sub(Duration::from_micros(us)).max(t0);
+                        clock.set(to);
+                    }
+                    ShapeOp::Reshape(..) => {}
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
+
 #[test]
 fn the_edge_of_the_window_is_exact_to_the_microsecond() {
     let Some((url, _server)) = support::shared() else {
@@ -211,16 +345,199 @@ fn a_window_key_vanishes_with_its_window_and_is_compact() {
             .query_async(&mut conn)
             .await
             .unwrap();
-        assert_eq!(len, 16 + 8 * 30, "a header and 8 bytes per admission");
+        assert_eq!(len, 24 + 8 * 30, "a header and 8 bytes per admission");
         let ttl_ms: i64 = redis::cmd("PTTL")
             .arg(window.key())
             .query_async(&mut conn)
             .await
             .unwrap();
         assert!(
-            ttl_ms > 59_000 && ttl_ms <= 60_000,
+            ttl_ms > 59_000 && ttl_ms <= 60_002,
             "expires with its window: {ttl_ms}"
         );
+
+        // A short window, on Redis's own expiry (real time, bounded: 200 ms): the key is
+        // there while its newest admission counts, and gone just after it leaves.
+        let short_us = 200_000u64;
+        let short = RedisWindow::new(
+            &store,
+            &support::unique("ttl-short"),
+            2,
+            Duration::from_micros(short_us),
+        )
+        .unwrap();
+        short.try_acquire().await.unwrap();
+        short.try_acquire().await.unwrap();
+        let newest = newest_admission_us(&mut conn, short.key()).await;
+        let leaves_us = newest + short_us;
+        let redis_now_us = async |conn: &mut redis::aio::ConnectionManager| -> u64 {
+            let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await.unwrap();
+            secs * 1_000_000 + micros
+        };
+        // Just before: 20 ms before the newest admission leaves, the key is still there.
+        let before = leaves_us - 20_000;
+        let now = redis_now_us(&mut conn).await;
+        tokio::time::sleep(Duration::from_micros(before.saturating_sub(now))).await;
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(short.key())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let checked_at = redis_now_us(&mut conn).await;
+        if checked_at < leaves_us {
+            assert_eq!(exists, 1, "present while its newest admission counts");
+        }
+        // Just after: 20 ms after it leaves (the +1 ms margin included), it is gone.
+        let now = redis_now_us(&mut conn).await;
+        tokio::time::sleep(Duration::from_micros(
+            (leaves_us + 20_000).saturating_sub(now),
+        ))
+        .await;
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(short.key())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            exists, 0,
+            "gone once its newest admission has left the window"
+        );
+    });
+}
+
+/// Reads the newest admission time (µs) from a window key's header and ring.
+async fn newest_admission_us(conn: &mut redis::aio::ConnectionManager, key: &str) -> u64 {
+    let blob: Vec<u8> = redis::cmd("GET").arg(key).query_async(conn).await.unwrap();
+    let word = |at: usize| u64::from_be_bytes(blob[at..at + 8].try_into().unwrap());
+    let (n, limit) = (word(0), word(8));
+    word(24 + 8 * ((n - 1) % limit) as usize)
+}
+
+/// Finding 1: the same key used with a longer window after a shorter one must not lose
+/// its admissions when the shorter window's expiry comes (limit + 1 otherwise).
+#[test]
+fn a_longer_window_keeps_the_key_alive_and_never_admits_limit_plus_one() {
+    let Some((url, _server)) = support::shared() else {
+        return;
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let store = RedisStore::connect(&url, relaxed()).await.unwrap();
+        let name = support::unique("lengthen");
+        let short = RedisWindow::new(&store, &name, 3, Duration::from_millis(300)).unwrap();
+        let long = RedisWindow::new(&store, &name, 3, Duration::from_secs(60)).unwrap();
+        for _ in 0..3 {
+            short.try_acquire().await.unwrap();
+        }
+        assert!(long.try_acquire().await.is_err(), "3 in the long window");
+        // Past the short window's expiry (real time: this is Redis's own TTL).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for _ in 0..3 {
+            assert!(
+                long.try_acquire().await.is_err(),
+                "the 3 admissions still count in the 60 s window"
+            );
+        }
+        let mut conn = store.connection();
+        let ttl_ms: i64 = redis::cmd("PTTL")
+            .arg(long.key())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            ttl_ms > 58_000,
+            "expiry follows the window in force: {ttl_ms}"
+        );
+    });
+}
+
+/// Finding 4: the key's expiry is at or after the moment its newest admission leaves
+/// the window, to the microsecond (PEXPIRE counts from a millisecond taken before TIME).
+#[test]
+fn a_window_key_never_expires_before_its_newest_admission_leaves() {
+    let Some((url, _server)) = support::shared() else {
+        return;
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let store = RedisStore::connect(&url, relaxed()).await.unwrap();
+        let window_us = 60_000_000u64;
+        let window = RedisWindow::new(
+            &store,
+            &support::unique("expiry"),
+            5,
+            Duration::from_micros(window_us),
+        )
+        .unwrap();
+        let mut conn = store.connection();
+        for _ in 0..5 {
+            window.try_acquire().await.unwrap();
+            let newest = newest_admission_us(&mut conn, window.key()).await;
+            let expire_ms: u64 = redis::cmd("PEXPIRETIME")
+                .arg(window.key())
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(
+                expire_ms * 1000 >= newest + window_us,
+                "expires at {expire_ms} ms, newest admission leaves at {} µs",
+                newest + window_us
+            );
+        }
+    });
+}
+
+/// Finding 5: on an injected clock the key gets no TTL from virtual time.
+#[test]
+fn an_injected_clock_sets_no_ttl() {
+    let Some((url, _server)) = support::shared() else {
+        return;
+    };
+    let rt = runtime();
+    let clock = ManualClock::new();
+    clock.set(Duration::from_secs(1_700_000_000));
+    rt.block_on(async {
+        let store = RedisStore::connect_with_clock(&url, relaxed(), Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        let window = RedisWindow::new(
+            &store,
+            &support::unique("virtual"),
+            2,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        window.try_acquire().await.unwrap();
+        let mut conn = store.connection();
+        let ttl_ms: i64 = redis::cmd("PTTL")
+            .arg(window.key())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(ttl_ms, -1, "no real-time expiry from virtual time");
+    });
+}
+
+/// Finding 6: a global window `a:b` and client `b` of keyed window `a` are two windows.
+#[test]
+fn global_and_keyed_window_names_never_collide() {
+    let Some((url, _server)) = support::shared() else {
+        return;
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let store = RedisStore::connect(&url, relaxed()).await.unwrap();
+        let base = support::unique("collide");
+        let minute = Duration::from_secs(60);
+        let global = RedisWindow::new(&store, &format!("{base}:b"), 1, minute).unwrap();
+        let keyed = RedisKeyedWindow::new(&store, &base, 1, minute).unwrap();
+        let keyed_ab = RedisKeyedWindow::new(&store, &format!("{base}:a"), 1, minute).unwrap();
+        assert_ne!(global.key(), keyed.key_for("b"));
+        assert_ne!(keyed.key_for("a:b"), keyed_ab.key_for("b"));
+        global.try_acquire().await.unwrap();
+        assert_eq!(keyed.try_acquire("b").await, Ok(()), "its own window");
+        keyed.try_acquire("a:b").await.unwrap();
+        assert_eq!(keyed_ab.try_acquire("b").await, Ok(()), "its own window");
     });
 }
 
