@@ -133,8 +133,14 @@ impl WindowModel {
         }
     }
 
-    /// `Ok` and the admission recorded, or the exact wait in nanoseconds.
-    pub fn try_acquire(&mut self, now_ns: u64) -> Result<(), u64> {
+    /// The limit now.
+    pub fn limit(&self) -> u32 {
+        self.limit as u32
+    }
+
+    /// What [`try_acquire`](Self::try_acquire) would answer at `now_ns`, without
+    /// recording anything: `Ok`, or the exact wait in nanoseconds.
+    pub fn check(&self, now_ns: u64) -> Result<(), u64> {
         let len = self.remembered.len();
         let free_at = if len >= self.limit {
             self.remembered[len - self.limit].saturating_add(self.window_ns)
@@ -144,15 +150,46 @@ impl WindowModel {
             self.horizon_ns.saturating_add(self.window_ns)
         };
         if free_at > now_ns {
-            return Err(free_at - now_ns);
+            Err(free_at - now_ns)
+        } else {
+            Ok(())
         }
+    }
+
+    /// `Ok` and the admission recorded, or the exact wait in nanoseconds.
+    pub fn try_acquire(&mut self, now_ns: u64) -> Result<(), u64> {
+        self.check(now_ns)?;
+        self.push(now_ns);
+        Ok(())
+    }
+
+    /// Records an admission at `now_ns` whatever the rule says, and answers what the rule
+    /// said ([`check`](Self::check)): for checkers that watch a limiter rather than drive
+    /// it, so that an admission it should have refused still counts in later windows.
+    pub fn record(&mut self, now_ns: u64) -> Result<(), u64> {
+        let verdict = self.check(now_ns);
+        self.push(now_ns);
+        verdict
+    }
+
+    /// Records an admission: at the later of `now_ns` and the last recorded time.
+    fn push(&mut self, now_ns: u64) {
         let last = self.remembered.back().copied().unwrap_or(self.horizon_ns);
         self.remembered.push_back(now_ns.max(last));
         self.count += 1;
         if self.remembered.len() > self.capacity {
             self.remembered.pop_front();
         }
-        Ok(())
+    }
+
+    /// How many of the admissions it remembers are still in the window at `now_ns`, that
+    /// is recorded after `now_ns − window` (at most [`capacity`](Self::capacity): for
+    /// messages, not for decisions).
+    pub fn in_window(&self, now_ns: u64) -> usize {
+        self.remembered
+            .iter()
+            .filter(|&&t| t.saturating_add(self.window_ns) > now_ns)
+            .count()
     }
 
     /// How many admissions would pass at `now_ns`: tried on a copy, one by one.
