@@ -143,7 +143,10 @@ impl WindowModel {
     pub fn check(&self, now_ns: u64) -> Result<(), u64> {
         let len = self.remembered.len();
         let free_at = if len >= self.limit {
-            self.remembered[len - self.limit].saturating_add(self.window_ns)
+            // A limit of 0 admits nothing.
+            self.remembered
+                .get(len - self.limit)
+                .map_or(u64::MAX, |&t| t.saturating_add(self.window_ns))
         } else if self.horizon_ns == 0 {
             0
         } else {
