@@ -169,6 +169,17 @@ impl WindowModel {
     /// Records an admission at `now_ns` whatever the rule says, and answers what the rule
     /// said ([`check`](Self::check)): for checkers that watch a limiter rather than drive
     /// it, so that an admission it should have refused still counts in later windows.
+    ///
+    /// ```
+    /// use backstop_core::model::WindowModel;
+    ///
+    /// let mut window = WindowModel::new(1, 10);
+    /// assert_eq!(window.record(0), Ok(()));
+    /// // Refused by the rule (6 ns too early), counted anyway:
+    /// assert_eq!(window.record(4), Err(6));
+    /// assert_eq!(window.check(12), Err(2));
+    /// assert_eq!(window.in_window(12), 1);
+    /// ```
     pub fn record(&mut self, now_ns: u64) -> Result<(), u64> {
         let verdict = self.check(now_ns);
         self.push(now_ns);
