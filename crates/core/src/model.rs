@@ -1,7 +1,9 @@
 //! One plain reference model of the sliding window, for every checker outside the
 //! limiter's own code: the fuzz checks in `backstop-verify` (the `sliding_window`,
-//! `keyed_window` and `admission` targets) use it. Behind the `model` feature, hidden
-//! from the docs: not part of the limiter's API.
+//! `keyed_window` and `admission` targets), the proptests `rate_model` and
+//! `admission_state_machine` in backstop-core, and the simulator's rate checker (global
+//! and per-client windows, `sim/src/check.rs`) use it. Behind the `model` feature,
+//! hidden from the docs: not part of the limiter's API.
 //!
 //! It is a `VecDeque` of recorded admission times and the rule, nothing else: admission
 //! `k` passes iff admission `k − limit` was recorded at least `window` earlier. It
