@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 
+use backstop_core::model::WindowModel;
 use serde::Serialize;
 
 use crate::config::SimConfig;
@@ -183,6 +184,18 @@ struct ModelFile {
     bytes: u64,
 }
 
+/// A trace time in the nanoseconds of the window model. Exact: trace times are below
+/// `MAX_TIME_US`, under `u64::MAX / 1000` (asserted in `trace.rs`); saturating for a
+/// hand-made log beyond it, which then fails its checks rather than panicking.
+fn ns(t_us: u64) -> u64 {
+    t_us.saturating_mul(1_000)
+}
+
+/// A model time or wait back in trace microseconds: exact for what [`ns`] gave.
+fn us(t_ns: u64) -> u64 {
+    t_ns / 1_000
+}
+
 /// Streaming checker: feed it each trace input with [`expect_input`](Self::expect_input)
 /// just before the record that answers it, and every record with
 /// [`on_record`](Self::on_record).
@@ -195,9 +208,11 @@ pub struct Checker {
     first: Option<Violation>,
     /// The trace input the next Decision/Memory/Disk record must answer.
     pending: Option<Event>,
-    passes: VecDeque<u64>,
+    /// The passes of the global window, in the shared reference model (times in ns, see
+    /// [`ns`]).
+    passes: WindowModel,
     /// Per-client passes, when the per-client stage is on (looked up, never iterated).
-    key_passes: HashMap<u32, VecDeque<u64>>,
+    key_passes: HashMap<u32, WindowModel>,
     waiting: VecDeque<JobSpec>,
     running: Vec<Running>,
     gate_open: bool,
@@ -214,7 +229,7 @@ impl Checker {
     /// A checker for a run with these parameters.
     pub fn new(p: CheckParams) -> Self {
         Checker {
-            passes: VecDeque::with_capacity(p.rate_limit as usize + 1),
+            passes: WindowModel::new(p.rate_limit, ns(p.rate_window_us)),
             key_passes: HashMap::new(),
             waiting: VecDeque::new(),
             running: Vec::with_capacity(p.job_slots as usize),
@@ -342,84 +357,82 @@ impl Checker {
         self.background_bytes.saturating_add(self.temp_bytes)
     }
 
+    /// A pass of the global window: it must be one the rule allows.
     fn rate_pass(&mut self, t_us: u64) {
-        let w = self.p.rate_window_us;
-        while self.passes.front().is_some_and(|&p| p + w <= t_us) {
-            self.passes.pop_front();
-        }
-        self.passes.push_back(t_us);
-        if self.passes.len() > self.p.rate_limit as usize {
-            let (n, oldest) = (self.passes.len(), self.passes[0]);
+        if let Err(wait_ns) = self.passes.record(ns(t_us)) {
+            let (w, limit) = (self.p.rate_window_us, self.p.rate_limit);
+            // The rule waits for the `limit`-th pass before this one, still in the window.
+            let oldest = us(ns(t_us).saturating_add(wait_ns)).saturating_sub(w);
             self.fail(Invariant::RateSafety, t_us, {
-                format!("{n} requests passed the rate limiter in ({}, {t_us}] (oldest at {oldest}), limit {}", t_us.saturating_sub(w), self.p.rate_limit)
+                format!("{} requests passed the rate limiter in ({}, {t_us}] (oldest at {oldest}), limit {limit}", limit as u64 + 1, t_us.saturating_sub(w))
             });
-            self.passes.pop_front();
         }
+    }
+
+    /// Client `key`'s own window, when the per-client stage is on.
+    fn key_window(&mut self, key: Option<u32>) -> Option<(u32, &mut WindowModel)> {
+        let (Some((limit, w)), Some(key)) = (self.p.per_key, key) else {
+            return None;
+        };
+        let window = self
+            .key_passes
+            .entry(key)
+            .or_insert_with(|| WindowModel::new(limit, ns(w)));
+        Some((key, window))
     }
 
     /// A pass of client `key`'s own limit (when the per-client stage is on).
     fn key_pass(&mut self, t_us: u64, key: Option<u32>) {
-        let (Some((limit, w)), Some(key)) = (self.p.per_key, key) else {
+        let Some((key, window)) = self.key_window(key) else {
             return;
         };
-        let passes = self.key_passes.entry(key).or_default();
-        while passes.front().is_some_and(|&p| p + w <= t_us) {
-            passes.pop_front();
-        }
-        passes.push_back(t_us);
-        if passes.len() > limit as usize {
-            let n = passes.len();
-            passes.pop_front();
+        if window.record(ns(t_us)).is_err() {
+            let (limit, w) = (window.limit(), us(window.window_ns()));
+            let n = limit as u64 + 1;
             self.fail(Invariant::RateSafety, t_us, format!("{n} requests of client key #{key} passed its limit in ({}, {t_us}], limit {limit}", t_us.saturating_sub(w)));
         }
     }
 
     fn rate_refusal(&mut self, t_us: u64, key: Option<u32>, retry_after_us: Option<u64>) {
-        let w = self.p.rate_window_us;
-        while self.passes.front().is_some_and(|&p| p + w <= t_us) {
-            self.passes.pop_front();
-        }
-        if self.passes.len() < self.p.rate_limit as usize {
-            // The global window had room, so only the client's own window can have
-            // refused it; then the global window is not charged (the client's window is
-            // asked first, see sim/README.md).
-            if let (Some((limit, kw)), Some(key)) = (self.p.per_key, key) {
-                let passes = self.key_passes.entry(key).or_default();
-                while passes.front().is_some_and(|&p| p + kw <= t_us) {
-                    passes.pop_front();
-                }
-                let n = passes.len();
-                if n < limit as usize {
-                    self.fail(Invariant::NoFalse429, t_us, format!("429 with {n} passes in client key #{key}'s window (limit {limit}) and room in the global one"));
-                    return;
-                }
-                let exact = passes[0] + kw - t_us;
-                if retry_after_us != Some(exact) {
-                    self.fail(
-                        Invariant::NoFalse429,
-                        t_us,
-                        format!(
-                            "per-client 429 retry_after_us is {retry_after_us:?}, exact is {exact}"
-                        ),
-                    );
-                }
-                return;
+        let now_ns = ns(t_us);
+        if let Err(wait_ns) = self.passes.check(now_ns) {
+            let exact = us(wait_ns);
+            if retry_after_us != Some(exact) {
+                self.fail(Invariant::NoFalse429, t_us, {
+                    format!("429 retry_after_us is {retry_after_us:?}, exact is {exact}")
+                });
             }
-            let n = self.passes.len();
-            self.fail(Invariant::NoFalse429, t_us, {
-                format!(
-                    "429 with only {n} passes in the window, limit {}",
-                    self.p.rate_limit
-                )
-            });
             return;
         }
-        let exact = self.passes[0] + w - t_us;
-        if retry_after_us != Some(exact) {
-            self.fail(Invariant::NoFalse429, t_us, {
-                format!("429 retry_after_us is {retry_after_us:?}, exact is {exact}")
-            });
+        // The global window had room, so only the client's own window can have refused
+        // it; then the global window is not charged (the client's window is asked first,
+        // see sim/README.md).
+        if let Some((key, window)) = self.key_window(key) {
+            let (n, limit) = (window.in_window(now_ns), window.limit());
+            match window.check(now_ns) {
+                Ok(()) => self.fail(Invariant::NoFalse429, t_us, format!("429 with {n} passes in client key #{key}'s window (limit {limit}) and room in the global one")),
+                Err(wait_ns) => {
+                    let exact = us(wait_ns);
+                    if retry_after_us != Some(exact) {
+                        self.fail(
+                            Invariant::NoFalse429,
+                            t_us,
+                            format!(
+                                "per-client 429 retry_after_us is {retry_after_us:?}, exact is {exact}"
+                            ),
+                        );
+                    }
+                }
+            }
+            return;
         }
+        let n = self.passes.in_window(now_ns);
+        self.fail(Invariant::NoFalse429, t_us, {
+            format!(
+                "429 with only {n} passes in the window, limit {}",
+                self.p.rate_limit
+            )
+        });
     }
 
     /// Checks one record.

@@ -1,7 +1,9 @@
 //! One plain reference model of the sliding window, for every checker outside the
 //! limiter's own code: the fuzz checks in `backstop-verify` (the `sliding_window`,
-//! `keyed_window` and `admission` targets) use it. Behind the `model` feature, hidden
-//! from the docs: not part of the limiter's API.
+//! `keyed_window` and `admission` targets), the proptests `rate_model` and
+//! `admission_state_machine` in backstop-core, and the simulator's rate checker (global
+//! and per-client windows, `sim/src/check.rs`) use it. Behind the `model` feature,
+//! hidden from the docs: not part of the limiter's API.
 //!
 //! It is a `VecDeque` of recorded admission times and the rule, nothing else: admission
 //! `k` passes iff admission `k − limit` was recorded at least `window` earlier. It
@@ -133,26 +135,77 @@ impl WindowModel {
         }
     }
 
-    /// `Ok` and the admission recorded, or the exact wait in nanoseconds.
-    pub fn try_acquire(&mut self, now_ns: u64) -> Result<(), u64> {
+    /// The limit now.
+    pub fn limit(&self) -> u32 {
+        self.limit as u32
+    }
+
+    /// What [`try_acquire`](Self::try_acquire) would answer at `now_ns`, without
+    /// recording anything: `Ok`, or the exact wait in nanoseconds.
+    pub fn check(&self, now_ns: u64) -> Result<(), u64> {
         let len = self.remembered.len();
         let free_at = if len >= self.limit {
-            self.remembered[len - self.limit].saturating_add(self.window_ns)
+            // A limit of 0 admits nothing.
+            self.remembered
+                .get(len - self.limit)
+                .map_or(u64::MAX, |&t| t.saturating_add(self.window_ns))
         } else if self.horizon_ns == 0 {
             0
         } else {
             self.horizon_ns.saturating_add(self.window_ns)
         };
         if free_at > now_ns {
-            return Err(free_at - now_ns);
+            Err(free_at - now_ns)
+        } else {
+            Ok(())
         }
+    }
+
+    /// `Ok` and the admission recorded, or the exact wait in nanoseconds.
+    pub fn try_acquire(&mut self, now_ns: u64) -> Result<(), u64> {
+        self.check(now_ns)?;
+        self.push(now_ns);
+        Ok(())
+    }
+
+    /// Records an admission at `now_ns` whatever the rule says, and answers what the rule
+    /// said ([`check`](Self::check)): for checkers that watch a limiter rather than drive
+    /// it, so that an admission it should have refused still counts in later windows.
+    ///
+    /// ```
+    /// use backstop_core::model::WindowModel;
+    ///
+    /// let mut window = WindowModel::new(1, 10);
+    /// assert_eq!(window.record(0), Ok(()));
+    /// // Refused by the rule (6 ns too early), counted anyway:
+    /// assert_eq!(window.record(4), Err(6));
+    /// assert_eq!(window.check(12), Err(2));
+    /// assert_eq!(window.in_window(12), 1);
+    /// ```
+    pub fn record(&mut self, now_ns: u64) -> Result<(), u64> {
+        let verdict = self.check(now_ns);
+        self.push(now_ns);
+        verdict
+    }
+
+    /// Records an admission: at the later of `now_ns` and the last recorded time.
+    fn push(&mut self, now_ns: u64) {
         let last = self.remembered.back().copied().unwrap_or(self.horizon_ns);
         self.remembered.push_back(now_ns.max(last));
         self.count += 1;
         if self.remembered.len() > self.capacity {
             self.remembered.pop_front();
         }
-        Ok(())
+    }
+
+    /// How many of the admissions it remembers are still in the window at `now_ns`, that
+    /// is recorded after `now_ns − window` (at most [`capacity`](Self::capacity): for
+    /// messages, not for decisions).
+    pub fn in_window(&self, now_ns: u64) -> usize {
+        self.remembered
+            .iter()
+            .filter(|&&t| t.saturating_add(self.window_ns) > now_ns)
+            .count()
     }
 
     /// How many admissions would pass at `now_ns`: tried on a copy, one by one.

@@ -1,12 +1,13 @@
 //! `Admission` against a plain reference model under random sequences of requests of
 //! every class, clock moves, job starts, drops in any order, resource readings and live
-//! reconfiguration.
+//! reconfiguration. Its rate window is the shared one (`backstop_core::model::WindowModel`,
+//! feature `model`).
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
 use backstop_core::jobs::{JobPermit, QueueTicket};
+use backstop_core::model::WindowModel;
 use backstop_core::resources::ResourceReading;
 use backstop_core::{
     Admission, Decision, Limits, MetricsSnapshot, RateScope, Refusal, RequestClass, WaitReason,
@@ -15,6 +16,8 @@ use proptest::prelude::*;
 
 const MIB: u64 = 1 << 20;
 const WINDOW_MS: u64 = 1000;
+const NS_PER_MS: u64 = 1_000_000;
+const WINDOW_NS: u64 = WINDOW_MS * NS_PER_MS;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -63,8 +66,8 @@ fn limits(rate: u32, queue: u32, reserve: u32, jobs: u32) -> Limits {
 
 /// The whole policy, written as plainly as possible.
 struct Model {
-    admissions_ms: VecDeque<u64>,
-    rate: u32,
+    /// The global rate window, with its limit.
+    window: WindowModel,
     queue: u32,
     reserve: u32,
     jobs: u32,
@@ -77,19 +80,6 @@ struct Model {
     exempt: u64,
 }
 
-impl Model {
-    fn in_window(&mut self, now_ms: u64) -> u32 {
-        while self
-            .admissions_ms
-            .front()
-            .is_some_and(|&t| t + WINDOW_MS <= now_ms)
-        {
-            self.admissions_ms.pop_front();
-        }
-        self.admissions_ms.len() as u32
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(384))]
 
@@ -100,7 +90,7 @@ proptest! {
         let gate = admission.resource_gate();
         gate.observe(ResourceReading::memory_only(4096 * MIB));
         let mut model = Model {
-            admissions_ms: VecDeque::new(), rate: 3, queue: 3, reserve: 1, jobs: 1,
+            window: WindowModel::new(3, WINDOW_NS), queue: 3, reserve: 1, jobs: 1,
             waiting: 0, running: 0, memory_low: false,
             admitted: 0, rate_limited: 0, queue_full: 0, exempt: 0,
         };
@@ -117,30 +107,25 @@ proptest! {
                         model.exempt += 1;
                         continue;
                     }
-                    let in_window = model.in_window(now_ms);
                     let bound = if class == RequestClass::Critical { model.queue } else { model.queue - model.reserve };
-                    if in_window >= model.rate {
-                        let oldest = model.admissions_ms[(in_window - model.rate) as usize];
-                        let retry_ms = oldest + WINDOW_MS - now_ms;
+                    // Past the rate limit, the admission counts in the window even if the
+                    // queue refuses it.
+                    if let Err(retry_ns) = model.window.try_acquire(now_ms * NS_PER_MS) {
                         prop_assert_eq!(
                             decision.refusal().copied(),
-                            Some(Refusal::RateLimited { retry_after: Duration::from_millis(retry_ms), scope: RateScope::Global })
+                            Some(Refusal::RateLimited { retry_after: Duration::from_nanos(retry_ns), scope: RateScope::Global })
                         );
                         model.rate_limited += 1;
-                    } else {
-                        // Past the rate limit: counts in the window even if the queue refuses.
-                        model.admissions_ms.push_back(now_ms);
-                        if model.waiting < bound {
-                            match decision {
-                                Decision::Admitted(ticket) => tickets.push(ticket),
-                                other => prop_assert!(false, "expected admission, got {:?}", other),
-                            }
-                            model.waiting += 1;
-                            model.admitted += 1;
-                        } else {
-                            prop_assert_eq!(decision.refusal().map(|r| (r.status_code(), r.as_str())), Some((503, "queue_full")));
-                            model.queue_full += 1;
+                    } else if model.waiting < bound {
+                        match decision {
+                            Decision::Admitted(ticket) => tickets.push(ticket),
+                            other => prop_assert!(false, "expected admission, got {:?}", other),
                         }
+                        model.waiting += 1;
+                        model.admitted += 1;
+                    } else {
+                        prop_assert_eq!(decision.refusal().map(|r| (r.status_code(), r.as_str())), Some((503, "queue_full")));
+                        model.queue_full += 1;
                     }
                 }
                 Op::Advance(ms) => {
@@ -181,9 +166,11 @@ proptest! {
                     let result = admission.reconfigure(limits(rate, queue, reserve, jobs));
                     if reserve < queue {
                         prop_assert!(result.is_ok());
-                        // Nothing is forgotten: the limiter remembers as many admissions
-                        // as the highest limit it has had, and no window ever held more.
-                        model.rate = rate;
+                        // In place while the rate fits the capacity, else a larger window
+                        // built from what the old one remembers, as `Admission` does.
+                        if !model.window.reconfigure(rate, WINDOW_NS) {
+                            model.window = model.window.reconfigured(rate, WINDOW_NS);
+                        }
                         model.queue = queue;
                         model.reserve = reserve;
                         model.jobs = jobs;

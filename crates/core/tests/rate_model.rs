@@ -1,48 +1,15 @@
-//! `SlidingWindow` against a plain model of the definition, on a manual clock: identical
-//! decisions and identical `retry_after`, including steps of 0, admissions exactly at
-//! window edges, and changes of limit and window in place (`reconfigure`).
+//! `SlidingWindow` against the shared reference model (`backstop_core::model::WindowModel`,
+//! feature `model`), on a manual clock: identical decisions and identical `retry_after`,
+//! including steps of 0, admissions exactly at window edges, and changes of limit and
+//! window in place (`reconfigure`).
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
+use backstop_core::model::WindowModel;
 use backstop_core::rate::SlidingWindow;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-
-/// The reference: every admission time ever, counted in the window `(now − W, now]`.
-struct Model {
-    limit: usize,
-    window_ns: u64,
-    admitted: VecDeque<u64>,
-}
-
-impl Model {
-    /// The admissions still in the window at `now`, oldest first.
-    fn live(&self, now: u64) -> Vec<u64> {
-        // An admission at `now − W` has left the window.
-        self.admitted
-            .iter()
-            .copied()
-            .filter(|&t| t + self.window_ns > now)
-            .collect()
-    }
-
-    /// `Ok` or the exact wait: until the `limit`-th newest admission leaves the window.
-    fn try_acquire(&mut self, now: u64) -> Result<(), u64> {
-        let live = self.live(now);
-        if live.len() < self.limit {
-            self.admitted.push_back(now);
-            Ok(())
-        } else {
-            Err(live[live.len() - self.limit] + self.window_ns - now)
-        }
-    }
-
-    fn available(&self, now: u64) -> u32 {
-        self.limit.saturating_sub(self.live(now).len()) as u32
-    }
-}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -98,7 +65,8 @@ proptest! {
         let clock = ManualClock::new();
         let window = Duration::from_nanos(window_ns);
         let limiter = SlidingWindow::with_clock(limit, window, clock.clone()).unwrap();
-        let mut model = Model { limit: limit as usize, window_ns, admitted: VecDeque::new() };
+        let mut model = WindowModel::new(limit, window_ns);
+        prop_assert_eq!(limiter.capacity() as usize, model.capacity());
         let mut now = 0u64;
         for op in ops {
             match op {
@@ -130,16 +98,18 @@ proptest! {
                 }
                 Op::Reconfigure(new_limit, new_window_ns) => {
                     let result = limiter.reconfigure(new_limit, Duration::from_nanos(new_window_ns));
-                    if new_limit <= limit.next_power_of_two() {
+                    // Refused, and nothing changed, when above the capacity (the first
+                    // limit rounded up to a power of two).
+                    let fits = new_limit <= limit.next_power_of_two();
+                    prop_assert_eq!(model.reconfigure(new_limit, new_window_ns), fits);
+                    if fits {
                         prop_assert!(result.is_ok(), "{:?}", result);
-                        model.limit = new_limit as usize;
-                        model.window_ns = new_window_ns;
                     } else {
                         let refused = result.unwrap_err();
                         prop_assert_eq!(refused.field(), "limit");
                     }
-                    prop_assert_eq!(limiter.limit() as usize, model.limit);
-                    prop_assert_eq!(limiter.window(), Duration::from_nanos(model.window_ns));
+                    prop_assert_eq!(limiter.limit(), model.limit());
+                    prop_assert_eq!(limiter.window(), Duration::from_nanos(model.window_ns()));
                 }
             }
         }
