@@ -1,6 +1,8 @@
 //! Counters of what the store met: errors, timeouts, fallback decisions.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::error::StoreError;
 
 /// Counts kept by a [`RedisStore`](crate::RedisStore) and every stage made from it.
 #[derive(Debug, Default)]
@@ -9,6 +11,9 @@ pub struct StoreMetrics {
     timeouts: AtomicU64,
     fallback_decisions: AtomicU64,
     store_decisions: AtomicU64,
+    /// Set by the first failure after a success, cleared by the next success: what makes
+    /// an outage one `warn` line and one recovery line, not a line per request.
+    failing: AtomicBool,
 }
 
 /// A copy of [`StoreMetrics`] at one moment.
@@ -32,6 +37,31 @@ impl StoreMetrics {
     }
     pub(crate) fn timeout(&self) {
         self.timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts `err` as an error or a timeout; the first failure after a success is logged
+    /// at `warn`, the ones after it at `debug` (the counters hold them all).
+    pub(crate) fn failed(&self, err: &StoreError) {
+        match err {
+            StoreError::Timeout(_) => self.timeout(),
+            _ => self.error(),
+        }
+        // Relaxed: a lone flag that only chooses the log level; nothing is published
+        // through it.
+        if self.failing.swap(true, Ordering::Relaxed) {
+            tracing::debug!("redis store call failed: {err}");
+        } else {
+            tracing::warn!(
+                "redis store call failed: {err}; the failure policy decides until it answers \
+                 again (further failures are counted, logged at debug)"
+            );
+        }
+    }
+    /// A call answered: logs the end of an outage once.
+    pub(crate) fn answered(&self) {
+        // Relaxed: as in `failed`. The load keeps the common path a shared read.
+        if self.failing.load(Ordering::Relaxed) && self.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!("redis store answering again");
+        }
     }
     pub(crate) fn fallback(&self) {
         self.fallback_decisions.fetch_add(1, Ordering::Relaxed);

@@ -258,7 +258,10 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         let deadline = self.inner.options.deadline;
         match tokio::time::timeout(deadline, call).await {
-            Ok(Ok(value)) => Ok(value),
+            Ok(Ok(value)) => {
+                self.inner.metrics.answered();
+                Ok(value)
+            }
             Ok(Err(e)) => {
                 let err = StoreError::from_redis(&e, key);
                 self.count(&err);
@@ -268,17 +271,15 @@ impl RedisStore {
                 })
             }
             Err(_) => {
-                self.inner.metrics.timeout();
-                Err(StoreError::Timeout(deadline))
+                let err = StoreError::Timeout(deadline);
+                self.count(&err);
+                Err(err)
             }
         }
     }
 
     pub(crate) fn count(&self, err: &StoreError) {
-        match err {
-            StoreError::Timeout(_) => self.inner.metrics.timeout(),
-            _ => self.inner.metrics.error(),
-        }
+        self.inner.metrics.failed(err);
     }
 
     /// One window decision, sent directly when no other is under way in this process,
@@ -338,14 +339,18 @@ impl RedisStore {
         })
         .await;
         match outcome {
-            Ok(Ok(wait_us)) => Ok(wait_us),
+            Ok(Ok(wait_us)) => {
+                self.inner.metrics.answered();
+                Ok(wait_us)
+            }
             Ok(Err(err)) => {
                 self.count(&err);
                 Err(err)
             }
             Err(_) => {
-                self.inner.metrics.timeout();
-                Err(StoreError::Timeout(deadline))
+                let err = StoreError::Timeout(deadline);
+                self.count(&err);
+                Err(err)
             }
         }
     }
