@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use backstop_sweep::{AgeBy, Sweep, default_threads};
+use backstop_sweep::{AgeBy, Sweep, default_threads, default_threads_in_memory};
 use rayon::prelude::*;
 use rustix::fs::{Mode, OFlags, Timespec, Timestamps};
 
@@ -196,9 +196,9 @@ fn main() {
         .unwrap_or_else(std::env::temp_dir);
     let root = base_dir.join(format!("backstop-sweep-bench-{}", std::process::id()));
     let base = SystemTime::now();
-    let threads = default_threads();
+    let (disk, memory) = (default_threads(), default_threads_in_memory());
     println!(
-        "tree: {files} files ({FILE_BYTES} B) in {dirs} dirs, half older than 24 h; {runs} runs; {threads} threads; under {}",
+        "tree: {files} files ({FILE_BYTES} B) in {dirs} dirs, half older than 24 h; {runs} runs; default threads {disk} on a disk, {memory} on tmpfs; under {}",
         base_dir.display()
     );
     println!("load average at start: {}", load());

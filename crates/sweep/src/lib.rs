@@ -93,9 +93,11 @@
 //!
 //! One rayon task per directory (unlinks within one directory serialize on its lock in
 //! the kernel, so directories are the unit of parallelism), work stealing,
-//! [`default_threads`] threads (twice the cores, at least 8: on a disk mounted `discard`
-//! each unlink waits for the device, and more threads overlap the waits). Each task builds its own tally and hands it to its parent, so the
-//! report is deterministic and no counter is shared.
+//! [`default_threads`] threads on a disk (twice the cores, at least 8: on a disk mounted
+//! `discard` each unlink waits for the device, and more threads overlap the waits),
+//! [`default_threads_in_memory`] on tmpfs (the cores: nothing to wait for). Each task
+//! builds its own tally and hands it to its parent, so the report is deterministic and
+//! no counter is shared.
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
@@ -140,6 +142,8 @@ pub use schedule::{
     DEFAULT_CHECK_EVERY, DEFAULT_EVERY, DEFAULT_MAX_PRESSURE_BACKOFF, DEFAULT_PRESSURE_OLDER_THAN,
     DEFAULT_PRESSURE_THRESHOLD, ScheduleError, ScheduleHandle, SweepSchedule, Trigger,
 };
-pub use sweep::{DEFAULT_OLDER_THAN, MIN_DEFAULT_THREADS, Sweep, default_threads};
+pub use sweep::{
+    DEFAULT_OLDER_THAN, MIN_DEFAULT_THREADS, Sweep, default_threads, default_threads_in_memory,
+};
 pub use walk::Observer;
 pub use workspace::{JobWorkspace, MAX_NAME_BYTES, WorkspaceError};

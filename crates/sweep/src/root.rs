@@ -226,6 +226,15 @@ pub(crate) fn pseudo_fs(dir: BorrowedFd<'_>, meta: &Meta) -> Option<&'static str
     None
 }
 
+/// Whether `dir` is on tmpfs or ramfs, where removing a file is CPU work only (no device
+/// to wait for); `false` when it cannot be told.
+pub(crate) fn is_memory_backed(dir: BorrowedFd<'_>) -> bool {
+    // As in `pseudo_fs`.
+    #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+    let magic = rustix::fs::fstatfs(dir).map(|s| s.f_type as u64);
+    magic.is_ok_and(|m| TMPFS_OR_RAMFS.contains(&m))
+}
+
 /// The filesystem type of mount `mnt_id` in a `/proc/self/mountinfo` text
 /// (`36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw`).
 fn mount_fs_type(table: &str, mnt_id: u64) -> Option<&str> {

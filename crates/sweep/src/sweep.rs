@@ -338,10 +338,10 @@ impl Sweep {
             }
         })?;
         let excludes = self.glob_set()?;
-        let threads = if self.threads == 0 {
-            default_threads()
-        } else {
-            self.threads
+        let threads = match self.threads {
+            0 if root::is_memory_backed(root_fd.as_fd()) => default_threads_in_memory(),
+            0 => default_threads(),
+            n => n,
         };
         let pool = match &self.pool {
             Some(pool) => Arc::clone(pool),
@@ -423,15 +423,24 @@ impl Sweep {
     }
 }
 
-/// The thread count a sweep uses unless told otherwise: twice the cores, at least
+/// The thread count a sweep of a tmpfs or ramfs root uses unless told otherwise: the
+/// cores (within [`default_threads`]). Nothing there waits on a device, so threads past
+/// the cores only contend: on the 2-core VM, deleting the 200 000-file tree on tmpfs took
+/// 0.60 s with 2 threads and 0.91 s with 8 (`benches/results/sweep.md`).
+pub fn default_threads_in_memory() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    cores.min(default_threads()).max(1)
+}
+
+/// The thread count a sweep of a disk-backed root uses unless told otherwise: twice the cores, at least
 /// [`MIN_DEFAULT_THREADS`] and at most 64, and no more than the fd limit leaves room for.
 ///
 /// Why more threads than cores: removing a file is CPU work on tmpfs, but on a disk
 /// mounted `discard` (common on cloud VMs) each `unlinkat` that frees blocks waits for a
 /// synchronous discard on the device. Threads waiting there use no CPU, so more of them
 /// overlap the waits: on the 2-core build VM (ext4, `discard`), deleting 100 000 files
-/// took 5.6 s with 2 threads, 3.4 s with 4 and 2.6 s with 8, while on tmpfs 8 threads
-/// cost nothing against 2 (`benches/results/sweep.md`). Each thread may hold
+/// took 5.6 s with 2 threads, 3.4 s with 4 and 2.6 s with 8 (`benches/results/sweep.md`).
+/// On tmpfs they only contend, hence [`default_threads_in_memory`]. Each thread may hold
 /// `DEEP_WINDOW_FDS + 2` fds in a deep walk, so the count is also capped to fit in half
 /// the soft `RLIMIT_NOFILE`.
 pub fn default_threads() -> usize {
