@@ -1,15 +1,19 @@
-//! `KeyedSlidingWindow` against a plain model: per key, a `VecDeque` of admission times.
+//! `KeyedSlidingWindow` against a plain model: per tracked key, one shared reference
+//! window (`backstop_core::model::WindowModel`, feature `model`).
 //!
-//! The model admits a request for key `k` at `t` iff fewer than `k`'s limit of its
-//! admissions fall in `(t − window, t]`, tracks at most `max_keys` keys, drops a key
-//! only when its window is empty (when a new key needs room, or on `retain_recent`),
-//! and refuses a new key when every tracked key is live. Decisions, `retry_after`, the
-//! key count and what `retain_recent` reclaims must all match.
+//! The model admits a request for key `k` at `t` as `k`'s `WindowModel` does (fewer than
+//! `k`'s limit of its admissions in `(t − window, t]`), tracks at most `max_keys` keys,
+//! drops a key only when its window is empty (when a new key needs room, or on
+//! `retain_recent`), and refuses a new key when every tracked key is live. A limit
+//! override that changes a tracked key's shape reshapes its window as the limiter does:
+//! a window with at least the old one's room and everything it remembered. Decisions,
+//! `retry_after`, the key count and what `retain_recent` reclaims must all match.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
+use backstop_core::model::WindowModel;
 use backstop_core::rate::{KeyedRefusal, KeyedSlidingWindow};
 use proptest::prelude::*;
 
@@ -38,8 +42,8 @@ fn op() -> impl Strategy<Value = Op> {
 
 #[derive(Default)]
 struct Model {
-    /// Tracked keys and their admissions still in the window, oldest first.
-    tracked: HashMap<u8, VecDeque<u64>>,
+    /// Tracked keys and their windows.
+    tracked: HashMap<u8, WindowModel>,
     overrides: HashMap<u8, u32>,
 }
 
@@ -54,42 +58,46 @@ impl Model {
         self.overrides.get(&key).copied().unwrap_or(DEFAULT_LIMIT)
     }
 
-    fn expire(&mut self, now_ns: u64) {
-        for times in self.tracked.values_mut() {
-            while times.front().is_some_and(|&t| t + WINDOW_NS <= now_ns) {
-                times.pop_front();
-            }
-        }
-    }
-
-    fn reclaim(&mut self) -> usize {
+    /// Drops every tracked key whose window is empty at `now_ns`; how many.
+    fn reclaim(&mut self, now_ns: u64) -> usize {
         let before = self.tracked.len();
-        self.tracked.retain(|_, times| !times.is_empty());
+        self.tracked
+            .retain(|_, window| window.empty_from_ns() > now_ns);
         before - self.tracked.len()
     }
 
     fn acquire(&mut self, key: u8, now_ns: u64) -> Decision {
-        self.expire(now_ns);
         if !self.tracked.contains_key(&key) {
             if self.tracked.len() >= MAX_KEYS {
-                self.reclaim();
+                self.reclaim(now_ns);
             }
             if self.tracked.len() >= MAX_KEYS {
                 return Decision::TooManyKeys;
             }
-            self.tracked.insert(key, VecDeque::new());
+            let window = WindowModel::new(self.limit(key), WINDOW_NS);
+            self.tracked.insert(key, window);
         }
-        let limit = self.limit(key) as usize;
-        let times = self.tracked.get_mut(&key).unwrap();
-        if times.len() < limit {
-            times.push_back(now_ns);
-            Decision::Admitted
-        } else {
-            // Room comes when the limit-th most recent admission leaves the window.
-            let oldest_that_counts = times[times.len() - limit];
-            Decision::RateLimited {
-                retry_after_ns: oldest_that_counts + WINDOW_NS - now_ns,
-            }
+        match self.tracked.get_mut(&key).unwrap().try_acquire(now_ns) {
+            Ok(()) => Decision::Admitted,
+            Err(retry_after_ns) => Decision::RateLimited { retry_after_ns },
+        }
+    }
+
+    /// After `key`'s override changed: a tracked key whose limit is no longer its
+    /// window's is reshaped, as the limiter does (`Entry::reshaped`): at least the old
+    /// window's room, everything it remembered, what it forgot at its horizon.
+    fn conform(&mut self, key: u8) {
+        let limit = self.limit(key);
+        let Some(window) = self.tracked.get_mut(&key) else {
+            return;
+        };
+        if window.limit() != limit {
+            *window = WindowModel::with_memory_and_capacity(
+                limit,
+                WINDOW_NS,
+                window.capacity(),
+                &window.remembered(),
+            );
         }
     }
 
@@ -97,7 +105,7 @@ impl Model {
     fn earliest_empty_ns(&self) -> u64 {
         self.tracked
             .values()
-            .map(|times| times.back().map_or(0, |&t| t + WINDOW_NS))
+            .map(WindowModel::empty_from_ns)
             .min()
             .unwrap_or(0)
     }
@@ -137,8 +145,7 @@ proptest! {
                 Op::RetainRecent { advance_ns } => {
                     now_ns += advance_ns;
                     clock.set(Duration::from_nanos(now_ns));
-                    model.expire(now_ns);
-                    prop_assert_eq!(keyed.retain_recent(), model.reclaim(), "step {}", step);
+                    prop_assert_eq!(keyed.retain_recent(), model.reclaim(now_ns), "step {}", step);
                 }
                 Op::SetLimit { key, limit } => {
                     let got = keyed.set_limit(key, limit, window);
@@ -148,10 +155,12 @@ proptest! {
                     } else {
                         got.unwrap();
                         model.overrides.insert(key, limit);
+                        model.conform(key);
                     }
                 }
                 Op::ClearLimit { key } => {
                     prop_assert_eq!(keyed.clear_limit(&key), model.overrides.remove(&key).is_some());
+                    model.conform(key);
                 }
             }
             prop_assert_eq!(keyed.len(), model.tracked.len(), "step {}", step);
