@@ -360,16 +360,19 @@ fn config_errors_name_the_key_and_the_line_and_exit_non_zero() {
 fn human_and_legacy_keys_read_the_same() {
     let human = Config::from_toml_str(
         "stage = \"250ms\"\nstage_size = \"1MiB\"\nsweep_every = \"6h\"\n\
-         sweep_older_than = \"1d\"\n[per_client]\nlimit = 2\nwindow = \"30s\"\nmax_clients = 9\n",
+         sweep_older_than = \"1d\"\n[per_client]\nlimit = 2\nwindow = \"30s\"\nmax_clients = 9\n\
+         [serve]\nheader_read_timeout = \"2s\"\n",
     )
     .unwrap();
     let legacy = Config::from_toml_str(
         "stage_ms = 250\nstage_bytes = 1048576\nsweep_every_secs = 21600\n\
-         sweep_older_than_secs = 86400\n[per_client]\nlimit = 2\nwindow_ms = 30000\nmax_clients = 9\n",
+         sweep_older_than_secs = 86400\n[per_client]\nlimit = 2\nwindow_ms = 30000\nmax_clients = 9\n\
+         [serve]\nheader_read_timeout_ms = 2000\n",
     )
     .unwrap();
     assert_eq!(format!("{human:?}"), format!("{legacy:?}"));
     assert_eq!(human.stage_ms, 250);
+    assert_eq!(human.serve.header_read_timeout_ms, 2000);
     assert_eq!(human.sweep_older_than_secs, 86_400);
 }
 
