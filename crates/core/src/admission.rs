@@ -40,17 +40,26 @@ pub enum OverloadReason {
     /// The per-client stage ([`Admission::with_per_key`]) tracks as many clients as it
     /// may, all with requests still in their windows, and this client is new.
     TooManyKeys,
+    /// The shared store that keeps the limits of every replica (Redis) did not answer in
+    /// time or failed, and its failure policy is to refuse (`fail_closed`). Only a
+    /// [`FrontDoor`](crate::FrontDoor) backed by a store answers it.
+    StoreUnavailable,
 }
 
 impl OverloadReason {
     /// Every reason, in a fixed order (for metrics).
-    pub const ALL: [OverloadReason; 2] = [OverloadReason::QueueFull, OverloadReason::TooManyKeys];
+    pub const ALL: [OverloadReason; 3] = [
+        OverloadReason::QueueFull,
+        OverloadReason::TooManyKeys,
+        OverloadReason::StoreUnavailable,
+    ];
 
-    /// `queue_full` or `too_many_keys`.
+    /// `queue_full`, `too_many_keys` or `store_unavailable`.
     pub fn as_str(self) -> &'static str {
         match self {
             OverloadReason::QueueFull => "queue_full",
             OverloadReason::TooManyKeys => "too_many_keys",
+            OverloadReason::StoreUnavailable => "store_unavailable",
         }
     }
 
@@ -58,6 +67,7 @@ impl OverloadReason {
         match self {
             OverloadReason::QueueFull => 0,
             OverloadReason::TooManyKeys => 1,
+            OverloadReason::StoreUnavailable => 2,
         }
     }
 }
@@ -160,20 +170,21 @@ impl Refusal {
     }
 }
 
-/// The answer to [`Admission::try_admit`].
+/// The answer to [`Admission::try_admit`] (and to any [`FrontDoor`](crate::FrontDoor),
+/// whose ticket type is `T`).
 #[derive(Debug)]
 #[must_use = "an admitted request holds a place in the queue until its ticket is dropped"]
-pub enum Decision {
+pub enum Decision<T = QueueTicket> {
     /// Passed: the ticket holds the request's place in the queue until a worker starts
     /// it ([`Admission::start_job`]) or it is dropped.
-    Admitted(QueueTicket),
+    Admitted(T),
     /// An exempt request: nothing held, nothing to start.
     Exempt,
     /// Refused, with the status and wait to answer.
     Refused(Refusal),
 }
 
-impl Decision {
+impl<T> Decision<T> {
     /// The refusal, if refused.
     pub fn refusal(&self) -> Option<&Refusal> {
         match self {
@@ -187,7 +198,7 @@ impl Decision {
     /// # Errors
     ///
     /// The [`Refusal`].
-    pub fn into_result(self) -> Result<Option<QueueTicket>, Refusal> {
+    pub fn into_result(self) -> Result<Option<T>, Refusal> {
         match self {
             Decision::Admitted(ticket) => Ok(Some(ticket)),
             Decision::Exempt => Ok(None),
@@ -206,15 +217,20 @@ pub enum WaitReason {
     /// The resource gate is closed.
     #[error("{0}")]
     Resources(Shortage),
+    /// The shared store that keeps the job slots (Redis) did not answer in time or
+    /// failed. Only a [`FrontDoor`](crate::FrontDoor) backed by a store answers it.
+    #[error("the shared store is unavailable")]
+    StoreUnavailable,
 }
 
 impl WaitReason {
-    /// `no_free_slot`, or the shortage's name (`low_memory`, `low_disk`,
-    /// `memory_pressure`, `stale`).
+    /// `no_free_slot`, the shortage's name (`low_memory`, `low_disk`,
+    /// `memory_pressure`, `stale`), or `store_unavailable`.
     pub fn as_str(&self) -> &'static str {
         match self {
             WaitReason::NoFreeSlot => "no_free_slot",
             WaitReason::Resources(shortage) => shortage.as_str(),
+            WaitReason::StoreUnavailable => "store_unavailable",
         }
     }
 }

@@ -30,6 +30,7 @@
 mod admission;
 pub mod clock;
 mod config_error;
+mod door;
 pub mod jobs;
 mod limits;
 mod metrics;
@@ -51,5 +52,6 @@ pub use admission::{
     Admission, Decision, OverloadReason, RateScope, Refusal, RequestClass, WaitReason,
 };
 pub use config_error::ConfigError;
+pub use door::FrontDoor;
 pub use limits::{JobLimits, Limits, QueueLimits, RateLimits};
 pub use metrics::{Metrics, MetricsSnapshot};

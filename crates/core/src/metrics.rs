@@ -27,12 +27,13 @@ pub(crate) const SHADOW_REASONS: [&str; 7] = [
 ];
 
 /// Labels of `backstop_job_waits_total`.
-pub(crate) const WAIT_REASONS: [&str; 5] = [
+pub(crate) const WAIT_REASONS: [&str; 6] = [
     "no_free_slot",
     "low_memory",
     "low_disk",
     "memory_pressure",
     "stale",
+    "store_unavailable",
 ];
 
 fn label_index(labels: &[&str], name: &str) -> usize {
