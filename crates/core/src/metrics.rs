@@ -16,7 +16,7 @@ use crate::sync::{AtomicU64, Ordering};
 
 /// Labels of `backstop_shadow_refusals_total`: every refusal and wait a shadow mode
 /// lets through.
-pub(crate) const SHADOW_REASONS: [&str; 7] = [
+pub(crate) const SHADOW_REASONS: [&str; 8] = [
     "rate_limited",
     "queue_full",
     "too_many_keys",
@@ -24,6 +24,7 @@ pub(crate) const SHADOW_REASONS: [&str; 7] = [
     "low_disk",
     "memory_pressure",
     "stale",
+    "store_unavailable",
 ];
 
 /// Labels of `backstop_job_waits_total`.
@@ -308,10 +309,12 @@ mod tests {
             assert_eq!(WAIT_REASONS[label_index(&WAIT_REASONS, name)], name);
             assert_eq!(SHADOW_REASONS[label_index(&SHADOW_REASONS, name)], name);
         }
-        assert_eq!(
-            WAIT_REASONS[label_index(&WAIT_REASONS, "no_free_slot")],
-            "no_free_slot"
-        );
+        for name in [
+            WaitReason::NoFreeSlot.as_str(),
+            WaitReason::StoreUnavailable.as_str(),
+        ] {
+            assert_eq!(WAIT_REASONS[label_index(&WAIT_REASONS, name)], name);
+        }
         assert_eq!(
             SHADOW_REASONS[label_index(
                 &SHADOW_REASONS,
