@@ -38,7 +38,9 @@ use std::mem::ManuallyDrop;
 use crossbeam_utils::CachePadded;
 
 use crate::ConfigError;
-use crate::sync::{Arc, AtomicU32, AtomicU64, Ordering};
+use std::ptr::NonNull;
+
+use crate::sync::{Arc, AtomicU32, AtomicU64, Ordering, fence};
 
 /// The largest `max_queue` accepted: a bound on memory held by waiting requests.
 pub const MAX_QUEUE: u32 = 1 << 20;
@@ -51,13 +53,18 @@ const WAITING_ONE: u64 = 1;
 /// One job running, in the packed count word.
 const RUNNING_ONE: u64 = 1 << 32;
 
+/// Set in the packed count word when the last handle ([`QueueGate`], [`JobSlots`] and
+/// their clones) is gone: from then on the word only falls, and whoever brings it to
+/// exactly `CLOSED` frees the state (see [`JobState`]).
+const CLOSED: u64 = 1 << 31;
+
 // Both halves must hold their bound with room to spare, so that no arithmetic on one half
-// ever carries into the other.
-const _: () = assert!((MAX_QUEUE as u64) < RUNNING_ONE && (MAX_JOBS as u64) < u32::MAX as u64);
+// ever carries into the other, and the waiting half must leave the closed bit alone.
+const _: () = assert!((MAX_QUEUE as u64) < CLOSED && (MAX_JOBS as u64) < u32::MAX as u64);
 
 #[inline(always)]
 fn waiting(word: u64) -> u32 {
-    word as u32
+    (word & (CLOSED - 1)) as u32
 }
 
 #[inline(always)]
@@ -124,6 +131,14 @@ impl JobBounds {
 }
 
 /// The state a queue gate, its job slots and every ticket and permit share.
+///
+/// Tickets and permits hold a plain pointer to it, not an `Arc`: they are already
+/// counted in `counts`, and a second (reference) count would cost two more atomic
+/// read-modify-writes per admission. The handles share an [`Owner`]; when the last one
+/// goes it sets [`CLOSED`] in `counts`, and the state is freed by whoever leaves `counts`
+/// at exactly `CLOSED`: that owner (no ticket or permit out) or the last ticket or permit
+/// dropped after it. No ticket or permit is made without a handle, so after `CLOSED` the
+/// word only falls and exactly one party sees it reach `CLOSED`.
 pub(crate) struct JobState {
     /// Waiting jobs in the low 32 bits, running jobs in the high 32 bits. Padded: every
     /// admission and every job start and finish writes it, from any thread.
@@ -135,6 +150,18 @@ pub(crate) struct JobState {
     /// Lifetime totals, kept only when asked for ([`counters_with_totals`]): each costs
     /// an atomic add per job start or finish, which bare counters need not pay.
     totals: Option<Totals>,
+    /// Tests count how often a state is freed: exactly once, whoever goes last.
+    #[cfg(test)]
+    frees: Option<Arc<AtomicU32>>,
+}
+
+#[cfg(test)]
+impl Drop for JobState {
+    fn drop(&mut self) {
+        if let Some(frees) = &self.frees {
+            frees.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// Jobs started and finished, apart from the hot word so that reading them for a scrape
@@ -155,9 +182,12 @@ impl JobState {
                 started: CachePadded::new(AtomicU64::new(0)),
                 finished: CachePadded::new(AtomicU64::new(0)),
             }),
+            #[cfg(test)]
+            frees: None,
         }
     }
 
+    #[inline]
     fn queue_bound(&self, priority: Priority) -> u32 {
         // Relaxed: a bound is a lone value; during a reconfiguration an attempt may see the
         // old or the new one, and either is a bound the operator asked for.
@@ -169,7 +199,9 @@ impl JobState {
 
     /// Adds one waiting job if fewer than `bound` wait.
     #[inline]
-    fn enter_below(this: &Arc<Self>, bound: u32) -> Result<QueueTicket, QueueFull> {
+    fn enter_below(this: &Owner, bound: u32) -> Result<QueueTicket, QueueFull> {
+        let state = this.state;
+        let this = this.state();
         // Relaxed throughout: a ticket guards no other memory, and read-modify-writes of
         // one atomic are totally ordered whatever their ordering, which is all the bound
         // needs.
@@ -184,11 +216,7 @@ impl JobState {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => {
-                    return Ok(QueueTicket {
-                        state: Arc::clone(this),
-                    });
-                }
+                Ok(_) => return Ok(QueueTicket { state }),
                 Err(now) => word = now,
             }
         }
@@ -302,13 +330,85 @@ fn new_counters(
     with_totals: bool,
 ) -> Result<(QueueGate, JobSlots), ConfigError> {
     bounds.validate()?;
-    let state = Arc::new(JobState::new(bounds, with_totals));
-    Ok((
+    Ok(from_state(JobState::new(bounds, with_totals)))
+}
+
+/// Counters whose state counts its frees into `frees`, for tests.
+#[cfg(test)]
+fn counting_frees(bounds: JobBounds, frees: &Arc<AtomicU32>) -> (QueueGate, JobSlots) {
+    let mut state = JobState::new(bounds, true);
+    state.frees = Some(Arc::clone(frees));
+    from_state(state)
+}
+
+fn from_state(state: JobState) -> (QueueGate, JobSlots) {
+    let state = NonNull::from(Box::leak(Box::new(state)));
+    let owner = Arc::new(Owner { state });
+    (
         QueueGate {
-            state: Arc::clone(&state),
+            state: Arc::clone(&owner),
         },
-        JobSlots { state },
-    ))
+        JobSlots { state: owner },
+    )
+}
+
+/// What the handles share: the state, freed (see [`JobState`]) when the last handle and
+/// the last ticket or permit are gone.
+struct Owner {
+    state: NonNull<JobState>,
+}
+
+// SAFETY: `JobState` is only atomics and plain data read through `&`, so it may be shared
+// and sent between threads; the pointer stays valid while an `Owner` lives (see `state`).
+unsafe impl Send for Owner {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Owner {}
+
+impl Owner {
+    #[inline(always)]
+    fn state(&self) -> &JobState {
+        // SAFETY: the state is freed only after `CLOSED` is set, which happens in this
+        // owner's drop; until then it lives, and it is only ever used through `&`.
+        unsafe { self.state.as_ref() }
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // AcqRel: Release so our uses of the state happen before a later freer's Acquire
+        // fence; Acquire so that, if we free, every ticket's and permit's last use (their
+        // Release decrements) happens before.
+        let before = self.state().counts.fetch_or(CLOSED, Ordering::AcqRel);
+        debug_assert_eq!(before & CLOSED, 0, "closed twice");
+        if before == 0 {
+            // SAFETY: nothing is out and no handle is left, so nothing can reach the
+            // state any more; it came from `Box::leak` in `new_counters`.
+            drop(unsafe { Box::from_raw(self.state.as_ptr()) });
+        }
+    }
+}
+
+/// Takes `one` (a waiting or running job) off the count word of `state`, freeing the
+/// state when that leaves exactly [`CLOSED`]. `state` must not be used after.
+///
+/// # Safety
+///
+/// `state` is valid, and the caller holds the ticket or permit that `one` counts.
+#[inline(always)]
+unsafe fn release(state: NonNull<JobState>, one: u64) {
+    // SAFETY: the caller's ticket or permit keeps `counts` above `CLOSED` until this
+    // decrement, so the state is live here.
+    let counts = unsafe { &state.as_ref().counts };
+    // Release: our uses of the state (and, for a permit, the job's work: see `JobSlots`)
+    // happen before the next start's Acquire CAS and before whoever frees the state.
+    if counts.fetch_sub(one, Ordering::Release) == CLOSED | one {
+        // Acquire: pairs with every other party's Release above, so their uses of the
+        // state happen before it is freed.
+        fence(Ordering::Acquire);
+        // SAFETY: the last handle is gone (`CLOSED`) and this was the last ticket or
+        // permit, so no one else can reach the state; it came from `Box::leak`.
+        drop(unsafe { Box::from_raw(state.as_ptr()) });
+    }
 }
 
 /// The bounded count of jobs waiting to start (503 `queue_full` beyond it).
@@ -321,7 +421,7 @@ fn new_counters(
 /// a place in line, not a lock.
 #[derive(Clone)]
 pub struct QueueGate {
-    state: Arc<JobState>,
+    state: Arc<Owner>,
 }
 
 impl QueueGate {
@@ -342,7 +442,7 @@ impl QueueGate {
     /// [`QueueFull`] when the queue holds as many jobs as `priority` may fill it with.
     #[inline]
     pub fn try_enter_as(&self, priority: Priority) -> Result<QueueTicket, QueueFull> {
-        JobState::enter_below(&self.state, self.state.queue_bound(priority))
+        JobState::enter_below(&self.state, self.state.state().queue_bound(priority))
     }
 
     /// Takes a place while fewer than `bound` wait, whatever the configured bound (for
@@ -355,7 +455,7 @@ impl QueueGate {
     /// How many jobs wait. There was a moment during the call when exactly this many
     /// waited; by the time it returns others may have come or gone.
     pub fn len(&self) -> u32 {
-        self.state.counts().0
+        self.state.state().counts().0
     }
 
     /// Whether no job waited at some moment during the call.
@@ -365,7 +465,7 @@ impl QueueGate {
 
     /// The current bounds (shared with the job slots).
     pub fn bounds(&self) -> JobBounds {
-        self.state.bounds()
+        self.state.state().bounds()
     }
 
     /// Changes the bounds of this queue and its job slots at once, without touching
@@ -376,7 +476,7 @@ impl QueueGate {
     ///
     /// As [`JobBounds::validate`]; on error nothing changes.
     pub fn set_bounds(&self, bounds: JobBounds) -> Result<(), ConfigError> {
-        self.state.set_bounds(bounds)
+        self.state.state().set_bounds(bounds)
     }
 }
 
@@ -399,7 +499,7 @@ impl fmt::Debug for QueueGate {
 /// happens before whatever the job that then takes the freed slot does.
 #[derive(Clone)]
 pub struct JobSlots {
-    state: Arc<JobState>,
+    state: Arc<Owner>,
 }
 
 impl JobSlots {
@@ -411,19 +511,20 @@ impl JobSlots {
     /// The same ticket back, still queued, when all slots are taken.
     #[inline]
     pub fn try_start(&self, ticket: QueueTicket) -> Result<JobPermit, QueueTicket> {
-        if !Arc::ptr_eq(&self.state, &ticket.state) {
+        if self.state.state != ticket.state {
             // A ticket from another pair of counters cannot move between them; it stays
             // where it was rather than corrupting either count.
             return Err(ticket);
         }
-        if !self.state.start() {
+        if !self.state.state().start() {
             return Err(ticket);
         }
+        // The count moved from waiting to running in one step: the permit takes the
+        // ticket's place, and the ticket's drop (which would count it out) never runs.
         let ticket = ManuallyDrop::new(ticket);
-        // SAFETY: `ticket` is never dropped or used again (ManuallyDrop), so reading its
-        // Arc out moves it: the reference count stays exactly one per owner.
-        let state = unsafe { std::ptr::read(&ticket.state) };
-        Ok(JobPermit { state })
+        Ok(JobPermit {
+            state: ticket.state,
+        })
     }
 
     /// Takes a slot for a job that never queued (internal work).
@@ -433,25 +534,25 @@ impl JobSlots {
     /// [`NoFreeSlot`] when all slots are taken.
     #[inline]
     pub fn try_acquire(&self) -> Result<JobPermit, NoFreeSlot> {
-        if self.state.acquire() {
+        if self.state.state().acquire() {
             Ok(JobPermit {
-                state: Arc::clone(&self.state),
+                state: self.state.state,
             })
         } else {
             Err(NoFreeSlot {
-                max_jobs: self.state.bounds().max_jobs,
+                max_jobs: self.state.state().bounds().max_jobs,
             })
         }
     }
 
     /// How many jobs run; racy in the same way as [`QueueGate::len`].
     pub fn active(&self) -> u32 {
-        self.state.counts().1
+        self.state.state().counts().1
     }
 
     /// Jobs started so far; `None` unless made by [`counters_with_totals`].
     pub fn started_total(&self) -> Option<u64> {
-        let totals = self.state.totals.as_ref()?;
+        let totals = self.state.state().totals.as_ref()?;
         // Relaxed: a statistic.
         Some(totals.started.load(Ordering::Relaxed))
     }
@@ -459,14 +560,14 @@ impl JobSlots {
     /// Jobs finished (permits dropped) so far; `None` unless made by
     /// [`counters_with_totals`].
     pub fn finished_total(&self) -> Option<u64> {
-        let totals = self.state.totals.as_ref()?;
+        let totals = self.state.state().totals.as_ref()?;
         // Relaxed: a statistic.
         Some(totals.finished.load(Ordering::Relaxed))
     }
 
     /// The current bounds (shared with the queue).
     pub fn bounds(&self) -> JobBounds {
-        self.state.bounds()
+        self.state.state().bounds()
     }
 }
 
@@ -486,13 +587,22 @@ impl fmt::Debug for JobSlots {
 /// request to whichever task or thread runs the job.
 #[must_use = "dropping a ticket leaves the queue at once"]
 pub struct QueueTicket {
-    state: Arc<JobState>,
+    /// Valid while the ticket is counted (see [`JobState`]).
+    state: NonNull<JobState>,
 }
 
+// SAFETY: the state is only atomics and plain data used through `&`, and stays valid
+// while the ticket is counted, whichever thread holds it.
+unsafe impl Send for QueueTicket {}
+// SAFETY: as for `Send`; a `&QueueTicket` gives no access to the state.
+unsafe impl Sync for QueueTicket {}
+
 impl Drop for QueueTicket {
+    #[inline]
     fn drop(&mut self) {
-        // Relaxed: see `JobState::enter_below`.
-        self.state.counts.fetch_sub(WAITING_ONE, Ordering::Relaxed);
+        // SAFETY: this ticket is counted in the state's word, so the state is valid, and
+        // the ticket is never used again.
+        unsafe { release(self.state, WAITING_ONE) }
     }
 }
 
@@ -505,17 +615,29 @@ impl fmt::Debug for QueueTicket {
 /// A running job's slot. Dropping it, also on unwind, frees the slot.
 #[must_use = "dropping a permit frees the slot at once"]
 pub struct JobPermit {
-    state: Arc<JobState>,
+    /// Valid while the permit is counted (see [`JobState`]).
+    state: NonNull<JobState>,
 }
+
+// SAFETY: as for `QueueTicket`.
+unsafe impl Send for JobPermit {}
+// SAFETY: as for `QueueTicket`.
+unsafe impl Sync for JobPermit {}
 
 impl Drop for JobPermit {
     fn drop(&mut self) {
-        // Release: everything this job did happens before the next start (see JobSlots).
-        self.state.counts.fetch_sub(RUNNING_ONE, Ordering::Release);
-        if let Some(totals) = &self.state.totals {
-            // Relaxed: a statistic.
+        // SAFETY: this permit is counted in the state's word, so the state is valid until
+        // `release` below.
+        let state = unsafe { self.state.as_ref() };
+        if let Some(totals) = &state.totals {
+            // Relaxed: a statistic. Counted before the slot is freed: after that the
+            // state may be gone.
             totals.finished.fetch_add(1, Ordering::Relaxed);
         }
+        // `release` decrements with Release: everything this job did happens before the
+        // next start (see JobSlots).
+        // SAFETY: as above; the permit is never used again.
+        unsafe { release(self.state, RUNNING_ONE) }
     }
 }
 
@@ -664,6 +786,39 @@ mod tests {
     }
 
     #[test]
+    fn the_state_is_freed_once_by_whoever_goes_last() {
+        let bounds = JobBounds {
+            max_queue: 4,
+            critical_reserve: 0,
+            max_jobs: 2,
+        };
+        // Each order in which the two handles, a queued ticket, a started permit and an
+        // acquired permit can go: the state must outlive all of them and be freed once.
+        for order in 0..120u32 {
+            let frees = Arc::new(AtomicU32::new(0));
+            let (queue, slots) = counting_frees(bounds, &frees);
+            let ticket = queue.try_enter().unwrap();
+            let started = slots.try_start(queue.try_enter().unwrap()).unwrap();
+            let acquired = slots.try_acquire().unwrap();
+            let mut parts: Vec<Box<dyn FnOnce()>> = vec![
+                Box::new(move || drop(queue)),
+                Box::new(move || drop(slots)),
+                Box::new(move || drop(ticket)),
+                Box::new(move || drop(started)),
+                Box::new(move || drop(acquired)),
+            ];
+            let mut code = order;
+            for left in (1..=5u32).rev() {
+                let next = parts.remove((code % left) as usize);
+                code /= left;
+                assert_eq!(frees.load(Ordering::SeqCst), 0, "freed while in use");
+                next();
+            }
+            assert_eq!(frees.load(Ordering::SeqCst), 1, "order {order}");
+        }
+    }
+
+    #[test]
     fn tickets_and_permits_are_send_and_static() {
         fn assert_send_static<T: Send + 'static>() {}
         assert_send_static::<QueueTicket>();
@@ -688,6 +843,29 @@ mod loom_tests {
             max_jobs,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn loom_the_state_is_freed_once_by_whoever_goes_last() {
+        loom::model(|| {
+            let frees = Arc::new(AtomicU32::new(0));
+            let bounds = JobBounds {
+                max_queue: 2,
+                critical_reserve: 0,
+                max_jobs: 1,
+            };
+            let (queue, slots) = counting_frees(bounds, &frees);
+            let ticket = queue.try_enter().unwrap();
+            let permit = slots.try_acquire().unwrap();
+            // A ticket and a permit dropped on two threads while the handles go here.
+            let t1 = thread::spawn(move || drop(ticket));
+            let t2 = thread::spawn(move || drop(permit));
+            drop(queue);
+            drop(slots);
+            t1.join().unwrap();
+            t2.join().unwrap();
+            assert_eq!(frees.load(Ordering::SeqCst), 1);
+        });
     }
 
     #[test]
@@ -726,7 +904,8 @@ mod loom_tests {
                         let ticket = queue.try_enter().expect("room for both");
                         match slots.try_start(ticket) {
                             Ok(permit) => {
-                                let (waiting, running) = permit.state.counts();
+                                let (waiting, running) = slots.state.state().counts();
+                                drop(permit);
                                 assert!(running <= 1);
                                 assert!(waiting + running <= 2);
                                 true
