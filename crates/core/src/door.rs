@@ -48,6 +48,12 @@ use crate::jobs::{JobPermit, QueueTicket};
 /// # Ok::<(), backstop_core::ConfigError>(())
 /// ```
 pub trait FrontDoor: Send + Sync {
+    /// True when every future this door returns is ready on its first poll (the
+    /// in-process [`Admission`]): a layer may then poll it once, inline, and skip the
+    /// boxing and the clone of the inner service an awaited decision needs. A door that
+    /// says so and is not ready is answered 503 `store_unavailable` by such a layer.
+    const DECIDES_AT_ONCE: bool = false;
+
     /// What an admitted request holds: its place in the queue, given back on drop.
     type Ticket: Send + 'static;
     /// What a started job holds: its slot, given back on drop.
@@ -77,6 +83,7 @@ pub trait FrontDoor: Send + Sync {
 }
 
 impl<C: Clock> FrontDoor for Admission<C> {
+    const DECIDES_AT_ONCE: bool = true;
     type Ticket = QueueTicket;
     type Permit = JobPermit;
 
