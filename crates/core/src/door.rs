@@ -68,6 +68,19 @@ pub trait FrontDoor: Send + Sync {
         class: RequestClass,
     ) -> impl Future<Output = Decision<Self::Ticket>> + Send;
 
+    /// The decision now, without a future, from a door that
+    /// [decides at once](Self::DECIDES_AT_ONCE); `None` from any other (the default).
+    /// What an HTTP layer calls on its fast path: no future to poll, no panic path.
+    #[inline]
+    fn admit_at_once(
+        &self,
+        key: Option<&str>,
+        class: RequestClass,
+    ) -> Option<Decision<Self::Ticket>> {
+        let _ = (key, class);
+        None
+    }
+
     /// Starts the job of a queued request when a slot is free and the resources allow;
     /// otherwise gives the ticket back with the reason, the job still queued.
     fn start_job(
@@ -94,6 +107,14 @@ impl<C: Clock> FrontDoor for Admission<C> {
         class: RequestClass,
     ) -> impl Future<Output = Decision> + Send {
         ready(match key {
+            Some(key) => self.try_admit_for_as(key, class),
+            None => self.try_admit_as(class),
+        })
+    }
+
+    #[inline]
+    fn admit_at_once(&self, key: Option<&str>, class: RequestClass) -> Option<Decision> {
+        Some(match key {
             Some(key) => self.try_admit_for_as(key, class),
             None => self.try_admit_as(class),
         })

@@ -1,7 +1,6 @@
 //! [`AdmissionService`]: decides each request before the inner service sees it.
 
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -79,7 +78,7 @@ where
         // few hundred bytes.
         match settle(
             shared,
-            at_once(shared.door.admit(None, RequestClass::Normal)),
+            at_once(&*shared.door, None, RequestClass::Normal),
             None,
         ) {
             Ok((hold, policy)) => ResponseFuture::called(self.inner.call(request), hold, policy),
@@ -117,17 +116,14 @@ impl<S, D> AdmissionService<S, D> {
     }
 }
 
-/// The output of a future that is ready on its first poll (a door that
-/// [decides at once](FrontDoor::DECIDES_AT_ONCE)); one poll, inlined, costs nothing over
-/// calling the decision directly. A door that says so but is not ready is answered 503
-/// `store_unavailable` rather than waited for or panicked on.
+/// The decision of a door that [decides at once](FrontDoor::DECIDES_AT_ONCE), taken
+/// without a future ([`FrontDoor::admit_at_once`]). A door that says so but gives none
+/// is answered 503 `store_unavailable` rather than waited for or panicked on.
 #[inline(always)]
-fn at_once<T>(future: impl Future<Output = Decision<T>>) -> Decision<T> {
-    let mut future = std::pin::pin!(future);
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    match future.as_mut().poll(&mut cx) {
-        Poll::Ready(decision) => decision,
-        Poll::Pending => not_ready(),
+fn at_once<D: FrontDoor>(door: &D, key: Option<&str>, class: RequestClass) -> Decision<D::Ticket> {
+    match door.admit_at_once(key, class) {
+        Some(decision) => decision,
+        None => not_ready(),
     }
 }
 
@@ -203,19 +199,19 @@ fn admit<D: FrontDoor, B>(shared: &Shared<D>, request: &Request<B>) -> Admitted<
     if let Some(exempt) = &shared.exempt {
         if exempt(&RequestHead::of(request)) {
             // Exempt requests are only counted; there is nothing to hold.
-            let _ = at_once(shared.door.admit(None, RequestClass::Exempt));
+            let _ = at_once(&*shared.door, None, RequestClass::Exempt);
             return Ok((Hold::Nothing, None));
         }
     }
     match &shared.key_by {
         None => settle(
             shared,
-            at_once(shared.door.admit(None, RequestClass::Normal)),
+            at_once(&*shared.door, None, RequestClass::Normal),
             None,
         ),
         Some(key_by) => {
             let key = key_by.extract(&RequestHead::of(request));
-            let decision = at_once(shared.door.admit(key.as_deref(), RequestClass::Normal));
+            let decision = at_once(&*shared.door, key.as_deref(), RequestClass::Normal);
             settle(shared, decision, key.as_deref())
         }
     }
