@@ -48,6 +48,12 @@ use crate::jobs::{JobPermit, QueueTicket};
 /// # Ok::<(), backstop_core::ConfigError>(())
 /// ```
 pub trait FrontDoor: Send + Sync {
+    /// True when every future this door returns is ready on its first poll (the
+    /// in-process [`Admission`]): a layer may then poll it once, inline, and skip the
+    /// boxing and the clone of the inner service an awaited decision needs. A door that
+    /// says so and is not ready is answered 503 `store_unavailable` by such a layer.
+    const DECIDES_AT_ONCE: bool = false;
+
     /// What an admitted request holds: its place in the queue, given back on drop.
     type Ticket: Send + 'static;
     /// What a started job holds: its slot, given back on drop.
@@ -61,6 +67,19 @@ pub trait FrontDoor: Send + Sync {
         key: Option<&str>,
         class: RequestClass,
     ) -> impl Future<Output = Decision<Self::Ticket>> + Send;
+
+    /// The decision now, without a future, from a door that
+    /// [decides at once](Self::DECIDES_AT_ONCE); `None` from any other (the default).
+    /// What an HTTP layer calls on its fast path: no future to poll, no panic path.
+    #[inline]
+    fn admit_at_once(
+        &self,
+        key: Option<&str>,
+        class: RequestClass,
+    ) -> Option<Decision<Self::Ticket>> {
+        let _ = (key, class);
+        None
+    }
 
     /// Starts the job of a queued request when a slot is free and the resources allow;
     /// otherwise gives the ticket back with the reason, the job still queued.
@@ -77,6 +96,7 @@ pub trait FrontDoor: Send + Sync {
 }
 
 impl<C: Clock> FrontDoor for Admission<C> {
+    const DECIDES_AT_ONCE: bool = true;
     type Ticket = QueueTicket;
     type Permit = JobPermit;
 
@@ -87,6 +107,14 @@ impl<C: Clock> FrontDoor for Admission<C> {
         class: RequestClass,
     ) -> impl Future<Output = Decision> + Send {
         ready(match key {
+            Some(key) => self.try_admit_for_as(key, class),
+            None => self.try_admit_as(class),
+        })
+    }
+
+    #[inline]
+    fn admit_at_once(&self, key: Option<&str>, class: RequestClass) -> Option<Decision> {
+        Some(match key {
             Some(key) => self.try_admit_for_as(key, class),
             None => self.try_admit_as(class),
         })

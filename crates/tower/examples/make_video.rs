@@ -13,10 +13,13 @@
 //!   gate's state and why; neither is behind admission, nor are 404 and 405 answers: only
 //!   `POST /make-video` spends the rate budget or counts as admitted;
 //! - logs go through `tracing-subscriber`, filtered by `RUST_LOG` (default `info`;
-//!   `RUST_LOG=backstop_core=trace` shows every admission decision with its reason).
+//!   `RUST_LOG=backstop_core=trace` shows every admission decision with its reason);
+//! - with `--redis redis://host:port` the limits (rate, per client, queue, job slots) are
+//!   kept in Redis by `backstop_redis::RedisAdmission` and shared by every replica
+//!   started with the same URL; memory and disk stay each replica's own.
 //!
 //! ```text
-//! cargo run -p backstop-tower --example make_video -- --port 8080 [--config make_video.toml]
+//! cargo run -p backstop-tower --example make_video -- --port 8080 [--config make_video.toml] [--redis redis://127.0.0.1:6379]
 //! ```
 //!
 //! The configuration file (every key optional; `make_video --help` prints the same):
@@ -44,10 +47,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use backstop_core::clock::{Clock, QuantaClock};
-use backstop_core::jobs::QueueTicket;
-use backstop_core::resources::{Sampler, SysinfoProbe};
+use backstop_core::resources::{Sampler, Shortage, SysinfoProbe};
 use backstop_core::units::{self, HumanDuration, HumanSize};
-use backstop_core::{Admission, ConfigError, Limits, toml_config};
+use backstop_core::{Admission, ConfigError, FrontDoor, Limits, toml_config};
+use backstop_redis::{RedisAdmission, RedisStore, StoreOptions};
 use backstop_sweep::{JobWorkspace, ScheduleHandle, Sweep, SweepSchedule};
 use backstop_tower::{AdmissionLayer, AdmissionTicket, KeyBy};
 use prometheus_client::metrics::counter::Counter;
@@ -298,6 +301,25 @@ impl Config {
                 .map_err(|e| ConfigError::new(format!("per_client.{}", e.field()), e.reason())),
         }
     }
+
+    /// The front door these settings describe, its limits kept in Redis (`store`) under
+    /// `name`, shared by every replica using the same store and name. `per_client`'s
+    /// `max_clients` does not apply: an idle client's Redis key expires.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the bad field.
+    pub fn redis_admission(
+        &self,
+        store: &RedisStore,
+        name: &str,
+    ) -> Result<RedisAdmission, ConfigError> {
+        let door = RedisAdmission::new(store, name, self.limits.clone())?;
+        match &self.per_client {
+            None => Ok(door),
+            Some(per) => door.with_per_key(per.limit, Duration::from_millis(per.window_ms)),
+        }
+    }
 }
 
 impl Default for Config {
@@ -381,15 +403,125 @@ impl Config {
     }
 }
 
-/// A job waiting for a slot: its id and its place in the queue.
-struct QueuedJob {
-    id: u64,
-    ticket: QueueTicket,
+/// What the service needs of its front door beyond [`FrontDoor`]: core's [`Admission`]
+/// (this process's limits) or [`RedisAdmission`] (limits shared by every replica).
+pub trait Door: FrontDoor + 'static {
+    /// Starts sampling memory and disk into this replica's resource gate.
+    fn spawn_sampler(&self, probe: SysinfoProbe) -> std::io::Result<Sampler>;
+    /// Registers the door's metrics in `registry`, when it has a collector.
+    fn register(&self, registry: &mut Registry);
+    /// The resource gate's state name and verdict now.
+    fn gate(&self) -> (&'static str, Result<(), Shortage>);
+    /// Jobs waiting and running (across every replica for a shared door); `None` when
+    /// the store did not answer.
+    fn depth(&self) -> impl Future<Output = (Option<u64>, Option<u64>)> + Send;
+    /// OpenMetrics lines the registry does not hold (before `# EOF`).
+    fn extra_metrics(&self, _text: &mut String) {}
 }
 
-struct AppState<C: Clock> {
-    admission: Arc<Admission<C>>,
-    queued: mpsc::Sender<QueuedJob>,
+impl<C: Clock + 'static> Door for Admission<C> {
+    fn spawn_sampler(&self, probe: SysinfoProbe) -> std::io::Result<Sampler> {
+        Admission::spawn_sampler(self, probe)
+    }
+    fn register(&self, registry: &mut Registry) {
+        self.metrics().register(registry);
+    }
+    fn gate(&self) -> (&'static str, Result<(), Shortage>) {
+        let gate = self.resource_gate();
+        (gate.state().as_str(), gate.check())
+    }
+    async fn depth(&self) -> (Option<u64>, Option<u64>) {
+        (
+            Some(u64::from(self.queue().len())),
+            Some(u64::from(self.slots().active())),
+        )
+    }
+}
+
+impl Door for RedisAdmission {
+    fn spawn_sampler(&self, probe: SysinfoProbe) -> std::io::Result<Sampler> {
+        RedisAdmission::spawn_sampler(self, probe)
+    }
+    fn register(&self, _registry: &mut Registry) {}
+    fn gate(&self) -> (&'static str, Result<(), Shortage>) {
+        let gate = self.resource_gate();
+        (gate.state().as_str(), gate.check())
+    }
+    async fn depth(&self) -> (Option<u64>, Option<u64>) {
+        (
+            self.queue().len().await.ok(),
+            self.slots().active().await.ok(),
+        )
+    }
+    fn extra_metrics(&self, text: &mut String) {
+        use std::fmt::Write;
+        let counts = self.counts();
+        let store = self.store().metrics().snapshot();
+        let mut counter = |name: &str, help: &str, values: &[(&str, &str, u64)]| {
+            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (label, value, n) in values {
+                if label.is_empty() {
+                    let _ = writeln!(text, "{name}_total {n}");
+                } else {
+                    let _ = writeln!(text, "{name}_total{{{label}=\"{value}\"}} {n}");
+                }
+            }
+        };
+        counter(
+            "backstop_admitted",
+            "Requests admitted",
+            &[("", "", counts.admitted_total)],
+        );
+        counter(
+            "backstop_exempt",
+            "Exempt requests",
+            &[("", "", counts.exempt_total)],
+        );
+        let scoped: Vec<_> = counts
+            .rate_limited_by_scope_total
+            .iter()
+            .map(|(scope, n)| ("scope", *scope, *n))
+            .collect();
+        counter("backstop_rate_limited_by_scope", "429s by window", &scoped);
+        let overloaded: Vec<_> = counts
+            .overloaded_total
+            .iter()
+            .map(|(reason, n)| ("reason", *reason, *n))
+            .collect();
+        counter("backstop_overloaded", "503s by reason", &overloaded);
+        let waits: Vec<_> = counts
+            .job_waits_total
+            .iter()
+            .map(|(reason, n)| ("reason", *reason, *n))
+            .collect();
+        counter("backstop_job_waits", "Job starts that waited", &waits);
+        counter(
+            "backstop_store_errors",
+            "Redis calls that failed",
+            &[("", "", store.store_errors)],
+        );
+        counter(
+            "backstop_store_timeouts",
+            "Redis calls past the deadline",
+            &[("", "", store.timeouts)],
+        );
+        counter(
+            "backstop_store_fallback_decisions",
+            "Decisions by the local fallback window",
+            &[("", "", store.fallback_decisions)],
+        );
+    }
+}
+
+/// A job waiting for a slot: its id and its place in the queue.
+struct QueuedJob<T> {
+    id: u64,
+    ticket: T,
+}
+
+struct AppState<D: Door> {
+    admission: Arc<D>,
+    queued: mpsc::Sender<QueuedJob<D::Ticket>>,
     next_id: AtomicU64,
     /// The service's metrics: its own counters and backstop-core's collector.
     registry: Registry,
@@ -423,15 +555,15 @@ impl JobCounts {
 
 /// The running service: its router and the background work behind it. Dropping it stops
 /// the sweep schedule and the resource sampler; the dispatcher stops with the runtime.
-pub struct MakeVideo<C: Clock + 'static> {
+pub struct MakeVideo<D: Door = Admission<QuantaClock>> {
     router: Router,
-    admission: Arc<Admission<C>>,
+    admission: Arc<D>,
     counts: Arc<JobCounts>,
     _schedule: ScheduleHandle,
     _sampler: Option<Sampler>,
 }
 
-impl<C: Clock + Clone + 'static> MakeVideo<C> {
+impl<D: Door> MakeVideo<D> {
     /// Starts the dispatcher, the sweep schedule and (when the gate is enabled) the
     /// resource sampler, on the current tokio runtime. `job_gate`, when given, is a
     /// semaphore every job takes one permit of before its stages run: tests hold
@@ -441,7 +573,7 @@ impl<C: Clock + Clone + 'static> MakeVideo<C> {
     ///
     /// One line saying what could not be started.
     pub fn start(
-        admission: Arc<Admission<C>>,
+        admission: Arc<D>,
         config: &Config,
         job_gate: Option<Arc<Semaphore>>,
     ) -> Result<Self, String> {
@@ -488,7 +620,7 @@ impl<C: Clock + Clone + 'static> MakeVideo<C> {
         };
         let mut registry = Registry::default();
         counts.register(&mut registry);
-        admission.metrics().register(&mut registry);
+        admission.register(&mut registry);
         let state = Arc::new(AppState {
             admission: Arc::clone(&admission),
             queued,
@@ -500,9 +632,9 @@ impl<C: Clock + Clone + 'static> MakeVideo<C> {
         // method router's fallback) never reaches the layer, so it neither spends the
         // rate budget nor counts as admitted. `/health` and `/metrics` are not behind it.
         let router = Router::new()
-            .route("/make-video", post(make_video::<C>).route_layer(layer))
-            .route("/metrics", get(metrics::<C>))
-            .route("/health", get(health::<C>))
+            .route("/make-video", post(make_video::<D>).route_layer(layer))
+            .route("/metrics", get(metrics::<D>))
+            .route("/health", get(health::<D>))
             .with_state(state);
         Ok(MakeVideo {
             router,
@@ -519,7 +651,7 @@ impl<C: Clock + Clone + 'static> MakeVideo<C> {
     }
 
     /// The shared admission.
-    pub fn admission(&self) -> &Arc<Admission<C>> {
+    pub fn admission(&self) -> &Arc<D> {
         &self.admission
     }
 
@@ -622,9 +754,9 @@ async fn serve_connection(
     }
 }
 
-async fn make_video<C: Clock + 'static>(
-    State(state): State<Arc<AppState<C>>>,
-    Extension(ticket): Extension<AdmissionTicket>,
+async fn make_video<D: Door>(
+    State(state): State<Arc<AppState<D>>>,
+    Extension(ticket): Extension<AdmissionTicket<D::Ticket>>,
 ) -> Response {
     let Some(ticket) = ticket.take() else {
         return problem(
@@ -645,10 +777,17 @@ async fn make_video<C: Clock + 'static>(
     }
 }
 
-async fn metrics<C: Clock + 'static>(State(state): State<Arc<AppState<C>>>) -> Response {
+async fn metrics<D: Door>(State(state): State<Arc<AppState<D>>>) -> Response {
     let mut text = String::with_capacity(4096);
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         return problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+    }
+    let mut extra = String::new();
+    state.admission.extra_metrics(&mut extra);
+    if !extra.is_empty() {
+        if let Some(body) = text.strip_suffix("# EOF\n") {
+            text = format!("{body}{extra}# EOF\n");
+        }
     }
     (
         [(
@@ -660,18 +799,19 @@ async fn metrics<C: Clock + 'static>(State(state): State<Arc<AppState<C>>>) -> R
         .into_response()
 }
 
-async fn health<C: Clock + 'static>(State(state): State<Arc<AppState<C>>>) -> Response {
-    let gate = state.admission.resource_gate();
-    let (status, reason) = match gate.check() {
+async fn health<D: Door>(State(state): State<Arc<AppState<D>>>) -> Response {
+    let (gate, verdict) = state.admission.gate();
+    let (status, reason) = match verdict {
         Ok(()) => (StatusCode::OK, None),
         Err(shortage) => (StatusCode::SERVICE_UNAVAILABLE, Some(shortage.to_string())),
     };
+    let (queue_depth, jobs_active) = state.admission.depth().await;
     let body = serde_json::json!({
         "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
-        "gate": gate.state().as_str(),
+        "gate": gate,
         "reason": reason,
-        "queue_depth": state.admission.queue().len(),
-        "jobs_active": state.admission.slots().active(),
+        "queue_depth": queue_depth,
+        "jobs_active": jobs_active,
     });
     (status, Json(body)).into_response()
 }
@@ -692,9 +832,9 @@ fn problem(status: StatusCode, detail: &str) -> Response {
 }
 
 /// Starts queued jobs in order, each as soon as [`Admission::start_job`] allows.
-async fn dispatch<C: Clock + 'static>(
-    admission: Arc<Admission<C>>,
-    mut waiting: mpsc::Receiver<QueuedJob>,
+async fn dispatch<D: Door>(
+    admission: Arc<D>,
+    mut waiting: mpsc::Receiver<QueuedJob<D::Ticket>>,
     config: Arc<Config>,
     job_gate: Option<Arc<Semaphore>>,
     counts: Arc<JobCounts>,
@@ -704,7 +844,7 @@ async fn dispatch<C: Clock + 'static>(
         let permit = loop {
             // Registered before the attempt, so a job finishing in between is not missed.
             let freed = slot_freed.notified();
-            match admission.start_job(ticket) {
+            match admission.start_job(ticket).await {
                 Ok(permit) => break permit,
                 Err((back, _why)) => {
                     ticket = back;
@@ -798,6 +938,29 @@ struct Args {
     /// TOML configuration file (defaults for every key not given).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Keep the limits in this Redis (redis://[user:password@]host:port[/db]), shared
+    /// by every replica started with the same URL: one rate limit, queue and set of job
+    /// slots for all. When Redis fails or passes the deadline the replica answers 503
+    /// store_unavailable (fail closed).
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// The most each Redis call may take (with --redis), e.g. "50ms", "1s".
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "50ms",
+        value_parser = units::parse_duration,
+        requires = "redis"
+    )]
+    redis_deadline: Duration,
+    /// The name the replicas' Redis keys share (with --redis).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "make_video",
+        requires = "redis"
+    )]
+    redis_name: String,
 }
 
 #[tokio::main]
@@ -817,6 +980,21 @@ async fn main() {
     }
 }
 
+/// The service on either front door; kept for as long as it serves.
+enum Running {
+    Local(MakeVideo),
+    Redis(MakeVideo<RedisAdmission>),
+}
+
+impl Running {
+    fn router(&self) -> Router {
+        match self {
+            Running::Local(service) => service.router(),
+            Running::Redis(service) => service.router(),
+        }
+    }
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let config = match &args.config {
         Some(path) => {
@@ -826,18 +1004,35 @@ async fn run(args: Args) -> Result<(), String> {
         }
         None => Config::default(),
     };
-    let admission = Arc::new(
-        config
-            .admission(QuantaClock::new())
-            .map_err(|e| e.to_string())?,
-    );
-    let service = MakeVideo::start(admission, &config, None)?;
+    let router = match &args.redis {
+        None => {
+            let admission = Arc::new(
+                config
+                    .admission(QuantaClock::new())
+                    .map_err(|e| e.to_string())?,
+            );
+            Running::Local(MakeVideo::start(admission, &config, None)?)
+        }
+        Some(url) => {
+            let options = StoreOptions {
+                deadline: args.redis_deadline,
+                ..StoreOptions::default()
+            };
+            let store = RedisStore::connect(url, options)
+                .await
+                .map_err(|e| format!("--redis {url}: {e}"))?;
+            let door = config
+                .redis_admission(&store, &args.redis_name)
+                .map_err(|e| e.to_string())?;
+            Running::Redis(MakeVideo::start(Arc::new(door), &config, None)?)
+        }
+    };
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, args.port))
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1:{}: {e}", args.port))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, "make_video: listening on http://{addr}");
-    serve(listener, service.router(), config.serve.clone())
+    serve(listener, router.router(), config.serve.clone())
         .await
         .map_err(|e| format!("server stopped: {e}"))
 }

@@ -12,15 +12,15 @@ use crate::body::RefusalBody;
 use crate::response::{Policy, RATELIMIT_POLICY};
 use crate::ticket::AdmissionTicket;
 
-/// What an admitted request's future holds on to.
+/// What an admitted request's future holds on to: nothing, or the door's ticket `T`.
 #[derive(Debug)]
-pub(crate) enum Hold {
+pub(crate) enum Hold<T = QueueTicket> {
     /// Nothing: an exempt request.
     Nothing,
     /// The queue ticket itself.
-    Ticket(#[allow(dead_code)] QueueTicket),
+    Ticket(#[allow(dead_code)] T),
     /// A ticket also put in the request's extensions, which the handler may take.
-    Shared(#[allow(dead_code)] AdmissionTicket),
+    Shared(#[allow(dead_code)] AdmissionTicket<T>),
 }
 
 /// The [`Hold`] in a response future, given back out of line from a value.
@@ -31,9 +31,9 @@ pub(crate) enum Hold {
 /// 10 ns each on the benchmark machine: the inner future is larger than the 128 bytes
 /// copied inline). Given back by value (one pointer, in a register), the future's own
 /// drop is a few inline checks and both moves compile to inline copies.
-pub(crate) struct Held(Hold);
+pub(crate) struct Held<T>(Hold<T>);
 
-impl Held {
+impl<T> Held<T> {
     /// Gives the queue place back now.
     #[inline]
     fn release(&mut self) {
@@ -45,11 +45,11 @@ impl Held {
 }
 
 #[inline(never)]
-fn release(hold: Hold) {
+fn release<T>(hold: Hold<T>) {
     drop(hold);
 }
 
-impl Drop for Held {
+impl<T> Drop for Held<T> {
     #[inline]
     fn drop(&mut self) {
         self.release();
@@ -81,20 +81,37 @@ pin_project! {
     /// An admitted request's queue place is held by this future: it is given back when
     /// the future completes, or when it is dropped unfinished (the client went away and
     /// the server dropped the request), so the queue count never leaks.
-    pub struct ResponseFuture<F> {
+    ///
+    /// `T` is the front door's ticket. With a door that decides at once (the in-process
+    /// `Admission`) the decision is made in `call` and this future is the inner one
+    /// plus the ticket; with a store-backed door it first awaits the decision (boxed).
+    pub struct ResponseFuture<F, T = QueueTicket>
+    where
+        F: Future,
+    {
         #[pin]
-        kind: Kind<F>,
+        kind: Kind<F, T>,
     }
 }
 
+/// The whole of a response whose decision is awaited: the decision, then the inner call.
+pub(crate) type Awaited<O> = Pin<Box<dyn Future<Output = O> + Send>>;
+
 pin_project! {
     #[project = KindProj]
-    enum Kind<F> {
+    enum Kind<F, T>
+    where
+        F: Future,
+    {
         Called {
             #[pin]
             future: F,
-            hold: Held,
+            hold: Held<T>,
             policy: Option<Policy>,
+        },
+        // A store-backed door's decision, then the inner call.
+        Awaiting {
+            future: Awaited<F::Output>,
         },
         // Boxed: refusals allocate anyway, and the admit path's future (moved a few
         // times per request) stays the size of the inner one plus a ticket.
@@ -104,9 +121,9 @@ pin_project! {
     }
 }
 
-impl<F> ResponseFuture<F> {
+impl<F: Future, T> ResponseFuture<F, T> {
     #[inline]
-    pub(crate) fn called(future: F, hold: Hold, policy: Option<Policy>) -> Self {
+    pub(crate) fn called(future: F, hold: Hold<T>, policy: Option<Policy>) -> Self {
         ResponseFuture {
             kind: Kind::Called {
                 future,
@@ -123,9 +140,15 @@ impl<F> ResponseFuture<F> {
             },
         }
     }
+
+    pub(crate) fn awaiting(future: Awaited<F::Output>) -> Self {
+        ResponseFuture {
+            kind: Kind::Awaiting { future },
+        }
+    }
 }
 
-impl<F, B, E> Future for ResponseFuture<F>
+impl<F, T, B, E> Future for ResponseFuture<F, T>
 where
     F: Future<Output = Result<Response<B>, E>>,
     B: RefusalBody,
@@ -152,6 +175,7 @@ where
                 }
                 Poll::Ready(Ok(Response::from_parts(head, body)))
             }
+            KindProj::Awaiting { future } => future.as_mut().poll(cx),
             KindProj::Refused { response } => {
                 // Polling a finished future is a caller bug; answer it with an empty 503
                 // rather than panic in a server.
@@ -169,7 +193,7 @@ where
     }
 }
 
-impl<F> std::fmt::Debug for ResponseFuture<F> {
+impl<F: Future, T: std::fmt::Debug> std::fmt::Debug for ResponseFuture<F, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.kind {
             Kind::Called { hold, .. } => f
@@ -177,6 +201,7 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
                 .field("hold", &hold.0)
                 .finish(),
             Kind::Refused { .. } => f.write_str("ResponseFuture::Refused"),
+            Kind::Awaiting { .. } => f.write_str("ResponseFuture::Awaiting"),
         }
     }
 }

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use backstop_core::Admission;
-use backstop_core::clock::{Clock, QuantaClock};
+use backstop_core::clock::QuantaClock;
+use backstop_core::{Admission, FrontDoor};
 use tower_layer::Layer;
 
 use crate::head::RequestHead;
@@ -17,14 +17,17 @@ type ExemptFn = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LayerError {
-    /// [`AdmissionLayer::key_by`] on an admission without a per-client stage.
-    #[error("key_by needs a per-client stage: build the admission with Admission::with_per_key")]
+    /// [`AdmissionLayer::key_by`] on a front door without a per-client stage.
+    #[error(
+        "key_by needs a per-client stage: build the admission with Admission::with_per_key \
+         (or RedisAdmission::with_per_key)"
+    )]
     NoPerClientStage,
 }
 
 /// Everything a layer's services share.
-pub(crate) struct Shared<C: Clock> {
-    pub(crate) admission: Arc<Admission<C>>,
+pub(crate) struct Shared<D> {
+    pub(crate) door: Arc<D>,
     pub(crate) exempt: Option<Arc<ExemptFn>>,
     /// How to find the client, when the admission has a per-client stage.
     pub(crate) key_by: Option<KeyBy>,
@@ -34,7 +37,15 @@ pub(crate) struct Shared<C: Clock> {
 }
 
 /// Answers 429 and 503 in front of any `Service<http::Request<B>>`, from one shared
-/// [`Admission`].
+/// front door `D`: the in-process [`Admission`] (the default), or any other
+/// [`FrontDoor`], such as `backstop_redis::RedisAdmission`, whose limits every replica
+/// of a service shares.
+///
+/// The in-process door decides at once ([`FrontDoor::DECIDES_AT_ONCE`]): the decision is
+/// made inside `call`, and the response future is the inner one plus the ticket. A
+/// store-backed door's decision is awaited by the response future, which then calls a
+/// clone of the inner service (the tower pattern: the clone taken in `call` is the one
+/// `poll_ready` readied), so the inner service must be `Clone + Send + 'static`.
 ///
 /// Per request, in order:
 ///
@@ -98,16 +109,16 @@ pub(crate) struct Shared<C: Clock> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();
 /// ```
-pub struct AdmissionLayer<C: Clock = QuantaClock> {
-    shared: Arc<Shared<C>>,
+pub struct AdmissionLayer<D = Admission<QuantaClock>> {
+    shared: Arc<Shared<D>>,
 }
 
-impl<C: Clock> AdmissionLayer<C> {
-    /// A layer in front of `admission`.
-    pub fn new(admission: Arc<Admission<C>>) -> Self {
+impl<D: FrontDoor> AdmissionLayer<D> {
+    /// A layer in front of `door` (an [`Admission`], or another [`FrontDoor`]).
+    pub fn new(door: Arc<D>) -> Self {
         AdmissionLayer {
             shared: Arc::new(Shared {
-                admission,
+                door,
                 exempt: None,
                 key_by: None,
                 hand_over_ticket: false,
@@ -116,7 +127,7 @@ impl<C: Clock> AdmissionLayer<C> {
         }
     }
 
-    fn edit(mut self, change: impl FnOnce(&mut Shared<C>)) -> Self {
+    fn edit(mut self, change: impl FnOnce(&mut Shared<D>)) -> Self {
         change(Arc::make_mut(&mut self.shared));
         self
     }
@@ -150,7 +161,8 @@ impl<C: Clock> AdmissionLayer<C> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn key_by(self, key_by: KeyBy) -> Result<Self, LayerError> {
-        if self.shared.admission.per_key().is_none() {
+        // Any key: a door with a per-client stage has a limit for every client.
+        if self.shared.door.client_rate_limit("").is_none() {
             return Err(LayerError::NoPerClientStage);
         }
         Ok(self.edit(|shared| shared.key_by = Some(key_by)))
@@ -171,17 +183,17 @@ impl<C: Clock> AdmissionLayer<C> {
         self.edit(|shared| shared.policy_on_success = on)
     }
 
-    /// The shared admission.
-    pub fn admission(&self) -> &Arc<Admission<C>> {
-        &self.shared.admission
+    /// The shared front door.
+    pub fn admission(&self) -> &Arc<D> {
+        &self.shared.door
     }
 }
 
-// By hand: a derive would ask for `C: Clone`, and only `Arc`s are cloned.
-impl<C: Clock> Clone for Shared<C> {
+// By hand: a derive would ask for `D: Clone`, and only `Arc`s are cloned.
+impl<D> Clone for Shared<D> {
     fn clone(&self) -> Self {
         Shared {
-            admission: Arc::clone(&self.admission),
+            door: Arc::clone(&self.door),
             exempt: self.exempt.clone(),
             key_by: self.key_by.clone(),
             hand_over_ticket: self.hand_over_ticket,
@@ -190,7 +202,7 @@ impl<C: Clock> Clone for Shared<C> {
     }
 }
 
-impl<C: Clock> Clone for AdmissionLayer<C> {
+impl<D> Clone for AdmissionLayer<D> {
     fn clone(&self) -> Self {
         AdmissionLayer {
             shared: Arc::clone(&self.shared),
@@ -198,10 +210,10 @@ impl<C: Clock> Clone for AdmissionLayer<C> {
     }
 }
 
-impl<C: Clock> fmt::Debug for AdmissionLayer<C> {
+impl<D: fmt::Debug> fmt::Debug for AdmissionLayer<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdmissionLayer")
-            .field("admission", &self.shared.admission)
+            .field("admission", &self.shared.door)
             .field("exempt", &self.shared.exempt.is_some())
             .field("key_by", &self.shared.key_by)
             .field("hand_over_ticket", &self.shared.hand_over_ticket)
@@ -209,8 +221,8 @@ impl<C: Clock> fmt::Debug for AdmissionLayer<C> {
     }
 }
 
-impl<S, C: Clock> Layer<S> for AdmissionLayer<C> {
-    type Service = AdmissionService<S, C>;
+impl<S, D> Layer<S> for AdmissionLayer<D> {
+    type Service = AdmissionService<S, D>;
 
     fn layer(&self, inner: S) -> Self::Service {
         AdmissionService::new(inner, Arc::clone(&self.shared))

@@ -20,7 +20,13 @@
 //!   `Vec<u8>`, `Bytes`, `Full<Bytes>`, boxed bodies, axum's `Body`; any other body
 //!   through [`AdmissionBody`]).
 //!
-//! `examples/make_video.rs` is a complete axum service built on it.
+//! - any front door: the in-process `Admission` (the default, decided inside `call`) or
+//!   a store-backed one such as `backstop_redis::RedisAdmission`, whose decision the
+//!   response future awaits, so that every replica of a service shares its limits
+//!   ([`AdmissionLayer`]`<D: FrontDoor>`).
+//!
+//! `examples/make_video.rs` is a complete axum service built on it (`--redis URL` runs it
+//! on Redis).
 //!
 //! # Features
 //!

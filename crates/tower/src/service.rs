@@ -4,8 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use backstop_core::clock::{Clock, QuantaClock};
-use backstop_core::{Decision, RateScope, Refusal, RequestClass};
+use backstop_core::clock::QuantaClock;
+use backstop_core::{
+    Admission, Decision, FrontDoor, OverloadReason, RateScope, Refusal, RequestClass,
+};
 use http::{Request, Response};
 use tower_service::Service;
 
@@ -17,18 +19,18 @@ use crate::response::{Policy, policy_value, refusal_response};
 use crate::ticket::AdmissionTicket;
 
 /// The service [`AdmissionLayer`](crate::AdmissionLayer) makes; see there for what it
-/// answers. Clones share one admission state.
+/// answers. Clones share one front door.
 ///
 /// `poll_ready` is the inner service's: a refused request does not call the inner
 /// service, so capacity the inner `poll_ready` reserved stays reserved for the next call
 /// (as with tower's `LoadShed`).
-pub struct AdmissionService<S, C: Clock = QuantaClock> {
+pub struct AdmissionService<S, D = Admission<QuantaClock>> {
     inner: S,
-    shared: Arc<Shared<C>>,
+    shared: Arc<Shared<D>>,
 }
 
-impl<S, C: Clock> AdmissionService<S, C> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared<C>>) -> Self {
+impl<S, D> AdmissionService<S, D> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<D>>) -> Self {
         AdmissionService { inner, shared }
     }
 
@@ -38,15 +40,17 @@ impl<S, C: Clock> AdmissionService<S, C> {
     }
 }
 
-impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for AdmissionService<S, C>
+impl<S, D, ReqBody, ResBody> Service<Request<ReqBody>> for AdmissionService<S, D>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
     ResBody: RefusalBody,
-    C: Clock,
+    D: FrontDoor + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, D::Ticket>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -54,6 +58,9 @@ where
 
     #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        if !D::DECIDES_AT_ONCE {
+            return self.call_awaited(request);
+        }
         let shared = &*self.shared;
         // Both paths build the response future here, inline: a future written by an
         // out-of-line function (through a pointer) would stay in memory and be moved
@@ -69,22 +76,110 @@ where
         // The plain path never borrows the request: a request the inner service receives
         // after a borrow that escaped (into a predicate, a key lookup) is copied first, a
         // few hundred bytes.
-        match settle(shared, shared.admission.try_admit(), None) {
+        match settle(
+            shared,
+            at_once(&*shared.door, None, RequestClass::Normal),
+            None,
+        ) {
             Ok((hold, policy)) => ResponseFuture::called(self.inner.call(request), hold, policy),
             Err(refused) => ResponseFuture::refused(refused),
         }
     }
 }
 
+impl<S, D> AdmissionService<S, D> {
+    /// A store-backed door: the response future awaits the decision, then calls the
+    /// inner service: the clone readied by `poll_ready`, a fresh clone left in its place.
+    #[inline(never)]
+    fn call_awaited<ReqBody, ResBody>(
+        &mut self,
+        request: Request<ReqBody>,
+    ) -> ResponseFuture<S::Future, D::Ticket>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        ReqBody: Send + 'static,
+        ResBody: RefusalBody,
+        D: FrontDoor + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        ResponseFuture::awaiting(Box::pin(async move {
+            match look_awaited(&shared, request).await {
+                Ok((request, hold, policy)) => {
+                    ResponseFuture::called(inner.call(request), hold, policy).await
+                }
+                Err(refused) => ResponseFuture::<S::Future, D::Ticket>::refused(refused).await,
+            }
+        }))
+    }
+}
+
+/// The decision of a door that [decides at once](FrontDoor::DECIDES_AT_ONCE), taken
+/// without a future ([`FrontDoor::admit_at_once`]). A door that says so but gives none
+/// is answered 503 `store_unavailable` rather than waited for or panicked on.
+#[inline(always)]
+fn at_once<D: FrontDoor>(door: &D, key: Option<&str>, class: RequestClass) -> Decision<D::Ticket> {
+    match door.admit_at_once(key, class) {
+        Some(decision) => decision,
+        None => not_ready(),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn not_ready<T>() -> Decision<T> {
+    Decision::Refused(Refusal::Overloaded {
+        reason: OverloadReason::StoreUnavailable,
+        retry_after_hint: std::time::Duration::from_secs(1),
+    })
+}
+
+/// As [`look`], for a door whose decision is awaited.
+async fn look_awaited<D: FrontDoor, B>(
+    shared: &Shared<D>,
+    mut request: Request<B>,
+) -> Looked<B, D::Ticket> {
+    let exempt = shared
+        .exempt
+        .as_ref()
+        .is_some_and(|exempt| exempt(&RequestHead::of(&request)));
+    if exempt {
+        // Exempt requests are only counted; there is nothing to hold.
+        let _ = shared.door.admit(None, RequestClass::Exempt).await;
+        return Ok((request, Hold::Nothing, None));
+    }
+    let key: Option<String> = shared
+        .key_by
+        .as_ref()
+        .and_then(|key_by| key_by.extract(&RequestHead::of(&request)))
+        .map(std::borrow::Cow::into_owned);
+    let decision = shared
+        .door
+        .admit(key.as_deref(), RequestClass::Normal)
+        .await;
+    let (hold, policy) = settle(shared, decision, key.as_deref())?;
+    let hold = match hold {
+        Hold::Ticket(ticket) if shared.hand_over_ticket => {
+            let ticket = AdmissionTicket::new(ticket);
+            request.extensions_mut().insert(ticket.clone());
+            Hold::Shared(ticket)
+        }
+        hold => hold,
+    };
+    Ok((request, hold, policy))
+}
+
 /// A looked-at request, what its future holds and its policy header, or the response to
 /// a refused one.
-type Looked<B> = Result<(Request<B>, Hold, Option<Policy>), Box<Response<String>>>;
+type Looked<B, T> = Result<(Request<B>, Hold<T>, Option<Policy>), Box<Response<String>>>;
 
 /// The decision for a layer that looks at requests (an exempt predicate, a client key,
 /// a ticket to put in the extensions). Out of line, taking and giving back the request
 /// by value, so that the borrows stay here.
 #[inline(never)]
-fn look<C: Clock, B>(shared: &Shared<C>, mut request: Request<B>) -> Looked<B> {
+fn look<D: FrontDoor, B>(shared: &Shared<D>, mut request: Request<B>) -> Looked<B, D::Ticket> {
     let (hold, policy) = admit(shared, &request)?;
     let hold = match hold {
         Hold::Ticket(ticket) if shared.hand_over_ticket => {
@@ -100,22 +195,23 @@ fn look<C: Clock, B>(shared: &Shared<C>, mut request: Request<B>) -> Looked<B> {
 /// The decision for `request`, with its exempt predicate and client key: what its
 /// response future holds and the policy header to put on its response, or the refusal
 /// to answer instead.
-fn admit<C: Clock, B>(shared: &Shared<C>, request: &Request<B>) -> Admitted {
+fn admit<D: FrontDoor, B>(shared: &Shared<D>, request: &Request<B>) -> Admitted<D::Ticket> {
     if let Some(exempt) = &shared.exempt {
         if exempt(&RequestHead::of(request)) {
             // Exempt requests are only counted; there is nothing to hold.
-            let _ = shared.admission.try_admit_as(RequestClass::Exempt);
+            let _ = at_once(&*shared.door, None, RequestClass::Exempt);
             return Ok((Hold::Nothing, None));
         }
     }
     match &shared.key_by {
-        None => settle(shared, shared.admission.try_admit(), None),
+        None => settle(
+            shared,
+            at_once(&*shared.door, None, RequestClass::Normal),
+            None,
+        ),
         Some(key_by) => {
             let key = key_by.extract(&RequestHead::of(request));
-            let decision = match &key {
-                Some(key) => shared.admission.try_admit_for(key),
-                None => shared.admission.try_admit(),
-            };
+            let decision = at_once(&*shared.door, key.as_deref(), RequestClass::Normal);
             settle(shared, decision, key.as_deref())
         }
     }
@@ -123,14 +219,18 @@ fn admit<C: Clock, B>(shared: &Shared<C>, request: &Request<B>) -> Admitted {
 
 /// What an admitted request's future holds and the policy header for its response, or
 /// the response to a refused one.
-type Admitted = Result<(Hold, Option<Policy>), Box<Response<String>>>;
+type Admitted<T> = Result<(Hold<T>, Option<Policy>), Box<Response<String>>>;
 
 /// `decision` for a request of client `key`, as [`Admitted`].
 #[inline]
-fn settle<C: Clock>(shared: &Shared<C>, decision: Decision, key: Option<&str>) -> Admitted {
+fn settle<D: FrontDoor>(
+    shared: &Shared<D>,
+    decision: Decision<D::Ticket>,
+    key: Option<&str>,
+) -> Admitted<D::Ticket> {
     // The limit in force now, so the header follows `Admission::reconfigure`.
     let policy = shared.policy_on_success.then(|| {
-        let (quota, window) = shared.admission.rate_limit();
+        let (quota, window) = shared.door.rate_limit();
         Policy::new(quota, window)
     });
     match decision {
@@ -144,27 +244,24 @@ fn settle<C: Clock>(shared: &Shared<C>, decision: Decision, key: Option<&str>) -
 // admit path, and inlined it would bloat `call` for every admitted request.
 #[cold]
 #[inline(never)]
-fn refuse<C: Clock>(
-    shared: &Shared<C>,
+fn refuse<D: FrontDoor>(
+    shared: &Shared<D>,
     key: Option<&str>,
     refusal: &Refusal,
 ) -> Box<Response<String>> {
     // The refusal says which limit refused; that limit is read as it stands now.
-    let (name, quota, window) = match (refusal, key, shared.admission.per_key()) {
+    let per_key = key.and_then(|key| shared.door.client_rate_limit(key));
+    let (name, quota, window) = match (refusal, per_key) {
         (Refusal::Overloaded { .. }, ..) => return Box::new(refusal_response(refusal, None)),
         (
             Refusal::RateLimited {
                 scope: RateScope::PerClient,
                 ..
             },
-            Some(key),
-            Some(per_key),
-        ) => {
-            let (quota, window) = per_key.limit_for(key);
-            ("client", quota, window)
-        }
+            Some((quota, window)),
+        ) => ("client", quota, window),
         (Refusal::RateLimited { .. }, ..) => {
-            let (quota, window) = shared.admission.rate_limit();
+            let (quota, window) = shared.door.rate_limit();
             ("default", quota, window)
         }
     };
@@ -172,7 +269,7 @@ fn refuse<C: Clock>(
     Box::new(refusal_response(refusal, Some((name, &policy))))
 }
 
-impl<S: Clone, C: Clock> Clone for AdmissionService<S, C> {
+impl<S: Clone, D> Clone for AdmissionService<S, D> {
     fn clone(&self) -> Self {
         AdmissionService {
             inner: self.inner.clone(),
@@ -181,11 +278,11 @@ impl<S: Clone, C: Clock> Clone for AdmissionService<S, C> {
     }
 }
 
-impl<S: fmt::Debug, C: Clock> fmt::Debug for AdmissionService<S, C> {
+impl<S: fmt::Debug, D: fmt::Debug> fmt::Debug for AdmissionService<S, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdmissionService")
             .field("inner", &self.inner)
-            .field("admission", &self.shared.admission)
+            .field("admission", &self.shared.door)
             .finish_non_exhaustive()
     }
 }

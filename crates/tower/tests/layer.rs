@@ -169,7 +169,11 @@ fn queue_place_is_held_by_the_response_future_and_freed_when_the_client_goes_awa
     assert_eq!(snapshot.admitted_total, 2);
     assert_eq!(
         snapshot.overloaded_total,
-        vec![("queue_full", 1), ("too_many_keys", 0)]
+        vec![
+            ("queue_full", 1),
+            ("too_many_keys", 0),
+            ("store_unavailable", 0)
+        ]
     );
 }
 
@@ -370,7 +374,11 @@ async fn per_client_stage_by_header_keeps_clients_apart() {
     );
     assert_eq!(
         snapshot.overloaded_total,
-        vec![("queue_full", 0), ("too_many_keys", 1)]
+        vec![
+            ("queue_full", 0),
+            ("too_many_keys", 1),
+            ("store_unavailable", 0)
+        ]
     );
     // A 429 from the shared limit names the shared policy, keyed or not.
     let (shared_only, _clock) = admission_pair(1);
@@ -541,5 +549,88 @@ async fn a_429_names_the_limit_that_refused() {
     assert!(
         said == ("60", "\"default\";q=2;w=60") || said == ("20", "\"client\";q=1;w=20"),
         "{said:?}"
+    );
+}
+
+/// A front door whose decisions are awaited (as a store-backed one's are): core's
+/// admission behind one yield.
+struct Awaited(Admission<ManualClock>);
+
+impl backstop_core::FrontDoor for Awaited {
+    type Ticket = backstop_core::jobs::QueueTicket;
+    type Permit = backstop_core::jobs::JobPermit;
+
+    fn admit(
+        &self,
+        key: Option<&str>,
+        class: backstop_core::RequestClass,
+    ) -> impl Future<Output = backstop_core::Decision> + Send {
+        let decision = backstop_core::FrontDoor::admit(&self.0, key, class);
+        async move {
+            tokio::task::yield_now().await;
+            decision.await
+        }
+    }
+
+    fn start_job(
+        &self,
+        ticket: Self::Ticket,
+    ) -> impl Future<Output = Result<Self::Permit, (Self::Ticket, backstop_core::WaitReason)>> + Send
+    {
+        backstop_core::FrontDoor::start_job(&self.0, ticket)
+    }
+
+    fn rate_limit(&self) -> (u32, Duration) {
+        self.0.rate_limit()
+    }
+
+    fn client_rate_limit(&self, key: &str) -> Option<(u32, Duration)> {
+        backstop_core::FrontDoor::client_rate_limit(&self.0, key)
+    }
+}
+
+#[tokio::test]
+async fn an_awaited_door_decides_before_the_inner_service_is_called() {
+    let clock = ManualClock::new();
+    let door = Arc::new(Awaited(
+        Admission::with_clock(limits(2, 100), clock.clone()).expect("valid"),
+    ));
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let inner = {
+        let calls = Arc::clone(&calls);
+        service_fn(move |_req: Request<String>| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async { Ok::<_, Infallible>(Response::new(String::from("ok"))) }
+        })
+    };
+    let mut service = AdmissionLayer::new(Arc::clone(&door))
+        .exempt(|head| head.path() == "/health")
+        .layer(inner);
+    // Not decided in `call`: the first poll waits for the door, and the inner service
+    // has not been called yet.
+    let mut first = Box::pin(service.ready().await.unwrap().call(get("/")));
+    assert!(poll_once(first.as_mut()).is_pending());
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(door.0.queue().len(), 1, "the ticket is held while it waits");
+    assert_eq!(first.await.unwrap().status(), StatusCode::OK);
+    assert_eq!(door.0.queue().len(), 0, "and given back with the response");
+    clock.advance(Duration::from_millis(500));
+    let second = service.ready().await.unwrap().call(get("/")).await.unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    let refused = service.ready().await.unwrap().call(get("/")).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["retry-after"], "60"); // 59.5 s rounded up
+    assert_eq!(refused.headers()[&RATELIMIT_POLICY], "\"default\";q=2;w=60");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2);
+    let health = service.ready().await.unwrap().call(get("/health")).await;
+    assert_eq!(health.unwrap().status(), StatusCode::OK);
+    let snapshot = door.0.metrics().snapshot();
+    assert_eq!(
+        (
+            snapshot.admitted_total,
+            snapshot.rate_limited_total,
+            snapshot.exempt_total
+        ),
+        (2, 1, 1)
     );
 }

@@ -41,7 +41,7 @@ struct Harness {
     base: String,
     clock: ManualClock,
     admission: Arc<Admission<ManualClock>>,
-    service: MakeVideo<ManualClock>,
+    service: MakeVideo<Admission<ManualClock>>,
     temp: tempfile::TempDir,
 }
 
