@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use backstop_core::WaitReason;
 use backstop_core::jobs::JobBounds;
 use backstop_redis::{
     ConnectError, EvictionCheck, FailurePolicy, RedisStore, RedisWindow, Refusal, Source,
@@ -378,7 +379,7 @@ fn a_late_answer_to_enter_or_acquire_leaves_no_place_held() {
         ));
         assert!(matches!(
             slots.try_acquire().await,
-            Err(Refusal::StoreUnavailable { .. })
+            Err(WaitReason::StoreUnavailable)
         ));
         eventually("the queue place is given back", async || {
             seen_queue.len().await.unwrap() == 0
