@@ -103,8 +103,16 @@ impl Contender {
 async fn throughput(contender: &Contender, callers: usize) -> f64 {
     let mut rates = Vec::new();
     for _ in 0..ROUNDS {
+        rates.push(throughput_for(contender, callers, ROUND).await);
+    }
+    median(rates)
+}
+
+/// Decisions per second of `callers` tasks deciding on one key for `round`.
+async fn throughput_for(contender: &Contender, callers: usize, round: Duration) -> f64 {
+    {
         let count = Arc::new(AtomicU64::new(0));
-        let stop = Instant::now() + ROUND;
+        let stop = Instant::now() + round;
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..callers {
@@ -118,9 +126,8 @@ async fn throughput(contender: &Contender, callers: usize) -> f64 {
             });
         }
         while tasks.join_next().await.is_some() {}
-        rates.push(count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64());
+        count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
     }
-    median(rates)
 }
 
 /// Median latency of one call at 1 caller, in microseconds.
@@ -181,6 +188,22 @@ fn main() {
             "bench:log".into(),
         );
         let gcra = Contender::Peer(store.connection(), Arc::new(Script::new(GCRA)), "bench:gcra".into());
+
+        // For a profiler: only `contender` at `callers`, for `seconds`, then stop.
+        if let Ok(spec) = std::env::var("BACKSTOP_REDIS_BENCH_ONLY") {
+            let mut parts = spec.split(',');
+            let which = parts.next().unwrap_or("backstop");
+            let callers: usize = parts.next().and_then(|c| c.parse().ok()).unwrap_or(64);
+            let seconds: u64 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(10);
+            let contender = match which {
+                "log" => &log,
+                "gcra" => &gcra,
+                _ => &backstop,
+            };
+            let rate = throughput_for(contender, callers, Duration::from_secs(seconds)).await;
+            println!("{which} at {callers} callers for {seconds} s: {rate:.0} decisions/s");
+            return;
+        }
 
         println!("\ndecisions/s (median of {ROUNDS} rounds of {ROUND:?})");
         println!("{:>8} {:>12} {:>12} {:>12} {:>10} {:>10}", "callers", "backstop", "sliding log", "gcra", "vs log", "vs gcra");
