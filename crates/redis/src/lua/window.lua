@@ -43,6 +43,19 @@ if blob then
     n = stored_n
     rebuild = false
     reshaped = stored_window ~= window
+    if n >= limit and not reshaped then
+      -- The common refusal, decided before anything else is built: the first decision
+      -- is refused, so every one of the batch is, alike, and nothing is written. On
+      -- Redis's clock the expiry set with the newest admission still holds (see below).
+      local oldest = struct.unpack('>I8', blob, HEADER + 8 * ((n - limit) % limit) + 1)
+      local free_at = oldest + window
+      if free_at > now then
+        if injected and redis.call('PTTL', key) >= 0 then redis.call('PERSIST', key) end
+        local out = {now}
+        for i = 1, count do out[i + 1] = free_at - now end
+        return out
+      end
+    end
   else
     -- Another limit: keep the newest min(kept, limit) times, oldest first, and judge
     -- them by the new limit (as SlidingWindow::reconfigured does).
@@ -86,29 +99,6 @@ for i = 1, count do
   out[i + 1] = 0
 end
 
--- Expiry on Redis's clock: until the newest admission leaves the window. PEXPIRE and
--- SET PX count from the command's time, whole milliseconds taken at or before `now`:
--- round up and add 1 ms so the key never expires while that admission still counts.
-local function ttl_ms()
-  local ms = math.floor((previous + window - now + 999) / 1000) + 1
-  if ms < 1 then ms = 1 end
-  return ms
-end
-
--- Writes `value` whole, with the expiry in the same command: on an injected clock a
--- plain SET, which also drops any TTL (virtual time says nothing about real time).
-local function set_whole(value)
-  if injected then
-    redis.call('SET', key, value)
-  else
-    redis.call('SET', key, value, 'PX', ttl_ms())
-  end
-end
-
--- Rings up to this size are rewritten whole in one SET (header, ring and expiry in one
--- command); longer ones get SETRANGEs of the changed bytes and a PEXPIRE.
-local SPLICE_MAX = 4096
-
 local written = false
 if #fresh > 0 then
   if rebuild then
@@ -117,41 +107,22 @@ if #fresh > 0 then
     for a = 0, first_new - 1 do slots[a % limit] = old[a + 1] end
     for a = first_new, n - 1 do slots[a % limit] = fresh[a - first_new + 1] end
     for s = 0, limit - 1 do parts[#parts + 1] = struct.pack('>I8', slots[s] or 0) end
-    set_whole(table.concat(parts))
-    return out
-  end
-  local whole = #blob <= SPLICE_MAX
-  local value
-  if whole then
-    value = struct.pack('>I8>I8>I8', n, limit, window) .. string.sub(blob, HEADER + 1)
+    redis.call('SET', key, table.concat(parts))
   else
     redis.call('SETRANGE', key, 0, struct.pack('>I8>I8>I8', n, limit, window))
-  end
-  local function put(slot, run)
-    local bytes = table.concat(run)
-    local at = HEADER + 8 * slot
-    if whole then
-      value = string.sub(value, 1, at) .. bytes .. string.sub(value, at + #bytes + 1)
-    else
-      redis.call('SETRANGE', key, at, bytes)
+    -- The new times fill consecutive slots: at most two runs (before and after the wrap).
+    local run = {}
+    local run_start = first_new % limit
+    for a = first_new, n - 1 do
+      local s = a % limit
+      if s == 0 and #run > 0 then
+        redis.call('SETRANGE', key, HEADER + 8 * run_start, table.concat(run))
+        run = {}
+        run_start = 0
+      end
+      run[#run + 1] = struct.pack('>I8', fresh[a - first_new + 1])
     end
-  end
-  -- The new times fill consecutive slots: at most two runs (before and after the wrap).
-  local run = {}
-  local run_start = first_new % limit
-  for a = first_new, n - 1 do
-    local s = a % limit
-    if s == 0 and #run > 0 then
-      put(run_start, run)
-      run = {}
-      run_start = 0
-    end
-    run[#run + 1] = struct.pack('>I8', fresh[a - first_new + 1])
-  end
-  put(run_start, run)
-  if whole then
-    set_whole(value)
-    return out
+    redis.call('SETRANGE', key, HEADER + 8 * run_start, table.concat(run))
   end
   written = true
 elseif blob and reshaped then
@@ -163,17 +134,22 @@ elseif blob and reshaped then
 elseif blob and not rebuild and not injected then
   -- A refusal under the stored limit and window: the expiry set when the newest
   -- admission was written (or the window last changed) already lasts until that
-  -- admission leaves this window.
+  -- admission leaves this window, so no PTTL is needed.
   return out
 end
 
 if blob or written then
   if injected then
+    -- Virtual time: no TTL from it (a slow simulator would see keys vanish early).
     if redis.call('PTTL', key) >= 0 then redis.call('PERSIST', key) end
   elseif previous > 0 then
-    local ms = ttl_ms()
-    if written or redis.call('PTTL', key) < ms then
-      redis.call('PEXPIRE', key, ms)
+    -- Until the newest admission leaves the window. PEXPIRE counts from the command's
+    -- time, whole milliseconds taken at or before `now`: round up and add 1 ms so the key
+    -- never expires while that admission still counts.
+    local ttl_ms = math.floor((previous + window - now + 999) / 1000) + 1
+    if ttl_ms < 1 then ttl_ms = 1 end
+    if written or redis.call('PTTL', key) < ttl_ms then
+      redis.call('PEXPIRE', key, ttl_ms)
     end
   end
 end
