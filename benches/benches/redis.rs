@@ -190,7 +190,9 @@ fn main() {
         let gcra = Contender::Peer(store.connection(), Arc::new(Script::new(GCRA)), "bench:gcra".into());
 
         // For a profiler: only `contender` at `callers`, for `seconds`, then stop.
-        if let Ok(spec) = std::env::var("BACKSTOP_REDIS_BENCH_ONLY") {
+        // `latency`: the latency figures alone.
+        let only = std::env::var("BACKSTOP_REDIS_BENCH_ONLY").ok();
+        if let Some(spec) = only.as_deref().filter(|spec| *spec != "latency") {
             let mut parts = spec.split(',');
             let which = parts.next().unwrap_or("backstop");
             let callers: usize = parts.next().and_then(|c| c.parse().ok()).unwrap_or(64);
@@ -207,7 +209,8 @@ fn main() {
 
         println!("\ndecisions/s (median of {ROUNDS} rounds of {ROUND:?})");
         println!("{:>8} {:>12} {:>12} {:>12} {:>10} {:>10}", "callers", "backstop", "sliding log", "gcra", "vs log", "vs gcra");
-        for callers in [1, 16, 64] {
+        let callers_list: &[usize] = if only.is_some() { &[] } else { &[1, 16, 64] };
+        for &callers in callers_list {
             let b = throughput(&backstop, callers).await;
             let l = throughput(&log, callers).await;
             let g = throughput(&gcra, callers).await;
@@ -229,6 +232,34 @@ fn main() {
         })
         .await;
         println!("\nlatency at 1 caller (median µs): PING {ping:.1}, backstop {decision:.1} ({:.2}x PING), sliding log {log_latency:.1}", decision / ping);
+
+        // Where a decision's time goes: the floor of any script (EVALSHA of `return 1`),
+        // and the window script called bare through redis-rs (no store, no deadline).
+        let floor_script = Script::new("return 1");
+        let mut floor_conn = store.connection();
+        let floor = latency(async || {
+            let _: i64 = floor_script.invoke_async(&mut floor_conn).await.unwrap();
+        })
+        .await;
+        let window_script = Script::new(include_str!("../../crates/redis/src/lua/window.lua"));
+        let mut bare_conn = store.connection();
+        let key = match &backstop {
+            Contender::Backstop(window) => window.key().to_owned(),
+            Contender::Peer(..) => unreachable!(),
+        };
+        let bare = latency(async || {
+            let _: u64 = window_script
+                .key(&*key)
+                .arg(LIMIT)
+                .arg(WINDOW.as_micros() as u64)
+                .arg("")
+                .arg(1)
+                .invoke_async(&mut bare_conn)
+                .await
+                .unwrap();
+        })
+        .await;
+        println!("  decomposed: EVALSHA of `return 1` {floor:.1} ({:.2}x PING), the window script bare {bare:.1} ({:.2}x PING)", floor / ping, bare / ping);
 
         // Memory per key holding 30 admissions.
         let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();

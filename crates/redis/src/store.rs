@@ -307,21 +307,9 @@ impl RedisStore {
                 .arg(window_us)
                 .arg(self.now_us().map_or(String::new(), |now| now.to_string()))
                 .arg(1);
-            let values: Vec<u64> = self.call(key, invocation.invoke_async(&mut conn)).await?;
-            return match values.as_slice() {
-                [_now, wait_us] => {
-                    self.inner.metrics.decided(1);
-                    Ok(*wait_us)
-                }
-                other => {
-                    let err = StoreError::Server(format!(
-                        "window script answered {} values for 1 decision",
-                        other.len()
-                    ));
-                    self.count(&err);
-                    Err(err)
-                }
-            };
+            let wait_us: u64 = self.call(key, invocation.invoke_async(&mut conn)).await?;
+            self.inner.metrics.decided(1);
+            return Ok(wait_us);
         }
         // Through the batching task. No timer per caller: the task answers every request
         // by its `give_up` (see `batch_loop`); only a full channel is waited on with one.
@@ -585,17 +573,28 @@ async fn run_group(
         .arg(window_us)
         .arg(now_us.map_or(String::new(), |now| now.to_string()))
         .arg(replies.len());
-    let result: Result<Vec<u64>, StoreError> =
-        match tokio::time::timeout_at(give_up, invocation.invoke_async(&mut conn)).await {
-            Ok(Ok(values)) => Ok(values),
-            Ok(Err(e)) => Err(StoreError::from_redis(&e, &key)),
-            Err(_) => Err(StoreError::Timeout(deadline)),
-        };
+    // One decision answers a bare integer, several an array (see window.lua).
+    let result: Result<Vec<u64>, StoreError> = match tokio::time::timeout_at(give_up, async {
+        if replies.len() == 1 {
+            invocation
+                .invoke_async::<u64>(&mut conn)
+                .await
+                .map(|wait| vec![wait])
+        } else {
+            invocation.invoke_async::<Vec<u64>>(&mut conn).await
+        }
+    })
+    .await
+    {
+        Ok(Ok(values)) => Ok(values),
+        Ok(Err(e)) => Err(StoreError::from_redis(&e, &key)),
+        Err(_) => Err(StoreError::Timeout(deadline)),
+    };
     match result {
-        Ok(values) if values.len() == replies.len() + 1 => {
+        Ok(values) if values.len() == replies.len() => {
             metrics.decided(replies.len() as u64);
-            for (reply, wait_us) in replies.into_iter().zip(&values[1..]) {
-                let _ = reply.send(Ok(*wait_us));
+            for (reply, wait_us) in replies.into_iter().zip(values) {
+                let _ = reply.send(Ok(wait_us));
             }
         }
         Ok(values) => {

@@ -3,7 +3,8 @@
 --          microseconds) and a ring of `limit` 8-byte big-endian admission times in
 --          microseconds.
 -- ARGV     limit, window_us, now_us ('' = Redis's own TIME), count.
--- Returns  {now_us, d1, ..., d_count}: d = 0 admitted, d > 0 refused, retry after d us.
+-- Returns  d for one decision, {d1, ..., d_count} for several: d = 0 admitted, d > 0
+--          refused, retry after d us.
 -- Admission n is allowed at `now` iff admission n - limit was recorded at or before
 -- now - window; recorded times are max(now, previous), so they are monotone.
 --
@@ -51,8 +52,9 @@ if blob then
       local free_at = oldest + window
       if free_at > now then
         if injected and redis.call('PTTL', key) >= 0 then redis.call('PERSIST', key) end
-        local out = {now}
-        for i = 1, count do out[i + 1] = free_at - now end
+        if count == 1 then return free_at - now end
+        local out = {}
+        for i = 1, count do out[i] = free_at - now end
         return out
       end
     end
@@ -77,7 +79,12 @@ local first_new = n
 local fresh = {}
 local previous = 0
 if n > 0 then previous = time_of(n - 1) end
-local out = {now}
+local out = {}
+-- The answer: a bare integer for one decision (the common lone caller), else a table.
+local function answer()
+  if count == 1 then return out[1] end
+  return out
+end
 for i = 1, count do
   local wait = 0
   if n >= limit then
@@ -89,14 +96,14 @@ for i = 1, count do
   end
   if wait > 0 then
     -- Nothing is admitted on a refusal, so the rest of the batch is refused alike.
-    for j = i, count do out[j + 1] = wait end
+    for j = i, count do out[j] = wait end
     break
   end
   local t = math.max(now, previous)
   fresh[#fresh + 1] = t
   previous = t
   n = n + 1
-  out[i + 1] = 0
+  out[i] = 0
 end
 
 local written = false
@@ -135,7 +142,7 @@ elseif blob and not rebuild and not injected then
   -- A refusal under the stored limit and window: the expiry set when the newest
   -- admission was written (or the window last changed) already lasts until that
   -- admission leaves this window, so no PTTL is needed.
-  return out
+  return answer()
 end
 
 if blob or written then
@@ -153,4 +160,4 @@ if blob or written then
     end
   end
 end
-return out
+return answer()
