@@ -130,17 +130,6 @@ async fn throughput_for(contender: &Contender, callers: usize, round: Duration) 
     }
 }
 
-/// Median latency of one call at 1 caller, in microseconds.
-async fn latency(mut call: impl AsyncFnMut()) -> f64 {
-    let mut samples = Vec::with_capacity(4000);
-    for _ in 0..4000 {
-        let started = Instant::now();
-        call().await;
-        samples.push(started.elapsed().as_secs_f64() * 1e6);
-    }
-    median(samples)
-}
-
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -217,48 +206,46 @@ fn main() {
             println!("{callers:>8} {b:>12.0} {l:>12.0} {g:>12.0} {:>9.2}x {:>9.2}x", b / l, b / g);
         }
 
-        let ping = latency(async || {
-            let _: String = redis::cmd("PING").query_async(&mut conn.clone()).await.unwrap();
-        })
-        .await;
-        let mut b = backstop.clone();
-        let decision = latency(async || {
-            std::hint::black_box(b.decide(0).await);
-        })
-        .await;
-        let mut l = log.clone();
-        let log_latency = latency(async || {
-            std::hint::black_box(l.decide(0).await);
-        })
-        .await;
-        println!("\nlatency at 1 caller (median µs): PING {ping:.1}, backstop {decision:.1} ({:.2}x PING), sliding log {log_latency:.1}", decision / ping);
-
-        // Where a decision's time goes: the floor of any script (EVALSHA of `return 1`),
-        // and the window script called bare through redis-rs (no store, no deadline).
+        // Latency: the five calls taken in turn, 4000 times, so that a change in the
+        // machine's load falls on all of them alike; the median of each. Besides PING,
+        // the backstop decision and the sliding log: where a decision's time goes, the
+        // floor of any script (EVALSHA of `return 1`) and the window script called bare
+        // through redis-rs (no store, no deadline, no coalescing).
         let floor_script = Script::new("return 1");
-        let mut floor_conn = store.connection();
-        let floor = latency(async || {
-            let _: i64 = floor_script.invoke_async(&mut floor_conn).await.unwrap();
-        })
-        .await;
         let window_script = Script::new(include_str!("../../crates/redis/src/lua/window.lua"));
-        let mut bare_conn = store.connection();
         let key = match &backstop {
             Contender::Backstop(window) => window.key().to_owned(),
             Contender::Peer(..) => unreachable!(),
         };
-        let bare = latency(async || {
+        let (mut b, mut l) = (backstop.clone(), log.clone());
+        let mut samples: [Vec<f64>; 5] = Default::default();
+        for _ in 0..4000 {
+            let started = Instant::now();
+            let _: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+            samples[0].push(started.elapsed().as_secs_f64() * 1e6);
+            let started = Instant::now();
+            std::hint::black_box(b.decide(0).await);
+            samples[1].push(started.elapsed().as_secs_f64() * 1e6);
+            let started = Instant::now();
+            std::hint::black_box(l.decide(0).await);
+            samples[2].push(started.elapsed().as_secs_f64() * 1e6);
+            let started = Instant::now();
+            let _: i64 = floor_script.invoke_async(&mut conn).await.unwrap();
+            samples[3].push(started.elapsed().as_secs_f64() * 1e6);
+            let started = Instant::now();
             let _: u64 = window_script
                 .key(&*key)
                 .arg(LIMIT)
                 .arg(WINDOW.as_micros() as u64)
                 .arg("")
                 .arg(1)
-                .invoke_async(&mut bare_conn)
+                .invoke_async(&mut conn)
                 .await
                 .unwrap();
-        })
-        .await;
+            samples[4].push(started.elapsed().as_secs_f64() * 1e6);
+        }
+        let [ping, decision, log_latency, floor, bare] = samples.map(median);
+        println!("\nlatency at 1 caller (median µs, interleaved): PING {ping:.1}, backstop {decision:.1} ({:.2}x PING), sliding log {log_latency:.1} ({:.2}x PING)", decision / ping, log_latency / ping);
         println!("  decomposed: EVALSHA of `return 1` {floor:.1} ({:.2}x PING), the window script bare {bare:.1} ({:.2}x PING)", floor / ping, bare / ping);
 
         // Memory per key holding 30 admissions.
