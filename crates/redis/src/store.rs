@@ -466,6 +466,10 @@ async fn batch_loop(
     // Index of `groups` by (key, shape, time), built only when a batch has several keys.
     let mut index: HashMap<(Arc<str>, u32, u64, Option<u64>), usize> = HashMap::new();
     loop {
+        // Let the callers just answered run first: most ask again at once, and then join
+        // this batch instead of making the next one (batches about twice as large under
+        // load, so half the round trips per decision).
+        tokio::task::yield_now().await;
         if receiver.recv_many(&mut buffer, MAX_BATCH).await == 0 {
             return; // every store handle is gone
         }
