@@ -103,8 +103,16 @@ impl Contender {
 async fn throughput(contender: &Contender, callers: usize) -> f64 {
     let mut rates = Vec::new();
     for _ in 0..ROUNDS {
+        rates.push(throughput_for(contender, callers, ROUND).await);
+    }
+    median(rates)
+}
+
+/// Decisions per second of `callers` tasks deciding on one key for `round`.
+async fn throughput_for(contender: &Contender, callers: usize, round: Duration) -> f64 {
+    {
         let count = Arc::new(AtomicU64::new(0));
-        let stop = Instant::now() + ROUND;
+        let stop = Instant::now() + round;
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..callers {
@@ -118,20 +126,8 @@ async fn throughput(contender: &Contender, callers: usize) -> f64 {
             });
         }
         while tasks.join_next().await.is_some() {}
-        rates.push(count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64());
+        count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
     }
-    median(rates)
-}
-
-/// Median latency of one call at 1 caller, in microseconds.
-async fn latency(mut call: impl AsyncFnMut()) -> f64 {
-    let mut samples = Vec::with_capacity(4000);
-    for _ in 0..4000 {
-        let started = Instant::now();
-        call().await;
-        samples.push(started.elapsed().as_secs_f64() * 1e6);
-    }
-    median(samples)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -182,30 +178,75 @@ fn main() {
         );
         let gcra = Contender::Peer(store.connection(), Arc::new(Script::new(GCRA)), "bench:gcra".into());
 
+        // For a profiler: only `contender` at `callers`, for `seconds`, then stop.
+        // `latency`: the latency figures alone.
+        let only = std::env::var("BACKSTOP_REDIS_BENCH_ONLY").ok();
+        if let Some(spec) = only.as_deref().filter(|spec| *spec != "latency") {
+            let mut parts = spec.split(',');
+            let which = parts.next().unwrap_or("backstop");
+            let callers: usize = parts.next().and_then(|c| c.parse().ok()).unwrap_or(64);
+            let seconds: u64 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(10);
+            let contender = match which {
+                "log" => &log,
+                "gcra" => &gcra,
+                _ => &backstop,
+            };
+            let rate = throughput_for(contender, callers, Duration::from_secs(seconds)).await;
+            println!("{which} at {callers} callers for {seconds} s: {rate:.0} decisions/s");
+            return;
+        }
+
         println!("\ndecisions/s (median of {ROUNDS} rounds of {ROUND:?})");
         println!("{:>8} {:>12} {:>12} {:>12} {:>10} {:>10}", "callers", "backstop", "sliding log", "gcra", "vs log", "vs gcra");
-        for callers in [1, 16, 64] {
+        let callers_list: &[usize] = if only.is_some() { &[] } else { &[1, 16, 64] };
+        for &callers in callers_list {
             let b = throughput(&backstop, callers).await;
             let l = throughput(&log, callers).await;
             let g = throughput(&gcra, callers).await;
             println!("{callers:>8} {b:>12.0} {l:>12.0} {g:>12.0} {:>9.2}x {:>9.2}x", b / l, b / g);
         }
 
-        let ping = latency(async || {
-            let _: String = redis::cmd("PING").query_async(&mut conn.clone()).await.unwrap();
-        })
-        .await;
-        let mut b = backstop.clone();
-        let decision = latency(async || {
+        // Latency: the five calls taken in turn, 4000 times, so that a change in the
+        // machine's load falls on all of them alike; the median of each. Besides PING,
+        // the backstop decision and the sliding log: where a decision's time goes, the
+        // floor of any script (EVALSHA of `return 1`) and the window script called bare
+        // through redis-rs (no store, no deadline, no coalescing).
+        let floor_script = Script::new("return 1");
+        let window_script = Script::new(include_str!("../../crates/redis/src/lua/window.lua"));
+        let key = match &backstop {
+            Contender::Backstop(window) => window.key().to_owned(),
+            Contender::Peer(..) => unreachable!(),
+        };
+        let (mut b, mut l) = (backstop.clone(), log.clone());
+        let mut samples: [Vec<f64>; 5] = Default::default();
+        for _ in 0..4000 {
+            let started = Instant::now();
+            let _: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+            samples[0].push(started.elapsed().as_secs_f64() * 1e6);
+            let started = Instant::now();
             std::hint::black_box(b.decide(0).await);
-        })
-        .await;
-        let mut l = log.clone();
-        let log_latency = latency(async || {
+            samples[1].push(started.elapsed().as_secs_f64() * 1e6);
+            let started = Instant::now();
             std::hint::black_box(l.decide(0).await);
-        })
-        .await;
-        println!("\nlatency at 1 caller (median µs): PING {ping:.1}, backstop {decision:.1} ({:.2}x PING), sliding log {log_latency:.1}", decision / ping);
+            samples[2].push(started.elapsed().as_secs_f64() * 1e6);
+            let started = Instant::now();
+            let _: i64 = floor_script.invoke_async(&mut conn).await.unwrap();
+            samples[3].push(started.elapsed().as_secs_f64() * 1e6);
+            let started = Instant::now();
+            let _: u64 = window_script
+                .key(&*key)
+                .arg(LIMIT)
+                .arg(WINDOW.as_micros() as u64)
+                .arg("")
+                .arg(1)
+                .invoke_async(&mut conn)
+                .await
+                .unwrap();
+            samples[4].push(started.elapsed().as_secs_f64() * 1e6);
+        }
+        let [ping, decision, log_latency, floor, bare] = samples.map(median);
+        println!("\nlatency at 1 caller (median µs, interleaved): PING {ping:.1}, backstop {decision:.1} ({:.2}x PING), sliding log {log_latency:.1} ({:.2}x PING)", decision / ping, log_latency / ping);
+        println!("  decomposed: EVALSHA of `return 1` {floor:.1} ({:.2}x PING), the window script bare {bare:.1} ({:.2}x PING)", floor / ping, bare / ping);
 
         // Memory per key holding 30 admissions.
         let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();

@@ -254,14 +254,10 @@ impl RedisAdmission {
 
     /// A slot for a job whose queue place was lost.
     async fn start_detached(&self) -> Result<RedisJobPermit, (RedisTicket, WaitReason)> {
-        match self.slots.try_acquire().await {
-            Ok(permit) => Ok(permit),
-            Err(Refusal::Overloaded {
-                reason: OverloadReason::QueueFull,
-                ..
-            }) => Err(self.wait(RedisTicket::lost(), WaitReason::NoFreeSlot)),
-            Err(_) => Err(self.wait(RedisTicket::lost(), WaitReason::StoreUnavailable)),
-        }
+        self.slots
+            .try_acquire()
+            .await
+            .map_err(|reason| self.wait(RedisTicket::lost(), reason))
     }
 
     fn wait(&self, ticket: RedisTicket, reason: WaitReason) -> (RedisTicket, WaitReason) {

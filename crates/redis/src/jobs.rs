@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use backstop_core::jobs::{JobBounds, Priority};
-use backstop_core::{ConfigError, OverloadReason};
+use backstop_core::{ConfigError, OverloadReason, WaitReason};
 
 use crate::error::StoreError;
 use crate::refusal::Refusal;
@@ -181,32 +181,12 @@ impl RedisQueueGate {
             Priority::Normal => shared.bounds.max_queue - shared.bounds.critical_reserve,
             Priority::Critical => shared.bounds.max_queue,
         };
-        let holder = shared.holder();
-        let mut conn = shared.store.connection();
-        let mut invocation = scripts::ENTER.key(&*shared.queue_key);
-        invocation
-            .arg(bound)
-            .arg(&holder)
-            .arg(shared.lease_us)
-            .arg(shared.now_arg());
-        let taken: Result<(i64, u64), StoreError> = shared
-            .store
-            .call(&shared.queue_key, invocation.invoke_async(&mut conn))
-            .await;
-        match taken {
-            Ok((1, _)) => Ok(RedisQueueTicket {
-                lease: Lease::hold(shared, Arc::clone(&shared.queue_key), holder),
-            }),
-            Ok(_) => Err(Refusal::Overloaded {
-                reason: OverloadReason::QueueFull,
-                retry_after_hint: shared.retry_hint,
-            }),
-            Err(_) => {
-                // The script may have run all the same: take the place back.
-                shared.release(holder);
-                Err(shared.unavailable())
-            }
-        }
+        let full = Refusal::Overloaded {
+            reason: OverloadReason::QueueFull,
+            retry_after_hint: shared.retry_hint,
+        };
+        let lease = enter(shared, &shared.queue_key, bound, full, shared.unavailable()).await?;
+        Ok(RedisQueueTicket { lease })
     }
 
     /// Tickets held now across every replica (expired leases not counted).
@@ -252,6 +232,38 @@ async fn count_live(shared: &GateShared, key: &Arc<str>) -> Result<u64, StoreErr
                 .query_async(&mut conn),
         )
         .await
+}
+
+/// Takes a lease in `key` (the queue or the slots) while fewer than `bound` are held:
+/// the lease, or `on_full`, or `on_unavailable` when Redis failed or passed the deadline
+/// (the place, which the script may have taken all the same, is then given back).
+async fn enter<E>(
+    shared: &Arc<GateShared>,
+    key: &Arc<str>,
+    bound: u32,
+    on_full: E,
+    on_unavailable: E,
+) -> Result<Lease, E> {
+    let holder = shared.holder();
+    let mut conn = shared.store.connection();
+    let mut invocation = scripts::ENTER.key(&**key);
+    invocation
+        .arg(bound)
+        .arg(&holder)
+        .arg(shared.lease_us)
+        .arg(shared.now_arg());
+    let taken: Result<(i64, u64), StoreError> = shared
+        .store
+        .call(key, invocation.invoke_async(&mut conn))
+        .await;
+    match taken {
+        Ok((1, _)) => Ok(Lease::hold(shared, Arc::clone(key), holder)),
+        Ok(_) => Err(on_full),
+        Err(_) => {
+            shared.release(holder);
+            Err(on_unavailable)
+        }
+    }
 }
 
 /// Why a ticket did not become a permit.
@@ -310,39 +322,24 @@ impl RedisJobSlots {
         }
     }
 
-    /// A slot without a ticket (for jobs that never queued).
+    /// A slot without a ticket (for jobs that never queued), as core's
+    /// `JobSlots::try_acquire`: a full set of slots is a wait, not a refusal.
     ///
     /// # Errors
     ///
-    /// [`Refusal::Overloaded`] (`queue_full`: no slot), or 503 `store_unavailable`.
-    pub async fn try_acquire(&self) -> Result<RedisJobPermit, Refusal> {
+    /// [`WaitReason::NoFreeSlot`] when every slot is taken across the replicas, or
+    /// [`WaitReason::StoreUnavailable`] when Redis failed or passed the deadline.
+    pub async fn try_acquire(&self) -> Result<RedisJobPermit, WaitReason> {
         let shared = &self.shared;
-        let holder = shared.holder();
-        let mut conn = shared.store.connection();
-        let mut invocation = scripts::ENTER.key(&*shared.slots_key);
-        invocation
-            .arg(shared.bounds.max_jobs)
-            .arg(&holder)
-            .arg(shared.lease_us)
-            .arg(shared.now_arg());
-        let taken: Result<(i64, u64), StoreError> = shared
-            .store
-            .call(&shared.slots_key, invocation.invoke_async(&mut conn))
-            .await;
-        match taken {
-            Ok((1, _)) => Ok(RedisJobPermit {
-                lease: Lease::hold(shared, Arc::clone(&shared.slots_key), holder),
-            }),
-            Ok(_) => Err(Refusal::Overloaded {
-                reason: OverloadReason::QueueFull,
-                retry_after_hint: shared.retry_hint,
-            }),
-            Err(_) => {
-                // The script may have run all the same: take the place back.
-                shared.release(holder);
-                Err(shared.unavailable())
-            }
-        }
+        let lease = enter(
+            shared,
+            &shared.slots_key,
+            shared.bounds.max_jobs,
+            WaitReason::NoFreeSlot,
+            WaitReason::StoreUnavailable,
+        )
+        .await?;
+        Ok(RedisJobPermit { lease })
     }
 
     /// Permits held now across every replica (expired leases not counted).

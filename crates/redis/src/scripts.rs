@@ -4,7 +4,11 @@
 //! Scripts rather than Redis 7 functions: functions need 7.0 and a `FUNCTION LOAD` that
 //! persists with the data set, while scripts run unchanged on 5.0 and later (the oldest
 //! version whose scripts may call `TIME` before writing without extra setup; the scripts
-//! still call `redis.replicate_commands()` where it exists, a no-op on 7).
+//! still call `redis.replicate_commands()` on 5 and 6, and skip it from 7.0, where
+//! `redis.REDIS_VERSION_NUM` exists and effects replication is the only kind).
+//! Measured (redis-server 7.0.15, `INFO commandstats`, 2026-12-02): FCALL of a function
+//! returning 1 cost 4.8–5.2 µs in Redis against 5.5 µs for EVALSHA of the same body, a
+//! saving too small to require 7.0 for.
 
 use std::sync::LazyLock;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use backstop_core::OverloadReason;
+use backstop_core::{OverloadReason, WaitReason};
 use backstop_core::jobs::JobBounds;
 use backstop_redis::{
     ConnectError, EvictionCheck, FailurePolicy, RedisStore, RedisWindow, Refusal, Source,
@@ -330,6 +330,64 @@ fn a_slow_redis_passes_the_deadline_and_the_policy_decides() {
     });
 }
 
+/// Batched callers hold no timer of their own: the batching task must answer each of
+/// them by its deadline, also those that queue up behind a call already in flight.
+#[test]
+fn concurrent_callers_behind_a_slow_call_each_get_their_deadline() {
+    let Some(server) = support::RedisServer::start(&[]) else {
+        return;
+    };
+    runtime().block_on(async {
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let port = delaying_proxy(server.port, Arc::clone(&delay_ms)).await;
+        let options = StoreOptions {
+            deadline: DEADLINE,
+            ..StoreOptions::default()
+        };
+        let store = RedisStore::connect(&format!("redis://127.0.0.1:{port}"), options)
+            .await
+            .unwrap();
+        let window = Arc::new(
+            RedisWindow::new(&store, "slow-batch", 1000, Duration::from_secs(60)).unwrap(),
+        );
+        assert_eq!(window.try_acquire_from().await, Ok(Source::Store));
+        delay_ms.store(2_000, Ordering::Relaxed);
+        let mut callers = tokio::task::JoinSet::new();
+        // Two waves: the second arrives while the first one's call is in flight.
+        for wave in 0..2u32 {
+            for _ in 0..16 {
+                let window = Arc::clone(&window);
+                callers.spawn(async move {
+                    let started = Instant::now();
+                    let answer = window.try_acquire().await;
+                    (answer, started.elapsed())
+                });
+            }
+            if wave == 0 {
+                tokio::time::sleep(DEADLINE / 2).await;
+            }
+        }
+        let mut answered = 0;
+        while let Some(joined) = callers.join_next().await {
+            let (answer, took) = joined.unwrap();
+            assert!(
+                matches!(
+                    answer,
+                    Err(Refusal::Overloaded {
+                        reason: OverloadReason::StoreUnavailable,
+                        ..
+                    })
+                ),
+                "{answer:?}"
+            );
+            assert!(took < DEADLINE + SLACK, "answered after {took:?}");
+            answered += 1;
+        }
+        assert_eq!(answered, 32);
+        assert!(store.metrics().snapshot().timeouts >= 32);
+    });
+}
+
 const BOUNDS: JobBounds = JobBounds {
     max_queue: 3,
     critical_reserve: 0,
@@ -388,10 +446,7 @@ fn a_late_answer_to_enter_or_acquire_leaves_no_place_held() {
         ));
         assert!(matches!(
             slots.try_acquire().await,
-            Err(Refusal::Overloaded {
-                reason: OverloadReason::StoreUnavailable,
-                ..
-            })
+            Err(WaitReason::StoreUnavailable)
         ));
         eventually("the queue place is given back", async || {
             seen_queue.len().await.unwrap() == 0

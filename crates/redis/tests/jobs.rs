@@ -5,9 +5,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backstop_core::WaitReason;
 use backstop_core::clock::ManualClock;
 use backstop_core::jobs::{JobBounds, Priority};
-use backstop_redis::{RedisStore, Refusal, StartError, StoreOptions, jobs};
+use backstop_redis::{RedisStore, StartError, StoreOptions, jobs};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -80,10 +81,11 @@ fn a_ticket_becomes_a_permit_in_one_step_and_bounds_hold() {
             Err(StartError::NoFreeSlot(ticket)) => ticket,
             other => panic!("expected no free slot, got {other:?}"),
         };
-        assert!(matches!(
-            slots.try_acquire().await,
-            Err(Refusal::Overloaded { .. })
-        ));
+        // As core's JobSlots: every slot taken is "no free slot" (a wait), not a full
+        // queue.
+        let no_slot = slots.try_acquire().await.unwrap_err();
+        assert_eq!(no_slot.as_str(), "no_free_slot");
+        assert_eq!(no_slot, WaitReason::NoFreeSlot);
         drop(running);
         eventually(async || slots.active().await.unwrap() == 0).await;
         let _running = slots.try_start(second).await.unwrap();

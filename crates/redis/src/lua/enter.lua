@@ -2,7 +2,8 @@
 -- KEYS[1]  a sorted set of holder id -> lease deadline (us).
 -- ARGV     bound, holder id, lease_us, now_us ('' = Redis's own TIME).
 -- Returns  {1, now} taken, or {0, now} full. Expired leases are pruned first.
-if redis.replicate_commands then pcall(redis.replicate_commands) end
+-- Effects replication: needed on 5 and 6 (TIME before a write); always so from 7.0.
+if not redis.REDIS_VERSION_NUM and redis.replicate_commands then pcall(redis.replicate_commands) end
 local now
 if ARGV[4] == '' then
   local t = redis.call('TIME')

@@ -1,6 +1,7 @@
 -- backstop-redis: extend a held lease. KEYS[1] the sorted set; ARGV holder id, lease_us,
 -- now_us ('' = Redis's own TIME). Returns 1 renewed, 0 the lease had expired or gone.
-if redis.replicate_commands then pcall(redis.replicate_commands) end
+-- Effects replication: needed on 5 and 6 (TIME before a write); always so from 7.0.
+if not redis.REDIS_VERSION_NUM and redis.replicate_commands then pcall(redis.replicate_commands) end
 local now
 if ARGV[3] == '' then
   local t = redis.call('TIME')

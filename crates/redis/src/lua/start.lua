@@ -4,7 +4,8 @@
 -- Returns  1 started, 0 no free slot (the ticket stays), -1 the ticket's lease is gone.
 -- Idempotent: when the holder already holds a slot (an earlier call ran but its answer
 -- came too late), it answers 1 again, so a retry finds the slot it took.
-if redis.replicate_commands then pcall(redis.replicate_commands) end
+-- Effects replication: needed on 5 and 6 (TIME before a write); always so from 7.0.
+if not redis.REDIS_VERSION_NUM and redis.replicate_commands then pcall(redis.replicate_commands) end
 local now
 if ARGV[4] == '' then
   local t = redis.call('TIME')

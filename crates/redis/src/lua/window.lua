@@ -3,7 +3,8 @@
 --          microseconds) and a ring of `limit` 8-byte big-endian admission times in
 --          microseconds.
 -- ARGV     limit, window_us, now_us ('' = Redis's own TIME), count.
--- Returns  {now_us, d1, ..., d_count}: d = 0 admitted, d > 0 refused, retry after d us.
+-- Returns  d for one decision, {d1, ..., d_count} for several: d = 0 admitted, d > 0
+--          refused, retry after d us.
 -- Admission n is allowed at `now` iff admission n - limit was recorded at or before
 -- now - window; recorded times are max(now, previous), so they are monotone.
 --
@@ -11,7 +12,8 @@
 -- the current window (so a longer window never finds it gone too early, also after a
 -- refusal); on an injected clock (ARGV[3] given) virtual time says nothing about real
 -- time, so the key gets no TTL at all.
-if redis.replicate_commands then pcall(redis.replicate_commands) end
+-- Effects replication: needed on 5 and 6 (TIME before a write); always so from 7.0.
+if not redis.REDIS_VERSION_NUM and redis.replicate_commands then pcall(redis.replicate_commands) end
 local key = KEYS[1]
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -43,6 +45,20 @@ if blob then
     n = stored_n
     rebuild = false
     reshaped = stored_window ~= window
+    if n >= limit and not reshaped then
+      -- The common refusal, decided before anything else is built: the first decision
+      -- is refused, so every one of the batch is, alike, and nothing is written. On
+      -- Redis's clock the expiry set with the newest admission still holds (see below).
+      local oldest = struct.unpack('>I8', blob, HEADER + 8 * ((n - limit) % limit) + 1)
+      local free_at = oldest + window
+      if free_at > now then
+        if injected and redis.call('PTTL', key) >= 0 then redis.call('PERSIST', key) end
+        if count == 1 then return free_at - now end
+        local out = {}
+        for i = 1, count do out[i] = free_at - now end
+        return out
+      end
+    end
   else
     -- Another limit: keep the newest min(kept, limit) times, oldest first, and judge
     -- them by the new limit (as SlidingWindow::reconfigured does).
@@ -64,7 +80,12 @@ local first_new = n
 local fresh = {}
 local previous = 0
 if n > 0 then previous = time_of(n - 1) end
-local out = {now}
+local out = {}
+-- The answer: a bare integer for one decision (the common lone caller), else a table.
+local function answer()
+  if count == 1 then return out[1] end
+  return out
+end
 for i = 1, count do
   local wait = 0
   if n >= limit then
@@ -76,14 +97,14 @@ for i = 1, count do
   end
   if wait > 0 then
     -- Nothing is admitted on a refusal, so the rest of the batch is refused alike.
-    for j = i, count do out[j + 1] = wait end
+    for j = i, count do out[j] = wait end
     break
   end
   local t = math.max(now, previous)
   fresh[#fresh + 1] = t
   previous = t
   n = n + 1
-  out[i + 1] = 0
+  out[i] = 0
 end
 
 local written = false
@@ -118,6 +139,11 @@ elseif blob and reshaped then
   -- no admission is forgotten by it; its expiry is still kept long enough below.)
   redis.call('SETRANGE', key, 16, struct.pack('>I8', window))
   written = true
+elseif blob and not rebuild and not injected then
+  -- A refusal under the stored limit and window: the expiry set when the newest
+  -- admission was written (or the window last changed) already lasts until that
+  -- admission leaves this window, so no PTTL is needed.
+  return answer()
 end
 
 if blob or written then
@@ -135,4 +161,4 @@ if blob or written then
     end
   end
 end
-return out
+return answer()
