@@ -31,14 +31,16 @@ struct GateShared {
     slots_key: Arc<str>,
     bounds: JobBounds,
     lease_us: u64,
-    next_holder: AtomicU64,
     retry_hint: Duration,
 }
 
 impl GateShared {
     fn holder(&self) -> String {
+        // One counter per process, not per gate: two gates of one name on one store
+        // (two front doors) must never hand out the same holder id.
+        static NEXT_HOLDER: AtomicU64 = AtomicU64::new(0);
         // Relaxed: only uniqueness matters, which fetch_add gives at any ordering.
-        let n = self.next_holder.fetch_add(1, Ordering::Relaxed);
+        let n = NEXT_HOLDER.fetch_add(1, Ordering::Relaxed);
         format!("{}:{n}", self.store.inner.replica_id)
     }
 
@@ -70,9 +72,7 @@ impl GateShared {
     }
 
     fn unavailable(&self) -> Refusal {
-        Refusal::StoreUnavailable {
-            retry_after_hint: self.store.inner.options.unavailable_retry_hint,
-        }
+        crate::refusal::store_unavailable(self.store.inner.options.unavailable_retry_hint)
     }
 }
 
@@ -119,7 +119,6 @@ pub fn counters(
         slots_key: format!("{{backstop:{name}}}:slots").into(),
         bounds,
         lease_us: u64::try_from(lease.as_micros()).unwrap_or(u64::MAX),
-        next_holder: AtomicU64::new(0),
         retry_hint: Duration::from_secs(1),
     });
     Ok((
@@ -166,7 +165,7 @@ impl RedisQueueGate {
     ///
     /// # Errors
     ///
-    /// [`Refusal::Overloaded`] (`queue_full`), or [`Refusal::StoreUnavailable`].
+    /// [`Refusal::Overloaded`] (`queue_full`), or 503 `store_unavailable`.
     pub async fn try_enter(&self) -> Result<RedisQueueTicket, Refusal> {
         self.try_enter_as(Priority::Normal).await
     }
@@ -315,7 +314,7 @@ impl RedisJobSlots {
     ///
     /// # Errors
     ///
-    /// [`Refusal::Overloaded`] (`queue_full`: no slot), or [`Refusal::StoreUnavailable`].
+    /// [`Refusal::Overloaded`] (`queue_full`: no slot), or 503 `store_unavailable`.
     pub async fn try_acquire(&self) -> Result<RedisJobPermit, Refusal> {
         let shared = &self.shared;
         let holder = shared.holder();

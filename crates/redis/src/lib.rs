@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod admission;
 mod error;
 pub mod jobs;
 mod metrics;
@@ -9,6 +10,7 @@ mod scripts;
 mod store;
 mod window;
 
+pub use admission::{AdmissionCounts, DEFAULT_LEASE, RedisAdmission, RedisTicket};
 pub use error::{ConnectError, StoreError};
 pub use jobs::{RedisJobPermit, RedisJobSlots, RedisQueueGate, RedisQueueTicket, StartError};
 pub use metrics::{StoreMetrics, StoreMetricsSnapshot};

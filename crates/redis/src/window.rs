@@ -10,8 +10,12 @@ use backstop_core::{ConfigError, RateScope};
 
 use crate::error::StoreError;
 use crate::options::FailurePolicy;
-use crate::refusal::{Refusal, Source};
+use crate::refusal::{Refusal, Source, store_unavailable};
 use crate::store::RedisStore;
+
+/// The read-only "would it admit now?" script ([`RedisWindow::peek_checked`]).
+static PEEK: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/peek.lua")));
 
 /// The largest limit a Redis window accepts: 2¹⁶ admissions, a 512 KiB string (the
 /// first admission writes the whole ring, which must fit well within the deadline).
@@ -78,7 +82,7 @@ fn local_limit(limit: u32, share: f64) -> u32 {
     ((f64::from(limit) * share).floor() as u32).clamp(1, limit)
 }
 
-fn fallback_clock(store: &RedisStore) -> Arc<dyn Clock> {
+pub(crate) fn fallback_clock(store: &RedisStore) -> Arc<dyn Clock> {
     store
         .inner
         .clock
@@ -179,7 +183,7 @@ impl RedisWindow {
     ///
     /// # Errors
     ///
-    /// [`Refusal::RateLimited`], or [`Refusal::StoreUnavailable`] under `fail_closed`.
+    /// [`Refusal::RateLimited`], or 503 `store_unavailable` under `fail_closed`.
     pub async fn try_acquire(&self) -> Result<(), Refusal> {
         self.try_acquire_from().await.map(|_| ())
     }
@@ -211,12 +215,37 @@ impl RedisWindow {
         Ok(verdict(wait_us, RateScope::Global))
     }
 
+    /// Whether the window would admit one request now, **without** admitting it (a
+    /// read-only script on the same key, so on the same hash slot): `Ok(Ok(()))` when it
+    /// would, `Ok(Err(refusal))` with the exact wait when not. What a front door with a
+    /// per-client stage asks before charging the client's window.
+    ///
+    /// # Errors
+    ///
+    /// The [`StoreError`] when Redis failed or passed the deadline (counted in the
+    /// store's metrics).
+    pub async fn peek_checked(&self) -> Result<Result<(), Refusal>, StoreError> {
+        let mut conn = self.store.connection();
+        let mut invocation = PEEK.key(&*self.key);
+        invocation
+            .arg(self.shape.limit)
+            .arg(self.shape.window_us)
+            .arg(
+                self.store
+                    .now_us()
+                    .map_or(String::new(), |now| now.to_string()),
+            );
+        let wait_us: u64 = self
+            .store
+            .call(&self.key, invocation.invoke_async(&mut conn))
+            .await?;
+        Ok(verdict(wait_us, RateScope::Global))
+    }
+
     fn on_failure(&self) -> Result<Source, Refusal> {
         let hint = self.store.inner.options.unavailable_retry_hint;
         match &self.fallback {
-            None => Err(Refusal::StoreUnavailable {
-                retry_after_hint: hint,
-            }),
+            None => Err(store_unavailable(hint)),
             Some(local) => {
                 self.store.inner.metrics.fallback();
                 local
@@ -335,7 +364,7 @@ impl RedisKeyedWindow {
     ///
     /// # Errors
     ///
-    /// [`Refusal::RateLimited`]; [`Refusal::StoreUnavailable`] under `fail_closed`; a
+    /// [`Refusal::RateLimited`]; 503 `store_unavailable` under `fail_closed`; a
     /// client key longer than [`MAX_CLIENT_KEY_BYTES`] is refused as rate limited for
     /// the whole window (it cannot be stored).
     pub async fn try_acquire(&self, client: &str) -> Result<(), Refusal> {
@@ -381,9 +410,7 @@ impl RedisKeyedWindow {
     fn on_failure(&self, client: &str) -> Result<Source, Refusal> {
         let hint = self.store.inner.options.unavailable_retry_hint;
         match &self.fallback {
-            None => Err(Refusal::StoreUnavailable {
-                retry_after_hint: hint,
-            }),
+            None => Err(store_unavailable(hint)),
             Some(local) => {
                 self.store.inner.metrics.fallback();
                 match local.try_acquire(client) {
@@ -392,9 +419,7 @@ impl RedisKeyedWindow {
                         retry_after: refused.retry_after(),
                         scope: RateScope::PerClient,
                     }),
-                    Err(_) => Err(Refusal::StoreUnavailable {
-                        retry_after_hint: hint,
-                    }),
+                    Err(_) => Err(store_unavailable(hint)),
                 }
             }
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use backstop_core::OverloadReason;
 use backstop_core::jobs::JobBounds;
 use backstop_redis::{
     ConnectError, EvictionCheck, FailurePolicy, RedisStore, RedisWindow, Refusal, Source,
@@ -164,7 +165,10 @@ fn redis_killed_mid_burst_fails_closed_then_recovers() {
                 let started = Instant::now();
                 match window.try_acquire().await {
                     Ok(()) => admitted += 1,
-                    Err(Refusal::StoreUnavailable { .. }) => unavailable += 1,
+                    Err(Refusal::Overloaded {
+                        reason: OverloadReason::StoreUnavailable,
+                        ..
+                    }) => unavailable += 1,
                     Err(other) => panic!("unexpected {other:?}"),
                 }
                 worst = worst.max(started.elapsed());
@@ -290,7 +294,10 @@ fn a_slow_redis_passes_the_deadline_and_the_policy_decides() {
         let started = Instant::now();
         assert!(matches!(
             strict.try_acquire().await,
-            Err(Refusal::StoreUnavailable { .. })
+            Err(Refusal::Overloaded {
+                reason: OverloadReason::StoreUnavailable,
+                ..
+            })
         ));
         assert!(
             started.elapsed() < DEADLINE + SLACK,
@@ -374,11 +381,17 @@ fn a_late_answer_to_enter_or_acquire_leaves_no_place_held() {
         delay_ms.store(600, Ordering::Relaxed);
         assert!(matches!(
             queue.try_enter().await,
-            Err(Refusal::StoreUnavailable { .. })
+            Err(Refusal::Overloaded {
+                reason: OverloadReason::StoreUnavailable,
+                ..
+            })
         ));
         assert!(matches!(
             slots.try_acquire().await,
-            Err(Refusal::StoreUnavailable { .. })
+            Err(Refusal::Overloaded {
+                reason: OverloadReason::StoreUnavailable,
+                ..
+            })
         ));
         eventually("the queue place is given back", async || {
             seen_queue.len().await.unwrap() == 0

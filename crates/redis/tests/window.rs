@@ -6,9 +6,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backstop_core::RateScope;
 use backstop_core::clock::ManualClock;
 use backstop_core::rate::SlidingWindow;
+use backstop_core::{OverloadReason, RateScope};
 use backstop_redis::{
     RedisKeyedWindow, RedisStore, RedisWindow, Refusal, StoreError, StoreOptions,
 };
@@ -562,7 +562,10 @@ fn a_key_of_another_type_is_a_typed_error_and_never_an_admission() {
         assert!(matches!(err, StoreError::WrongType { .. }), "{err:?}");
         assert!(matches!(
             window.try_acquire().await,
-            Err(Refusal::StoreUnavailable { .. })
+            Err(Refusal::Overloaded {
+                reason: OverloadReason::StoreUnavailable,
+                ..
+            })
         ));
         // A string someone else wrote: not ours either.
         let _: () = redis::cmd("SET")
