@@ -5,6 +5,7 @@
 //!
 //! Requests go to the replicas round-robin in arrival order (see [`Service::try_admit`]).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::pin::pin;
@@ -12,9 +13,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
-use backstop_core::resources::{
-    FakeProbe, GateState, ResourceGate, ResourceProbe, ResourceReading, StalePolicy,
-};
+use backstop_core::resources::{FakeProbe, GateState, ResourceProbe, ResourceReading, StalePolicy};
 use backstop_core::{Admission, Decision, FrontDoor, Limits, Refusal, RequestClass, WaitReason};
 
 use crate::config::PerKeyConfig;
@@ -43,6 +42,21 @@ pub enum ServiceError {
         replica: u32,
         /// What was being asked.
         what: &'static str,
+    },
+    /// A ticket or permit was held past the door's lease in virtual time: the store
+    /// would have dropped it, and the bounds would no longer hold.
+    #[error(
+        "a queue place or job slot taken at t_us {since_us} is still held at t_us {now_us}, \
+         past the store's lease ({lease:?} of virtual time): the store would have dropped it \
+         (leases are renewed on real time, which a replay outruns)"
+    )]
+    LeaseOutlived {
+        /// When it was taken.
+        since_us: u64,
+        /// Now.
+        now_us: u64,
+        /// The lease.
+        lease: Duration,
     },
     /// A refusal or wait reason the simulator does not model.
     #[error("replica {replica}: unexpected answer {answer}")]
@@ -79,22 +93,37 @@ impl Executor for Immediate {
 /// simulator feeds (each replica has its own gate, as each process samples its own
 /// machine; the simulator feeds every replica the same readings).
 pub trait SimDoor: FrontDoor {
-    /// The replica's resource gate, on the simulator's clock.
-    fn gate(&self) -> &ResourceGate<ManualClock>;
+    /// Feeds a reading to the replica's resource gate, at virtual `now_ns`.
+    fn observe_at(&self, reading: ResourceReading, now_ns: u64);
 
-    /// Ends a job: gives its slot back. Dropping the permit does it for doors that free
-    /// at once; a door that frees over the network waits here until the slot is free,
-    /// so the next start at the same instant sees it.
-    fn finish(&self, permit: Self::Permit) -> impl Future<Output = ()> {
+    /// The replica's resource gate's verdict at virtual `now_ns`.
+    fn gate_state_at(&self, now_ns: u64) -> GateState;
+
+    /// Ends a job: gives its slot back; `false` when that could not be confirmed.
+    /// Dropping the permit does it for doors that free at once; a door that frees over
+    /// the network waits here until the slot is free, so that the next start at the
+    /// same instant sees it.
+    fn finish(&self, permit: Self::Permit) -> impl Future<Output = bool> {
         drop(permit);
-        std::future::ready(())
+        std::future::ready(true)
+    }
+
+    /// How long a ticket or permit may be held, in virtual time, before the door loses
+    /// it (a store's lease that nothing renews on virtual time); `None`: for ever.
+    fn max_hold(&self) -> Option<Duration> {
+        None
     }
 }
 
-impl SimDoor for Admission<ManualClock> {
+impl<C: backstop_core::clock::Clock> SimDoor for Admission<C> {
     #[inline]
-    fn gate(&self) -> &ResourceGate<ManualClock> {
-        self.resource_gate()
+    fn observe_at(&self, reading: ResourceReading, now_ns: u64) {
+        self.resource_gate().observe_at(reading, now_ns);
+    }
+
+    #[inline]
+    fn gate_state_at(&self, now_ns: u64) -> GateState {
+        self.resource_gate().state_at(now_ns)
     }
 }
 
@@ -106,6 +135,8 @@ pub type Started<D> = Result<Held<<D as FrontDoor>::Permit>, Held<<D as FrontDoo
 pub struct Held<T> {
     /// The replica (0-based).
     pub replica: u32,
+    /// When it was taken, virtual ns.
+    pub since_ns: u64,
     /// What it holds.
     pub held: T,
 }
@@ -150,6 +181,56 @@ pub struct Service<D, X> {
     probe: FakeProbe,
     last_observed_ns: u64,
     closed: Option<GateReason>,
+    leases: Leases,
+}
+
+/// When the live tickets and permits were taken, for doors that lose them after
+/// [`SimDoor::max_hold`]; nothing is kept for doors that never do.
+#[derive(Debug, Default)]
+struct Leases {
+    max_ns: Option<u64>,
+    /// Take time → how many live holds were taken then.
+    taken: BTreeMap<u64, u32>,
+}
+
+impl Leases {
+    #[inline]
+    fn take(&mut self, now_ns: u64) {
+        if self.max_ns.is_some() {
+            *self.taken.entry(now_ns).or_default() += 1;
+        }
+    }
+
+    #[inline]
+    fn release(&mut self, since_ns: u64) {
+        if self.max_ns.is_some() {
+            if let Some(n) = self.taken.get_mut(&since_ns) {
+                *n -= 1;
+                if *n == 0 {
+                    self.taken.remove(&since_ns);
+                }
+            }
+        }
+    }
+
+    /// Whether every live hold is still within its lease at `now_ns` (a store prunes a
+    /// lease whose deadline is at or before its `now`).
+    #[inline]
+    fn check(&self, now_ns: u64) -> Result<(), ServiceError> {
+        let Some(max_ns) = self.max_ns else {
+            return Ok(());
+        };
+        match self.taken.first_key_value() {
+            Some((&oldest, _)) if now_ns >= oldest.saturating_add(max_ns) => {
+                Err(ServiceError::LeaseOutlived {
+                    since_us: oldest / 1000,
+                    now_us: now_ns / 1000,
+                    lease: Duration::from_nanos(max_ns),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl<D: std::fmt::Debug, X> std::fmt::Debug for Service<D, X> {
@@ -209,7 +290,12 @@ impl<D: SimDoor, X: Executor> Service<D, X> {
     /// When `replicas` is empty (a programming error: callers build at least one).
     pub fn with_replicas(clock: ManualClock, replicas: Vec<D>, exec: X) -> Self {
         assert!(!replicas.is_empty(), "a service has at least one replica");
+        let leases = Leases {
+            max_ns: replicas.iter().filter_map(SimDoor::max_hold).min().map(ns),
+            taken: BTreeMap::new(),
+        };
         Service {
+            leases,
             clock,
             replicas,
             exec,
@@ -246,6 +332,7 @@ impl<D: SimDoor, X: Executor> Service<D, X> {
         key: Option<&str>,
     ) -> Result<Admit<Held<D::Ticket>>, ServiceError> {
         self.clock.set(Duration::from_nanos(now_ns));
+        self.leases.check(now_ns)?;
         let index = self.next;
         self.next = if index + 1 == self.replicas.len() {
             0
@@ -259,7 +346,14 @@ impl<D: SimDoor, X: Executor> Service<D, X> {
             .block_on(door.admit(key, RequestClass::Normal))
             .ok_or(ServiceError::NotReady { replica })?;
         Ok(match decision {
-            Decision::Admitted(held) => Admit::Admitted(Held { replica, held }),
+            Decision::Admitted(held) => {
+                self.leases.take(now_ns);
+                Admit::Admitted(Held {
+                    replica,
+                    since_ns: now_ns,
+                    held,
+                })
+            }
             Decision::Refused(Refusal::RateLimited { retry_after, .. }) => Admit::RateLimited {
                 retry_after_ns: ns(retry_after),
             },
@@ -306,17 +400,28 @@ impl<D: SimDoor, X: Executor> Service<D, X> {
         if now_ns.saturating_sub(self.last_observed_ns) > REFRESH_NS {
             self.feed(now_ns);
         }
-        let replica = ticket.replica;
+        self.leases.check(now_ns)?;
+        let (replica, since_ns) = (ticket.replica, ticket.since_ns);
         let door = &self.replicas[replica as usize];
         let started = self
             .exec
             .block_on(door.start_job(ticket.held))
             .ok_or(ServiceError::NotReady { replica })?;
         match started {
-            Ok(held) => Ok(Ok(Held { replica, held })),
-            Err((held, WaitReason::NoFreeSlot | WaitReason::Resources(_))) => {
-                Ok(Err(Held { replica, held }))
+            Ok(held) => {
+                self.leases.release(since_ns);
+                self.leases.take(now_ns);
+                Ok(Ok(Held {
+                    replica,
+                    since_ns: now_ns,
+                    held,
+                }))
             }
+            Err((held, WaitReason::NoFreeSlot | WaitReason::Resources(_))) => Ok(Err(Held {
+                replica,
+                since_ns,
+                held,
+            })),
             Err((_, WaitReason::StoreUnavailable)) => Err(ServiceError::StoreUnavailable {
                 replica,
                 what: "start_job",
@@ -331,17 +436,27 @@ impl<D: SimDoor, X: Executor> Service<D, X> {
     /// Ends the job holding `permit` on its replica; its slot is free on return.
     pub fn finish(&mut self, permit: Held<D::Permit>) -> Result<(), ServiceError> {
         let replica = permit.replica;
+        self.leases.release(permit.since_ns);
         let door = &self.replicas[replica as usize];
-        self.exec
+        let freed = self
+            .exec
             .block_on(door.finish(permit.held))
-            .ok_or(ServiceError::NotReady { replica })
+            .ok_or(ServiceError::NotReady { replica })?;
+        if freed {
+            Ok(())
+        } else {
+            Err(ServiceError::StoreUnavailable {
+                replica,
+                what: "finish",
+            })
+        }
     }
 
     fn feed(&mut self, now_ns: u64) {
         // The fake probe cannot fail; a failure would keep the last reading, as a sampler does.
         if let Ok(reading) = self.probe.read() {
             for door in &self.replicas {
-                door.gate().observe_at(reading, now_ns);
+                door.observe_at(reading, now_ns);
             }
         }
         self.last_observed_ns = now_ns;
@@ -365,7 +480,7 @@ impl<D: SimDoor, X: Executor> Service<D, X> {
         self.feed(now_ns);
         // The gate's own verdict, not its raw snapshot: the verdict honours
         // `resources.enabled = false` (a disabled gate never closes).
-        let next = match self.replicas[0].gate().state_at(now_ns) {
+        let next = match self.replicas[0].gate_state_at(now_ns) {
             GateState::Open => None,
             GateState::LowDisk => Some(GateReason::LowDisk),
             // Low memory; the simulator feeds no pressure reading and refreshes the last

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
 use backstop_core::jobs::{JobPermit, QueueTicket};
-use backstop_core::resources::ResourceGate;
+use backstop_core::resources::{GateState, ResourceReading};
 use backstop_core::{Admission, Decision, FrontDoor, RequestClass, WaitReason};
 use backstop_sim::check::Invariant;
 use backstop_sim::config::SimConfig;
@@ -56,8 +56,12 @@ impl FrontDoor for Replica {
 }
 
 impl SimDoor for Replica {
-    fn gate(&self) -> &ResourceGate<ManualClock> {
-        self.admission.resource_gate()
+    fn observe_at(&self, reading: ResourceReading, now_ns: u64) {
+        SimDoor::observe_at(&*self.admission, reading, now_ns);
+    }
+
+    fn gate_state_at(&self, now_ns: u64) -> GateState {
+        SimDoor::gate_state_at(&*self.admission, now_ns)
     }
 }
 
