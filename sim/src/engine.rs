@@ -399,6 +399,12 @@ impl<D: SimDoor, X: Executor> Engine<'_, D, X> {
     }
 
     fn dispatch(&mut self, t_us: u64) -> Result<(), SimError> {
+        // Every slot is taken by a job this engine started: a start would only be
+        // refused (a round trip each with a store). Should the door hold fewer slots
+        // than that, the checkers see a slot idle while a job waits.
+        if self.slots.len() - self.free.len() >= self.cfg.limits.jobs.max as usize {
+            return Ok(());
+        }
         while let Some(q) = self.queue.pop_front() {
             match self
                 .service

@@ -108,30 +108,21 @@ impl SimDoor for StoreReplica {
         self.door.resource_gate().state_at(now_ns)
     }
 
-    /// A dropped permit frees its slot from a detached task; wait until Redis no longer
-    /// holds it, so that a start at the same virtual instant finds the slot free, as
-    /// the in-process door would.
+    /// A dropped permit frees its slot from a detached task, which may reach Redis after
+    /// the next start. The simulator removes the holder itself first and waits for the
+    /// answer, so that a start at the same virtual instant finds the slot free, as with
+    /// the in-process door. Holder ids are never reused: the detached removal that
+    /// follows finds nothing to remove.
     fn finish(&self, permit: RedisJobPermit) -> impl Future<Output = bool> {
         let holder = permit.holder().to_owned();
         drop(permit);
         let mut conn = self.store.connection();
         let key = Arc::clone(&self.slots_key);
         async move {
-            let gone = async {
-                loop {
-                    let score: redis::RedisResult<Option<f64>> = redis::cmd("ZSCORE")
-                        .arg(&*key)
-                        .arg(&holder)
-                        .query_async(&mut conn)
-                        .await;
-                    match score {
-                        Ok(None) => return true,
-                        Ok(Some(_)) => tokio::task::yield_now().await,
-                        Err(_) => return false,
-                    }
-                }
-            };
-            tokio::time::timeout(DEADLINE, gone).await.unwrap_or(false)
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(&*key).arg(&holder);
+            let removed = zrem.query_async::<u64>(&mut conn);
+            matches!(tokio::time::timeout(DEADLINE, removed).await, Ok(Ok(_)))
         }
     }
 
