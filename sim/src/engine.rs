@@ -15,9 +15,9 @@ use crate::log::{Outcome, Record, Trigger};
 use crate::report::{Report, Series, Stats};
 use crate::rng::{SimRng, Stream};
 use crate::scenario::Generator;
-use crate::service::{Admit, Service};
+use crate::service::{Admit, Executor, Held, Service, ServiceError, SimDoor};
 use crate::trace::{Event, Request, TraceError, TraceReader};
-use backstop_core::jobs::{JobPermit, QueueTicket};
+use std::num::NonZeroU32;
 
 /// Where trace events come from: a file or a generator.
 pub trait EventSource {
@@ -83,6 +83,12 @@ pub enum SimError {
     /// Writing the decision log failed.
     #[error("writing the decision log: {0}")]
     Log(std::io::Error),
+    /// A replica could not answer.
+    #[error("{0}")]
+    Service(#[from] ServiceError),
+    /// Replicas that cannot share one limit, or a store that cannot be used.
+    #[error("{0}")]
+    Replicas(String),
 }
 
 /// Progress of a run, reported every few thousand events.
@@ -95,7 +101,6 @@ pub struct Progress {
 }
 
 /// Everything a run needs besides the config and the trace.
-#[derive(Default)]
 pub struct RunOptions<'a> {
     /// Where to write the decision log (buffer it).
     pub decisions_out: Option<&'a mut dyn Write>,
@@ -105,6 +110,41 @@ pub struct RunOptions<'a> {
     pub progress: Option<&'a mut dyn FnMut(Progress)>,
     /// Describes the input in the report (a path or a scenario).
     pub source_label: String,
+    /// How many replicas of the front door share the traffic (round-robin in arrival
+    /// order). More than one needs [`store`](Self::store): replicas that keep their
+    /// limits in process would each enforce the whole limit.
+    pub replicas: NonZeroU32,
+    /// The store the replicas share (`redis://…`), or `None` for in-process limits.
+    pub store: Option<String>,
+}
+
+impl Default for RunOptions<'_> {
+    fn default() -> Self {
+        RunOptions {
+            decisions_out: None,
+            scratch_parent: None,
+            progress: None,
+            source_label: String::new(),
+            replicas: NonZeroU32::MIN,
+            store: None,
+        }
+    }
+}
+
+/// Why `replicas` and `store` cannot run together, if they cannot.
+///
+/// # Errors
+///
+/// A one-line reason.
+pub fn validate_replicas(replicas: NonZeroU32, store: Option<&str>) -> Result<(), String> {
+    match store {
+        None if replicas.get() > 1 => Err(format!(
+            "--replicas {replicas} needs --store URL: replicas without a shared store would each \
+             keep their own limits ({replicas} × the rate limit, queue and slots)"
+        )),
+        None => Ok(()),
+        Some(url) => crate::store::validate_url(url),
+    }
 }
 
 /// The result of a run.
@@ -119,17 +159,17 @@ pub struct RunOutput {
 }
 
 #[derive(Debug)]
-struct Queued {
+struct Queued<T> {
     req: Request,
-    /// The real queue's ticket: the place is held until the job starts.
-    ticket: QueueTicket,
+    /// The real queue's ticket and its replica: the place is held until the job starts.
+    ticket: Held<T>,
 }
 
 #[derive(Debug)]
-struct RunningJob {
+struct RunningJob<P> {
     req: Request,
-    /// The real slot's permit, released when the job ends.
-    permit: JobPermit,
+    /// The real slot's permit and its replica, released when the job ends.
+    permit: Held<P>,
     start_us: u64,
     /// When it crashes, if it does (within its run).
     crash_at_us: Option<u64>,
@@ -142,16 +182,16 @@ struct RunningJob {
 const KIND_END: u8 = 0;
 const KIND_STAGE: u8 = 1;
 
-struct Engine<'a> {
+struct Engine<'a, D: SimDoor, X> {
     cfg: SimConfig,
-    service: Service,
+    service: Service<D, X>,
     disk: TempDisk,
     checker: Checker,
     log: Option<&'a mut dyn Write>,
     crashes: SimRng,
-    queue: VecDeque<Queued>,
+    queue: VecDeque<Queued<D::Ticket>>,
     /// Running jobs by slot; `free` lists unused slots.
-    slots: Vec<Option<RunningJob>>,
+    slots: Vec<Option<RunningJob<D::Permit>>>,
     free: Vec<usize>,
     /// (time, kind, start order, slot).
     heap: BinaryHeap<Reverse<(u64, u8, u64, usize)>>,
@@ -183,19 +223,44 @@ struct Engine<'a> {
 /// ```
 pub fn run<S: EventSource>(
     config: &SimConfig,
-    mut source: S,
+    source: S,
     opts: RunOptions<'_>,
 ) -> Result<RunOutput, SimError> {
     config.validate()?;
+    validate_replicas(opts.replicas, opts.store.as_deref()).map_err(SimError::Replicas)?;
+    match opts.store.clone() {
+        None => {
+            let service = Service::new(&config.limits, config.per_key.as_ref())?;
+            run_with(config, source, opts, service)
+        }
+        Some(url) => crate::store::run(config, source, opts, &url),
+    }
+}
+
+/// [`run`] on a service already built: replicas of a door of one's own (tests build
+/// several handles on one shared in-process door with it). The service's replicas must be
+/// on the clock it was built with, and `opts.replicas` and `opts.store` are not read.
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn run_with<S: EventSource, D: SimDoor, X: Executor>(
+    config: &SimConfig,
+    mut source: S,
+    opts: RunOptions<'_>,
+    service: Service<D, X>,
+) -> Result<RunOutput, SimError> {
     let wall_start = Instant::now();
     let RunOptions {
         decisions_out,
         scratch_parent,
         mut progress,
         source_label,
+        replicas: _,
+        store: _,
     } = opts;
     let mut e = Engine {
-        service: Service::new(&config.limits, config.per_key.as_ref())?,
+        service,
         disk: TempDisk::new(scratch_parent.as_deref())?,
         checker: Checker::new(CheckParams::from(config)),
         log: decisions_out,
@@ -299,7 +364,7 @@ pub fn run<S: EventSource>(
     })
 }
 
-impl Engine<'_> {
+impl<D: SimDoor, X: Executor> Engine<'_, D, X> {
     #[inline]
     fn emit(&mut self, rec: Record) -> Result<(), SimError> {
         self.checker.on_record(&rec);
@@ -334,8 +399,17 @@ impl Engine<'_> {
     }
 
     fn dispatch(&mut self, t_us: u64) -> Result<(), SimError> {
+        // Every slot is taken by a job this engine started: a start would only be
+        // refused (a round trip each with a store). Should the door hold fewer slots
+        // than that, the checkers see a slot idle while a job waits.
+        if self.slots.len() - self.free.len() >= self.cfg.limits.jobs.max as usize {
+            return Ok(());
+        }
         while let Some(q) = self.queue.pop_front() {
-            match self.service.try_start(t_us.saturating_mul(1000), q.ticket) {
+            match self
+                .service
+                .try_start(t_us.saturating_mul(1000), q.ticket)?
+            {
                 Ok(permit) => {
                     self.series.queue(t_us, self.queue.len() as u64);
                     self.start_job(t_us, q.req, permit)?;
@@ -350,7 +424,12 @@ impl Engine<'_> {
         Ok(())
     }
 
-    fn start_job(&mut self, t_us: u64, req: Request, permit: JobPermit) -> Result<(), SimError> {
+    fn start_job(
+        &mut self,
+        t_us: u64,
+        req: Request,
+        permit: Held<D::Permit>,
+    ) -> Result<(), SimError> {
         self.emit(Record::JobStart { t_us, id: req.id })?;
         self.stats.job_started(t_us - req.t_us);
         // One crash draw per started job, in start order, then its instant.
@@ -447,7 +526,7 @@ impl Engine<'_> {
         } else {
             self.disk.remove_job(job.req.id)?;
         }
-        drop(job.permit);
+        self.service.finish(job.permit)?;
         self.stats.job_ended(crashed);
         self.emit(Record::JobEnd {
             t_us,
@@ -537,7 +616,7 @@ impl Engine<'_> {
     #[inline]
     fn request(&mut self, req: Request, key: Option<&str>) -> Result<(), SimError> {
         let t_us = req.t_us;
-        let admit = self.service.try_admit(t_us.saturating_mul(1000), key);
+        let admit = self.service.try_admit(t_us.saturating_mul(1000), key)?;
         let mut ticket = None;
         let (outcome, reason, retry_after_us) = match admit {
             Admit::Admitted(t) => {

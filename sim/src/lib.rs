@@ -48,4 +48,5 @@ pub mod report;
 pub mod rng;
 pub mod scenario;
 pub mod service;
+pub mod store;
 pub mod trace;

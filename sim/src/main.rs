@@ -6,6 +6,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, IsTerminal, Write};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -99,6 +100,14 @@ struct RunArgs {
     /// Do not print the report.
     #[arg(long)]
     quiet: bool,
+    /// Replicas of the front door sharing the traffic, round-robin in arrival order
+    /// (more than one needs --store).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    replicas: u32,
+    /// The store every replica keeps its limits in: redis://HOST[:PORT][/DB]. Without
+    /// it the one replica keeps them in process.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
 }
 
 #[derive(Args)]
@@ -203,6 +212,8 @@ fn builtin() -> Result<u8, Failure> {
         html: None,
         scratch: None,
         quiet: false,
+        replicas: 1,
+        store: None,
     })
 }
 
@@ -265,10 +276,39 @@ fn reproduce_command(a: &RunArgs, seed: u64) -> String {
     if let Some(c) = &a.config {
         cmd += &format!(" --config {}", c.display());
     }
+    if a.replicas != 1 {
+        cmd += &format!(" --replicas {}", a.replicas);
+    }
+    if let Some(url) = &a.store {
+        // A URL with credentials is not repeated on the terminal.
+        let shown = if url.contains('@') { "URL" } else { url };
+        cmd += &format!(" --store {shown}");
+    }
     cmd + " --decisions-out decisions.jsonl"
 }
 
+/// `--replicas` and `--store`, checked before anything is read or written.
+fn replicas(a: &RunArgs) -> Result<NonZeroU32, Failure> {
+    let k = NonZeroU32::new(a.replicas).ok_or_else(|| bad("--replicas must be at least 1"))?;
+    engine::validate_replicas(k, a.store.as_deref()).map_err(bad)?;
+    Ok(k)
+}
+
+/// The report's description of the input, with the replicas when there are several or
+/// a store.
+fn label(base: String, a: &RunArgs) -> String {
+    match &a.store {
+        None => base,
+        Some(_) => format!(
+            "{base}; {} replica{} sharing a Redis store",
+            a.replicas,
+            if a.replicas == 1 { "" } else { "s" }
+        ),
+    }
+}
+
 fn cmd_run(a: RunArgs) -> Result<u8, Failure> {
+    replicas(&a)?;
     let config = load_config(a.config.as_deref(), a.scen.seed)?;
     let mut log_file = match &a.decisions_out {
         Some(p) => Some(BufWriter::with_capacity(
@@ -312,7 +352,9 @@ fn replay(
                 decisions_out: log_file.as_mut().map(|w| &mut **w as &mut dyn Write),
                 scratch_parent: a.scratch.clone(),
                 progress: Some(&mut cb),
-                source_label: format!("trace {}", path.display()),
+                source_label: label(format!("trace {}", path.display()), a),
+                replicas: replicas(a)?,
+                store: a.store.clone(),
             };
             let r = engine::run(config, reader, opts)
                 .map_err(|e| bad(format!("{}: {e}", path.display())));
@@ -323,7 +365,7 @@ fn replay(
             let p = gen_params(&a.scen, s, config)?;
             let mut bar = Bar::new(Some(p.duration_us));
             let mut cb = |pr: Progress| bar.update(pr);
-            let label = format!(
+            let text = format!(
                 "scenario {s}, {} at {} req/s",
                 backstop_sim::report::fmt_us(p.duration_us),
                 p.rate_per_s
@@ -332,7 +374,9 @@ fn replay(
                 decisions_out: log_file.as_mut().map(|w| &mut **w as &mut dyn Write),
                 scratch_parent: a.scratch.clone(),
                 progress: Some(&mut cb),
-                source_label: label,
+                source_label: label(text, a),
+                replicas: replicas(a)?,
+                store: a.store.clone(),
             };
             let r = engine::run(config, Generator::new(p), opts).map_err(bad);
             bar.bar.finish_and_clear();

@@ -1,15 +1,20 @@
-//! The modelled service's admission: backstop-core's real [`Admission`] (rate limit →
-//! queue → job slots behind the resource gate) on a [`ManualClock`], fed resource readings
-//! synchronously through a [`FakeProbe`].
+//! The modelled service's admission: `K` replicas of a [`FrontDoor`] (backstop-core's
+//! real [`Admission`]: rate limit → queue → job slots behind the resource gate, or a
+//! store-backed door shared by every replica) on one [`ManualClock`], each fed resource
+//! readings synchronously through a [`FakeProbe`].
+//!
+//! Requests go to the replicas round-robin in arrival order (see [`Service::try_admit`]).
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
-use backstop_core::jobs::{JobPermit, QueueTicket};
-use backstop_core::resources::{
-    FakeProbe, GateState, ResourceGate, ResourceProbe, ResourceReading, StalePolicy,
-};
-use backstop_core::{Admission, Decision, Limits, Refusal};
+use backstop_core::resources::{FakeProbe, GateState, ResourceProbe, ResourceReading, StalePolicy};
+use backstop_core::{Admission, Decision, FrontDoor, Limits, Refusal, RequestClass, WaitReason};
 
 use crate::config::PerKeyConfig;
 use crate::log::{GateReason, OverloadReason};
@@ -19,11 +24,128 @@ use crate::log::{GateReason, OverloadReason};
 /// staleness rule, meant for a stalled sampler thread, never fires on virtual time.
 const REFRESH_NS: u64 = 3_600_000_000_000;
 
+/// Why the service could not answer: the replay cannot go on deterministically.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A door that should answer at once (in process) did not.
+    #[error("replica {replica}: the in-process front door did not answer at once")]
+    NotReady {
+        /// Which replica (0-based).
+        replica: u32,
+    },
+    /// The shared store failed or missed its deadline (`store_unavailable`).
+    #[error(
+        "replica {replica}: the shared store did not answer ({what}); a replay needs every answer"
+    )]
+    StoreUnavailable {
+        /// Which replica (0-based).
+        replica: u32,
+        /// What was being asked.
+        what: &'static str,
+    },
+    /// A ticket or permit was held past the door's lease in virtual time: the store
+    /// would have dropped it, and the bounds would no longer hold.
+    #[error(
+        "a queue place or job slot taken at t_us {since_us} is still held at t_us {now_us}, \
+         past the store's lease ({lease:?} of virtual time): the store would have dropped it \
+         (leases are renewed on real time, which a replay outruns)"
+    )]
+    LeaseOutlived {
+        /// When it was taken.
+        since_us: u64,
+        /// Now.
+        now_us: u64,
+        /// The lease.
+        lease: Duration,
+    },
+    /// A refusal or wait reason the simulator does not model.
+    #[error("replica {replica}: unexpected answer {answer}")]
+    Unexpected {
+        /// Which replica (0-based).
+        replica: u32,
+        /// The answer's name.
+        answer: &'static str,
+    },
+}
+
+/// Runs a door's futures to completion on the simulator's one thread.
+pub trait Executor {
+    /// The future's output, or `None` when this executor cannot finish it.
+    fn block_on<F: Future>(&mut self, future: F) -> Option<F::Output>;
+}
+
+/// For doors whose futures are ready at once ([`Admission`]'s): polls once, costs nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Immediate;
+
+impl Executor for Immediate {
+    #[inline]
+    fn block_on<F: Future>(&mut self, future: F) -> Option<F::Output> {
+        let future = pin!(future);
+        match future.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending => None,
+        }
+    }
+}
+
+/// One replica as the simulator drives it: a [`FrontDoor`] whose resource gate the
+/// simulator feeds (each replica has its own gate, as each process samples its own
+/// machine; the simulator feeds every replica the same readings).
+pub trait SimDoor: FrontDoor {
+    /// Feeds a reading to the replica's resource gate, at virtual `now_ns`.
+    fn observe_at(&self, reading: ResourceReading, now_ns: u64);
+
+    /// The replica's resource gate's verdict at virtual `now_ns`.
+    fn gate_state_at(&self, now_ns: u64) -> GateState;
+
+    /// Ends a job: gives its slot back; `false` when that could not be confirmed.
+    /// Dropping the permit does it for doors that free at once; a door that frees over
+    /// the network waits here until the slot is free, so that the next start at the
+    /// same instant sees it.
+    fn finish(&self, permit: Self::Permit) -> impl Future<Output = bool> {
+        drop(permit);
+        std::future::ready(true)
+    }
+
+    /// How long a ticket or permit may be held, in virtual time, before the door loses
+    /// it (a store's lease that nothing renews on virtual time); `None`: for ever.
+    fn max_hold(&self) -> Option<Duration> {
+        None
+    }
+}
+
+impl<C: backstop_core::clock::Clock> SimDoor for Admission<C> {
+    #[inline]
+    fn observe_at(&self, reading: ResourceReading, now_ns: u64) {
+        self.resource_gate().observe_at(reading, now_ns);
+    }
+
+    #[inline]
+    fn gate_state_at(&self, now_ns: u64) -> GateState {
+        self.resource_gate().state_at(now_ns)
+    }
+}
+
+/// A started job's permit, or the ticket back when the job must wait.
+pub type Started<D> = Result<Held<<D as FrontDoor>::Permit>, Held<<D as FrontDoor>::Ticket>>;
+
+/// A ticket, or a permit, and the replica that gave it.
+#[derive(Debug)]
+pub struct Held<T> {
+    /// The replica (0-based).
+    pub replica: u32,
+    /// When it was taken, virtual ns.
+    pub since_ns: u64,
+    /// What it holds.
+    pub held: T,
+}
+
 /// The answer to one request.
 #[derive(Debug)]
-pub enum Admit {
+pub enum Admit<T> {
     /// Queued: the ticket holds the place.
-    Admitted(QueueTicket),
+    Admitted(T),
     /// 429 with the exact wait.
     RateLimited {
         /// Exact retry-after, ns.
@@ -49,19 +171,72 @@ pub fn simulated_limits(limits: &Limits) -> Limits {
     l
 }
 
-/// Admission state of the modelled service.
-pub struct Service {
+/// Admission state of the modelled service: its replicas.
+pub struct Service<D, X> {
     clock: ManualClock,
-    admission: Admission<ManualClock>,
+    replicas: Vec<D>,
+    exec: X,
+    /// The replica the next request goes to.
+    next: usize,
     probe: FakeProbe,
     last_observed_ns: u64,
     closed: Option<GateReason>,
+    leases: Leases,
 }
 
-impl std::fmt::Debug for Service {
+/// When the live tickets and permits were taken, for doors that lose them after
+/// [`SimDoor::max_hold`]; nothing is kept for doors that never do.
+#[derive(Debug, Default)]
+struct Leases {
+    max_ns: Option<u64>,
+    /// Take time → how many live holds were taken then.
+    taken: BTreeMap<u64, u32>,
+}
+
+impl Leases {
+    #[inline]
+    fn take(&mut self, now_ns: u64) {
+        if self.max_ns.is_some() {
+            *self.taken.entry(now_ns).or_default() += 1;
+        }
+    }
+
+    #[inline]
+    fn release(&mut self, since_ns: u64) {
+        if self.max_ns.is_some() {
+            if let Some(n) = self.taken.get_mut(&since_ns) {
+                *n -= 1;
+                if *n == 0 {
+                    self.taken.remove(&since_ns);
+                }
+            }
+        }
+    }
+
+    /// Whether every live hold is still within its lease at `now_ns` (a store prunes a
+    /// lease whose deadline is at or before its `now`).
+    #[inline]
+    fn check(&self, now_ns: u64) -> Result<(), ServiceError> {
+        let Some(max_ns) = self.max_ns else {
+            return Ok(());
+        };
+        match self.taken.first_key_value() {
+            Some((&oldest, _)) if now_ns >= oldest.saturating_add(max_ns) => {
+                Err(ServiceError::LeaseOutlived {
+                    since_us: oldest / 1000,
+                    now_us: now_ns / 1000,
+                    lease: Duration::from_nanos(max_ns),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<D: std::fmt::Debug, X> std::fmt::Debug for Service<D, X> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")
-            .field("admission", &self.admission)
+            .field("replicas", &self.replicas)
             .field("closed", &self.closed)
             .finish()
     }
@@ -71,21 +246,60 @@ fn ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-impl Service {
-    /// A service with `limits` (and a per-client stage when `per_key` is given), the gate
-    /// open, the clock at 0.
+/// One in-process [`Admission`] with `limits` (and a per-client stage when `per_key` is
+/// given), on `clock`.
+///
+/// # Errors
+///
+/// The limits are invalid.
+pub fn in_process(
+    limits: &Limits,
+    per_key: Option<&PerKeyConfig>,
+    clock: &ManualClock,
+) -> Result<Admission<ManualClock>, backstop_core::ConfigError> {
+    let mut admission = Admission::with_clock(simulated_limits(limits), clock.clone())?;
+    if let Some(k) = per_key {
+        admission = admission.with_per_key(k.limit, k.window, k.max_keys)?;
+    }
+    Ok(admission)
+}
+
+impl Service<Admission<ManualClock>, Immediate> {
+    /// One in-process replica with `limits` (and a per-client stage when `per_key` is
+    /// given), the gate open, the clock at 0.
+    ///
+    /// # Errors
+    ///
+    /// The limits are invalid.
     pub fn new(
         limits: &Limits,
         per_key: Option<&PerKeyConfig>,
     ) -> Result<Self, backstop_core::ConfigError> {
         let clock = ManualClock::new();
-        let mut admission = Admission::with_clock(simulated_limits(limits), clock.clone())?;
-        if let Some(k) = per_key {
-            admission = admission.with_per_key(k.limit, k.window, k.max_keys)?;
-        }
-        Ok(Service {
+        let admission = in_process(limits, per_key, &clock)?;
+        Ok(Service::with_replicas(clock, vec![admission], Immediate))
+    }
+}
+
+impl<D: SimDoor, X: Executor> Service<D, X> {
+    /// The service made of `replicas` (at least one), all on `clock`, whose futures
+    /// `exec` runs.
+    ///
+    /// # Panics
+    ///
+    /// When `replicas` is empty (a programming error: callers build at least one).
+    pub fn with_replicas(clock: ManualClock, replicas: Vec<D>, exec: X) -> Self {
+        assert!(!replicas.is_empty(), "a service has at least one replica");
+        let leases = Leases {
+            max_ns: replicas.iter().filter_map(SimDoor::max_hold).min().map(ns),
+            taken: BTreeMap::new(),
+        };
+        Service {
+            leases,
             clock,
-            admission,
+            replicas,
+            exec,
+            next: 0,
             probe: FakeProbe::new(ResourceReading {
                 available_memory_bytes: u64::MAX,
                 free_disk_bytes: None,
@@ -93,21 +307,53 @@ impl Service {
             }),
             last_observed_ns: 0,
             closed: None,
-        })
+        }
+    }
+
+    /// How many replicas.
+    pub fn replicas(&self) -> NonZeroU32 {
+        NonZeroU32::new(u32::try_from(self.replicas.len()).unwrap_or(u32::MAX))
+            .unwrap_or(NonZeroU32::MIN)
     }
 
     /// Rate limit first (429), then the client's own limit when configured and the
     /// request names its client (429, or 503 `too_many_keys`), then the queue (503), as
     /// the original does.
+    ///
+    /// The request goes to the next replica round-robin in arrival order: deterministic
+    /// whatever the keys are called, every replica sees every K-th request (so
+    /// consecutive requests, the ones that race for a window's last place, land on
+    /// different replicas: the hardest case for a shared limit), and replicas stay
+    /// evenly loaded even when one client sends half the traffic.
     #[inline]
-    pub fn try_admit(&mut self, now_ns: u64, key: Option<&str>) -> Admit {
+    pub fn try_admit(
+        &mut self,
+        now_ns: u64,
+        key: Option<&str>,
+    ) -> Result<Admit<Held<D::Ticket>>, ServiceError> {
         self.clock.set(Duration::from_nanos(now_ns));
-        let decision = match key {
-            Some(k) => self.admission.try_admit_for(k),
-            None => self.admission.try_admit(),
+        self.leases.check(now_ns)?;
+        let index = self.next;
+        self.next = if index + 1 == self.replicas.len() {
+            0
+        } else {
+            index + 1
         };
-        match decision {
-            Decision::Admitted(ticket) => Admit::Admitted(ticket),
+        let replica = index as u32;
+        let door = &self.replicas[index];
+        let decision = self
+            .exec
+            .block_on(door.admit(key, RequestClass::Normal))
+            .ok_or(ServiceError::NotReady { replica })?;
+        Ok(match decision {
+            Decision::Admitted(held) => {
+                self.leases.take(now_ns);
+                Admit::Admitted(Held {
+                    replica,
+                    since_ns: now_ns,
+                    held,
+                })
+            }
             Decision::Refused(Refusal::RateLimited { retry_after, .. }) => Admit::RateLimited {
                 retry_after_ns: ns(retry_after),
             },
@@ -116,56 +362,110 @@ impl Service {
                 retry_after_hint,
             }) => Admit::Overloaded {
                 reason: match reason {
+                    backstop_core::OverloadReason::QueueFull => OverloadReason::QueueFull,
                     backstop_core::OverloadReason::TooManyKeys => OverloadReason::TooManyKeys,
-                    _ => OverloadReason::QueueFull,
+                    backstop_core::OverloadReason::StoreUnavailable => {
+                        return Err(ServiceError::StoreUnavailable {
+                            replica,
+                            what: "admit",
+                        });
+                    }
+                    other => {
+                        return Err(ServiceError::Unexpected {
+                            replica,
+                            answer: other.as_str(),
+                        });
+                    }
                 },
                 retry_after_hint_ns: Some(ns(retry_after_hint)),
             },
             // Every simulated request is of the normal class.
-            Decision::Exempt => unreachable!("normal requests are never exempt"),
-        }
+            Decision::Exempt => {
+                return Err(ServiceError::Unexpected {
+                    replica,
+                    answer: "exempt",
+                });
+            }
+        })
     }
 
-    /// Starts the job holding `ticket` if a slot is free and the gate is open; otherwise
-    /// gives the ticket back.
+    /// Starts the job holding `ticket`, on the replica that admitted it, if a slot is
+    /// free and the gate is open; otherwise gives the ticket back.
     pub fn try_start(
         &mut self,
         now_ns: u64,
-        ticket: QueueTicket,
-    ) -> Result<JobPermit, QueueTicket> {
+        ticket: Held<D::Ticket>,
+    ) -> Result<Started<D>, ServiceError> {
         self.clock.set(Duration::from_nanos(now_ns));
         if now_ns.saturating_sub(self.last_observed_ns) > REFRESH_NS {
             self.feed(now_ns);
         }
-        self.admission
-            .start_job(ticket)
-            .map_err(|(ticket, _)| ticket)
+        self.leases.check(now_ns)?;
+        let (replica, since_ns) = (ticket.replica, ticket.since_ns);
+        let door = &self.replicas[replica as usize];
+        let started = self
+            .exec
+            .block_on(door.start_job(ticket.held))
+            .ok_or(ServiceError::NotReady { replica })?;
+        match started {
+            Ok(held) => {
+                self.leases.release(since_ns);
+                self.leases.take(now_ns);
+                Ok(Ok(Held {
+                    replica,
+                    since_ns: now_ns,
+                    held,
+                }))
+            }
+            Err((held, WaitReason::NoFreeSlot | WaitReason::Resources(_))) => Ok(Err(Held {
+                replica,
+                since_ns,
+                held,
+            })),
+            Err((_, WaitReason::StoreUnavailable)) => Err(ServiceError::StoreUnavailable {
+                replica,
+                what: "start_job",
+            }),
+            Err((_, other)) => Err(ServiceError::Unexpected {
+                replica,
+                answer: other.as_str(),
+            }),
+        }
     }
 
-    /// Jobs waiting.
-    pub fn queued(&self) -> u32 {
-        self.admission.queue().len()
-    }
-
-    /// Jobs running.
-    pub fn running(&self) -> u32 {
-        self.admission.slots().active()
-    }
-
-    fn gate(&self) -> &ResourceGate<ManualClock> {
-        self.admission.resource_gate()
+    /// Ends the job holding `permit` on its replica; its slot is free on return.
+    pub fn finish(&mut self, permit: Held<D::Permit>) -> Result<(), ServiceError> {
+        let replica = permit.replica;
+        self.leases.release(permit.since_ns);
+        let door = &self.replicas[replica as usize];
+        let freed = self
+            .exec
+            .block_on(door.finish(permit.held))
+            .ok_or(ServiceError::NotReady { replica })?;
+        if freed {
+            Ok(())
+        } else {
+            Err(ServiceError::StoreUnavailable {
+                replica,
+                what: "finish",
+            })
+        }
     }
 
     fn feed(&mut self, now_ns: u64) {
         // The fake probe cannot fail; a failure would keep the last reading, as a sampler does.
         if let Ok(reading) = self.probe.read() {
-            self.gate().observe_at(reading, now_ns);
+            for door in &self.replicas {
+                door.observe_at(reading, now_ns);
+            }
         }
         self.last_observed_ns = now_ns;
     }
 
-    /// A reading reaches the gate at once (no sampler lag in virtual time). Returns the
-    /// new state when it changed: `Some(None)` opened, `Some(Some(reason))` closed.
+    /// A reading reaches every replica's gate at once (no sampler lag in virtual time).
+    /// Returns the new state when it changed: `Some(None)` opened, `Some(Some(reason))`
+    /// closed. Every gate has had the same readings at the same instants, so they agree;
+    /// the first replica's verdict is the service's.
     pub fn observe(
         &mut self,
         now_ns: u64,
@@ -180,7 +480,7 @@ impl Service {
         self.feed(now_ns);
         // The gate's own verdict, not its raw snapshot: the verdict honours
         // `resources.enabled = false` (a disabled gate never closes).
-        let next = match self.gate().state_at(now_ns) {
+        let next = match self.replicas[0].gate_state_at(now_ns) {
             GateState::Open => None,
             GateState::LowDisk => Some(GateReason::LowDisk),
             // Low memory; the simulator feeds no pressure reading and refreshes the last

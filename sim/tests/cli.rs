@@ -220,3 +220,65 @@ fn bad_config_and_flags_exit_2() {
     let o = sim(&["run", "--scenario", "steady", "--duration", "-5s"], d);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn replicas_and_store_are_checked_with_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = [
+        "run",
+        "--scenario",
+        "steady",
+        "--duration",
+        "10m",
+        "--quiet",
+    ];
+    for (extra, needle) in [
+        (&["--replicas", "0"][..], "--replicas must be at least 1"),
+        (&["--replicas", "3"][..], "--replicas 3 needs --store URL"),
+        (&["--store", "http://127.0.0.1:6379"][..], "malformed URL"),
+        (
+            &["--replicas", "2", "--store", "redis://:secret@host:port"][..],
+            "malformed URL",
+        ),
+    ] {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let o = sim(&args, d);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{extra:?}: one line, got {err}");
+        assert!(err.contains(needle), "{extra:?}: {err}");
+        assert!(
+            !err.contains("secret"),
+            "the password is never shown: {err}"
+        );
+    }
+}
+
+#[test]
+fn one_replica_is_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "run",
+            "--scenario",
+            "window-edge",
+            "--duration",
+            "30m",
+            "--rate",
+            "0.2",
+            "--quiet",
+            "--decisions-out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        let o = sim(&args, d);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        std::fs::read(d.join(out)).unwrap()
+    };
+    let plain = run(&[], "a.jsonl");
+    let one = run(&["--replicas", "1"], "b.jsonl");
+    assert!(!plain.is_empty());
+    assert!(plain == one, "--replicas 1 decides as the default");
+}

@@ -1,0 +1,231 @@
+//! `--store URL`: the replicas keep their limits in one Redis, each a
+//! `backstop_redis::RedisAdmission` on one `RedisStore` that reads the simulator's
+//! virtual clock (`RedisStore::connect_with_clock`).
+//!
+//! A run's keys carry a name of its own (`backstop-sim-<pid>-<time>-<n>`): runs sharing a
+//! server never see each other's windows, queue or slots; the name is not in any output,
+//! so the bytes out do not depend on it. The keys are deleted at the start (a name is
+//! never reused, but a crashed run's leftovers are cleared all the same) and at the end
+//! (under an injected clock the window keys have no TTL).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use backstop_core::clock::{Clock, ManualClock};
+use backstop_core::resources::{GateState, ResourceReading};
+use backstop_core::{Decision, FrontDoor, RequestClass, WaitReason};
+use backstop_redis::{RedisAdmission, RedisJobPermit, RedisStore, RedisTicket, StoreOptions};
+
+use crate::config::SimConfig;
+use crate::engine::{EventSource, RunOptions, RunOutput, SimError, run_with};
+use crate::service::{Executor, Service, SimDoor, simulated_limits};
+
+/// The longest lease `backstop-redis` allows, used for every queue place and job slot.
+/// Leases are renewed on real time, every third of the lease, and a replay runs far
+/// faster than real time, so in virtual time a lease simply runs out this long after it
+/// was taken; the simulator stops with an error rather than let a hold outlive it.
+pub const LEASE: Duration = Duration::from_secs(24 * 3600);
+
+/// Each store call's deadline: generous, since a replay needs every answer and a missed
+/// deadline (503 `store_unavailable`) stops it.
+const DEADLINE: Duration = Duration::from_secs(5);
+
+/// Whether `url` names a Redis the simulator can connect to, without connecting; the
+/// error never repeats the URL (it may hold a password).
+///
+/// # Errors
+///
+/// A one-line reason.
+pub fn validate_url(url: &str) -> Result<(), String> {
+    let scheme_ok = ["redis://", "redis+unix://", "unix://"]
+        .iter()
+        .any(|s| url.starts_with(s));
+    if !scheme_ok {
+        return Err(
+            "--store: malformed URL: expected redis://HOST[:PORT][/DB] or redis+unix://PATH"
+                .to_owned(),
+        );
+    }
+    redis::Client::open(url)
+        .map(drop)
+        .map_err(|e| format!("--store: malformed URL: {e}"))
+}
+
+/// Runs the door's futures on a current-thread tokio runtime (the store's connection
+/// and its background tasks live there and run while the simulator waits).
+struct Tokio<'r>(&'r tokio::runtime::Runtime);
+
+impl Executor for Tokio<'_> {
+    fn block_on<F: Future>(&mut self, future: F) -> Option<F::Output> {
+        Some(self.0.block_on(future))
+    }
+}
+
+/// One replica: a [`RedisAdmission`], and what the simulator needs to know that a
+/// finished job's slot is free.
+struct StoreReplica {
+    door: RedisAdmission,
+    store: RedisStore,
+    slots_key: Arc<str>,
+}
+
+impl FrontDoor for StoreReplica {
+    type Ticket = RedisTicket;
+    type Permit = RedisJobPermit;
+
+    fn admit(
+        &self,
+        key: Option<&str>,
+        class: RequestClass,
+    ) -> impl Future<Output = Decision<RedisTicket>> + Send {
+        self.door.admit(key, class)
+    }
+
+    fn start_job(
+        &self,
+        ticket: RedisTicket,
+    ) -> impl Future<Output = Result<RedisJobPermit, (RedisTicket, WaitReason)>> + Send {
+        self.door.start_job(ticket)
+    }
+
+    fn rate_limit(&self) -> (u32, Duration) {
+        self.door.rate_limit()
+    }
+
+    fn client_rate_limit(&self, key: &str) -> Option<(u32, Duration)> {
+        self.door.client_rate_limit(key)
+    }
+}
+
+impl SimDoor for StoreReplica {
+    fn observe_at(&self, reading: ResourceReading, now_ns: u64) {
+        self.door.resource_gate().observe_at(reading, now_ns);
+    }
+
+    fn gate_state_at(&self, now_ns: u64) -> GateState {
+        self.door.resource_gate().state_at(now_ns)
+    }
+
+    /// A dropped permit frees its slot from a detached task, which may reach Redis after
+    /// the next start. The simulator removes the holder itself first and waits for the
+    /// answer, so that a start at the same virtual instant finds the slot free, as with
+    /// the in-process door. Holder ids are never reused: the detached removal that
+    /// follows finds nothing to remove.
+    fn finish(&self, permit: RedisJobPermit) -> impl Future<Output = bool> {
+        let holder = permit.holder().to_owned();
+        drop(permit);
+        let mut conn = self.store.connection();
+        let key = Arc::clone(&self.slots_key);
+        async move {
+            let mut zrem = redis::cmd("ZREM");
+            zrem.arg(&*key).arg(&holder);
+            let removed = zrem.query_async::<u64>(&mut conn);
+            matches!(tokio::time::timeout(DEADLINE, removed).await, Ok(Ok(_)))
+        }
+    }
+
+    fn max_hold(&self) -> Option<Duration> {
+        Some(LEASE)
+    }
+}
+
+/// A name no other run uses, on this machine or another sharing the server.
+fn run_name() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    // Relaxed: only uniqueness matters.
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("backstop-sim-{}-{nanos:x}-{n}", std::process::id())
+}
+
+/// Deletes every key of run `name` (its windows, per-client windows, queue and slots;
+/// see `crates/redis/README.md` for the key names). `name` holds no glob characters.
+async fn delete_keys(store: &RedisStore, name: &str) -> redis::RedisResult<()> {
+    let mut conn = store.connection();
+    for pattern in [
+        format!("{{backstop:{name}}}:*"),
+        format!("{{backstop:w:{name}}}:*"),
+        format!("{{backstop:kw:{}:{name}:*", name.len()),
+    ] {
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async::<()>(&mut conn)
+                    .await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(())
+}
+
+fn store_error(what: &str, e: impl std::fmt::Display) -> SimError {
+    SimError::Replicas(format!("--store: {what}: {e}"))
+}
+
+/// Replays `source` with `opts.replicas` replicas sharing the store at `url`.
+pub(crate) fn run<S: EventSource>(
+    config: &SimConfig,
+    source: S,
+    opts: RunOptions<'_>,
+    url: &str,
+) -> Result<RunOutput, SimError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| store_error("starting the runtime", e))?;
+    let clock = ManualClock::new();
+    let options = StoreOptions {
+        deadline: DEADLINE,
+        connect_timeout: DEADLINE,
+        ..StoreOptions::default()
+    };
+    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+    let store = runtime
+        .block_on(RedisStore::connect_with_clock(url, options, shared))
+        .map_err(|e| store_error("connecting", e))?;
+    let name = run_name();
+    runtime
+        .block_on(delete_keys(&store, &name))
+        .map_err(|e| store_error("clearing the run's keys", e))?;
+    let limits = simulated_limits(&config.limits);
+    let slots_key: Arc<str> = format!("{{backstop:{name}}}:slots").into();
+    let replicas = (0..opts.replicas.get())
+        .map(|_| {
+            let mut door = RedisAdmission::with_lease(&store, &name, limits.clone(), LEASE)?;
+            if let Some(k) = &config.per_key {
+                door = door.with_per_key(k.limit, k.window)?;
+            }
+            Ok(StoreReplica {
+                door,
+                store: store.clone(),
+                slots_key: Arc::clone(&slots_key),
+            })
+        })
+        .collect::<Result<Vec<_>, backstop_core::ConfigError>>()?;
+    let service = Service::with_replicas(clock, replicas, Tokio(&runtime));
+    let out = run_with(config, source, opts, service);
+    // Whatever the outcome, the run's keys go (tickets still held were dropped with the
+    // service; their releases, if they run at all, touch keys about to go).
+    let cleared = runtime.block_on(delete_keys(&store, &name));
+    let out = out?;
+    cleared.map_err(|e| store_error("deleting the run's keys", e))?;
+    Ok(out)
+}
