@@ -280,12 +280,7 @@ mod tests {
 
     #[test]
     fn every_reason_name_has_its_own_label() {
-        // `store_unavailable` only comes from a store-backed door, which has no shadow
-        // mode: no shadow label for it.
-        for reason in OverloadReason::ALL
-            .into_iter()
-            .filter(|r| *r != OverloadReason::StoreUnavailable)
-        {
+        for reason in OverloadReason::ALL {
             assert_eq!(
                 SHADOW_REASONS[label_index(&SHADOW_REASONS, reason.as_str())],
                 reason.as_str()

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use backstop_core::{OverloadReason, WaitReason};
 use backstop_core::jobs::JobBounds;
+use backstop_core::{OverloadReason, WaitReason};
 use backstop_redis::{
     ConnectError, EvictionCheck, FailurePolicy, RedisStore, RedisWindow, Refusal, Source,
     StartError, StoreOptions, jobs,
