@@ -196,27 +196,31 @@ mod x86 {
         new: (u64, u64),
     ) -> ((u64, u64), bool) {
         let (previous_high, previous_low): (u64, u64);
-        let swapped: u8;
+        let flag: u64;
         // SAFETY: the caller's contract: LOCK CMPXCHG16B on an aligned 16-byte location
         // (it compares RDX:RAX, stores RCX:RBX on a match, else loads into RDX:RAX).
-        // RBX is reserved by LLVM, so the new low half goes through another register and
-        // RBX is restored before the block ends.
+        // RBX may hold the base pointer, so the new low half goes through another
+        // register, swapped in and back out around the instruction. Every other operand
+        // is pinned: a register the allocator picks could be RBX itself (it may, when
+        // RBX is not the base pointer), and it would hold the new low half instead of
+        // the address once swapped: the fuzzers' ASan build did exactly that.
         unsafe {
             asm!(
                 "xchg {new_low}, rbx",
-                "lock cmpxchg16b xmmword ptr [{dst}]",
-                "sete {swapped}",
+                "lock cmpxchg16b xmmword ptr [rdi]",
+                "sete cl",
                 "mov rbx, {new_low}",
-                dst = in(reg) dst,
+                in("rdi") dst,
                 new_low = inout(reg) new.1 => _,
-                swapped = out(reg_byte) swapped,
+                inout("rcx") new.0 => flag,
                 inout("rax") current.1 => previous_low,
                 inout("rdx") current.0 => previous_high,
-                in("rcx") new.0,
                 options(nostack),
             );
         }
-        ((previous_high, previous_low), swapped != 0)
+        // SETE wrote only CL.
+        let swapped = flag as u8 != 0;
+        ((previous_high, previous_low), swapped)
     }
 
     #[cfg(test)]
