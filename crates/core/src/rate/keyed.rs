@@ -806,7 +806,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
 }
 
 fn refused(wait_ns: u64) -> KeyedRefusal {
-    KeyedRefusal::RateLimited(RateLimited::new(Duration::from_nanos(wait_ns)))
+    KeyedRefusal::RateLimited(RateLimited::from_nanos(wait_ns))
 }
 
 impl<K, C> fmt::Debug for KeyedSlidingWindow<K, C> {

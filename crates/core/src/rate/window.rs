@@ -263,7 +263,7 @@ impl<C: Clock> SlidingWindow<C> {
     pub(crate) fn would_admit_at(&self, now_ns: u64) -> Result<(), RateLimited> {
         match self.ring.wait_at(now_ns) {
             0 => Ok(()),
-            wait_ns => Err(RateLimited::new(Duration::from_nanos(wait_ns))),
+            wait_ns => Err(RateLimited::from_nanos(wait_ns)),
         }
     }
 
@@ -297,7 +297,7 @@ impl<C: Clock> SlidingWindow<C> {
     pub fn try_acquire_at(&self, now_ns: u64) -> Result<(), RateLimited> {
         self.ring
             .try_acquire_at(now_ns)
-            .map_err(|retry_after_ns| RateLimited::new(Duration::from_nanos(retry_after_ns)))
+            .map_err(RateLimited::from_nanos)
     }
 
     /// As [`try_acquire_at`](Self::try_acquire_at) for a reading the caller took from
@@ -308,7 +308,7 @@ impl<C: Clock> SlidingWindow<C> {
     pub(crate) fn try_acquire_from_reading(&self, now_ns: u64) -> Result<(), RateLimited> {
         self.ring
             .try_acquire_fresh(now_ns, || Some(self.clock.now_ns().min(SEALABLE_TIME_NS)))
-            .map_err(|retry_after_ns| RateLimited::new(Duration::from_nanos(retry_after_ns)))
+            .map_err(RateLimited::from_nanos)
     }
 
     /// Blocks until admitted or until `timeout` has passed on this limiter's clock.
@@ -366,7 +366,7 @@ impl<C: Clock> SlidingWindow<C> {
         match self.ring.try_acquire_at(now_ns) {
             Ok(()) => Attempt::Admitted,
             Err(wait_ns) if wait_ns > deadline_ns.saturating_sub(now_ns) => {
-                Attempt::GiveUp(RateLimited::new(Duration::from_nanos(wait_ns)))
+                Attempt::GiveUp(RateLimited::from_nanos(wait_ns))
             }
             Err(wait_ns) => Attempt::Wait(Duration::from_nanos(wait_ns)),
         }
