@@ -16,7 +16,9 @@
 //!   `RUST_LOG=backstop_core=trace` shows every admission decision with its reason);
 //! - with `--redis redis://host:port` the limits (rate, per client, queue, job slots) are
 //!   kept in Redis by `backstop_redis::RedisAdmission` and shared by every replica
-//!   started with the same URL; memory and disk stay each replica's own.
+//!   started with the same URL; memory and disk stay each replica's own. When Redis
+//!   fails, a replica answers 503 `store_unavailable`, or with `--redis-fallback-share`
+//!   decides the rate limits on a local window holding that share of each limit.
 //!
 //! ```text
 //! cargo run -p backstop-tower --example make_video -- --port 8080 [--config make_video.toml] [--redis redis://127.0.0.1:6379]
@@ -50,7 +52,7 @@ use backstop_core::clock::{Clock, QuantaClock};
 use backstop_core::resources::{Sampler, Shortage, SysinfoProbe};
 use backstop_core::units::{self, HumanDuration, HumanSize};
 use backstop_core::{Admission, ConfigError, FrontDoor, Limits, toml_config};
-use backstop_redis::{RedisAdmission, RedisStore, StoreOptions};
+use backstop_redis::{FailurePolicy, RedisAdmission, RedisStore, StoreOptions};
 use backstop_sweep::{JobWorkspace, ScheduleHandle, Sweep, SweepSchedule};
 use backstop_tower::{AdmissionLayer, AdmissionTicket, KeyBy};
 use prometheus_client::metrics::counter::Counter;
@@ -941,7 +943,7 @@ struct Args {
     /// Keep the limits in this Redis (redis://[user:password@]host:port[/db]), shared
     /// by every replica started with the same URL: one rate limit, queue and set of job
     /// slots for all. When Redis fails or passes the deadline the replica answers 503
-    /// store_unavailable (fail closed).
+    /// store_unavailable (fail closed), unless --redis-fallback-share is given.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
     /// The most each Redis call may take (with --redis), e.g. "50ms", "1s".
@@ -961,6 +963,22 @@ struct Args {
         requires = "redis"
     )]
     redis_name: String,
+    /// When Redis fails or passes the deadline, decide the rate limits in this replica on
+    /// its own window holding this share (above 0, at most 1) of each limit, instead of
+    /// answering 503 store_unavailable. With K replicas, 1/K keeps the total near the
+    /// limit. The queue and job slots still fail closed: a local count cannot see jobs
+    /// held by other replicas.
+    #[arg(long, value_name = "SHARE", requires = "redis", value_parser = parse_share)]
+    redis_fallback_share: Option<f64>,
+}
+
+/// A share of a limit: a number above 0 and at most 1.
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(share) if share > 0.0 && share <= 1.0 => Ok(share),
+        Ok(share) => Err(format!("must be above 0 and at most 1, got {share}")),
+        Err(_) => Err(format!("not a number: {text:?}")),
+    }
 }
 
 #[tokio::main]
@@ -1016,6 +1034,10 @@ async fn run(args: Args) -> Result<(), String> {
         Some(url) => {
             let options = StoreOptions {
                 deadline: args.redis_deadline,
+                failure_policy: match args.redis_fallback_share {
+                    None => FailurePolicy::FailClosed,
+                    Some(share) => FailurePolicy::LocalFallback { share },
+                },
                 ..StoreOptions::default()
             };
             let store = RedisStore::connect(url, options)

@@ -30,6 +30,10 @@ impl Drop for Replica {
 }
 
 fn start_replica(config: &std::path::Path, url: &str, name: &str) -> Replica {
+    start_replica_with(config, url, name, &[])
+}
+
+fn start_replica_with(config: &std::path::Path, url: &str, name: &str, extra: &[&str]) -> Replica {
     let mut child = Command::new(make_video_bin())
         .args(["--port", "0", "--config", config.to_str().unwrap()])
         .args([
@@ -40,6 +44,7 @@ fn start_replica(config: &std::path::Path, url: &str, name: &str) -> Replica {
             "--redis-deadline",
             "2s",
         ])
+        .args(extra)
         .env("RUST_LOG", "info")
         .env_remove("NO_COLOR")
         .stderr(Stdio::piped())
@@ -79,6 +84,12 @@ fn start_replica(config: &std::path::Path, url: &str, name: &str) -> Replica {
 
 /// One `POST /make-video`: the status and the `Retry-After` value, if any.
 fn post(addr: &str) -> (u16, Option<String>) {
+    let (status, retry_after, _) = post_reply(addr);
+    (status, retry_after)
+}
+
+/// One `POST /make-video`: the status, the `Retry-After` value if any, the whole reply.
+fn post_reply(addr: &str) -> (u16, Option<String>, String) {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -100,7 +111,22 @@ fn post(addr: &str) -> (u16, Option<String>) {
         name.eq_ignore_ascii_case("retry-after")
             .then(|| value.trim().to_owned())
     });
-    (status, retry_after)
+    (status, retry_after, reply)
+}
+
+/// A limits file: `limit` requests a minute, resources not checked.
+fn write_config(dir: &std::path::Path, limit: usize) -> std::path::PathBuf {
+    let config = dir.join("make_video.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "temp_root = {:?}\nstage = \"0s\"\n[limits.rate]\nlimit = {limit}\nwindow = \"60s\"\n\
+             [limits.resources]\nenabled = false\n",
+            dir.join("jobs")
+        ),
+    )
+    .unwrap();
+    config
 }
 
 #[test]
@@ -109,16 +135,7 @@ fn two_replicas_on_one_redis_admit_exactly_the_limit_in_total() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("make_video.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "temp_root = {:?}\nstage = \"0s\"\n[limits.rate]\nlimit = {LIMIT}\nwindow = \"60s\"\n\
-             [limits.resources]\nenabled = false\n",
-            dir.path().join("jobs")
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), LIMIT);
     let name = redis_support::unique("make-video");
     let replicas = [
         start_replica(&config, &url, &name),
@@ -167,6 +184,65 @@ fn two_replicas_on_one_redis_admit_exactly_the_limit_in_total() {
         assert!(
             answers.iter().any(|(r, s, _)| *r == replica && *s == 429),
             "replica {replica} refused nothing: {answers:?}"
+        );
+    }
+}
+
+/// With `--redis-fallback-share 0.5` and Redis gone, a replica decides the rate limit on
+/// its own window of half the limit: that many requests pass it (and are then refused
+/// 503 `store_unavailable` by the queue, which has no local fallback), the rest are 429.
+/// Without the flag every request is 503 `store_unavailable`. Never an admission.
+#[test]
+fn with_a_fallback_share_a_replica_limits_on_its_own_while_redis_is_down() {
+    let Some(mut server) = redis_support::RedisServer::start(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 6);
+    let name = redis_support::unique("fallback");
+    let url = server.url();
+    let fallback = start_replica_with(&config, &url, &name, &["--redis-fallback-share", "0.5"]);
+    let closed = start_replica(&config, &url, &name);
+    server.kill();
+
+    let answers: Vec<(u16, Option<String>, String)> =
+        (0..8).map(|_| post_reply(&fallback.addr)).collect();
+    let statuses: Vec<u16> = answers.iter().map(|(status, _, _)| *status).collect();
+    assert_eq!(
+        statuses,
+        [503, 503, 503, 429, 429, 429, 429, 429],
+        "3 of 6 pass the local window, the queue fails closed: {answers:?}"
+    );
+    for (status, retry_after, reply) in &answers {
+        if *status == 503 {
+            assert!(reply.contains("store_unavailable"), "{reply}");
+        } else {
+            let seconds: u64 = retry_after.as_deref().unwrap().parse().unwrap();
+            assert!((1..=60).contains(&seconds), "{reply}");
+        }
+    }
+    for _ in 0..4 {
+        let (status, _, reply) = post_reply(&closed.addr);
+        assert_eq!(status, 503, "fail closed: {reply}");
+        assert!(reply.contains("store_unavailable"), "{reply}");
+    }
+}
+
+/// A share outside (0, 1] is one readable line and a non-zero exit, before any Redis
+/// is contacted.
+#[test]
+fn a_fallback_share_out_of_range_is_refused_at_start() {
+    for share in ["0", "1.5", "half"] {
+        let output = Command::new(make_video_bin())
+            .args(["--port", "0", "--redis", "redis://127.0.0.1:1"])
+            .args(["--redis-fallback-share", share])
+            .output()
+            .expect("run make_video");
+        assert!(!output.status.success(), "share {share} accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--redis-fallback-share"),
+            "share {share}: {stderr}"
         );
     }
 }
