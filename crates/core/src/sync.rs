@@ -58,10 +58,10 @@ mod pair {
         pub(crate) fn load(&self, order: Ordering) -> (u64, u64) {
             #[cfg(all(target_arch = "x86_64", not(miri)))]
             if super::x86::features() & super::x86::VECTOR_LOADS != 0 {
-                // SAFETY: `as_ptr` is valid and 16-byte aligned for as long as `self`
-                // lives, and `features` saw a CPU whose aligned 16-byte vector loads are
-                // atomic. A plain load is at least Acquire on x86 (and SeqCst, since
-                // x86's SeqCst stores and every CAS here are locked or fenced).
+                // A plain load is at least Acquire on x86 (and SeqCst, since x86's
+                // SeqCst stores and every CAS here are locked or fenced).
+                // SAFETY: `as_ptr` is valid and 16-byte aligned while `self` lives, and
+                // `features` saw a CPU whose aligned 16-byte vector loads are atomic.
                 return unsafe { super::x86::load(self.0.as_ptr()) };
             }
             unpack(self.0.load(order))
@@ -82,11 +82,13 @@ mod pair {
         ) -> Result<(u64, u64), (u64, u64)> {
             #[cfg(all(target_arch = "x86_64", not(miri)))]
             if super::x86::features() & super::x86::CMPXCHG16B != 0 {
-                // SAFETY: `as_ptr` is valid and 16-byte aligned for as long as `self`
-                // lives, every access to it is atomic, and `features` saw CMPXCHG16B. A
-                // locked instruction is SeqCst, at least any ordering asked for.
-                let (previous, swapped) =
-                    unsafe { super::x86::compare_exchange(self.0.as_ptr(), current, new) };
+                // A locked instruction is SeqCst, at least any ordering asked for.
+                let dst = self.0.as_ptr();
+                let (previous, swapped) = {
+                    // SAFETY: `dst` is valid and 16-byte aligned while `self` lives,
+                    // every access to it is atomic, and `features` saw CMPXCHG16B.
+                    unsafe { super::x86::compare_exchange(dst, current, new) }
+                };
                 return if swapped { Ok(previous) } else { Err(previous) };
             }
             self.0
@@ -138,9 +140,9 @@ mod x86 {
         let mut features = KNOWN;
         if std::arch::is_x86_feature_detected!("cmpxchg16b") {
             features |= CMPXCHG16B;
-            // SAFETY: CPUID leaf 0 exists on every x86_64 CPU. (Safe to call in newer
-            // Rust; `unsafe` for the oldest toolchain this crate supports.)
+            // Safe to call in newer Rust; `unsafe` for the oldest toolchain supported.
             #[allow(unused_unsafe)]
+            // SAFETY: CPUID leaf 0 exists on every x86_64 CPU.
             let vendor = unsafe { std::arch::x86_64::__cpuid(0) };
             let vendor = [vendor.ebx, vendor.edx, vendor.ecx];
             let intel = vendor == [0x756e_6547, 0x4965_6e69, 0x6c65_746e]; // GenuineIntel
@@ -197,13 +199,13 @@ mod x86 {
     ) -> ((u64, u64), bool) {
         let (previous_high, previous_low): (u64, u64);
         let flag: u64;
-        // SAFETY: the caller's contract: LOCK CMPXCHG16B on an aligned 16-byte location
-        // (it compares RDX:RAX, stores RCX:RBX on a match, else loads into RDX:RAX).
-        // RBX may hold the base pointer, so the new low half goes through another
-        // register, swapped in and back out around the instruction. Every other operand
-        // is pinned: a register the allocator picks could be RBX itself (it may, when
-        // RBX is not the base pointer), and it would hold the new low half instead of
+        // LOCK CMPXCHG16B compares RDX:RAX, stores RCX:RBX on a match, else loads into
+        // RDX:RAX. RBX may hold the base pointer, so the new low half goes through
+        // another register, swapped in and back out around the instruction. Every other
+        // operand is pinned: a register the allocator picks could be RBX itself (it may,
+        // when RBX is not the base pointer), and would hold the new low half instead of
         // the address once swapped: the fuzzers' ASan build did exactly that.
+        // SAFETY: the caller's contract: an aligned, valid, atomic-only 16-byte location.
         unsafe {
             asm!(
                 "xchg {new_low}, rbx",
