@@ -81,12 +81,7 @@ impl Harness {
         let addr = listener.local_addr().unwrap();
         let base = format!("http://{addr}");
         tokio::spawn(serve(listener, service.router(), config.serve.clone()));
-        let client = Client::builder(TokioExecutor::new())
-            // A fresh connection per request: a pooled one left idle past the service's
-            // header read timeout is closed by the service while the client may pick it
-            // for the next request (hyper then fails it as an incomplete message).
-            .pool_max_idle_per_host(0)
-            .build_http();
+        let client = client();
         Harness {
             client,
             addr,
@@ -142,6 +137,15 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
+}
+
+/// A client opening a fresh connection per request: a pooled one left idle past the
+/// service's header read timeout is closed by the service while the client may pick it
+/// for the next request (hyper then fails it as an incomplete message).
+fn client() -> Client<HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http()
 }
 
 async fn send(
@@ -599,12 +603,7 @@ async fn seventy_half_sent_clients_do_not_lock_out_the_binary_under_ulimit_64() 
         for _ in 0..70 {
             stalled.push(half_sent(addr, HALF_A_REQUEST).await);
         }
-        let client = Client::builder(TokioExecutor::new())
-            // A fresh connection per request: a pooled one left idle past the service's
-            // header read timeout is closed by the service while the client may pick it
-            // for the next request (hyper then fails it as an incomplete message).
-            .pool_max_idle_per_host(0)
-            .build_http();
+        let client = client();
         let reply = send(
             &client,
             &format!("http://{addr}"),
