@@ -19,6 +19,25 @@ pub enum FailurePolicy {
     },
 }
 
+impl FailurePolicy {
+    /// Checks a `LocalFallback` share: above 0 and at most 1 (NaN is refused).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`](backstop_core::ConfigError) for `failure_policy.share`.
+    pub fn validate(&self) -> Result<(), backstop_core::ConfigError> {
+        match *self {
+            FailurePolicy::LocalFallback { share } if !(share > 0.0 && share <= 1.0) => {
+                Err(backstop_core::ConfigError::new(
+                    "failure_policy.share",
+                    format_args!("must be above 0 and at most 1, got {share}"),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// What [`RedisStore::connect`](crate::RedisStore::connect) does when `maxmemory-policy`
 /// lets Redis evict keys: any `allkeys-*` policy, and any `volatile-*` one (window keys
 /// carry a TTL so that idle ones vanish).
@@ -64,8 +83,9 @@ impl Default for StoreOptions {
 pub const MAX_STORE_DEADLINE: Duration = Duration::from_secs(60);
 
 impl StoreOptions {
-    /// Checks each duration: `deadline` and `connect_timeout` must be 1 ms to
-    /// [`MAX_STORE_DEADLINE`].
+    /// Checks each duration (`deadline` and `connect_timeout` must be 1 ms to
+    /// [`MAX_STORE_DEADLINE`]) and the failure policy's share
+    /// ([`FailurePolicy::validate`]).
     ///
     /// # Errors
     ///
@@ -82,7 +102,7 @@ impl StoreOptions {
                 ));
             }
         }
-        Ok(())
+        self.failure_policy.validate()
     }
 }
 
@@ -103,5 +123,21 @@ mod tests {
             ..StoreOptions::default()
         };
         assert_eq!(zero.validate().unwrap_err().field(), "connect_timeout");
+    }
+
+    #[test]
+    fn a_fallback_share_outside_zero_to_one_is_a_typed_error() {
+        for share in [0.0, -0.5, 1.5, f64::NAN] {
+            let options = StoreOptions {
+                failure_policy: FailurePolicy::LocalFallback { share },
+                ..StoreOptions::default()
+            };
+            let error = options.validate().unwrap_err();
+            assert_eq!(error.field(), "failure_policy.share", "{share}");
+        }
+        for share in [0.5, 1.0, f64::MIN_POSITIVE] {
+            assert!(FailurePolicy::LocalFallback { share }.validate().is_ok());
+        }
+        assert!(FailurePolicy::FailClosed.validate().is_ok());
     }
 }

@@ -90,18 +90,6 @@ pub(crate) fn fallback_clock(store: &RedisStore) -> Arc<dyn Clock> {
         .unwrap_or_else(|| Arc::new(QuantaClock::new()))
 }
 
-fn validate_share(policy: FailurePolicy) -> Result<(), ConfigError> {
-    if let FailurePolicy::LocalFallback { share } = policy {
-        if !(share > 0.0 && share <= 1.0) {
-            return Err(ConfigError::new(
-                "failure_policy.share",
-                format_args!("must be above 0 and at most 1, got {share}"),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// One exact sliding window shared by every replica: never `limit + 1` admissions in any
 /// window `(t − window, t]` of Redis's clock, with an exact `retry_after`.
 ///
@@ -162,7 +150,7 @@ impl RedisWindow {
         validate_name(name)?;
         let shape = Shape::new(limit, window)?;
         let policy = store.inner.options.failure_policy;
-        validate_share(policy)?;
+        policy.validate()?;
         let fallback = match policy {
             FailurePolicy::FailClosed => None,
             FailurePolicy::LocalFallback { share } => Some(SlidingWindow::with_clock(
@@ -327,7 +315,7 @@ impl RedisKeyedWindow {
         validate_name(name)?;
         let shape = Shape::new(limit, window)?;
         let policy = store.inner.options.failure_policy;
-        validate_share(policy)?;
+        policy.validate()?;
         let fallback = match policy {
             FailurePolicy::FailClosed => None,
             FailurePolicy::LocalFallback { share } => Some(KeyedSlidingWindow::with_clock(
@@ -473,8 +461,5 @@ mod tests {
         assert_eq!(local_limit(30, 0.0001), 1);
         assert_eq!(local_limit(30, 1.0), 30);
         assert_eq!(local_limit(30, f64::NAN), 1);
-        assert!(validate_share(FailurePolicy::LocalFallback { share: 0.0 }).is_err());
-        assert!(validate_share(FailurePolicy::LocalFallback { share: 1.5 }).is_err());
-        assert!(validate_share(FailurePolicy::LocalFallback { share: 0.5 }).is_ok());
     }
 }

@@ -972,13 +972,16 @@ struct Args {
     redis_fallback_share: Option<f64>,
 }
 
-/// A share of a limit: a number above 0 and at most 1.
+/// A share of a limit, as `FailurePolicy::validate` accepts it.
 fn parse_share(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(share) if share > 0.0 && share <= 1.0 => Ok(share),
-        Ok(share) => Err(format!("must be above 0 and at most 1, got {share}")),
-        Err(_) => Err(format!("not a number: {text:?}")),
-    }
+    let share: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a number: {text:?}"))?;
+    FailurePolicy::LocalFallback { share }
+        .validate()
+        .map(|()| share)
+        .map_err(|e| e.reason().to_owned())
 }
 
 #[tokio::main]
