@@ -55,9 +55,9 @@ impl Tracked {
     /// The key in a new shape: everything its window remembers, in a window with at
     /// least as much room, the forgotten ones at its horizon.
     ///
-    /// Keeping all of them, not just the last `limit`, is the fix for what this target
-    /// found: narrowing a key's window (or lowering its limit) and widening it again
-    /// used to forget admissions the wide window still held. See VERIFICATION.md.
+    /// All of them, not just the last `limit`: a key whose window is narrowed (or whose
+    /// limit is lowered) and widened again must still count the admissions the wide window
+    /// holds. See VERIFICATION.md.
     fn reshaped(&self, quota: (u32, u64), _now_ns: u64) -> Self {
         Tracked {
             window: WindowModel::with_memory_and_capacity(

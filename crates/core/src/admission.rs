@@ -795,7 +795,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
 
-    /// Issue 13 item 6: run under Miri (`cargo +nightly miri test -p backstop-core --lib
+    /// Run under Miri (`cargo +nightly miri test -p backstop-core --lib
     /// --no-default-features miri_`), this reads the limiter through the published
     /// pointer after growths that push new limiters into the Vec (moving the old ones as
     /// it reallocates). With the pointer taken from `&mut *box`, Stacked Borrows reported

@@ -286,7 +286,7 @@ mod prometheus {
         /// Registers these counters and gauges in a service's `prometheus-client`
         /// registry, as `backstop_*` OpenMetrics families with help and units. The
         /// registry holds a reference and reads the atomics at every scrape: the admit
-        /// path does no more work than before.
+        /// path does no work for it.
         ///
         /// ```
         /// use prometheus_client::registry::Registry;

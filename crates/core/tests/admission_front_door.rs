@@ -566,7 +566,7 @@ fn a_rate_refusal_says_which_stage_refused_and_rate_limit_follows_reconfigure() 
     assert_eq!(admission.rate_limit(), (5, Duration::from_secs(30)));
 }
 
-/// Issue 13 item 2: `Limits` 1 per 60 s → 2 per 120 s must keep counting the admission
+/// Widening keeps what the wide window holds: `Limits` 1 per 60 s → 2 per 120 s must keep counting the admission
 /// the one-slot limiter forgot.
 #[test]
 fn widening_the_rate_limit_counts_what_the_wide_window_holds() {

@@ -85,7 +85,7 @@ fn a_client_refusal_does_not_use_the_global_window() {
     assert_eq!(admission.per_key().unwrap().available("d"), 1);
 }
 
-/// Issue 13 item 4: one client sending at the global limit must not lock the others out
+/// One client sending at the global limit must not lock the others out
 /// while it is itself refused by its own window.
 #[test]
 fn one_client_at_the_global_limit_does_not_lock_others_out() {

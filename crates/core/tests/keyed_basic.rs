@@ -248,7 +248,7 @@ fn narrowing_then_widening_a_window_keeps_its_admissions() {
     assert_eq!(refused.retry_after(), ns(8), "{refused:?}");
 }
 
-/// Issue 13 item 2: 1 per W, admissions at 0 and W; widening to 2 per 2W at W + 1 must
+/// Widening keeps what the wide window holds: 1 per W, admissions at 0 and W; widening to 2 per 2W at W + 1 must
 /// still count the admission at 0, which the 1-slot ring had forgotten.
 #[test]
 fn widening_an_override_counts_what_the_wide_window_holds() {

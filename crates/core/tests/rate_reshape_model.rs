@@ -1,4 +1,4 @@
-//! Issue 13 items 2 and 3: under any sequence of admissions and changes of shape (in
+//! Exact under change: under any sequence of admissions and changes of shape (in
 //! place, or into a larger limiter), no window of the shape in force ever holds more than
 //! its limit, counting every admission made under any earlier shape.
 //!

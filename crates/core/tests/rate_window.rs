@@ -225,7 +225,7 @@ fn a_reading_older_than_the_latest_admission_is_read_again_before_refusing() {
     );
 }
 
-/// Issue 13 item 2: a ring of capacity 1 (1 per W) forgets the admission at 0 when it
+/// A ring of capacity 1 (1 per W) forgets the admission at 0 when it
 /// admits at W; a wider window built from it must still count that one.
 #[test]
 fn widening_past_the_capacity_still_counts_admissions_the_wide_window_holds() {
@@ -248,7 +248,7 @@ fn widening_past_the_capacity_still_counts_admissions_the_wide_window_holds() {
     assert!(wider.try_acquire().is_err());
 }
 
-/// Issue 13 item 5: the memory figure of a limit no ring could have saturates instead
+/// The memory figure of a limit no ring could have saturates instead
 /// of overflowing (panic in debug, wrong in release).
 #[test]
 fn bytes_for_the_largest_u32_does_not_overflow() {

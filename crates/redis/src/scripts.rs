@@ -6,9 +6,8 @@
 //! version whose scripts may call `TIME` before writing without extra setup; the scripts
 //! still call `redis.replicate_commands()` on 5 and 6, and skip it from 7.0, where
 //! `redis.REDIS_VERSION_NUM` exists and effects replication is the only kind).
-//! Measured (redis-server 7.0.15, `INFO commandstats`, 2026-12-02): FCALL of a function
-//! returning 1 cost 4.8–5.2 µs in Redis against 5.5 µs for EVALSHA of the same body, a
-//! saving too small to require 7.0 for.
+//! A function call saves too little server time over EVALSHA of the same body to require
+//! 7.0 for (the measurement is in `benches/results/redis.md`).
 
 use std::sync::LazyLock;
 

@@ -502,9 +502,8 @@ fn key_by_without_a_per_client_stage_is_an_error() {
 }
 
 /// When the shared limit and the client's own are both spent, the 429 names the limit
-/// that refused, and its `Retry-After` is that limit's wait. (The layer used to guess
-/// from the client's remaining room, and named the client's limit beside the shared
-/// limit's wait.)
+/// that refused, and its `Retry-After` is that limit's wait: guessing from the client's
+/// remaining room would name the client's limit beside the shared limit's wait.
 #[tokio::test]
 async fn a_429_names_the_limit_that_refused() {
     let clock = ManualClock::new();

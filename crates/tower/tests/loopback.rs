@@ -543,7 +543,7 @@ async fn a_kept_alive_connection_that_sends_nothing_more_is_closed() {
     .expect("bounded in time");
 }
 
-/// The reproduction: the real binary under `ulimit -n 64`, 70 clients that each
+/// Slow clients at the descriptor limit: the real binary under `ulimit -n 64`, 70 clients that each
 /// send half a request. Without a header-read timeout they hold every descriptor it may
 /// open, forever, and it answers nobody; with one, a whole request behind them is answered
 /// once the stalled ones are closed, and each close is logged.

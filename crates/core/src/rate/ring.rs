@@ -878,7 +878,7 @@ mod loom_tests {
         });
     }
 
-    /// Issue 13 item 1, the reproduction: 2 per 100 ns with admissions at 0 and 60;
+    /// A reshape is one atomic value: 2 per 100 ns with admissions at 0 and 60;
     /// `reshape(1, 50)` races an admission at 70. The old shape refuses (the one at 0 is
     /// in (−30, 70]), the new one refuses (the one at 60 is in (20, 70]); only the torn
     /// shape "limit 2, window 50" admits.
@@ -975,7 +975,7 @@ mod loom_tests {
         });
     }
 
-    /// Issue 13 item 3: growth past the capacity by seal, copy, publish (what
+    /// Growth past the capacity by seal, copy, publish (what
     /// `Admission::reconfigure` does) while two threads admit. A ring of 1 per W grows to
     /// 2 per W. An admitter that finds the old ring sealed waits for the new one and
     /// decides there. No admission is lost (every one is in the new ring's history) or
