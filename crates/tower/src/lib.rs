@@ -25,8 +25,8 @@
 //!   response future awaits, so that every replica of a service shares its limits
 //!   ([`AdmissionLayer`]`<D: FrontDoor>`).
 //!
-//! `examples/make_video.rs` is a complete axum service built on it (`--redis URL` runs it
-//! on Redis).
+//! The `make-video` package (`crates/make-video`) is a complete axum service built on it
+//! (`--redis URL` runs it on Redis).
 //!
 //! # Features
 //!

@@ -1,15 +1,10 @@
-//! The reference service (`examples/make_video.rs`) on loopback, driven by a real HTTP
+//! The reference service on loopback, driven by a real HTTP
 //! client (hyper), with exact counts.
 //!
 //! The service's `Admission` runs on a `ManualClock`, so the rate window is moved by the
 //! test, never waited for. The only waits are for the service's own tasks (a dispatcher
 //! picking up jobs), bounded by a deadline. Every test is bounded: at most a few dozen
 //! requests, and `BOUND` of wall time.
-
-mod common;
-#[allow(dead_code)]
-#[path = "../examples/make_video.rs"]
-mod make_video;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -551,7 +546,7 @@ async fn a_kept_alive_connection_that_sends_nothing_more_is_closed() {
 async fn seventy_half_sent_clients_do_not_lock_out_the_binary_under_ulimit_64() {
     use std::io::BufRead;
     let temp = tempfile::tempdir().unwrap();
-    let config = temp.path().join("make_video.toml");
+    let config = temp.path().join("make-video.toml");
     std::fs::write(
         &config,
         format!(
@@ -564,7 +559,7 @@ async fn seventy_half_sent_clients_do_not_lock_out_the_binary_under_ulimit_64() 
     let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg("ulimit -n 64 && exec \"$0\" --port 0 --config \"$1\"")
-        .arg(common::make_video_bin())
+        .arg(env!("CARGO_BIN_EXE_make-video"))
         .arg(&config)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -583,18 +578,18 @@ async fn seventy_half_sent_clients_do_not_lock_out_the_binary_under_ulimit_64() 
         }
     });
     let _child = KillOnDrop(child);
-    // A tracing line: `<time> INFO make_video: make_video: listening on http://<addr> …`,
+    // A tracing line: `<time> INFO make_video::cli: make-video: listening on http://<addr> …`,
     // possibly after others (a sweep at start-up logs too). Bounded by `BOUND` per line
     // and by the few lines a start-up writes.
     let addr: std::net::SocketAddr = (0..32)
         .find_map(|_| {
             let line = lines_rx
                 .recv_timeout(BOUND)
-                .expect("make_video says where it listens");
+                .expect("make-video says where it listens");
             let rest = line.split_once("listening on http://")?.1;
             Some(rest.split_whitespace().next()?.to_owned())
         })
-        .expect("a `listening on` line among make_video's first lines")
+        .expect("a `listening on` line among make-video's first lines")
         .parse()
         .unwrap();
 

@@ -1,17 +1,10 @@
 //! The reference service as an operator meets it: its `/metrics` read by Prometheus's
 //! own OpenMetrics parser (through `promtool`) and checked against what the clients saw,
-//! and the example binary's `--help`, `--version` and config errors.
+//! and the binary's `--help`, `--version` and config errors.
 //!
 //! promtool comes from Debian's `prometheus` package (`.ci/promtool.sh` installs it);
 //! without it the scrape test fails under `CI=true` and is skipped, with a message,
-//! elsewhere. The binary tests build the example with the cargo that runs them.
-
-mod common;
-#[allow(dead_code)]
-#[path = "../examples/make_video.rs"]
-mod make_video;
-
-use common::make_video_bin;
+//! elsewhere. The binary tests run the `make-video` binary cargo built for them.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
@@ -259,11 +252,11 @@ async fn metrics_pass_promtool_and_match_what_the_clients_saw() {
 }
 
 fn run_make_video(args: &[&str]) -> Output {
-    Command::new(make_video_bin())
+    Command::new(env!("CARGO_BIN_EXE_make-video"))
         .args(args)
         .env("RUST_LOG", "error")
         .output()
-        .expect("run make_video")
+        .expect("run make-video")
 }
 
 #[test]
@@ -281,7 +274,7 @@ fn help_names_every_config_key_and_endpoint() {
         assert!(help.contains(needle), "no {needle:?} in\n{help}");
     }
     // Every key of the example config, which the docs also show.
-    let example = include_str!("../examples/make_video.example.toml");
+    let example = include_str!("../make-video.example.toml");
     for line in example.lines() {
         let line = line.trim();
         if let Some((key, _)) = line.split_once(" = ") {
@@ -316,7 +309,7 @@ fn version_prints_the_crate_version() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        format!("make_video {}\n", env!("CARGO_PKG_VERSION"))
+        format!("make-video {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
 
@@ -397,14 +390,14 @@ fn rust_log_shows_each_decision_with_its_reason() {
             let _ = self.0.wait();
         }
     }
-    let mut child = Command::new(make_video_bin())
+    let mut child = Command::new(env!("CARGO_BIN_EXE_make-video"))
         .args(["--port", "0", "--config", config.to_str().unwrap()])
         .env("RUST_LOG", "info,backstop_core=trace")
         .env_remove("NO_COLOR")
         .stderr(Stdio::piped())
         .spawn()
         .map(KillOnDrop)
-        .expect("start make_video");
+        .expect("start make-video");
     // Lines of its log, read on a thread so that a silent service fails the test
     // instead of hanging it.
     let stderr = BufReader::new(child.0.stderr.take().unwrap());
@@ -418,7 +411,7 @@ fn rust_log_shows_each_decision_with_its_reason() {
     });
     let next_line = || {
         log.recv_timeout(Duration::from_secs(10))
-            .expect("make_video logged nothing within 10 s")
+            .expect("make-video logged nothing within 10 s")
     };
     let line = next_line();
     let addr = line

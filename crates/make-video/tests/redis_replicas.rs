@@ -1,9 +1,8 @@
-//! Two make_video processes started with `--redis` share one redis-server: a burst
+//! Two make-video processes started with `--redis` share one redis-server: a burst
 //! spread over both is admitted exactly `limit` times in total, the rest 429 with
 //! `Retry-After`. Without a redis-server the test fails when `CI=true`, and skips with a
 //! message otherwise.
 
-mod common;
 #[path = "../../redis/tests/support/mod.rs"]
 mod redis_support;
 
@@ -11,12 +10,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::make_video_bin;
+/// The binary cargo built for this test.
+const MAKE_VIDEO: &str = env!("CARGO_BIN_EXE_make-video");
 
 const LIMIT: usize = 7;
 const REQUESTS: usize = 30;
 
-/// A make_video replica, killed however the test ends.
+/// A make-video replica, killed however the test ends.
 struct Replica {
     child: Child,
     addr: String,
@@ -34,7 +34,7 @@ fn start_replica(config: &std::path::Path, url: &str, name: &str) -> Replica {
 }
 
 fn start_replica_with(config: &std::path::Path, url: &str, name: &str, extra: &[&str]) -> Replica {
-    let mut child = Command::new(make_video_bin())
+    let mut child = Command::new(MAKE_VIDEO)
         .args(["--port", "0", "--config", config.to_str().unwrap()])
         .args([
             "--redis",
@@ -49,7 +49,7 @@ fn start_replica_with(config: &std::path::Path, url: &str, name: &str, extra: &[
         .env_remove("NO_COLOR")
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start make_video");
+        .expect("start make-video");
     // Its first log line names the address; read on a thread so that a silent service
     // fails the test instead of hanging it.
     let stderr = BufReader::new(child.stderr.take().unwrap());
@@ -68,7 +68,7 @@ fn start_replica_with(config: &std::path::Path, url: &str, name: &str, extra: &[
     loop {
         let line = log
             .recv_timeout(Duration::from_secs(20))
-            .expect("make_video logged no address within 20 s");
+            .expect("make-video logged no address within 20 s");
         if let Some(addr) = line
             .split("http://")
             .nth(1)
@@ -233,11 +233,11 @@ fn with_a_fallback_share_a_replica_limits_on_its_own_while_redis_is_down() {
 #[test]
 fn a_fallback_share_out_of_range_is_refused_at_start() {
     for share in ["0", "1.5", "half"] {
-        let output = Command::new(make_video_bin())
+        let output = Command::new(MAKE_VIDEO)
             .args(["--port", "0", "--redis", "redis://127.0.0.1:1"])
             .args(["--redis-fallback-share", share])
             .output()
-            .expect("run make_video");
+            .expect("run make-video");
         assert!(!output.status.success(), "share {share} accepted");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(

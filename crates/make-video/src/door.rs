@@ -1,0 +1,163 @@
+//! The front door the service asks: core's [`Admission`] (this process's limits) or
+//! [`RedisAdmission`] (limits shared by every replica), and how a [`Config`] builds
+//! either.
+
+use std::time::Duration;
+
+use backstop_core::clock::Clock;
+use backstop_core::resources::{Sampler, Shortage, SysinfoProbe};
+use backstop_core::{Admission, ConfigError, FrontDoor};
+use backstop_redis::{RedisAdmission, RedisStore};
+use prometheus_client::registry::Registry;
+
+use crate::config::Config;
+
+impl Config {
+    /// The admission these settings describe, on `clock`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the bad field.
+    pub fn admission<C: Clock + Clone>(&self, clock: C) -> Result<Admission<C>, ConfigError> {
+        let admission = Admission::with_clock(self.limits.clone(), clock)?;
+        match &self.per_client {
+            None => Ok(admission),
+            Some(per) => admission
+                .with_per_key(
+                    per.limit,
+                    Duration::from_millis(per.window_ms),
+                    per.max_clients,
+                )
+                .map_err(|e| ConfigError::new(format!("per_client.{}", e.field()), e.reason())),
+        }
+    }
+
+    /// The front door these settings describe, its limits kept in Redis (`store`) under
+    /// `name`, shared by every replica using the same store and name. `per_client`'s
+    /// `max_clients` does not apply: an idle client's Redis key expires.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the bad field.
+    pub fn redis_admission(
+        &self,
+        store: &RedisStore,
+        name: &str,
+    ) -> Result<RedisAdmission, ConfigError> {
+        let door = RedisAdmission::new(store, name, self.limits.clone())?;
+        match &self.per_client {
+            None => Ok(door),
+            Some(per) => door.with_per_key(per.limit, Duration::from_millis(per.window_ms)),
+        }
+    }
+}
+
+/// What the service needs of its front door beyond [`FrontDoor`]: core's [`Admission`]
+/// (this process's limits) or [`RedisAdmission`] (limits shared by every replica).
+pub trait Door: FrontDoor + 'static {
+    /// Starts sampling memory and disk into this replica's resource gate.
+    fn spawn_sampler(&self, probe: SysinfoProbe) -> std::io::Result<Sampler>;
+    /// Registers the door's metrics in `registry`, when it has a collector.
+    fn register(&self, registry: &mut Registry);
+    /// The resource gate's state name and verdict now.
+    fn gate(&self) -> (&'static str, Result<(), Shortage>);
+    /// Jobs waiting and running (across every replica for a shared door); `None` when
+    /// the store did not answer.
+    fn depth(&self) -> impl Future<Output = (Option<u64>, Option<u64>)> + Send;
+    /// OpenMetrics lines the registry does not hold (before `# EOF`).
+    fn extra_metrics(&self, _text: &mut String) {}
+}
+
+impl<C: Clock + 'static> Door for Admission<C> {
+    fn spawn_sampler(&self, probe: SysinfoProbe) -> std::io::Result<Sampler> {
+        Admission::spawn_sampler(self, probe)
+    }
+    fn register(&self, registry: &mut Registry) {
+        self.metrics().register(registry);
+    }
+    fn gate(&self) -> (&'static str, Result<(), Shortage>) {
+        let gate = self.resource_gate();
+        (gate.state().as_str(), gate.check())
+    }
+    async fn depth(&self) -> (Option<u64>, Option<u64>) {
+        (
+            Some(u64::from(self.queue().len())),
+            Some(u64::from(self.slots().active())),
+        )
+    }
+}
+
+impl Door for RedisAdmission {
+    fn spawn_sampler(&self, probe: SysinfoProbe) -> std::io::Result<Sampler> {
+        RedisAdmission::spawn_sampler(self, probe)
+    }
+    fn register(&self, _registry: &mut Registry) {}
+    fn gate(&self) -> (&'static str, Result<(), Shortage>) {
+        let gate = self.resource_gate();
+        (gate.state().as_str(), gate.check())
+    }
+    async fn depth(&self) -> (Option<u64>, Option<u64>) {
+        (
+            self.queue().len().await.ok(),
+            self.slots().active().await.ok(),
+        )
+    }
+    fn extra_metrics(&self, text: &mut String) {
+        use std::fmt::Write;
+        let counts = self.counts();
+        let store = self.store().metrics().snapshot();
+        let mut counter = |name: &str, help: &str, values: &[(&str, &str, u64)]| {
+            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (label, value, n) in values {
+                if label.is_empty() {
+                    let _ = writeln!(text, "{name}_total {n}");
+                } else {
+                    let _ = writeln!(text, "{name}_total{{{label}=\"{value}\"}} {n}");
+                }
+            }
+        };
+        counter(
+            "backstop_admitted",
+            "Requests admitted",
+            &[("", "", counts.admitted_total)],
+        );
+        counter(
+            "backstop_exempt",
+            "Exempt requests",
+            &[("", "", counts.exempt_total)],
+        );
+        let scoped: Vec<_> = counts
+            .rate_limited_by_scope_total
+            .iter()
+            .map(|(scope, n)| ("scope", *scope, *n))
+            .collect();
+        counter("backstop_rate_limited_by_scope", "429s by window", &scoped);
+        let overloaded: Vec<_> = counts
+            .overloaded_total
+            .iter()
+            .map(|(reason, n)| ("reason", *reason, *n))
+            .collect();
+        counter("backstop_overloaded", "503s by reason", &overloaded);
+        let waits: Vec<_> = counts
+            .job_waits_total
+            .iter()
+            .map(|(reason, n)| ("reason", *reason, *n))
+            .collect();
+        counter("backstop_job_waits", "Job starts that waited", &waits);
+        counter(
+            "backstop_store_errors",
+            "Redis calls that failed",
+            &[("", "", store.store_errors)],
+        );
+        counter(
+            "backstop_store_timeouts",
+            "Redis calls past the deadline",
+            &[("", "", store.timeouts)],
+        );
+        counter(
+            "backstop_store_fallback_decisions",
+            "Decisions by the local fallback window",
+            &[("", "", store.fallback_decisions)],
+        );
+    }
+}
