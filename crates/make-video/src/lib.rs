@@ -42,6 +42,11 @@
 //! Redis's), [`jobs`] (the dispatcher and the jobs it runs), [`handlers`] (the routes),
 //! [`service`] (the router with its background work), [`server`] (the accept loop and
 //! its connection bounds) and [`cli`] (the command line).
+//!
+//! [`AdmissionLayer`]: backstop_tower::AdmissionLayer
+//! [`Admission::start_job`]: backstop_core::Admission::start_job
+//! [`JobWorkspace`]: backstop_sweep::JobWorkspace
+//! [`SweepSchedule`]: backstop_sweep::SweepSchedule
 
 pub mod cli;
 pub mod config;
