@@ -1,0 +1,90 @@
+"""The exceptions backstop raises: a small hierarchy with attributes, never strings to parse.
+
+``Refused`` mirrors backstop's ``Refusal``: ``RateLimited`` (429, the exact wait) and
+``Overloaded`` (503, a hint). Every other failure is a ``BackstopError`` subclass naming
+what was wrong; a bug inside backstop (a Rust panic) is ``InternalError``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+__all__ = [
+    "BackstopError",
+    "ConfigError",
+    "InternalError",
+    "Overloaded",
+    "RateLimited",
+    "Refused",
+    "StoreError",
+    "SweepError",
+    "TokenError",
+    "WorkspaceError",
+]
+
+
+class BackstopError(Exception):
+    """Every error raised by backstop_admission."""
+
+
+class ConfigError(BackstopError, ValueError):
+    """A bad setting: TOML, a keyword argument, a URL, a failure policy, a share."""
+
+
+class StoreError(BackstopError):
+    """The shared store (Redis) could not be reached or used when connecting."""
+
+
+class TokenError(BackstopError, ValueError):
+    """A detached ticket token that is malformed, forged, from another admission, or expired."""
+
+
+class SweepError(BackstopError):
+    """A sweep that could not start (unsafe or missing root, bad exclude, no threads)."""
+
+
+class WorkspaceError(BackstopError):
+    """A job workspace operation that failed (unsafe base, bad name, cleanup left entries)."""
+
+
+class InternalError(BackstopError, RuntimeError):
+    """A bug inside backstop (a Rust panic, caught at the boundary). The call did not complete."""
+
+
+class Refused(BackstopError):
+    """A request backstop refused, with what an HTTP answer needs.
+
+    Attributes:
+        status_code: 429 or 503.
+        retry_after: seconds to wait before retrying (exact for 429, a hint for 503).
+        reason: ``rate_limited``, ``queue_full``, ``too_many_keys`` or ``store_unavailable``.
+        scope: for 429, which window refused (``global`` or ``per_client``); else ``None``.
+    """
+
+    status_code: int = 0
+
+    def __init__(
+        self, message: str, retry_after: float, reason: str, scope: Optional[str] = None
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.reason = reason
+        self.scope = scope
+
+    @property
+    def retry_after_secs(self) -> int:
+        """``retry_after`` rounded up to whole seconds, for a ``Retry-After`` header."""
+        return max(0, math.ceil(self.retry_after))
+
+
+class RateLimited(Refused):
+    """429: too many requests in a window; ``retry_after`` is exactly when a retry passes."""
+
+    status_code = 429
+
+
+class Overloaded(Refused):
+    """503: the queue is full, too many clients are tracked, or the store is unavailable."""
+
+    status_code = 503
