@@ -8,9 +8,11 @@
 //!   ([`Sweep::byte_goal`]) that deletes the oldest files first until enough space is
 //!   free;
 //! - [`SweepSchedule`]: a background thread that sweeps on an interval and when the disk
-//!   is fuller than a threshold;
+//!   is fuller than a threshold, and counts what its sweeps did in [`SweepMetrics`]
+//!   (for a prometheus-client registry);
 //! - [`JobWorkspace`]: a private directory per job, cleaned per stage and removed on drop;
-//! - the `backstop-sweep` command-line tool.
+//! - the `backstop-sweep` command-line tool, which can keep the same counters in a
+//!   node_exporter textfile ([`SweepTotals::write_textfile`]).
 //!
 //! # Safety against path races
 //!
@@ -124,16 +126,21 @@ mod age;
 mod error;
 mod fsops;
 mod locks;
+mod metrics;
+#[cfg(feature = "prometheus")]
+mod metrics_export;
 mod pressure;
 mod report;
 mod root;
 mod schedule;
 mod sweep;
+mod textfile;
 mod walk;
 mod workspace;
 
 pub use age::AgeBy;
 pub use error::SweepError;
+pub use metrics::{DURATION_BUCKETS_SECONDS, RunOutcome, SweepMetrics, SweepTotals};
 pub use report::{
     EntryKind, ErrorCounts, ErrorKind, ErrorSample, MAX_ERROR_SAMPLES, RemovedEntry, SkipCounts,
     SweepReport,
@@ -145,5 +152,6 @@ pub use schedule::{
 pub use sweep::{
     DEFAULT_OLDER_THAN, MIN_DEFAULT_THREADS, Sweep, default_threads, default_threads_in_memory,
 };
+pub use textfile::TextfileError;
 pub use walk::Observer;
 pub use workspace::{JobWorkspace, MAX_NAME_BYTES, WorkspaceError};

@@ -2,11 +2,13 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::SweepError;
+use crate::metrics::SweepMetrics;
 use crate::report::SweepReport;
 use crate::sweep::Sweep;
 
@@ -63,7 +65,9 @@ type DiskUsage = Box<dyn FnMut(&Path) -> std::io::Result<(u64, u64)> + Send>;
 /// is fuller than [`pressure_threshold`](Self::pressure_threshold) (default 80 %), runs a
 /// pressure sweep with a byte goal that brings it back under.
 ///
-/// Each run is reported through [`on_report`](Self::on_report) and `tracing`. The
+/// Each run is reported through [`on_report`](Self::on_report) and `tracing`, and counted
+/// in [`metrics`](Self::metrics) (runs by outcome, removals, bytes freed, skips, the
+/// last success; before the run's report is handed to `on_report`). The
 /// interval sweep uses the [`Sweep`] as configured; the pressure sweep uses it with
 /// [`Sweep::byte_goal`] set and [`Sweep::older_than`] lowered to
 /// [`pressure_older_than`](Self::pressure_older_than). Without [`Sweep::now`], each run
@@ -107,6 +111,7 @@ pub struct SweepSchedule {
     max_pressure_backoff: Duration,
     on_report: Option<Callback>,
     disk_usage: DiskUsage,
+    metrics: Arc<SweepMetrics>,
 }
 
 impl fmt::Debug for SweepSchedule {
@@ -134,7 +139,15 @@ impl SweepSchedule {
             max_pressure_backoff: DEFAULT_MAX_PRESSURE_BACKOFF,
             on_report: None,
             disk_usage: Box::new(statvfs_usage),
+            metrics: Arc::default(),
         }
+    }
+
+    /// What this schedule's sweeps did, summed: register it in a registry
+    /// (`metrics().register(&mut registry)`, feature `prometheus`) before or after
+    /// [`start`](Self::start). The schedule's start and interval are set when it starts.
+    pub fn metrics(&self) -> Arc<SweepMetrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// Longest wait between pressure sweeps that keep missing their goal (see the type
@@ -208,6 +221,8 @@ impl SweepSchedule {
                 ),
             ));
         }
+        self.metrics.set_schedule(SystemTime::now(), self.every);
+        let metrics = Arc::clone(&self.metrics);
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("backstop-sweep-schedule".into())
@@ -216,6 +231,7 @@ impl SweepSchedule {
         Ok(ScheduleHandle {
             tx,
             thread: Some(thread),
+            metrics,
         })
     }
 }
@@ -358,6 +374,7 @@ impl Runner {
             ),
             Err(err) => tracing::error!(?trigger, "sweep failed: {err}"),
         }
+        self.schedule.metrics.record(&result, SystemTime::now());
         if let Some(callback) = self.schedule.on_report.as_mut() {
             callback(trigger, &result);
         }
@@ -407,9 +424,15 @@ enum Command {
 pub struct ScheduleHandle {
     tx: mpsc::Sender<Command>,
     thread: Option<JoinHandle<()>>,
+    metrics: Arc<SweepMetrics>,
 }
 
 impl ScheduleHandle {
+    /// What the schedule's sweeps did (see [`SweepSchedule::metrics`]).
+    pub fn metrics(&self) -> Arc<SweepMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
     /// Asks for a regular sweep now (after the one in progress, if any).
     pub fn trigger(&self) {
         // A send fails only if the thread is gone, and then there is nothing to trigger.
@@ -479,6 +502,49 @@ mod tests {
                 other => panic!("expected an error for {field}, got {other:?}"),
             }
         }
+    }
+
+    /// Each run is in the metrics before `on_report` hears of it: the start and the
+    /// interval from the moment the schedule starts, then the run, its removals and the
+    /// last success.
+    #[test]
+    fn every_run_is_counted_before_it_is_reported() {
+        use crate::{AgeBy, RunOutcome};
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("old"), vec![1u8; 8192]).unwrap();
+        let two_days_ago = SystemTime::now() - Duration::from_secs(48 * 3600);
+        filetime::set_file_mtime(root.path().join("old"), two_days_ago.into()).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let schedule = SweepSchedule::new(Sweep::new(root.path()).age_by(AgeBy::Mtime))
+            .every(Duration::from_secs(3600))
+            .pressure_threshold(1.0);
+        let metrics = schedule.metrics();
+        let before_start = SystemTime::now();
+        let handle = schedule
+            .on_report({
+                let metrics = Arc::clone(&metrics);
+                move |_, _| tx.send(metrics.totals()).unwrap()
+            })
+            .start()
+            .unwrap();
+        let at_start = handle.metrics().totals();
+        assert_eq!(at_start.runs(RunOutcome::Clean), 0);
+        assert_eq!(at_start.last_success_unix_seconds(), None);
+        let start = at_start.start_unix_seconds().unwrap();
+        assert!(start >= crate::metrics::unix_seconds(before_start));
+        assert!(
+            at_start
+                .to_textfile()
+                .contains("backstop_sweep_interval_seconds 3600.0\n")
+        );
+
+        handle.trigger();
+        let seen = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(seen.runs(RunOutcome::Clean), 1);
+        assert!(seen.bytes_freed() >= 8192, "{seen:?}");
+        assert!(seen.last_success_unix_seconds().unwrap() >= start);
+        assert!(!root.path().join("old").exists());
+        handle.shutdown();
     }
 
     /// The disk is 95 % full with data outside the (empty) root: every pressure sweep

@@ -57,7 +57,13 @@ fn shipped_completions_and_man_page_are_what_the_binary_generates() {
         );
     }
     let man = String::from_utf8(generated(&["--man"])).unwrap();
-    for flag in ["older\\-than", "dry\\-run", "no\\-preserve\\-root", "json"] {
+    for flag in [
+        "older\\-than",
+        "dry\\-run",
+        "no\\-preserve\\-root",
+        "json",
+        "metrics\\-textfile",
+    ] {
         assert!(man.contains(flag), "man page lacks --{flag}");
     }
     let bash = String::from_utf8(generated(&["--completions", "bash"])).unwrap();
@@ -98,10 +104,24 @@ fn the_systemd_units_run_the_documented_sweep_every_six_hours_hardened() {
     let exec: Vec<&str> = value(&service, "ExecStart").split_whitespace().collect();
     assert!(exec[0].ends_with("/backstop-sweep"), "{exec:?}");
     assert_eq!(exec[1], "/tmp/makevideo");
-    assert_eq!(&exec[2..], ["--older-than", "24h"]);
+    assert_eq!(&exec[2..4], ["--older-than", "24h"]);
+    assert_eq!(exec[4], "--metrics-textfile");
+    let textfile = Path::new(exec[5]);
+    assert_eq!(
+        &exec[6..],
+        ["--timer-interval", "6h"],
+        "the timer's interval"
+    );
     assert_eq!(value(&service, "Type"), "oneshot");
     assert_eq!(value(&service, "ProtectSystem"), "strict");
-    assert_eq!(value(&service, "ReadWritePaths"), exec[1]);
+    let writable: Vec<&str> = value(&service, "ReadWritePaths")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        writable,
+        [exec[1], textfile.parent().unwrap().to_str().unwrap()],
+        "the root and the textfile's directory, nothing else"
+    );
     assert_eq!(value(&service, "NoNewPrivileges"), "yes");
     assert_eq!(
         value(&service, "PrivateTmp"),
@@ -111,12 +131,16 @@ fn the_systemd_units_run_the_documented_sweep_every_six_hours_hardened() {
     assert_eq!(value(&service, "SuccessExitStatus"), "3");
     assert!(!value(&service, "User").is_empty());
 
-    // The binary accepts that command line (on a temp dir, as a dry run).
+    // The binary accepts that command line (on temp dirs), and writes the textfile.
     let root = tempfile::tempdir().unwrap();
+    let textfile_dir = tempfile::tempdir().unwrap();
+    let written = textfile_dir.path().join(textfile.file_name().unwrap());
     let out = bin()
         .arg(root.path())
-        .args(&exec[2..])
-        .arg("--dry-run")
+        .args(&exec[2..4])
+        .arg(exec[4])
+        .arg(&written)
+        .args(&exec[6..])
         .output()
         .unwrap();
     assert_eq!(
@@ -124,6 +148,11 @@ fn the_systemd_units_run_the_documented_sweep_every_six_hours_hardened() {
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&written).unwrap();
+    assert!(
+        text.contains("backstop_sweep_runs_total{outcome=\"clean\"} 1\n"),
+        "{text}"
     );
 
     let timer = unit("backstop-sweep.timer");

@@ -23,7 +23,7 @@ _backstop__sweep() {
 
     case "${cmd}" in
         backstop__sweep)
-            opts="-h -V --older-than --dry-run --exclude --byte-goal --age-by --keep-empty-dirs --threads --no-preserve-root --allow-pseudo-fs --json --completions --man --help --version"
+            opts="-h -V --older-than --dry-run --exclude --byte-goal --age-by --keep-empty-dirs --threads --no-preserve-root --allow-pseudo-fs --json --metrics-textfile --timer-interval --completions --man --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -46,6 +46,14 @@ _backstop__sweep() {
                     return 0
                     ;;
                 --threads)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-textfile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timer-interval)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

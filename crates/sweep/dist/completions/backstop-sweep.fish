@@ -5,6 +5,8 @@ complete -c backstop-sweep -l age-by -d 'Which timestamp makes an entry old (def
 mtime\t'Modification time'
 newest\t'Newest of access, modification and change time'"
 complete -c backstop-sweep -l threads -d 'Worker threads (0: twice the cores, at least 8: see the README)' -r
+complete -c backstop-sweep -l metrics-textfile -d 'Add this run to the counters kept in a node_exporter textfile (a name ending in .prom in the textfile collector\'s directory): runs by outcome, files and bytes freed, skips and errors by reason, duration, last success. The file is read back, added to and replaced atomically; a file some other program wrote is refused' -r -F
+complete -c backstop-sweep -l timer-interval -d 'How often a timer runs this sweep (with --metrics-textfile): written as backstop_sweep_interval_seconds, so an alert can tell when a sweep is overdue' -r
 complete -c backstop-sweep -l completions -d 'Print a completion script for SHELL and exit' -r -f -a "bash\t''
 elvish\t''
 fish\t''

@@ -13,7 +13,8 @@ pub enum ExitCode {
     /// The sweep ran, but some entries failed (see the error summary).
     Partial,
     /// The sweep ran (and removed what it removed), but its report could not be
-    /// written to stdout (`/dev/full`, a closed pipe, …); stderr says why.
+    /// written to stdout (`/dev/full`, a closed pipe, …) or its metrics textfile could
+    /// not be replaced; stderr says why.
     OutputFailed,
 }
 

@@ -2,23 +2,25 @@
 //!
 //! ```text
 //! backstop-sweep ROOT [--older-than 24h] [--dry-run] [--exclude GLOB]... [--byte-goal 10GiB] [--json]
+//!                     [--metrics-textfile PATH.prom [--timer-interval 6h]]
 //! ```
 //!
 //! Prints the original service's log line (`Cleaned N files, freed X MB`) with a skip and
-//! error summary, or the whole report as JSON. Exits 0 when clean, 3 when some entries
-//! failed, 4 when the report could not be written to stdout, 2 on bad usage or a root
-//! that cannot be swept, 1 on any other fatal error. Never panics on output: Rust
-//! ignores `SIGPIPE`, so a closed pipe is an `EPIPE` error like any other.
+//! error summary, or the whole report as JSON; with `--metrics-textfile`, also adds the
+//! run to the counters kept in a node_exporter textfile. Exits 0 when clean, 3 when some
+//! entries failed, 4 when the report or the textfile could not be written, 2 on bad usage
+//! or a root that cannot be swept, 1 on any other fatal error. Never panics on output:
+//! Rust ignores `SIGPIPE`, so a closed pipe is an `EPIPE` error like any other.
 
 mod exit_codes;
 mod packaging;
 mod units;
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
-use backstop_sweep::{AgeBy, Sweep, SweepError, SweepReport};
+use backstop_sweep::{AgeBy, Sweep, SweepError, SweepReport, SweepTotals};
 use clap::{Parser, ValueEnum};
 
 use exit_codes::ExitCode;
@@ -30,7 +32,8 @@ use exit_codes::ExitCode;
     name = "backstop-sweep",
     version,
     after_help = "Exit status: 0 clean, 1 fatal, 2 bad usage or a root refused, \
-                  3 some entries failed, 4 the report could not be written."
+                  3 some entries failed, 4 the report or the metrics textfile could not be \
+                  written."
 )]
 pub(crate) struct Args {
     /// Directory to clean (it is never removed itself).
@@ -67,6 +70,21 @@ pub(crate) struct Args {
     /// Print the full report as JSON instead of the summary.
     #[arg(long)]
     json: bool,
+    /// Add this run to the counters kept in a node_exporter textfile (a name ending in
+    /// .prom in the textfile collector's directory): runs by outcome, files and bytes
+    /// freed, skips and errors by reason, duration, last success. The file is read back,
+    /// added to and replaced atomically; a file some other program wrote is refused.
+    #[arg(long, value_name = "PATH", conflicts_with = "dry_run")]
+    metrics_textfile: Option<PathBuf>,
+    /// How often a timer runs this sweep (with --metrics-textfile): written as
+    /// backstop_sweep_interval_seconds, so an alert can tell when a sweep is overdue.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "6h",
+        value_parser = units::parse_duration
+    )]
+    timer_interval: Duration,
     /// Print a completion script for SHELL and exit.
     #[arg(
         long,
@@ -116,28 +134,24 @@ fn run(args: &Args) -> ExitCode {
         let _ = writeln!(std::io::stderr(), "backstop-sweep: ROOT is required");
         return ExitCode::Usage;
     };
-    let mut sweep = Sweep::new(root)
-        .older_than(args.older_than)
-        .dry_run(args.dry_run)
-        .remove_empty_dirs(!args.keep_empty_dirs)
-        .threads(args.threads)
-        .preserve_root(!args.no_preserve_root)
-        .allow_pseudo_fs(args.allow_pseudo_fs)
-        .age_by(match args.age_by {
-            AgeArg::MtimeCtime => AgeBy::MtimeOrCtime,
-            AgeArg::Mtime => AgeBy::Mtime,
-            AgeArg::Newest => AgeBy::Newest,
-        });
-    if let Some(goal) = args.byte_goal {
-        sweep = sweep.byte_goal(goal);
-    }
-    for pattern in &args.exclude {
-        sweep = match sweep.exclude(pattern) {
-            Ok(sweep) => sweep,
-            Err(err) => return fail(&err),
-        };
-    }
-    let report = match sweep.run() {
+    // Read before sweeping: a textfile that cannot be kept is bad usage, found before
+    // anything is removed.
+    let textfile = match &args.metrics_textfile {
+        None => None,
+        Some(path) => match SweepTotals::read_textfile(path) {
+            Ok(previous) => Some((path, previous.unwrap_or_default())),
+            Err(err) => {
+                let _ = writeln!(std::io::stderr(), "backstop-sweep: {err}");
+                return ExitCode::Usage;
+            }
+        },
+    };
+    let first_run = SystemTime::now();
+    let result = configure(args, root).and_then(|sweep| sweep.run());
+    let metrics_written = textfile.is_none_or(|(path, totals)| {
+        write_metrics(path, totals, &result, first_run, args.timer_interval)
+    });
+    let report = match result {
         Ok(report) => report,
         Err(err) => return fail(&err),
     };
@@ -158,10 +172,56 @@ fn run(args: &Args) -> ExitCode {
         );
         return ExitCode::OutputFailed;
     }
+    if !metrics_written {
+        return ExitCode::OutputFailed;
+    }
     if report.has_failures() {
         ExitCode::Partial
     } else {
         ExitCode::Clean
+    }
+}
+
+/// The sweep the arguments describe.
+fn configure(args: &Args, root: &Path) -> Result<Sweep, SweepError> {
+    let mut sweep = Sweep::new(root)
+        .older_than(args.older_than)
+        .dry_run(args.dry_run)
+        .remove_empty_dirs(!args.keep_empty_dirs)
+        .threads(args.threads)
+        .preserve_root(!args.no_preserve_root)
+        .allow_pseudo_fs(args.allow_pseudo_fs)
+        .age_by(match args.age_by {
+            AgeArg::MtimeCtime => AgeBy::MtimeOrCtime,
+            AgeArg::Mtime => AgeBy::Mtime,
+            AgeArg::Newest => AgeBy::Newest,
+        });
+    if let Some(goal) = args.byte_goal {
+        sweep = sweep.byte_goal(goal);
+    }
+    for pattern in &args.exclude {
+        sweep = sweep.exclude(pattern)?;
+    }
+    Ok(sweep)
+}
+
+/// Adds this run (a failed one too) to the textfile's totals and replaces the file;
+/// false, with a line on stderr, when it cannot be written.
+fn write_metrics(
+    path: &Path,
+    mut totals: SweepTotals,
+    result: &Result<SweepReport, SweepError>,
+    first_run: SystemTime,
+    every: Duration,
+) -> bool {
+    totals.record(result, SystemTime::now());
+    totals.continue_schedule(first_run, every);
+    match totals.write_textfile(path) {
+        Ok(()) => true,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "backstop-sweep: {err}");
+            false
+        }
     }
 }
 
