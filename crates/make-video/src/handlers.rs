@@ -5,13 +5,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::extract::{Extension, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use backstop_tower::AdmissionTicket;
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
 use crate::door::Door;
+use crate::exposition;
 use crate::jobs::QueuedJob;
 
 /// What every handler shares.
@@ -47,8 +48,12 @@ pub(crate) async fn queue_job<D: Door>(
     }
 }
 
-/// `GET /metrics`: the registry's OpenMetrics text, and the door's own lines.
-pub(crate) async fn metrics<D: Door>(State(state): State<Arc<AppState<D>>>) -> Response {
+/// `GET /metrics`: the registry's text and the door's own lines, as OpenMetrics when the
+/// scraper asks for it, else in the classic text format.
+pub(crate) async fn metrics<D: Door>(
+    State(state): State<Arc<AppState<D>>>,
+    headers: HeaderMap,
+) -> Response {
     let mut text = String::with_capacity(4096);
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         return problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
@@ -60,14 +65,13 @@ pub(crate) async fn metrics<D: Door>(State(state): State<Arc<AppState<D>>>) -> R
             text = format!("{body}{extra}# EOF\n");
         }
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if exposition::wants_openmetrics(accept) {
+        ([(header::CONTENT_TYPE, exposition::OPENMETRICS)], text).into_response()
+    } else {
+        let text = exposition::to_text_format(&text);
+        ([(header::CONTENT_TYPE, exposition::TEXT_FORMAT)], text).into_response()
+    }
 }
 
 /// `GET /health`: the resource gate's state and why, with the queue and slot counts.

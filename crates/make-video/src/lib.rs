@@ -8,8 +8,10 @@
 //!   the job ends;
 //! - a [`SweepSchedule`] cleans the temp root of leftovers (every 6 h, files older than
 //!   24 h, and sooner when the disk fills);
-//! - `GET /metrics` serves the OpenMetrics text of one prometheus-client registry (the
-//!   service's own counters and backstop-core's, registered there), `GET /health` the
+//! - `GET /metrics` serves one prometheus-client registry (the service's own counters,
+//!   backstop-core's and its sweep schedule's, registered there) as OpenMetrics to
+//!   Prometheus and in the classic text format to other readers ([`exposition`]),
+//!   `GET /health` the
 //!   gate's state and why; neither is behind admission, nor are 404 and 405 answers: only
 //!   `POST /make-video` spends the rate budget or counts as admitted;
 //! - logs go through `tracing-subscriber`, filtered by `RUST_LOG` (default `info`;
@@ -39,7 +41,7 @@
 //!
 //! The library is the service by concern, for the binary (`src/main.rs`) and the tests:
 //! [`config`] (the TOML file), [`door`] (the front door: this process's limits or
-//! Redis's), [`jobs`] (the dispatcher and the jobs it runs), [`handlers`] (the routes),
+//! Redis's), [`exposition`] (the metrics formats), [`jobs`] (the dispatcher and the jobs it runs), [`handlers`] (the routes),
 //! [`service`] (the router with its background work), [`server`] (the accept loop and
 //! its connection bounds) and [`cli`] (the command line).
 //!
@@ -51,6 +53,7 @@
 pub mod cli;
 pub mod config;
 pub mod door;
+pub mod exposition;
 pub mod handlers;
 pub mod jobs;
 pub mod server;

@@ -88,6 +88,7 @@ impl<D: Door> MakeVideo<D> {
         let mut registry = Registry::default();
         counts.register(&mut registry);
         admission.register(&mut registry);
+        schedule.metrics().register(&mut registry);
         let state = Arc::new(AppState {
             admission: Arc::clone(&admission),
             queued,

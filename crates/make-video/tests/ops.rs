@@ -197,22 +197,28 @@ async fn metrics_pass_promtool_and_match_what_the_clients_saw() {
         }
         assert_eq!((accepted, too_many), (3, 4), "the rate limit is 3");
 
-        let response = send(Method::GET, "/metrics").await.unwrap();
-        assert_eq!(response.status(), 200);
+        let scrape = |accept: Option<&'static str>| {
+            let mut request = Request::builder().uri(format!("{base}/metrics"));
+            if let Some(accept) = accept {
+                request = request.header("accept", accept);
+            }
+            let response = client.request(request.body(Empty::new()).unwrap());
+            async move {
+                let response = response.await.unwrap();
+                assert_eq!(response.status(), 200);
+                let content_type = response.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (content_type, String::from_utf8(body.to_vec()).unwrap())
+            }
+        };
+        let (content_type, text) = scrape(Some(PROMETHEUS_ACCEPT)).await;
         assert_eq!(
-            response.headers()["content-type"],
+            content_type,
             "application/openmetrics-text; version=1.0.0; charset=utf-8"
         );
-        let text = String::from_utf8(
-            response
-                .into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
-        .unwrap();
 
         let parsed = promtool_parse(promtool, &text)
             .unwrap_or_else(|e| panic!("promtool could not parse the scrape:\n{e}\n{text}"));
@@ -246,9 +252,69 @@ async fn metrics_pass_promtool_and_match_what_the_clients_saw() {
             sample(&text, "backstop_admitted_total"),
             f64::from(accepted)
         );
+        // The sweep schedule's families are in the same registry.
+        assert_eq!(parsed["backstop_sweep_runs_total{outcome=\"failed\"}"], 0.0);
+        assert_eq!(parsed["backstop_sweep_interval_seconds"], 6.0 * 3600.0);
+
+        // Any other reader gets the classic text format, which promtool's linter (the
+        // classic parser, with Prometheus's naming rules) passes without a remark, and
+        // which holds the same series (the jobs may have moved on between the scrapes).
+        let (content_type, classic) = scrape(None).await;
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+        let (status, said) = promtool_check_metrics(promtool, &classic);
+        assert_eq!(
+            status,
+            Some(0),
+            "promtool check metrics:\n{said}\n{classic}"
+        );
+        assert_eq!(said, "", "promtool check metrics has remarks:\n{classic}");
+        assert!(
+            classic.contains("# TYPE backstop_admitted_total counter\n"),
+            "{classic}"
+        );
+        let samples = |text: &str| {
+            let mut lines: Vec<String> = text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| l.rsplit_once(' ').unwrap().0.to_owned())
+                .collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(samples(&classic), samples(&text));
     })
     .await
     .expect("bounded in time");
+}
+
+/// The `Accept` header Prometheus sends when it scrapes.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
+    application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// `promtool check metrics` (Prometheus's classic-format parser and naming linter) on
+/// `text`: its exit status and what it printed.
+fn promtool_check_metrics(promtool: &str, text: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), said)
 }
 
 fn run_make_video(args: &[&str]) -> Output {
