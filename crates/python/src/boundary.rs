@@ -60,6 +60,12 @@ pub(crate) static CONFIG_ERROR: ErrorClass = ErrorClass::new("ConfigError");
 pub(crate) static SWEEP_ERROR: ErrorClass = ErrorClass::new("SweepError");
 /// A job workspace operation that failed.
 pub(crate) static WORKSPACE_ERROR: ErrorClass = ErrorClass::new("WorkspaceError");
+/// 429.
+pub(crate) static RATE_LIMITED: ErrorClass = ErrorClass::new("RateLimited");
+/// 503.
+pub(crate) static OVERLOADED: ErrorClass = ErrorClass::new("Overloaded");
+/// A job that may not start yet.
+pub(crate) static JOB_MUST_WAIT: ErrorClass = ErrorClass::new("JobMustWait");
 /// A panic inside backstop.
 pub(crate) static INTERNAL_ERROR: ErrorClass = ErrorClass::new("InternalError");
 

@@ -8,8 +8,12 @@
 //! round trip) and keeps per-process state in [`fork::PerProcess`] values, made again
 //! in a forked child.
 
+mod admission;
 mod boundary;
+mod clock;
 mod fork;
+mod limits;
+mod metrics;
 mod runtime;
 mod sweep;
 mod workspace;
@@ -25,6 +29,11 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(runtime::_runtime_check, module)?)?;
     module.add_function(wrap_pyfunction!(sweep::sweep, module)?)?;
     module.add_class::<workspace::NativeWorkspace>()?;
+    module.add_class::<limits::NativeLimits>()?;
+    module.add_class::<clock::ManualClock>()?;
+    module.add_class::<admission::Admission>()?;
+    module.add_class::<admission::Ticket>()?;
+    module.add_class::<admission::Permit>()?;
     fork::register(module)?;
     Ok(())
 }

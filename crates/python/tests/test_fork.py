@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from backstop_admission import _native, sweep
+from backstop_admission import Admission, Limits, ManualClock, _native, sweep
 
 
 def run_in_child(body) -> int:  # type: ignore[no-untyped-def]
@@ -41,3 +41,50 @@ def test_a_sweep_works_in_a_forked_child(tree: Path) -> None:
 
     assert run_in_child(child) == 0
     assert not (tree / "a").exists()
+
+
+def test_an_admission_made_before_fork_works_in_the_child() -> None:
+    from test_admission import gate_limits, wait_for_a_reading
+
+    admission = Admission(gate_limits())
+    wait_for_a_reading(admission)
+    held = admission.try_admit()
+
+    def child() -> int:
+        # The parent's sampler thread is gone; the child's first job start makes its own.
+        before = admission.snapshot()["resource_readings_total"]
+        with admission.try_admit() as ticket, ticket.start() as permit:
+            assert permit.held
+        # The child's copy of the queue holds the parent's ticket too (memory is copied).
+        assert admission.snapshot()["queue_depth"] == 1
+        return 0 if wait_for_a_reading_after(admission, before) else 4
+
+    assert run_in_child(child) == 0
+    assert held.held and admission.snapshot()["jobs_started_total"] == 0
+
+
+def wait_for_a_reading_after(admission: Admission, before: int) -> bool:
+    import time
+
+    deadline = time.monotonic() + 10
+    while admission.snapshot()["resource_readings_total"] <= before:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_manual_clock_admission_decides_alike_in_parent_and_child() -> None:
+    clock = ManualClock()
+    admission = Admission(Limits(rate_limit=1, resources_enabled=False), clock=clock)
+    ticket = admission.try_admit()
+
+    def child() -> int:
+        try:
+            admission.try_admit()
+        except Exception as refused:  # noqa: BLE001
+            return 0 if type(refused).__name__ == "RateLimited" else 5
+        return 6
+
+    assert run_in_child(child) == 0
+    ticket.release()

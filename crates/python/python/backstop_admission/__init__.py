@@ -1,5 +1,7 @@
 """backstop for Python job services.
 
+- ``Limits``, ``Admission``, ``Ticket``, ``Permit``: the exact rate limit, the bounded
+  queue and the job slots, in process (``try_admit`` is a nanosecond decision in Rust);
 - ``sweep`` and ``JobWorkspace``: race-safe temp-file cleanup (``backstop_admission.celery``
   makes the sweep a Celery beat task);
 - the exceptions in ``backstop_admission.errors``.
@@ -10,10 +12,12 @@ The native module ``backstop_admission._native`` is private; everything public i
 from __future__ import annotations
 
 from . import _native
+from ._native import Admission, Limits, ManualClock, Permit, Ticket
 from .errors import (
     BackstopError,
     ConfigError,
     InternalError,
+    JobMustWait,
     Overloaded,
     RateLimited,
     Refused,
@@ -28,15 +32,21 @@ from .workspace import JobWorkspace
 __version__: str = _native.__version__
 
 __all__ = [
+    "Admission",
     "BackstopError",
     "ConfigError",
     "InternalError",
+    "JobMustWait",
     "JobWorkspace",
+    "Limits",
+    "ManualClock",
     "Overloaded",
+    "Permit",
     "RateLimited",
     "Refused",
     "StoreError",
     "SweepError",
+    "Ticket",
     "TokenError",
     "WorkspaceError",
     "sweep",

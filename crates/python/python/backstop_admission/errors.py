@@ -14,6 +14,7 @@ __all__ = [
     "BackstopError",
     "ConfigError",
     "InternalError",
+    "JobMustWait",
     "Overloaded",
     "RateLimited",
     "Refused",
@@ -50,6 +51,19 @@ class WorkspaceError(BackstopError):
 
 class InternalError(BackstopError, RuntimeError):
     """A bug inside backstop (a Rust panic, caught at the boundary). The call did not complete."""
+
+
+class JobMustWait(BackstopError):
+    """A queued job may not start yet; its ticket keeps its place.
+
+    Attributes:
+        reason: ``no_free_slot``, ``low_memory``, ``low_disk``, ``memory_pressure``,
+            ``stale`` or ``store_unavailable``.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Refused(BackstopError):
