@@ -30,7 +30,9 @@ pub(crate) fn request_class(py: Python<'_>, priority: &str) -> PyResult<RequestC
         "exempt" => Ok(RequestClass::Exempt),
         other => Err(CONFIG_ERROR.msg(
             py,
-            format!("invalid `priority` {other:?}: expected \"normal\", \"critical\" or \"exempt\""),
+            format!(
+                "invalid `priority` {other:?}: expected \"normal\", \"critical\" or \"exempt\""
+            ),
         )),
     }
 }
@@ -39,20 +41,78 @@ pub(crate) fn request_class(py: Python<'_>, priority: &str) -> PyResult<RequestC
 #[cold]
 pub(crate) fn refusal_error(py: Python<'_>, refusal: &Refusal) -> PyErr {
     let message = refusal.to_string();
-    let wait = refusal.retry_after().as_secs_f64();
-    match refusal {
-        Refusal::RateLimited { scope, .. } => RATE_LIMITED.err(
-            py,
-            (message, wait, refusal.as_str(), scope.as_str()),
+    let wait = refusal.retry_after();
+    let wait_ns = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+    let (class, scope) = match refusal {
+        Refusal::RateLimited { scope, .. } => (&RATE_LIMITED, Some(scope.as_str())),
+        Refusal::Overloaded { .. } => (&OVERLOADED, None),
+    };
+    class.err(
+        py,
+        (
+            message,
+            wait.as_secs_f64(),
+            refusal.as_str(),
+            scope,
+            wait_ns,
         ),
-        Refusal::Overloaded { .. } => OVERLOADED.err(py, (message, wait, refusal.as_str())),
+    )
+}
+
+/// The `Refusal` a `Refused` exception describes (its `reason`, `scope` and
+/// `retry_after_ns`), for answering it over HTTP.
+pub(crate) fn refusal_of(py: Python<'_>, refused: &Bound<'_, PyAny>) -> PyResult<Refusal> {
+    let reason: String = refused.getattr("reason")?.extract()?;
+    let wait = std::time::Duration::from_nanos(refused.getattr("retry_after_ns")?.extract()?);
+    if reason == "rate_limited" {
+        let scope: Option<String> = refused.getattr("scope")?.extract()?;
+        let scope = backstop_core::RateScope::ALL
+            .into_iter()
+            .find(|s| Some(s.as_str()) == scope.as_deref())
+            .unwrap_or(backstop_core::RateScope::Global);
+        return Ok(Refusal::RateLimited {
+            retry_after: wait,
+            scope,
+        });
     }
+    let reason = backstop_core::OverloadReason::ALL
+        .into_iter()
+        .find(|r| r.as_str() == reason)
+        .ok_or_else(|| CONFIG_ERROR.msg(py, format!("not a refusal reason: {reason:?}")))?;
+    Ok(Refusal::Overloaded {
+        reason,
+        retry_after_hint: wait,
+    })
+}
+
+/// An HTTP answer: status, headers, body.
+pub(crate) type HttpAnswer = (u16, Vec<(String, String)>, String);
+
+/// The tower layer's answer to `refusal` from `door`, as plain parts.
+pub(crate) fn http_answer<D: backstop_core::FrontDoor>(
+    door: &D,
+    key: Option<&str>,
+    refusal: &Refusal,
+) -> HttpAnswer {
+    let response = backstop_tower::refusal_response_for(door, key, refusal);
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
+    (response.status().as_u16(), headers, response.into_body())
 }
 
 /// `JobMustWait` with the reason's stable name.
 #[cold]
 pub(crate) fn wait_error(py: Python<'_>, reason: &WaitReason) -> PyErr {
-    JOB_MUST_WAIT.err(py, (format!("the job must wait: {reason}"), reason.as_str()))
+    JOB_MUST_WAIT.err(
+        py,
+        (format!("the job must wait: {reason}"), reason.as_str()),
+    )
 }
 
 /// The native `Admission`.
@@ -108,7 +168,9 @@ impl Admission {
             let mut door = Door::with_clock(limits.limits(), clock).map_err(config)?;
             if let Some((limit, window_s)) = per_client {
                 let window = crate::sweep::seconds(py, "per_client window", window_s)?;
-                door = door.with_per_key(limit, window, max_clients).map_err(config)?;
+                door = door
+                    .with_per_key(limit, window, max_clients)
+                    .map_err(config)?;
             }
             let admission = Admission {
                 door,
@@ -121,11 +183,7 @@ impl Admission {
 
     /// Decides one request: a `Ticket`, or `RateLimited` / `Overloaded` raised.
     #[pyo3(signature = (key=None, priority="normal"))]
-    fn try_admit(
-        slf: &Bound<'_, Self>,
-        key: Option<&str>,
-        priority: &str,
-    ) -> PyResult<Ticket> {
+    fn try_admit(slf: &Bound<'_, Self>, key: Option<&str>, priority: &str) -> PyResult<Ticket> {
         let py = slf.py();
         guarded("Admission.try_admit", || {
             let class = request_class(py, priority)?;
@@ -162,7 +220,24 @@ impl Admission {
 
     /// Every counter and gauge now, as plain numbers.
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        guarded("Admission.snapshot", || crate::metrics::snapshot_dict(py, &self.door))
+        guarded("Admission.snapshot", || {
+            crate::metrics::snapshot_dict(py, &self.door)
+        })
+    }
+
+    /// The answer the tower layer gives `refused` (a `Refused` this door raised for
+    /// client `key`): status, headers, problem+json body.
+    #[pyo3(signature = (refused, key=None))]
+    fn refusal_response(
+        &self,
+        py: Python<'_>,
+        refused: &Bound<'_, PyAny>,
+        key: Option<&str>,
+    ) -> PyResult<HttpAnswer> {
+        guarded("Admission.refusal_response", || {
+            let refusal = refusal_of(py, refused)?;
+            Ok(http_answer(&self.door, key, &refusal))
+        })
     }
 
     /// The metrics in the OpenMetrics text format (the Rust registry's families).

@@ -50,9 +50,8 @@ impl NativeLimits {
             let text = std::fs::read_to_string(&path).map_err(|err| {
                 CONFIG_ERROR.msg(py, format!("cannot read {}: {err}", path.display()))
             })?;
-            let limits = CoreLimits::from_toml_str(&text).map_err(|e| {
-                CONFIG_ERROR.msg(py, format!("{}: {e}", path.display()))
-            })?;
+            let limits = CoreLimits::from_toml_str(&text)
+                .map_err(|e| CONFIG_ERROR.msg(py, format!("{}: {e}", path.display())))?;
             Ok(NativeLimits { limits })
         })
     }
@@ -75,7 +74,10 @@ impl NativeLimits {
 
     /// The shared rate limit: `(limit, window in seconds)`.
     fn rate(&self) -> (u32, f64) {
-        (self.limits.rate.limit, self.limits.rate.window().as_secs_f64())
+        (
+            self.limits.rate.limit,
+            self.limits.rate.window().as_secs_f64(),
+        )
     }
 }
 

@@ -30,7 +30,10 @@ pub(crate) fn snapshot_dict<'py, C: Clock>(
         by_reason(py, &s.rate_limited_by_scope_total)?,
     )?;
     dict.set_item("overloaded_total", by_reason(py, &s.overloaded_total)?)?;
-    dict.set_item("shadow_refusals_total", by_reason(py, &s.shadow_refusals_total)?)?;
+    dict.set_item(
+        "shadow_refusals_total",
+        by_reason(py, &s.shadow_refusals_total)?,
+    )?;
     dict.set_item("job_waits_total", by_reason(py, &s.job_waits_total)?)?;
     dict.set_item("jobs_started_total", s.jobs_started_total)?;
     dict.set_item("jobs_finished_total", s.jobs_finished_total)?;

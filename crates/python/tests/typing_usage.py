@@ -29,3 +29,46 @@ def answer(refused: Refused) -> Dict[str, str]:
 
 
 version: str = backstop_admission.__version__
+
+
+def admission_usage() -> int:
+    from backstop_admission import Admission, JobMustWait, Limits, ManualClock, RateLimited
+
+    limits = Limits(rate_limit=30, rate_window=timedelta(seconds=60), queue_max=100)
+    admission = Admission(limits, clock=ManualClock(), per_client=(5, 60.0))
+    try:
+        ticket = admission.try_admit("client-1", priority="critical")
+    except RateLimited as refused:
+        return refused.retry_after_secs
+    with ticket:
+        try:
+            with ticket.start() as permit:
+                held: bool = permit.held
+        except JobMustWait as wait:
+            reason: str = wait.reason
+    snapshot: Dict[str, Any] = admission.snapshot()
+    admission.reconfigure(Limits.from_toml("[rate]\nlimit = 10\n"))
+    return int(snapshot["admitted_total"])
+
+
+def web_usage() -> Any:
+    from fastapi import Depends, FastAPI
+    from prometheus_client import CollectorRegistry
+
+    from backstop_admission import Admission, Limits, Ticket
+    from backstop_admission.asgi import AdmissionMiddleware, header_key
+    from backstop_admission.fastapi import Admit, install
+    from backstop_admission.prometheus import BackstopCollector
+
+    admission = Admission(Limits())
+    app = FastAPI()
+    install(app)
+    app.add_middleware(AdmissionMiddleware, admission=admission,
+                       routes=[("POST", "/make-video")], key=header_key("x-api-key"))
+
+    @app.post("/make-video", status_code=202)
+    async def make_video(ticket: Ticket = Depends(Admit(admission))) -> Dict[str, bool]:
+        return {"held": ticket.held}
+
+    CollectorRegistry().register(BackstopCollector(admission))
+    return app

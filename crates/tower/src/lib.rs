@@ -46,6 +46,6 @@ pub use future::ResponseFuture;
 pub use head::RequestHead;
 pub use key::{KeyBy, MAX_KEY_BYTES};
 pub use layer::{AdmissionLayer, LayerError};
-pub use response::{RATELIMIT, RATELIMIT_POLICY};
+pub use response::{RATELIMIT, RATELIMIT_POLICY, refusal_response_for};
 pub use service::AdmissionService;
 pub use ticket::AdmissionTicket;

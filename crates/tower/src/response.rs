@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use backstop_core::Refusal;
+use backstop_core::{FrontDoor, RateScope, Refusal};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
@@ -75,6 +75,35 @@ impl Policy {
 /// must not be refused again for coming back then.
 pub(crate) fn whole_secs_up(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+/// The response the layer gives a request of client `key` that `door` refused: 429 or
+/// 503, `Retry-After`, the `RateLimit-Policy` / `RateLimit` headers of the limit that
+/// refused (read as it stands now) and the problem-details body. Public so that other
+/// HTTP stacks in front of the same door (the Python package's ASGI middleware) answer
+/// byte for byte as the layer does.
+pub fn refusal_response_for<D: FrontDoor>(
+    door: &D,
+    key: Option<&str>,
+    refusal: &Refusal,
+) -> Response<String> {
+    let per_key = key.and_then(|key| door.client_rate_limit(key));
+    let (name, quota, window) = match (refusal, per_key) {
+        (Refusal::Overloaded { .. }, ..) => return refusal_response(refusal, None),
+        (
+            Refusal::RateLimited {
+                scope: RateScope::PerClient,
+                ..
+            },
+            Some((quota, window)),
+        ) => ("client", quota, window),
+        (Refusal::RateLimited { .. }, ..) => {
+            let (quota, window) = door.rate_limit();
+            ("default", quota, window)
+        }
+    };
+    let policy = policy_value(name, quota, window);
+    refusal_response(refusal, Some((name, &policy)))
 }
 
 /// The response to `refusal`. `policy` names the limit that refused a 429 (`"default"`

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use backstop_core::clock::QuantaClock;
-use backstop_core::{
-    Admission, Decision, FrontDoor, OverloadReason, RateScope, Refusal, RequestClass,
-};
+use backstop_core::{Admission, Decision, FrontDoor, OverloadReason, Refusal, RequestClass};
 use http::{Request, Response};
 use tower_service::Service;
 
@@ -15,7 +13,7 @@ use crate::body::RefusalBody;
 use crate::future::{Hold, ResponseFuture};
 use crate::head::RequestHead;
 use crate::layer::Shared;
-use crate::response::{Policy, policy_value, refusal_response};
+use crate::response::{Policy, refusal_response_for};
 use crate::ticket::AdmissionTicket;
 
 /// The service [`AdmissionLayer`](crate::AdmissionLayer) makes; see there for what it
@@ -250,23 +248,7 @@ fn refuse<D: FrontDoor>(
     refusal: &Refusal,
 ) -> Box<Response<String>> {
     // The refusal says which limit refused; that limit is read as it stands now.
-    let per_key = key.and_then(|key| shared.door.client_rate_limit(key));
-    let (name, quota, window) = match (refusal, per_key) {
-        (Refusal::Overloaded { .. }, ..) => return Box::new(refusal_response(refusal, None)),
-        (
-            Refusal::RateLimited {
-                scope: RateScope::PerClient,
-                ..
-            },
-            Some((quota, window)),
-        ) => ("client", quota, window),
-        (Refusal::RateLimited { .. }, ..) => {
-            let (quota, window) = shared.door.rate_limit();
-            ("default", quota, window)
-        }
-    };
-    let policy = policy_value(name, quota, window);
-    Box::new(refusal_response(refusal, Some((name, &policy))))
+    Box::new(refusal_response_for(&*shared.door, key, refusal))
 }
 
 impl<S: Clone, D> Clone for AdmissionService<S, D> {

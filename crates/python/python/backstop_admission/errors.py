@@ -7,7 +7,6 @@ what was wrong; a bug inside backstop (a Rust panic) is ``InternalError``.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 __all__ = [
@@ -74,22 +73,31 @@ class Refused(BackstopError):
         retry_after: seconds to wait before retrying (exact for 429, a hint for 503).
         reason: ``rate_limited``, ``queue_full``, ``too_many_keys`` or ``store_unavailable``.
         scope: for 429, which window refused (``global`` or ``per_client``); else ``None``.
+        retry_after_ns: ``retry_after`` in whole nanoseconds, exactly as decided.
     """
 
     status_code: int = 0
 
     def __init__(
-        self, message: str, retry_after: float, reason: str, scope: Optional[str] = None
+        self,
+        message: str,
+        retry_after: float,
+        reason: str,
+        scope: Optional[str] = None,
+        retry_after_ns: Optional[int] = None,
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.reason = reason
         self.scope = scope
+        self.retry_after_ns = (
+            max(0, round(retry_after * 1e9)) if retry_after_ns is None else retry_after_ns
+        )
 
     @property
     def retry_after_secs(self) -> int:
         """``retry_after`` rounded up to whole seconds, for a ``Retry-After`` header."""
-        return max(0, math.ceil(self.retry_after))
+        return -(-self.retry_after_ns // 1_000_000_000)
 
 
 class RateLimited(Refused):
