@@ -4,10 +4,11 @@
 //! Numbering follows `sim/README.md`: 1 rate safety, 2 no false 429, 3 queue, 4 jobs,
 //! 5 cleanup, 6 conservation.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
-use backstop_core::model::WindowModel;
+use backstop_core::RateScope;
+use backstop_core::model::{KeyedModel, Refused, WindowModel, rate_stages};
 use serde::Serialize;
 
 use crate::config::SimConfig;
@@ -179,7 +180,7 @@ struct Running {
 
 /// A present temp file in the checker's model.
 #[derive(Debug, Clone, Copy)]
-struct ModelFile {
+struct TempFile {
     mtime_us: u64,
     bytes: u64,
 }
@@ -211,16 +212,17 @@ pub struct Checker {
     /// The passes of the global window, in the shared reference model (times in ns, see
     /// [`ns`]).
     passes: WindowModel,
-    /// Per-client passes, when the per-client stage is on (looked up, never iterated).
-    key_passes: HashMap<u32, WindowModel>,
+    /// Per-client passes, when the per-client stage is on (its table never full: the
+    /// checkers do not judge `too_many_keys`).
+    clients: Option<KeyedModel<u32>>,
     waiting: VecDeque<JobSpec>,
     running: Vec<Running>,
     gate_open: bool,
     memory_bytes: Option<u64>,
     background_bytes: u64,
     temp_bytes: u64,
-    files: BTreeMap<(u64, u32), ModelFile>,
-    removed: Vec<(u64, u32, ModelFile)>,
+    files: BTreeMap<(u64, u32), TempFile>,
+    removed: Vec<(u64, u32, TempFile)>,
     /// The record being checked, for violation messages.
     current: Option<Record>,
 }
@@ -230,7 +232,9 @@ impl Checker {
     pub fn new(p: CheckParams) -> Self {
         Checker {
             passes: WindowModel::new(p.rate_limit, ns(p.rate_window_us)),
-            key_passes: HashMap::new(),
+            clients: p
+                .per_key
+                .map(|(limit, w)| KeyedModel::new((limit, ns(w)), usize::MAX)),
             waiting: VecDeque::new(),
             running: Vec::with_capacity(p.job_slots as usize),
             p,
@@ -369,70 +373,53 @@ impl Checker {
         }
     }
 
-    /// Client `key`'s own window, when the per-client stage is on.
-    fn key_window(&mut self, key: Option<u32>) -> Option<(u32, &mut WindowModel)> {
-        let (Some((limit, w)), Some(key)) = (self.p.per_key, key) else {
-            return None;
-        };
-        let window = self
-            .key_passes
-            .entry(key)
-            .or_insert_with(|| WindowModel::new(limit, ns(w)));
-        Some((key, window))
-    }
-
     /// A pass of client `key`'s own limit (when the per-client stage is on).
     fn key_pass(&mut self, t_us: u64, key: Option<u32>) {
-        let Some((key, window)) = self.key_window(key) else {
+        let (Some(clients), Some(key)) = (&mut self.clients, key) else {
             return;
         };
-        if window.record(ns(t_us)).is_err() {
-            let (limit, w) = (window.limit(), us(window.window_ns()));
+        if clients.record(&key, ns(t_us)).is_err() {
+            let (limit, w) = clients.shape(&key);
             let n = limit as u64 + 1;
-            self.fail(Invariant::RateSafety, t_us, format!("{n} requests of client key #{key} passed its limit in ({}, {t_us}], limit {limit}", t_us.saturating_sub(w)));
+            self.fail(Invariant::RateSafety, t_us, format!("{n} requests of client key #{key} passed its limit in ({}, {t_us}], limit {limit}", t_us.saturating_sub(us(w))));
         }
     }
 
+    /// A 429 must be what the rate stages, in their order, say now: the global window
+    /// first, then the client's own (whose refusal does not charge the global one).
     fn rate_refusal(&mut self, t_us: u64, key: Option<u32>, retry_after_us: Option<u64>) {
         let now_ns = ns(t_us);
-        if let Err(wait_ns) = self.passes.check(now_ns) {
-            let exact = us(wait_ns);
-            if retry_after_us != Some(exact) {
-                self.fail(Invariant::NoFalse429, t_us, {
-                    format!("429 retry_after_us is {retry_after_us:?}, exact is {exact}")
-                });
-            }
-            return;
-        }
-        // The global window had room, so only the client's own window can have refused
-        // it; then the global window is not charged (the client's window is asked first,
-        // see sim/README.md).
-        if let Some((key, window)) = self.key_window(key) {
-            let (n, limit) = (window.in_window(now_ns), window.limit());
-            match window.check(now_ns) {
-                Ok(()) => self.fail(Invariant::NoFalse429, t_us, format!("429 with {n} passes in client key #{key}'s window (limit {limit}) and room in the global one")),
-                Err(wait_ns) => {
-                    let exact = us(wait_ns);
-                    if retry_after_us != Some(exact) {
-                        self.fail(
-                            Invariant::NoFalse429,
-                            t_us,
-                            format!(
-                                "per-client 429 retry_after_us is {retry_after_us:?}, exact is {exact}"
-                            ),
-                        );
-                    }
+        let client = self.clients.as_ref().zip(key.as_ref());
+        let message = match rate_stages(&self.passes, client, now_ns) {
+            Err(Refused::RateLimited { wait_ns, scope }) => {
+                let exact = us(wait_ns);
+                if retry_after_us == Some(exact) {
+                    return;
                 }
+                let which = if scope == RateScope::Global {
+                    ""
+                } else {
+                    "per-client "
+                };
+                format!("{which}429 retry_after_us is {retry_after_us:?}, exact is {exact}")
             }
-            return;
-        }
-        let n = self.passes.in_window(now_ns);
-        self.fail(Invariant::NoFalse429, t_us, {
-            format!(
-                "429 with only {n} passes in the window, limit {}",
-                self.p.rate_limit
-            )
-        });
+            Err(other) => format!("429 where the rate stages say {other:?}"),
+            Ok(()) => match client {
+                Some((clients, key)) => {
+                    let n = clients.window(key).map_or(0, |w| w.in_window(now_ns));
+                    let limit = clients.shape(key).0;
+                    format!(
+                        "429 with {n} passes in client key #{key}'s window (limit {limit}) and room in the global one"
+                    )
+                }
+                None => format!(
+                    "429 with only {} passes in the window, limit {}",
+                    self.passes.in_window(now_ns),
+                    self.p.rate_limit
+                ),
+            },
+        };
+        self.fail(Invariant::NoFalse429, t_us, message);
     }
 
     /// Checks one record.
@@ -732,7 +719,7 @@ impl Checker {
             let b = file_bytes(r.spec.files, r.spec.bytes, i);
             self.files.insert(
                 (id, i),
-                ModelFile {
+                TempFile {
                     mtime_us: t_us,
                     bytes: b,
                 },
@@ -751,7 +738,7 @@ impl Checker {
     ) {
         let removed = std::mem::take(&mut self.removed);
         // Ages, not cutoffs: `t − older_than` would clamp at 0 early in a run.
-        let age = |f: &ModelFile| t_us.saturating_sub(f.mtime_us);
+        let age = |f: &TempFile| t_us.saturating_sub(f.mtime_us);
         if let Some((id, file, f)) = removed.iter().find(|(_, _, f)| age(f) < older_than_us) {
             let (id, file, age) = (*id, *file, t_us.saturating_sub(f.mtime_us));
             self.fail(Invariant::Cleanup, t_us, format!("{} sweep removed file {file} of job {id}, {age} µs old, younger than the cutoff {older_than_us} µs", trigger.as_str()));

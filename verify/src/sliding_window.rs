@@ -1,4 +1,5 @@
-//! `sliding_window`: [`SlidingWindow`] on a [`ManualClock`] against a `VecDeque` model.
+//! `sliding_window`: [`SlidingWindow`] on a [`ManualClock`] against the window's
+//! reference, [`WindowModel`] (a `VecDeque` of recorded times and the rule).
 //!
 //! Operations: move the clock forwards or back, `try_acquire`, `try_acquire_at` with a
 //! stale reading, `acquire_timeout`, `available`, `reconfigure` in place (limits above
@@ -14,6 +15,7 @@
 use std::time::Duration;
 
 use backstop_core::clock::{Clock, ManualClock};
+use backstop_core::model::WindowModel;
 use backstop_core::rate::{MAX_LIMIT, MAX_WINDOW, SlidingWindow};
 
 use crate::input::Input;
@@ -25,12 +27,9 @@ pub const TIME_CAP_NS: u64 = 1 << 62;
 /// The longest sequence of operations one input drives (a limit on run time per input).
 pub const MAX_OPS: usize = 4096;
 
-/// The shared reference model (one for every checker; see `backstop_core::model`).
-pub use backstop_core::model::{Memory, WindowModel};
-
 /// What the constructor must say about a limit and window, independently of its code:
 /// `None` when valid, else the field it must name.
-fn invalid_field(limit: u32, window_ns: u64) -> Option<&'static str> {
+pub(crate) fn invalid_field(limit: u32, window_ns: u64) -> Option<&'static str> {
     if limit == 0 || limit > MAX_LIMIT {
         Some("limit")
     } else if window_ns == 0 || u128::from(window_ns) > MAX_WINDOW.as_nanos() {
@@ -75,6 +74,209 @@ fn step_ns(input: &mut Input<'_>, window_ns: u64) -> u64 {
     }
 }
 
+/// One step of an input.
+#[derive(Debug)]
+enum Op {
+    /// The clock moves on, ns.
+    Advance(u64),
+    /// The clock moves back, ns.
+    Back(u64),
+    TryAcquire,
+    /// `try_acquire_at` a reading this many ns old.
+    TryAcquireAt(u64),
+    /// `acquire_timeout` with this timeout, ns.
+    AcquireTimeout(u64),
+    Available,
+    Reconfigure(u32, u64),
+    Reconfigured(u32, u64),
+}
+
+impl Op {
+    /// The next step; its time steps are biased towards the edges of `window_ns`.
+    fn decode(input: &mut Input<'_>, window_ns: u64) -> Op {
+        match input.below(11) {
+            0 | 1 => Op::Advance(step_ns(input, window_ns)),
+            2 => Op::Back(step_ns(input, window_ns)),
+            3..=5 => Op::TryAcquire,
+            6 => Op::TryAcquireAt(u64::from(input.u16())),
+            7 => Op::AcquireTimeout(step_ns(input, window_ns)),
+            8 => Op::Available,
+            9 => Op::Reconfigure(any_limit(input), any_window_ns(input)),
+            _ => Op::Reconfigured(any_limit(input), any_window_ns(input)),
+        }
+    }
+}
+
+/// The limiter under test and its model.
+struct Run {
+    clock: ManualClock,
+    limiter: SlidingWindow<ManualClock>,
+    model: WindowModel,
+}
+
+impl Run {
+    /// The limiter of the input's limit and window (`None` when they are rightly
+    /// refused).
+    fn build(input: &mut Input<'_>) -> Result<Option<Run>, Violation> {
+        let clock = ManualClock::new();
+        let (limit, window_ns) = (any_limit(input), any_window_ns(input));
+        let built =
+            SlidingWindow::with_clock(limit, Duration::from_nanos(window_ns), clock.clone());
+        match (built, invalid_field(limit, window_ns)) {
+            (Ok(limiter), None) => Ok(Some(Run {
+                clock,
+                limiter,
+                model: WindowModel::new(limit, window_ns),
+            })),
+            (Err(e), Some(field)) => {
+                ensure!(
+                    e.field() == field,
+                    "limit {limit}, window {window_ns} ns: error names {:?}, not {field:?}",
+                    e.field()
+                );
+                Ok(None)
+            }
+            (Ok(_), Some(field)) => Err(Violation::new(format!(
+                "limit {limit}, window {window_ns} ns accepted; {field} is out of range"
+            ))),
+            (Err(e), None) => Err(Violation::new(format!(
+                "limit {limit}, window {window_ns} ns refused: {e}"
+            ))),
+        }
+    }
+
+    fn apply(&mut self, op: Op) -> Result<(), Violation> {
+        let now_ns = self.clock.now_ns();
+        match op {
+            Op::Advance(step) => {
+                if now_ns.saturating_add(step) < TIME_CAP_NS {
+                    self.clock.advance(Duration::from_nanos(step));
+                }
+            }
+            Op::Back(step) => self
+                .clock
+                .set(Duration::from_nanos(now_ns.saturating_sub(step))),
+            Op::TryAcquire => {
+                let got = self
+                    .limiter
+                    .try_acquire()
+                    .map_err(|e| nanos(e.retry_after()));
+                let want = self.model.try_acquire(now_ns);
+                ensure!(
+                    got == want,
+                    "try_acquire at {now_ns} ns gave {got:?}, model {want:?}"
+                );
+            }
+            Op::TryAcquireAt(age_ns) => {
+                let at_ns = now_ns.saturating_sub(age_ns);
+                let got = self
+                    .limiter
+                    .try_acquire_at(at_ns)
+                    .map_err(|e| nanos(e.retry_after()));
+                let want = self.model.try_acquire(at_ns);
+                ensure!(
+                    got == want,
+                    "try_acquire_at({at_ns}) gave {got:?}, model {want:?}"
+                );
+            }
+            Op::AcquireTimeout(timeout_ns) => self.acquire_timeout(now_ns, timeout_ns)?,
+            Op::Available => {
+                let (got, want) = (self.limiter.available(), self.model.available(now_ns));
+                ensure!(
+                    got == want,
+                    "available at {now_ns} ns is {got}, model {want}"
+                );
+            }
+            Op::Reconfigure(limit, window_ns) => self.reconfigure(limit, window_ns)?,
+            Op::Reconfigured(limit, window_ns) => self.reconfigured(limit, window_ns)?,
+        }
+        Ok(())
+    }
+
+    /// `acquire_timeout` must move the clock by exactly the model's wait, or refuse
+    /// without moving it.
+    fn acquire_timeout(&mut self, now_ns: u64, timeout_ns: u64) -> Result<(), Violation> {
+        if now_ns.saturating_add(timeout_ns) >= TIME_CAP_NS {
+            return Ok(());
+        }
+        let got = self
+            .limiter
+            .acquire_timeout(Duration::from_nanos(timeout_ns))
+            .map_err(|e| nanos(e.retry_after()));
+        let want = match self.model.try_acquire(now_ns) {
+            Err(wait_ns) if wait_ns <= timeout_ns => {
+                let admitted = self.model.try_acquire(now_ns + wait_ns);
+                ensure!(admitted.is_ok(), "model refuses after its own wait");
+                Ok(now_ns + wait_ns)
+            }
+            Err(wait_ns) => Err(wait_ns),
+            Ok(()) => Ok(now_ns),
+        };
+        let got = got.map(|()| self.clock.now_ns());
+        ensure!(
+            got == want,
+            "acquire_timeout({timeout_ns} ns) at {now_ns} ns gave {got:?} (Ok: clock after), model {want:?}"
+        );
+        ensure!(
+            want.is_ok() || self.clock.now_ns() == now_ns,
+            "a refused acquire_timeout moved the clock"
+        );
+        Ok(())
+    }
+
+    /// In place: limits above the capacity must be refused, invalid ones with the field
+    /// named.
+    fn reconfigure(&mut self, limit: u32, window_ns: u64) -> Result<(), Violation> {
+        let result = self
+            .limiter
+            .reconfigure(limit, Duration::from_nanos(window_ns));
+        let refused_field = invalid_field(limit, window_ns)
+            .or((limit > self.limiter.capacity()).then_some("limit"));
+        match (result, refused_field) {
+            (Ok(()), None) => ensure!(
+                self.model.reconfigure(limit, window_ns),
+                "reconfigure({limit}) accepted above the model's capacity"
+            ),
+            (Err(e), Some(field)) => ensure!(
+                e.field() == field,
+                "reconfigure({limit}, {window_ns} ns) names {:?}, not {field:?}",
+                e.field()
+            ),
+            (result, _) => {
+                return Err(Violation::new(format!(
+                    "reconfigure({limit}, {window_ns} ns) gave {result:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Into a new limiter: invalid limits must be refused with the field named.
+    fn reconfigured(&mut self, limit: u32, window_ns: u64) -> Result<(), Violation> {
+        let result = self
+            .limiter
+            .reconfigured(limit, Duration::from_nanos(window_ns));
+        match (result, invalid_field(limit, window_ns)) {
+            (Ok(next), None) => {
+                self.limiter = next;
+                self.model = self.model.reconfigured(limit, window_ns);
+            }
+            (Err(e), Some(field)) => ensure!(
+                e.field() == field,
+                "reconfigured({limit}, {window_ns} ns) names {:?}, not {field:?}",
+                e.field()
+            ),
+            (result, _) => {
+                return Err(Violation::new(format!(
+                    "reconfigured({limit}, {window_ns} ns) gave {:?}",
+                    result.map(|_| ())
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The `sliding_window` check.
 ///
 /// # Errors
@@ -82,154 +284,16 @@ fn step_ns(input: &mut Input<'_>, window_ns: u64) -> u64 {
 /// A [`Violation`] where the limiter and the model disagree.
 pub fn check(data: &[u8]) -> Result<(), Violation> {
     let mut input = Input::new(data);
-    let clock = ManualClock::new();
-    let (limit, window_ns) = (any_limit(&mut input), any_window_ns(&mut input));
-    let built = SlidingWindow::with_clock(limit, Duration::from_nanos(window_ns), clock.clone());
-    let (mut limiter, mut model) = match (built, invalid_field(limit, window_ns)) {
-        (Ok(limiter), None) => (limiter, WindowModel::new(limit, window_ns)),
-        (Err(e), Some(field)) => {
-            ensure!(
-                e.field() == field,
-                "limit {limit}, window {window_ns} ns: error names {:?}, not {field:?}",
-                e.field()
-            );
-            return Ok(());
-        }
-        (Ok(_), Some(field)) => {
-            return Err(Violation::new(format!(
-                "limit {limit}, window {window_ns} ns accepted; {field} is out of range"
-            )));
-        }
-        (Err(e), None) => {
-            return Err(Violation::new(format!(
-                "limit {limit}, window {window_ns} ns refused: {e}"
-            )));
-        }
+    let Some(mut run) = Run::build(&mut input)? else {
+        return Ok(());
     };
-
     for op in 0..MAX_OPS {
         if input.is_empty() {
             break;
         }
-        let now_ns = clock.now_ns();
-        match input.below(11) {
-            0 | 1 => {
-                let step = step_ns(&mut input, model.window_ns());
-                if now_ns.saturating_add(step) < TIME_CAP_NS {
-                    clock.advance(Duration::from_nanos(step));
-                }
-            }
-            2 => clock.set(Duration::from_nanos(
-                now_ns.saturating_sub(step_ns(&mut input, model.window_ns())),
-            )),
-            3..=5 => {
-                let got = limiter.try_acquire().map_err(|e| nanos(e.retry_after()));
-                let want = model.try_acquire(now_ns);
-                ensure!(
-                    got == want,
-                    "op {op}: try_acquire at {now_ns} ns gave {got:?}, model {want:?}"
-                );
-            }
-            6 => {
-                let at_ns = now_ns.saturating_sub(u64::from(input.u16()));
-                let got = limiter
-                    .try_acquire_at(at_ns)
-                    .map_err(|e| nanos(e.retry_after()));
-                let want = model.try_acquire(at_ns);
-                ensure!(
-                    got == want,
-                    "op {op}: try_acquire_at({at_ns}) gave {got:?}, model {want:?}"
-                );
-            }
-            7 => {
-                let timeout_ns = step_ns(&mut input, model.window_ns());
-                if now_ns.saturating_add(timeout_ns) >= TIME_CAP_NS {
-                    continue;
-                }
-                let got = limiter
-                    .acquire_timeout(Duration::from_nanos(timeout_ns))
-                    .map_err(|e| nanos(e.retry_after()));
-                let want = match model.try_acquire(now_ns) {
-                    Err(wait_ns) if wait_ns <= timeout_ns => {
-                        let admitted = model.try_acquire(now_ns + wait_ns);
-                        ensure!(
-                            admitted.is_ok(),
-                            "op {op}: model refuses after its own wait"
-                        );
-                        Ok(now_ns + wait_ns)
-                    }
-                    Err(wait_ns) => Err(wait_ns),
-                    Ok(()) => Ok(now_ns),
-                };
-                let got = got.map(|()| clock.now_ns());
-                ensure!(
-                    got == want,
-                    "op {op}: acquire_timeout({timeout_ns} ns) at {now_ns} ns gave {got:?} (Ok: clock after), model {want:?}"
-                );
-                if want.is_err() {
-                    ensure!(
-                        clock.now_ns() == now_ns,
-                        "op {op}: a refused acquire_timeout moved the clock"
-                    );
-                }
-            }
-            8 => {
-                let (got, want) = (limiter.available(), model.available(now_ns));
-                ensure!(
-                    got == want,
-                    "op {op}: available at {now_ns} ns is {got}, model {want}"
-                );
-            }
-            9 => {
-                let (new_limit, new_window_ns) = (any_limit(&mut input), any_window_ns(&mut input));
-                let result = limiter.reconfigure(new_limit, Duration::from_nanos(new_window_ns));
-                let refused_field = invalid_field(new_limit, new_window_ns)
-                    .or((new_limit > limiter.capacity()).then_some("limit"));
-                match (result, refused_field) {
-                    (Ok(()), None) => {
-                        ensure!(
-                            model.reconfigure(new_limit, new_window_ns),
-                            "op {op}: reconfigure({new_limit}) accepted above the model's capacity"
-                        );
-                    }
-                    (Err(e), Some(field)) => {
-                        ensure!(
-                            e.field() == field,
-                            "op {op}: reconfigure({new_limit}, {new_window_ns} ns) names {:?}, not {field:?}",
-                            e.field()
-                        );
-                    }
-                    (result, _) => {
-                        return Err(Violation::new(format!(
-                            "op {op}: reconfigure({new_limit}, {new_window_ns} ns) gave {result:?}"
-                        )));
-                    }
-                }
-            }
-            _ => {
-                let (new_limit, new_window_ns) = (any_limit(&mut input), any_window_ns(&mut input));
-                let result = limiter.reconfigured(new_limit, Duration::from_nanos(new_window_ns));
-                match (result, invalid_field(new_limit, new_window_ns)) {
-                    (Ok(next), None) => {
-                        limiter = next;
-                        model = model.reconfigured(new_limit, new_window_ns);
-                    }
-                    (Err(e), Some(field)) => {
-                        ensure!(
-                            e.field() == field,
-                            "op {op}: reconfigured({new_limit}, {new_window_ns} ns) names {:?}, not {field:?}",
-                            e.field()
-                        );
-                    }
-                    (result, _) => {
-                        return Err(Violation::new(format!(
-                            "op {op}: reconfigured({new_limit}, {new_window_ns} ns) gave {:?}",
-                            result.map(|_| ())
-                        )));
-                    }
-                }
-            }
-        }
+        let step = Op::decode(&mut input, run.model.window_ns());
+        run.apply(step)
+            .map_err(|v| Violation::new(format!("op {op}: {v}")))?;
     }
     Ok(())
 }
@@ -241,19 +305,6 @@ fn nanos(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn model_follows_the_definition() {
-        let mut model = WindowModel::new(2, 10);
-        assert_eq!(model.try_acquire(0), Ok(()));
-        assert_eq!(model.try_acquire(3), Ok(()));
-        assert_eq!(model.try_acquire(9), Err(1));
-        assert_eq!(model.available(10), 1);
-        assert_eq!(model.try_acquire(10), Ok(()));
-        // A stale reading is recorded at the latest time, so it frees nothing early.
-        assert_eq!(model.try_acquire(5), Err(8));
-        assert_eq!(model.reconfigured(1, 10).try_acquire(19), Err(1));
-    }
 
     #[test]
     fn empty_and_short_inputs_pass() {

@@ -43,7 +43,7 @@ mod sync;
 pub mod toml_config;
 pub mod units;
 
-/// The shared reference model of the window (feature `model`), for checkers.
+/// The reference models of the rules (feature `model`), for checkers.
 #[cfg(feature = "model")]
 #[doc(hidden)]
 pub mod model;

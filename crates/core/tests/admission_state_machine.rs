@@ -1,16 +1,15 @@
-//! `Admission` against a plain reference model under random sequences of requests of
-//! every class, clock moves, job starts, drops in any order, resource readings and live
-//! reconfiguration. Its rate window is the shared one (`backstop_core::model::WindowModel`,
-//! feature `model`).
+//! `Admission` against the front door's reference (`backstop_core::model::AdmissionModel`,
+//! feature `model`) under random sequences of requests of every class, clock moves, job
+//! starts, drops in any order, resource readings and live reconfiguration.
 
 use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
-use backstop_core::jobs::{JobPermit, QueueTicket};
-use backstop_core::model::WindowModel;
+use backstop_core::jobs::{JobBounds, JobPermit, QueueTicket};
+use backstop_core::model::{AdmissionModel, Decided, Refused};
 use backstop_core::resources::ResourceReading;
 use backstop_core::{
-    Admission, Decision, Limits, MetricsSnapshot, RateScope, Refusal, RequestClass, WaitReason,
+    Admission, Decision, Limits, MetricsSnapshot, Refusal, RequestClass, WaitReason,
 };
 use proptest::prelude::*;
 
@@ -64,20 +63,12 @@ fn limits(rate: u32, queue: u32, reserve: u32, jobs: u32) -> Limits {
     limits
 }
 
-/// The whole policy, written as plainly as possible.
-struct Model {
-    /// The global rate window, with its limit.
-    window: WindowModel,
-    queue: u32,
-    reserve: u32,
-    jobs: u32,
-    waiting: u32,
-    running: u32,
-    memory_low: bool,
-    admitted: u64,
-    rate_limited: u64,
-    queue_full: u64,
-    exempt: u64,
+fn bounds(queue: u32, reserve: u32, jobs: u32) -> JobBounds {
+    JobBounds {
+        max_queue: queue,
+        critical_reserve: reserve,
+        max_jobs: jobs,
+    }
 }
 
 proptest! {
@@ -89,11 +80,9 @@ proptest! {
         let admission = Admission::with_clock(limits(3, 3, 1, 1), clock.clone()).unwrap();
         let gate = admission.resource_gate();
         gate.observe(ResourceReading::memory_only(4096 * MIB));
-        let mut model = Model {
-            window: WindowModel::new(3, WINDOW_NS), queue: 3, reserve: 1, jobs: 1,
-            waiting: 0, running: 0, memory_low: false,
-            admitted: 0, rate_limited: 0, queue_full: 0, exempt: 0,
-        };
+        let mut model: AdmissionModel<u8> = AdmissionModel::new((3, WINDOW_NS), bounds(3, 1, 1));
+        // The gate's memory rule: closed below 2048 MiB, open again from 2048 + 256.
+        let mut memory_low = false;
         let mut now_ms = 0u64;
         let mut tickets: Vec<QueueTicket> = Vec::new();
         let mut permits: Vec<JobPermit> = Vec::new();
@@ -102,30 +91,21 @@ proptest! {
             match op {
                 Op::Admit(class) => {
                     let decision = admission.try_admit_as(class);
-                    if class == RequestClass::Exempt {
-                        prop_assert!(matches!(decision, Decision::Exempt));
-                        model.exempt += 1;
-                        continue;
-                    }
-                    let bound = if class == RequestClass::Critical { model.queue } else { model.queue - model.reserve };
-                    // Past the rate limit, the admission counts in the window even if the
-                    // queue refuses it.
-                    if let Err(retry_ns) = model.window.try_acquire(now_ms * NS_PER_MS) {
-                        prop_assert_eq!(
-                            decision.refusal().copied(),
-                            Some(Refusal::RateLimited { retry_after: Duration::from_nanos(retry_ns), scope: RateScope::Global })
-                        );
-                        model.rate_limited += 1;
-                    } else if model.waiting < bound {
-                        match decision {
+                    match model.admit(class, None, now_ms * NS_PER_MS) {
+                        Decided::Exempt => prop_assert!(matches!(decision, Decision::Exempt)),
+                        Decided::Admitted(()) => match decision {
                             Decision::Admitted(ticket) => tickets.push(ticket),
                             other => prop_assert!(false, "expected admission, got {:?}", other),
-                        }
-                        model.waiting += 1;
-                        model.admitted += 1;
-                    } else {
-                        prop_assert_eq!(decision.refusal().map(|r| (r.status_code(), r.as_str())), Some((503, "queue_full")));
-                        model.queue_full += 1;
+                        },
+                        Decided::Refused(Refused::RateLimited { wait_ns, scope }) => prop_assert_eq!(
+                            decision.refusal().copied(),
+                            Some(Refusal::RateLimited { retry_after: Duration::from_nanos(wait_ns), scope })
+                        ),
+                        Decided::Refused(Refused::QueueFull) => prop_assert_eq!(
+                            decision.refusal().map(|r| (r.status_code(), r.as_str())),
+                            Some((503, "queue_full"))
+                        ),
+                        Decided::Refused(other) => prop_assert!(false, "no per-client stage, yet {:?}", other),
                     }
                 }
                 Op::Advance(ms) => {
@@ -136,57 +116,49 @@ proptest! {
                     let ticket = tickets.swap_remove(i % tickets.len());
                     match admission.start_job(ticket) {
                         Ok(permit) => {
-                            prop_assert!(!model.memory_low && model.running < model.jobs);
+                            prop_assert!(!memory_low && model.jobs_mut().try_start());
                             permits.push(permit);
-                            model.waiting -= 1;
-                            model.running += 1;
                         }
                         Err((ticket, reason)) => {
-                            let expected = if model.memory_low { "low_memory" } else { "no_free_slot" };
+                            let expected = if memory_low { "low_memory" } else { "no_free_slot" };
                             prop_assert_eq!(reason.as_str(), expected);
-                            prop_assert!(model.memory_low || model.running >= model.jobs);
-                            prop_assert!(model.memory_low || reason == WaitReason::NoFreeSlot);
+                            prop_assert!(memory_low || !model.jobs().slot_free());
+                            prop_assert!(memory_low || reason == WaitReason::NoFreeSlot);
                             tickets.push(ticket);
                         }
                     }
                 }
                 Op::DropTicket(i) if !tickets.is_empty() => {
                     drop(tickets.swap_remove(i % tickets.len()));
-                    model.waiting -= 1;
+                    model.jobs_mut().leave();
                 }
                 Op::DropPermit(i) if !permits.is_empty() => {
                     drop(permits.swap_remove(i % permits.len()));
-                    model.running -= 1;
+                    model.jobs_mut().finish();
                 }
                 Op::Memory(mib) => {
                     gate.observe(ResourceReading::memory_only(mib * MIB));
-                    model.memory_low = if model.memory_low { mib < 2048 + 256 } else { mib < 2048 };
+                    memory_low = if memory_low { mib < 2048 + 256 } else { mib < 2048 };
                 }
                 Op::Reconfigure { rate, queue, reserve, jobs } => {
                     let result = admission.reconfigure(limits(rate, queue, reserve, jobs));
-                    if reserve < queue {
-                        prop_assert!(result.is_ok());
-                        // In place while the rate fits the capacity, else a larger window
-                        // built from what the old one remembers, as `Admission` does.
-                        if !model.window.reconfigure(rate, WINDOW_NS) {
-                            model.window = model.window.reconfigured(rate, WINDOW_NS);
-                        }
-                        model.queue = queue;
-                        model.reserve = reserve;
-                        model.jobs = jobs;
-                    } else {
-                        let err = result.unwrap_err();
+                    // In place while the rate fits the capacity, else a larger window
+                    // built from what the old one remembers, as `Admission` does.
+                    let accepted = model.reconfigure((rate, WINDOW_NS), bounds(queue, reserve, jobs), false);
+                    prop_assert_eq!(result.is_ok(), accepted);
+                    if let Err(err) = result {
                         prop_assert_eq!(err.field(), "queue.critical_reserve");
                     }
                 }
                 _ => {}
             }
             let m = admission.metrics().snapshot();
-            prop_assert_eq!((m.queue_depth, m.jobs_active), (model.waiting, model.running));
-            prop_assert_eq!(m.admitted_total, model.admitted);
-            prop_assert_eq!(m.rate_limited_total, model.rate_limited);
-            prop_assert_eq!(m.exempt_total, model.exempt);
-            prop_assert_eq!(MetricsSnapshot::by_reason(&m.overloaded_total, "queue_full"), model.queue_full);
+            let counts = model.counts();
+            prop_assert_eq!((m.queue_depth, m.jobs_active), (model.jobs().waiting(), model.jobs().running()));
+            prop_assert_eq!(m.admitted_total, counts.admitted);
+            prop_assert_eq!(m.rate_limited_total, counts.rate_limited);
+            prop_assert_eq!(m.exempt_total, counts.exempt);
+            prop_assert_eq!(MetricsSnapshot::by_reason(&m.overloaded_total, "queue_full"), counts.queue_full);
         }
         drop(tickets);
         drop(permits);

@@ -1,7 +1,9 @@
-//! The job counters against a plain reference model, under random sequences of enters,
-//! starts, acquires, drops in any order, and bound changes.
+//! The job counters against their reference (`backstop_core::model::JobsModel`, feature
+//! `model`), under random sequences of enters, starts, acquires, drops in any order, and
+//! bound changes.
 
 use backstop_core::jobs::{self, JobBounds, JobPermit, Priority, QueueTicket};
+use backstop_core::model::JobsModel;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -25,24 +27,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// What the counters must do, written as plainly as possible.
-struct Model {
-    waiting: u32,
-    running: u32,
-    started: u64,
-    finished: u64,
-    bounds: JobBounds,
-}
-
-impl Model {
-    fn queue_bound(&self, priority: Priority) -> u32 {
-        match priority {
-            Priority::Normal => self.bounds.max_queue - self.bounds.critical_reserve,
-            Priority::Critical => self.bounds.max_queue,
-        }
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -50,36 +34,33 @@ proptest! {
     fn counters_match_the_model_and_never_leak(ops in proptest::collection::vec(op(), 1..80)) {
         let bounds = JobBounds { max_queue: 3, critical_reserve: 1, max_jobs: 2 };
         let (queue, slots) = jobs::counters_with_totals(bounds).unwrap();
-        let mut model = Model { waiting: 0, running: 0, started: 0, finished: 0, bounds };
+        let mut model = JobsModel::new(bounds);
         let mut tickets: Vec<QueueTicket> = Vec::new();
         let mut permits: Vec<JobPermit> = Vec::new();
 
         for op in ops {
             match op {
                 Op::Enter(priority) => {
-                    let expect = model.waiting < model.queue_bound(priority);
+                    let bound = model.queue_bound(priority);
+                    let expect = model.try_enter(priority);
                     match queue.try_enter_as(priority) {
                         Ok(ticket) => {
                             prop_assert!(expect, "entered past the bound");
                             tickets.push(ticket);
-                            model.waiting += 1;
                         }
                         Err(full) => {
                             prop_assert!(!expect, "refused with room left");
-                            prop_assert_eq!(full.max_queue, model.queue_bound(priority));
+                            prop_assert_eq!(full.max_queue, bound);
                         }
                     }
                 }
                 Op::Start(i) if !tickets.is_empty() => {
                     let ticket = tickets.swap_remove(i % tickets.len());
-                    let expect = model.running < model.bounds.max_jobs;
+                    let expect = model.try_start();
                     match slots.try_start(ticket) {
                         Ok(permit) => {
                             prop_assert!(expect);
                             permits.push(permit);
-                            model.waiting -= 1;
-                            model.running += 1;
-                            model.started += 1;
                         }
                         Err(ticket) => {
                             prop_assert!(!expect);
@@ -88,47 +69,42 @@ proptest! {
                     }
                 }
                 Op::Acquire => {
-                    let expect = model.running < model.bounds.max_jobs;
+                    let expect = model.try_acquire();
                     match slots.try_acquire() {
                         Ok(permit) => {
                             prop_assert!(expect);
                             permits.push(permit);
-                            model.running += 1;
-                            model.started += 1;
                         }
                         Err(_) => prop_assert!(!expect),
                     }
                 }
                 Op::DropTicket(i) if !tickets.is_empty() => {
                     drop(tickets.swap_remove(i % tickets.len()));
-                    model.waiting -= 1;
+                    model.leave();
                 }
                 Op::DropPermit(i) if !permits.is_empty() => {
                     drop(permits.swap_remove(i % permits.len()));
-                    model.running -= 1;
-                    model.finished += 1;
+                    model.finish();
                 }
                 Op::SetBounds(max_queue, critical_reserve, max_jobs) => {
                     let new = JobBounds { max_queue, critical_reserve, max_jobs };
+                    let accepted = model.set_bounds(new);
                     match queue.set_bounds(new) {
-                        Ok(()) => {
-                            prop_assert!(critical_reserve < max_queue);
-                            model.bounds = new;
-                        }
+                        Ok(()) => prop_assert!(accepted),
                         Err(e) => {
-                            prop_assert!(critical_reserve >= max_queue);
+                            prop_assert!(!accepted);
                             prop_assert_eq!(e.field(), "queue.critical_reserve");
                         }
                     }
                 }
                 _ => {}
             }
-            prop_assert_eq!(queue.len(), model.waiting);
-            prop_assert_eq!(slots.active(), model.running);
+            prop_assert_eq!(queue.len(), model.waiting());
+            prop_assert_eq!(slots.active(), model.running());
             prop_assert_eq!(queue.len() as usize, tickets.len());
             prop_assert_eq!(slots.active() as usize, permits.len());
-            prop_assert_eq!(slots.started_total(), Some(model.started));
-            prop_assert_eq!(slots.finished_total(), Some(model.finished));
+            prop_assert_eq!(slots.started_total(), Some(model.started()));
+            prop_assert_eq!(slots.finished_total(), Some(model.finished()));
         }
         drop(tickets);
         drop(permits);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
+use backstop_core::model::WindowModel;
 use backstop_core::rate::SlidingWindow;
 use backstop_core::{OverloadReason, RateScope};
 use backstop_redis::{
@@ -104,30 +105,23 @@ proptest! {
     }
 }
 
-/// The store's memory, stated simply: every admission time, judged by the shape in force;
-/// an admission keeps only the newest `limit` (what the ring has room for), a refusal
-/// changes nothing.
-#[derive(Default)]
-struct SimpleModel {
-    times: Vec<u64>,
-}
-
-impl SimpleModel {
-    /// `Ok(())` admitted, `Err(wait_us)` refused.
-    fn decide(&mut self, limit: u32, window_us: u64, now_us: u64) -> Result<(), u64> {
-        let limit = limit as usize;
-        if self.times.len() >= limit {
-            let oldest = self.times[self.times.len() - limit];
-            if oldest + window_us > now_us {
-                return Err(oldest + window_us - now_us);
-            }
-        }
-        let t = self.times.last().map_or(now_us, |&last| last.max(now_us));
-        self.times.push(t);
-        let excess = self.times.len().saturating_sub(limit);
-        self.times.drain(..excess);
-        Ok(())
-    }
+/// The store's rule: each admission is judged by the window's rule
+/// (`backstop_core::model::WindowModel`) in the shape in force, and the store keeps only
+/// the newest `limit` recorded times (what its ring has room for); a refusal changes
+/// nothing. `times_us` are those recorded times.
+fn store_decides(
+    times_us: &mut Vec<u64>,
+    limit: u32,
+    window_us: u64,
+    now_us: u64,
+) -> Result<(), u64> {
+    let history: Vec<u64> = times_us.iter().map(|&t| t * 1_000).collect();
+    let mut window = WindowModel::with_history(limit, window_us * 1_000, &history);
+    window
+        .try_acquire(now_us * 1_000)
+        .map_err(|wait_ns| wait_ns / 1_000)?;
+    *times_us = window.recent().map(|t| t / 1_000).collect();
+    Ok(())
 }
 
 #[derive(Debug, Clone)]
@@ -155,9 +149,9 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     /// The limit and the window change mid-run and the clock steps back: the script
-    /// agrees with the simple model on every decision and every retry_after.
+    /// agrees with the store's rule on every decision and every retry_after.
     #[test]
-    fn redis_window_matches_a_simple_model_across_reshapes_and_clock_steps(
+    fn redis_window_matches_the_store_rule_across_reshapes_and_clock_steps(
         limit in 1u32..6,
         ops in proptest::collection::vec(shape_op(), 1..80),
     ) {
@@ -172,14 +166,14 @@ proptest! {
                 .expect("connect");
             let name = support::unique("reshape-prop");
             let mut shape = (limit, 2_000_000u64);
-            let mut model = SimpleModel::default();
+            let mut times_us = Vec::new();
             for op in &ops {
                 match *op {
                     ShapeOp::Acquire => {
                         let window = RedisWindow::new(&store, &name, shape.0, Duration::from_micros(shape.1)).unwrap();
                         let got = window.try_acquire_checked().await.expect("store answers");
                         let now_us = clock.now().as_micros() as u64;
-                        let want = model.decide(shape.0, shape.1, now_us).map_err(|wait| Refusal::RateLimited {
+                        let want = store_decides(&mut times_us, shape.0, shape.1, now_us).map_err(|wait| Refusal::RateLimited {
                             retry_after: Duration::from_micros(wait),
                             scope: RateScope::Global,
                         });

@@ -87,7 +87,8 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
-use super::ring::{AdmissionRing, Memory, Sealing};
+use super::memory::Memory;
+use super::ring::{AdmissionRing, Sealing};
 use super::{MAX_WINDOW, RateLimited};
 use crate::ConfigError;
 use crate::clock::{Clock, QuantaClock};

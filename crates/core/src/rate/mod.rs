@@ -5,6 +5,7 @@
 //! window, in memory bounded by `max_keys`.
 
 mod keyed;
+pub(crate) mod memory;
 mod ring;
 mod window;
 

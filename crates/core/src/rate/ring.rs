@@ -60,6 +60,7 @@
 
 use crossbeam_utils::{Backoff, CachePadded};
 
+use super::memory::Memory;
 use crate::sync::{AtomicPair, AtomicU64, Ordering};
 
 /// Set in a slot's time by [`AdmissionRing::seal`]: no admission will ever claim that
@@ -89,27 +90,6 @@ enum Tail {
     },
     Moving,
     Sealed,
-}
-
-/// What a ring remembers, to build another ring from ([`AdmissionRing::remembered`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Memory {
-    /// Every admission not in `times_ns` happened at or before this time; `None` when
-    /// there were none.
-    pub(crate) horizon_ns: Option<u64>,
-    /// The recorded times of the admissions remembered, oldest first.
-    pub(crate) times_ns: Vec<u64>,
-}
-
-impl Memory {
-    /// Only these admissions, none forgotten.
-    #[cfg(test)]
-    pub(crate) fn of(times_ns: &[u64]) -> Self {
-        Memory {
-            horizon_ns: None,
-            times_ns: times_ns.to_vec(),
-        }
-    }
 }
 
 pub(crate) struct AdmissionRing {

@@ -1,8 +1,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::memory::Memory;
+use super::ring::AdmissionRing;
 use super::ring::Sealing;
-use super::ring::{AdmissionRing, Memory};
 use super::{RateLimited, SEALABLE_TIME_NS};
 use crate::ConfigError;
 use crate::clock::{Clock, QuantaClock};

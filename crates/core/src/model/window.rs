@@ -1,30 +1,13 @@
-//! One plain reference model of the sliding window, for every checker outside the
-//! limiter's own code: the fuzz checks in `backstop-verify` (the `sliding_window`,
-//! `keyed_window` and `admission` targets), the proptests `rate_model` and
-//! `admission_state_machine` in backstop-core, and the simulator's rate checker (global
-//! and per-client windows, `sim/src/check.rs`) use it. Behind the `model` feature,
-//! hidden from the docs: not part of the limiter's API.
-//!
-//! It is a `VecDeque` of recorded admission times and the rule, nothing else: admission
-//! `k` passes iff admission `k − limit` was recorded at least `window` earlier. It
-//! changes shape mid-run the two ways the limiter does (in place with
-//! [`reconfigure`](crate::model::WindowModel::reconfigure), into a larger window with
-//! [`reconfigured`](crate::model::WindowModel::reconfigured)), keeping what the limiter
-//! keeps (see [`SlidingWindow`](crate::rate::SlidingWindow)'s "Exact under change").
+//! The sliding window's rule: admission `k` passes iff admission `k − limit` was
+//! recorded at least `window` earlier. A `VecDeque` of recorded admission times and the
+//! rule, nothing else. It changes shape mid-run the two ways the limiter does (in place
+//! with [`reconfigure`](WindowModel::reconfigure), into a larger window with
+//! [`reconfigured`](WindowModel::reconfigured)), keeping what the limiter keeps (see
+//! [`SlidingWindow`](crate::rate::SlidingWindow)'s "Exact under change").
 
 use std::collections::VecDeque;
 
-/// What a window remembers to build another from: the times it remembers and a horizon
-/// at or after every admission it forgot (`None`: it forgot none). See the module docs of
-/// the ring in backstop-core and [`SlidingWindow`](crate::rate::SlidingWindow)'s
-/// "Exact under change".
-#[derive(Debug, Clone, Default)]
-pub struct Memory {
-    /// At or after every forgotten admission.
-    pub horizon_ns: Option<u64>,
-    /// Remembered recorded times, oldest first.
-    pub times_ns: Vec<u64>,
-}
+pub use crate::rate::memory::Memory;
 
 /// The reference: the recorded times of the last `capacity` admissions, oldest first,
 /// where the capacity is the first limit rounded up to a power of two (as documented for
@@ -58,14 +41,7 @@ impl WindowModel {
     /// A window of `limit` per `window_ns` that remembers the last `capacity` of
     /// `history` (recorded times, oldest first).
     pub fn with_history(limit: u32, window_ns: u64, history: &[u64]) -> Self {
-        Self::with_memory(
-            limit,
-            window_ns,
-            &Memory {
-                horizon_ns: None,
-                times_ns: history.to_vec(),
-            },
-        )
+        Self::with_memory(limit, window_ns, &Memory::of(history))
     }
 
     /// A window that remembers the newest of `memory`'s times it has room for; the ones
@@ -251,5 +227,23 @@ impl WindowModel {
     /// one remembers.
     pub fn reconfigured(&self, limit: u32, window_ns: u64) -> Self {
         WindowModel::with_memory(limit, window_ns, &self.remembered())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_follows_the_definition() {
+        let mut model = WindowModel::new(2, 10);
+        assert_eq!(model.try_acquire(0), Ok(()));
+        assert_eq!(model.try_acquire(3), Ok(()));
+        assert_eq!(model.try_acquire(9), Err(1));
+        assert_eq!(model.available(10), 1);
+        assert_eq!(model.try_acquire(10), Ok(()));
+        // A stale reading is recorded at the latest time, so it frees nothing early.
+        assert_eq!(model.try_acquire(5), Err(8));
+        assert_eq!(model.reconfigured(1, 10).try_acquire(19), Err(1));
     }
 }
