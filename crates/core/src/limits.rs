@@ -104,7 +104,17 @@ pub struct QueueLimits {
     pub critical_reserve: u32,
     /// The `Retry-After` suggested with a 503 (default 1000 ms).
     pub retry_after_hint_ms: u64,
+    /// How long a ticket handed to another process keeps its queue place unclaimed,
+    /// 1 ms to 24 h (default 5 min; TOML `max_wait = "5m"`). Used by doors whose tickets
+    /// cross processes (`backstop_redis`'s detach and claim): an unclaimed place
+    /// returns to the queue then. In-process tickets never wait unclaimed.
+    pub max_wait: Duration,
 }
+
+/// The default of [`QueueLimits::max_wait`].
+const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
+/// Longest `queue.max_wait` accepted: a day.
+const MAX_MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for QueueLimits {
     fn default() -> Self {
@@ -112,6 +122,7 @@ impl Default for QueueLimits {
             max: 100,
             critical_reserve: 0,
             retry_after_hint_ms: 1000,
+            max_wait: DEFAULT_MAX_WAIT,
         }
     }
 }
@@ -166,6 +177,8 @@ struct QueueToml {
     retry_after_hint: Option<HumanDuration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after_hint_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_wait: Option<HumanDuration>,
 }
 
 impl TryFrom<QueueToml> for QueueLimits {
@@ -186,6 +199,7 @@ impl TryFrom<QueueToml> for QueueLimits {
         )? {
             out.retry_after_hint_ms = ms;
         }
+        out.max_wait = raw.max_wait.map_or(out.max_wait, |w| w.0);
         Ok(out)
     }
 }
@@ -199,6 +213,7 @@ impl From<QueueLimits> for QueueToml {
                 limits.retry_after_hint_ms,
             ))),
             retry_after_hint_ms: None,
+            max_wait: Some(HumanDuration(limits.max_wait)),
         }
     }
 }
@@ -246,6 +261,12 @@ impl Limits {
                     "must be at most {MAX_HINT_MS}, got {}",
                     self.queue.retry_after_hint_ms
                 ),
+            ));
+        }
+        if self.queue.max_wait < Duration::from_millis(1) || self.queue.max_wait > MAX_MAX_WAIT {
+            return Err(ConfigError::new(
+                "queue.max_wait",
+                format_args!("must be 1ms to 24h, got {:?}", self.queue.max_wait),
             ));
         }
         self.resources.validate()

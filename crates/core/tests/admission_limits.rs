@@ -1,6 +1,8 @@
 //! Every way a `Limits` can be wrong names its field and says why.
 #![cfg(feature = "toml")]
 
+use std::time::Duration;
+
 use backstop_core::Limits;
 use backstop_core::resources::StalePolicy;
 
@@ -225,6 +227,20 @@ fn human_durations_and_sizes_are_read() {
             .window_ms,
         86_400_000
     );
+}
+
+#[test]
+fn a_detached_tickets_max_wait_is_read_and_bounded() {
+    assert_eq!(Limits::default().queue.max_wait, Duration::from_secs(300));
+    let limits = Limits::from_toml_str("[queue]\nmax_wait = \"90s\"\n").unwrap();
+    assert_eq!(limits.queue.max_wait, Duration::from_secs(90));
+    let text = toml::to_string(&limits).unwrap();
+    assert!(text.contains("max_wait = \"1m 30s\""), "{text}");
+    for bad in ["0s", "25h"] {
+        let toml = format!("[queue]\nmax_wait = \"{bad}\"\n");
+        let err = Limits::from_toml_str(&toml).unwrap_err();
+        assert_eq!(err.field(), "queue.max_wait", "{bad}: {err}");
+    }
 }
 
 #[test]

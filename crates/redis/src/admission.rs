@@ -15,7 +15,10 @@ use backstop_core::{
 };
 
 use crate::StartError;
-use crate::jobs::{self, RedisJobPermit, RedisJobSlots, RedisQueueGate, RedisQueueTicket};
+use crate::detach::{ClaimError, DetachError};
+use crate::jobs::{
+    self, GateConfig, RedisJobPermit, RedisJobSlots, RedisQueueGate, RedisQueueTicket,
+};
 use crate::options::FailurePolicy;
 use crate::refusal::store_unavailable;
 use crate::store::RedisStore;
@@ -95,6 +98,28 @@ impl RedisTicket {
             TicketState::Lost => None,
         }
     }
+
+    /// Hands the ticket's queue place to another process: a token (an ASCII string, safe
+    /// in JSON) that [`RedisAdmission::claim`] on a door of the same name, in any
+    /// process, turns back into a ticket. The place is kept, unrenewed, for at most the
+    /// limits' `queue.max_wait`; nobody claims it by then, it returns to the queue and
+    /// the store counts it (`detached_unclaimed`). See [`RedisQueueTicket::detach`].
+    ///
+    /// # Errors
+    ///
+    /// [`DetachError::Lost`] when the place is gone (its lease was lost);
+    /// [`DetachError::StoreUnavailable`], with the ticket back, when Redis failed.
+    pub async fn detach(self) -> Result<String, DetachError<RedisTicket>> {
+        match *self.0 {
+            TicketState::Lost => Err(DetachError::Lost),
+            TicketState::Held(ticket) => ticket.detach().await.map_err(|err| match err {
+                DetachError::StoreUnavailable(back, cause) => {
+                    DetachError::StoreUnavailable(RedisTicket::held(back), cause)
+                }
+                _ => DetachError::Lost,
+            }),
+        }
+    }
 }
 
 impl fmt::Debug for RedisTicket {
@@ -141,7 +166,12 @@ impl RedisAdmission {
         }
         let window = RedisWindow::new(store, name, limits.rate.limit, limits.rate.window())
             .map_err(|e| prefixed("rate", e))?;
-        let (queue, slots) = jobs::counters(store, name, limits.job_bounds(), lease)?;
+        let config = GateConfig {
+            bounds: limits.job_bounds(),
+            lease,
+            max_wait: limits.queue.max_wait,
+        };
+        let (queue, slots) = jobs::counters_with(store, name, config)?;
         let gate = Arc::new(ResourceGate::new(&limits.resources, fallback_clock(store))?);
         Ok(RedisAdmission {
             store: store.clone(),
@@ -250,6 +280,18 @@ impl RedisAdmission {
             // its own.
             Err(StartError::LeaseLost) => self.start_detached().await,
         }
+    }
+
+    /// Takes the queue place a [`RedisTicket::detach`] token names (detached by a door
+    /// of the same name, in this process or another): a ticket of this process from now
+    /// on, renewed here, which [`FrontDoor::start_job`] turns into a permit as any other.
+    ///
+    /// # Errors
+    ///
+    /// A [`ClaimError`]: malformed, of another name, expired (`queue.max_wait` passed),
+    /// not held (claimed already, or forged), or Redis failed.
+    pub async fn claim(&self, token: &str) -> Result<RedisTicket, ClaimError> {
+        self.queue.claim(token).await.map(RedisTicket::held)
     }
 
     /// A slot for a job whose queue place was lost.

@@ -1,36 +1,66 @@
 //! [`RedisQueueGate`] and [`RedisJobSlots`]: `QueueGate` / `JobSlots` shared by every
-//! replica, every ticket and permit a lease.
+//! replica, every ticket and permit a lease ([`crate::lease`] states the rule).
 //!
-//! A queue place or a job slot is a member of a sorted set (holder id → lease deadline
-//! in microseconds); every script prunes expired members before counting, so a replica
-//! that dies holding places leaks them for at most the lease time. A held ticket or
-//! permit renews its lease every third of the lease from a background task. The queue
-//! and the slots of one gate share a hash tag (`{backstop:<name>}:queue`, `…:slots`), so
-//! the ticket → permit script touches one slot (Redis Cluster-ready).
+//! A queue place or a job slot is a member of a sorted set (holder id → lease end in
+//! microseconds); every script prunes expired members before counting, so a replica
+//! that dies holding places leaks them for at most the lease time. The queue, the slots
+//! and the gate's epoch and fencing counter share a hash tag (`{backstop:<name>}:queue`,
+//! `…:slots`, `…:gate`), so every script touches one slot (Redis Cluster-ready).
+//!
+//! A ticket can cross processes: [`RedisQueueTicket::detach`] turns it into a token (a
+//! short ASCII string) that keeps its place, unrenewed, for at most `max_wait`;
+//! [`RedisQueueGate::claim`] in any process on the same name takes the place back as an
+//! ordinary ticket. Nobody claims it in time: the place returns to the queue and the
+//! store's `detached_unclaimed` counter counts it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use backstop_core::jobs::{JobBounds, Priority};
 use backstop_core::{ConfigError, OverloadReason, WaitReason};
+use tokio_util::sync::CancellationToken;
 
+use crate::detach::{self, ClaimError, DetachError, TicketToken};
 use crate::error::StoreError;
+use crate::lease::{Lease, LeaseLoss, Set, Taken};
 use crate::refusal::Refusal;
 use crate::scripts;
 use crate::store::RedisStore;
 
 /// The shortest lease accepted: renewals run every third of it. A lease must also be at
 /// least three store deadlines, so that a renewal that waits out its deadline still
-/// lands before the lease ends.
+/// lands before the next is due.
 pub const MIN_LEASE: Duration = Duration::from_millis(30);
 
-struct GateShared {
-    store: RedisStore,
-    queue_key: Arc<str>,
+/// The longest lease accepted.
+pub const MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a detached ticket keeps its place when none is configured: long enough for
+/// a task queue to hand it to a worker, short enough that abandoned places come back.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// What a gate is made with ([`counters_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GateConfig {
+    /// The queue and slot bounds.
+    pub bounds: JobBounds,
+    /// The lease of every place and slot ([`MIN_LEASE`] to [`MAX_LEASE`], and at least
+    /// three store deadlines).
+    pub lease: Duration,
+    /// How long a detached ticket keeps its place unclaimed (1 ms to [`MAX_LEASE`]).
+    pub max_wait: Duration,
+}
+
+pub(crate) struct GateShared {
+    pub(crate) store: RedisStore,
+    name: String,
+    pub(crate) queue_key: Arc<str>,
     slots_key: Arc<str>,
+    gate_key: Arc<str>,
     bounds: JobBounds,
-    lease_us: u64,
+    pub(crate) lease_us: u64,
+    max_wait_us: u64,
     retry_hint: Duration,
 }
 
@@ -44,16 +74,22 @@ impl GateShared {
         format!("{}:{n}", self.store.inner.replica_id)
     }
 
-    fn now_arg(&self) -> String {
-        self.store
-            .now_us()
-            .map_or(String::new(), |now| now.to_string())
+    /// A lease script's call on this gate: its three keys, the time and a number unique
+    /// to the call (the prelude's arguments, `lua/lease.lua`).
+    pub(crate) fn invocation<'a>(&self, script: &'a redis::Script) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.key(&*self.queue_key);
+        invocation
+            .key(&*self.slots_key)
+            .key(&*self.gate_key)
+            .arg(self.store.now_arg())
+            .arg(self.store.unique_call_id());
+        invocation
     }
 
     /// Best effort, detached: removes `holder` from the queue and the slots. A call that
     /// failed or passed its deadline may still have run in Redis, and holder ids are
     /// unique, so removing it from both sets can only free what nobody holds.
-    fn release(&self, holder: String) {
+    pub(crate) fn release(&self, holder: String) {
         let mut conn = self.store.connection();
         let keys = [Arc::clone(&self.queue_key), Arc::clone(&self.slots_key)];
         let deadline = self.store.inner.options.deadline;
@@ -74,30 +110,60 @@ impl GateShared {
     fn unavailable(&self) -> Refusal {
         crate::refusal::store_unavailable(self.store.inner.options.unavailable_retry_hint)
     }
+
+    fn queue_bound(&self, priority: Priority) -> u32 {
+        match priority {
+            Priority::Normal => self.bounds.max_queue - self.bounds.critical_reserve,
+            Priority::Critical => self.bounds.max_queue,
+        }
+    }
 }
 
 /// Makes a shared queue gate and its job slots, named `name`, with `bounds` and
-/// `lease`. Queue and slots fail closed whatever the store's policy: a local count
-/// cannot see places held by other replicas.
+/// `lease`, detached tickets keeping their place for [`DEFAULT_MAX_WAIT`]. Queue and
+/// slots fail closed whatever the store's policy: a local count cannot see places held
+/// by other replicas.
 ///
 /// # Errors
 ///
-/// A [`ConfigError`] for bad bounds, a bad name, or a lease below [`MIN_LEASE`] or
-/// below three times the store's deadline.
+/// As [`counters_with`].
 pub fn counters(
     store: &RedisStore,
     name: &str,
     bounds: JobBounds,
     lease: Duration,
 ) -> Result<(RedisQueueGate, RedisJobSlots), ConfigError> {
+    counters_with(
+        store,
+        name,
+        GateConfig {
+            bounds,
+            lease,
+            max_wait: DEFAULT_MAX_WAIT,
+        },
+    )
+}
+
+/// As [`counters`], with every setting of [`GateConfig`].
+///
+/// # Errors
+///
+/// A [`ConfigError`] for bad bounds, a bad name, a lease outside [`MIN_LEASE`] to
+/// [`MAX_LEASE`] or below three times the store's deadline, or a `max_wait` outside
+/// 1 ms to [`MAX_LEASE`].
+pub fn counters_with(
+    store: &RedisStore,
+    name: &str,
+    config: GateConfig,
+) -> Result<(RedisQueueGate, RedisJobSlots), ConfigError> {
+    let GateConfig {
+        bounds,
+        lease,
+        max_wait,
+    } = config;
     bounds.validate()?;
-    if name.is_empty() || name.len() > 200 || name.contains(['{', '}']) {
-        return Err(ConfigError::new(
-            "name",
-            format_args!("must be 1 to 200 bytes without braces, got {name:?}"),
-        ));
-    }
-    if lease < MIN_LEASE || lease > Duration::from_secs(24 * 3600) {
+    crate::window::validate_name(name)?;
+    if !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
         return Err(ConfigError::new(
             "lease",
             format_args!("must be {MIN_LEASE:?} to 24 h, got {lease:?}"),
@@ -113,12 +179,22 @@ pub fn counters(
             ),
         ));
     }
+    if !(Duration::from_millis(1)..=MAX_LEASE).contains(&max_wait) {
+        return Err(ConfigError::new(
+            "queue.max_wait",
+            format_args!("must be 1 ms to 24 h, got {max_wait:?}"),
+        ));
+    }
+    let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
     let shared = Arc::new(GateShared {
         store: store.clone(),
+        name: name.to_owned(),
         queue_key: format!("{{backstop:{name}}}:queue").into(),
         slots_key: format!("{{backstop:{name}}}:slots").into(),
+        gate_key: format!("{{backstop:{name}}}:gate").into(),
         bounds,
-        lease_us: u64::try_from(lease.as_micros()).unwrap_or(u64::MAX),
+        lease_us: micros(lease),
+        max_wait_us: micros(max_wait),
         retry_hint: Duration::from_secs(1),
     });
     Ok((
@@ -177,16 +253,75 @@ impl RedisQueueGate {
     /// As [`try_enter`](Self::try_enter).
     pub async fn try_enter_as(&self, priority: Priority) -> Result<RedisQueueTicket, Refusal> {
         let shared = &self.shared;
-        let bound = match priority {
-            Priority::Normal => shared.bounds.max_queue - shared.bounds.critical_reserve,
-            Priority::Critical => shared.bounds.max_queue,
-        };
         let full = Refusal::Overloaded {
             reason: OverloadReason::QueueFull,
             retry_after_hint: shared.retry_hint,
         };
-        let lease = enter(shared, &shared.queue_key, bound, full, shared.unavailable()).await?;
-        Ok(RedisQueueTicket { lease })
+        let bound = shared.queue_bound(priority);
+        let lease = enter(shared, Set::Queue, bound, full, shared.unavailable()).await?;
+        Ok(RedisQueueTicket { lease, priority })
+    }
+
+    /// Takes the queue place a [`RedisQueueTicket::detach`] token names, in this
+    /// process: an ordinary ticket from now on, renewed here, with a fresh fencing token.
+    /// Any gate of the same name on the same Redis may claim it, once.
+    ///
+    /// # Errors
+    ///
+    /// A [`ClaimError`]: the token is malformed or of another gate, it expired (its
+    /// place went back to the queue), nobody holds its place (claimed already, or never
+    /// handed out: a forged token), or Redis failed (nothing was taken then, unless the
+    /// answer was what failed: a claim that ran is undone when its lease runs out).
+    pub async fn claim(&self, token: &str) -> Result<RedisQueueTicket, ClaimError> {
+        let shared = &self.shared;
+        let parsed = TicketToken::parse(token)?;
+        if parsed.gate != shared.name {
+            return Err(ClaimError::OtherGate {
+                token_gate: parsed.gate,
+                this_gate: shared.name.clone(),
+            });
+        }
+        let holder = shared.holder();
+        let sent = shared.store.lease_now_us();
+        let mut conn = shared.store.connection();
+        let mut invocation = shared.invocation(&scripts::CLAIM);
+        invocation
+            .arg(parsed.member())
+            .arg(&holder)
+            .arg(shared.lease_us);
+        let answer: Result<(i64, u64, u64, u64, u64), StoreError> = shared
+            .store
+            .call(&shared.queue_key, invocation.invoke_async(&mut conn))
+            .await;
+        match answer {
+            Ok((1, fencing_token, epoch, _now, abandoned)) => {
+                shared.store.inner.metrics.unclaimed(abandoned);
+                let bound = shared.queue_bound(parsed.priority);
+                let taken = Taken {
+                    fencing_token,
+                    epoch,
+                };
+                let lease = Lease::hold(shared, Set::Queue, holder, bound, taken, sent);
+                Ok(RedisQueueTicket {
+                    lease,
+                    priority: parsed.priority,
+                })
+            }
+            Ok((_, _, _, now, abandoned)) => {
+                shared.store.inner.metrics.unclaimed(abandoned);
+                if now >= parsed.until_us {
+                    Err(ClaimError::Expired {
+                        ago: Duration::from_micros(now - parsed.until_us),
+                    })
+                } else {
+                    Err(ClaimError::NotHeld)
+                }
+            }
+            Err(err) => {
+                shared.release(holder);
+                Err(ClaimError::StoreUnavailable(err))
+            }
+        }
     }
 
     /// Tickets held now across every replica (expired leases not counted).
@@ -206,11 +341,16 @@ impl RedisQueueGate {
     pub async fn is_empty(&self) -> Result<bool, StoreError> {
         Ok(self.len().await? == 0)
     }
+
+    /// The gate's name (its Redis keys' hash tag).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
 }
 
 async fn count_live(shared: &GateShared, key: &Arc<str>) -> Result<u64, StoreError> {
     let mut conn = shared.store.connection();
-    let now = shared.now_arg();
+    let now = shared.store.now_arg();
     let min = if now.is_empty() {
         // Redis's clock: count what has not expired by its TIME.
         let (secs, micros): (u64, u64) = shared
@@ -234,31 +374,41 @@ async fn count_live(shared: &GateShared, key: &Arc<str>) -> Result<u64, StoreErr
         .await
 }
 
-/// Takes a lease in `key` (the queue or the slots) while fewer than `bound` are held:
+/// Takes a lease in `set` (the queue or the slots) while fewer than `bound` are held:
 /// the lease, or `on_full`, or `on_unavailable` when Redis failed or passed the deadline
 /// (the place, which the script may have taken all the same, is then given back).
 async fn enter<E>(
     shared: &Arc<GateShared>,
-    key: &Arc<str>,
+    set: Set,
     bound: u32,
     on_full: E,
     on_unavailable: E,
 ) -> Result<Lease, E> {
     let holder = shared.holder();
+    let sent = shared.store.lease_now_us();
     let mut conn = shared.store.connection();
-    let mut invocation = scripts::ENTER.key(&**key);
+    let mut invocation = shared.invocation(&scripts::ENTER);
     invocation
+        .arg(set.arg())
         .arg(bound)
         .arg(&holder)
-        .arg(shared.lease_us)
-        .arg(shared.now_arg());
-    let taken: Result<(i64, u64), StoreError> = shared
+        .arg(shared.lease_us);
+    let taken: Result<(i64, u64, u64, u64), StoreError> = shared
         .store
-        .call(key, invocation.invoke_async(&mut conn))
+        .call(&shared.queue_key, invocation.invoke_async(&mut conn))
         .await;
     match taken {
-        Ok((1, _)) => Ok(Lease::hold(shared, Arc::clone(key), holder)),
-        Ok(_) => Err(on_full),
+        Ok((code, fencing_token, epoch, abandoned)) => {
+            shared.store.inner.metrics.unclaimed(abandoned);
+            if code != 1 {
+                return Err(on_full);
+            }
+            let taken = Taken {
+                fencing_token,
+                epoch,
+            };
+            Ok(Lease::hold(shared, set, holder, bound, taken, sent))
+        }
         Err(_) => {
             shared.release(holder);
             Err(on_unavailable)
@@ -292,29 +442,38 @@ impl RedisJobSlots {
     /// [`StartError`], with the ticket back where it still holds a place.
     pub async fn try_start(&self, ticket: RedisQueueTicket) -> Result<RedisJobPermit, StartError> {
         let shared = &self.shared;
+        let max_jobs = shared.bounds.max_jobs;
+        let sent = shared.store.lease_now_us();
         let mut conn = shared.store.connection();
-        let mut invocation = scripts::START.key(&*shared.queue_key);
+        let mut invocation = shared.invocation(&scripts::START);
         invocation
-            .key(&*shared.slots_key)
-            .arg(shared.bounds.max_jobs)
-            .arg(&ticket.lease.holder)
-            .arg(shared.lease_us)
-            .arg(shared.now_arg());
-        let started: Result<i64, StoreError> = shared
+            .arg(max_jobs)
+            .arg(ticket.lease.holder())
+            .arg(shared.lease_us);
+        let started: Result<(i64, u64, u64, u64), StoreError> = shared
             .store
             .call(&shared.queue_key, invocation.invoke_async(&mut conn))
             .await;
         match started {
-            Ok(1) => {
-                let holder = ticket.lease.disarm();
-                Ok(RedisJobPermit {
-                    lease: Lease::hold(shared, Arc::clone(&shared.slots_key), holder),
-                })
-            }
-            Ok(0) => Err(StartError::NoFreeSlot(ticket)),
-            Ok(_) => {
-                ticket.lease.disarm();
-                Err(StartError::LeaseLost)
+            Ok((code, fencing_token, epoch, abandoned)) => {
+                shared.store.inner.metrics.unclaimed(abandoned);
+                match code {
+                    1 => {
+                        let holder = ticket.lease.disarm();
+                        let taken = Taken {
+                            fencing_token,
+                            epoch,
+                        };
+                        Ok(RedisJobPermit {
+                            lease: Lease::hold(shared, Set::Slots, holder, max_jobs, taken, sent),
+                        })
+                    }
+                    0 => Err(StartError::NoFreeSlot(ticket)),
+                    _ => {
+                        ticket.lease.disarm();
+                        Err(StartError::LeaseLost)
+                    }
+                }
             }
             // The script may have run all the same: a retry finds the slot (start.lua is
             // idempotent), and dropping the ticket frees both the place and the slot.
@@ -333,7 +492,7 @@ impl RedisJobSlots {
         let shared = &self.shared;
         let lease = enter(
             shared,
-            &shared.slots_key,
+            Set::Slots,
             shared.bounds.max_jobs,
             WaitReason::NoFreeSlot,
             WaitReason::StoreUnavailable,
@@ -352,141 +511,95 @@ impl RedisJobSlots {
     }
 }
 
-/// A held member of a sorted set, renewed in the background until dropped.
-struct Lease {
-    shared: Arc<GateShared>,
-    holder: String,
-    renewer: Option<tokio::task::JoinHandle<()>>,
-    /// A renewal found the lease gone.
-    lost: Arc<AtomicBool>,
-    /// When the lease was taken (this process's monotonic clock).
-    born: Instant,
-    /// Microseconds after `born` at which the last successful renewal (or the take)
-    /// was sent: the lease runs at least `lease` past it, and at most that long unless
-    /// a renewal succeeds again.
-    last_ok_us: Arc<AtomicU64>,
-    armed: bool,
-}
-
-impl Lease {
-    fn hold(shared: &Arc<GateShared>, key: Arc<str>, holder: String) -> Self {
-        let lost = Arc::new(AtomicBool::new(false));
-        let born = Instant::now();
-        let last_ok_us = Arc::new(AtomicU64::new(0));
-        let every = Duration::from_micros(shared.lease_us / 3);
-        let renewer = {
-            let shared = Arc::clone(shared);
-            let key = Arc::clone(&key);
-            let holder = holder.clone();
-            let lost = Arc::clone(&lost);
-            let last_ok_us = Arc::clone(&last_ok_us);
-            shared.store.inner.runtime.clone().spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    let sent = micros_since(born);
-                    let mut conn = shared.store.connection();
-                    let mut invocation = scripts::RENEW.key(&*key);
-                    invocation
-                        .arg(&holder)
-                        .arg(shared.lease_us)
-                        .arg(shared.now_arg());
-                    let renewed: Result<i64, StoreError> = shared
-                        .store
-                        .call(&key, invocation.invoke_async(&mut conn))
-                        .await;
-                    match renewed {
-                        Ok(0) => {
-                            // Relaxed: a flag read for reporting only.
-                            lost.store(true, Ordering::Relaxed);
-                            return;
-                        }
-                        // Relaxed: a time read for reporting only.
-                        Ok(_) => last_ok_us.store(sent, Ordering::Relaxed),
-                        // An error: try again at the next tick; `is_lost` reports the
-                        // lease gone once no renewal has succeeded for a whole lease.
-                        Err(_) => {}
-                    }
-                }
-            })
-        };
-        Lease {
-            shared: Arc::clone(shared),
-            holder,
-            renewer: Some(renewer),
-            lost,
-            born,
-            last_ok_us,
-            armed: true,
-        }
-    }
-
-    /// Whether the lease is (or may be) gone: a renewal found it expired, or none has
-    /// succeeded for a whole lease (Redis away or slow), so it has expired in Redis and
-    /// its place may be someone else's.
-    fn is_lost(&self) -> bool {
-        // Relaxed (both): values read for reporting only.
-        if self.lost.load(Ordering::Relaxed) {
-            return true;
-        }
-        let last_ok = self.last_ok_us.load(Ordering::Relaxed);
-        micros_since(self.born).saturating_sub(last_ok) >= self.shared.lease_us
-    }
-
-    /// Stops renewing and forgets the member without releasing it (it moved or is gone).
-    fn disarm(mut self) -> String {
-        self.armed = false;
-        if let Some(renewer) = self.renewer.take() {
-            renewer.abort();
-        }
-        std::mem::take(&mut self.holder)
-    }
-
-    /// Stops the renewals, as a replica that stalls or dies would (tests only).
-    fn stop_renewing(&mut self) {
-        if let Some(renewer) = self.renewer.take() {
-            renewer.abort();
-        }
-    }
-}
-
-fn micros_since(born: Instant) -> u64 {
-    u64::try_from(born.elapsed().as_micros()).unwrap_or(u64::MAX)
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(renewer) = self.renewer.take() {
-            renewer.abort();
-        }
-        if !self.armed {
-            return;
-        }
-        // Released by a spawned ZREM, from both sets (a ticket whose start answered too
-        // late may hold a slot too). If the runtime has shut down the task never runs,
-        // and the member stays until its lease expires: capacity comes back within the
-        // lease time either way.
-        self.shared.release(std::mem::take(&mut self.holder));
-    }
-}
-
-/// A place in the shared queue, held (and renewed) until started or dropped.
+/// A place in the shared queue, held (and renewed) until started, detached or dropped.
 #[must_use = "dropping a ticket gives its queue place back"]
 pub struct RedisQueueTicket {
     lease: Lease,
+    priority: Priority,
 }
 
-/// A running job's slot, held (and renewed) until dropped.
+/// A running job's slot, held (and renewed) until dropped. While its lease holds, the
+/// slot is this job's alone; once it is lost ([`is_lost`](Self::is_lost),
+/// [`lost`](Self::lost), [`cancellation`](Self::cancellation)) the job should stop at
+/// its next step: its slot may be someone else's.
 #[must_use = "dropping a permit frees its job slot"]
 pub struct RedisJobPermit {
     lease: Lease,
 }
 
 impl RedisQueueTicket {
-    /// True when a renewal found the lease already expired (this replica stalled longer
-    /// than the lease), or when no renewal has succeeded for a whole lease (Redis away or
-    /// slower than the deadline): the place may have gone to someone else.
+    /// True once the lease is lost ([`crate::lease`]): no renewal succeeded within the
+    /// lease (this replica stalled, or Redis was away or slower than the deadline), or
+    /// Redis answered that the place is gone. From then on, for good.
     pub fn is_lost(&self) -> bool {
         self.lease.is_lost()
+    }
+
+    /// Why the lease was lost, once it is.
+    pub fn loss(&self) -> Option<LeaseLoss> {
+        self.lease.loss()
+    }
+
+    /// Completes when the lease is lost (at once when it is already).
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.lease.lost()
+    }
+
+    /// The fencing token of the take (larger than every earlier take's on this gate).
+    pub fn fencing_token(&self) -> u64 {
+        self.lease.fencing_token()
+    }
+
+    /// How much longer the lease holds without another renewal (zero once lost).
+    pub fn remaining(&self) -> Duration {
+        self.lease.remaining()
+    }
+
+    /// The priority it entered with.
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// Hands the place over to whichever process claims it: the place stays in the
+    /// queue, unrenewed, for at most the gate's `max_wait`, under the returned token (an
+    /// ASCII string: JSON-, URL- and shell-safe; unguessable). [`RedisQueueGate::claim`]
+    /// on the same name takes it; nobody claims it in time: the place returns and the
+    /// store counts it (`detached_unclaimed`).
+    ///
+    /// # Errors
+    ///
+    /// [`DetachError::Lost`] when the place is gone already;
+    /// [`DetachError::StoreUnavailable`] with the ticket back when Redis failed (if the
+    /// detach ran all the same, the ticket's next renewal finds its place gone and
+    /// reports it lost, and the place waits, unclaimed, for `max_wait`).
+    pub async fn detach(self) -> Result<String, DetachError<RedisQueueTicket>> {
+        if self.is_lost() {
+            let _ = self.lease.disarm();
+            return Err(DetachError::Lost);
+        }
+        let shared = Arc::clone(&self.lease.state().gate);
+        let member = detach::new_member();
+        let mut conn = shared.store.connection();
+        let mut invocation = shared.invocation(&scripts::DETACH);
+        invocation
+            .arg(self.lease.holder())
+            .arg(member.as_str())
+            .arg(shared.max_wait_us);
+        let answer: Result<(i64, u64, u64), StoreError> = shared
+            .store
+            .call(&shared.queue_key, invocation.invoke_async(&mut conn))
+            .await;
+        match answer {
+            Ok((code, until_us, abandoned)) => {
+                shared.store.inner.metrics.unclaimed(abandoned);
+                let _ = self.lease.disarm();
+                if code != 1 {
+                    return Err(DetachError::Lost);
+                }
+                Ok(TicketToken::new(&shared.name, &member, until_us, self.priority).encode())
+            }
+            Err(err) => Err(DetachError::StoreUnavailable(self, err)),
+        }
     }
 
     /// Stops renewing this lease, as a replica that stalls or dies would; for tests of
@@ -498,14 +611,42 @@ impl RedisQueueTicket {
 
     /// The holder id stored in Redis.
     pub fn holder(&self) -> &str {
-        &self.lease.holder
+        self.lease.holder()
     }
 }
 
 impl RedisJobPermit {
-    /// As [`RedisQueueTicket::is_lost`].
+    /// As [`RedisQueueTicket::is_lost`]: once true, the slot may be someone else's.
     pub fn is_lost(&self) -> bool {
         self.lease.is_lost()
+    }
+
+    /// Why the lease was lost, once it is.
+    pub fn loss(&self) -> Option<LeaseLoss> {
+        self.lease.loss()
+    }
+
+    /// Completes when the lease is lost (at once when it is already): race it against
+    /// the job to stop the job then.
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.lease.lost()
+    }
+
+    /// A token cancelled when the lease is lost, to hand to the job (cancelling it does
+    /// not give up the slot; dropping the permit does).
+    pub fn cancellation(&self) -> CancellationToken {
+        self.lease.cancellation()
+    }
+
+    /// The fencing token of the take (larger than every earlier take's on this gate):
+    /// pass it with every write the job makes elsewhere.
+    pub fn fencing_token(&self) -> u64 {
+        self.lease.fencing_token()
+    }
+
+    /// How much longer the lease holds without another renewal (zero once lost).
+    pub fn remaining(&self) -> Duration {
+        self.lease.remaining()
     }
 
     /// Stops renewing this lease, as a replica that stalls or dies would; for tests of
@@ -517,14 +658,15 @@ impl RedisJobPermit {
 
     /// The holder id stored in Redis.
     pub fn holder(&self) -> &str {
-        &self.lease.holder
+        self.lease.holder()
     }
 }
 
 impl std::fmt::Debug for RedisQueueTicket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisQueueTicket")
-            .field("holder", &self.lease.holder)
+            .field("holder", &self.lease.holder())
+            .field("fencing_token", &self.lease.fencing_token())
             .finish()
     }
 }
@@ -532,7 +674,8 @@ impl std::fmt::Debug for RedisQueueTicket {
 impl std::fmt::Debug for RedisJobPermit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisJobPermit")
-            .field("holder", &self.lease.holder)
+            .field("holder", &self.lease.holder())
+            .field("fencing_token", &self.lease.fencing_token())
             .finish()
     }
 }

@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 
 mod admission;
+mod detach;
 mod error;
 pub mod jobs;
+pub mod lease;
 mod metrics;
 mod options;
 mod refusal;
@@ -11,8 +13,12 @@ mod store;
 mod window;
 
 pub use admission::{AdmissionCounts, DEFAULT_LEASE, RedisAdmission, RedisTicket};
+pub use detach::{ClaimError, DetachError};
 pub use error::{ConnectError, StoreError};
-pub use jobs::{RedisJobPermit, RedisJobSlots, RedisQueueGate, RedisQueueTicket, StartError};
+pub use jobs::{
+    GateConfig, RedisJobPermit, RedisJobSlots, RedisQueueGate, RedisQueueTicket, StartError,
+};
+pub use lease::LeaseLoss;
 pub use metrics::{StoreMetrics, StoreMetricsSnapshot};
 pub use options::{EvictionCheck, FailurePolicy, MAX_STORE_DEADLINE, StoreOptions};
 pub use refusal::{Refusal, Source};

@@ -11,6 +11,11 @@ pub struct StoreMetrics {
     timeouts: AtomicU64,
     fallback_decisions: AtomicU64,
     store_decisions: AtomicU64,
+    lease_renewals: AtomicU64,
+    lease_renewal_failures: AtomicU64,
+    leases_reasserted: AtomicU64,
+    leases_lost: AtomicU64,
+    detached_unclaimed: AtomicU64,
     /// Set by the first failure after a success, cleared by the next success: what makes
     /// an outage one `warn` line and one recovery line, not a line per request.
     failing: AtomicBool,
@@ -27,6 +32,17 @@ pub struct StoreMetricsSnapshot {
     pub fallback_decisions: u64,
     /// Decisions Redis made.
     pub store_decisions: u64,
+    /// Lease renewals that succeeded (re-assertions included).
+    pub lease_renewals: u64,
+    /// Lease renewals that failed or passed the deadline (tried again).
+    pub lease_renewal_failures: u64,
+    /// Leases re-asserted after Redis lost their member (a restart without persistence).
+    pub leases_reasserted: u64,
+    /// Tickets and permits whose lease was lost (their holders were told).
+    pub leases_lost: u64,
+    /// Detached tickets nobody claimed within `max_wait`, counted by the process whose
+    /// script found them expired (sum over the replicas for the total).
+    pub detached_unclaimed: u64,
 }
 
 impl StoreMetrics {
@@ -69,6 +85,23 @@ impl StoreMetrics {
     pub(crate) fn decided(&self, count: u64) {
         self.store_decisions.fetch_add(count, Ordering::Relaxed);
     }
+    pub(crate) fn lease_renewed(&self) {
+        self.lease_renewals.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn lease_renewal_failed(&self) {
+        self.lease_renewal_failures.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn lease_reasserted(&self) {
+        self.leases_reasserted.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn lease_lost(&self) {
+        self.leases_lost.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn unclaimed(&self, count: u64) {
+        if count > 0 {
+            self.detached_unclaimed.fetch_add(count, Ordering::Relaxed);
+        }
+    }
 
     /// The counts now.
     pub fn snapshot(&self) -> StoreMetricsSnapshot {
@@ -77,6 +110,11 @@ impl StoreMetrics {
             timeouts: self.timeouts.load(Ordering::Relaxed),
             fallback_decisions: self.fallback_decisions.load(Ordering::Relaxed),
             store_decisions: self.store_decisions.load(Ordering::Relaxed),
+            lease_renewals: self.lease_renewals.load(Ordering::Relaxed),
+            lease_renewal_failures: self.lease_renewal_failures.load(Ordering::Relaxed),
+            leases_reasserted: self.leases_reasserted.load(Ordering::Relaxed),
+            leases_lost: self.leases_lost.load(Ordering::Relaxed),
+            detached_unclaimed: self.detached_unclaimed.load(Ordering::Relaxed),
         }
     }
 }

@@ -16,15 +16,39 @@ use redis::Script;
 /// The sliding window: `count` decisions for one key in one call.
 pub(crate) static WINDOW: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/window.lua")));
-/// Take a lease in a bounded sorted set.
-pub(crate) static ENTER: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/enter.lua")));
+/// The read-only "would it admit now?" of a window.
+pub(crate) static PEEK: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/peek.lua")));
+/// A lease script: the shared prelude (`lua/lease.lua`: the time, pruning, the gate's
+/// epoch and fencing tokens) followed by the script's own body.
+macro_rules! lease_script {
+    ($body:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("lua/lease.lua"),
+                "\n",
+                include_str!($body)
+            ))
+        })
+    };
+}
+
+/// Take a lease in a bounded set (a queue place, or a slot without a ticket).
+pub(crate) static ENTER: LazyLock<Script> = lease_script!("lua/enter.lua");
 /// Ticket to permit, atomically.
-pub(crate) static START: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/start.lua")));
-/// Extend a held lease.
-pub(crate) static RENEW: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/renew.lua")));
+pub(crate) static START: LazyLock<Script> = lease_script!("lua/start.lua");
+/// Extend a held lease, or re-assert one Redis lost.
+pub(crate) static RENEW: LazyLock<Script> = lease_script!("lua/renew.lua");
+/// Hand a queue place over to whichever process claims it.
+pub(crate) static DETACH: LazyLock<Script> = lease_script!("lua/detach.lua");
+/// Take a detached queue place.
+pub(crate) static CLAIM: LazyLock<Script> = lease_script!("lua/claim.lua");
+
+/// Every script a store loads at connect, so that the first decision after a deploy or
+/// a Redis restart costs one round trip, not a NOSCRIPT and a load.
+pub(crate) fn all() -> [&'static Script; 7] {
+    [&WINDOW, &PEEK, &ENTER, &START, &RENEW, &DETACH, &CLAIM]
+}
 
 /// The oldest Redis the scripts run on.
 pub(crate) const MIN_VERSION: (u32, u32) = (5, 0);

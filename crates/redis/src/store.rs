@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backstop_core::clock::Clock;
@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::error::{ConnectError, StoreError};
+use crate::lease::LeaseState;
 use crate::metrics::StoreMetrics;
 use crate::options::{EvictionCheck, StoreOptions};
 use crate::scripts;
@@ -49,6 +50,15 @@ pub(crate) struct StoreInner {
     /// caller is one round trip); callers that find others under way go through the
     /// batching task and are coalesced.
     pub(crate) in_flight: AtomicUsize,
+    /// The lease clock's zero on real time (see [`crate::lease`]).
+    origin: std::time::Instant,
+    next_lease_id: AtomicU64,
+    /// Random at connect: with `next_lease_id`, numbers no other call of any process
+    /// uses (the epochs of `lua/lease.lua`).
+    call_id_base: u64,
+    /// Leases held on an injected clock, renewed by [`RedisStore::renew_leases`] (on
+    /// Redis's clock each lease has a task of its own and is not listed here).
+    leases: papaya::HashMap<u64, Arc<LeaseState>>,
 }
 
 /// Counts a decision in [`StoreInner::in_flight`] for as long as it lives, also when its
@@ -178,12 +188,7 @@ impl RedisStore {
                     }
                 }
             }
-            for script in [
-                &*scripts::WINDOW,
-                &*scripts::ENTER,
-                &*scripts::START,
-                &*scripts::RENEW,
-            ] {
+            for script in scripts::all() {
                 script
                     .prepare_invoke()
                     .load_async(&mut conn)
@@ -222,6 +227,10 @@ impl RedisStore {
                 replica_id: replica_id(),
                 eviction_warning,
                 in_flight: AtomicUsize::new(0),
+                origin: std::time::Instant::now(),
+                next_lease_id: AtomicU64::new(0),
+                call_id_base: random_u64(),
+                leases: papaya::HashMap::new(),
             }),
         })
     }
@@ -252,6 +261,71 @@ impl RedisStore {
     /// Redis's own `TIME`.
     pub(crate) fn now_us(&self) -> Option<u64> {
         self.inner.clock.as_ref().map(|clock| clock.now_ns() / 1000)
+    }
+
+    /// The time argument of a script: the injected clock's microseconds, or empty for
+    /// Redis's own `TIME`.
+    pub(crate) fn now_arg(&self) -> String {
+        self.now_us().map_or(String::new(), |now| now.to_string())
+    }
+
+    /// The lease clock, in microseconds: the injected clock, else this process's
+    /// monotonic clock since the store was made (see [`crate::lease`]).
+    pub(crate) fn lease_now_us(&self) -> u64 {
+        match &self.inner.clock {
+            Some(clock) => clock.now_ns() / 1000,
+            None => u64::try_from(self.inner.origin.elapsed().as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Sleeps until the lease clock (real time) reads `us`.
+    pub(crate) async fn sleep_until_lease_us(&self, us: u64) {
+        let at = self.inner.origin + Duration::from_micros(us);
+        tokio::time::sleep_until(Instant::from_std(at)).await;
+    }
+
+    pub(crate) fn next_lease_id(&self) -> u64 {
+        // Relaxed: uniqueness only.
+        self.inner.next_lease_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A number no other lease script call uses, of any process (64 random bits at
+    /// connect plus a counter).
+    pub(crate) fn unique_call_id(&self) -> u64 {
+        self.inner.call_id_base.wrapping_add(self.next_lease_id())
+    }
+
+    pub(crate) fn register_lease(&self, id: u64, lease: Arc<LeaseState>) {
+        self.inner.leases.pin().insert(id, lease);
+    }
+
+    pub(crate) fn unregister_lease(&self, id: u64) {
+        if self.inner.clock.is_some() {
+            self.inner.leases.pin().remove(&id);
+        }
+    }
+
+    /// On an injected clock: renews every lease held from this store that is due at the
+    /// clock's time now, and marks lost those whose lease has ended. The simulator (or a
+    /// test) calls it as its virtual time advances, at least every third of a lease: the
+    /// leases then hold exactly as on real time, whatever the speed of the replay. On
+    /// Redis's clock it does nothing (each lease renews itself on real time). Renewals
+    /// are sent one after another, in the order the leases were taken.
+    pub async fn renew_leases(&self) {
+        if self.inner.clock.is_none() {
+            return;
+        }
+        let mut held: Vec<(u64, Arc<LeaseState>)> = self
+            .inner
+            .leases
+            .pin()
+            .iter()
+            .map(|(id, lease)| (*id, Arc::clone(lease)))
+            .collect();
+        held.sort_unstable_by_key(|(id, _)| *id);
+        for (_, lease) in held {
+            lease.renew_if_due().await;
+        }
     }
 
     /// Runs `call` within the deadline, counting errors and timeouts.
@@ -410,6 +484,19 @@ async fn eviction_policy(conn: &mut ConnectionManager) -> Result<String, Connect
             "{config_error}; INFO memory failed: {e}"
         ))),
     }
+}
+
+/// 64 bits from the OS generator (the time and an address if it fails: still distinct
+/// between processes, if guessable).
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return nanos ^ u64::from(std::process::id()).rotate_left(40);
+    }
+    u64::from_le_bytes(bytes)
 }
 
 /// A name for this process's leases: pid, start time and an address, so two replicas

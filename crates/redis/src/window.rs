@@ -13,10 +13,6 @@ use crate::options::FailurePolicy;
 use crate::refusal::{Refusal, Source, store_unavailable};
 use crate::store::RedisStore;
 
-/// The read-only "would it admit now?" script ([`RedisWindow::peek_checked`]).
-static PEEK: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/peek.lua")));
-
 /// The largest limit a Redis window accepts: 2¹⁶ admissions, a 512 KiB string (the
 /// first admission writes the whole ring, which must fit well within the deadline).
 pub const MAX_REDIS_LIMIT: u32 = 1 << 16;
@@ -62,7 +58,7 @@ impl Shape {
 
 /// The name of a key: one hash tag per script call, so every script touches one slot
 /// and runs unchanged on Redis Cluster.
-fn validate_name(name: &str) -> Result<(), ConfigError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), ConfigError> {
     if name.is_empty() || name.len() > 200 || name.contains(['{', '}']) {
         return Err(ConfigError::new(
             "name",
@@ -214,7 +210,7 @@ impl RedisWindow {
     /// store's metrics).
     pub async fn peek_checked(&self) -> Result<Result<(), Refusal>, StoreError> {
         let mut conn = self.store.connection();
-        let mut invocation = PEEK.key(&*self.key);
+        let mut invocation = crate::scripts::PEEK.key(&*self.key);
         invocation
             .arg(self.shape.limit)
             .arg(self.shape.window_us)

@@ -526,11 +526,70 @@ fn a_lease_whose_renewals_all_fail_is_reported_lost() {
         let ticket = queue.try_enter().await.unwrap();
         assert!(!ticket.is_lost());
         delay_ms.store(5_000, Ordering::Relaxed);
-        // Real time: the renewals run on it. A lease and a half, then a little slack.
-        tokio::time::sleep(lease + lease / 2).await;
+        // Real time: the renewals run on it, and all time out. The lease ends a lease
+        // after the take was sent; lost() completes then.
+        let taken = Instant::now();
+        tokio::time::timeout(lease + SLACK, ticket.lost())
+            .await
+            .expect("told within the lease and some scheduling slack");
+        assert!(taken.elapsed() >= lease - lease / 1000 - Duration::from_millis(1));
         assert!(
             ticket.is_lost(),
             "no renewal succeeded for a whole lease: the place may be someone else's"
+        );
+        assert_eq!(ticket.loss(), Some(backstop_redis::LeaseLoss::Unrenewed));
+        assert!(
+            slow.metrics().snapshot().lease_renewal_failures >= 2,
+            "a second try"
+        );
+    });
+}
+
+/// A lease is judged from when its take was sent: with the answer 300 ms late, the
+/// holder's lease still ends no later than Redis's (it was judged from the answer, and
+/// so 300 ms too late, before).
+#[test]
+fn a_slow_take_is_judged_from_when_it_was_sent() {
+    let Some(server) = support::RedisServer::start(&[]) else {
+        return;
+    };
+    runtime().block_on(async {
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let port = delaying_proxy(server.port, Arc::clone(&delay_ms)).await;
+        let options = StoreOptions {
+            deadline: Duration::from_secs(1),
+            ..StoreOptions::default()
+        };
+        let slow = RedisStore::connect(&format!("redis://127.0.0.1:{port}"), options)
+            .await
+            .unwrap();
+        let lease = Duration::from_secs(3);
+        let (_queue, slots) = jobs::counters(&slow, "slow-take", BOUNDS, lease).unwrap();
+        delay_ms.store(300, Ordering::Relaxed);
+        let permit = slots.try_acquire().await.unwrap();
+        let mut direct = redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let asked = Instant::now();
+        let here = permit.remaining();
+        let (score, (secs, micros)): (u64, (u64, u64)) = redis::pipe()
+            .cmd("ZSCORE")
+            .arg("{backstop:slow-take}:slots")
+            .arg(permit.holder())
+            .cmd("TIME")
+            .query_async(&mut direct)
+            .await
+            .unwrap();
+        let in_redis = Duration::from_micros(score - (secs * 1_000_000 + micros));
+        assert!(
+            here <= in_redis + asked.elapsed(),
+            "held here {here:?}, in Redis {in_redis:?}"
+        );
+        assert!(
+            here <= lease - Duration::from_millis(300),
+            "the 300 ms the answer took count against the lease: {here:?} left"
         );
     });
 }

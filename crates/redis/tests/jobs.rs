@@ -104,7 +104,6 @@ fn a_lease_not_renewed_frees_its_place_exactly_at_the_lease_time() {
         let clock = ManualClock::new();
         let t0 = Duration::from_secs(1_700_000_000);
         clock.set(t0);
-        // Short deadline and lease (in real time the renewals run every 100 ms).
         let options = StoreOptions {
             deadline: Duration::from_millis(100),
             ..StoreOptions::default()
@@ -120,10 +119,10 @@ fn a_lease_not_renewed_frees_its_place_exactly_at_the_lease_time() {
         // As a replica that stalls: no renewal past this point (the ticket is kept, so
         // nothing releases it either).
         ticket.stop_renewing_for_tests();
-        // Half a lease of virtual time, then real time for a few renewal ticks: a
-        // renewal would now move the lease to t0 + 1.5 leases. The other one's does.
+        // Half a lease of virtual time, and the renewals due then: a renewal would now
+        // move the lease to t0 + 1.5 leases. The other one's does.
         clock.advance(lease / 2);
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        store.renew_leases().await;
         clock.set(t0 + lease - Duration::from_micros(1));
         assert!(
             queue.try_enter().await.is_err(),

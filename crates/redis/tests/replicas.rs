@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
 use backstop_core::jobs::JobBounds;
-use backstop_redis::{RedisStore, RedisWindow, StartError, StoreOptions, jobs};
+use backstop_core::{Decision, FrontDoor, Limits, RequestClass};
+use backstop_redis::{RedisAdmission, RedisStore, RedisWindow, StartError, StoreOptions, jobs};
 
 const REPLICAS: usize = 4;
 const LIMIT: u32 = 50;
@@ -81,6 +82,10 @@ fn replica_process() {
         .enable_all()
         .build()
         .unwrap();
+    if role == "claim" {
+        rt.block_on(claim_in_a_child(&url, &name));
+        return;
+    }
     rt.block_on(async {
         let clock = ManualClock::new();
         clock.set(T0);
@@ -146,6 +151,92 @@ fn replica_process() {
             }
         }
         drop((permits, waiting));
+    });
+}
+
+fn door_limits() -> Limits {
+    let mut limits = Limits::default();
+    limits.queue.max = BOUNDS.max_queue;
+    limits.jobs.max = BOUNDS.max_jobs;
+    limits.resources.enabled = false;
+    limits
+}
+
+/// The "claim" replica: claims the ticket token it is given, starts its job, reports
+/// `held <fencing token of the claim> <fencing token of the permit>` and holds the
+/// permit until stdin closes.
+async fn claim_in_a_child(url: &str, name: &str) {
+    let token = std::env::var("BACKSTOP_REDIS_CHILD_TOKEN").unwrap();
+    let clock = ManualClock::new();
+    clock.set(T0);
+    let store = RedisStore::connect_with_clock(url, options(), Arc::new(clock))
+        .await
+        .unwrap();
+    let door = RedisAdmission::with_lease(&store, name, door_limits(), LEASE).unwrap();
+    let ticket = door.claim(&token).await.unwrap();
+    let claimed = ticket.get().unwrap().fencing_token();
+    let Ok(permit) = door.start_job(ticket).await else {
+        panic!("the claimed ticket starts");
+    };
+    println!("\nheld {claimed} {}", permit.fencing_token());
+    std::io::stdout().flush().unwrap();
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    drop(permit);
+}
+
+/// A ticket detached in this process is claimed by another (a web process handing a
+/// job to a worker): the worker's permit holds the slot, the queue place is gone, and
+/// the fencing tokens rise from the take to the claim to the start.
+#[test]
+fn a_ticket_detached_here_is_claimed_and_started_by_another_process() {
+    let Some((url, _server)) = support::shared() else {
+        return;
+    };
+    let name = support::unique("claimed-elsewhere");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let clock = ManualClock::new();
+        clock.set(T0);
+        let store = RedisStore::connect_with_clock(&url, options(), Arc::new(clock))
+            .await
+            .unwrap();
+        let door = RedisAdmission::with_lease(&store, &name, door_limits(), LEASE).unwrap();
+        let Decision::Admitted(ticket) = door.admit(None, RequestClass::Normal).await else {
+            panic!("admitted");
+        };
+        let taken = ticket.get().unwrap().fencing_token();
+        let token = ticket.detach().await.unwrap();
+        let mut child = Command::new(std::env::current_exe().expect("the test binary"))
+            .args([
+                "--exact",
+                "replica_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("BACKSTOP_REDIS_ROLE", "claim")
+            .env("BACKSTOP_REDIS_CHILD_URL", &url)
+            .env("BACKSTOP_REDIS_CHILD_NAME", &name)
+            .env("BACKSTOP_REDIS_CHILD_TOKEN", &token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("re-execute the test binary");
+        let report = read_report(&mut child);
+        assert!(
+            taken < report[0] && report[0] < report[1],
+            "{taken} {report:?}"
+        );
+        assert_eq!(door.queue().len().await.unwrap(), 0);
+        assert_eq!(door.slots().active().await.unwrap(), 1, "the worker's job");
+        assert!(door.claim(&token).await.is_err(), "claimed once");
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
     });
 }
 

@@ -1,15 +1,24 @@
--- backstop-redis: extend a held lease. KEYS[1] the sorted set; ARGV holder id, lease_us,
--- now_us ('' = Redis's own TIME). Returns 1 renewed, 0 the lease had expired or gone.
--- Effects replication: needed on 5 and 6 (TIME before a write); always so from 7.0.
-if not redis.REDIS_VERSION_NUM and redis.replicate_commands then pcall(redis.replicate_commands) end
-local now
-if ARGV[3] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[3])
+-- Extend a held lease, or re-assert one whose member Redis lost.
+-- ARGV[3] 'q' or 's', ARGV[4] holder id, ARGV[5] lease_us, ARGV[6] bound, ARGV[7] the
+-- epoch the holder saw at its take.
+-- Returns {code, epoch, abandoned}: 1 renewed; 2 re-asserted (the gate's data was lost
+-- since the take, and there was room: the member is back); 0 gone (it expired or was
+-- moved while the gate's data stayed); -1 the data was lost and there is no room now.
+local set = set_of(ARGV[3])
+local holder = ARGV[4]
+local lease_end = now + tonumber(ARGV[5])
+prune(set)
+if redis.call('ZSCORE', set, holder) then
+  redis.call('ZADD', set, 'XX', lease_end, holder)
+  return {1, epoch(), abandoned}
 end
-local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not deadline or tonumber(deadline) <= now then return 0 end
-redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
-return 1
+local seen = redis.call('HGET', GATE, 'epoch')
+if seen == ARGV[7] then
+  -- The data is the one the take wrote into: the member was removed (it expired and
+  -- was pruned, or a late answer moved it), so its place may be someone else's.
+  return {0, seen, abandoned}
+end
+local e = epoch()
+if redis.call('ZCARD', set) >= tonumber(ARGV[6]) then return {-1, e, abandoned} end
+redis.call('ZADD', set, lease_end, holder)
+return {2, e, abandoned}

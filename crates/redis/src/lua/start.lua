@@ -1,27 +1,21 @@
--- backstop-redis: turn a queue ticket into a job permit in one atomic step.
--- KEYS[1]  the queue's sorted set, KEYS[2] the slots' (same hash slot: one hash tag).
--- ARGV     max_jobs, holder id, lease_us, now_us ('' = Redis's own TIME).
--- Returns  1 started, 0 no free slot (the ticket stays), -1 the ticket's lease is gone.
+-- Turn a queue ticket into a job permit in one atomic step.
+-- ARGV[3] max_jobs, ARGV[4] holder id, ARGV[5] lease_us.
+-- Returns {code, fencing token, epoch, abandoned}: code 1 started, 0 no free slot (the
+-- ticket stays), -1 the ticket's place is gone.
 -- Idempotent: when the holder already holds a slot (an earlier call ran but its answer
 -- came too late), it answers 1 again, so a retry finds the slot it took.
--- Effects replication: needed on 5 and 6 (TIME before a write); always so from 7.0.
-if not redis.REDIS_VERSION_NUM and redis.replicate_commands then pcall(redis.replicate_commands) end
-local now
-if ARGV[4] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[4])
+prune(QUEUE)
+prune(SLOTS)
+local e = epoch()
+local holder = ARGV[4]
+local lease_end = now + tonumber(ARGV[5])
+if redis.call('ZSCORE', SLOTS, holder) then
+  redis.call('ZREM', QUEUE, holder)
+  redis.call('ZADD', SLOTS, 'XX', lease_end, holder)
+  return {1, fence(), e, abandoned}
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('ZSCORE', KEYS[2], ARGV[2]) then
-  redis.call('ZREM', KEYS[1], ARGV[2])
-  redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[3]), ARGV[2])
-  return 1
-end
-if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return -1 end
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
-return 1
+if not redis.call('ZSCORE', QUEUE, holder) then return {-1, 0, e, abandoned} end
+if redis.call('ZCARD', SLOTS) >= tonumber(ARGV[3]) then return {0, 0, e, abandoned} end
+redis.call('ZREM', QUEUE, holder)
+redis.call('ZADD', SLOTS, lease_end, holder)
+return {1, fence(), e, abandoned}
