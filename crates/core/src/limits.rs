@@ -213,7 +213,10 @@ impl From<QueueLimits> for QueueToml {
                 limits.retry_after_hint_ms,
             ))),
             retry_after_hint_ms: None,
-            max_wait: Some(HumanDuration(limits.max_wait)),
+            // Written only when set, so that reports of limits without detached tickets
+            // read as before.
+            max_wait: (limits.max_wait != DEFAULT_MAX_WAIT)
+                .then_some(HumanDuration(limits.max_wait)),
         }
     }
 }
