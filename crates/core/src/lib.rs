@@ -31,6 +31,7 @@ mod admission;
 pub mod clock;
 mod config_error;
 mod door;
+pub mod histogram;
 pub mod jobs;
 mod limits;
 mod metrics;
