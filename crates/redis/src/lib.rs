@@ -6,6 +6,8 @@ mod error;
 pub mod jobs;
 pub mod lease;
 mod metrics;
+#[cfg(feature = "prometheus")]
+mod metrics_export;
 mod options;
 mod refusal;
 mod scripts;

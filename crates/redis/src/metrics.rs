@@ -1,11 +1,15 @@
-//! Counters of what the store met: errors, timeouts, fallback decisions.
+//! Counters of what the store met: errors, timeouts, fallback decisions, leases, and how
+//! long its calls took.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use backstop_core::histogram::{DurationHistogram, HistogramSnapshot, ROUND_TRIP_BOUNDS_NS};
 
 use crate::error::StoreError;
 
 /// Counts kept by a [`RedisStore`](crate::RedisStore) and every stage made from it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StoreMetrics {
     store_errors: AtomicU64,
     timeouts: AtomicU64,
@@ -19,6 +23,26 @@ pub struct StoreMetrics {
     /// Set by the first failure after a success, cleared by the next success: what makes
     /// an outage one `warn` line and one recovery line, not a line per request.
     failing: AtomicBool,
+    /// Calls Redis answered (with a value or an error), from sending to the answer.
+    round_trip: DurationHistogram,
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        StoreMetrics {
+            store_errors: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            fallback_decisions: AtomicU64::new(0),
+            store_decisions: AtomicU64::new(0),
+            lease_renewals: AtomicU64::new(0),
+            lease_renewal_failures: AtomicU64::new(0),
+            leases_reasserted: AtomicU64::new(0),
+            leases_lost: AtomicU64::new(0),
+            detached_unclaimed: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            round_trip: DurationHistogram::new(&ROUND_TRIP_BOUNDS_NS),
+        }
+    }
 }
 
 /// A copy of [`StoreMetrics`] at one moment.
@@ -97,6 +121,10 @@ impl StoreMetrics {
     pub(crate) fn lease_lost(&self) {
         self.leases_lost.fetch_add(1, Ordering::Relaxed);
     }
+    /// One call Redis answered, `took` from sending it.
+    pub(crate) fn round_trip(&self, took: Duration) {
+        self.round_trip.observe(took);
+    }
     pub(crate) fn unclaimed(&self, count: u64) {
         if count > 0 {
             self.detached_unclaimed.fetch_add(count, Ordering::Relaxed);
@@ -116,5 +144,16 @@ impl StoreMetrics {
             leases_lost: self.leases_lost.load(Ordering::Relaxed),
             detached_unclaimed: self.detached_unclaimed.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether the store's last call failed (no call has answered since).
+    pub fn failing(&self) -> bool {
+        // Relaxed: as in `failed`.
+        self.failing.load(Ordering::Relaxed)
+    }
+
+    /// How long the calls Redis answered took, from sending to the answer.
+    pub fn round_trips(&self) -> HistogramSnapshot {
+        self.round_trip.snapshot()
     }
 }

@@ -335,12 +335,17 @@ impl RedisStore {
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
         let deadline = self.inner.options.deadline;
+        let sent = Instant::now();
         match tokio::time::timeout(deadline, call).await {
             Ok(Ok(value)) => {
+                self.inner.metrics.round_trip(sent.elapsed());
                 self.inner.metrics.answered();
                 Ok(value)
             }
             Ok(Err(e)) => {
+                if !e.is_timeout() {
+                    self.inner.metrics.round_trip(sent.elapsed());
+                }
                 let err = StoreError::from_redis(&e, key);
                 self.count(&err);
                 Err(match err {
@@ -665,6 +670,7 @@ async fn run_group(
         .arg(now_us.map_or(String::new(), |now| now.to_string()))
         .arg(replies.len());
     // One decision answers a bare integer, several an array (see window.lua).
+    let sent = Instant::now();
     let result: Result<Vec<u64>, StoreError> = match tokio::time::timeout_at(give_up, async {
         if replies.len() == 1 {
             invocation
@@ -677,8 +683,16 @@ async fn run_group(
     })
     .await
     {
-        Ok(Ok(values)) => Ok(values),
-        Ok(Err(e)) => Err(StoreError::from_redis(&e, &key)),
+        Ok(Ok(values)) => {
+            metrics.round_trip(sent.elapsed());
+            Ok(values)
+        }
+        Ok(Err(e)) => {
+            if !e.is_timeout() {
+                metrics.round_trip(sent.elapsed());
+            }
+            Err(StoreError::from_redis(&e, &key))
+        }
         Err(_) => Err(StoreError::Timeout(deadline)),
     };
     match result {
