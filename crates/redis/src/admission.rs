@@ -200,6 +200,30 @@ impl RedisAdmission {
         Ok(self)
     }
 
+    /// Bounds the per-client stage to `max_keys` clients with a live key, as
+    /// `Admission::with_per_key`'s `max_keys`: a new client beyond it is refused with
+    /// 503 `too_many_keys` ([`RedisKeyedWindow::with_max_keys`], which says what it costs
+    /// on a cluster).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for `per_client.max_keys`, or when there is no per-client
+    /// stage.
+    pub fn with_max_keys(mut self, max_keys: u32) -> Result<Self, ConfigError> {
+        let Some(keyed) = self.per_key.take() else {
+            return Err(ConfigError::new(
+                "per_client.max_keys",
+                "needs a per-client stage (with_per_key) first",
+            ));
+        };
+        self.per_key = Some(
+            keyed
+                .with_max_keys(max_keys)
+                .map_err(|e| prefixed("per_client", e))?,
+        );
+        Ok(self)
+    }
+
     fn retry_after_hint(&self) -> Duration {
         Duration::from_millis(self.limits.queue.retry_after_hint_ms)
     }

@@ -26,5 +26,6 @@ pub use options::{EvictionCheck, FailurePolicy, MAX_STORE_DEADLINE, StoreOptions
 pub use refusal::{Refusal, Source};
 pub use store::RedisStore;
 pub use window::{
-    FALLBACK_MAX_KEYS, MAX_CLIENT_KEY_BYTES, MAX_REDIS_LIMIT, RedisKeyedWindow, RedisWindow,
+    FALLBACK_MAX_KEYS, MAX_CLIENT_KEY_BYTES, MAX_KEYS, MAX_REDIS_LIMIT, RedisKeyedWindow,
+    RedisWindow,
 };

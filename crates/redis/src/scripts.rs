@@ -13,23 +13,23 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// `prelude` (a file under `lua/`) followed by `body`: the scripts share their prelude's
+/// code instead of copies of it.
+macro_rules! script_after {
+    ($prelude:literal, $body:literal) => {
+        LazyLock::new(|| Script::new(concat!(include_str!($prelude), "\n", include_str!($body))))
+    };
+}
+
 /// The sliding window: `count` decisions for one key in one call.
-pub(crate) static WINDOW: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/window.lua")));
+pub(crate) static WINDOW: LazyLock<Script> = script_after!("lua/ring.lua", "lua/window.lua");
 /// The read-only "would it admit now?" of a window.
-pub(crate) static PEEK: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/peek.lua")));
+pub(crate) static PEEK: LazyLock<Script> = script_after!("lua/ring.lua", "lua/peek.lua");
 /// A lease script: the shared prelude (`lua/lease.lua`: the time, pruning, the gate's
 /// epoch and fencing tokens) followed by the script's own body.
 macro_rules! lease_script {
     ($body:literal) => {
-        LazyLock::new(|| {
-            Script::new(concat!(
-                include_str!("lua/lease.lua"),
-                "\n",
-                include_str!($body)
-            ))
-        })
+        script_after!("lua/lease.lua", $body)
     };
 }
 

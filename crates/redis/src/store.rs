@@ -77,11 +77,45 @@ pub(crate) struct Pending {
     pub(crate) key: Arc<str>,
     pub(crate) limit: u32,
     pub(crate) window_us: u64,
+    pub(crate) registry: Option<Registry>,
     pub(crate) now_us: Option<u64>,
     /// The caller's deadline: the batching task answers by then, so the caller needs no
     /// timer of its own.
     pub(crate) give_up: Instant,
-    pub(crate) reply: oneshot::Sender<Result<u64, StoreError>>,
+    pub(crate) reply: oneshot::Sender<Result<i64, StoreError>>,
+}
+
+/// The registry of a keyed name with `max_keys`: the sorted set of its clients' live
+/// keys (see `lua/window.lua`).
+#[derive(Debug, Clone)]
+pub(crate) struct Registry {
+    pub(crate) key: Arc<str>,
+    pub(crate) max_keys: u32,
+}
+
+/// The window script's call: `count` decisions on `key`.
+fn window_invocation(
+    key: &str,
+    limit: u32,
+    window_us: u64,
+    now_us: Option<u64>,
+    count: usize,
+    registry: Option<&Registry>,
+) -> redis::ScriptInvocation<'static> {
+    let mut invocation = scripts::WINDOW.key(key);
+    invocation
+        .arg(limit)
+        .arg(window_us)
+        .arg(now_us.map_or(String::new(), |now| now.to_string()))
+        .arg(count);
+    if let Some(registry) = registry {
+        // The client's member in the registry is its window key.
+        invocation
+            .key(&*registry.key)
+            .arg(registry.max_keys)
+            .arg(key);
+    }
+    invocation
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -366,27 +400,23 @@ impl RedisStore {
     }
 
     /// One window decision, sent directly when no other is under way in this process,
-    /// else through the batching task: `Ok(0)` admitted, `Ok(wait_us)` refused, within
-    /// the deadline.
+    /// else through the batching task: `Ok(0)` admitted, `Ok(wait_us)` refused, `Ok(-1)`
+    /// refused for too many keys of a name with a registry, within the deadline.
     pub(crate) async fn decide(
         &self,
         key: &Arc<str>,
         limit: u32,
         window_us: u64,
-    ) -> Result<u64, StoreError> {
+        registry: Option<&Registry>,
+    ) -> Result<i64, StoreError> {
         let deadline = self.inner.options.deadline;
         // Relaxed: see `InFlight`.
         let alone = self.inner.in_flight.fetch_add(1, Ordering::Relaxed) == 0;
         let _in_flight = InFlight(&self.inner.in_flight);
         if alone {
             let mut conn = self.inner.conn.clone();
-            let mut invocation = scripts::WINDOW.key(&**key);
-            invocation
-                .arg(limit)
-                .arg(window_us)
-                .arg(self.now_us().map_or(String::new(), |now| now.to_string()))
-                .arg(1);
-            let wait_us: u64 = self.call(key, invocation.invoke_async(&mut conn)).await?;
+            let invocation = window_invocation(key, limit, window_us, self.now_us(), 1, registry);
+            let wait_us: i64 = self.call(key, invocation.invoke_async(&mut conn)).await?;
             self.inner.metrics.decided(1);
             return Ok(wait_us);
         }
@@ -398,6 +428,7 @@ impl RedisStore {
             key: Arc::clone(key),
             limit,
             window_us,
+            registry: registry.cloned(),
             now_us: self.now_us(),
             give_up,
             reply,
@@ -524,10 +555,11 @@ struct Group {
     key: Arc<str>,
     limit: u32,
     window_us: u64,
+    registry: Option<Registry>,
     now_us: Option<u64>,
     /// The earliest deadline among its callers: the call gives up then.
     give_up: Instant,
-    replies: Vec<oneshot::Sender<Result<u64, StoreError>>>,
+    replies: Vec<oneshot::Sender<Result<i64, StoreError>>>,
 }
 
 impl Group {
@@ -623,6 +655,7 @@ async fn batch_loop(
                         key: pending.key,
                         limit: pending.limit,
                         window_us: pending.window_us,
+                        registry: pending.registry,
                         now_us: pending.now_us,
                         give_up: pending.give_up,
                         replies: vec![pending.reply],
@@ -659,26 +692,29 @@ async fn run_group(
         key,
         limit,
         window_us,
+        registry,
         now_us,
         give_up,
         replies,
     } = group;
-    let mut invocation = scripts::WINDOW.key(&*key);
-    invocation
-        .arg(limit)
-        .arg(window_us)
-        .arg(now_us.map_or(String::new(), |now| now.to_string()))
-        .arg(replies.len());
+    let invocation = window_invocation(
+        &key,
+        limit,
+        window_us,
+        now_us,
+        replies.len(),
+        registry.as_ref(),
+    );
     // One decision answers a bare integer, several an array (see window.lua).
     let sent = Instant::now();
-    let result: Result<Vec<u64>, StoreError> = match tokio::time::timeout_at(give_up, async {
+    let result: Result<Vec<i64>, StoreError> = match tokio::time::timeout_at(give_up, async {
         if replies.len() == 1 {
             invocation
-                .invoke_async::<u64>(&mut conn)
+                .invoke_async::<i64>(&mut conn)
                 .await
                 .map(|wait| vec![wait])
         } else {
-            invocation.invoke_async::<Vec<u64>>(&mut conn).await
+            invocation.invoke_async::<Vec<i64>>(&mut conn).await
         }
     })
     .await

@@ -11,11 +11,13 @@ use backstop_core::{ConfigError, RateScope};
 use crate::error::StoreError;
 use crate::options::FailurePolicy;
 use crate::refusal::{Refusal, Source, store_unavailable};
-use crate::store::RedisStore;
+use crate::store::{RedisStore, Registry};
 
-/// The largest limit a Redis window accepts: 2¹⁶ admissions, a 512 KiB string (the
-/// first admission writes the whole ring, which must fit well within the deadline).
-pub const MAX_REDIS_LIMIT: u32 = 1 << 16;
+/// The largest limit a Redis window accepts: core's [`MAX_LIMIT`](backstop_core::rate::MAX_LIMIT),
+/// 2²⁴ admissions. The ring grows one slot per admission (a 128 MiB string only once
+/// 2²⁴ admissions are in it), and a decision reads and writes only the slots it needs,
+/// so the cost of a decision does not grow with the limit.
+pub const MAX_REDIS_LIMIT: u32 = backstop_core::rate::MAX_LIMIT;
 
 /// Keys the in-process fallback of a [`RedisKeyedWindow`] tracks at most.
 pub const FALLBACK_MAX_KEYS: usize = 1 << 16;
@@ -98,10 +100,12 @@ pub(crate) fn fallback_clock(store: &RedisStore) -> Arc<dyn Clock> {
 ///
 /// # Storage
 ///
-/// One string per window, key `{backstop:w:<name>}:window`: a 24-byte header (admissions,
-/// limit, window) and a ring of `limit` 8-byte admission times. On Redis's clock it has
-/// a TTL that lets it vanish once its newest admission has left the window (never
-/// sooner, also when the window is lengthened); on an injected clock it has none.
+/// One string per window, key `{backstop:w:<name>}:window`: a 54-byte header and a ring
+/// of 8-byte admission times that grows one slot per admission up to the largest limit
+/// the key has had (`lua/ring.lua`); a decision reads and writes only the header and the
+/// slots it needs. On Redis's clock the key expires once its newest admission has left
+/// the longest window it was used with (never sooner, whoever calls); on an injected
+/// clock it has no expiry.
 ///
 /// # Failure
 ///
@@ -194,7 +198,7 @@ impl RedisWindow {
     pub async fn try_acquire_checked(&self) -> Result<Result<(), Refusal>, StoreError> {
         let wait_us = self
             .store
-            .decide(&self.key, self.shape.limit, self.shape.window_us)
+            .decide(&self.key, self.shape.limit, self.shape.window_us, None)
             .await?;
         Ok(verdict(wait_us, RateScope::Global))
     }
@@ -214,12 +218,8 @@ impl RedisWindow {
         invocation
             .arg(self.shape.limit)
             .arg(self.shape.window_us)
-            .arg(
-                self.store
-                    .now_us()
-                    .map_or(String::new(), |now| now.to_string()),
-            );
-        let wait_us: u64 = self
+            .arg(self.store.now_arg());
+        let wait_us: i64 = self
             .store
             .call(&self.key, invocation.invoke_async(&mut conn))
             .await?;
@@ -259,14 +259,21 @@ impl RedisWindow {
     }
 }
 
-fn verdict(wait_us: u64, scope: RateScope) -> Result<(), Refusal> {
-    if wait_us == 0 {
-        Ok(())
-    } else {
-        Err(Refusal::RateLimited {
-            retry_after: Duration::from_micros(wait_us),
+/// A script's answer as a decision: 0 admitted, `wait_us` > 0 rate limited for that
+/// long, < 0 too many keys for a keyed name with `max_keys` (until one expires, in
+/// `-wait_us`).
+fn verdict(wait_us: i64, scope: RateScope) -> Result<(), Refusal> {
+    let wait = Duration::from_micros(wait_us.unsigned_abs());
+    match wait_us {
+        0 => Ok(()),
+        1.. => Err(Refusal::RateLimited {
+            retry_after: wait,
             scope,
-        })
+        }),
+        _ => Err(Refusal::Overloaded {
+            reason: backstop_core::OverloadReason::TooManyKeys,
+            retry_after_hint: wait,
+        }),
     }
 }
 
@@ -280,6 +287,8 @@ pub struct RedisKeyedWindow {
     store: RedisStore,
     name: String,
     shape: Shape,
+    /// With `max_keys`: the name's registry of live client keys.
+    registry: Option<Registry>,
     fallback: Option<KeyedSlidingWindow<String, Arc<dyn Clock>>>,
 }
 
@@ -292,6 +301,9 @@ impl std::fmt::Debug for RedisKeyedWindow {
             .finish()
     }
 }
+
+/// The largest `max_keys` of a [`RedisKeyedWindow`]: 2²⁴ clients with a live key.
+pub const MAX_KEYS: u32 = 1 << 24;
 
 /// The longest client key accepted, in bytes.
 pub const MAX_CLIENT_KEY_BYTES: usize = 512;
@@ -325,18 +337,59 @@ impl RedisKeyedWindow {
             store: store.clone(),
             name: name.to_owned(),
             shape,
+            registry: None,
             fallback,
         })
     }
 
+    /// Bounds the clients of this name with a live key to `max_keys` (1 to
+    /// [`MAX_KEYS`]): a new client beyond it is refused with 503 `too_many_keys`, as
+    /// core's `KeyedSlidingWindow`, until idle clients' keys expire. Every replica must
+    /// use the same bound for the name. The clients' keys then share one hash tag (the
+    /// count is kept beside them, in a sorted set of the live keys, updated by the same
+    /// script): on Redis Cluster such a name lives on one node, where without a bound
+    /// its clients spread over all of them.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for `max_keys`.
+    pub fn with_max_keys(mut self, max_keys: u32) -> Result<Self, ConfigError> {
+        if max_keys == 0 || max_keys > MAX_KEYS {
+            return Err(ConfigError::new(
+                "max_keys",
+                format_args!("must be 1 to {MAX_KEYS}, got {max_keys}"),
+            ));
+        }
+        self.registry = Some(Registry {
+            key: format!("{}:clients", self.bounded_tag()).into(),
+            max_keys,
+        });
+        Ok(self)
+    }
+
+    /// The hash tag every key of a bounded name shares.
+    fn bounded_tag(&self) -> String {
+        format!("{{backstop:kn:{}:{}}}", self.name.len(), self.name)
+    }
+
+    /// The bound on clients with a live key, when there is one.
+    pub fn max_keys(&self) -> Option<u32> {
+        self.registry.as_ref().map(|registry| registry.max_keys)
+    }
+
     /// The Redis key of `client`'s window. Braces in the client key become `_` so that
     /// the hash tag stays the first `{…}`; two client keys that differ only there share
-    /// one window, which can only refuse more, never admit more.
+    /// one window, which can only refuse more, never admit more. Without `max_keys` each
+    /// client has a hash tag of its own (clients spread over a cluster's slots); with
+    /// it, the name's tag.
     pub fn key_for(&self, client: &str) -> String {
         let client: String = client
             .chars()
             .map(|c| if c == '{' || c == '}' { '_' } else { c })
             .collect();
+        if self.registry.is_some() {
+            return format!("{}:c:{client}", self.bounded_tag());
+        }
         format!(
             "{{backstop:kw:{}:{}:{client}}}:window",
             self.name.len(),
@@ -386,7 +439,12 @@ impl RedisKeyedWindow {
         let key: Arc<str> = self.key_for(client).into();
         let wait_us = self
             .store
-            .decide(&key, self.shape.limit, self.shape.window_us)
+            .decide(
+                &key,
+                self.shape.limit,
+                self.shape.window_us,
+                self.registry.as_ref(),
+            )
             .await?;
         Ok(verdict(wait_us, RateScope::PerClient))
     }

@@ -105,23 +105,62 @@ proptest! {
     }
 }
 
-/// The store's rule: each admission is judged by the window's rule
-/// (`backstop_core::model::WindowModel`) in the shape in force, and the store keeps only
-/// the newest `limit` recorded times (what its ring has room for); a refusal changes
-/// nothing. `times_us` are those recorded times.
-fn store_decides(
-    times_us: &mut Vec<u64>,
-    limit: u32,
-    window_us: u64,
-    now_us: u64,
-) -> Result<(), u64> {
-    let history: Vec<u64> = times_us.iter().map(|&t| t * 1_000).collect();
-    let mut window = WindowModel::with_history(limit, window_us * 1_000, &history);
-    window
-        .try_acquire(now_us * 1_000)
-        .map_err(|wait_ns| wait_ns / 1_000)?;
-    *times_us = window.recent().map(|t| t / 1_000).collect();
-    Ok(())
+/// What the store remembers, stated simply: the newest `cap` recorded times (`cap` the
+/// largest limit the key has had), and when the limit rises above `cap` after admissions
+/// were forgotten, a horizon at or after every forgotten one (the oldest time held, or the
+/// newest minus the narrowest window an admission was made under, whichever is earlier).
+/// Each decision is judged by the window's rule (`backstop_core::model::WindowModel`) in
+/// the shape in force, over the last `limit` admissions, a forgotten one counting at
+/// the horizon; a refusal changes nothing.
+#[derive(Default)]
+struct StoreMemory {
+    admitted: u64,
+    cap: usize,
+    held_us: std::collections::VecDeque<u64>,
+    narrowest_us: u64,
+    horizon_us: u64,
+}
+
+impl StoreMemory {
+    fn decide(&mut self, limit: u32, window_us: u64, now_us: u64) -> Result<(), u64> {
+        let limit_n = limit as usize;
+        if self.admitted == 0 {
+            self.cap = limit_n;
+            self.narrowest_us = window_us;
+        }
+        if limit_n > self.cap {
+            let full = self.held_us.len() == self.cap;
+            if full && self.admitted > self.held_us.len() as u64 {
+                let newest = *self.held_us.back().unwrap();
+                let oldest = *self.held_us.front().unwrap();
+                self.horizon_us = oldest.min(newest - self.narrowest_us).max(1);
+            }
+            self.cap = limit_n;
+        }
+        // The last `limit` admissions (or all, when fewer were made), forgotten ones at
+        // the horizon.
+        let wanted = (self.admitted as usize).min(limit_n);
+        let from_ring = wanted.min(self.held_us.len());
+        let mut history = vec![self.horizon_us * 1_000; wanted - from_ring];
+        history.extend(
+            self.held_us
+                .iter()
+                .skip(self.held_us.len() - from_ring)
+                .map(|&t| t * 1_000),
+        );
+        let mut model = WindowModel::with_history(limit, window_us * 1_000, &history);
+        model
+            .try_acquire(now_us * 1_000)
+            .map_err(|wait_ns| wait_ns / 1_000)?;
+        let recorded = self.held_us.back().map_or(now_us, |&last| last.max(now_us));
+        self.held_us.push_back(recorded);
+        if self.held_us.len() > self.cap {
+            self.held_us.pop_front();
+        }
+        self.admitted += 1;
+        self.narrowest_us = self.narrowest_us.min(window_us);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -166,14 +205,14 @@ proptest! {
                 .expect("connect");
             let name = support::unique("reshape-prop");
             let mut shape = (limit, 2_000_000u64);
-            let mut times_us = Vec::new();
+            let mut memory = StoreMemory::default();
             for op in &ops {
                 match *op {
                     ShapeOp::Acquire => {
                         let window = RedisWindow::new(&store, &name, shape.0, Duration::from_micros(shape.1)).unwrap();
                         let got = window.try_acquire_checked().await.expect("store answers");
                         let now_us = clock.now().as_micros() as u64;
-                        let want = store_decides(&mut times_us, shape.0, shape.1, now_us).map_err(|wait| Refusal::RateLimited {
+                        let want = memory.decide(shape.0, shape.1, now_us).map_err(|wait| Refusal::RateLimited {
                             retry_after: Duration::from_micros(wait),
                             scope: RateScope::Global,
                         });
@@ -339,7 +378,7 @@ fn a_window_key_vanishes_with_its_window_and_is_compact() {
             .query_async(&mut conn)
             .await
             .unwrap();
-        assert_eq!(len, 24 + 8 * 30, "a header and 8 bytes per admission");
+        assert_eq!(len, 54 + 8 * 30, "a header and 8 bytes per admission");
         let ttl_ms: i64 = redis::cmd("PTTL")
             .arg(window.key())
             .query_async(&mut conn)
@@ -399,12 +438,16 @@ fn a_window_key_vanishes_with_its_window_and_is_compact() {
     });
 }
 
-/// Reads the newest admission time (µs) from a window key's header and ring.
+/// Reads the newest admission time (µs) from a window key's header (`lua/ring.lua`).
 async fn newest_admission_us(conn: &mut redis::aio::ConnectionManager, key: &str) -> u64 {
-    let blob: Vec<u8> = redis::cmd("GET").arg(key).query_async(conn).await.unwrap();
-    let word = |at: usize| u64::from_be_bytes(blob[at..at + 8].try_into().unwrap());
-    let (n, limit) = (word(0), word(8));
-    word(24 + 8 * ((n - 1) % limit) as usize)
+    let blob: Vec<u8> = redis::cmd("GETRANGE")
+        .arg(key)
+        .arg(14)
+        .arg(21)
+        .query_async(conn)
+        .await
+        .unwrap();
+    u64::from_be_bytes(blob[..8].try_into().unwrap())
 }
 
 /// Finding 1: the same key used with a longer window after a shorter one must not lose
