@@ -7,10 +7,10 @@
 //! (one theoretical arrival time per key; not "N per window").
 //!
 //! Run: `cargo bench -p backstop-benches --bench redis` (uses BACKSTOP_REDIS_URL, or starts
-//! its own redis-server on a free loopback port). Not criterion: each figure is the median
+//! its own redis-server on a free loopback port; without one it says so and measures
+//! nothing). Not criterion: each figure is the median
 //! of 5 rounds of a fixed duration, printed as a table.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -49,30 +49,6 @@ if new_tat - now > period then return 0 end
 redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(period / 1000))
 return 1
 ";
-
-fn start_server() -> (String, Option<Child>) {
-    if let Ok(url) = std::env::var("BACKSTOP_REDIS_URL") {
-        return (url, None);
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server (apt-get install redis-server)");
-    for _ in 0..500 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    (format!("redis://127.0.0.1:{port}"), Some(child))
-}
 
 #[derive(Clone)]
 enum Contender {
@@ -147,7 +123,10 @@ async fn memory_usage(conn: &mut ConnectionManager, key: &str) -> u64 {
 }
 
 fn main() {
-    let (url, mut child) = start_server();
+    // Killed when `_server` drops at the end; `None` (said why) without a redis-server.
+    let Some((url, _server)) = backstop_testkit::redis::shared() else {
+        return;
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -273,8 +252,4 @@ fn main() {
             ours as f64 / theirs as f64
         );
     });
-    if let Some(child) = child.as_mut() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
 }

@@ -1,16 +1,10 @@
 //! The binary: exit codes 0/1/2, error lines naming the line, `gen` → `run` → `check`.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn sim(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_backstop-sim"))
-        .args(args)
-        .current_dir(dir)
-        .env("BACKSTOP_SIM_SCRATCH", dir.join("scratch"))
-        .output()
-        .expect("binary runs")
-}
+use std::process::Output;
+
+use common::sim;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

@@ -4,60 +4,38 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
-use backstop_sim::config::SimConfig;
-use backstop_sim::engine::{RunOptions, deterministic_json, run};
+mod common;
+
+use backstop_sim::engine::{RunOptions, run};
 use backstop_sim::scenario::{GenParams, Generator, Scenario};
+use common::{HOUR_US, busy, gen_params, report_and_page, run_logged};
 
-fn small_config() -> SimConfig {
-    let mut c = SimConfig {
-        // Small and busy: sweeps, crashes and pressure all happen within two hours.
-        crash_fraction: 0.2,
-        ..SimConfig::default()
-    };
-    c.limits.queue.max = 10;
-    c.limits.jobs.max = 2;
-    c.disk.capacity_bytes = 20 << 30;
-    c.sweep.interval = std::time::Duration::from_secs(1800);
-    c.sweep.max_age = std::time::Duration::from_secs(1200);
-    c.sweep.pressure_max_age = std::time::Duration::from_secs(120);
-    c
-}
-
-fn params(scenario: Scenario, seed: u64, config: &SimConfig) -> GenParams {
+/// Two hours of `scenario` at 0.05 requests a second, from `seed`.
+fn params(scenario: Scenario, seed: u64, config: &backstop_sim::config::SimConfig) -> GenParams {
     GenParams {
-        scenario,
         seed,
-        duration_us: 2 * 3_600_000_000,
-        rate_per_s: 0.05,
-        rate_limit: config.limits.rate.limit,
-        rate_window_us: config.rate_window_us(),
-        disk_capacity_bytes: config.disk.capacity_bytes,
+        ..gen_params(config, scenario, 2 * HOUR_US, 0.05)
     }
 }
 
 /// (decision log bytes, deterministic report JSON, HTML page, hash of all three).
 fn run_once(scenario: Scenario, seed: u64) -> (Vec<u8>, String, String, u64) {
-    let mut config = small_config();
+    let mut config = busy();
     config.seed = seed;
-    let mut log = Vec::new();
-    let out = run(
+    let (out, log) = run_logged(
         &config,
         Generator::new(params(scenario, seed, &config)),
         RunOptions {
-            decisions_out: Some(&mut log),
             source_label: scenario.name().into(),
             ..RunOptions::default()
         },
-    )
-    .expect("run completes");
+    );
     assert_eq!(
         out.check.first, None,
         "{scenario} seed {seed}: {:?}",
         out.check.first
     );
-    let report = deterministic_json(&out.report);
-    let charts = backstop_sim::charts::render(&out.series, &config).expect("charts render");
-    let html = backstop_sim::html::render(&out.report, &charts);
+    let (report, html) = report_and_page(&out, &config);
     let mut h = DefaultHasher::new();
     log.hash(&mut h);
     report.hash(&mut h);
@@ -106,7 +84,7 @@ fn every_scenario_runs_clean() {
 }
 
 fn run_report(scenario: Scenario) -> backstop_sim::report::SimSection {
-    let config = small_config();
+    let config = busy();
     let out = run(
         &config,
         Generator::new(params(scenario, 11, &config)),
@@ -140,7 +118,7 @@ fn scenarios_exercise_what_they_claim() {
 
 #[test]
 fn per_client_limits_hold_back_the_abusive_client() {
-    let mut config = small_config();
+    let mut config = busy();
     // A generous global limit, a tight one per client: client-0 sends half the traffic.
     config.limits.rate.limit = 1000;
     config.per_key = Some(backstop_sim::config::PerKeyConfig {
@@ -150,16 +128,7 @@ fn per_client_limits_hold_back_the_abusive_client() {
     });
     let mut p = params(Scenario::ManyClients, 3, &config);
     p.rate_per_s = 0.5;
-    let mut log = Vec::new();
-    let out = run(
-        &config,
-        Generator::new(p),
-        RunOptions {
-            decisions_out: Some(&mut log),
-            ..RunOptions::default()
-        },
-    )
-    .expect("run completes");
+    let (out, _log) = run_logged(&config, Generator::new(p), RunOptions::default());
     assert_eq!(out.check.first, None, "{:?}", out.check.first);
     // 0.25/s from client-0 against 2 per minute: most of its requests are refused.
     assert!(out.report.sim.rate_limited > 1000, "{:?}", out.report.sim);

@@ -1,21 +1,18 @@
 //! Edges a review found: each run here is small, hand-written and checked record by record.
 
+mod common;
+
 use backstop_sim::config::SimConfig;
-use backstop_sim::engine::{RunOptions, RunOutput, run};
+use backstop_sim::engine::{RunOptions, RunOutput};
 use backstop_sim::trace::TraceReader;
 
 /// Runs `trace` under `config`; returns the output and the decision log.
 fn replay(config: &SimConfig, trace: &str) -> (RunOutput, String) {
-    let mut log = Vec::new();
-    let out = run(
+    let (out, log) = common::run_logged(
         config,
         TraceReader::new(trace.as_bytes()),
-        RunOptions {
-            decisions_out: Some(&mut log),
-            ..RunOptions::default()
-        },
-    )
-    .expect("run completes");
+        RunOptions::default(),
+    );
     (out, String::from_utf8(log).expect("the log is UTF-8"))
 }
 

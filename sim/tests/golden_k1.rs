@@ -4,11 +4,14 @@
 //! alters any of them on purpose must re-pin them (`BACKSTOP_SIM_PRINT_GOLDEN=1` prints
 //! the new values) and say why in its commit.
 
+mod common;
+
 use std::time::Duration;
 
 use backstop_sim::config::{PerKeyConfig, SimConfig};
-use backstop_sim::engine::{RunOptions, deterministic_json, run};
-use backstop_sim::scenario::{GenParams, Generator, Scenario};
+use backstop_sim::engine::RunOptions;
+use backstop_sim::scenario::{Generator, Scenario};
+use common::{HOUR_US, busy, gen_params, report_and_page, run_logged};
 
 /// FNV-1a, 64 bits: stable across Rust versions and platforms, unlike `DefaultHasher`.
 fn fnv(bytes: &[u8], mut h: u64) -> u64 {
@@ -20,20 +23,6 @@ fn fnv(bytes: &[u8], mut h: u64) -> u64 {
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-fn busy() -> SimConfig {
-    let mut c = SimConfig {
-        crash_fraction: 0.2,
-        ..SimConfig::default()
-    };
-    c.limits.queue.max = 10;
-    c.limits.jobs.max = 2;
-    c.disk.capacity_bytes = 20 << 30;
-    c.sweep.interval = Duration::from_secs(1800);
-    c.sweep.max_age = Duration::from_secs(1200);
-    c.sweep.pressure_max_age = Duration::from_secs(120);
-    c
-}
 
 fn keyed() -> SimConfig {
     let mut c = busy();
@@ -47,30 +36,17 @@ fn keyed() -> SimConfig {
 
 /// (log hash, report hash, page hash, decision-log lines).
 fn hashes(config: &SimConfig, scenario: Scenario, hours: u64, rate: f64) -> (u64, u64, u64, usize) {
-    let params = GenParams {
-        scenario,
-        seed: config.seed,
-        duration_us: hours * 3_600_000_000,
-        rate_per_s: rate,
-        rate_limit: config.limits.rate.limit,
-        rate_window_us: config.rate_window_us(),
-        disk_capacity_bytes: config.disk.capacity_bytes,
-    };
-    let mut log = Vec::new();
-    let out = run(
+    let params = gen_params(config, scenario, hours * HOUR_US, rate);
+    let (out, log) = run_logged(
         config,
         Generator::new(params),
         RunOptions {
-            decisions_out: Some(&mut log),
             source_label: scenario.name().into(),
             ..RunOptions::default()
         },
-    )
-    .expect("run completes");
+    );
     assert_eq!(out.check.first, None, "{scenario}: {:?}", out.check.first);
-    let report = deterministic_json(&out.report);
-    let charts = backstop_sim::charts::render(&out.series, config).expect("charts render");
-    let html = backstop_sim::html::render(&out.report, &charts);
+    let (report, html) = report_and_page(&out, config);
     let lines = log.iter().filter(|&&b| b == b'\n').count();
     (
         fnv(&log, FNV_OFFSET),

@@ -3,6 +3,8 @@
 //! sharing one in-process `Admission` (a store in all but name) must decide exactly as
 //! one replica does; replicas each keeping their own limits must be caught.
 
+mod common;
+
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use backstop_core::{Admission, Decision, FrontDoor, RequestClass, WaitReason};
 use backstop_sim::check::Invariant;
 use backstop_sim::config::SimConfig;
 use backstop_sim::engine::{RunOptions, RunOutput, run, run_with};
-use backstop_sim::scenario::{GenParams, Generator, Scenario};
+use backstop_sim::scenario::{Generator, Scenario};
 use backstop_sim::service::{Immediate, Service, SimDoor, in_process};
 
 /// A replica: a handle on an `Admission` that may be shared, counting what it is asked.
@@ -65,30 +67,10 @@ impl SimDoor for Replica {
     }
 }
 
-fn config() -> SimConfig {
-    let mut c = SimConfig {
-        crash_fraction: 0.2,
-        ..SimConfig::default()
-    };
-    c.limits.queue.max = 10;
-    c.limits.jobs.max = 2;
-    c.disk.capacity_bytes = 20 << 30;
-    c.sweep.interval = Duration::from_secs(1800);
-    c.sweep.max_age = Duration::from_secs(1200);
-    c.sweep.pressure_max_age = Duration::from_secs(120);
-    c
-}
+use common::{HOUR_US, busy as config, gen_params};
 
 fn generator(c: &SimConfig, scenario: Scenario) -> Generator {
-    Generator::new(GenParams {
-        scenario,
-        seed: c.seed,
-        duration_us: 2 * 3_600_000_000,
-        rate_per_s: 0.2,
-        rate_limit: c.limits.rate.limit,
-        rate_window_us: c.rate_window_us(),
-        disk_capacity_bytes: c.disk.capacity_bytes,
-    })
+    Generator::new(gen_params(c, scenario, 2 * HOUR_US, 0.2))
 }
 
 /// Runs `k` replicas; `shared` makes them handles on one `Admission`, else each has its

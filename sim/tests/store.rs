@@ -4,33 +4,19 @@
 //! across replicas, and the bytes out are the same run after run. Without redis-server
 //! these fail under `CI=true` and skip with a message otherwise.
 
-#[path = "../../crates/redis/tests/support/mod.rs"]
-mod support;
+mod common;
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
-use backstop_sim::config::{PerKeyConfig, SimConfig};
-use backstop_sim::engine::{RunOptions, RunOutput, deterministic_json, run};
-use backstop_sim::scenario::{GenParams, Generator, Scenario};
-use backstop_sim::trace::{Event, Request};
+use backstop_testkit::redis as support;
 
-fn config() -> SimConfig {
-    let mut c = SimConfig {
-        crash_fraction: 0.2,
-        ..SimConfig::default()
-    };
-    c.limits.queue.max = 10;
-    c.limits.jobs.max = 2;
-    c.disk.capacity_bytes = 20 << 30;
-    c.sweep.interval = Duration::from_secs(1800);
-    c.sweep.max_age = Duration::from_secs(1200);
-    c.sweep.pressure_max_age = Duration::from_secs(120);
-    c
-}
+use backstop_sim::config::{PerKeyConfig, SimConfig};
+use backstop_sim::engine::{RunOptions, RunOutput, run};
+use backstop_sim::scenario::{Generator, Scenario};
+use backstop_sim::trace::{Event, Request};
+use common::{busy as config, gen_params, report_and_page, run_logged, sim};
 
 fn keyed() -> SimConfig {
     let mut c = config();
@@ -45,15 +31,7 @@ fn keyed() -> SimConfig {
 }
 
 fn generator(c: &SimConfig, scenario: Scenario, minutes: u64, rate: f64) -> Generator {
-    Generator::new(GenParams {
-        scenario,
-        seed: c.seed,
-        duration_us: minutes * 60_000_000,
-        rate_per_s: rate,
-        rate_limit: c.limits.rate.limit,
-        rate_window_us: c.rate_window_us(),
-        disk_capacity_bytes: c.disk.capacity_bytes,
-    })
+    Generator::new(gen_params(c, scenario, minutes * 60_000_000, rate))
 }
 
 fn replay(
@@ -62,19 +40,16 @@ fn replay(
     replicas: u32,
     store: Option<&str>,
 ) -> (Vec<u8>, RunOutput) {
-    let mut log = Vec::new();
-    let out = run(
+    let (out, log) = run_logged(
         c,
         source,
         RunOptions {
-            decisions_out: Some(&mut log),
             source_label: "store test".into(),
             replicas: NonZeroU32::new(replicas).unwrap(),
             store: store.map(str::to_owned),
             ..RunOptions::default()
         },
-    )
-    .unwrap();
+    );
     (log, out)
 }
 
@@ -148,9 +123,8 @@ fn same_seed_gives_the_same_bytes_twice_on_redis() {
     let once = || {
         let (log, out) = replay(&c, generator(&c, Scenario::Day, 360, 0.2), 3, Some(&url));
         assert_eq!(out.check.first, None, "{:?}", out.check.first);
-        let charts = backstop_sim::charts::render(&out.series, &c).unwrap();
-        let html = backstop_sim::html::render(&out.report, &charts);
-        (log, deterministic_json(&out.report), html)
+        let (report, html) = report_and_page(&out, &c);
+        (log, report, html)
     };
     let (log_a, report_a, html_a) = once();
     let (log_b, report_b, html_b) = once();
@@ -206,15 +180,6 @@ fn a_hold_past_the_lease_stops_the_run() {
     .unwrap();
     assert_eq!(out.check.first, None);
     assert_eq!(out.report.sim.admitted, 2);
-}
-
-fn sim(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_backstop-sim"))
-        .args(args)
-        .current_dir(dir)
-        .env("BACKSTOP_SIM_SCRATCH", dir.join("scratch"))
-        .output()
-        .expect("binary runs")
 }
 
 #[test]

@@ -2,41 +2,12 @@
 //! failing resource probe a `warn`.
 #![cfg(feature = "tracing")]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
 use backstop_core::resources::{FakeProbe, ResourceReading};
 use backstop_core::{Admission, Limits};
-use tracing_subscriber::fmt::MakeWriter;
-
-/// Everything the subscriber writes, kept for the test to read.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
+use backstop_testkit::capture::Captured;
 
 fn subscriber(out: &Captured) -> impl tracing::Subscriber + Send + Sync {
     tracing_subscriber::fmt()

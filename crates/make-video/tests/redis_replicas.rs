@@ -3,8 +3,7 @@
 //! `Retry-After`. Without a redis-server the test fails when `CI=true`, and skips with a
 //! message otherwise.
 
-#[path = "../../redis/tests/support/mod.rs"]
-mod redis_support;
+use backstop_testkit::redis as redis_support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};

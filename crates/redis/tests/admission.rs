@@ -2,7 +2,7 @@
 //! redis-server share one limit, one queue and one set of slots, decide in `Admission`'s
 //! order, and fail closed with 503 `store_unavailable`.
 
-mod support;
+use backstop_testkit::redis as support;
 
 use std::sync::Arc;
 use std::time::Duration;

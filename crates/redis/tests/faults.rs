@@ -1,7 +1,7 @@
 //! Faults: bad input at connect time, an evicting policy, Redis killed mid-burst and
 //! restarted, a slow Redis behind a delaying loopback proxy.
 
-mod support;
+use backstop_testkit::redis as support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,6 +1,6 @@
 //! The shared queue and job slots against a real redis-server, on injected time.
 
-mod support;
+use backstop_testkit::redis as support;
 
 use std::sync::Arc;
 use std::time::Duration;

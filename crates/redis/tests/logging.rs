@@ -1,35 +1,12 @@
 //! Store failures are logged once per outage: the first at `warn`, the rest at `debug`
 //! (the counters hold them all), and the first answer after them at `info`.
 
-mod support;
+use backstop_testkit::redis as support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backstop_redis::{RedisStore, RedisWindow, StoreOptions};
-use tracing_subscriber::fmt::MakeWriter;
-
-/// Everything the subscriber writes, kept for the test to read.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
+use backstop_testkit::capture::Captured;
 
 #[test]
 fn an_outage_is_one_warning_and_its_end_one_info_line() {
@@ -85,7 +62,7 @@ fn an_outage_is_one_warning_and_its_end_one_info_line() {
         window.try_acquire_checked().await.unwrap().unwrap();
         assert_eq!(store.metrics().snapshot().store_errors, 3);
     });
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let text = out.text();
     let count = |level: &str, what: &str| {
         text.lines()
             .filter(|l| l.contains(level) && l.contains(what))

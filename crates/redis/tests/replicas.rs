@@ -1,7 +1,7 @@
 //! Several OS processes sharing one redis-server: this test binary re-executes itself
 //! as replicas (`BACKSTOP_REDIS_ROLE` set), each with its own store and connection.
 
-mod support;
+use backstop_testkit::redis as support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! The shared window against a real redis-server: the in-process `SlidingWindow` is the
 //! model, on one `ManualClock` injected into both.
 
-mod support;
+use backstop_testkit::redis as support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,34 +3,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use backstop_sweep::Sweep;
+use backstop_testkit::capture::Captured;
 use common::{DAY, file, now, old, young};
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::FmtSpan;
-
-/// Everything the subscriber writes, kept for the test to read.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
 
 fn traced<T>(f: impl FnOnce() -> T) -> (T, String) {
     let out = Captured::default();
@@ -41,7 +17,7 @@ fn traced<T>(f: impl FnOnce() -> T) -> (T, String) {
         .with_writer(out.clone())
         .finish();
     let result = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let text = out.text();
     (result, text)
 }
 
