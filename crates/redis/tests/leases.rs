@@ -2,7 +2,7 @@
 //! lost before Redis frees the place, renewed on virtual time, re-asserted after Redis
 //! lost its data; tickets detached in one door and claimed in another.
 
-mod support;
+use backstop_testkit::redis as support;
 
 use std::sync::Arc;
 use std::time::Duration;

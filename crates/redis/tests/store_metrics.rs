@@ -3,7 +3,7 @@
 //! while Redis is gone and cleared when it answers again, and a round trip that Redis
 //! held up (`CLIENT PAUSE`) measured as long as it was.
 
-mod support;
+use backstop_testkit::redis as support;
 
 use std::time::Duration;
 
