@@ -67,6 +67,17 @@ struct Args {
         requires = "redis"
     )]
     redis_name: String,
+    /// How long a queue place or job slot in Redis stays held without a renewal (with
+    /// --redis; renewed every third of it). A job whose slot's lease is lost (this replica
+    /// paused, or Redis unreachable, for longer) stops before its next stage.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        value_parser = units::parse_duration,
+        requires = "redis"
+    )]
+    redis_lease: Duration,
     /// When Redis fails or passes the deadline, decide the rate limits in this replica on
     /// its own window holding this share (above 0, at most 1) of each limit, instead of
     /// answering 503 store_unavailable. With K replicas, 1/K keeps the total near the
@@ -158,7 +169,7 @@ async fn run(args: Args) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("--redis {url}: {e}"))?;
             let door = config
-                .redis_admission(&store, &args.redis_name)
+                .redis_admission(&store, &args.redis_name, args.redis_lease)
                 .map_err(|e| e.to_string())?;
             Running::Redis(MakeVideo::start(Arc::new(door), &config, None)?)
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use backstop_core::clock::Clock;
 use backstop_core::resources::{Sampler, Shortage, SysinfoProbe};
 use backstop_core::{Admission, ConfigError, FrontDoor};
-use backstop_redis::{RedisAdmission, RedisStore};
+use backstop_redis::{LeaseWatch, RedisAdmission, RedisJobPermit, RedisStore};
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
@@ -33,8 +33,9 @@ impl Config {
     }
 
     /// The front door these settings describe, its limits kept in Redis (`store`) under
-    /// `name`, shared by every replica using the same store and name. `per_client`'s
-    /// `max_clients` does not apply: an idle client's Redis key expires.
+    /// `name`, shared by every replica using the same store and name, queue places and
+    /// job slots leased for `lease`. `per_client`'s `max_clients` bounds the clients with
+    /// a live Redis key.
     ///
     /// # Errors
     ///
@@ -43,11 +44,14 @@ impl Config {
         &self,
         store: &RedisStore,
         name: &str,
+        lease: Duration,
     ) -> Result<RedisAdmission, ConfigError> {
-        let door = RedisAdmission::new(store, name, self.limits.clone())?;
+        let door = RedisAdmission::with_lease(store, name, self.limits.clone(), lease)?;
         match &self.per_client {
             None => Ok(door),
-            Some(per) => door.with_per_key(per.limit, Duration::from_millis(per.window_ms)),
+            Some(per) => door
+                .with_per_key(per.limit, Duration::from_millis(per.window_ms))?
+                .with_max_keys(u32::try_from(per.max_clients).unwrap_or(u32::MAX)),
         }
     }
 }
@@ -66,6 +70,11 @@ pub trait Door: FrontDoor + 'static {
     fn depth(&self) -> impl Future<Output = (Option<u64>, Option<u64>)> + Send;
     /// OpenMetrics lines the registry does not hold (before `# EOF`).
     fn extra_metrics(&self, _text: &mut String) {}
+    /// What a running job checks between its stages: the permit's lease, when the slot
+    /// is held in a store that can lose it (`None`: held in this process, never lost).
+    fn lease_watch(_permit: &Self::Permit) -> Option<LeaseWatch> {
+        None
+    }
 }
 
 impl<C: Clock + 'static> Door for Admission<C> {
@@ -88,6 +97,9 @@ impl<C: Clock + 'static> Door for Admission<C> {
 }
 
 impl Door for RedisAdmission {
+    fn lease_watch(permit: &RedisJobPermit) -> Option<LeaseWatch> {
+        Some(permit.watch())
+    }
     fn spawn_sampler(&self, probe: SysinfoProbe) -> std::io::Result<Sampler> {
         RedisAdmission::spawn_sampler(self, probe)
     }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backstop_redis::LeaseWatch;
 use backstop_sweep::JobWorkspace;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
@@ -29,6 +30,9 @@ pub struct JobCounts {
     pub failed: Counter,
     /// Bytes the jobs wrote.
     pub bytes_written: Counter,
+    /// Jobs stopped before a stage because their slot's lease was lost (the slot may be
+    /// another replica's by then).
+    pub lost_lease: Counter,
 }
 
 impl JobCounts {
@@ -43,6 +47,11 @@ impl JobCounts {
             "makevideo_bytes_written",
             "Bytes the jobs wrote to their workspaces",
             self.bytes_written.clone(),
+        );
+        registry.register(
+            "makevideo_jobs_lost_lease",
+            "Jobs stopped at a stage because their slot's lease was lost",
+            self.lost_lease.clone(),
         );
     }
 }
@@ -73,6 +82,7 @@ pub(crate) async fn dispatch<D: Door>(
                 }
             }
         };
+        let lease = D::lease_watch(&permit);
         let config = Arc::clone(&config);
         let job_gate = job_gate.clone();
         let counts = Arc::clone(&counts);
@@ -84,12 +94,21 @@ pub(crate) async fn dispatch<D: Door>(
                     held.forget();
                 }
             }
-            let run = tokio::task::spawn_blocking(move || run_job(id, &config));
+            let run = tokio::task::spawn_blocking(move || run_job(id, &config, lease.as_ref()));
             match run.await {
                 Ok(Ok(bytes)) => {
                     counts.bytes_written.inc_by(bytes);
                 }
-                Ok(Err(err)) => {
+                Ok(Err(JobError::LeaseLost { stage, bytes })) => {
+                    counts.bytes_written.inc_by(bytes);
+                    counts.lost_lease.inc();
+                    tracing::warn!(
+                        job = id,
+                        stage,
+                        "job stopped before stage {stage}: its slot's lease was lost"
+                    );
+                }
+                Ok(Err(JobError::Failed(err))) => {
                     tracing::warn!(job = id, %err, "job failed");
                     counts.failed.inc();
                 }
@@ -104,15 +123,39 @@ pub(crate) async fn dispatch<D: Door>(
     }
 }
 
+/// Why a job ended early.
+enum JobError {
+    /// Its slot's lease was lost before `stage`: it stopped there, having written
+    /// `bytes`.
+    LeaseLost { stage: String, bytes: u64 },
+    /// The workspace or a stage failed.
+    Failed(String),
+}
+
+impl From<String> for JobError {
+    fn from(err: String) -> Self {
+        JobError::Failed(err)
+    }
+}
+
 /// One job: each stage writes its output into its own directory, works, and is cleaned
-/// before the next; the workspace goes when the job ends, however it ends.
-fn run_job(id: u64, config: &Config) -> Result<u64, String> {
+/// before the next; the workspace goes when the job ends, however it ends. Before each
+/// stage the job looks at its slot's lease (`lease`, when the slot is held in a store):
+/// once lost, the slot may be someone else's, so the job stops there.
+fn run_job(id: u64, config: &Config, lease: Option<&LeaseWatch>) -> Result<u64, JobError> {
     let name = format!("job-{}-{id}", std::process::id());
     let workspace = JobWorkspace::create(&config.temp_root, &name).map_err(|e| e.to_string())?;
     // A long job's files look old to the sweep; the lock keeps the sweep off them.
     workspace.lock_against_sweeps().map_err(|e| e.to_string())?;
     let mut bytes_written = 0;
     for stage in &config.stages {
+        if lease.is_some_and(LeaseWatch::is_lost) {
+            return Err(JobError::LeaseLost {
+                stage: stage.clone(),
+                bytes: bytes_written,
+            });
+        }
+        tracing::debug!(job = id, stage = %stage, "stage started");
         let dir = workspace.stage(stage).map_err(|e| e.to_string())?;
         let output = vec![0u8; config.stage_bytes as usize];
         std::fs::write(dir.join("output.bin"), &output)

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::detach::{self, ClaimError, DetachError, TicketToken};
 use crate::error::StoreError;
-use crate::lease::{Lease, LeaseLoss, Set, Taken};
+use crate::lease::{Lease, LeaseLoss, LeaseWatch, Set, Taken};
 use crate::refusal::Refusal;
 use crate::scripts;
 use crate::store::RedisStore;
@@ -532,17 +532,22 @@ impl RedisQueueTicket {
     /// lease (this replica stalled, or Redis was away or slower than the deadline), or
     /// Redis answered that the place is gone. From then on, for good.
     pub fn is_lost(&self) -> bool {
-        self.lease.is_lost()
+        self.lease.watch().is_lost()
     }
 
     /// Why the lease was lost, once it is.
     pub fn loss(&self) -> Option<LeaseLoss> {
-        self.lease.loss()
+        self.lease.watch().loss()
     }
 
     /// Completes when the lease is lost (at once when it is already).
-    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.lease.lost()
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + use<> {
+        self.lease.watch().lost()
+    }
+
+    /// A view of the lease (`Clone`, `Send`).
+    pub fn watch(&self) -> LeaseWatch {
+        self.lease.watch()
     }
 
     /// The fencing token of the take (larger than every earlier take's on this gate).
@@ -618,24 +623,30 @@ impl RedisQueueTicket {
 impl RedisJobPermit {
     /// As [`RedisQueueTicket::is_lost`]: once true, the slot may be someone else's.
     pub fn is_lost(&self) -> bool {
-        self.lease.is_lost()
+        self.lease.watch().is_lost()
     }
 
     /// Why the lease was lost, once it is.
     pub fn loss(&self) -> Option<LeaseLoss> {
-        self.lease.loss()
+        self.lease.watch().loss()
     }
 
     /// Completes when the lease is lost (at once when it is already): race it against
     /// the job to stop the job then.
-    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.lease.lost()
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + use<> {
+        self.lease.watch().lost()
     }
 
     /// A token cancelled when the lease is lost, to hand to the job (cancelling it does
     /// not give up the slot; dropping the permit does).
     pub fn cancellation(&self) -> CancellationToken {
-        self.lease.cancellation()
+        self.lease.watch().cancellation()
+    }
+
+    /// A view of the lease to hand to the job (`Clone`, `Send`): what it checks between
+    /// its steps.
+    pub fn watch(&self) -> LeaseWatch {
+        self.lease.watch()
     }
 
     /// The fencing token of the take (larger than every earlier take's on this gate):

@@ -317,6 +317,62 @@ async fn renew_on_real_time(state: Arc<LeaseState>, taken_us: u64) {
     }
 }
 
+/// A view of a lease that any thread or task can keep (it is `Clone`): whether the lease
+/// still holds, a future and a token for when it is lost, its fencing token. It does not
+/// hold the lease: dropping the ticket or permit still releases it (a watch then reads
+/// it as it was at the release, never lost by it).
+///
+/// What a job that runs on another thread checks between its steps: `is_lost()` reads
+/// the clock, so it is right also when the thread resumes from a pause before any task
+/// has had time to run.
+#[derive(Clone)]
+pub struct LeaseWatch {
+    state: Arc<LeaseState>,
+}
+
+impl LeaseWatch {
+    /// True once the lease is lost (the module's rule): from then on, for good.
+    pub fn is_lost(&self) -> bool {
+        self.state.is_lost()
+    }
+
+    /// Why it was lost, once it is.
+    pub fn loss(&self) -> Option<LeaseLoss> {
+        if self.state.is_lost() {
+            self.state.loss()
+        } else {
+            None
+        }
+    }
+
+    /// Completes when the lease is lost (at once when it is already).
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + use<> {
+        self.state.is_lost();
+        self.state.lost.clone().cancelled_owned()
+    }
+
+    /// A token cancelled when the lease is lost; cancelling it does not give the lease up.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.state.is_lost();
+        self.state.lost.child_token()
+    }
+
+    /// The fencing token of the take.
+    pub fn fencing_token(&self) -> u64 {
+        self.state.fencing_token
+    }
+}
+
+impl std::fmt::Debug for LeaseWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseWatch")
+            .field("holder", &self.state.holder)
+            .field("fencing_token", &self.state.fencing_token)
+            .field("loss", &self.state.loss())
+            .finish()
+    }
+}
+
 /// A held member of a gate's queue or slots: renewed until dropped, released on drop
 /// unless it moved on (a ticket that started, or was detached).
 pub(crate) struct Lease {
@@ -381,36 +437,18 @@ impl Lease {
         &self.state
     }
 
+    pub(crate) fn watch(&self) -> LeaseWatch {
+        LeaseWatch {
+            state: Arc::clone(&self.state),
+        }
+    }
+
     pub(crate) fn holder(&self) -> &str {
         &self.state.holder
     }
 
     pub(crate) fn fencing_token(&self) -> u64 {
         self.state.fencing_token
-    }
-
-    pub(crate) fn is_lost(&self) -> bool {
-        self.state.is_lost()
-    }
-
-    pub(crate) fn loss(&self) -> Option<LeaseLoss> {
-        if self.state.is_lost() {
-            self.state.loss()
-        } else {
-            None
-        }
-    }
-
-    /// Completes when the lease is lost (at once when it is already).
-    pub(crate) fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.state.is_lost();
-        self.state.lost.clone().cancelled_owned()
-    }
-
-    /// A token cancelled when the lease is lost; cancelling it does not give the lease up.
-    pub(crate) fn cancellation(&self) -> CancellationToken {
-        self.state.is_lost();
-        self.state.lost.child_token()
     }
 
     /// How much longer the lease holds here, on the lease clock (zero once lost).

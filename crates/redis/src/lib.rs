@@ -20,7 +20,7 @@ pub use error::{ConnectError, StoreError};
 pub use jobs::{
     GateConfig, RedisJobPermit, RedisJobSlots, RedisQueueGate, RedisQueueTicket, StartError,
 };
-pub use lease::LeaseLoss;
+pub use lease::{LeaseLoss, LeaseWatch};
 pub use metrics::{StoreMetrics, StoreMetricsSnapshot};
 pub use options::{EvictionCheck, FailurePolicy, MAX_STORE_DEADLINE, StoreOptions};
 pub use refusal::{Refusal, Source};
