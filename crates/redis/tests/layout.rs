@@ -3,7 +3,7 @@
 //! no rebuild, the expiry never shrinks, keys of the earlier layout are read on, and a
 //! spray of client keys neither fills Redis nor passes `max_keys`.
 
-mod support;
+use backstop_testkit::redis as support;
 
 use std::sync::Arc;
 use std::time::Duration;
