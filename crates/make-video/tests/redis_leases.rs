@@ -4,14 +4,12 @@
 //! counts it). Without a redis-server the test fails when `CI=true`, and skips with a
 //! message otherwise.
 
-#[path = "../../redis/tests/support/mod.rs"]
-mod redis_support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use backstop_testkit::redis as redis_support;
 use rustix::process::{Pid, Signal, kill_process};
 
 const MAKE_VIDEO: &str = env!("CARGO_BIN_EXE_make-video");
