@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use backstop_core::rate::SlidingWindow;
 use backstop_sim::config::SimConfig;
-use backstop_sim::engine::{Events, RunOptions, run};
+use backstop_sim::run::{RunOptions, run};
 use backstop_sim::scenario::{GenParams, Generator, Scenario};
-use backstop_sim::trace::Event;
+use backstop_sim_check::trace::{Event, Events};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// Simulated requests per iteration: 1 000 requests/s for 200 s of virtual time (2 000 s

@@ -12,8 +12,9 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use backstop_sim_check::log::Trigger;
+
 use crate::config::SimConfig;
-use crate::log::Trigger;
 use crate::report::{Bin, Series};
 
 type ChartResult<T> = Result<T, Box<dyn std::error::Error>>;

@@ -266,7 +266,7 @@ impl SimConfig {
             ("sweep.pressure_max_age", s.pressure_max_age),
             ("sweep.pressure_cooldown", s.pressure_cooldown),
         ] {
-            if d.as_micros() > u128::from(crate::trace::MAX_TIME_US) {
+            if d.as_micros() > u128::from(backstop_sim_check::trace::MAX_TIME_US) {
                 return Err(E::new(field, "must be at most 100 years"));
             }
         }
@@ -300,7 +300,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         Ok(secs) => Duration::from_secs(secs),
         Err(_) => units::parse_duration(text)?,
     };
-    if d.as_micros() > u128::from(crate::trace::MAX_TIME_US) {
+    if d.as_micros() > u128::from(backstop_sim_check::trace::MAX_TIME_US) {
         return Err(format!("`{text}` is beyond 100 years"));
     }
     Ok(d)

@@ -1,162 +1,26 @@
-//! The discrete-event engine: one thread, virtual time, events ordered by (time, phase,
-//! order of creation). See `sim/README.md` for the precise semantics.
+//! The discrete-event engine: how the modelled service reacts to each event (a request,
+//! a reading, a job's stage or end, a sweep) on virtual time, writing every decision
+//! through the checkers. `replay` orders the events; the engine drives whatever
+//! [`Service`] it is given (in process or on a store: the choice is made in `run`). See
+//! `sim/README.md` for the precise semantics.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::check::{CheckParams, CheckSummary, Checker};
+use backstop_sim_check::check::{CheckParams, Checker};
+use backstop_sim_check::layout::{file_bytes, stage_files, stage_start_us};
+use backstop_sim_check::log::{Outcome, Record, Trigger};
+use backstop_sim_check::trace::{Event, Request};
+
 use crate::config::SimConfig;
-use crate::disk::{DiskError, TempDisk};
-use crate::layout::{file_bytes, stage_files, stage_start_us};
-use crate::log::{Outcome, Record, Trigger};
-use crate::report::{Report, Series, Stats};
+use crate::disk::TempDisk;
+use crate::error::SimError;
+use crate::report::{RunOutput, Series, Stats};
 use crate::rng::{SimRng, Stream};
-use crate::scenario::Generator;
-use crate::service::{Admit, Executor, Held, Service, ServiceError, SimDoor};
-use crate::trace::{Event, Request, TraceError, TraceReader};
-use std::num::NonZeroU32;
-
-/// Where trace events come from: a file or a generator.
-pub trait EventSource {
-    /// The next event in time order, `None` at the end.
-    fn next_event(&mut self) -> Result<Option<Event>, TraceError>;
-
-    /// The name of interned client key `k`, for the per-client stage; `None` names it
-    /// `key-<k>`.
-    fn key_name(&self, k: u32) -> Option<String> {
-        let _ = k;
-        None
-    }
-}
-
-impl<R: BufRead> EventSource for TraceReader<R> {
-    #[inline]
-    fn next_event(&mut self) -> Result<Option<Event>, TraceError> {
-        TraceReader::next_event(self)
-    }
-
-    fn key_name(&self, k: u32) -> Option<String> {
-        self.keys().name(k).map(str::to_owned)
-    }
-}
-
-/// Events already in memory (any iterator), e.g. for benchmarks.
-///
-/// The iterator must yield events in time order with unique request ids; unlike
-/// [`TraceReader`] it is not validated.
-#[derive(Debug, Clone)]
-pub struct Events<I>(pub I);
-
-impl<I: Iterator<Item = Event>> EventSource for Events<I> {
-    #[inline]
-    fn next_event(&mut self) -> Result<Option<Event>, TraceError> {
-        Ok(self.0.next())
-    }
-}
-
-impl EventSource for Generator {
-    #[inline]
-    fn next_event(&mut self) -> Result<Option<Event>, TraceError> {
-        Ok(self.next())
-    }
-
-    fn key_name(&self, k: u32) -> Option<String> {
-        Some(Generator::key_name(k))
-    }
-}
-
-/// Why a run could not complete.
-#[derive(Debug, thiserror::Error)]
-pub enum SimError {
-    /// The trace is malformed.
-    #[error("{0}")]
-    Trace(#[from] TraceError),
-    /// The configuration is invalid.
-    #[error("{0}")]
-    Config(#[from] backstop_core::ConfigError),
-    /// The scratch directory failed.
-    #[error("{0}")]
-    Disk(#[from] DiskError),
-    /// Writing the decision log failed.
-    #[error("writing the decision log: {0}")]
-    Log(std::io::Error),
-    /// A replica could not answer.
-    #[error("{0}")]
-    Service(#[from] ServiceError),
-    /// Replicas that cannot share one limit, or a store that cannot be used.
-    #[error("{0}")]
-    Replicas(String),
-}
-
-/// Progress of a run, reported every few thousand events.
-#[derive(Debug, Clone, Copy)]
-pub struct Progress {
-    /// Virtual time reached, µs.
-    pub t_us: u64,
-    /// Trace events consumed.
-    pub events: u64,
-}
-
-/// Everything a run needs besides the config and the trace.
-pub struct RunOptions<'a> {
-    /// Where to write the decision log (buffer it).
-    pub decisions_out: Option<&'a mut dyn Write>,
-    /// Parent of the scratch directory (the system temp dir when `None`).
-    pub scratch_parent: Option<PathBuf>,
-    /// Called every 65 536 trace events.
-    pub progress: Option<&'a mut dyn FnMut(Progress)>,
-    /// Describes the input in the report (a path or a scenario).
-    pub source_label: String,
-    /// How many replicas of the front door share the traffic (round-robin in arrival
-    /// order). More than one needs [`store`](Self::store): replicas that keep their
-    /// limits in process would each enforce the whole limit.
-    pub replicas: NonZeroU32,
-    /// The store the replicas share (`redis://…`), or `None` for in-process limits.
-    pub store: Option<String>,
-}
-
-impl Default for RunOptions<'_> {
-    fn default() -> Self {
-        RunOptions {
-            decisions_out: None,
-            scratch_parent: None,
-            progress: None,
-            source_label: String::new(),
-            replicas: NonZeroU32::MIN,
-            store: None,
-        }
-    }
-}
-
-/// Why `replicas` and `store` cannot run together, if they cannot.
-///
-/// # Errors
-///
-/// A one-line reason.
-pub fn validate_replicas(replicas: NonZeroU32, store: Option<&str>) -> Result<(), String> {
-    match store {
-        None if replicas.get() > 1 => Err(format!(
-            "--replicas {replicas} needs --store URL: replicas without a shared store would each \
-             keep their own limits ({replicas} × the rate limit, queue and slots)"
-        )),
-        None => Ok(()),
-        Some(url) => crate::store::validate_url(url),
-    }
-}
-
-/// The result of a run.
-#[derive(Debug)]
-pub struct RunOutput {
-    /// The report (its `wall` section is the only part that varies between runs).
-    pub report: Report,
-    /// Time series for charts.
-    pub series: Series,
-    /// The checkers' verdict.
-    pub check: CheckSummary,
-}
+use crate::service::{Admit, Executor, Held, Service, SimDoor};
 
 #[derive(Debug)]
 struct Queued<T> {
@@ -182,7 +46,8 @@ struct RunningJob<P> {
 const KIND_END: u8 = 0;
 const KIND_STAGE: u8 = 1;
 
-struct Engine<'a, D: SimDoor, X> {
+/// The modelled service between events.
+pub(crate) struct Engine<'a, D: SimDoor, X> {
     cfg: SimConfig,
     service: Service<D, X>,
     disk: TempDisk,
@@ -204,164 +69,78 @@ struct Engine<'a, D: SimDoor, X> {
     series: Series,
 }
 
-/// Replays `source` through the modelled service under `config`, checking every
-/// invariant as it goes.
-///
-/// ```
-/// use backstop_sim::config::SimConfig;
-/// use backstop_sim::engine::{run, RunOptions};
-/// use backstop_sim::trace::TraceReader;
-/// let trace = "{\"t_us\":0,\"type\":\"request\",\"id\":1,\"job_us\":1000,\"files\":2,\"bytes\":10}\n\
-///              {\"t_us\":0,\"type\":\"request\",\"id\":2,\"job_us\":1000}\n";
-/// let mut config = SimConfig::default();
-/// config.limits.rate.limit = 1;
-/// let out = run(&config, TraceReader::new(trace.as_bytes()), RunOptions::default())?;
-/// assert_eq!(out.report.sim.admitted, 1);
-/// assert_eq!(out.report.sim.rate_limited, 1);
-/// assert_eq!(out.check.violations, 0);
-/// # Ok::<(), backstop_sim::engine::SimError>(())
-/// ```
-pub fn run<S: EventSource>(
-    config: &SimConfig,
-    source: S,
-    opts: RunOptions<'_>,
-) -> Result<RunOutput, SimError> {
-    config.validate()?;
-    validate_replicas(opts.replicas, opts.store.as_deref()).map_err(SimError::Replicas)?;
-    match opts.store.clone() {
-        None => {
-            let service = Service::new(&config.limits, config.per_key.as_ref())?;
-            run_with(config, source, opts, service)
-        }
-        Some(url) => crate::store::run(config, source, opts, &url),
+impl<'a, D: SimDoor, X: Executor> Engine<'a, D, X> {
+    pub(crate) fn new(
+        config: &SimConfig,
+        service: Service<D, X>,
+        log: Option<&'a mut dyn Write>,
+        scratch_parent: Option<PathBuf>,
+    ) -> Result<Self, SimError> {
+        Ok(Engine {
+            service,
+            disk: TempDisk::new(scratch_parent.as_deref())?,
+            checker: Checker::new(CheckParams::from(config)),
+            log,
+            crashes: SimRng::new(config.seed, Stream::Crashes),
+            queue: VecDeque::with_capacity(config.limits.queue.max.min(1 << 16) as usize),
+            slots: Vec::new(),
+            free: Vec::new(),
+            heap: BinaryHeap::new(),
+            starts: 0,
+            memory_bytes: u64::MAX,
+            background_bytes: 0,
+            pressure_bytes: config.pressure_bytes(),
+            last_pressure_us: None,
+            stats: Stats::new(),
+            series: Series::new(),
+            cfg: config.clone(),
+        })
     }
-}
 
-/// [`run`] on a service already built: replicas of a door of one's own (tests build
-/// several handles on one shared in-process door with it). The service's replicas must be
-/// on the clock it was built with, and `opts.replicas` and `opts.store` are not read.
-///
-/// # Errors
-///
-/// As [`run`].
-pub fn run_with<S: EventSource, D: SimDoor, X: Executor>(
-    config: &SimConfig,
-    mut source: S,
-    opts: RunOptions<'_>,
-    service: Service<D, X>,
-) -> Result<RunOutput, SimError> {
-    let wall_start = Instant::now();
-    let RunOptions {
-        decisions_out,
-        scratch_parent,
-        mut progress,
-        source_label,
-        replicas: _,
-        store: _,
-    } = opts;
-    let mut e = Engine {
-        service,
-        disk: TempDisk::new(scratch_parent.as_deref())?,
-        checker: Checker::new(CheckParams::from(config)),
-        log: decisions_out,
-        crashes: SimRng::new(config.seed, Stream::Crashes),
-        queue: VecDeque::with_capacity(config.limits.queue.max.min(1 << 16) as usize),
-        slots: Vec::new(),
-        free: Vec::new(),
-        heap: BinaryHeap::new(),
-        starts: 0,
-        memory_bytes: u64::MAX,
-        background_bytes: 0,
-        pressure_bytes: config.pressure_bytes(),
-        last_pressure_us: None,
-        stats: Stats::new(),
-        series: Series::new(),
-        cfg: config.clone(),
-    };
-    // The gate is judged once before anything happens: a disk smaller than the free-space
-    // minimum is short from t = 0, before the first sweep or reading.
-    e.update_gate(0)?;
-    let interval_us = config.sweep.interval.as_micros() as u64;
-    let mut next_sweep_us = 0u64;
-    let mut next_trace = source.next_event()?;
-    let mut events = 0u64;
-    let mut now_us = 0u64;
-    // Client names, resolved once per key and only when the per-client stage is on.
-    let mut key_names: Vec<String> = Vec::new();
-    let per_key = config.per_key.is_some();
-    loop {
-        let internal = e.heap.peek().map(|Reverse((t, ..))| *t);
-        let trace_t = next_trace.as_ref().map(Event::t_us);
-        let horizon = match (internal, trace_t) {
-            (None, None) => break,
-            (Some(a), Some(b)) => a.min(b),
-            (Some(a), None) | (None, Some(a)) => a,
-        };
-        // Earliest first; at one instant job events, then sweeps, then trace events.
-        // Sweeps run only while something else is pending (a run ends when nothing is).
-        let sweep_first =
-            next_sweep_us < horizon || (next_sweep_us == horizon && internal != Some(horizon));
-        if sweep_first {
-            now_us = next_sweep_us;
-            e.sweep(next_sweep_us, Trigger::Schedule)?;
-            e.pressure_check(now_us)?;
-            next_sweep_us = next_sweep_us.saturating_add(interval_us);
-        } else if internal == Some(horizon) {
-            let Reverse((t, kind, _, slot)) = e.heap.pop().expect("peeked");
-            now_us = t;
-            if kind == KIND_END {
-                e.end_job(t, slot)?;
-            } else {
-                e.stage(t, slot)?;
-            }
-            e.pressure_check(t)?;
+    /// When the next job end or stage is due.
+    pub(crate) fn next_internal_us(&self) -> Option<u64> {
+        self.heap.peek().map(|Reverse((t, ..))| *t)
+    }
+
+    /// The next job end or stage; its instant.
+    pub(crate) fn internal_event(&mut self) -> Result<u64, SimError> {
+        let Reverse((t, kind, _, slot)) = self.heap.pop().expect("peeked");
+        if kind == KIND_END {
+            self.end_job(t, slot)?;
         } else {
-            let ev = next_trace.take().expect("horizon came from the trace");
-            now_us = ev.t_us();
-            let key = match ev {
-                Event::Request(Request { key: Some(k), .. }) if per_key => {
-                    let k = k as usize;
-                    while key_names.len() <= k {
-                        let i = key_names.len() as u32;
-                        key_names.push(source.key_name(i).unwrap_or_else(|| format!("key-{i}")));
-                    }
-                    Some(key_names[k].as_str())
-                }
-                _ => None,
-            };
-            e.trace_event(ev, key)?;
-            e.pressure_check(now_us)?;
-            next_trace = source.next_event()?;
-            events += 1;
-            if events & 0xFFFF == 0 {
-                if let Some(p) = progress.as_mut() {
-                    p(Progress {
-                        t_us: now_us,
-                        events,
-                    });
-                }
-            }
+            self.stage(t, slot)?;
         }
+        Ok(t)
     }
-    if let Some(log) = e.log.as_mut() {
-        log.flush().map_err(SimError::Log)?;
+
+    /// The log flushed, the checkers' verdict and the report.
+    pub(crate) fn finish(
+        mut self,
+        source_label: &str,
+        end_us: u64,
+        wall_start: Instant,
+        events: u64,
+    ) -> Result<RunOutput, SimError> {
+        if let Some(log) = self.log.as_mut() {
+            log.flush().map_err(SimError::Log)?;
+        }
+        let check = self.checker.finish();
+        let report = self.stats.report(
+            &self.cfg,
+            source_label,
+            end_us,
+            self.queue.len() as u64,
+            self.slots.iter().flatten().count() as u64,
+            &check,
+            wall_start.elapsed(),
+            events,
+        );
+        Ok(RunOutput {
+            report,
+            series: self.series,
+            check,
+        })
     }
-    let check = e.checker.finish();
-    let report = e.stats.report(
-        &e.cfg,
-        &source_label,
-        now_us,
-        e.queue.len() as u64,
-        e.slots.iter().flatten().count() as u64,
-        &check,
-        wall_start.elapsed(),
-        events,
-    );
-    Ok(RunOutput {
-        report,
-        series: e.series,
-        check,
-    })
 }
 
 impl<D: SimDoor, X: Executor> Engine<'_, D, X> {
@@ -379,7 +158,7 @@ impl<D: SimDoor, X: Executor> Engine<'_, D, X> {
         self.background_bytes.saturating_add(self.disk.temp_bytes())
     }
 
-    fn update_gate(&mut self, t_us: u64) -> Result<(), SimError> {
+    pub(crate) fn update_gate(&mut self, t_us: u64) -> Result<(), SimError> {
         let used = self.disk_used();
         self.stats.disk_peak(used, self.disk.temp_bytes());
         self.series.disk(t_us, used);
@@ -537,7 +316,7 @@ impl<D: SimDoor, X: Executor> Engine<'_, D, X> {
         self.dispatch(t_us)
     }
 
-    fn sweep(&mut self, t_us: u64, trigger: Trigger) -> Result<(), SimError> {
+    pub(crate) fn sweep(&mut self, t_us: u64, trigger: Trigger) -> Result<(), SimError> {
         let (older_than, goal) = match trigger {
             Trigger::Schedule => (self.cfg.sweep.max_age, None),
             Trigger::Pressure => (
@@ -576,7 +355,7 @@ impl<D: SimDoor, X: Executor> Engine<'_, D, X> {
     /// After every event: a pressure sweep when the disk is fuller than the threshold and
     /// none ran within the cooldown.
     #[inline]
-    fn pressure_check(&mut self, t_us: u64) -> Result<(), SimError> {
+    pub(crate) fn pressure_check(&mut self, t_us: u64) -> Result<(), SimError> {
         let cooled = self.last_pressure_us.is_none_or(|l| {
             t_us >= l.saturating_add(self.cfg.sweep.pressure_cooldown.as_micros() as u64)
         });
@@ -588,7 +367,7 @@ impl<D: SimDoor, X: Executor> Engine<'_, D, X> {
     }
 
     #[inline]
-    fn trace_event(&mut self, ev: Event, key: Option<&str>) -> Result<(), SimError> {
+    pub(crate) fn trace_event(&mut self, ev: Event, key: Option<&str>) -> Result<(), SimError> {
         self.checker.expect_input(&ev);
         match ev {
             Event::Request(req) => self.request(req, key),
@@ -654,9 +433,4 @@ impl<D: SimDoor, X: Executor> Engine<'_, D, X> {
         }
         Ok(())
     }
-}
-
-/// Runs with the report's wall-clock section dropped: what determinism promises.
-pub fn deterministic_json(report: &Report) -> String {
-    serde_json::to_string_pretty(&report.deterministic()).expect("report serialises")
 }

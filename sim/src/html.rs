@@ -116,8 +116,8 @@ fn requests_table(o: &mut String, s: &SimSection) {
 /// ```
 /// use backstop_sim::charts;
 /// use backstop_sim::config::SimConfig;
-/// use backstop_sim::engine::{run, RunOptions};
-/// use backstop_sim::trace::TraceReader;
+/// use backstop_sim::run::{RunOptions, run};
+/// use backstop_sim_check::trace::TraceReader;
 /// let trace = "{\"t_us\":0,\"type\":\"request\",\"id\":1,\"job_us\":1000}\n";
 /// let config = SimConfig::default();
 /// let out = run(&config, TraceReader::new(trace.as_bytes()), RunOptions::default())?;
@@ -126,7 +126,7 @@ fn requests_table(o: &mut String, s: &SimSection) {
 /// assert!(page.starts_with("<!DOCTYPE html>"));
 /// assert_eq!(page.matches("<svg").count(), 3);
 /// assert!(!page.contains("src=") && !page.contains("href="), "loads nothing");
-/// # Ok::<(), backstop_sim::engine::SimError>(())
+/// # Ok::<(), backstop_sim::error::SimError>(())
 /// ```
 pub fn render(report: &Report, charts: &Charts) -> String {
     let s = report.deterministic();

@@ -1,21 +1,26 @@
 //! backstop-sim: deterministic replay of traffic and disk-pressure traces through the real
 //! backstop components, with invariant checkers, a report and charts.
 //!
-//! The pieces, in the order a run uses them (`sim/README.md` has the precise semantics):
+//! The trace and decision-log formats and the checkers are the package below,
+//! `backstop-sim-check` (they read only the trace and the log). This package drives the
+//! service; the pieces, in the order a run uses them (`sim/README.md` has the precise
+//! semantics):
 //!
-//! - [`trace`]: the JSON Lines trace format and its streaming, validating reader;
-//!   [`scenario`]: seeded generators of traces; [`rng`]: the pinned random streams.
-//! - [`config`]: the TOML configuration (backstop-core's `Limits`, disk, sweeps).
-//! - [`engine`]: the single-threaded discrete-event loop on virtual time, driving
-//!   [`service`] (backstop-core's `Admission`) and [`disk`] (backstop-sweep's
-//!   `JobWorkspace` and `Sweep` on real temp files laid out by [`layout`]).
-//! - [`log`]: the decision log; [`check`]: the invariant checkers, which read only the trace
-//!   and the log; [`report`] and [`charts`]: what a run prints and draws; [`html`]: the
-//!   self-contained page that holds both.
+//! - [`scenario`]: seeded generators of traces; [`rng`]: the pinned random streams.
+//! - [`config`]: the TOML configuration (backstop-core's `Limits`, disk, sweeps), and
+//!   [`params`]: what of it the checkers need.
+//! - [`run`]: a run as its options ask for it: the replicas' limits in process or in a
+//!   shared Redis ([`store`]), chosen there and nowhere else.
+//! - [`replay`]: the single-threaded event loop on virtual time, handing each event to
+//!   [`engine`], which drives [`service`] (backstop-core's `Admission`, or replicas of
+//!   a store-backed door) and [`disk`] (backstop-sweep's `JobWorkspace` and `Sweep` on
+//!   real temp files), and writes every decision through the checkers.
+//! - [`report`] and [`charts`]: what a run prints and draws; [`html`]: the self-contained
+//!   page that holds both; [`error`]: why a run could not complete.
 //!
 //! ```
 //! use backstop_sim::config::SimConfig;
-//! use backstop_sim::engine::{run, RunOptions};
+//! use backstop_sim::run::{RunOptions, run};
 //! use backstop_sim::scenario::{GenParams, Generator, Scenario};
 //!
 //! let config = SimConfig::default();
@@ -33,20 +38,21 @@
 //! // the second half of every pair of bursts, and every checker agrees it was right.
 //! assert!(out.report.sim.rate_limited >= 30);
 //! assert_eq!(out.check.violations, 0);
-//! # Ok::<(), backstop_sim::engine::SimError>(())
+//! # Ok::<(), backstop_sim::error::SimError>(())
 //! ```
 
 pub mod charts;
-pub mod check;
 pub mod config;
 pub mod disk;
 pub mod engine;
+pub mod error;
 pub mod html;
-pub mod layout;
-pub mod log;
+mod leases;
+pub mod params;
+pub mod replay;
 pub mod report;
 pub mod rng;
+pub mod run;
 pub mod scenario;
 pub mod service;
 pub mod store;
-pub mod trace;

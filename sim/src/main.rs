@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use backstop_sim::check::{CheckParams, CheckRunError, check_log};
 use backstop_sim::config::{SimConfig, parse_duration};
-use backstop_sim::engine::{self, Progress, RunOptions, RunOutput};
-use backstop_sim::log::LogReader;
+use backstop_sim::replay::Progress;
+use backstop_sim::report::RunOutput;
+use backstop_sim::run::{self, RunOptions};
 use backstop_sim::scenario::{GenParams, Generator, Scenario};
-use backstop_sim::trace::{TraceReader, TraceWriter};
+use backstop_sim_check::check::{CheckParams, CheckRunError, check_log};
+use backstop_sim_check::log::LogReader;
+use backstop_sim_check::trace::{TraceReader, TraceWriter};
 
 /// Exit code: every invariant held.
 const EXIT_CLEAN: u8 = 0;
@@ -290,7 +292,7 @@ fn reproduce_command(a: &RunArgs, seed: u64) -> String {
 /// `--replicas` and `--store`, checked before anything is read or written.
 fn replicas(a: &RunArgs) -> Result<NonZeroU32, Failure> {
     let k = NonZeroU32::new(a.replicas).ok_or_else(|| bad("--replicas must be at least 1"))?;
-    engine::validate_replicas(k, a.store.as_deref()).map_err(bad)?;
+    run::validate_replicas(k, a.store.as_deref()).map_err(bad)?;
     Ok(k)
 }
 
@@ -356,8 +358,8 @@ fn replay(
                 replicas: replicas(a)?,
                 store: a.store.clone(),
             };
-            let r = engine::run(config, reader, opts)
-                .map_err(|e| bad(format!("{}: {e}", path.display())));
+            let r =
+                run::run(config, reader, opts).map_err(|e| bad(format!("{}: {e}", path.display())));
             bar.bar.finish_and_clear();
             r?
         }
@@ -378,7 +380,7 @@ fn replay(
                 replicas: replicas(a)?,
                 store: a.store.clone(),
             };
-            let r = engine::run(config, Generator::new(p), opts).map_err(bad);
+            let r = run::run(config, Generator::new(p), opts).map_err(bad);
             bar.bar.finish_and_clear();
             r?
         }
@@ -437,21 +439,19 @@ fn finish_run(a: &RunArgs, config: &SimConfig, out: &RunOutput) -> Result<u8, Fa
 
 fn cmd_gen(a: GenArgs) -> Result<u8, Failure> {
     let config = load_config(a.config.as_deref(), a.scen.seed)?;
-    let scenario = a
-        .scen
-        .scenario
-        .ok_or_else(|| bad("gen needs --scenario NAME"))?;
+    let Some(scenario) = a.scen.scenario else {
+        return Err(bad("gen needs --scenario NAME"));
+    };
     let p = gen_params(&a.scen, scenario, &config)?;
     let f = File::create(&a.out).map_err(|e| bad(format!("creating {}: {e}", a.out.display())))?;
     let mut w = TraceWriter::new(BufWriter::with_capacity(1 << 20, f));
+    let writing = |e: std::io::Error| bad(format!("writing {}: {e}", a.out.display()));
     let mut n = 0u64;
     for ev in Generator::new(p) {
-        w.write(&ev, Generator::key_name)
-            .map_err(|e| bad(format!("writing {}: {e}", a.out.display())))?;
+        w.write(&ev, Generator::key_name).map_err(writing)?;
         n += 1;
     }
-    w.finish()
-        .map_err(|e| bad(format!("writing {}: {e}", a.out.display())))?;
+    w.finish().map_err(writing)?;
     eprintln!("backstop-sim: wrote {n} events to {}", a.out.display());
     Ok(EXIT_CLEAN)
 }

@@ -4,8 +4,9 @@ use std::f64::consts::PI;
 use std::fmt;
 use std::str::FromStr;
 
+use backstop_sim_check::trace::{Event, EventSource, MAX_TIME_US, Request, TraceError};
+
 use crate::rng::{SimRng, Stream};
-use crate::trace::{Event, MAX_TIME_US, Request};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
@@ -387,6 +388,17 @@ impl Iterator for Generator {
     }
 }
 
+impl EventSource for Generator {
+    #[inline]
+    fn next_event(&mut self) -> Result<Option<Event>, TraceError> {
+        Ok(self.next())
+    }
+
+    fn key_name(&self, k: u32) -> Option<String> {
+        Some(Generator::key_name(k))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,7 +419,7 @@ mod tests {
     fn every_scenario_is_ordered_unique_and_bounded() {
         for s in Scenario::ALL {
             let mut last = 0;
-            let mut ids = crate::trace::IdSet::new();
+            let mut ids = backstop_sim_check::trace::IdSet::new();
             let mut requests = 0;
             for e in Generator::new(params(s)) {
                 assert!(e.t_us() >= last, "{s}");

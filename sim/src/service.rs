@@ -5,7 +5,6 @@
 //!
 //! Requests go to the replicas round-robin in arrival order (see [`Service::try_admit`]).
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::pin::pin;
@@ -16,8 +15,10 @@ use backstop_core::clock::ManualClock;
 use backstop_core::resources::{FakeProbe, GateState, ResourceProbe, ResourceReading, StalePolicy};
 use backstop_core::{Admission, Decision, FrontDoor, Limits, Refusal, RequestClass, WaitReason};
 
+use backstop_sim_check::log::{GateReason, OverloadReason};
+
 use crate::config::PerKeyConfig;
-use crate::log::{GateReason, OverloadReason};
+use crate::leases::Leases;
 
 /// The gate never sees a reading older than this: the last reading is fed again (same
 /// values, current time) before a start when it is older, so that the real gate's
@@ -184,55 +185,6 @@ pub struct Service<D, X> {
     leases: Leases,
 }
 
-/// When the live tickets and permits were taken, for doors that lose them after
-/// [`SimDoor::max_hold`]; nothing is kept for doors that never do.
-#[derive(Debug, Default)]
-struct Leases {
-    max_ns: Option<u64>,
-    /// Take time → how many live holds were taken then.
-    taken: BTreeMap<u64, u32>,
-}
-
-impl Leases {
-    #[inline]
-    fn take(&mut self, now_ns: u64) {
-        if self.max_ns.is_some() {
-            *self.taken.entry(now_ns).or_default() += 1;
-        }
-    }
-
-    #[inline]
-    fn release(&mut self, since_ns: u64) {
-        if self.max_ns.is_some() {
-            if let Some(n) = self.taken.get_mut(&since_ns) {
-                *n -= 1;
-                if *n == 0 {
-                    self.taken.remove(&since_ns);
-                }
-            }
-        }
-    }
-
-    /// Whether every live hold is still within its lease at `now_ns` (a store prunes a
-    /// lease whose deadline is at or before its `now`).
-    #[inline]
-    fn check(&self, now_ns: u64) -> Result<(), ServiceError> {
-        let Some(max_ns) = self.max_ns else {
-            return Ok(());
-        };
-        match self.taken.first_key_value() {
-            Some((&oldest, _)) if now_ns >= oldest.saturating_add(max_ns) => {
-                Err(ServiceError::LeaseOutlived {
-                    since_us: oldest / 1000,
-                    now_us: now_ns / 1000,
-                    lease: Duration::from_nanos(max_ns),
-                })
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
 impl<D: std::fmt::Debug, X> std::fmt::Debug for Service<D, X> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")
@@ -290,10 +242,7 @@ impl<D: SimDoor, X: Executor> Service<D, X> {
     /// When `replicas` is empty (a programming error: callers build at least one).
     pub fn with_replicas(clock: ManualClock, replicas: Vec<D>, exec: X) -> Self {
         assert!(!replicas.is_empty(), "a service has at least one replica");
-        let leases = Leases {
-            max_ns: replicas.iter().filter_map(SimDoor::max_hold).min().map(ns),
-            taken: BTreeMap::new(),
-        };
+        let leases = Leases::new(replicas.iter().filter_map(SimDoor::max_hold).min().map(ns));
         Service {
             leases,
             clock,
@@ -307,6 +256,18 @@ impl<D: SimDoor, X: Executor> Service<D, X> {
             }),
             last_observed_ns: 0,
             closed: None,
+        }
+    }
+
+    /// Whether every live ticket and permit is still within its lease at `now_ns`.
+    fn leases_held(&self, now_ns: u64) -> Result<(), ServiceError> {
+        match self.leases.outlived(now_ns) {
+            Some((since_ns, lease_ns)) => Err(ServiceError::LeaseOutlived {
+                since_us: since_ns / 1000,
+                now_us: now_ns / 1000,
+                lease: Duration::from_nanos(lease_ns),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -332,7 +293,7 @@ impl<D: SimDoor, X: Executor> Service<D, X> {
         key: Option<&str>,
     ) -> Result<Admit<Held<D::Ticket>>, ServiceError> {
         self.clock.set(Duration::from_nanos(now_ns));
-        self.leases.check(now_ns)?;
+        self.leases_held(now_ns)?;
         let index = self.next;
         self.next = if index + 1 == self.replicas.len() {
             0
@@ -400,7 +361,7 @@ impl<D: SimDoor, X: Executor> Service<D, X> {
         if now_ns.saturating_sub(self.last_observed_ns) > REFRESH_NS {
             self.feed(now_ns);
         }
-        self.leases.check(now_ns)?;
+        self.leases_held(now_ns)?;
         let (replica, since_ns) = (ticket.replica, ticket.since_ns);
         let door = &self.replicas[replica as usize];
         let started = self

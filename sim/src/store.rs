@@ -9,6 +9,7 @@
 //! (under an injected clock the window keys have no TTL).
 
 use std::future::Future;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,7 +20,8 @@ use backstop_core::{Decision, FrontDoor, RequestClass, WaitReason};
 use backstop_redis::{RedisAdmission, RedisJobPermit, RedisStore, RedisTicket, StoreOptions};
 
 use crate::config::SimConfig;
-use crate::engine::{EventSource, RunOptions, RunOutput, SimError, run_with};
+use crate::error::SimError;
+use crate::report::RunOutput;
 use crate::service::{Executor, Service, SimDoor, simulated_limits};
 
 /// The longest lease `backstop-redis` allows, used for every queue place and job slot.
@@ -55,7 +57,7 @@ pub fn validate_url(url: &str) -> Result<(), String> {
 
 /// Runs the door's futures on a current-thread tokio runtime (the store's connection
 /// and its background tasks live there and run while the simulator waits).
-struct Tokio<'r>(&'r tokio::runtime::Runtime);
+pub(crate) struct Tokio<'r>(&'r tokio::runtime::Runtime);
 
 impl Executor for Tokio<'_> {
     fn block_on<F: Future>(&mut self, future: F) -> Option<F::Output> {
@@ -65,7 +67,7 @@ impl Executor for Tokio<'_> {
 
 /// One replica: a [`RedisAdmission`], and what the simulator needs to know that a
 /// finished job's slot is free.
-struct StoreReplica {
+pub(crate) struct StoreReplica {
     door: RedisAdmission,
     store: RedisStore,
     slots_key: Arc<str>,
@@ -180,52 +182,81 @@ fn store_error(what: &str, e: impl std::fmt::Display) -> SimError {
     SimError::Replicas(format!("--store: {what}: {e}"))
 }
 
-/// Replays `source` with `opts.replicas` replicas sharing the store at `url`.
-pub(crate) fn run<S: EventSource>(
-    config: &SimConfig,
-    source: S,
-    opts: RunOptions<'_>,
-    url: &str,
-) -> Result<RunOutput, SimError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| store_error("starting the runtime", e))?;
-    let clock = ManualClock::new();
-    let options = StoreOptions {
-        deadline: DEADLINE,
-        connect_timeout: DEADLINE,
-        ..StoreOptions::default()
-    };
-    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-    let store = runtime
-        .block_on(RedisStore::connect_with_clock(url, options, shared))
-        .map_err(|e| store_error("connecting", e))?;
-    let name = run_name();
-    runtime
-        .block_on(delete_keys(&store, &name))
-        .map_err(|e| store_error("clearing the run's keys", e))?;
-    let limits = simulated_limits(&config.limits);
-    let slots_key: Arc<str> = format!("{{backstop:{name}}}:slots").into();
-    let replicas = (0..opts.replicas.get())
-        .map(|_| {
-            let mut door = RedisAdmission::with_lease(&store, &name, limits.clone(), LEASE)?;
-            if let Some(k) = &config.per_key {
-                door = door.with_per_key(k.limit, k.window)?;
-            }
-            Ok(StoreReplica {
-                door,
-                store: store.clone(),
-                slots_key: Arc::clone(&slots_key),
-            })
+/// A run's hold on the store: the connection on its runtime, the virtual clock it
+/// decides on, the run's name. [`close`](Self::close) deletes the run's keys.
+pub(crate) struct StoreRun {
+    runtime: tokio::runtime::Runtime,
+    clock: ManualClock,
+    store: RedisStore,
+    name: String,
+    config: SimConfig,
+    replicas: NonZeroU32,
+}
+
+impl StoreRun {
+    /// Connects to the store at `url` on a virtual clock and clears the run's keys.
+    pub(crate) fn open(
+        config: &SimConfig,
+        url: &str,
+        replicas: NonZeroU32,
+    ) -> Result<Self, SimError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| store_error("starting the runtime", e))?;
+        let clock = ManualClock::new();
+        let options = StoreOptions {
+            deadline: DEADLINE,
+            connect_timeout: DEADLINE,
+            ..StoreOptions::default()
+        };
+        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+        let store = runtime
+            .block_on(RedisStore::connect_with_clock(url, options, shared))
+            .map_err(|e| store_error("connecting", e))?;
+        let name = run_name();
+        runtime
+            .block_on(delete_keys(&store, &name))
+            .map_err(|e| store_error("clearing the run's keys", e))?;
+        Ok(StoreRun {
+            runtime,
+            clock,
+            store,
+            name,
+            config: config.clone(),
+            replicas,
         })
-        .collect::<Result<Vec<_>, backstop_core::ConfigError>>()?;
-    let service = Service::with_replicas(clock, replicas, Tokio(&runtime));
-    let out = run_with(config, source, opts, service);
-    // Whatever the outcome, the run's keys go (tickets still held were dropped with the
-    // service; their releases, if they run at all, touch keys about to go).
-    let cleared = runtime.block_on(delete_keys(&store, &name));
-    let out = out?;
-    cleared.map_err(|e| store_error("deleting the run's keys", e))?;
-    Ok(out)
+    }
+
+    /// The replicas, each a `RedisAdmission` on the one store, on the virtual clock.
+    pub(crate) fn service(&self) -> Result<Service<StoreReplica, Tokio<'_>>, SimError> {
+        let limits = simulated_limits(&self.config.limits);
+        let slots_key: Arc<str> = format!("{{backstop:{}}}:slots", self.name).into();
+        let replicas = (0..self.replicas.get())
+            .map(|_| {
+                let mut door =
+                    RedisAdmission::with_lease(&self.store, &self.name, limits.clone(), LEASE)?;
+                if let Some(k) = &self.config.per_key {
+                    door = door.with_per_key(k.limit, k.window)?;
+                }
+                Ok(StoreReplica {
+                    door,
+                    store: self.store.clone(),
+                    slots_key: Arc::clone(&slots_key),
+                })
+            })
+            .collect::<Result<Vec<_>, backstop_core::ConfigError>>()?;
+        let exec = Tokio(&self.runtime);
+        Ok(Service::with_replicas(self.clock.clone(), replicas, exec))
+    }
+
+    /// Deletes the run's keys whatever the run's outcome (tickets still held were
+    /// dropped with the service; their releases, if they run at all, touch keys about
+    /// to go), then gives the outcome.
+    pub(crate) fn close(self, out: Result<RunOutput, SimError>) -> Result<RunOutput, SimError> {
+        let cleared = self.runtime.block_on(delete_keys(&self.store, &self.name));
+        let out = out?;
+        cleared.map_err(|e| store_error("deleting the run's keys", e))?;
+        Ok(out)
+    }
 }

@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 
 mod common;
 
-use backstop_sim::engine::{RunOptions, run};
+use backstop_sim::run::{RunOptions, run};
 use backstop_sim::scenario::{GenParams, Generator, Scenario};
 use common::{HOUR_US, busy, gen_params, report_and_page, run_logged};
 

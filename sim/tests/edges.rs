@@ -3,8 +3,9 @@
 mod common;
 
 use backstop_sim::config::SimConfig;
-use backstop_sim::engine::{RunOptions, RunOutput};
-use backstop_sim::trace::TraceReader;
+use backstop_sim::report::RunOutput;
+use backstop_sim::run::RunOptions;
+use backstop_sim_check::trace::TraceReader;
 
 /// Runs `trace` under `config`; returns the output and the decision log.
 fn replay(config: &SimConfig, trace: &str) -> (RunOutput, String) {
@@ -75,7 +76,7 @@ struct JobSeen {
 /// before it ends (stage `s` at `start + ⌊job_us·s/S⌋`, skipping stages without files),
 /// each at its instant; ends come first at an instant, crashed or not.
 fn assert_stage_rule(trace: &str, log: &str, stages: u32) {
-    use backstop_sim::layout::{stage_files, stage_start_us};
+    use backstop_sim_check::layout::{stage_files, stage_start_us};
     use std::collections::BTreeMap;
     let mut jobs: BTreeMap<u64, JobSeen> = BTreeMap::new();
     for line in log.lines() {

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use backstop_sim::config::{PerKeyConfig, SimConfig};
-use backstop_sim::engine::RunOptions;
+use backstop_sim::run::RunOptions;
 use backstop_sim::scenario::{Generator, Scenario};
 use common::{HOUR_US, busy, gen_params, report_and_page, run_logged};
 

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use backstop_sim::config::{PerKeyConfig, SimConfig};
-use backstop_sim::engine::{Events, RunOptions, run};
-use backstop_sim::trace::{Event, Request};
+use backstop_sim::run::{RunOptions, run};
+use backstop_sim_check::trace::{Event, Events, Request};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]

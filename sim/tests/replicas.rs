@@ -15,11 +15,13 @@ use backstop_core::clock::ManualClock;
 use backstop_core::jobs::{JobPermit, QueueTicket};
 use backstop_core::resources::{GateState, ResourceReading};
 use backstop_core::{Admission, Decision, FrontDoor, RequestClass, WaitReason};
-use backstop_sim::check::Invariant;
 use backstop_sim::config::SimConfig;
-use backstop_sim::engine::{RunOptions, RunOutput, run, run_with};
+use backstop_sim::replay::{Replay, replay};
+use backstop_sim::report::RunOutput;
+use backstop_sim::run::{RunOptions, run};
 use backstop_sim::scenario::{Generator, Scenario};
 use backstop_sim::service::{Immediate, Service, SimDoor, in_process};
+use backstop_sim_check::check::Invariant;
 
 /// A replica: a handle on an `Admission` that may be shared, counting what it is asked.
 struct Replica {
@@ -93,13 +95,13 @@ fn run_k(k: usize, shared: bool, scenario: Scenario) -> (Vec<u8>, RunOutput, Vec
         .collect();
     let service = Service::with_replicas(clock, replicas, Immediate);
     let mut log = Vec::new();
-    let out = run_with(
+    let out = replay(
         &c,
         generator(&c, scenario),
-        RunOptions {
+        Replay {
             decisions_out: Some(&mut log),
             source_label: scenario.name().into(),
-            ..RunOptions::default()
+            ..Replay::default()
         },
         service,
     )

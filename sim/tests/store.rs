@@ -13,9 +13,10 @@ use std::time::Duration;
 use backstop_testkit::redis as support;
 
 use backstop_sim::config::{PerKeyConfig, SimConfig};
-use backstop_sim::engine::{RunOptions, RunOutput, run};
+use backstop_sim::report::RunOutput;
+use backstop_sim::run::{RunOptions, run};
 use backstop_sim::scenario::{Generator, Scenario};
-use backstop_sim::trace::{Event, Request};
+use backstop_sim_check::trace::{Event, Events, Request};
 use common::{busy as config, gen_params, report_and_page, run_logged, sim};
 
 fn keyed() -> SimConfig {
@@ -157,7 +158,7 @@ fn a_hold_past_the_lease_stops_the_run() {
     let events = vec![req(0, 1, 30 * hour), req(25 * hour, 2, 1_000_000)];
     let err = run(
         &c,
-        backstop_sim::engine::Events(events.into_iter()),
+        Events(events.into_iter()),
         RunOptions {
             replicas: NonZeroU32::new(2).unwrap(),
             store: Some(url.clone()),
@@ -170,7 +171,7 @@ fn a_hold_past_the_lease_stops_the_run() {
     let events = vec![req(0, 1, 20 * hour), req(21 * hour, 2, 1_000_000)];
     let out = run(
         &c,
-        backstop_sim::engine::Events(events.into_iter()),
+        Events(events.into_iter()),
         RunOptions {
             replicas: NonZeroU32::new(2).unwrap(),
             store: Some(url),

@@ -8,7 +8,7 @@
 //!   name) and read again are the same events with the same key names, and accepted
 //!   times never go backwards.
 
-use backstop_sim::trace::{Event, MAX_LINE_BYTES, TraceReader, TraceWriter};
+use backstop_sim_check::trace::{Event, MAX_LINE_BYTES, TraceReader, TraceWriter};
 
 use crate::{Violation, ensure};
 

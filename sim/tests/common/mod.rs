@@ -9,8 +9,10 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use backstop_sim::config::SimConfig;
-use backstop_sim::engine::{EventSource, RunOptions, RunOutput, deterministic_json, run};
+use backstop_sim::report::{RunOutput, deterministic_json};
+use backstop_sim::run::{RunOptions, run};
 use backstop_sim::scenario::{GenParams, Scenario};
+use backstop_sim_check::trace::EventSource;
 
 /// An hour of virtual time, in microseconds.
 pub const HOUR_US: u64 = 3_600_000_000;

@@ -9,6 +9,13 @@
 //! checks in `backstop-verify` (`sliding_window`, `keyed_window`, `admission`) and the
 //! simulator's rate checkers (global and per-client windows, judged in the stage order
 //! by [`rate_stages`]).
+//!
+//! [`WindowModel`]: crate::model::WindowModel
+//! [`KeyedModel`]: crate::model::KeyedModel
+//! [`JobsModel`]: crate::model::JobsModel
+//! [`AdmissionModel`]: crate::model::AdmissionModel
+//! [`decide`]: crate::model::decide
+//! [`rate_stages`]: crate::model::rate_stages
 
 mod admission;
 mod jobs;

@@ -8,7 +8,7 @@ use std::ops::Range;
 /// The indices of the files stage `stage` of `stages` writes, out of `files`.
 ///
 /// ```
-/// use backstop_sim::layout::stage_files;
+/// use backstop_sim_check::layout::stage_files;
 /// assert_eq!(stage_files(12, 3, 0), 0..4);
 /// assert_eq!(stage_files(12, 3, 2), 8..12);
 /// assert_eq!(stage_files(2, 3, 0), 0..0);
@@ -22,7 +22,7 @@ pub fn stage_files(files: u32, stages: u32, stage: u32) -> Range<u32> {
 /// equal share, the remainder spread over the first files.
 ///
 /// ```
-/// use backstop_sim::layout::file_bytes;
+/// use backstop_sim_check::layout::file_bytes;
 /// assert_eq!((0..3).map(|i| file_bytes(3, 10, i)).sum::<u64>(), 10);
 /// assert_eq!(file_bytes(3, 10, 0), 4);
 /// ```
