@@ -6,13 +6,13 @@
 //! without it the scrape test fails under `CI=true` and is skipped, with a message,
 //! elsewhere. The binary tests run the `make-video` binary cargo built for them.
 
-use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use backstop_core::Limits;
 use backstop_core::clock::ManualClock;
+use backstop_testkit::prometheus::Promtool;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Empty};
@@ -23,95 +23,6 @@ use make_video::{Config, MakeVideo, Serving, serve};
 /// The most the scrape test may take.
 const BOUND: Duration = Duration::from_secs(20);
 
-/// `promtool`'s path, or `None` (skip) outside CI when it is not installed.
-fn promtool() -> Option<&'static str> {
-    let found = Command::new("promtool")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return Some("promtool");
-    }
-    backstop_testkit::real_part::unavailable(
-        "promtool",
-        "not installed (.ci/promtool.sh installs it in CI)",
-        "apt-get install prometheus",
-    )
-}
-
-/// Reads `text` with Prometheus's own OpenMetrics parser and returns every sample it
-/// stored, as `name{label="value",...}` → value.
-///
-/// `promtool tsdb create-blocks-from openmetrics` parses an OpenMetrics exposition (it
-/// fails on a malformed one) into a TSDB block, and `promtool tsdb dump` prints what
-/// was stored. The importer wants a timestamp on every sample, so one is appended;
-/// nothing else in the text is touched.
-fn promtool_parse(promtool: &str, text: &str) -> Result<BTreeMap<String, f64>, String> {
-    let dir = tempfile::tempdir().unwrap();
-    let stamped: String = text
-        .lines()
-        .map(|line| {
-            if line.starts_with('#') {
-                format!("{line}\n")
-            } else {
-                format!("{line} 1700000000\n")
-            }
-        })
-        .collect();
-    let input = dir.path().join("scrape.txt");
-    std::fs::write(&input, stamped).unwrap();
-    let blocks = dir.path().join("blocks");
-    let import = Command::new(promtool)
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&input)
-        .arg(&blocks)
-        .output()
-        .expect("run promtool");
-    if !import.status.success() {
-        return Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&import.stdout),
-            String::from_utf8_lossy(&import.stderr)
-        ));
-    }
-    // `dump` opens the directory as a TSDB, which has a write-ahead log.
-    std::fs::create_dir_all(blocks.join("wal")).unwrap();
-    let dump = Command::new(promtool)
-        .args(["tsdb", "dump"])
-        .arg(&blocks)
-        .output()
-        .expect("run promtool");
-    assert!(dump.status.success(), "{dump:?}");
-    let mut samples = BTreeMap::new();
-    // Lines read `{__name__="x_total", reason="queue_full"} 0 1700000000000`.
-    for line in String::from_utf8(dump.stdout).unwrap().lines() {
-        let (series, rest) = line.rsplit_once("} ").ok_or(line.to_owned())?;
-        let value: f64 = rest
-            .split(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .map_err(|_| line.to_owned())?;
-        let mut name = String::new();
-        let mut labels = Vec::new();
-        for pair in series.trim_start_matches('{').split(", ") {
-            match pair.strip_prefix("__name__=") {
-                Some(n) => name = n.trim_matches('"').to_owned(),
-                None => labels.push(pair.to_owned()),
-            }
-        }
-        let key = if labels.is_empty() {
-            name
-        } else {
-            format!("{name}{{{}}}", labels.join(","))
-        };
-        samples.insert(key, value);
-    }
-    Ok(samples)
-}
-
 /// The value of the sample written exactly as `series` (name and labels).
 fn sample(text: &str, series: &str) -> f64 {
     text.lines()
@@ -121,34 +32,11 @@ fn sample(text: &str, series: &str) -> f64 {
         .unwrap()
 }
 
-#[test]
-fn promtool_rejects_a_broken_exposition() {
-    let Some(promtool) = promtool() else { return };
-    // A counter family whose sample is not a number: promtool must say no, or the
-    // scrape test below proves nothing.
-    let broken = promtool_parse(
-        promtool,
-        "# HELP x x\n# TYPE x counter\nx_total one\n# EOF\n",
-    );
-    assert!(
-        broken.is_err(),
-        "promtool accepted a broken exposition: {broken:?}"
-    );
-    let no_eof = promtool_parse(promtool, "# HELP x x\n# TYPE x counter\nx_total 1\n");
-    assert!(
-        no_eof.is_err(),
-        "promtool accepted text without # EOF: {no_eof:?}"
-    );
-    let good = promtool_parse(
-        promtool,
-        "# HELP x x\n# TYPE x counter\nx_total{a=\"b\"} 7\n# EOF\n",
-    );
-    assert_eq!(good.unwrap()["x_total{a=\"b\"}"], 7.0);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_and_match_what_the_clients_saw() {
-    let Some(promtool) = promtool() else { return };
+    let Some(promtool) = Promtool::find() else {
+        return;
+    };
     tokio::time::timeout(BOUND, async {
         let temp = tempfile::tempdir().unwrap();
         let mut limits = Limits::default();
@@ -219,7 +107,8 @@ async fn metrics_pass_promtool_and_match_what_the_clients_saw() {
             "application/openmetrics-text; version=1.0.0; charset=utf-8"
         );
 
-        let parsed = promtool_parse(promtool, &text)
+        let parsed = promtool
+            .parse_openmetrics(&text)
             .unwrap_or_else(|e| panic!("promtool could not parse the scrape:\n{e}\n{text}"));
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert!(
@@ -260,7 +149,7 @@ async fn metrics_pass_promtool_and_match_what_the_clients_saw() {
         // which holds the same series (the jobs may have moved on between the scrapes).
         let (content_type, classic) = scrape(None).await;
         assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
-        let (status, said) = promtool_check_metrics(promtool, &classic);
+        let (status, said) = promtool.check_metrics(&classic);
         assert_eq!(
             status,
             Some(0),
@@ -289,32 +178,6 @@ async fn metrics_pass_promtool_and_match_what_the_clients_saw() {
 /// The `Accept` header Prometheus sends when it scrapes.
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
     application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-
-/// `promtool check metrics` (Prometheus's classic-format parser and naming linter) on
-/// `text`: its exit status and what it printed.
-fn promtool_check_metrics(promtool: &str, text: &str) -> (Option<i32>, String) {
-    use std::io::Write;
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), said)
-}
 
 fn run_make_video(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_make-video"))
