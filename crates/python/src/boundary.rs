@@ -56,6 +56,10 @@ impl ErrorClass {
 
 /// A bad value in a configuration (TOML, keyword arguments, a URL, a share).
 pub(crate) static CONFIG_ERROR: ErrorClass = ErrorClass::new("ConfigError");
+/// The shared store could not be reached or used.
+pub(crate) static STORE_ERROR: ErrorClass = ErrorClass::new("StoreError");
+/// A detached ticket's token that cannot be claimed.
+pub(crate) static TOKEN_ERROR: ErrorClass = ErrorClass::new("TokenError");
 /// A sweep that could not start.
 pub(crate) static SWEEP_ERROR: ErrorClass = ErrorClass::new("SweepError");
 /// A job workspace operation that failed.

@@ -10,10 +10,12 @@
 
 mod admission;
 mod boundary;
+mod bridge;
 mod clock;
 mod fork;
 mod limits;
 mod metrics;
+mod redis;
 mod runtime;
 mod sweep;
 mod workspace;
@@ -34,6 +36,10 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<admission::Admission>()?;
     module.add_class::<admission::Ticket>()?;
     module.add_class::<admission::Permit>()?;
+    module.add_class::<bridge::Completions>()?;
+    module.add_class::<redis::RedisAdmission>()?;
+    module.add_class::<redis::RedisTicket>()?;
+    module.add_class::<redis::RedisPermit>()?;
     fork::register(module)?;
     Ok(())
 }

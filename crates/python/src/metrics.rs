@@ -46,3 +46,79 @@ pub(crate) fn snapshot_dict<'py, C: Clock>(
     dict.set_item("probe_failures_total", s.probe_failures_total)?;
     Ok(dict)
 }
+
+/// A `RedisAdmission`'s counts (and its store's) into `dict`, under core's names.
+pub(crate) fn redis_counts(
+    py: Python<'_>,
+    dict: &Bound<'_, PyDict>,
+    door: &backstop_redis::RedisAdmission,
+) -> PyResult<()> {
+    let c = door.counts();
+    dict.set_item("admitted_total", c.admitted_total)?;
+    dict.set_item("exempt_total", c.exempt_total)?;
+    dict.set_item("rate_limited_total", c.rate_limited_total)?;
+    dict.set_item(
+        "rate_limited_by_scope_total",
+        by_reason(py, &c.rate_limited_by_scope_total)?,
+    )?;
+    dict.set_item("overloaded_total", by_reason(py, &c.overloaded_total)?)?;
+    dict.set_item("job_waits_total", by_reason(py, &c.job_waits_total)?)?;
+    Ok(())
+}
+
+/// One counter family in OpenMetrics text, with its samples.
+fn counter(out: &mut String, name: &str, help: &str, label: &str, samples: &[(&str, u64)]) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
+    for (value_label, value) in samples {
+        if label.is_empty() {
+            let _ = writeln!(out, "{name}_total {value}");
+        } else {
+            let _ = writeln!(out, "{name}_total{{{label}=\"{value_label}\"}} {value}");
+        }
+    }
+}
+
+/// A `RedisAdmission`'s counters in OpenMetrics text, under the families core's registry
+/// uses for the same decisions (a shared door has no local queue or slot gauges).
+pub(crate) fn render_redis(door: &backstop_redis::RedisAdmission) -> String {
+    let c = door.counts();
+    let mut out = String::new();
+    counter(
+        &mut out,
+        "backstop_admitted",
+        "Requests admitted",
+        "",
+        &[("", c.admitted_total)],
+    );
+    counter(
+        &mut out,
+        "backstop_exempt",
+        "Exempt requests",
+        "",
+        &[("", c.exempt_total)],
+    );
+    counter(
+        &mut out,
+        "backstop_rate_limited",
+        "Requests refused with 429",
+        "",
+        &[("", c.rate_limited_total)],
+    );
+    counter(
+        &mut out,
+        "backstop_overloaded",
+        "Requests refused with 503, by reason",
+        "reason",
+        &c.overloaded_total,
+    );
+    counter(
+        &mut out,
+        "backstop_job_waits",
+        "Job starts that had to wait, by reason",
+        "reason",
+        &c.job_waits_total,
+    );
+    out.push_str("# EOF\n");
+    out
+}

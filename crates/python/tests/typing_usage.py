@@ -72,3 +72,18 @@ def web_usage() -> Any:
 
     CollectorRegistry().register(BackstopCollector(admission))
     return app
+
+
+async def redis_usage(url: str) -> str:
+    from backstop_admission import Limits, RedisAdmission, RedisPermit, RedisTicket
+    from backstop_admission.celery import start_job
+
+    admission = RedisAdmission.connect(url, "video", Limits(), failure="local_fallback",
+                                       share=0.5)
+    ticket: RedisTicket = await admission.try_admit("client", "normal")
+    token: str = await ticket.detach()
+    with start_job(admission, token, wait=timedelta(seconds=30)) as permit:
+        lost: bool = permit.lost
+    blocking: RedisPermit = admission.try_admit_blocking().start_blocking()
+    blocking.release()
+    return token

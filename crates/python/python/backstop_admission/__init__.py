@@ -2,6 +2,9 @@
 
 - ``Limits``, ``Admission``, ``Ticket``, ``Permit``: the exact rate limit, the bounded
   queue and the job slots, in process (``try_admit`` is a nanosecond decision in Rust);
+- ``RedisAdmission``, ``RedisTicket``, ``RedisPermit``: the same limits shared by every
+  process through Redis, awaitable (asyncio) and blocking (threads, Celery), with tickets
+  that detach to a token for a worker to claim (``backstop_admission.celery.start_job``);
 - ``sweep`` and ``JobWorkspace``: race-safe temp-file cleanup (``backstop_admission.celery``
   makes the sweep a Celery beat task);
 - the exceptions in ``backstop_admission.errors``.
@@ -12,7 +15,16 @@ The native module ``backstop_admission._native`` is private; everything public i
 from __future__ import annotations
 
 from . import _native
-from ._native import Admission, Limits, ManualClock, Permit, Ticket
+from ._native import (
+    Admission,
+    Limits,
+    ManualClock,
+    Permit,
+    RedisAdmission,
+    RedisPermit,
+    RedisTicket,
+    Ticket,
+)
 from .errors import (
     BackstopError,
     ConfigError,
@@ -42,6 +54,9 @@ __all__ = [
     "ManualClock",
     "Overloaded",
     "Permit",
+    "RedisAdmission",
+    "RedisPermit",
+    "RedisTicket",
     "RateLimited",
     "Refused",
     "StoreError",

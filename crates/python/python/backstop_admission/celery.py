@@ -1,4 +1,4 @@
-"""Celery: the periodic temp-file sweep as a beat task.
+"""Celery: job slots held by workers, and the periodic temp-file sweep as a beat task.
 
 In ``celery_app.py``::
 
@@ -10,12 +10,16 @@ The task returns the sweep report as a dict (JSON-safe, so any result backend st
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, Dict, Iterable, Optional, Union
+from typing import Any, Dict, Iterable, Iterator, Optional, Union
 
+from ._native import RedisAdmission, RedisPermit
+from .errors import JobMustWait
 from .sweep import DEFAULT_OLDER_THAN, Duration, seconds, sweep
 
-__all__ = ["DEFAULT_EVERY", "SWEEP_TASK_NAME", "sweep_task"]
+__all__ = ["DEFAULT_EVERY", "SWEEP_TASK_NAME", "start_job", "sweep_task"]
 
 #: How often the original cleanup ran.
 DEFAULT_EVERY = timedelta(hours=6)
@@ -73,3 +77,49 @@ def sweep_task(
             entry["options"] = {"expires": schedule}
         app.conf.beat_schedule = {**(app.conf.beat_schedule or {}), name: entry}
     return backstop_sweep
+
+
+@contextmanager
+def start_job(
+    admission: RedisAdmission,
+    token: str,
+    *,
+    wait: Duration = 60.0,
+    poll: Duration = 0.05,
+) -> Iterator[RedisPermit]:
+    """Claims a detached ticket and holds a running job's slot for the ``with`` block.
+
+    In a Celery task::
+
+        @app.task(bind=True)
+        def make_video(self, job_id, token):
+            with start_job(admission, token):
+                ...   # at most jobs.max of these run at once, across every worker
+
+    The permit's lease is renewed in the background while the block runs, and the slot
+    is given back when the block ends (normally, by an exception, or by the worker
+    shutting the task down); a worker that is killed outright gives it back when the
+    lease runs out.
+
+    When no slot frees up within ``wait``, the place is detached again and
+    ``JobMustWait`` is raised with the new token as ``.token``, for the task to retry
+    with (``raise self.retry(args=(job_id, err.token))``).
+
+    Raises:
+        TokenError: the token is malformed, forged, of another admission, expired
+            (``queue.max_wait`` passed) or already claimed.
+        JobMustWait: no slot within ``wait`` (``.token`` holds the place).
+    """
+    ticket = admission.claim_blocking(token)
+    deadline = time.monotonic() + seconds(wait)
+    while True:
+        try:
+            permit = ticket.start_blocking()
+            break
+        except JobMustWait as must_wait:
+            if time.monotonic() >= deadline:
+                must_wait.token = ticket.detach_blocking()  # type: ignore[attr-defined]
+                raise
+            time.sleep(seconds(poll))
+    with permit:
+        yield permit
