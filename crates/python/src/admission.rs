@@ -40,7 +40,9 @@ pub(crate) fn request_class(py: Python<'_>, priority: &str) -> PyResult<RequestC
 /// `RateLimited` or `Overloaded`, with the refusal's attributes.
 #[cold]
 pub(crate) fn refusal_error(py: Python<'_>, refusal: &Refusal) -> PyErr {
-    let message = refusal.to_string();
+    // No message: `Refused.__str__` writes it from the attributes when it is read, so an
+    // unread refusal costs no formatting.
+    let message = "";
     let wait = refusal.retry_after();
     let wait_ns = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
     let (class, scope) = match refusal {

@@ -67,10 +67,12 @@ def test_a_ticket_a_permit_and_the_refusals() -> None:
     with pytest.raises(Overloaded) as full:
         admission.try_admit()
     assert (full.value.status_code, full.value.reason, full.value.retry_after) == (503, "queue_full", 1.0)
+    assert str(full.value) == "overloaded (queue_full): retry after about 1.0s"
     with pytest.raises(RateLimited) as limited:
         admission.try_admit()
     assert (limited.value.status_code, limited.value.scope) == (429, "global")
     assert limited.value.retry_after == 60.0
+    assert str(limited.value) == "rate limited (global): retry after 60.0s"
     clock.advance(59.999999999)
     with pytest.raises(RateLimited) as limited:
         admission.try_admit()

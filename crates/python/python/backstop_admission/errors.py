@@ -7,7 +7,7 @@ what was wrong; a bug inside backstop (a Rust panic) is ``InternalError``.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 __all__ = [
     "BackstopError",
@@ -68,6 +68,10 @@ class JobMustWait(BackstopError):
 class Refused(BackstopError):
     """A request backstop refused, with what an HTTP answer needs.
 
+    Built as ``Refused(message, retry_after, reason, scope=None, retry_after_ns=None)``.
+    The attributes read the exception's ``args``: no Python ``__init__`` runs when backstop
+    raises one, which keeps a refusal (the common answer under a burst) cheap.
+
     Attributes:
         status_code: 429 or 503.
         retry_after: seconds to wait before retrying (exact for 429, a hint for 503).
@@ -78,21 +82,48 @@ class Refused(BackstopError):
 
     status_code: int = 0
 
-    def __init__(
-        self,
-        message: str,
-        retry_after: float,
-        reason: str,
-        scope: Optional[str] = None,
-        retry_after_ns: Optional[int] = None,
-    ) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.reason = reason
-        self.scope = scope
-        self.retry_after_ns = (
-            max(0, round(retry_after * 1e9)) if retry_after_ns is None else retry_after_ns
-        )
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            message: str,
+            retry_after: float,
+            reason: str,
+            scope: Optional[str] = None,
+            retry_after_ns: Optional[int] = None,
+        ) -> None: ...
+
+    def __str__(self) -> str:
+        message = self._arg(0)
+        if message:
+            return str(message)
+        # Raised by backstop: the message is written only when someone reads it.
+        if self.reason == "rate_limited":
+            return f"rate limited ({self.scope}): retry after {self.retry_after}s"
+        return f"overloaded ({self.reason}): retry after about {self.retry_after}s"
+
+    def _arg(self, index: int) -> Any:
+        return self.args[index] if len(self.args) > index else None
+
+    @property
+    def retry_after(self) -> float:
+        return float(self._arg(1) or 0.0)
+
+    @property
+    def reason(self) -> str:
+        return str(self._arg(2))
+
+    @property
+    def scope(self) -> Optional[str]:
+        scope = self._arg(3)
+        return None if scope is None else str(scope)
+
+    @property
+    def retry_after_ns(self) -> int:
+        exact = self._arg(4)
+        if exact is not None:
+            return int(exact)
+        return max(0, round(self.retry_after * 1e9))
 
     @property
     def retry_after_secs(self) -> int:
