@@ -3,9 +3,9 @@
 //! beside it (`crates/python/python/backstop_admission/`), with docstrings, type hints
 //! and the exception classes, over these functions and classes.
 //!
-//! Every entry point runs inside [`boundary::guarded`] (a panic becomes
+//! Every entry point runs inside `boundary::guarded` (a panic becomes
 //! `InternalError`), releases the GIL only where it blocks (a sweep, a lock, a Redis
-//! round trip) and keeps per-process state in [`fork::PerProcess`] values, made again
+//! round trip) and keeps per-process state in `fork::PerProcess` values, made again
 //! in a forked child.
 
 mod admission;
