@@ -91,7 +91,7 @@ impl Shared {
 }
 
 async fn connect(config: &Config) -> Result<Arc<Live>, ConnectFailure> {
-    let store = RedisStore::connect(&config.url, config.options.clone())
+    let store = RedisStore::connect(&config.url, config.options)
         .await
         .map_err(|err| match err {
             ConnectError::BadOptions(_) | ConnectError::BadUrl(_) => {
