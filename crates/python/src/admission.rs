@@ -37,27 +37,35 @@ pub(crate) fn request_class(py: Python<'_>, priority: &str) -> PyResult<RequestC
     }
 }
 
+/// A refusal's stable name as a Python string made once per interpreter (a refusal is
+/// the common answer under a burst: no string is built per refusal).
+fn name_of<'py>(py: Python<'py>, name: &'static str) -> Bound<'py, pyo3::types::PyString> {
+    match name {
+        "rate_limited" => pyo3::intern!(py, "rate_limited").clone(),
+        "queue_full" => pyo3::intern!(py, "queue_full").clone(),
+        "too_many_keys" => pyo3::intern!(py, "too_many_keys").clone(),
+        "store_unavailable" => pyo3::intern!(py, "store_unavailable").clone(),
+        "global" => pyo3::intern!(py, "global").clone(),
+        "per_client" => pyo3::intern!(py, "per_client").clone(),
+        other => pyo3::types::PyString::new(py, other),
+    }
+}
+
 /// `RateLimited` or `Overloaded`, with the refusal's attributes.
 #[cold]
 pub(crate) fn refusal_error(py: Python<'_>, refusal: &Refusal) -> PyErr {
     // No message: `Refused.__str__` writes it from the attributes when it is read, so an
     // unread refusal costs no formatting.
-    let message = "";
+    let message = pyo3::intern!(py, "");
     let wait = refusal.retry_after();
     let wait_ns = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
     let (class, scope) = match refusal {
-        Refusal::RateLimited { scope, .. } => (&RATE_LIMITED, Some(scope.as_str())),
+        Refusal::RateLimited { scope, .. } => (&RATE_LIMITED, Some(name_of(py, scope.as_str()))),
         Refusal::Overloaded { .. } => (&OVERLOADED, None),
     };
     class.err(
         py,
-        (
-            message,
-            wait.as_secs_f64(),
-            refusal.as_str(),
-            scope,
-            wait_ns,
-        ),
+        (message, wait.as_secs_f64(), name_of(py, refusal.as_str()), scope, wait_ns),
     )
 }
 
