@@ -65,7 +65,13 @@ pub(crate) fn refusal_error(py: Python<'_>, refusal: &Refusal) -> PyErr {
     };
     class.err(
         py,
-        (message, wait.as_secs_f64(), name_of(py, refusal.as_str()), scope, wait_ns),
+        (
+            message,
+            wait.as_secs_f64(),
+            name_of(py, refusal.as_str()),
+            scope,
+            wait_ns,
+        ),
     )
 }
 
