@@ -1,4 +1,4 @@
-//! Edges a review found: each run here is small, hand-written and checked record by record.
+//! Edges of the engine: each run here is small, hand-written and checked record by record.
 
 mod common;
 
@@ -141,43 +141,35 @@ fn grid_trace(lengths: &[u64], files: &[u32]) -> String {
     trace
 }
 
-#[test]
-fn a_job_crashing_at_its_start_instant_writes_nothing() {
+/// One zero-length job of 12 files at 7 µs, crashing or not: the run is clean, the job
+/// ends at its start instant as `crashed`, and no file is written. Returns the output.
+fn zero_length_job(crashed: bool) -> RunOutput {
     let mut config = SimConfig {
-        crash_fraction: 1.0,
+        crash_fraction: if crashed { 1.0 } else { 0.0 },
         ..SimConfig::default()
     };
     config.limits.rate.limit = 1000;
-    // A zero-length job that crashes crashes at its start instant: the draw is in
-    // [start, start + 0].
     let trace =
         "{\"t_us\":7,\"type\":\"request\",\"id\":1,\"job_us\":0,\"files\":12,\"bytes\":1200}\n";
     let (out, log) = replay(&config, trace);
     assert_eq!(out.check.first, None, "{:?}\n{log}", out.check.first);
-    assert!(
-        log.contains("{\"t_us\":7,\"id\":1,\"event\":\"job_end\",\"crashed\":true}"),
-        "{log}"
-    );
+    let end = format!("{{\"t_us\":7,\"id\":1,\"event\":\"job_end\",\"crashed\":{crashed}}}");
+    assert!(log.contains(&end), "{log}");
     assert!(!log.contains("files_written"), "{log}");
+    out
+}
+
+#[test]
+fn a_job_crashing_at_its_start_instant_writes_nothing() {
+    // A zero-length job that crashes crashes at its start instant: the draw is in
+    // [start, start + 0].
+    let out = zero_length_job(true);
     assert_eq!(out.report.sim.temp_peak_bytes, 0);
 }
 
 #[test]
 fn a_zero_length_job_writes_no_stage_at_all() {
-    let mut config = SimConfig {
-        crash_fraction: 0.0,
-        ..SimConfig::default()
-    };
-    config.limits.rate.limit = 1000;
-    let trace =
-        "{\"t_us\":7,\"type\":\"request\",\"id\":1,\"job_us\":0,\"files\":12,\"bytes\":1200}\n";
-    let (out, log) = replay(&config, trace);
-    assert_eq!(out.check.first, None, "{:?}\n{log}", out.check.first);
-    assert!(
-        log.contains("{\"t_us\":7,\"id\":1,\"event\":\"job_end\",\"crashed\":false}"),
-        "{log}"
-    );
-    assert!(!log.contains("files_written"), "{log}");
+    zero_length_job(false);
 }
 
 #[test]

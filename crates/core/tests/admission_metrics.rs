@@ -123,6 +123,16 @@ fn value(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
         .2
 }
 
+/// A sample expected: its name, the one label it is picked by (if any), its value.
+type Expected<'a> = (&'a str, Option<(&'a str, &'a str)>, f64);
+
+/// Asserts each expected sample against `samples`.
+fn assert_samples(samples: &[Sample], expected: &[Expected<'_>]) {
+    for &(name, label, want) in expected {
+        assert_eq!(value(samples, name, label), want, "{name} {label:?}");
+    }
+}
+
 #[test]
 fn the_parser_rejects_what_it_should() {
     assert!(
@@ -208,93 +218,59 @@ fn prometheus_text_parses_and_carries_every_outcome() {
 
     let text = admission.metrics().render_prometheus();
     let samples = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert_eq!(value(&samples, "backstop_admitted_total", None), 2.0);
-    assert_eq!(value(&samples, "backstop_exempt_total", None), 1.0);
-    assert_eq!(value(&samples, "backstop_rate_limited_total", None), 1.0);
-    assert_eq!(
-        value(
-            &samples,
-            "backstop_overloaded_total",
-            Some(("reason", "queue_full"))
-        ),
-        1.0
-    );
-    assert_eq!(
-        value(
-            &samples,
-            "backstop_overloaded_total",
-            Some(("reason", "too_many_keys"))
-        ),
-        0.0
-    );
-    assert_eq!(
-        value(
-            &samples,
-            "backstop_job_waits_total",
-            Some(("reason", "no_free_slot"))
-        ),
-        1.0
-    );
-    assert_eq!(value(&samples, "backstop_jobs_started_total", None), 1.0);
-    assert_eq!(value(&samples, "backstop_jobs_finished_total", None), 1.0);
-    assert_eq!(value(&samples, "backstop_queue_depth", None), 1.0);
-    assert_eq!(value(&samples, "backstop_queue_max", None), 2.0);
-    assert_eq!(value(&samples, "backstop_jobs_active", None), 0.0);
-    assert_eq!(
-        value(
-            &samples,
-            "backstop_resource_gate_state",
-            Some(("state", "open"))
-        ),
-        1.0
-    );
-    assert_eq!(
-        value(
-            &samples,
-            "backstop_resource_gate_state",
-            Some(("state", "stale"))
-        ),
-        0.0
-    );
-    assert_eq!(
-        value(&samples, "backstop_resource_sample_age_seconds", None),
-        1.5
-    );
-    assert_eq!(
-        value(&samples, "backstop_available_memory_bytes", None),
-        (8u64 << 30) as f64
-    );
-    assert_eq!(
-        value(&samples, "backstop_free_disk_bytes", None),
-        (50u64 << 30) as f64
-    );
-    assert_eq!(
-        value(&samples, "backstop_memory_pressure_percent", None),
-        1.5
-    );
-    assert_eq!(
-        value(&samples, "backstop_resource_readings_total", None),
-        1.0
+    assert_samples(
+        &samples,
+        &[
+            ("backstop_admitted_total", None, 2.0),
+            ("backstop_exempt_total", None, 1.0),
+            ("backstop_rate_limited_total", None, 1.0),
+            (
+                "backstop_overloaded_total",
+                Some(("reason", "queue_full")),
+                1.0,
+            ),
+            (
+                "backstop_overloaded_total",
+                Some(("reason", "too_many_keys")),
+                0.0,
+            ),
+            (
+                "backstop_job_waits_total",
+                Some(("reason", "no_free_slot")),
+                1.0,
+            ),
+            ("backstop_jobs_started_total", None, 1.0),
+            ("backstop_jobs_finished_total", None, 1.0),
+            ("backstop_queue_depth", None, 1.0),
+            ("backstop_queue_max", None, 2.0),
+            ("backstop_jobs_active", None, 0.0),
+            ("backstop_resource_gate_state", Some(("state", "open")), 1.0),
+            (
+                "backstop_resource_gate_state",
+                Some(("state", "stale")),
+                0.0,
+            ),
+            ("backstop_resource_sample_age_seconds", None, 1.5),
+            ("backstop_available_memory_bytes", None, (8u64 << 30) as f64),
+            ("backstop_free_disk_bytes", None, (50u64 << 30) as f64),
+            ("backstop_memory_pressure_percent", None, 1.5),
+            ("backstop_resource_readings_total", None, 1.0),
+        ],
     );
 
     // The gate going stale shows in the one-hot state.
     clock.advance(Duration::from_secs(10));
     let samples = parse_prometheus(&admission.metrics().render_prometheus()).unwrap();
-    assert_eq!(
-        value(
-            &samples,
-            "backstop_resource_gate_state",
-            Some(("state", "stale"))
-        ),
-        1.0
-    );
-    assert_eq!(
-        value(
-            &samples,
-            "backstop_resource_gate_state",
-            Some(("state", "open"))
-        ),
-        0.0
+    assert_samples(
+        &samples,
+        &[
+            (
+                "backstop_resource_gate_state",
+                Some(("state", "stale")),
+                1.0,
+            ),
+            ("backstop_resource_gate_state", Some(("state", "open")), 0.0),
+        ],
     );
 }
 

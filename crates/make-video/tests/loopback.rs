@@ -6,12 +6,15 @@
 //! picking up jobs), bounded by a deadline. Every test is bounded: at most a few dozen
 //! requests, and `BOUND` of wall time.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
 use backstop_core::{Admission, Limits, MetricsSnapshot};
 use bytes::Bytes;
+use common::{Logged, MAKE_VIDEO};
 use http::{HeaderMap, Method, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -544,7 +547,6 @@ async fn a_kept_alive_connection_that_sends_nothing_more_is_closed() {
 /// once the stalled ones are closed, and each close is logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seventy_half_sent_clients_do_not_lock_out_the_binary_under_ulimit_64() {
-    use std::io::BufRead;
     let temp = tempfile::tempdir().unwrap();
     let config = temp.path().join("make-video.toml");
     std::fs::write(
@@ -556,42 +558,18 @@ async fn seventy_half_sent_clients_do_not_lock_out_the_binary_under_ulimit_64() 
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -n 64 && exec \"$0\" --port 0 --config \"$1\"")
-        .arg(env!("CARGO_BIN_EXE_make-video"))
-        .arg(&config)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("sh runs");
-    // The child's log, line by line, read on a thread of its own (the pipe must not fill).
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let _child = KillOnDrop(child);
+    let mut service = Logged::spawn(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -n 64 && exec \"$0\" --port 0 --config \"$1\"")
+            .arg(MAKE_VIDEO)
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null()),
+    );
     // A tracing line: `<time> INFO make_video::cli: make-video: listening on http://<addr> …`,
-    // possibly after others (a sweep at start-up logs too). Bounded by `BOUND` per line
-    // and by the few lines a start-up writes.
-    let addr: std::net::SocketAddr = (0..32)
-        .find_map(|_| {
-            let line = lines_rx
-                .recv_timeout(BOUND)
-                .expect("make-video says where it listens");
-            let rest = line.split_once("listening on http://")?.1;
-            Some(rest.split_whitespace().next()?.to_owned())
-        })
-        .expect("a `listening on` line among make-video's first lines")
-        .parse()
-        .unwrap();
+    // possibly after others (a sweep at start-up logs too).
+    let addr: std::net::SocketAddr = service.listening_addr(BOUND).parse().unwrap();
 
     tokio::time::timeout(BOUND, async {
         let mut stalled = Vec::new();
@@ -615,24 +593,23 @@ async fn seventy_half_sent_clients_do_not_lock_out_the_binary_under_ulimit_64() 
     .expect("a whole request is answered behind 70 half-sent ones");
 
     // A close is logged just after the socket is closed: wait for the lines, boundedly.
-    let mut log = Vec::new();
     let closes = |log: &[String]| {
         log.iter()
             .filter(|line| line.contains("no request head within"))
             .count()
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while closes(&log) < 70 {
+    while closes(&service.seen) < 70 {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match lines_rx.recv_timeout(left) {
-            Ok(line) => log.push(line),
-            Err(_) => break,
+        if service.next_line(left).is_none() {
+            break;
         }
     }
+    let log = &service.seen;
     assert!(
-        closes(&log) >= 70,
+        closes(log) >= 70,
         "{} closes logged:\n{}",
-        closes(&log),
+        closes(log),
         log.join("\n")
     );
     assert!(
@@ -641,14 +618,4 @@ async fn seventy_half_sent_clients_do_not_lock_out_the_binary_under_ulimit_64() 
         "{}",
         log.join("\n")
     );
-}
-
-/// Kills and reaps the child when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -6,7 +6,9 @@
 //! without it the scrape test fails under `CI=true` and is skipped, with a message,
 //! elsewhere. The binary tests run the `make-video` binary cargo built for them.
 
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use backstop_core::Limits;
 use backstop_core::clock::ManualClock;
 use backstop_testkit::prometheus::Promtool;
 use bytes::Bytes;
+use common::{Logged, MAKE_VIDEO, address_in};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -180,7 +183,7 @@ const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
     application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
 fn run_make_video(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_make-video"))
+    Command::new(MAKE_VIDEO)
         .args(args)
         .env("RUST_LOG", "error")
         .output()
@@ -299,7 +302,6 @@ fn human_and_legacy_keys_read_the_same() {
 
 #[test]
 fn rust_log_shows_each_decision_with_its_reason() {
-    use std::io::{BufRead, BufReader, Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("make_video.toml");
     std::fs::write(
@@ -310,55 +312,23 @@ fn rust_log_shows_each_decision_with_its_reason() {
         ),
     )
     .unwrap();
-    /// Stops the service however the test ends.
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_make-video"))
-        .args(["--port", "0", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "info,backstop_core=trace")
-        .env_remove("NO_COLOR")
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(KillOnDrop)
-        .expect("start make-video");
-    // Lines of its log, read on a thread so that a silent service fails the test
-    // instead of hanging it.
-    let stderr = BufReader::new(child.0.stderr.take().unwrap());
-    let (lines, log) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let next_line = || {
-        log.recv_timeout(Duration::from_secs(10))
+    let mut service = Logged::spawn(
+        Command::new(MAKE_VIDEO)
+            .args(["--port", "0", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info,backstop_core=trace")
+            .env_remove("NO_COLOR"),
+    );
+    let mut next_line = || {
+        service
+            .next_line(Duration::from_secs(10))
             .expect("make-video logged nothing within 10 s")
     };
     let line = next_line();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
+    let addr = address_in(&line).unwrap_or_else(|| panic!("no address in {line:?}"));
     assert!(line.contains("INFO"), "{line}");
     for _ in 0..2 {
-        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream
-            .write_all(b"POST /make-video HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut reply = String::new();
-        let _ = stream.read_to_string(&mut reply);
+        // What it answers is beside the point here: the log lines are.
+        let _ = backstop_testkit::http::request(&addr, "POST", "/make-video");
     }
     // The decisions, in request order (other lines, if any, are skipped).
     let mut logged = Vec::new();
@@ -368,7 +338,7 @@ fn rust_log_shows_each_decision_with_its_reason() {
             logged.push(line);
         }
     }
-    drop(child);
+    drop(service);
     assert!(
         logged[0].contains("TRACE") && logged[0].contains("decision=\"admitted\""),
         "{logged:?}"

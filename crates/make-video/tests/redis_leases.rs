@@ -4,106 +4,62 @@
 //! counts it). Without a redis-server the test fails when `CI=true`, and skips with a
 //! message otherwise.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::ops::{Deref, DerefMut};
+use std::process::Command;
+use std::time::Duration;
+
+use backstop_testkit::http;
 use backstop_testkit::redis as redis_support;
+use common::{Logged, MAKE_VIDEO};
 use rustix::process::{Pid, Signal, kill_process};
-
-const MAKE_VIDEO: &str = env!("CARGO_BIN_EXE_make-video");
 
 /// A replica and its log lines, killed (and resumed first) however the test ends.
 struct Replica {
-    child: Child,
+    process: Logged,
     addr: String,
-    log: Receiver<String>,
-    /// Every line read so far.
-    seen: Vec<String>,
 }
 
 impl Drop for Replica {
     fn drop(&mut self) {
+        // Resumed, so that the kill that follows (dropping `process`) ends it at once.
         self.signal(Signal::CONT);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    }
+}
+
+impl Deref for Replica {
+    type Target = Logged;
+    fn deref(&self) -> &Logged {
+        &self.process
+    }
+}
+
+impl DerefMut for Replica {
+    fn deref_mut(&mut self) -> &mut Logged {
+        &mut self.process
     }
 }
 
 impl Replica {
     fn start(config: &std::path::Path, url: &str, name: &str) -> Replica {
-        let mut child = Command::new(MAKE_VIDEO)
-            .args(["--port", "0", "--config", config.to_str().unwrap()])
-            .args(["--redis", url, "--redis-name", name])
-            .args(["--redis-deadline", "100ms", "--redis-lease", "900ms"])
-            .env("RUST_LOG", "info,make_video=debug")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start make-video");
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (lines, log) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut replica = Replica {
-            child,
-            addr: String::new(),
-            log,
-            seen: Vec::new(),
-        };
-        let line = replica.wait_for("listening on http://", Duration::from_secs(20));
-        replica.addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap()
-            .to_owned();
-        replica
+        let mut process = Logged::spawn(
+            Command::new(MAKE_VIDEO)
+                .args(["--port", "0", "--config", config.to_str().unwrap()])
+                .args(["--redis", url, "--redis-name", name])
+                .args(["--redis-deadline", "100ms", "--redis-lease", "900ms"])
+                .env("RUST_LOG", "info,make_video=debug"),
+        );
+        let addr = process.listening_addr(Duration::from_secs(20));
+        Replica { process, addr }
     }
 
     fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id() as i32).unwrap()
+        Pid::from_raw(self.process.child.id() as i32).unwrap()
     }
 
     fn signal(&self, signal: Signal) {
         let _ = kill_process(self.pid(), signal);
-    }
-
-    /// Reads log lines until one contains `needle` (the line), within `limit`.
-    fn wait_for(&mut self, needle: &str, limit: Duration) -> String {
-        let until = Instant::now() + limit;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "no log line with {needle:?} within {limit:?}: {:#?}",
-                        self.seen
-                    )
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!("the replica exited: {:#?}", self.seen)
-                }
-            }
-        }
-    }
-
-    /// Reads whatever lines are there now.
-    fn drain(&mut self) {
-        while let Ok(line) = self.log.try_recv() {
-            self.seen.push(line);
-        }
     }
 
     fn stages_started(&self) -> usize {
@@ -114,30 +70,14 @@ impl Replica {
     }
 
     fn post(&self) -> u16 {
-        let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        stream
-            .write_all(b"POST /make-video HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut reply = String::new();
-        let _ = stream.read_to_string(&mut reply);
-        reply
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no status in {reply:?}"))
+        http::request(&self.addr, "POST", "/make-video")
+            .expect("an answer")
+            .0
     }
 
     fn metric(&self, name: &str) -> Option<u64> {
-        let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut reply = String::new();
-        let _ = stream.read_to_string(&mut reply);
-        reply.lines().find_map(|line| {
+        let (_, body) = http::request(&self.addr, "GET", "/metrics").expect("an answer");
+        body.lines().find_map(|line| {
             let value = line.strip_prefix(name)?.strip_prefix(' ')?;
             value.trim().parse().ok()
         })

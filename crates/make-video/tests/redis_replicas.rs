@@ -3,29 +3,23 @@
 //! `Retry-After`. Without a redis-server the test fails when `CI=true`, and skips with a
 //! message otherwise.
 
-use backstop_testkit::redis as redis_support;
+mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-/// The binary cargo built for this test.
-const MAKE_VIDEO: &str = env!("CARGO_BIN_EXE_make-video");
+use backstop_testkit::http;
+use backstop_testkit::redis as redis_support;
+use common::{Logged, MAKE_VIDEO};
 
 const LIMIT: usize = 7;
 const REQUESTS: usize = 30;
 
 /// A make-video replica, killed however the test ends.
 struct Replica {
-    child: Child,
+    /// Keeps the process (and the reader of its log) alive.
+    _process: Logged,
     addr: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_replica(config: &std::path::Path, url: &str, name: &str) -> Replica {
@@ -33,51 +27,25 @@ fn start_replica(config: &std::path::Path, url: &str, name: &str) -> Replica {
 }
 
 fn start_replica_with(config: &std::path::Path, url: &str, name: &str, extra: &[&str]) -> Replica {
-    let mut child = Command::new(MAKE_VIDEO)
-        .args(["--port", "0", "--config", config.to_str().unwrap()])
-        .args([
-            "--redis",
-            url,
-            "--redis-name",
-            name,
-            "--redis-deadline",
-            "2s",
-        ])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .env_remove("NO_COLOR")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start make-video");
-    // Its first log line names the address; read on a thread so that a silent service
-    // fails the test instead of hanging it.
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (lines, log) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut replica = Replica {
-        child,
-        addr: String::new(),
-    };
-    loop {
-        let line = log
-            .recv_timeout(Duration::from_secs(20))
-            .expect("make-video logged no address within 20 s");
-        if let Some(addr) = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-        {
-            replica.addr = addr.to_owned();
-            // Keep draining its log so that it never blocks on a full pipe.
-            std::thread::spawn(move || while log.recv().is_ok() {});
-            return replica;
-        }
+    let mut process = Logged::spawn(
+        Command::new(MAKE_VIDEO)
+            .args(["--port", "0", "--config", config.to_str().unwrap()])
+            .args([
+                "--redis",
+                url,
+                "--redis-name",
+                name,
+                "--redis-deadline",
+                "2s",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR"),
+    );
+    let addr = process.listening_addr(Duration::from_secs(20));
+    Replica {
+        _process: process,
+        addr,
     }
 }
 
@@ -87,30 +55,11 @@ fn post(addr: &str) -> (u16, Option<String>) {
     (status, retry_after)
 }
 
-/// One `POST /make-video`: the status, the `Retry-After` value if any, the whole reply.
+/// One `POST /make-video`: the status, the `Retry-After` value if any, the body.
 fn post_reply(addr: &str) -> (u16, Option<String>, String) {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    stream
-        .write_all(
-            b"POST /make-video HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )
-        .unwrap();
-    let mut reply = String::new();
-    let _ = stream.read_to_string(&mut reply);
-    let status = reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {reply:?}"));
-    let retry_after = reply.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("retry-after")
-            .then(|| value.trim().to_owned())
-    });
-    (status, retry_after, reply)
+    let answer = http::fetch(addr, "POST", "/make-video").expect("an answer");
+    let retry_after = answer.header("retry-after").map(str::to_owned);
+    (answer.status, retry_after, answer.body)
 }
 
 /// A limits file: `limit` requests a minute, resources not checked.

@@ -423,7 +423,7 @@ async fn slow_and_direct(
     (slow, direct, delay_ms)
 }
 
-/// Finding 2: enter.lua ran but answered after the deadline; the caller got
+/// Enter.lua ran but answered after the deadline; the caller got
 /// store_unavailable, so the place must not stay held for the whole lease.
 #[test]
 fn a_late_answer_to_enter_or_acquire_leaves_no_place_held() {
@@ -459,7 +459,7 @@ fn a_late_answer_to_enter_or_acquire_leaves_no_place_held() {
     });
 }
 
-/// Finding 2: start.lua ran but answered after the deadline. A retry with the ticket
+/// Start.lua ran but answered after the deadline. A retry with the ticket
 /// finds the slot it took (not LeaseLost); dropping a ticket instead frees the slot.
 #[test]
 fn a_late_answer_to_start_is_found_by_a_retry_or_freed_by_a_drop() {
@@ -512,7 +512,7 @@ fn a_late_answer_to_start_is_found_by_a_retry_or_freed_by_a_drop() {
     });
 }
 
-/// Finding 3: while every renewal fails (Redis slower than the deadline), the holder
+/// While every renewal fails (Redis slower than the deadline), the holder
 /// learns its lease is gone once a whole lease has passed without a successful renewal.
 #[test]
 fn a_lease_whose_renewals_all_fail_is_reported_lost() {
@@ -594,7 +594,7 @@ fn a_slow_take_is_judged_from_when_it_was_sent() {
     });
 }
 
-/// Finding 3: a lease shorter than three deadlines is a typed error.
+/// A lease shorter than three deadlines is a typed error.
 #[test]
 fn a_lease_below_three_deadlines_is_a_typed_error() {
     let Some(server) = support::RedisServer::start(&[]) else {
@@ -612,7 +612,7 @@ fn a_lease_below_three_deadlines_is_a_typed_error() {
     });
 }
 
-/// Finding 7: out-of-range durations are refused before connecting; the whole connect
+/// Out-of-range durations are refused before connecting; the whole connect
 /// (connection and checks) is bounded by one connect_timeout.
 #[test]
 fn store_options_are_checked_and_connect_keeps_one_deadline() {

@@ -30,6 +30,14 @@ fn options() -> StoreOptions {
     }
 }
 
+/// A store on `server` that reads `clock`, set to `T0` first.
+async fn store_at_t0(server: &support::RedisServer, clock: &ManualClock) -> RedisStore {
+    clock.set(T0);
+    RedisStore::connect_with_clock(&server.url(), options(), Arc::new(clock.clone()))
+        .await
+        .unwrap()
+}
+
 async fn strlen(store: &RedisStore, key: &str) -> u64 {
     let mut conn = store.connection();
     redis::cmd("STRLEN")
@@ -87,11 +95,7 @@ fn a_decision_touches_only_the_header_and_its_slots_also_when_two_limits_alterna
     };
     runtime().block_on(async {
         let clock = ManualClock::new();
-        clock.set(T0);
-        let store =
-            RedisStore::connect_with_clock(&server.url(), options(), Arc::new(clock.clone()))
-                .await
-                .unwrap();
+        let store = store_at_t0(&server, &clock).await;
         let big = RedisWindow::new(&store, "alternate", 65_536, Duration::from_secs(1)).unwrap();
         let small = RedisWindow::new(&store, "alternate", 30, Duration::from_secs(1)).unwrap();
         big.try_acquire().await.unwrap(); // creates the key: one SET
@@ -131,11 +135,7 @@ fn a_refusal_at_a_huge_limit_reads_one_slot() {
     };
     runtime().block_on(async {
         let clock = ManualClock::new();
-        clock.set(T0);
-        let store =
-            RedisStore::connect_with_clock(&server.url(), options(), Arc::new(clock.clone()))
-                .await
-                .unwrap();
+        let store = store_at_t0(&server, &clock).await;
         let limit = 100_000;
         let window = RedisWindow::new(&store, "huge", limit, Duration::from_secs(60)).unwrap();
         // Fill it through batches: many concurrent callers at one instant.
@@ -178,11 +178,7 @@ fn raising_the_limit_after_the_ring_wrapped_copies_it_once_and_stays_exact() {
     };
     runtime().block_on(async {
         let clock = ManualClock::new();
-        clock.set(T0);
-        let store =
-            RedisStore::connect_with_clock(&server.url(), options(), Arc::new(clock.clone()))
-                .await
-                .unwrap();
+        let store = store_at_t0(&server, &clock).await;
         let window = Duration::from_secs(10);
         let three = RedisWindow::new(&store, "raise", 3, window).unwrap();
         let five = RedisWindow::new(&store, "raise", 5, window).unwrap();

@@ -271,6 +271,23 @@ proptest! {
     }
 }
 
+/// A window of `limit` per `window` under a fresh name on a store that reads `clock`,
+/// which is set far from zero first (Redis-side times are microseconds since an epoch).
+async fn window_on(
+    url: &str,
+    clock: &ManualClock,
+    name: &str,
+    limit: u32,
+    window: Duration,
+) -> (RedisStore, RedisWindow) {
+    clock.set(Duration::from_secs(1_700_000_000));
+    let store = RedisStore::connect_with_clock(url, relaxed(), Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let window = RedisWindow::new(&store, &support::unique(name), limit, window).unwrap();
+    (store, window)
+}
+
 #[test]
 fn the_edge_of_the_window_is_exact_to_the_microsecond() {
     let Some((url, _server)) = support::shared() else {
@@ -278,18 +295,8 @@ fn the_edge_of_the_window_is_exact_to_the_microsecond() {
     };
     let rt = runtime();
     let clock = ManualClock::new();
-    clock.set(Duration::from_secs(1_700_000_000));
     rt.block_on(async {
-        let store = RedisStore::connect_with_clock(&url, relaxed(), Arc::new(clock.clone()))
-            .await
-            .unwrap();
-        let window = RedisWindow::new(
-            &store,
-            &support::unique("edge"),
-            30,
-            Duration::from_secs(60),
-        )
-        .unwrap();
+        let (_store, window) = window_on(&url, &clock, "edge", 30, Duration::from_secs(60)).await;
         for _ in 0..30 {
             window.try_acquire().await.expect("within the limit");
         }
@@ -450,7 +457,7 @@ async fn newest_admission_us(conn: &mut redis::aio::ConnectionManager, key: &str
     u64::from_be_bytes(blob[..8].try_into().unwrap())
 }
 
-/// Finding 1: the same key used with a longer window after a shorter one must not lose
+/// The same key used with a longer window after a shorter one must not lose
 /// its admissions when the shorter window's expiry comes (limit + 1 otherwise).
 #[test]
 fn a_longer_window_keeps_the_key_alive_and_never_admits_limit_plus_one() {
@@ -488,7 +495,7 @@ fn a_longer_window_keeps_the_key_alive_and_never_admits_limit_plus_one() {
     });
 }
 
-/// Finding 4: the key's expiry is at or after the moment its newest admission leaves
+/// The key's expiry is at or after the moment its newest admission leaves
 /// the window, to the microsecond (PEXPIRE counts from a millisecond taken before TIME).
 #[test]
 fn a_window_key_never_expires_before_its_newest_admission_leaves() {
@@ -524,7 +531,7 @@ fn a_window_key_never_expires_before_its_newest_admission_leaves() {
     });
 }
 
-/// Finding 5: on an injected clock the key gets no TTL from virtual time.
+/// On an injected clock the key gets no TTL from virtual time.
 #[test]
 fn an_injected_clock_sets_no_ttl() {
     let Some((url, _server)) = support::shared() else {
@@ -532,18 +539,8 @@ fn an_injected_clock_sets_no_ttl() {
     };
     let rt = runtime();
     let clock = ManualClock::new();
-    clock.set(Duration::from_secs(1_700_000_000));
     rt.block_on(async {
-        let store = RedisStore::connect_with_clock(&url, relaxed(), Arc::new(clock.clone()))
-            .await
-            .unwrap();
-        let window = RedisWindow::new(
-            &store,
-            &support::unique("virtual"),
-            2,
-            Duration::from_secs(1),
-        )
-        .unwrap();
+        let (store, window) = window_on(&url, &clock, "virtual", 2, Duration::from_secs(1)).await;
         window.try_acquire().await.unwrap();
         let mut conn = store.connection();
         let ttl_ms: i64 = redis::cmd("PTTL")
@@ -555,7 +552,7 @@ fn an_injected_clock_sets_no_ttl() {
     });
 }
 
-/// Finding 6: a global window `a:b` and client `b` of keyed window `a` are two windows.
+/// A global window `a:b` and client `b` of keyed window `a` are two windows.
 #[test]
 fn global_and_keyed_window_names_never_collide() {
     let Some((url, _server)) = support::shared() else {

@@ -8,6 +8,27 @@ use std::time::Duration;
 /// How long a request may wait for its answer.
 const READ_BOUND: Duration = Duration::from_secs(20);
 
+/// A whole answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// The header lines as sent, name and value (trimmed).
+    pub headers: Vec<(String, String)>,
+    /// The body, a chunked one put together.
+    pub body: String,
+}
+
+impl Answer {
+    /// The value of the first header called `name` (any case), if any.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
 /// Sends `method path` with an empty body to `addr` (`host:port`) and reads the whole
 /// answer: its status and its body (a chunked body put together).
 ///
@@ -16,6 +37,15 @@ const READ_BOUND: Duration = Duration::from_secs(20);
 /// When the connection fails, the answer does not come within 20 s, or it has no
 /// status line.
 pub fn request(addr: &str, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    fetch(addr, method, path).map(|answer| (answer.status, answer.body))
+}
+
+/// As [`request`], with the headers too.
+///
+/// # Errors
+///
+/// As [`request`].
+pub fn fetch(addr: &str, method: &str, path: &str) -> std::io::Result<Answer> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(READ_BOUND))?;
     write!(
@@ -31,17 +61,27 @@ pub fn request(addr: &str, method: &str, path: &str) -> std::io::Result<(u16, St
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("no status in {reply:?}")))?;
     let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    Ok((
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            Some((name.to_owned(), value.trim().to_owned()))
+        })
+        .collect();
+    let chunked = headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok(Answer {
         status,
-        if chunked {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        },
-    ))
+        headers,
+        body,
+    })
 }
 
 /// The body of a chunked answer.

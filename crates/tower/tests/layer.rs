@@ -47,6 +47,28 @@ fn get(path: &str) -> Request<String> {
     Request::get(path).body(String::new()).expect("request")
 }
 
+/// `service` once it is ready (these services always become ready).
+async fn ready<S, B>(service: &mut S) -> &mut S
+where
+    S: Service<Request<B>>,
+    S::Error: std::fmt::Debug,
+{
+    ServiceExt::ready(service).await.expect("ready")
+}
+
+/// One request through `service`, once it is ready: its response.
+async fn send<S, B, R>(service: &mut S, request: Request<B>) -> Response<R>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+    S::Error: std::fmt::Debug,
+{
+    ready(service)
+        .await
+        .call(request)
+        .await
+        .expect("a response")
+}
+
 /// Polls `future` once, without a runtime: everything here is ready or pending for good.
 fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
     future.poll(&mut Context::from_waker(Waker::noop()))
@@ -59,7 +81,7 @@ async fn exactly_limit_admitted_then_429_with_retry_after_rounded_up() {
         .policy_header_on_success(true)
         .layer(ok_service());
     for _ in 0..3 {
-        let response = service.ready().await.unwrap().call(get("/")).await.unwrap();
+        let response = send(&mut service, get("/")).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(
             response.headers()[&RATELIMIT_POLICY],
@@ -68,7 +90,7 @@ async fn exactly_limit_admitted_then_429_with_retry_after_rounded_up() {
         assert!(response.headers().get(&RATELIMIT).is_none());
     }
     clock.advance(Duration::from_millis(10_300));
-    let response = service.ready().await.unwrap().call(get("/")).await.unwrap();
+    let response = send(&mut service, get("/")).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     // 60 s - 10.3 s = 49.7 s: a client told 49 would be refused again.
     assert_eq!(response.headers()["retry-after"], "50");
@@ -86,7 +108,7 @@ async fn exactly_limit_admitted_then_429_with_retry_after_rounded_up() {
 
     // The window moves on: at 60 s the first admissions leave it.
     clock.advance(Duration::from_millis(49_700));
-    let response = service.ready().await.unwrap().call(get("/")).await.unwrap();
+    let response = send(&mut service, get("/")).await;
     assert_eq!(response.status(), StatusCode::OK);
     let snapshot = admission.metrics().snapshot();
     assert_eq!(
@@ -102,34 +124,14 @@ async fn clones_of_layer_and_service_share_one_state() {
     let mut first = layer.clone().layer(ok_service());
     let mut second = layer.layer(ok_service());
     let mut third = second.clone();
-    let response = first.ready().await.unwrap().call(get("/")).await.unwrap();
+    let response = send(&mut first, get("/")).await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers().get(&RATELIMIT_POLICY).is_none(),
         "opt-in on success"
     );
-    assert_eq!(
-        second
-            .ready()
-            .await
-            .unwrap()
-            .call(get("/"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        third
-            .ready()
-            .await
-            .unwrap()
-            .call(get("/"))
-            .await
-            .unwrap()
-            .status(),
-        429
-    );
+    assert_eq!(send(&mut second, get("/")).await.status(), 200);
+    assert_eq!(send(&mut third, get("/")).await.status(), 429);
 }
 
 /// An inner service whose responses never come: requests stay in flight.
@@ -210,7 +212,7 @@ async fn queue_place_goes_back_when_the_response_is_ready() {
     let (admission, _clock) = admission(100, 1);
     let mut service = AdmissionLayer::new(Arc::clone(&admission)).layer(ok_service());
     for _ in 0..5 {
-        let future = service.ready().await.unwrap().call(get("/"));
+        let future = ready(&mut service).await.call(get("/"));
         assert_eq!(admission.queue().len(), 1);
         let response = future.await.unwrap();
         assert_eq!(response.status(), 200);
@@ -239,30 +241,10 @@ async fn a_handler_may_take_the_ticket_and_start_the_job_itself() {
     let mut service = AdmissionLayer::new(Arc::clone(&admission))
         .hand_over_ticket(true)
         .layer(inner);
-    assert_eq!(
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(get("/"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(send(&mut service, get("/")).await.status(), 200);
     // The response is done, but the job is still queued: the handler kept the ticket.
     assert_eq!(admission.queue().len(), 1);
-    assert_eq!(
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(get("/"))
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
+    assert_eq!(send(&mut service, get("/")).await.status(), 503);
     let ticket = tickets.lock().unwrap().pop().unwrap();
     let permit = admission.start_job(ticket).expect("a free slot");
     assert_eq!(
@@ -279,36 +261,10 @@ async fn exempt_requests_pass_a_full_service_and_are_counted() {
     let mut service = AdmissionLayer::new(Arc::clone(&admission))
         .exempt(|head| head.path() == "/health")
         .layer(ok_service());
-    assert_eq!(
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(get("/"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(get("/"))
-            .await
-            .unwrap()
-            .status(),
-        429
-    );
+    assert_eq!(send(&mut service, get("/")).await.status(), 200);
+    assert_eq!(send(&mut service, get("/")).await.status(), 429);
     for _ in 0..3 {
-        let response = service
-            .ready()
-            .await
-            .unwrap()
-            .call(get("/health"))
-            .await
-            .unwrap();
+        let response = send(&mut service, get("/health")).await;
         assert_eq!(response.status(), 200);
         assert!(response.headers().get(&RATELIMIT_POLICY).is_none());
     }
@@ -344,13 +300,7 @@ async fn per_client_stage_by_header_keeps_clients_apart() {
     clock.advance(Duration::from_millis(300));
     let mut statuses = Vec::new();
     for key in ["a", "a", "a", "b", "b", "b", "c"] {
-        let response = service
-            .ready()
-            .await
-            .unwrap()
-            .call(keyed(key))
-            .await
-            .unwrap();
+        let response = send(&mut service, keyed(key)).await;
         let status = response.status().as_u16();
         if status != 200 {
             assert_eq!(response.headers()["retry-after"], "10", "{status}");
@@ -364,7 +314,7 @@ async fn per_client_stage_by_header_keeps_clients_apart() {
     assert_eq!(statuses, [200, 200, 429, 200, 200, 429, 503]);
     // Requests without the header are held to the shared limit only.
     for _ in 0..5 {
-        let response = service.ready().await.unwrap().call(get("/")).await.unwrap();
+        let response = send(&mut service, get("/")).await;
         assert_eq!(response.status(), 200);
     }
     let snapshot = admission.metrics().snapshot();
@@ -386,24 +336,8 @@ async fn per_client_stage_by_header_keeps_clients_apart() {
         .key_by(KeyBy::header(http::HeaderName::from_static("x-api-key")))
         .unwrap()
         .layer(ok_service());
-    assert_eq!(
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(keyed("a"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(keyed("b"))
-        .await
-        .unwrap();
+    assert_eq!(send(&mut service, keyed("a")).await.status(), 200);
+    let response = send(&mut service, keyed("b")).await;
     assert_eq!(response.status(), 429);
     assert_eq!(
         response.headers()[&RATELIMIT_POLICY],
@@ -456,7 +390,7 @@ async fn the_policy_header_follows_reconfigure() {
     let mut service = AdmissionLayer::new(Arc::clone(&admission))
         .policy_header_on_success(true)
         .layer(ok_service());
-    let response = service.ready().await.unwrap().call(get("/")).await.unwrap();
+    let response = send(&mut service, get("/")).await;
     assert_eq!(
         response.headers()[&RATELIMIT_POLICY],
         "\"default\";q=2;w=60"
@@ -466,7 +400,7 @@ async fn the_policy_header_follows_reconfigure() {
     wider.rate.window_ms = 120_000;
     admission.reconfigure(wider).unwrap();
     // The same service, built before the change, states the new limit...
-    let response = service.ready().await.unwrap().call(get("/")).await.unwrap();
+    let response = send(&mut service, get("/")).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()[&RATELIMIT_POLICY],
@@ -477,7 +411,7 @@ async fn the_policy_header_follows_reconfigure() {
     narrower.rate.window_ms = 30_000;
     admission.reconfigure(narrower).unwrap();
     clock.advance(Duration::from_millis(100));
-    let response = service.ready().await.unwrap().call(get("/")).await.unwrap();
+    let response = send(&mut service, get("/")).await;
     assert_eq!(response.status(), 429);
     assert_eq!(
         response.headers()[&RATELIMIT_POLICY],
@@ -523,23 +457,11 @@ async fn a_429_names_the_limit_that_refused() {
             .unwrap()
     };
     for key in ["a", "b"] {
-        let response = service
-            .ready()
-            .await
-            .unwrap()
-            .call(keyed(key))
-            .await
-            .unwrap();
+        let response = send(&mut service, keyed(key)).await;
         assert_eq!(response.status(), 200);
     }
     // "a" has spent its own limit and the shared one is spent: either may refuse.
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(keyed("a"))
-        .await
-        .unwrap();
+    let response = send(&mut service, keyed("a")).await;
     assert_eq!(response.status(), 429);
     let said = (
         response.headers()["retry-after"].to_str().unwrap(),
@@ -607,21 +529,21 @@ async fn an_awaited_door_decides_before_the_inner_service_is_called() {
         .layer(inner);
     // Not decided in `call`: the first poll waits for the door, and the inner service
     // has not been called yet.
-    let mut first = Box::pin(service.ready().await.unwrap().call(get("/")));
+    let mut first = Box::pin(ready(&mut service).await.call(get("/")));
     assert!(poll_once(first.as_mut()).is_pending());
     assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 0);
     assert_eq!(door.0.queue().len(), 1, "the ticket is held while it waits");
     assert_eq!(first.await.unwrap().status(), StatusCode::OK);
     assert_eq!(door.0.queue().len(), 0, "and given back with the response");
     clock.advance(Duration::from_millis(500));
-    let second = service.ready().await.unwrap().call(get("/")).await.unwrap();
+    let second = send(&mut service, get("/")).await;
     assert_eq!(second.status(), StatusCode::OK);
-    let refused = service.ready().await.unwrap().call(get("/")).await.unwrap();
+    let refused = send(&mut service, get("/")).await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(refused.headers()["retry-after"], "60"); // 59.5 s rounded up
     assert_eq!(refused.headers()[&RATELIMIT_POLICY], "\"default\";q=2;w=60");
     assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 2);
-    let health = service.ready().await.unwrap().call(get("/health")).await;
+    let health = ready(&mut service).await.call(get("/health")).await;
     assert_eq!(health.unwrap().status(), StatusCode::OK);
     let snapshot = door.0.metrics().snapshot();
     assert_eq!(
