@@ -104,12 +104,13 @@ use std::sync::atomic::fence;
 /// The largest `max_keys` a [`KeyedSlidingWindow`] accepts: 2²⁶ keys.
 pub const MAX_KEYS: usize = 1 << 26;
 
-/// Times at or above this are treated as this (2⁶² ns, 146 years), so that a ring's
-/// free times (`time + window`) stay below its seal bit.
+/// Times at or above this are treated as this (2⁶² ns, 146 years), as the ring itself
+/// does (`SEALABLE_TIME_NS`), so that waits from real windows stay far below a sealed
+/// ring's.
 const MAX_TIME_NS: u64 = 1 << 62;
 
-/// A refusal wait at least this long may mean a sealed ring (sealed free times are at
-/// least 2⁶³; real ones come within `MAX_WINDOW` of a time below 2⁶²).
+/// A refusal wait at least this long may mean a sealed ring (a sealed ring's waits are
+/// at least 2⁶³; real ones come within `MAX_WINDOW` of a time below 2⁶²).
 const SEALED_WAIT_NS: u64 = 1 << 62;
 
 const _: () = assert!(MAX_WINDOW.as_nanos() < MAX_TIME_NS as u128);

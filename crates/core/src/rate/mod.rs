@@ -14,8 +14,9 @@ pub use window::{MAX_LIMIT, MAX_WINDOW, SlidingWindow};
 
 use std::time::Duration;
 
-/// Times at or above this (2⁶² ns, 146 years after a clock's epoch) are treated as this
-/// wherever a ring may be sealed, so that its times stay below the seal bit.
+/// The latest time a ring records: readings at or past it (2⁶² ns, 146 years after a
+/// clock's epoch) count as it, so that a slot's value stays below a sealed one and
+/// `time + window` never overflows. A sealed ring refuses with a wait of at least 2⁶³.
 pub(crate) const SEALABLE_TIME_NS: u64 = 1 << 62;
 
 const _: () = assert!(MAX_WINDOW.as_nanos() < SEALABLE_TIME_NS as u128);

@@ -32,10 +32,11 @@ const _: () = assert!(MAX_WINDOW.as_nanos() < (u64::MAX / 4) as u128);
 ///
 /// # Concurrency
 ///
-/// [`try_acquire`](Self::try_acquire) takes no lock: an admission is one 128-bit
-/// compare-and-swap that claims the admission number and records its time together,
-/// plus a 64-bit CAS that any thread may perform to move the ring's head on. A thread
-/// preempted at any point delays nobody. Admissions are linearised in the order of their
+/// [`try_acquire`](Self::try_acquire) takes no lock: an admission is one 64-bit
+/// compare-and-swap that claims the next slot of the ring and records its time together
+/// (a slot's value only ever grows, so a swap prepared on a stale reading cannot succeed),
+/// plus a plain store that moves the ring's head hint on. A thread preempted at any point
+/// delays nobody. Admissions are linearised in the order of their
 /// CASes; the recorded time of an admission is `max(its clock reading, the previous
 /// admission's recorded time)`, so recorded times are monotone even when threads read
 /// the clock in a different order than they admit.
@@ -81,10 +82,14 @@ const _: () = assert!(MAX_WINDOW.as_nanos() < (u64::MAX / 4) as u128);
 /// [`try_acquire_at`](Self::try_acquire_at) cannot re-read and judges the time it was
 /// given, counting those later admissions too.
 ///
+/// Readings at or past 2⁶² ns (146 years after the clock's epoch) count as that instant.
+///
 /// # Memory
 ///
-/// One ring of `limit` 16-byte slots plus a cache-padded head:
-/// [`SlidingWindow::bytes_for(limit)`](Self::bytes_for) bytes (about `16·limit + 256`).
+/// One ring of 8-byte slots, two per unit of [`capacity`](Self::capacity) (the second
+/// half is what lets the ring find its next slot without storing admission numbers), plus
+/// a cache-padded head: [`SlidingWindow::bytes_for(limit)`](Self::bytes_for) bytes (about
+/// `16·limit + 256`).
 ///
 /// # Example
 ///
@@ -418,8 +423,10 @@ impl<C: Clock> SlidingWindow<C> {
             .saturating_add(std::mem::size_of::<Self>())
     }
 
-    /// Whether admissions use real 128-bit atomic instructions on this machine (true on
-    /// x86_64 with CMPXCHG16B and on aarch64); false would mean a lock-based fallback.
+    /// Whether the limiter takes no lock on this machine: admissions are 64-bit atomics
+    /// everywhere, and the limit and window, read together on every decision, are one
+    /// real 128-bit atomic (true on x86_64 with CMPXCHG16B and on aarch64); false would
+    /// mean a lock-based fallback for that pair.
     pub fn is_lock_free() -> bool {
         AdmissionRing::is_lock_free()
     }
