@@ -1035,8 +1035,9 @@ mod tests {
             AdmissionRing::bytes_for(1024) - AdmissionRing::bytes_for(1),
             16 * 1023
         );
+        // Miri runs portable-atomic's fallback, which is not lock-free.
         assert!(
-            AdmissionRing::is_lock_free(),
+            cfg!(miri) || AdmissionRing::is_lock_free(),
             "128-bit shape loads expected on this CPU"
         );
     }
