@@ -4,7 +4,9 @@
 //! the unlink ([`fsops::lock_file_at`](crate::fsops::lock_file_at)); no snapshot can give
 //! that guarantee, since a lock taken after the snapshot is missed. A dry run removes
 //! nothing, so its lock check only has to *predict* the probe, and one read of
-//! `/proc/locks` saves it an `open` + `flock` + `close` per old file. The prediction is
+//! `/proc/locks` saves it an `open` + `fstat` + `flock` + `close` per old file and the
+//! two `flock`s of each directory's check; when nothing on the swept filesystem is locked
+//! (the common case), not even a lookup per entry is left. The prediction is
 //! exact only where the table lists every `flock` on the swept filesystem, so it is used
 //! only when all of these hold, and otherwise the dry run probes like a real run:
 //!
@@ -40,10 +42,12 @@ const TRUSTED_FS_MAGIC: [u64; 3] = [0x0102_1994, 0xef53, 0x5846_5342];
 /// exited takers.
 const MIN_KERNEL: (u32, u32) = (5, 0);
 
-/// Every `flock` on the swept filesystem, as `(device major, device minor, inode)`.
+/// Every `flock` on the swept filesystem: its device and the inodes locked there.
 #[derive(Debug, Default)]
 pub(crate) struct LockTable {
-    held: HashSet<(u32, u32, u64)>,
+    /// The swept filesystem's device, `(major, minor)`.
+    dev: (u32, u32),
+    held: HashSet<u64>,
 }
 
 impl LockTable {
@@ -66,17 +70,18 @@ impl LockTable {
         if kernel_version(&release)? < MIN_KERNEL {
             return None;
         }
-        parse(&std::fs::read_to_string("/proc/locks").ok()?)
+        let dev = crate::fsops::fstat(root).ok()?.dev;
+        parse(
+            &std::fs::read_to_string("/proc/locks").ok()?,
+            (rustix::fs::major(dev), rustix::fs::minor(dev)),
+        )
     }
 
     /// True when the table lists an `flock` on the inode of `meta`.
     pub fn is_locked(&self, meta: &Meta) -> bool {
-        let key = (
-            rustix::fs::major(meta.dev),
-            rustix::fs::minor(meta.dev),
-            meta.ino,
-        );
-        self.held.contains(&key)
+        !self.held.is_empty()
+            && (rustix::fs::major(meta.dev), rustix::fs::minor(meta.dev)) == self.dev
+            && self.held.contains(&meta.ino)
     }
 }
 
@@ -95,9 +100,10 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
 }
 
 /// Parses lines like `1: FLOCK  ADVISORY  WRITE 1959 fe:00:10010708 0 EOF` (device
-/// major and minor in hex, inode in decimal). Blocked waiters (`->` lines) hold nothing;
-/// POSIX and OFD locks do not conflict with `flock`. `None` if the table is too long.
-fn parse(text: &str) -> Option<LockTable> {
+/// major and minor in hex, inode in decimal), keeping the locks on device `dev`. Blocked
+/// waiters (`->` lines) hold nothing; POSIX and OFD locks do not conflict with `flock`.
+/// `None` if the table is too long.
+fn parse(text: &str, dev: (u32, u32)) -> Option<LockTable> {
     let mut held = HashSet::new();
     for (n, line) in text.lines().enumerate() {
         if n >= MAX_LOCK_LINES {
@@ -120,10 +126,12 @@ fn parse(text: &str) -> Option<LockTable> {
             u32::from_str_radix(minor, 16),
             ino.parse::<u64>(),
         ) {
-            held.insert((major, minor, ino));
+            if (major, minor) == dev {
+                held.insert(ino);
+            }
         }
     }
-    Some(LockTable { held })
+    Some(LockTable { dev, held })
 }
 
 #[cfg(test)]
@@ -141,14 +149,13 @@ mod tests {
                     3: FLOCK  ADVISORY  WRITE 12 08:11:99 0 EOF\n\
                     3: -> FLOCK  ADVISORY  WRITE 13 08:11:5 0 EOF\n\
                     4: OFDLCK ADVISORY  READ -1 00:2d:7 0 EOF\n";
-        let table = parse(text).unwrap();
-        let held: HashSet<_> = table.held.iter().copied().collect();
-        assert_eq!(
-            held,
-            HashSet::from([(0xfe, 0, 10_010_708), (0x08, 0x11, 99)])
-        );
+        let on = |dev: (u32, u32)| parse(text, dev).unwrap().held;
+        assert_eq!(on((0xfe, 0)), HashSet::from([10_010_708]));
+        assert_eq!(on((0x08, 0x11)), HashSet::from([99]), "not the waiter's 5");
+        assert!(on((0x08, 0x01)).is_empty(), "a POSIX lock is not an flock");
+        assert!(on((0x00, 0x2d)).is_empty(), "nor an OFD lock");
         let too_long = "1: FLOCK ADVISORY READ 1 00:01:1 0 EOF\n".repeat(MAX_LOCK_LINES + 1);
-        assert!(parse(&too_long).is_none());
+        assert!(parse(&too_long, (0, 1)).is_none());
     }
 
     #[test]

@@ -145,6 +145,19 @@ impl Ctx<'_> {
         }
     }
 
+    /// Whether the directory `dir` (with `meta`) is locked, so that the walk leaves it
+    /// alone: probed with a lock taken and given back at once, or, in a dry run with a
+    /// trusted lock table, read from the table (see [`Ctx::lock_file`]).
+    fn dir_is_locked(&self, dir: BorrowedFd<'_>, meta: &Meta) -> bool {
+        if !self.check_locks {
+            return false;
+        }
+        match self.lock_table {
+            Some(table) if self.dry_run => table.is_locked(meta),
+            _ => fsops::is_locked(dir),
+        }
+    }
+
     fn excluded(&self, rel_child: &Path) -> bool {
         self.excludes.is_some_and(|set| set.is_match(rel_child))
     }
@@ -386,7 +399,7 @@ fn enter_dir(
             return None;
         }
     }
-    if ctx.check_locks && fsops::is_locked(fd.as_fd()) {
+    if ctx.dir_is_locked(fd.as_fd(), &meta) {
         tally.skipped.add(SkipReason::Locked);
         return None;
     }

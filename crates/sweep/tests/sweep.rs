@@ -197,6 +197,9 @@ fn files_and_directories_under_flock_are_skipped() {
     let held_dir = fs::File::open(root.join("job")).unwrap();
     rustix::fs::flock(&held_dir, rustix::fs::FlockOperation::LockShared).unwrap();
 
+    // A dry run predicts both (from /proc/locks where that lists every flock).
+    let dry = sweep(root).dry_run(true).run().unwrap();
+    assert_eq!((dry.skipped.locked, dry.files_removed), (2, 1));
     let report = sweep(root).run().unwrap();
     assert_eq!(report.skipped.locked, 2);
     assert_eq!(report.files_removed, 1);
