@@ -80,7 +80,8 @@ fn counter(out: &mut String, name: &str, help: &str, label: &str, samples: &[(&s
 }
 
 /// A `RedisAdmission`'s counters in OpenMetrics text, under the families core's registry
-/// uses for the same decisions (a shared door has no local queue or slot gauges).
+/// uses for the same decisions (a shared door has no local queue or slot gauges), then
+/// its store's own `backstop_store_*` families from backstop-redis's registry.
 pub(crate) fn render_redis(door: &backstop_redis::RedisAdmission) -> String {
     let c = door.counts();
     let mut out = String::new();
@@ -119,6 +120,9 @@ pub(crate) fn render_redis(door: &backstop_redis::RedisAdmission) -> String {
         "reason",
         &c.job_waits_total,
     );
-    out.push_str("# EOF\n");
+    let mut registry = prometheus_client::registry::Registry::default();
+    door.store().register_metrics(&mut registry);
+    // Writing to a String cannot fail; the encoder ends the text with `# EOF`.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
     out
 }

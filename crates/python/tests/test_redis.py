@@ -213,3 +213,20 @@ def test_redis_killed_local_fallback_decides_on_the_share(private_redis: RedisSe
             admitted += 1
     # The rate stage decides locally on half the limit: 5 pass it, 3 are 429.
     assert (admitted, refused) == (5, 3)
+
+
+def test_the_collector_reads_the_shared_door_and_its_store(redis_url: str) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from backstop_admission.prometheus import BackstopCollector
+
+    admission = connect(redis_url, rate_limit=1)
+    admission.try_admit_blocking().release()
+    with pytest.raises(RateLimited):
+        admission.try_admit_blocking()
+    registry = CollectorRegistry()
+    registry.register(BackstopCollector(admission))
+    text = generate_latest(registry).decode()
+    assert "backstop_admitted_total 1.0" in text
+    assert "backstop_rate_limited_total 1.0" in text
+    assert "backstop_store_" in text
