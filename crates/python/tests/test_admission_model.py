@@ -127,6 +127,6 @@ class AdmissionMatchesTheModel(RuleBasedStateMachine):
 
 
 AdmissionMatchesTheModel.TestCase.settings = settings(
-    max_examples=150, stateful_step_count=60, deadline=None
+    max_examples=80, stateful_step_count=50, deadline=None
 )
 TestAdmissionMatchesTheModel = AdmissionMatchesTheModel.TestCase
