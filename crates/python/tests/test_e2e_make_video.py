@@ -214,8 +214,8 @@ def test_queue_full_is_503_and_an_unclaimed_place_comes_back_after_max_wait(
     solo: Dict[str, Any],
 ) -> None:
     base = solo["base"]
+    before = time.monotonic()  # the places are detached after this
     first, second, third = post(base), post(base), post(base)
-    handed_over = time.monotonic()
     assert (first.status_code, second.status_code) == (202, 202), (first.text, second.text)
     assert third.status_code == 503 and third.json()["reason"] == "queue_full"
     assert third.headers["retry-after"] == "1"
@@ -224,7 +224,8 @@ def test_queue_full_is_503_and_an_unclaimed_place_comes_back_after_max_wait(
         assert time.monotonic() < deadline, "the unclaimed places never came back"
         time.sleep(0.1)
     assert answer.status_code == 202
-    assert time.monotonic() - handed_over >= 1.5  # not before max_wait (2 s)
+    # Not before max_wait (2 s) from the detach, which came after `before`.
+    assert time.monotonic() - before >= 1.9
 
 
 def test_redis_killed_the_api_fails_closed_then_recovers(solo: Dict[str, Any]) -> None:
