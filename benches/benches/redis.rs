@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use backstop_redis::StoreConnection;
 use backstop_redis::{RedisStore, RedisWindow, StoreOptions};
 use redis::Script;
-use redis::aio::ConnectionManager;
 
 const LIMIT: u32 = 30;
 const WINDOW: Duration = Duration::from_secs(1);
@@ -53,7 +53,7 @@ return 1
 #[derive(Clone)]
 enum Contender {
     Backstop(Arc<RedisWindow>),
-    Peer(ConnectionManager, Arc<Script>, String),
+    Peer(StoreConnection, Arc<Script>, String),
 }
 
 impl Contender {
@@ -111,7 +111,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-async fn memory_usage(conn: &mut ConnectionManager, key: &str) -> u64 {
+async fn memory_usage(conn: &mut StoreConnection, key: &str) -> u64 {
     redis::cmd("MEMORY")
         .arg("USAGE")
         .arg(key)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use backstop_core::clock::QuantaClock;
 use backstop_core::units;
-use backstop_redis::{FailurePolicy, RedisAdmission, RedisStore, StoreOptions};
+use backstop_redis::{FailurePolicy, RedisAdmission, RedisStore, StoreOptions, TlsConfig};
 
 use crate::config::Config;
 use crate::server::serve;
@@ -44,7 +44,9 @@ struct Args {
     /// TOML configuration file (defaults for every key not given).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Keep the limits in this Redis (redis://[user:password@]host:port[/db]), shared
+    /// Keep the limits in this Redis (redis://[user:password@]host:port[/db]; rediss://
+    /// for TLS; redis+cluster://host:port,... for Redis Cluster;
+    /// redis+sentinel://host:port,.../service for the primary Sentinel names), shared
     /// by every replica started with the same URL: one rate limit, queue and set of job
     /// slots for all. When Redis fails or passes the deadline the replica answers 503
     /// store_unavailable (fail closed), unless --redis-fallback-share is given.
@@ -78,6 +80,15 @@ struct Args {
         requires = "redis"
     )]
     redis_lease: Duration,
+    /// With a rediss:// URL: trust this CA (PEM) instead of the system's.
+    #[arg(long, value_name = "FILE", requires = "redis")]
+    redis_ca: Option<std::path::PathBuf>,
+    /// With a rediss:// URL: this client certificate (PEM), for servers that ask for one.
+    #[arg(long, value_name = "FILE", requires_all = ["redis", "redis_key"])]
+    redis_cert: Option<std::path::PathBuf>,
+    /// The key of --redis-cert (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["redis", "redis_cert"])]
+    redis_key: Option<std::path::PathBuf>,
     /// When Redis fails or passes the deadline, decide the rate limits in this replica on
     /// its own window holding this share (above 0, at most 1) of each limit, instead of
     /// answering 503 store_unavailable. With K replicas, 1/K keeps the total near the
@@ -165,9 +176,18 @@ async fn run(args: Args) -> Result<(), String> {
                 },
                 ..StoreOptions::default()
             };
-            let store = RedisStore::connect(url, options)
-                .await
+            let store = if args.redis_ca.is_some() || args.redis_cert.is_some() {
+                let tls = TlsConfig::from_files(
+                    args.redis_ca.as_deref(),
+                    args.redis_cert.as_deref(),
+                    args.redis_key.as_deref(),
+                )
                 .map_err(|e| format!("--redis {url}: {e}"))?;
+                RedisStore::connect_with_tls(url, options, &tls).await
+            } else {
+                RedisStore::connect(url, options).await
+            }
+            .map_err(|e| format!("--redis {url}: {e}"))?;
             let door = config
                 .redis_admission(&store, &args.redis_name, args.redis_lease)
                 .map_err(|e| e.to_string())?;

@@ -9,7 +9,8 @@ pub enum ConnectError {
     /// A [`StoreOptions`](crate::StoreOptions) field is out of range.
     #[error("bad store options: {0}")]
     BadOptions(#[from] backstop_core::ConfigError),
-    /// The URL does not parse as a `redis://` or `unix://` URL.
+    /// The URL does not parse as one of the deployments' URLs (`redis://`, `rediss://`,
+    /// `unix://`, `redis+cluster://`, `redis+sentinel://`, and their TLS forms).
     #[error("malformed Redis URL: {0}")]
     BadUrl(String),
     /// Nothing answered at the address within the connect deadline.
@@ -18,6 +19,34 @@ pub enum ConnectError {
         /// host:port as given.
         address: String,
         /// What the connection attempt met.
+        cause: String,
+    },
+    /// A Redis Cluster node was given as a plain URL: with it, every decision would be
+    /// refused with MOVED for the keys of other nodes.
+    #[error(
+        "Redis at {address} is a Redis Cluster node: connect with redis+cluster://{address} \
+         (or rediss+cluster:// for TLS), listing one or more of its nodes"
+    )]
+    ClusterNode {
+        /// The address given.
+        address: String,
+    },
+    /// A Sentinel was given as a plain URL: it keeps no data.
+    #[error(
+        "Redis at {address} is a Sentinel: connect with redis+sentinel://{address}/<service>, \
+         naming the primary's service"
+    )]
+    SentinelNode {
+        /// The address given.
+        address: String,
+    },
+    /// The TLS handshake failed (a certificate the CA given does not vouch for, a
+    /// server that asks for a client certificate) or the TLS material is unusable.
+    #[error("TLS with Redis at {address} failed: {cause}")]
+    Tls {
+        /// The address given (or the file that could not be read).
+        address: String,
+        /// What the handshake or the file met.
         cause: String,
     },
     /// The server refused the password or user.
@@ -87,7 +116,7 @@ impl StoreError {
         if err.is_timeout() {
             return StoreError::Timeout(Duration::ZERO);
         }
-        if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
+        if crate::connection::needs_another_connection(err) {
             return StoreError::Connection(text);
         }
         StoreError::Server(text)

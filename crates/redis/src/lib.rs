@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 mod admission;
+mod checks;
+mod connection;
 mod detach;
 mod error;
 pub mod jobs;
@@ -15,6 +17,7 @@ mod store;
 mod window;
 
 pub use admission::{AdmissionCounts, DEFAULT_LEASE, RedisAdmission, RedisTicket};
+pub use connection::{StoreConnection, TlsConfig};
 pub use detach::{ClaimError, DetachError};
 pub use error::{ConnectError, StoreError};
 pub use jobs::{

@@ -20,6 +20,7 @@ pub struct StoreMetrics {
     leases_reasserted: AtomicU64,
     leases_lost: AtomicU64,
     detached_unclaimed: AtomicU64,
+    reconnects: AtomicU64,
     /// Set by the first failure after a success, cleared by the next success: what makes
     /// an outage one `warn` line and one recovery line, not a line per request.
     failing: AtomicBool,
@@ -39,6 +40,7 @@ impl Default for StoreMetrics {
             leases_reasserted: AtomicU64::new(0),
             leases_lost: AtomicU64::new(0),
             detached_unclaimed: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             round_trip: DurationHistogram::new(&ROUND_TRIP_BOUNDS_NS),
         }
@@ -67,6 +69,9 @@ pub struct StoreMetricsSnapshot {
     /// Detached tickets nobody claimed within `max_wait`, counted by the process whose
     /// script found them expired (sum over the replicas for the total).
     pub detached_unclaimed: u64,
+    /// Connections replaced: broken, or reaching a node that was no longer a writable
+    /// primary (a failover), and connected again.
+    pub reconnects: u64,
 }
 
 impl StoreMetrics {
@@ -125,6 +130,9 @@ impl StoreMetrics {
     pub(crate) fn round_trip(&self, took: Duration) {
         self.round_trip.observe(took);
     }
+    pub(crate) fn reconnected(&self) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
     pub(crate) fn unclaimed(&self, count: u64) {
         if count > 0 {
             self.detached_unclaimed.fetch_add(count, Ordering::Relaxed);
@@ -143,6 +151,7 @@ impl StoreMetrics {
             leases_reasserted: self.leases_reasserted.load(Ordering::Relaxed),
             leases_lost: self.leases_lost.load(Ordering::Relaxed),
             detached_unclaimed: self.detached_unclaimed.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
         }
     }
 

@@ -7,14 +7,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backstop_core::clock::Clock;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncConnectionConfig;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::checks;
+use crate::connection::{StoreConnection, Target, TlsConfig};
 use crate::error::{ConnectError, StoreError};
 use crate::lease::LeaseState;
 use crate::metrics::StoreMetrics;
-use crate::options::{EvictionCheck, StoreOptions};
+use crate::options::StoreOptions;
 use crate::scripts;
 
 /// The most decisions queued for the batching task; callers beyond it wait for room
@@ -23,11 +25,12 @@ const MAX_PENDING: usize = 4096;
 /// The most decisions one script call makes.
 const MAX_BATCH: usize = 512;
 
-/// A connection to one Redis (or one Redis Cluster slot owner) shared by every stage made
-/// from it. Cheap to clone.
+/// A connection to one Redis deployment (one endpoint, a Cluster, or the primary
+/// Sentinel names: [`StoreConnection`]) shared by every stage made from it. Cheap to
+/// clone.
 ///
-/// Every call from every stage goes over one multiplexed connection
-/// ([`ConnectionManager`], which reconnects on its own after a failure); concurrent
+/// Every call from every stage goes over one multiplexed connection (replaced when it
+/// breaks or reaches a node that is no longer a writable primary); concurrent
 /// window decisions are coalesced by a batching task into one script call per key, so
 /// 64 callers of one key cost one round trip, not 64. No lock is held across a round
 /// trip: callers hand their request to the task over a channel and await a oneshot.
@@ -37,7 +40,7 @@ pub struct RedisStore {
 }
 
 pub(crate) struct StoreInner {
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: StoreConnection,
     pub(crate) options: StoreOptions,
     pub(crate) metrics: Arc<StoreMetrics>,
     pub(crate) clock: Option<Arc<dyn Clock>>,
@@ -129,21 +132,27 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://[user:password@]host:port[/db]`), checks the server
-    /// (version, `maxmemory-policy`, scripting), and starts the batching task on the
-    /// current tokio runtime. Decisions use Redis's own clock (`TIME`).
+    /// Connects to `url`, checks the server (every primary of a cluster: version,
+    /// `maxmemory-policy`, that it is the deployment the URL says), loads the scripts,
+    /// and starts the batching task on the current tokio runtime. Decisions use Redis's
+    /// own clock (`TIME`). The URL's scheme names the deployment:
+    /// `redis://[user:password@]host:port[/db]` (one endpoint; `rediss://` for TLS with
+    /// the system's roots), `redis+cluster://host:port[,host:port…]` (Redis Cluster),
+    /// `redis+sentinel://host:port[,host:port…]/service[/db]` (the primary Sentinel
+    /// names); see [`StoreConnection`].
     ///
     /// # Errors
     ///
     /// A [`ConnectError`] naming the cause: malformed URL, unreachable host, refused
-    /// credentials, a Redis older than 5.0, an evicting `maxmemory-policy`, options out of
+    /// credentials, a Cluster node or a Sentinel given as a plain URL, a failed TLS
+    /// handshake, a Redis older than 5.0, an evicting `maxmemory-policy`, options out of
     /// range. The whole of it (connection and checks) takes at most `connect_timeout`.
     ///
     /// # Panics
     ///
     /// Outside a tokio runtime (the batching task needs one).
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, ConnectError> {
-        Self::connect_inner(url, options, None).await
+        Self::connect_inner(url, options, None, None).await
     }
 
     /// As [`connect`](Self::connect), but every decision is made at `clock`'s time
@@ -158,28 +167,45 @@ impl RedisStore {
         options: StoreOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ConnectError> {
-        Self::connect_inner(url, options, Some(clock)).await
+        Self::connect_inner(url, options, None, Some(clock)).await
+    }
+
+    /// As [`connect`](Self::connect), with TLS material for a `rediss` URL (a CA of
+    /// your own, a client certificate and key).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect); [`ConnectError::Tls`] when the handshake fails
+    /// (a server certificate the CA does not vouch for).
+    pub async fn connect_with_tls(
+        url: &str,
+        options: StoreOptions,
+        tls: &TlsConfig,
+    ) -> Result<Self, ConnectError> {
+        Self::connect_inner(url, options, Some(tls), None).await
     }
 
     async fn connect_inner(
         url: &str,
         options: StoreOptions,
+        tls: Option<&TlsConfig>,
         clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self, ConnectError> {
         options.validate()?;
         // One deadline for the whole connect: the connection and the checks together.
         let give_up = tokio::time::Instant::now() + options.connect_timeout;
-        let client = redis::Client::open(url).map_err(|e| ConnectError::BadUrl(e.to_string()))?;
-        let address = client.get_connection_info().addr().to_string();
-        let config = ConnectionManagerConfig::new()
+        let (target, address) = Target::parse(url, tls)?;
+        let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.deadline.max(options.connect_timeout)))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(Duration::from_millis(200));
+            .set_response_timeout(None);
+        let metrics = Arc::new(StoreMetrics::default());
+        let on_reconnect = {
+            let metrics = Arc::clone(&metrics);
+            Box::new(move || metrics.reconnected())
+        };
         let mut conn = match tokio::time::timeout_at(
             give_up,
-            ConnectionManager::new_with_config(client, config),
+            StoreConnection::open(target, config, on_reconnect),
         )
         .await
         {
@@ -189,49 +215,15 @@ impl RedisStore {
                     cause: format!("no connection within {:?}", options.connect_timeout),
                 });
             }
-            Ok(Err(e)) => return Err(classify_connect_error(&e, address)),
+            Ok(Err(e)) => return Err(checks::classify_connect_error(&e, address)),
             Ok(Ok(conn)) => conn,
         };
-        let checks = async {
-            let info: String = redis::cmd("INFO")
-                .arg("server")
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| classify_connect_error(&e, address.clone()))?;
-            let (major, minor, found) = scripts::parse_version(&info)
-                .ok_or_else(|| ConnectError::Other("INFO server has no redis_version".into()))?;
-            if (major, minor) < scripts::MIN_VERSION {
-                return Err(ConnectError::TooOld {
-                    found,
-                    needed: scripts::MIN_VERSION_TEXT,
-                });
-            }
-            let policy = eviction_policy(&mut conn).await?;
-            let mut warning = None;
-            if policy != "noeviction" {
-                match options.eviction_check {
-                    EvictionCheck::Refuse => return Err(ConnectError::EvictionPolicy { policy }),
-                    EvictionCheck::WarnOnly => {
-                        let text = format!(
-                            "backstop-redis: maxmemory-policy is `{policy}`: Redis may evict \
-                             limiter keys that still hold admissions, and then admit too many"
-                        );
-                        tracing::warn!("{text}");
-                        eprintln!("WARNING: {text}");
-                        warning = Some(text);
-                    }
-                }
-            }
-            for script in scripts::all() {
-                script
-                    .prepare_invoke()
-                    .load_async(&mut conn)
-                    .await
-                    .map_err(|e| ConnectError::Other(format!("SCRIPT LOAD failed: {e}")))?;
-            }
-            Ok(warning)
-        };
-        let eviction_warning = match tokio::time::timeout_at(give_up, checks).await {
+        let eviction_warning = match tokio::time::timeout_at(
+            give_up,
+            checks::at_connect(&mut conn, &address, &options),
+        )
+        .await
+        {
             Err(_) => {
                 return Err(ConnectError::Unreachable {
                     address,
@@ -241,7 +233,6 @@ impl RedisStore {
             Ok(result) => result?,
         };
 
-        let metrics = Arc::new(StoreMetrics::default());
         let (requests, receiver) = mpsc::channel(MAX_PENDING);
         let runtime = tokio::runtime::Handle::current();
         runtime.spawn(batch_loop(
@@ -287,7 +278,7 @@ impl RedisStore {
     }
 
     /// A clone of the connection, for callers that want to run their own commands.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> StoreConnection {
         self.inner.conn.clone()
     }
 
@@ -473,55 +464,6 @@ fn stopped() -> StoreError {
     StoreError::Connection("the batching task has stopped".into())
 }
 
-fn classify_connect_error(e: &redis::RedisError, address: String) -> ConnectError {
-    let text = e.to_string();
-    if e.kind() == redis::ErrorKind::AuthenticationFailed
-        || text.contains("WRONGPASS")
-        || text.contains("NOAUTH")
-        || text.contains("invalid password")
-        || text.contains("invalid username-password")
-    {
-        return ConnectError::Auth(text);
-    }
-    if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() {
-        return ConnectError::Unreachable {
-            address,
-            cause: text,
-        };
-    }
-    ConnectError::Other(text)
-}
-
-/// `maxmemory-policy` from `CONFIG GET`, or from `INFO memory` where CONFIG is disabled
-/// (renamed away, or refused by an ACL).
-async fn eviction_policy(conn: &mut ConnectionManager) -> Result<String, ConnectError> {
-    let config: Result<Vec<String>, _> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory-policy")
-        .query_async(conn)
-        .await;
-    let config_error = match config {
-        Ok(pair) if pair.len() == 2 => return Ok(pair[1].clone()),
-        Ok(other) => format!("CONFIG GET answered {other:?}"),
-        Err(e) => format!("CONFIG GET failed: {e}"),
-    };
-    let info: Result<String, _> = redis::cmd("INFO").arg("memory").query_async(conn).await;
-    match info {
-        Ok(info) => info
-            .lines()
-            .find_map(|line| line.strip_prefix("maxmemory_policy:"))
-            .map(|policy| policy.trim().to_owned())
-            .ok_or_else(|| {
-                ConnectError::EvictionPolicyUnknown(format!(
-                    "{config_error}; INFO memory has no maxmemory_policy"
-                ))
-            }),
-        Err(e) => Err(ConnectError::EvictionPolicyUnknown(format!(
-            "{config_error}; INFO memory failed: {e}"
-        ))),
-    }
-}
-
 /// 64 bits from the OS generator (the time and an address if it fails: still distinct
 /// between processes, if guessable).
 fn random_u64() -> u64 {
@@ -581,7 +523,7 @@ impl Group {
 /// gives up no later than any request waiting behind it.
 async fn batch_loop(
     mut receiver: mpsc::Receiver<Pending>,
-    conn: ConnectionManager,
+    conn: StoreConnection,
     deadline: Duration,
     metrics: Arc<StoreMetrics>,
 ) {
@@ -684,7 +626,7 @@ async fn batch_loop(
 /// One script call deciding every request of `group`, answered to each caller.
 async fn run_group(
     group: Group,
-    mut conn: ConnectionManager,
+    mut conn: StoreConnection,
     deadline: Duration,
     metrics: &StoreMetrics,
 ) {

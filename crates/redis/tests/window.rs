@@ -62,47 +62,81 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..80),
     ) {
         let Some((url, _server)) = support::shared() else { return Ok(()) };
-        let rt = runtime();
-        let clock = ManualClock::new();
-        // Start far from zero: Redis-side times are microseconds since an epoch.
-        clock.set(Duration::from_secs(1_700_000_000));
-        let window = Duration::from_secs(window_s);
-        rt.block_on(async {
-            let store = RedisStore::connect_with_clock(&url, relaxed(), Arc::new(clock.clone()))
-                .await
-                .expect("connect");
-            let name = support::unique("prop");
-            let shared = RedisKeyedWindow::new(&store, &name, limit, window).unwrap();
-            let models: Vec<_> = (0..3)
-                .map(|_| SlidingWindow::with_clock(limit, window, clock.clone()).unwrap())
-                .collect();
-            let mut last_retry = Duration::ZERO;
-            for op in &ops {
-                match *op {
-                    Op::Acquire(k) => {
-                        let client = format!("client-{k}");
-                        let got = shared.try_acquire_checked(&client).await.expect("store answers");
-                        let want = models[k].try_acquire().map_err(|r| Refusal::RateLimited {
-                            retry_after: r.retry_after(),
-                            scope: RateScope::PerClient,
-                        });
-                        prop_assert_eq!(got, want, "key {} at {:?}", k, clock.now());
-                        if let Err(refusal) = got {
-                            last_retry = refusal.retry_after();
-                        }
+        keyed_matches_the_model(&url, limit, window_s, &ops)?;
+    }
+}
+
+/// The body of the property: decisions from three client keys of one keyed window on
+/// `url`, each against an in-process `SlidingWindow` on the same clock.
+fn keyed_matches_the_model(
+    url: &str,
+    limit: u32,
+    window_s: u64,
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
+    let rt = runtime();
+    let clock = ManualClock::new();
+    // Start far from zero: Redis-side times are microseconds since an epoch.
+    clock.set(Duration::from_secs(1_700_000_000));
+    let window = Duration::from_secs(window_s);
+    rt.block_on(async {
+        let store = RedisStore::connect_with_clock(url, relaxed(), Arc::new(clock.clone()))
+            .await
+            .expect("connect");
+        let name = support::unique("prop");
+        let shared = RedisKeyedWindow::new(&store, &name, limit, window).unwrap();
+        let models: Vec<_> = (0..3)
+            .map(|_| SlidingWindow::with_clock(limit, window, clock.clone()).unwrap())
+            .collect();
+        let mut last_retry = Duration::ZERO;
+        for op in ops {
+            match *op {
+                Op::Acquire(k) => {
+                    let client = format!("client-{k}");
+                    let got = shared
+                        .try_acquire_checked(&client)
+                        .await
+                        .expect("store answers");
+                    let want = models[k].try_acquire().map_err(|r| Refusal::RateLimited {
+                        retry_after: r.retry_after(),
+                        scope: RateScope::PerClient,
+                    });
+                    prop_assert_eq!(got, want, "key {} at {:?}", k, clock.now());
+                    if let Err(refusal) = got {
+                        last_retry = refusal.retry_after();
                     }
-                    Op::Advance(us) => clock.advance(Duration::from_micros(us)),
-                    Op::ToRetry(delta) => {
-                        let to = last_retry.as_micros() as i64 + delta;
-                        if to > 0 {
-                            clock.advance(Duration::from_micros(to as u64));
-                        }
+                }
+                Op::Advance(us) => clock.advance(Duration::from_micros(us)),
+                Op::ToRetry(delta) => {
+                    let to = last_retry.as_micros() as i64 + delta;
+                    if to > 0 {
+                        clock.advance(Duration::from_micros(to as u64));
                     }
                 }
             }
-            Ok(())
-        })?;
-    }
+        }
+        Ok(())
+    })
+}
+
+/// The same property on a 3-primary Redis Cluster: the three clients' keys hash to
+/// slots of different nodes, and each still matches the model. One cluster for every
+/// case.
+#[test]
+fn redis_window_matches_the_in_process_model_on_the_cluster() {
+    let Some((url, _cluster)) = support::shared_cluster() else {
+        return;
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 24,
+        ..ProptestConfig::default()
+    });
+    let cases = (1u32..6, 1u64..4, proptest::collection::vec(op(), 1..80));
+    runner
+        .run(&cases, |(limit, window_s, ops)| {
+            keyed_matches_the_model(&url, limit, window_s, &ops)
+        })
+        .unwrap();
 }
 
 /// What the store remembers, stated simply: the newest `cap` recorded times (`cap` the
@@ -410,7 +444,7 @@ fn a_window_key_vanishes_with_its_window_and_is_compact() {
         short.try_acquire().await.unwrap();
         let newest = newest_admission_us(&mut conn, short.key()).await;
         let leaves_us = newest + short_us;
-        let redis_now_us = async |conn: &mut redis::aio::ConnectionManager| -> u64 {
+        let redis_now_us = async |conn: &mut backstop_redis::StoreConnection| -> u64 {
             let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await.unwrap();
             secs * 1_000_000 + micros
         };
@@ -446,7 +480,7 @@ fn a_window_key_vanishes_with_its_window_and_is_compact() {
 }
 
 /// Reads the newest admission time (µs) from a window key's header (`lua/ring.lua`).
-async fn newest_admission_us(conn: &mut redis::aio::ConnectionManager, key: &str) -> u64 {
+async fn newest_admission_us(conn: &mut backstop_redis::StoreConnection, key: &str) -> u64 {
     let blob: Vec<u8> = redis::cmd("GETRANGE")
         .arg(key)
         .arg(14)

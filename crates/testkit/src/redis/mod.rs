@@ -19,9 +19,15 @@
 //! assert_ne!(name, backstop_testkit::redis::unique("window"));
 //! ```
 
+pub mod cluster;
+pub mod sentinel;
 pub mod server;
+pub mod tls;
 
+pub use cluster::RedisCluster;
+pub use sentinel::RedisSentinels;
 pub use server::RedisServer;
+pub use tls::TlsRedis;
 
 use std::net::TcpListener;
 
@@ -43,6 +49,27 @@ pub fn shared() -> Option<(String, Option<RedisServer>)> {
     }
     let server = RedisServer::start(&[])?;
     Some((server.url(), Some(server)))
+}
+
+/// The environment variable that names the shared Redis Cluster (`.ci/redis.sh` exports
+/// it: `redis+cluster://127.0.0.1:P1,…`).
+pub const CLUSTER_URL_VAR: &str = "BACKSTOP_REDIS_CLUSTER_URL";
+
+/// A Redis Cluster to share: `BACKSTOP_REDIS_CLUSTER_URL` when set (CI), else a private
+/// 3-primary cluster held by the returned guard. `None`, after printing why, when there
+/// is none outside CI.
+///
+/// # Panics
+///
+/// Under `CI=true` when no cluster can be had.
+pub fn shared_cluster() -> Option<(String, Option<RedisCluster>)> {
+    if let Ok(url) = std::env::var(CLUSTER_URL_VAR) {
+        if !url.is_empty() {
+            return Some((url, None));
+        }
+    }
+    let cluster = RedisCluster::start(3)?;
+    Some((cluster.url(), Some(cluster)))
 }
 
 /// A loopback port nobody listens on right now.

@@ -15,6 +15,8 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     args: Vec<String>,
+    /// A config file read before the arguments (a sentinel's, which it rewrites).
+    config: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -35,10 +37,15 @@ impl RedisServer {
     ///
     /// Under `CI=true` when it cannot start.
     pub fn start_on(port: u16, args: &[&str]) -> Option<Self> {
+        Self::start_inner(port, args, None)
+    }
+
+    fn start_inner(port: u16, args: &[&str], config: Option<&std::path::Path>) -> Option<Self> {
         let mut server = RedisServer {
             port,
             child: None,
             args: args.iter().map(|s| (*s).to_owned()).collect(),
+            config: config.map(std::path::Path::to_path_buf),
         };
         match server.spawn() {
             Ok(()) => Some(server),
@@ -50,10 +57,34 @@ impl RedisServer {
         }
     }
 
+    /// As [`start_on`](Self::start_on), reading `config` (a file) before the arguments:
+    /// what a sentinel needs (`redis-server sentinel.conf --sentinel`).
+    ///
+    /// # Panics
+    ///
+    /// Under `CI=true` when it cannot start.
+    pub fn start_with_config(config: &std::path::Path, port: u16, args: &[&str]) -> Option<Self> {
+        Self::start_inner(port, args, Some(config))
+    }
+
     fn spawn(&mut self) -> Result<(), String> {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+        let mut command = Command::new("redis-server");
+        if let Some(config) = &self.config {
+            command.arg(config);
+        }
+        // A TLS-only server listens on its TLS port; its plain port stays closed.
+        let tls = self.args.iter().any(|arg| arg == "--tls-port");
+        let plain = if tls {
+            "0".to_owned()
+        } else {
+            self.port.to_string()
+        };
+        command.args(["--port", &plain, "--bind", "127.0.0.1"]);
+        // A sentinel keeps no data: persistence settings are not its to take.
+        if !self.args.iter().any(|arg| arg == "--sentinel") {
+            command.args(["--save", "", "--appendonly", "no"]);
+        }
+        let child = command
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -71,6 +102,11 @@ impl RedisServer {
             "redis-server did not listen on port {} within {START_BOUND:?}",
             self.port
         ))
+    }
+
+    /// The process id (to pause it with SIGSTOP, for instance), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Its URL, `redis://127.0.0.1:PORT`.
