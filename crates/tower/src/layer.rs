@@ -9,9 +9,7 @@ use tower_layer::Layer;
 
 use crate::head::RequestHead;
 use crate::key::KeyBy;
-use crate::service::AdmissionService;
-
-type ExemptFn = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
+use crate::service::{AdmissionService, Settings};
 
 /// A layer asked for something its admission cannot do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -23,17 +21,6 @@ pub enum LayerError {
          (or RedisAdmission::with_per_key)"
     )]
     NoPerClientStage,
-}
-
-/// Everything a layer's services share.
-pub(crate) struct Shared<D> {
-    pub(crate) door: Arc<D>,
-    pub(crate) exempt: Option<Arc<ExemptFn>>,
-    /// How to find the client, when the admission has a per-client stage.
-    pub(crate) key_by: Option<KeyBy>,
-    pub(crate) hand_over_ticket: bool,
-    /// Whether admitted responses carry `RateLimit-Policy` too.
-    pub(crate) policy_on_success: bool,
 }
 
 /// Answers 429 and 503 in front of any `Service<http::Request<B>>`, from one shared
@@ -51,8 +38,7 @@ pub(crate) struct Shared<D> {
 ///
 /// 1. an [exempt](Self::exempt) request (`/health`, `/metrics`) passes, counted as
 ///    exempt;
-/// 2. [`Admission::try_admit`], or with [`key_by`](Self::key_by)
-///    [`Admission::try_admit_for`] the request's client: 429 with an exact wait rounded
+/// 2. [`FrontDoor::admit`], with [`key_by`](Self::key_by) the request's client: 429 with an exact wait rounded
 ///    up to whole seconds in `Retry-After` (the shared limit, then the client's own), 503
 ///    (`Retry-After` when `queue.retry_after_hint_ms` is set, or when the per-client stage
 ///    says when a client's room frees), or a queue ticket, held by the response future
@@ -110,14 +96,14 @@ pub(crate) struct Shared<D> {
 /// # }).unwrap();
 /// ```
 pub struct AdmissionLayer<D = Admission<QuantaClock>> {
-    shared: Arc<Shared<D>>,
+    settings: Arc<Settings<D>>,
 }
 
 impl<D: FrontDoor> AdmissionLayer<D> {
     /// A layer in front of `door` (an [`Admission`], or another [`FrontDoor`]).
     pub fn new(door: Arc<D>) -> Self {
         AdmissionLayer {
-            shared: Arc::new(Shared {
+            settings: Arc::new(Settings {
                 door,
                 exempt: None,
                 key_by: None,
@@ -127,15 +113,15 @@ impl<D: FrontDoor> AdmissionLayer<D> {
         }
     }
 
-    fn edit(mut self, change: impl FnOnce(&mut Shared<D>)) -> Self {
-        change(Arc::make_mut(&mut self.shared));
+    fn edit(mut self, change: impl FnOnce(&mut Settings<D>)) -> Self {
+        change(Arc::make_mut(&mut self.settings));
         self
     }
 
     /// Lets requests for which `exempt` is true through without a rate check or a queue
     /// place (health checks, metrics scrapes); they are counted as exempt.
     pub fn exempt(self, exempt: impl Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static) -> Self {
-        self.edit(|shared| shared.exempt = Some(Arc::new(exempt)))
+        self.edit(|settings| settings.exempt = Some(Arc::new(exempt)))
     }
 
     /// Finds each request's client with `key_by` and holds it to the admission's
@@ -162,17 +148,17 @@ impl<D: FrontDoor> AdmissionLayer<D> {
     /// ```
     pub fn key_by(self, key_by: KeyBy) -> Result<Self, LayerError> {
         // Any key: a door with a per-client stage has a limit for every client.
-        if self.shared.door.client_rate_limit("").is_none() {
+        if self.settings.door.client_rate_limit("").is_none() {
             return Err(LayerError::NoPerClientStage);
         }
-        Ok(self.edit(|shared| shared.key_by = Some(key_by)))
+        Ok(self.edit(|settings| settings.key_by = Some(key_by)))
     }
 
     /// Puts an [`AdmissionTicket`](crate::AdmissionTicket) in each admitted request's
     /// extensions (default off), for handlers that queue a job and hand its place to a
     /// worker. Costs two allocations per admitted request.
     pub fn hand_over_ticket(self, on: bool) -> Self {
-        self.edit(|shared| shared.hand_over_ticket = on)
+        self.edit(|settings| settings.hand_over_ticket = on)
     }
 
     /// Whether admitted responses carry `RateLimit-Policy` too (default false: 429s
@@ -180,32 +166,19 @@ impl<D: FrontDoor> AdmissionLayer<D> {
     /// in force: it costs more than the admission decision itself (see
     /// `benches/results/tower.md`).
     pub fn policy_header_on_success(self, on: bool) -> Self {
-        self.edit(|shared| shared.policy_on_success = on)
+        self.edit(|settings| settings.policy_on_success = on)
     }
 
     /// The shared front door.
     pub fn admission(&self) -> &Arc<D> {
-        &self.shared.door
-    }
-}
-
-// By hand: a derive would ask for `D: Clone`, and only `Arc`s are cloned.
-impl<D> Clone for Shared<D> {
-    fn clone(&self) -> Self {
-        Shared {
-            door: Arc::clone(&self.door),
-            exempt: self.exempt.clone(),
-            key_by: self.key_by.clone(),
-            hand_over_ticket: self.hand_over_ticket,
-            policy_on_success: self.policy_on_success,
-        }
+        &self.settings.door
     }
 }
 
 impl<D> Clone for AdmissionLayer<D> {
     fn clone(&self) -> Self {
         AdmissionLayer {
-            shared: Arc::clone(&self.shared),
+            settings: Arc::clone(&self.settings),
         }
     }
 }
@@ -213,10 +186,10 @@ impl<D> Clone for AdmissionLayer<D> {
 impl<D: fmt::Debug> fmt::Debug for AdmissionLayer<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdmissionLayer")
-            .field("admission", &self.shared.door)
-            .field("exempt", &self.shared.exempt.is_some())
-            .field("key_by", &self.shared.key_by)
-            .field("hand_over_ticket", &self.shared.hand_over_ticket)
+            .field("admission", &self.settings.door)
+            .field("exempt", &self.settings.exempt.is_some())
+            .field("key_by", &self.settings.key_by)
+            .field("hand_over_ticket", &self.settings.hand_over_ticket)
             .finish()
     }
 }
@@ -225,6 +198,6 @@ impl<S, D> Layer<S> for AdmissionLayer<D> {
     type Service = AdmissionService<S, D>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AdmissionService::new(inner, Arc::clone(&self.shared))
+        AdmissionService::new(inner, Arc::clone(&self.settings))
     }
 }

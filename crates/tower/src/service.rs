@@ -12,9 +12,36 @@ use tower_service::Service;
 use crate::body::RefusalBody;
 use crate::future::{Hold, ResponseFuture};
 use crate::head::RequestHead;
-use crate::layer::Shared;
+use crate::key::KeyBy;
 use crate::response::{Policy, refusal_response_for};
 use crate::ticket::AdmissionTicket;
+
+type ExemptFn = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
+
+/// What every service of one [`AdmissionLayer`](crate::AdmissionLayer) shares: the
+/// front door and how requests are judged.
+pub(crate) struct Settings<D> {
+    pub(crate) door: Arc<D>,
+    pub(crate) exempt: Option<Arc<ExemptFn>>,
+    /// How to find the client, when the admission has a per-client stage.
+    pub(crate) key_by: Option<KeyBy>,
+    pub(crate) hand_over_ticket: bool,
+    /// Whether admitted responses carry `RateLimit-Policy` too.
+    pub(crate) policy_on_success: bool,
+}
+
+// By hand: a derive would ask for `D: Clone`, and only `Arc`s are cloned.
+impl<D> Clone for Settings<D> {
+    fn clone(&self) -> Self {
+        Settings {
+            door: Arc::clone(&self.door),
+            exempt: self.exempt.clone(),
+            key_by: self.key_by.clone(),
+            hand_over_ticket: self.hand_over_ticket,
+            policy_on_success: self.policy_on_success,
+        }
+    }
+}
 
 /// The service [`AdmissionLayer`](crate::AdmissionLayer) makes; see there for what it
 /// answers. Clones share one front door.
@@ -24,12 +51,12 @@ use crate::ticket::AdmissionTicket;
 /// (as with tower's `LoadShed`).
 pub struct AdmissionService<S, D = Admission<QuantaClock>> {
     inner: S,
-    shared: Arc<Shared<D>>,
+    settings: Arc<Settings<D>>,
 }
 
 impl<S, D> AdmissionService<S, D> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared<D>>) -> Self {
-        AdmissionService { inner, shared }
+    pub(crate) fn new(inner: S, settings: Arc<Settings<D>>) -> Self {
+        AdmissionService { inner, settings }
     }
 
     /// The wrapped service.
@@ -59,12 +86,12 @@ where
         if !D::DECIDES_AT_ONCE {
             return self.call_awaited(request);
         }
-        let shared = &*self.shared;
+        let settings = &*self.settings;
         // Both paths build the response future here, inline: a future written by an
         // out-of-line function (through a pointer) would stay in memory and be moved
         // with `memcpy` calls.
-        if shared.exempt.is_some() || shared.key_by.is_some() || shared.hand_over_ticket {
-            return match look(shared, request) {
+        if settings.exempt.is_some() || settings.key_by.is_some() || settings.hand_over_ticket {
+            return match look(settings, request) {
                 Ok((request, hold, policy)) => {
                     ResponseFuture::called(self.inner.call(request), hold, policy)
                 }
@@ -75,8 +102,8 @@ where
         // after a borrow that escaped (into a predicate, a key lookup) is copied first, a
         // few hundred bytes.
         match settle(
-            shared,
-            at_once(&*shared.door, None, RequestClass::Normal),
+            settings,
+            at_once(&*settings.door, None, RequestClass::Normal),
             None,
         ) {
             Ok((hold, policy)) => ResponseFuture::called(self.inner.call(request), hold, policy),
@@ -100,11 +127,11 @@ impl<S, D> AdmissionService<S, D> {
         ResBody: RefusalBody,
         D: FrontDoor + 'static,
     {
-        let shared = Arc::clone(&self.shared);
+        let settings = Arc::clone(&self.settings);
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         ResponseFuture::awaiting(Box::pin(async move {
-            match look_awaited(&shared, request).await {
+            match look_awaited(&settings, request).await {
                 Ok((request, hold, policy)) => {
                     ResponseFuture::called(inner.call(request), hold, policy).await
                 }
@@ -136,30 +163,30 @@ fn not_ready<T>() -> Decision<T> {
 
 /// As [`look`], for a door whose decision is awaited.
 async fn look_awaited<D: FrontDoor, B>(
-    shared: &Shared<D>,
+    settings: &Settings<D>,
     mut request: Request<B>,
 ) -> Looked<B, D::Ticket> {
-    let exempt = shared
+    let exempt = settings
         .exempt
         .as_ref()
         .is_some_and(|exempt| exempt(&RequestHead::of(&request)));
     if exempt {
         // Exempt requests are only counted; there is nothing to hold.
-        let _ = shared.door.admit(None, RequestClass::Exempt).await;
+        let _ = settings.door.admit(None, RequestClass::Exempt).await;
         return Ok((request, Hold::Nothing, None));
     }
-    let key: Option<String> = shared
+    let key: Option<String> = settings
         .key_by
         .as_ref()
         .and_then(|key_by| key_by.extract(&RequestHead::of(&request)))
         .map(std::borrow::Cow::into_owned);
-    let decision = shared
+    let decision = settings
         .door
         .admit(key.as_deref(), RequestClass::Normal)
         .await;
-    let (hold, policy) = settle(shared, decision, key.as_deref())?;
+    let (hold, policy) = settle(settings, decision, key.as_deref())?;
     let hold = match hold {
-        Hold::Ticket(ticket) if shared.hand_over_ticket => {
+        Hold::Ticket(ticket) if settings.hand_over_ticket => {
             let ticket = AdmissionTicket::new(ticket);
             request.extensions_mut().insert(ticket.clone());
             Hold::Shared(ticket)
@@ -177,10 +204,10 @@ type Looked<B, T> = Result<(Request<B>, Hold<T>, Option<Policy>), Box<Response<S
 /// a ticket to put in the extensions). Out of line, taking and giving back the request
 /// by value, so that the borrows stay here.
 #[inline(never)]
-fn look<D: FrontDoor, B>(shared: &Shared<D>, mut request: Request<B>) -> Looked<B, D::Ticket> {
-    let (hold, policy) = admit(shared, &request)?;
+fn look<D: FrontDoor, B>(settings: &Settings<D>, mut request: Request<B>) -> Looked<B, D::Ticket> {
+    let (hold, policy) = admit(settings, &request)?;
     let hold = match hold {
-        Hold::Ticket(ticket) if shared.hand_over_ticket => {
+        Hold::Ticket(ticket) if settings.hand_over_ticket => {
             let ticket = AdmissionTicket::new(ticket);
             request.extensions_mut().insert(ticket.clone());
             Hold::Shared(ticket)
@@ -193,24 +220,24 @@ fn look<D: FrontDoor, B>(shared: &Shared<D>, mut request: Request<B>) -> Looked<
 /// The decision for `request`, with its exempt predicate and client key: what its
 /// response future holds and the policy header to put on its response, or the refusal
 /// to answer instead.
-fn admit<D: FrontDoor, B>(shared: &Shared<D>, request: &Request<B>) -> Admitted<D::Ticket> {
-    if let Some(exempt) = &shared.exempt {
+fn admit<D: FrontDoor, B>(settings: &Settings<D>, request: &Request<B>) -> Admitted<D::Ticket> {
+    if let Some(exempt) = &settings.exempt {
         if exempt(&RequestHead::of(request)) {
             // Exempt requests are only counted; there is nothing to hold.
-            let _ = at_once(&*shared.door, None, RequestClass::Exempt);
+            let _ = at_once(&*settings.door, None, RequestClass::Exempt);
             return Ok((Hold::Nothing, None));
         }
     }
-    match &shared.key_by {
+    match &settings.key_by {
         None => settle(
-            shared,
-            at_once(&*shared.door, None, RequestClass::Normal),
+            settings,
+            at_once(&*settings.door, None, RequestClass::Normal),
             None,
         ),
         Some(key_by) => {
             let key = key_by.extract(&RequestHead::of(request));
-            let decision = at_once(&*shared.door, key.as_deref(), RequestClass::Normal);
-            settle(shared, decision, key.as_deref())
+            let decision = at_once(&*settings.door, key.as_deref(), RequestClass::Normal);
+            settle(settings, decision, key.as_deref())
         }
     }
 }
@@ -222,19 +249,19 @@ type Admitted<T> = Result<(Hold<T>, Option<Policy>), Box<Response<String>>>;
 /// `decision` for a request of client `key`, as [`Admitted`].
 #[inline]
 fn settle<D: FrontDoor>(
-    shared: &Shared<D>,
+    settings: &Settings<D>,
     decision: Decision<D::Ticket>,
     key: Option<&str>,
 ) -> Admitted<D::Ticket> {
     // The limit in force now, so the header follows `Admission::reconfigure`.
-    let policy = shared.policy_on_success.then(|| {
-        let (quota, window) = shared.door.rate_limit();
+    let policy = settings.policy_on_success.then(|| {
+        let (quota, window) = settings.door.rate_limit();
         Policy::new(quota, window)
     });
     match decision {
         Decision::Admitted(ticket) => Ok((Hold::Ticket(ticket), policy)),
         Decision::Exempt => Ok((Hold::Nothing, policy)),
-        Decision::Refused(refusal) => Err(refuse(shared, key, &refusal)),
+        Decision::Refused(refusal) => Err(refuse(settings, key, &refusal)),
     }
 }
 
@@ -243,19 +270,19 @@ fn settle<D: FrontDoor>(
 #[cold]
 #[inline(never)]
 fn refuse<D: FrontDoor>(
-    shared: &Shared<D>,
+    settings: &Settings<D>,
     key: Option<&str>,
     refusal: &Refusal,
 ) -> Box<Response<String>> {
     // The refusal says which limit refused; that limit is read as it stands now.
-    Box::new(refusal_response_for(&*shared.door, key, refusal))
+    Box::new(refusal_response_for(&*settings.door, key, refusal))
 }
 
 impl<S: Clone, D> Clone for AdmissionService<S, D> {
     fn clone(&self) -> Self {
         AdmissionService {
             inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
+            settings: Arc::clone(&self.settings),
         }
     }
 }
@@ -264,7 +291,7 @@ impl<S: fmt::Debug, D: fmt::Debug> fmt::Debug for AdmissionService<S, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdmissionService")
             .field("inner", &self.inner)
-            .field("admission", &self.shared.door)
+            .field("admission", &self.settings.door)
             .finish_non_exhaustive()
     }
 }
