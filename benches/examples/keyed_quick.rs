@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use backstop_core::clock::{ManualClock, QuantaClock};
 use backstop_core::rate::KeyedSlidingWindow;
-use backstop_core::{Admission, Limits};
+use backstop_core::{Admission, Limits, RequestClass};
 use governor::clock::FakeRelativeClock;
 use governor::{Quota, RateLimiter};
 
@@ -99,10 +99,13 @@ fn main() {
         let b = min_ns_per_op(|| {
             n.set(n.get() + 1);
             let key = &clients[n.get() % clients.len()];
-            per_key.try_admit_for(key).into_result().is_ok()
+            per_key
+                .admit(Some(key.as_str()), RequestClass::Normal)
+                .into_result()
+                .is_ok()
         });
         println!(
-            "admission, round {round}: try_admit {a:.1} try_admit_for {b:.1} ratio {:.2}",
+            "admission, round {round}: try_admit {a:.1} admit(key) {b:.1} ratio {:.2}",
             b / a
         );
     }

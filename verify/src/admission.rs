@@ -209,12 +209,8 @@ impl Run {
     fn admit(&mut self, class: RequestClass, key: Option<u8>) -> Result<(), Violation> {
         let now_ns = self.clock.now_ns();
         let want = self.model.admit(class, key.as_ref(), now_ns);
-        let decision = match key {
-            Some(k) => self
-                .admission
-                .try_admit_for_as(&format!("client-{k}"), class),
-            None => self.admission.try_admit_as(class),
-        };
+        let client = key.map(|k| format!("client-{k}"));
+        let decision = self.admission.admit(client.as_deref(), class);
         let got = match decision {
             Decision::Admitted(ticket) => {
                 self.tickets.push(ticket);

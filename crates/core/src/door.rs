@@ -5,8 +5,9 @@
 use std::future::{Future, ready};
 use std::time::Duration;
 
-use crate::admission::{Admission, Decision, RequestClass, WaitReason};
+use crate::admission::Admission;
 use crate::clock::Clock;
+use crate::decision::{Decision, RequestClass, WaitReason};
 use crate::jobs::{JobPermit, QueueTicket};
 
 /// A front door: admits requests (429 and 503 with the same [`Refusal`](crate::Refusal)s
@@ -106,18 +107,12 @@ impl<C: Clock> FrontDoor for Admission<C> {
         key: Option<&str>,
         class: RequestClass,
     ) -> impl Future<Output = Decision> + Send {
-        ready(match key {
-            Some(key) => self.try_admit_for_as(key, class),
-            None => self.try_admit_as(class),
-        })
+        ready(Admission::admit(self, key, class))
     }
 
     #[inline]
     fn admit_at_once(&self, key: Option<&str>, class: RequestClass) -> Option<Decision> {
-        Some(match key {
-            Some(key) => self.try_admit_for_as(key, class),
-            None => self.try_admit_as(class),
-        })
+        Some(Admission::admit(self, key, class))
     }
 
     #[inline]

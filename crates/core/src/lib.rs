@@ -30,9 +30,11 @@
 mod admission;
 pub mod clock;
 mod config_error;
+mod decision;
 mod door;
 pub mod histogram;
 pub mod jobs;
+mod label;
 mod limits;
 mod metrics;
 #[cfg(any(feature = "prometheus", feature = "metrics"))]
@@ -49,10 +51,9 @@ pub mod units;
 #[doc(hidden)]
 pub mod model;
 
-pub use admission::{
-    Admission, Decision, OverloadReason, RateScope, Refusal, RequestClass, WaitReason,
-};
+pub use admission::Admission;
 pub use config_error::ConfigError;
+pub use decision::{Decision, OverloadReason, RateScope, Refusal, RequestClass, WaitReason};
 pub use door::FrontDoor;
 pub use limits::{JobLimits, Limits, QueueLimits, RateLimits};
 pub use metrics::{Metrics, MetricsSnapshot};

@@ -8,42 +8,79 @@ use std::sync::Arc as StdArc;
 
 use crossbeam_utils::CachePadded;
 
-use crate::admission::{OverloadReason, RateScope, Refusal, WaitReason};
 use crate::clock::{Clock, QuantaClock};
+use crate::decision::{Decision, OverloadReason, RateScope, Refusal, WaitReason};
 use crate::jobs::{JobSlots, QueueGate};
-use crate::resources::{GateState, ResourceGate, ResourceSnapshot};
+use crate::resources::{GateState, ResourceGate, ResourceSnapshot, Shortage};
 use crate::sync::{AtomicU64, Ordering};
 
-/// Labels of `backstop_shadow_refusals_total`: every refusal and wait a shadow mode
-/// lets through.
-pub(crate) const SHADOW_REASONS: [&str; 8] = [
-    "rate_limited",
-    "queue_full",
-    "too_many_keys",
-    "low_memory",
-    "low_disk",
-    "memory_pressure",
-    "stale",
-    "store_unavailable",
-];
+// The labels below come from the enums themselves (`OverloadReason::ALL`,
+// `GateState::ALL`, ...), and each `*_index` maps a value to the position of its label,
+// so that a new reason gets its own counter and its own name.
 
-/// Labels of `backstop_job_waits_total`.
-pub(crate) const WAIT_REASONS: [&str; 6] = [
-    "no_free_slot",
-    "low_memory",
-    "low_disk",
-    "memory_pressure",
-    "stale",
-    "store_unavailable",
-];
+/// A shortage's position among the shortage labels: every gate state but `open`.
+const SHORTAGES: usize = GateState::ALL.len() - 1;
+const _: () = assert!(GateState::Open.index() == 0);
 
-fn label_index(labels: &[&str], name: &str) -> usize {
-    // Every name passed in comes from the enums above, which the tests check against
-    // these lists; an unknown one lands on the last label rather than panicking.
-    labels
-        .iter()
-        .position(|l| *l == name)
-        .unwrap_or(labels.len() - 1)
+fn shortage_index(shortage: Shortage) -> usize {
+    shortage.state().index() - 1
+}
+
+fn shortage_labels() -> impl Iterator<Item = &'static str> {
+    GateState::ALL[1..].iter().map(|state| state.as_str())
+}
+
+/// Labels of `backstop_shadow_refusals_total`: `rate_limited`, every overload reason,
+/// every shortage.
+const SHADOW_REASONS: usize = 1 + OverloadReason::ALL.len() + SHORTAGES;
+
+fn shadow_labels() -> impl Iterator<Item = &'static str> {
+    std::iter::once(Refusal::RATE_LIMITED)
+        .chain(OverloadReason::ALL.iter().map(|reason| reason.as_str()))
+        .chain(shortage_labels())
+}
+
+/// What shadow mode let through: a refusal, or a job start the resource gate held.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Shadowed {
+    Refusal(Refusal),
+    Wait(Shortage),
+}
+
+impl Shadowed {
+    fn index(self) -> usize {
+        match self {
+            Shadowed::Refusal(Refusal::RateLimited { .. }) => 0,
+            Shadowed::Refusal(Refusal::Overloaded { reason, .. }) => 1 + reason.index(),
+            Shadowed::Wait(shortage) => 1 + OverloadReason::ALL.len() + shortage_index(shortage),
+        }
+    }
+
+    #[cfg(feature = "tracing")]
+    fn as_str(self) -> &'static str {
+        match self {
+            Shadowed::Refusal(refusal) => refusal.as_str(),
+            Shadowed::Wait(shortage) => shortage.as_str(),
+        }
+    }
+}
+
+/// Labels of `backstop_job_waits_total`: `no_free_slot`, every shortage,
+/// `store_unavailable`.
+const WAIT_REASONS: usize = 1 + SHORTAGES + 1;
+
+fn wait_labels() -> impl Iterator<Item = &'static str> {
+    std::iter::once(WaitReason::NoFreeSlot.as_str())
+        .chain(shortage_labels())
+        .chain(std::iter::once(WaitReason::StoreUnavailable.as_str()))
+}
+
+fn wait_index(reason: WaitReason) -> usize {
+    match reason {
+        WaitReason::NoFreeSlot => 0,
+        WaitReason::Resources(shortage) => 1 + shortage_index(shortage),
+        WaitReason::StoreUnavailable => 1 + SHORTAGES,
+    }
 }
 
 /// What one admission decision counts as.
@@ -54,8 +91,11 @@ pub(crate) enum Outcome {
     Refused(Refusal),
 }
 
-/// Counters of an [`Admission`](crate::Admission): outcomes per reason, and live views
-/// of its queue, job slots and resource gate.
+/// The counters of a front door: outcomes per reason, and live views of its queue, job
+/// slots and resource gate. Every [`FrontDoor`](crate::FrontDoor) counts into one, so
+/// that every door exports the same families: [`Admission`](crate::Admission) into its
+/// own, a door outside this crate (`backstop_redis::RedisAdmission`) with
+/// [`record`](Self::record) and [`record_wait`](Self::record_wait).
 ///
 /// Counting is one relaxed atomic add per decision, each counter on its own cache line
 /// (threads admitting at once would otherwise fight over one line for every count).
@@ -65,8 +105,8 @@ pub struct Metrics<C: Clock = QuantaClock> {
     rate_limited: CachePadded<AtomicU64>,
     rate_limited_by_scope: [CachePadded<AtomicU64>; RateScope::ALL.len()],
     overloaded: [CachePadded<AtomicU64>; OverloadReason::ALL.len()],
-    shadow_refusals: [CachePadded<AtomicU64>; SHADOW_REASONS.len()],
-    job_waits: [CachePadded<AtomicU64>; WAIT_REASONS.len()],
+    shadow_refusals: [CachePadded<AtomicU64>; SHADOW_REASONS],
+    job_waits: [CachePadded<AtomicU64>; WAIT_REASONS],
     queue: QueueGate,
     slots: JobSlots,
     gate: StdArc<ResourceGate<C>>,
@@ -87,7 +127,11 @@ fn read(counter: &AtomicU64) -> u64 {
 }
 
 impl<C: Clock> Metrics<C> {
-    pub(crate) fn new(queue: QueueGate, slots: JobSlots, gate: StdArc<ResourceGate<C>>) -> Self {
+    /// Counters whose gauges read `queue`, `slots` (made by
+    /// [`jobs::counters_with_totals`](crate::jobs::counters_with_totals), for the started
+    /// and finished totals) and `gate`. A door whose queue and slots live elsewhere gives
+    /// this replica's share of them: the tickets and permits it holds.
+    pub fn new(queue: QueueGate, slots: JobSlots, gate: StdArc<ResourceGate<C>>) -> Self {
         Metrics {
             admitted: counter(),
             exempt: counter(),
@@ -121,18 +165,33 @@ impl<C: Clock> Metrics<C> {
         }
     }
 
-    pub(crate) fn count_shadow(&self, reason: &str) {
+    /// Counts what shadow mode let through.
+    pub(crate) fn count_shadow(&self, shadowed: Shadowed) {
         #[cfg(feature = "tracing")]
         tracing::trace!(
             target: "backstop_core::admission",
             decision = "shadow_refusal",
-            reason,
+            reason = shadowed.as_str(),
             "shadow mode let a refusal through"
         );
-        bump(&self.shadow_refusals[label_index(&SHADOW_REASONS, reason)]);
+        bump(&self.shadow_refusals[shadowed.index()]);
     }
 
-    pub(crate) fn count_wait(&self, reason: WaitReason) {
+    /// Counts a decision made by a door outside this crate, as [`Admission`]'s own are
+    /// counted (and traced, with the `tracing` feature).
+    ///
+    /// [`Admission`]: crate::Admission
+    #[inline]
+    pub fn record<T>(&self, decision: &Decision<T>) {
+        self.count(match decision {
+            Decision::Admitted(_) => Outcome::Admitted,
+            Decision::Exempt => Outcome::Exempt,
+            Decision::Refused(refusal) => Outcome::Refused(*refusal),
+        });
+    }
+
+    /// Counts a job that could not start yet, and why.
+    pub fn record_wait(&self, reason: WaitReason) {
         #[cfg(feature = "tracing")]
         tracing::trace!(
             target: "backstop_core::admission",
@@ -140,7 +199,7 @@ impl<C: Clock> Metrics<C> {
             reason = reason.as_str(),
             "a queued job cannot start yet"
         );
-        bump(&self.job_waits[label_index(&WAIT_REASONS, reason.as_str())]);
+        bump(&self.job_waits[wait_index(reason)]);
     }
 
     /// Every counter and gauge now. Each value is exact at some moment during the call;
@@ -161,17 +220,15 @@ impl<C: Clock> Metrics<C> {
                 .iter()
                 .map(|r| (r.as_str(), read(&self.overloaded[r.index()])))
                 .collect(),
-            shadow_refusals_total: SHADOW_REASONS
-                .iter()
+            shadow_refusals_total: shadow_labels()
                 .zip(&self.shadow_refusals)
-                .map(|(l, c)| (*l, read(c)))
+                .map(|(l, c)| (l, read(c)))
                 .collect(),
-            job_waits_total: WAIT_REASONS
-                .iter()
+            job_waits_total: wait_labels()
                 .zip(&self.job_waits)
-                .map(|(l, c)| (*l, read(c)))
+                .map(|(l, c)| (l, read(c)))
                 .collect(),
-            // Admission's counters always keep totals.
+            // Made with totals (see `new`).
             jobs_started_total: self.slots.started_total().unwrap_or(0),
             jobs_finished_total: self.slots.finished_total().unwrap_or(0),
             queue_depth: self.queue.len(),
@@ -275,18 +332,10 @@ impl MetricsSnapshot {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::resources::Shortage;
     use std::time::Duration;
 
-    #[test]
-    fn every_reason_name_has_its_own_label() {
-        for reason in OverloadReason::ALL {
-            assert_eq!(
-                SHADOW_REASONS[label_index(&SHADOW_REASONS, reason.as_str())],
-                reason.as_str()
-            );
-        }
-        let shortages = [
+    fn shortages() -> [Shortage; SHORTAGES] {
+        [
             Shortage::Memory {
                 available_bytes: 0,
                 required_bytes: 1,
@@ -303,28 +352,55 @@ mod tests {
                 age: Duration::ZERO,
                 max_age: Duration::ZERO,
             },
-        ];
-        for shortage in shortages {
-            let name = WaitReason::Resources(shortage).as_str();
-            assert_eq!(WAIT_REASONS[label_index(&WAIT_REASONS, name)], name);
-            assert_eq!(SHADOW_REASONS[label_index(&SHADOW_REASONS, name)], name);
-        }
-        for name in [
-            WaitReason::NoFreeSlot.as_str(),
-            WaitReason::StoreUnavailable.as_str(),
-        ] {
-            assert_eq!(WAIT_REASONS[label_index(&WAIT_REASONS, name)], name);
-        }
+        ]
+    }
+
+    /// Every value lands on the counter that carries its own name, and every counter
+    /// has a value.
+    fn assert_one_to_one(labels: &[&str], named: &[(usize, &str)]) {
+        let mut positions: Vec<usize> = named.iter().map(|(at, _)| *at).collect();
+        positions.sort_unstable();
         assert_eq!(
-            SHADOW_REASONS[label_index(
-                &SHADOW_REASONS,
-                Refusal::RateLimited {
-                    retry_after: Duration::ZERO,
-                    scope: crate::RateScope::Global,
-                }
-                .as_str()
-            )],
-            "rate_limited"
+            positions,
+            (0..labels.len()).collect::<Vec<_>>(),
+            "{labels:?}"
         );
+        for (at, name) in named {
+            assert_eq!(labels[*at], *name);
+        }
+    }
+
+    #[test]
+    fn every_shadowed_refusal_and_wait_has_its_own_label() {
+        let labels: Vec<_> = shadow_labels().collect();
+        assert_eq!(labels.len(), SHADOW_REASONS);
+        let mut named = vec![];
+        let limited = Refusal::RateLimited {
+            retry_after: Duration::ZERO,
+            scope: RateScope::PerClient,
+        };
+        named.push((Shadowed::Refusal(limited).index(), limited.as_str()));
+        for reason in OverloadReason::ALL {
+            let refusal = Refusal::Overloaded {
+                reason,
+                retry_after_hint: Duration::ZERO,
+            };
+            named.push((Shadowed::Refusal(refusal).index(), reason.as_str()));
+        }
+        for shortage in shortages() {
+            named.push((Shadowed::Wait(shortage).index(), shortage.as_str()));
+        }
+        assert_one_to_one(&labels, &named);
+    }
+
+    #[test]
+    fn every_wait_reason_has_its_own_label() {
+        let labels: Vec<_> = wait_labels().collect();
+        assert_eq!(labels.len(), WAIT_REASONS);
+        let reasons = [WaitReason::NoFreeSlot, WaitReason::StoreUnavailable]
+            .into_iter()
+            .chain(shortages().map(WaitReason::Resources));
+        let named: Vec<_> = reasons.map(|r| (wait_index(r), r.as_str())).collect();
+        assert_one_to_one(&labels, &named);
     }
 }

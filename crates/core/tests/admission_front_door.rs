@@ -113,7 +113,7 @@ fn exempt_requests_bypass_everything_and_are_counted() {
     let _t = ticket(admission.try_admit());
     for _ in 0..5 {
         assert!(matches!(
-            admission.try_admit_as(RequestClass::Exempt),
+            admission.admit(None, RequestClass::Exempt),
             Decision::Exempt
         ));
     }
@@ -130,9 +130,9 @@ fn critical_requests_use_the_reserved_room() {
     let _a = ticket(admission.try_admit());
     let _b = ticket(admission.try_admit());
     assert_eq!(refusal(admission.try_admit()).as_str(), "queue_full");
-    let _c = ticket(admission.try_admit_as(RequestClass::Critical));
+    let _c = ticket(admission.admit(None, RequestClass::Critical));
     assert_eq!(
-        refusal(admission.try_admit_as(RequestClass::Critical)).as_str(),
+        refusal(admission.admit(None, RequestClass::Critical)).as_str(),
         "queue_full"
     );
 }
@@ -534,25 +534,25 @@ fn a_rate_refusal_says_which_stage_refused_and_rate_limit_follows_reconfigure() 
     let admission = admission
         .with_per_key(1, Duration::from_secs(10), 8)
         .unwrap();
-    let _a = ticket(admission.try_admit_for("a"));
+    let _a = ticket(admission.admit(Some("a"), RequestClass::Normal));
     // "a" has spent its own limit; the shared one has room.
-    match refusal(admission.try_admit_for("a")) {
+    match refusal(admission.admit(Some("a"), RequestClass::Normal)) {
         Refusal::RateLimited { scope, .. } => assert_eq!(scope, RateScope::PerClient),
         other => panic!("{other:?}"),
     }
     // New clients, each with room of its own, until the shared limit refuses one.
     let mut held = Vec::new();
     let refused = (0..3)
-        .find_map(
-            |client| match admission.try_admit_for(&format!("k{client}")) {
+        .find_map(|client| {
+            match admission.admit(Some(format!("k{client}").as_str()), RequestClass::Normal) {
                 Decision::Admitted(ticket) => {
                     held.push(ticket);
                     None
                 }
                 Decision::Refused(refusal) => Some(refusal),
                 Decision::Exempt => panic!("not exempt"),
-            },
-        )
+            }
+        })
         .expect("the shared limit of 2 refuses within 3 new clients");
     match refused {
         Refusal::RateLimited { scope, .. } => assert_eq!(scope, RateScope::Global),

@@ -208,7 +208,7 @@ fn prometheus_text_parses_and_carries_every_outcome() {
         "rate_limited"
     );
     assert!(matches!(
-        admission.try_admit_as(RequestClass::Exempt),
+        admission.admit(None, RequestClass::Exempt),
         Decision::Exempt
     ));
     let permit = admission.start_job(a).unwrap();

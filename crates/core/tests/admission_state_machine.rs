@@ -90,7 +90,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::Admit(class) => {
-                    let decision = admission.try_admit_as(class);
+                    let decision = admission.admit(None, class);
                     match model.admit(class, None, now_ms * NS_PER_MS) {
                         Decided::Exempt => prop_assert!(matches!(decision, Decision::Exempt)),
                         Decided::Admitted(()) => match decision {

@@ -45,19 +45,29 @@ fn one_client_cannot_use_up_anothers_budget() {
     let admission = admission(100, 100, 2, 10);
     let mut tickets = Vec::new();
     for _ in 0..2 {
-        tickets.push(admission.try_admit_for("noisy").into_result().unwrap());
+        tickets.push(
+            admission
+                .admit(Some("noisy"), RequestClass::Normal)
+                .into_result()
+                .unwrap(),
+        );
     }
     assert_eq!(
-        refusal(admission.try_admit_for("noisy")),
+        refusal(admission.admit(Some("noisy"), RequestClass::Normal)),
         (429, "rate_limited", MINUTE)
     );
     admission.clock().advance(Duration::from_secs(15));
     // Exactly when noisy's first request leaves its window.
     assert_eq!(
-        refusal(admission.try_admit_for("noisy")).2,
+        refusal(admission.admit(Some("noisy"), RequestClass::Normal)).2,
         Duration::from_secs(45)
     );
-    tickets.push(admission.try_admit_for("quiet").into_result().unwrap());
+    tickets.push(
+        admission
+            .admit(Some("quiet"), RequestClass::Normal)
+            .into_result()
+            .unwrap(),
+    );
     // Without a key, no per-client stage.
     tickets.push(admission.try_admit().into_result().unwrap());
     let snapshot = admission.metrics().snapshot();
@@ -68,17 +78,29 @@ fn one_client_cannot_use_up_anothers_budget() {
 #[test]
 fn a_client_refusal_does_not_use_the_global_window() {
     let admission = admission(3, 100, 1, 10);
-    let _a = admission.try_admit_for("a").into_result().unwrap();
+    let _a = admission
+        .admit(Some("a"), RequestClass::Normal)
+        .into_result()
+        .unwrap();
     // Refused by a's own limit: the shared window is not charged for it.
     for _ in 0..5 {
-        assert_eq!(refusal(admission.try_admit_for("a")).0, 429);
+        assert_eq!(
+            refusal(admission.admit(Some("a"), RequestClass::Normal)).0,
+            429
+        );
     }
-    let _b = admission.try_admit_for("b").into_result().unwrap();
-    let _c = admission.try_admit_for("c").into_result().unwrap();
+    let _b = admission
+        .admit(Some("b"), RequestClass::Normal)
+        .into_result()
+        .unwrap();
+    let _c = admission
+        .admit(Some("c"), RequestClass::Normal)
+        .into_result()
+        .unwrap();
     // Three passed the shared window: the fourth is refused there, and its client (new,
     // with room) is not charged, nor even tracked.
     assert_eq!(
-        refusal(admission.try_admit_for("d")),
+        refusal(admission.admit(Some("d"), RequestClass::Normal)),
         (429, "rate_limited", MINUTE)
     );
     assert_eq!(admission.per_key().unwrap().len(), 3);
@@ -94,7 +116,7 @@ fn one_client_at_the_global_limit_does_not_lock_others_out() {
     // The noisy client sends the whole global budget and more: 2 pass, the rest are
     // its own 429s.
     for _ in 0..30 {
-        if let Decision::Admitted(ticket) = admission.try_admit_for("noisy") {
+        if let Decision::Admitted(ticket) = admission.admit(Some("noisy"), RequestClass::Normal) {
             tickets.push(ticket);
         }
     }
@@ -104,7 +126,7 @@ fn one_client_at_the_global_limit_does_not_lock_others_out() {
         for _ in 0..2 {
             tickets.push(
                 admission
-                    .try_admit_for(client)
+                    .admit(Some(client), RequestClass::Normal)
                     .into_result()
                     .unwrap()
                     .unwrap(),
@@ -112,7 +134,11 @@ fn one_client_at_the_global_limit_does_not_lock_others_out() {
         }
     }
     assert_eq!(tickets.len(), 10);
-    let refused = admission.try_admit_for("e").refusal().copied().unwrap();
+    let refused = admission
+        .admit(Some("e"), RequestClass::Normal)
+        .refusal()
+        .copied()
+        .unwrap();
     assert!(matches!(
         refused,
         Refusal::RateLimited {
@@ -125,12 +151,18 @@ fn one_client_at_the_global_limit_does_not_lock_others_out() {
 #[test]
 fn a_full_client_table_answers_503_too_many_keys_with_a_hint() {
     let admission = admission(100, 100, 1, 2);
-    let _a = admission.try_admit_for("a").into_result().unwrap();
+    let _a = admission
+        .admit(Some("a"), RequestClass::Normal)
+        .into_result()
+        .unwrap();
     admission.clock().advance(Duration::from_secs(20));
-    let _b = admission.try_admit_for("b").into_result().unwrap();
+    let _b = admission
+        .admit(Some("b"), RequestClass::Normal)
+        .into_result()
+        .unwrap();
     // a's window empties 60 s after t = 0; it is t = 20 s.
     assert_eq!(
-        refusal(admission.try_admit_for("c")),
+        refusal(admission.admit(Some("c"), RequestClass::Normal)),
         (503, "too_many_keys", Duration::from_secs(40))
     );
     let snapshot = admission.metrics().snapshot();
@@ -139,7 +171,10 @@ fn a_full_client_table_answers_503_too_many_keys_with_a_hint() {
         1
     );
     admission.clock().advance(Duration::from_secs(40));
-    let _c = admission.try_admit_for("c").into_result().unwrap();
+    let _c = admission
+        .admit(Some("c"), RequestClass::Normal)
+        .into_result()
+        .unwrap();
     #[cfg(feature = "prometheus")]
     assert!(
         admission
@@ -152,14 +187,20 @@ fn a_full_client_table_answers_503_too_many_keys_with_a_hint() {
 #[test]
 fn the_queue_comes_last_and_a_queue_refusal_still_counts_for_the_client() {
     let admission = admission(100, 1, 2, 10);
-    let ticket = admission.try_admit_for("a").into_result().unwrap();
+    let ticket = admission
+        .admit(Some("a"), RequestClass::Normal)
+        .into_result()
+        .unwrap();
     assert_eq!(
-        refusal(admission.try_admit_for("a")),
+        refusal(admission.admit(Some("a"), RequestClass::Normal)),
         (503, "queue_full", queue_hint(&admission))
     );
     drop(ticket);
     // a's two requests are in its window, though only one got a place in the queue.
-    assert_eq!(refusal(admission.try_admit_for("a")).0, 429);
+    assert_eq!(
+        refusal(admission.admit(Some("a"), RequestClass::Normal)).0,
+        429
+    );
 }
 
 fn queue_hint(admission: &Admission<ManualClock>) -> Duration {
@@ -169,14 +210,17 @@ fn queue_hint(admission: &Admission<ManualClock>) -> Duration {
 #[test]
 fn exempt_requests_bypass_the_client_stage() {
     let admission = admission(1, 1, 1, 1);
-    let _a = admission.try_admit_for("a").into_result().unwrap();
+    let _a = admission
+        .admit(Some("a"), RequestClass::Normal)
+        .into_result()
+        .unwrap();
     for _ in 0..3 {
         assert!(matches!(
-            admission.try_admit_for_as("a", RequestClass::Exempt),
+            admission.admit(Some("a"), RequestClass::Exempt),
             Decision::Exempt
         ));
         assert!(matches!(
-            admission.try_admit_for_as("new", RequestClass::Exempt),
+            admission.admit(Some("new"), RequestClass::Exempt),
             Decision::Exempt
         ));
     }
@@ -196,7 +240,12 @@ fn shadow_mode_counts_client_refusals_without_enforcing_them() {
         .unwrap();
     let mut tickets = Vec::new();
     for key in ["a", "a", "b"] {
-        tickets.push(admission.try_admit_for(key).into_result().unwrap());
+        tickets.push(
+            admission
+                .admit(Some(key), RequestClass::Normal)
+                .into_result()
+                .unwrap(),
+        );
     }
     let snapshot = admission.metrics().snapshot();
     assert_eq!(
@@ -220,16 +269,35 @@ fn client_overrides_through_the_stage() {
         .unwrap();
     let mut tickets = Vec::new();
     for _ in 0..3 {
-        tickets.push(admission.try_admit_for("paying").into_result().unwrap());
+        tickets.push(
+            admission
+                .admit(Some("paying"), RequestClass::Normal)
+                .into_result()
+                .unwrap(),
+        );
     }
-    assert_eq!(refusal(admission.try_admit_for("paying")).0, 429);
-    tickets.push(admission.try_admit_for("free").into_result().unwrap());
-    assert_eq!(refusal(admission.try_admit_for("free")).0, 429);
+    assert_eq!(
+        refusal(admission.admit(Some("paying"), RequestClass::Normal)).0,
+        429
+    );
+    tickets.push(
+        admission
+            .admit(Some("free"), RequestClass::Normal)
+            .into_result()
+            .unwrap(),
+    );
+    assert_eq!(
+        refusal(admission.admit(Some("free"), RequestClass::Normal)).0,
+        429
+    );
     // reconfigure leaves the client stage alone.
     let mut limits = admission.limits();
     limits.rate.limit = 50;
     admission.reconfigure(limits).unwrap();
-    assert_eq!(refusal(admission.try_admit_for("free")).0, 429);
+    assert_eq!(
+        refusal(admission.admit(Some("free"), RequestClass::Normal)).0,
+        429
+    );
     assert_eq!(
         admission.per_key().unwrap().limit_for("paying"),
         (3, MINUTE)
@@ -239,8 +307,15 @@ fn client_overrides_through_the_stage() {
 #[test]
 fn a_429_says_which_window_refused_and_the_metrics_count_each() {
     let admission = admission(2, 100, 1, 10);
-    let _a = admission.try_admit_for("a").into_result().unwrap();
-    let own = admission.try_admit_for("a").refusal().copied().unwrap();
+    let _a = admission
+        .admit(Some("a"), RequestClass::Normal)
+        .into_result()
+        .unwrap();
+    let own = admission
+        .admit(Some("a"), RequestClass::Normal)
+        .refusal()
+        .copied()
+        .unwrap();
     assert!(
         matches!(
             own,
@@ -255,7 +330,7 @@ fn a_429_says_which_window_refused_and_the_metrics_count_each() {
     let shared = (0..3)
         .find_map(|i| {
             admission
-                .try_admit_for(&format!("new-{i}"))
+                .admit(Some(format!("new-{i}").as_str()), RequestClass::Normal)
                 .refusal()
                 .copied()
         })

@@ -9,50 +9,25 @@ use super::limits::{StalePolicy, Thresholds};
 use super::{ResourceLimits, ResourceReading};
 use crate::ConfigError;
 use crate::clock::{Clock, QuantaClock};
+use crate::label::labelled;
 use crate::sync::{AtomicU64, Ordering};
 
-/// Whether jobs may start, and if not, why. The names ([`as_str`](Self::as_str)) are
-/// stable, for logs and metrics labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum GateState {
-    /// Every watched resource is above its threshold.
-    Open,
-    /// Available memory is short.
-    LowMemory,
-    /// Free disk space is short.
-    LowDisk,
-    /// Memory pressure is too high.
-    MemoryPressure,
-    /// No sample for longer than the maximum sample age.
-    Stale,
-}
-
-impl GateState {
-    /// `open`, `low_memory`, `low_disk`, `memory_pressure` or `stale`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GateState::Open => "open",
-            GateState::LowMemory => "low_memory",
-            GateState::LowDisk => "low_disk",
-            GateState::MemoryPressure => "memory_pressure",
-            GateState::Stale => "stale",
-        }
-    }
-
-    /// Every state, in a fixed order (for metrics).
-    pub const ALL: [GateState; 5] = [
-        GateState::Open,
-        GateState::LowMemory,
-        GateState::LowDisk,
-        GateState::MemoryPressure,
-        GateState::Stale,
-    ];
-}
-
-impl fmt::Display for GateState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+labelled! {
+    /// Whether jobs may start, and if not, why. The names ([`as_str`](Self::as_str)) are
+    /// stable, for logs and metrics labels.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    #[non_exhaustive]
+    pub enum GateState {
+        /// Every watched resource is above its threshold.
+        Open => "open",
+        /// Available memory is short.
+        LowMemory => "low_memory",
+        /// Free disk space is short.
+        LowDisk => "low_disk",
+        /// Memory pressure is too high.
+        MemoryPressure => "memory_pressure",
+        /// No sample for longer than the maximum sample age.
+        Stale => "stale",
     }
 }
 
