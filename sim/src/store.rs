@@ -17,7 +17,7 @@ use std::time::Duration;
 use backstop_core::clock::{Clock, ManualClock};
 use backstop_core::resources::{GateState, ResourceReading};
 use backstop_core::{Decision, FrontDoor, RequestClass, WaitReason};
-use backstop_redis::{RedisAdmission, RedisJobPermit, RedisStore, RedisTicket, StoreOptions};
+use backstop_redis::{RedisAdmission, RedisPermit, RedisStore, RedisTicket, StoreOptions};
 
 use crate::config::SimConfig;
 use crate::error::SimError;
@@ -75,7 +75,7 @@ pub(crate) struct StoreReplica {
 
 impl FrontDoor for StoreReplica {
     type Ticket = RedisTicket;
-    type Permit = RedisJobPermit;
+    type Permit = RedisPermit;
 
     fn admit(
         &self,
@@ -88,7 +88,7 @@ impl FrontDoor for StoreReplica {
     fn start_job(
         &self,
         ticket: RedisTicket,
-    ) -> impl Future<Output = Result<RedisJobPermit, (RedisTicket, WaitReason)>> + Send {
+    ) -> impl Future<Output = Result<RedisPermit, (RedisTicket, WaitReason)>> + Send {
         self.door.start_job(ticket)
     }
 
@@ -115,8 +115,8 @@ impl SimDoor for StoreReplica {
     /// answer, so that a start at the same virtual instant finds the slot free, as with
     /// the in-process door. Holder ids are never reused: the detached removal that
     /// follows finds nothing to remove.
-    fn finish(&self, permit: RedisJobPermit) -> impl Future<Output = bool> {
-        let holder = permit.holder().to_owned();
+    fn finish(&self, permit: RedisPermit) -> impl Future<Output = bool> {
+        let holder = permit.get().holder().to_owned();
         drop(permit);
         let mut conn = self.store.connection();
         let key = Arc::clone(&self.slots_key);

@@ -103,7 +103,9 @@ impl Door for RedisAdmission {
     fn spawn_sampler(&self, probe: SysinfoProbe) -> std::io::Result<Sampler> {
         RedisAdmission::spawn_sampler(self, probe)
     }
-    fn register(&self, _registry: &mut Registry) {}
+    fn register(&self, registry: &mut Registry) {
+        self.metrics().register(registry);
+    }
     fn gate(&self) -> (&'static str, Result<(), Shortage>) {
         let gate = self.resource_gate();
         (gate.state().as_str(), gate.check())
@@ -116,60 +118,28 @@ impl Door for RedisAdmission {
     }
     fn extra_metrics(&self, text: &mut String) {
         use std::fmt::Write;
-        let counts = self.counts();
         let store = self.store().metrics().snapshot();
-        let mut counter = |name: &str, help: &str, values: &[(&str, &str, u64)]| {
-            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (label, value, n) in values {
-                if label.is_empty() {
-                    let _ = writeln!(text, "{name}_total {n}");
-                } else {
-                    let _ = writeln!(text, "{name}_total{{{label}=\"{value}\"}} {n}");
-                }
-            }
-        };
-        counter(
-            "backstop_admitted",
-            "Requests admitted",
-            &[("", "", counts.admitted_total)],
-        );
-        counter(
-            "backstop_exempt",
-            "Exempt requests",
-            &[("", "", counts.exempt_total)],
-        );
-        let scoped: Vec<_> = counts
-            .rate_limited_by_scope_total
-            .iter()
-            .map(|(scope, n)| ("scope", *scope, *n))
-            .collect();
-        counter("backstop_rate_limited_by_scope", "429s by window", &scoped);
-        let overloaded: Vec<_> = counts
-            .overloaded_total
-            .iter()
-            .map(|(reason, n)| ("reason", *reason, *n))
-            .collect();
-        counter("backstop_overloaded", "503s by reason", &overloaded);
-        let waits: Vec<_> = counts
-            .job_waits_total
-            .iter()
-            .map(|(reason, n)| ("reason", *reason, *n))
-            .collect();
-        counter("backstop_job_waits", "Job starts that waited", &waits);
-        counter(
-            "backstop_store_errors",
-            "Redis calls that failed",
-            &[("", "", store.store_errors)],
-        );
-        counter(
-            "backstop_store_timeouts",
-            "Redis calls past the deadline",
-            &[("", "", store.timeouts)],
-        );
-        counter(
-            "backstop_store_fallback_decisions",
-            "Decisions by the local fallback window",
-            &[("", "", store.fallback_decisions)],
-        );
+        for (name, help, count) in [
+            (
+                "backstop_store_errors",
+                "Redis calls that failed",
+                store.store_errors,
+            ),
+            (
+                "backstop_store_timeouts",
+                "Redis calls past the deadline",
+                store.timeouts,
+            ),
+            (
+                "backstop_store_fallback_decisions",
+                "Decisions by the local fallback window",
+                store.fallback_decisions,
+            ),
+        ] {
+            let _ = writeln!(
+                text,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {count}"
+            );
+        }
     }
 }

@@ -62,6 +62,27 @@ fn post_reply(addr: &str) -> (u16, Option<String>, String) {
     (answer.status, retry_after, answer.body)
 }
 
+/// `GET /metrics`: each sample line's name (with its labels) and value.
+fn metrics(addr: &str) -> Vec<(String, f64)> {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    let (_, body) = reply.split_once("\r\n\r\n").expect("a body");
+    body.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
 /// A limits file: `limit` requests a minute, resources not checked.
 fn write_config(dir: &std::path::Path, limit: usize) -> std::path::PathBuf {
     let config = dir.join("make_video.toml");
@@ -133,6 +154,40 @@ fn two_replicas_on_one_redis_admit_exactly_the_limit_in_total() {
             answers.iter().any(|(r, s, _)| *r == replica && *s == 429),
             "replica {replica} refused nothing: {answers:?}"
         );
+    }
+    // Each replica exports the in-process door's families, counting its own share.
+    let scraped: Vec<_> = replicas.iter().map(|r| metrics(&r.addr)).collect();
+    let total = |name: &str| -> f64 {
+        scraped
+            .iter()
+            .map(|samples| {
+                let found = samples.iter().find(|(n, _)| n == name);
+                found
+                    .unwrap_or_else(|| panic!("no {name} in {samples:?}"))
+                    .1
+            })
+            .sum()
+    };
+    assert_eq!(total("backstop_admitted_total"), LIMIT as f64);
+    assert_eq!(
+        total("backstop_rate_limited_total"),
+        (REQUESTS - LIMIT) as f64
+    );
+    assert_eq!(
+        total("backstop_rate_limited_by_scope_total{scope=\"global\"}"),
+        (REQUESTS - LIMIT) as f64
+    );
+    assert_eq!(
+        total("backstop_queue_max"),
+        200.0,
+        "100 each, the shared bound"
+    );
+    for gauge in [
+        "backstop_jobs_started_total",
+        "backstop_jobs_active",
+        "backstop_queue_depth",
+    ] {
+        assert!(total(gauge) <= LIMIT as f64, "{gauge}");
     }
 }
 

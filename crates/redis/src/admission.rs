@@ -3,14 +3,15 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backstop_core::clock::Clock;
-use backstop_core::jobs::Priority;
+use backstop_core::jobs::{
+    self as counters, JobPermit, JobSlots, Priority, QueueGate, QueueTicket,
+};
 use backstop_core::resources::{ResourceGate, ResourceProbe, Sampler};
 use backstop_core::{
-    ConfigError, Decision, FrontDoor, Limits, OverloadReason, RateScope, Refusal, RequestClass,
+    ConfigError, Decision, FrontDoor, Limits, Metrics, OverloadReason, Refusal, RequestClass,
     WaitReason,
 };
 
@@ -62,10 +63,10 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 /// construction (build another `RedisAdmission` to change them: the windows keep their
 /// history in Redis).
 ///
-/// Its counters are its own ([`AdmissionCounts`], the same names as core's
-/// `MetricsSnapshot`): core's `Metrics` also carries live gauges of a local queue and
-/// local slots, which a store-backed door does not have (the shared ones cost a round
-/// trip to read: [`RedisQueueGate::len`], [`RedisJobSlots::active`]).
+/// It counts into core's [`Metrics`] ([`metrics`](Self::metrics)), so that it exports
+/// the same families as `Admission`. Its queue and job gauges are this replica's share:
+/// the places and slots it holds now (summed over the replicas, the shared ones, which
+/// cost a round trip to read: [`RedisQueueGate::len`], [`RedisJobSlots::active`]).
 pub struct RedisAdmission {
     store: RedisStore,
     window: RedisWindow,
@@ -75,13 +76,23 @@ pub struct RedisAdmission {
     slots: RedisJobSlots,
     gate: Arc<ResourceGate<Arc<dyn Clock>>>,
     limits: Limits,
-    counts: Arc<Counts>,
+    /// This replica's places and slots, counted as `Admission` counts its own: what the
+    /// queue and job gauges of `metrics` read.
+    held: (QueueGate, JobSlots),
+    metrics: Arc<Metrics<Arc<dyn Clock>>>,
 }
 
 /// A place in the shared queue, held until its job starts or it is dropped. One pointer
 /// wide, so that a layer can hand it over through a lock-free cell.
 #[must_use = "dropping a ticket gives its queue place back"]
-pub struct RedisTicket(Box<TicketState>);
+pub struct RedisTicket(Box<Ticket>);
+
+struct Ticket {
+    state: TicketState,
+    /// The place in this replica's count; `None` when the count was full (only a replica
+    /// holding places whose leases were lost can hold more than the shared bound).
+    counted: Option<QueueTicket>,
+}
 
 enum TicketState {
     Held(RedisQueueTicket),
@@ -93,7 +104,7 @@ enum TicketState {
 impl RedisTicket {
     /// The shared ticket, unless its lease was lost.
     pub fn get(&self) -> Option<&RedisQueueTicket> {
-        match &*self.0 {
+        match &self.0.state {
             TicketState::Held(ticket) => Some(ticket),
             TicketState::Lost => None,
         }
@@ -124,10 +135,32 @@ impl RedisTicket {
 
 impl fmt::Debug for RedisTicket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &*self.0 {
+        match &self.0.state {
             TicketState::Held(ticket) => f.debug_tuple("RedisTicket").field(ticket).finish(),
             TicketState::Lost => f.write_str("RedisTicket(lost)"),
         }
+    }
+}
+
+/// A running job's slot in the shared set, held (and renewed) until dropped.
+#[must_use = "dropping a permit frees its job slot"]
+pub struct RedisPermit {
+    shared: RedisJobPermit,
+    /// The slot in this replica's count, held for its drop; `None` as for
+    /// [`RedisTicket`]'s.
+    _counted: Option<JobPermit>,
+}
+
+impl RedisPermit {
+    /// The shared slot.
+    pub fn get(&self) -> &RedisJobPermit {
+        &self.shared
+    }
+}
+
+impl fmt::Debug for RedisPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RedisPermit").field(&self.shared).finish()
     }
 }
 
@@ -173,6 +206,8 @@ impl RedisAdmission {
         };
         let (queue, slots) = jobs::counters_with(store, name, config)?;
         let gate = Arc::new(ResourceGate::new(&limits.resources, fallback_clock(store))?);
+        let held = counters::counters_with_totals(limits.job_bounds())?;
+        let metrics = Metrics::new(held.0.clone(), held.1.clone(), Arc::clone(&gate));
         Ok(RedisAdmission {
             store: store.clone(),
             window,
@@ -182,7 +217,8 @@ impl RedisAdmission {
             slots,
             gate,
             limits,
-            counts: Arc::new(Counts::default()),
+            held,
+            metrics: Arc::new(metrics),
         })
     }
 
@@ -228,82 +264,90 @@ impl RedisAdmission {
         Duration::from_millis(self.limits.queue.retry_after_hint_ms)
     }
 
-    fn refused(&self, refusal: Refusal) -> Decision<RedisTicket> {
-        self.counts.refused(refusal);
-        Decision::Refused(refusal)
+    /// The decision, counted.
+    async fn decide(&self, key: Option<&str>, class: RequestClass) -> Decision<RedisTicket> {
+        let decision = match class {
+            RequestClass::Exempt => Decision::Exempt,
+            RequestClass::Normal => self.stages(key, Priority::Normal).await,
+            RequestClass::Critical => self.stages(key, Priority::Critical).await,
+        };
+        self.metrics.record(&decision);
+        decision
     }
 
-    async fn decide(&self, key: Option<&str>, class: RequestClass) -> Decision<RedisTicket> {
-        let priority = match class {
-            RequestClass::Exempt => {
-                self.counts.exempt.fetch_add(1, Ordering::Relaxed);
-                return Decision::Exempt;
-            }
-            RequestClass::Normal => Priority::Normal,
-            RequestClass::Critical => Priority::Critical,
-        };
+    async fn stages(&self, key: Option<&str>, priority: Priority) -> Decision<RedisTicket> {
+        match self.rate_stages(key).await {
+            Ok(()) => self.queue_stage(priority).await,
+            Err(refusal) => Decision::Refused(refusal),
+        }
+    }
+
+    /// The rate stages, in `Admission`'s order.
+    async fn rate_stages(&self, key: Option<&str>) -> Result<(), Refusal> {
         if let (Some(keyed), Some(key)) = (&self.per_key, key) {
             // 1. Would the shared window take it? Asked without charging it.
             match self.window.peek_checked().await {
-                Ok(Ok(())) => {}
-                Ok(Err(refusal)) => return self.refused(refusal),
-                Err(_) => {
-                    if self.store.inner.options.failure_policy == FailurePolicy::FailClosed {
-                        let hint = self.store.inner.options.unavailable_retry_hint;
-                        return self.refused(store_unavailable(hint));
-                    }
-                    // local_fallback: the shared window's fallback decides in step 3.
+                Ok(verdict) => verdict?,
+                Err(_) if self.store.inner.options.failure_policy == FailurePolicy::FailClosed => {
+                    return Err(store_unavailable(
+                        self.store.inner.options.unavailable_retry_hint,
+                    ));
                 }
+                // local_fallback: the shared window's fallback decides in step 3.
+                Err(_) => {}
             }
             // 2. The client's own window, charged.
-            if let Err(refusal) = keyed.try_acquire(key).await {
-                return self.refused(refusal);
-            }
+            keyed.try_acquire(key).await?;
         }
         // 3. The shared window, charged.
-        if let Err(refusal) = self.window.try_acquire().await {
-            return self.refused(refusal);
-        }
-        // 4. The shared queue.
+        self.window.try_acquire().await
+    }
+
+    /// The shared queue, and the place in this replica's count.
+    async fn queue_stage(&self, priority: Priority) -> Decision<RedisTicket> {
         match self.queue.try_enter_as(priority).await {
-            Ok(ticket) => {
-                self.counts.admitted.fetch_add(1, Ordering::Relaxed);
-                Decision::Admitted(RedisTicket(Box::new(TicketState::Held(ticket))))
-            }
+            Ok(ticket) => Decision::Admitted(self.ticket(TicketState::Held(ticket))),
             Err(Refusal::Overloaded {
                 reason: OverloadReason::QueueFull,
                 ..
-            }) => self.refused(Refusal::Overloaded {
+            }) => Decision::Refused(Refusal::Overloaded {
                 reason: OverloadReason::QueueFull,
                 retry_after_hint: self.retry_after_hint(),
             }),
-            Err(refusal) => self.refused(refusal),
+            Err(refusal) => Decision::Refused(refusal),
         }
     }
 
-    async fn start(
-        &self,
-        ticket: RedisTicket,
-    ) -> Result<RedisJobPermit, (RedisTicket, WaitReason)> {
+    /// A ticket of this replica, counted.
+    fn ticket(&self, state: TicketState) -> RedisTicket {
+        RedisTicket(Box::new(Ticket {
+            state,
+            counted: self.held.0.try_enter_as(Priority::Critical).ok(),
+        }))
+    }
+
+    async fn start(&self, ticket: RedisTicket) -> Result<RedisPermit, (RedisTicket, WaitReason)> {
         if let Err(shortage) = self.gate.check() {
             return Err(self.wait(ticket, WaitReason::Resources(shortage)));
         }
-        let held = match *ticket.0 {
+        let Ticket { state, counted } = *ticket.0;
+        let held = match state {
             TicketState::Held(held) => held,
-            TicketState::Lost => return self.start_detached().await,
+            TicketState::Lost => return self.start_detached(counted).await,
         };
-        match self.slots.try_start(held).await {
-            Ok(permit) => Ok(permit),
-            Err(StartError::NoFreeSlot(back)) => {
-                Err(self.wait(RedisTicket::held(back), WaitReason::NoFreeSlot))
-            }
-            Err(StartError::StoreUnavailable(back, _)) => {
-                Err(self.wait(RedisTicket::held(back), WaitReason::StoreUnavailable))
-            }
+        let (back, reason) = match self.slots.try_start(held).await {
+            Ok(permit) => return Ok(self.permit(permit, counted)),
+            Err(StartError::NoFreeSlot(back)) => (back, WaitReason::NoFreeSlot),
+            Err(StartError::StoreUnavailable(back, _)) => (back, WaitReason::StoreUnavailable),
             // The place expired: the job was admitted, so it still runs, on a slot of
             // its own.
-            Err(StartError::LeaseLost) => self.start_detached().await,
-        }
+            Err(StartError::LeaseLost) => return self.start_detached(counted).await,
+        };
+        let ticket = RedisTicket(Box::new(Ticket {
+            state: TicketState::Held(back),
+            counted,
+        }));
+        Err(self.wait(ticket, reason))
     }
 
     /// Takes the queue place a [`RedisTicket::detach`] token names (detached by a door
@@ -319,15 +363,34 @@ impl RedisAdmission {
     }
 
     /// A slot for a job whose queue place was lost.
-    async fn start_detached(&self) -> Result<RedisJobPermit, (RedisTicket, WaitReason)> {
-        self.slots
-            .try_acquire()
-            .await
-            .map_err(|reason| self.wait(RedisTicket::lost(), reason))
+    async fn start_detached(
+        &self,
+        counted: Option<QueueTicket>,
+    ) -> Result<RedisPermit, (RedisTicket, WaitReason)> {
+        match self.slots.try_acquire().await {
+            Ok(permit) => Ok(self.permit(permit, counted)),
+            Err(reason) => {
+                let state = TicketState::Lost;
+                Err(self.wait(RedisTicket(Box::new(Ticket { state, counted })), reason))
+            }
+        }
+    }
+
+    /// A permit of this replica: the ticket's counted place becomes a counted slot.
+    fn permit(&self, shared: RedisJobPermit, counted: Option<QueueTicket>) -> RedisPermit {
+        let slots = &self.held.1;
+        let counted = match counted {
+            Some(place) => slots.try_start(place).ok(),
+            None => slots.try_acquire().ok(),
+        };
+        RedisPermit {
+            shared,
+            _counted: counted,
+        }
     }
 
     fn wait(&self, ticket: RedisTicket, reason: WaitReason) -> (RedisTicket, WaitReason) {
-        self.counts.waited(reason);
+        self.metrics.record_wait(reason);
         (ticket, reason)
     }
 
@@ -367,9 +430,11 @@ impl RedisAdmission {
         &self.limits
     }
 
-    /// This replica's decisions so far.
-    pub fn counts(&self) -> AdmissionCounts {
-        self.counts.snapshot()
+    /// This replica's counters: its decisions, its job waits, the places and slots it
+    /// holds and its resource gate, as core's `Admission::metrics` (register them for a
+    /// `/metrics` endpoint with `Metrics::register`).
+    pub fn metrics(&self) -> &Arc<Metrics<Arc<dyn Clock>>> {
+        &self.metrics
     }
 }
 
@@ -381,19 +446,9 @@ fn prefixed(section: &str, err: ConfigError) -> ConfigError {
     ConfigError::new(format!("{section}.{}", err.field()), err.reason())
 }
 
-impl RedisTicket {
-    fn held(ticket: RedisQueueTicket) -> Self {
-        RedisTicket(Box::new(TicketState::Held(ticket)))
-    }
-
-    fn lost() -> Self {
-        RedisTicket(Box::new(TicketState::Lost))
-    }
-}
-
 impl FrontDoor for RedisAdmission {
     type Ticket = RedisTicket;
-    type Permit = RedisJobPermit;
+    type Permit = RedisPermit;
 
     fn admit(
         &self,
@@ -406,7 +461,7 @@ impl FrontDoor for RedisAdmission {
     fn start_job(
         &self,
         ticket: RedisTicket,
-    ) -> impl Future<Output = Result<RedisJobPermit, (RedisTicket, WaitReason)>> + Send {
+    ) -> impl Future<Output = Result<RedisPermit, (RedisTicket, WaitReason)>> + Send {
         self.start(ticket)
     }
 
@@ -430,95 +485,4 @@ impl fmt::Debug for RedisAdmission {
             .field("slots", &self.slots)
             .finish_non_exhaustive()
     }
-}
-
-/// Outcome counters. Relaxed everywhere: independent statistics read for reporting; no
-/// other memory depends on them.
-#[derive(Default)]
-struct Counts {
-    admitted: AtomicU64,
-    exempt: AtomicU64,
-    rate_limited: [AtomicU64; RateScope::ALL.len()],
-    overloaded: [AtomicU64; OverloadReason::ALL.len()],
-    waits: [AtomicU64; WAITS.len()],
-}
-
-/// Labels of `job_waits_total`, as core's.
-const WAITS: [&str; 6] = [
-    "no_free_slot",
-    "low_memory",
-    "low_disk",
-    "memory_pressure",
-    "stale",
-    "store_unavailable",
-];
-
-impl Counts {
-    fn refused(&self, refusal: Refusal) {
-        match refusal {
-            Refusal::RateLimited { scope, .. } => {
-                let at = RateScope::ALL.iter().position(|s| *s == scope).unwrap_or(0);
-                self.rate_limited[at].fetch_add(1, Ordering::Relaxed);
-            }
-            Refusal::Overloaded { reason, .. } => {
-                let at = OverloadReason::ALL
-                    .iter()
-                    .position(|r| *r == reason)
-                    .unwrap_or(0);
-                self.overloaded[at].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    fn waited(&self, reason: WaitReason) {
-        // An unknown name (a newer core) lands on the last label rather than panicking.
-        let at = WAITS
-            .iter()
-            .position(|w| *w == reason.as_str())
-            .unwrap_or(WAITS.len() - 1);
-        self.waits[at].fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn snapshot(&self) -> AdmissionCounts {
-        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let by_scope: Vec<_> = RateScope::ALL
-            .iter()
-            .zip(&self.rate_limited)
-            .map(|(s, c)| (s.as_str(), read(c)))
-            .collect();
-        AdmissionCounts {
-            admitted_total: read(&self.admitted),
-            exempt_total: read(&self.exempt),
-            rate_limited_total: by_scope.iter().map(|(_, n)| n).sum(),
-            rate_limited_by_scope_total: by_scope,
-            overloaded_total: OverloadReason::ALL
-                .iter()
-                .zip(&self.overloaded)
-                .map(|(r, c)| (r.as_str(), read(c)))
-                .collect(),
-            job_waits_total: WAITS
-                .iter()
-                .zip(&self.waits)
-                .map(|(w, c)| (*w, read(c)))
-                .collect(),
-        }
-    }
-}
-
-/// A [`RedisAdmission`]'s decisions so far, in this process: the same names and labels
-/// as core's `MetricsSnapshot` (`backstop_admitted_total`, …).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdmissionCounts {
-    /// Requests admitted (given a queue place).
-    pub admitted_total: u64,
-    /// Exempt requests, only counted.
-    pub exempt_total: u64,
-    /// 429s, either window.
-    pub rate_limited_total: u64,
-    /// 429s by window: `global`, `per_client`.
-    pub rate_limited_by_scope_total: Vec<(&'static str, u64)>,
-    /// 503s by reason: `queue_full`, `too_many_keys`, `store_unavailable`.
-    pub overloaded_total: Vec<(&'static str, u64)>,
-    /// Job starts that had to wait, by reason.
-    pub job_waits_total: Vec<(&'static str, u64)>,
 }

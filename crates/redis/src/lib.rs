@@ -16,7 +16,7 @@ mod scripts;
 mod store;
 mod window;
 
-pub use admission::{AdmissionCounts, DEFAULT_LEASE, RedisAdmission, RedisTicket};
+pub use admission::{DEFAULT_LEASE, RedisAdmission, RedisPermit, RedisTicket};
 pub use connection::{StoreConnection, TlsConfig};
 pub use detach::{ClaimError, DetachError};
 pub use error::{ConnectError, StoreError};

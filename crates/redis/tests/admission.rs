@@ -88,8 +88,8 @@ fn two_doors_on_one_store_admit_exactly_the_limit_in_total() {
                 scope: RateScope::Global,
             })
         );
-        let counts = a.counts();
-        let counts_b = b.counts();
+        let counts = a.metrics().snapshot();
+        let counts_b = b.metrics().snapshot();
         assert_eq!(counts.admitted_total + counts_b.admitted_total, 7);
         assert_eq!(counts.rate_limited_total + counts_b.rate_limited_total, 13);
         // One window later the budget is back, again shared.
@@ -107,7 +107,7 @@ fn two_doors_on_one_store_admit_exactly_the_limit_in_total() {
             a.admit(None, RequestClass::Exempt).await,
             Decision::Exempt
         ));
-        assert_eq!(a.counts().exempt_total, 1);
+        assert_eq!(a.metrics().snapshot().exempt_total, 1);
     });
 }
 
@@ -178,7 +178,7 @@ fn a_client_refused_by_its_own_window_uses_none_of_the_shared_one() {
             refusal(&b.admit(Some("dave"), RequestClass::Normal).await).map(|r| r.as_str()),
             Some("rate_limited")
         );
-        let by_scope = a.counts().rate_limited_by_scope_total;
+        let by_scope = a.metrics().snapshot().rate_limited_by_scope_total;
         assert_eq!(by_scope, vec![("global", 1), ("per_client", 1)]);
         drop(held);
     });
@@ -229,13 +229,26 @@ fn the_queue_and_the_slots_are_shared() {
                 .is_some()
         );
         assert_eq!(a.queue().len().await.unwrap(), 3);
+        // Each door's gauges are its own share: one place here, two there.
+        let gauges = |door: &RedisAdmission| {
+            let s = door.metrics().snapshot();
+            (
+                s.queue_depth,
+                s.jobs_active,
+                s.jobs_started_total,
+                s.jobs_finished_total,
+            )
+        };
+        assert_eq!((gauges(&a), gauges(&b)), ((1, 0, 0, 0), (2, 0, 0, 0)));
 
         // One slot across both doors.
         let permit = a.start_job(first.unwrap()).await.expect("a free slot");
         let (second, why) = b.start_job(second.unwrap()).await.unwrap_err();
         assert_eq!(why, WaitReason::NoFreeSlot);
         assert_eq!(b.slots().active().await.unwrap(), 1);
+        assert_eq!((gauges(&a), gauges(&b)), ((0, 1, 1, 0), (2, 0, 0, 0)));
         drop(permit);
+        assert_eq!(gauges(&a), (0, 0, 1, 1));
         // The release is sent in the background: the slot frees within moments.
         let mut ticket = second;
         let started = std::time::Instant::now();
@@ -251,9 +264,11 @@ fn the_queue_and_the_slots_are_shared() {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
-        assert_eq!(b.counts().job_waits_total[0].0, "no_free_slot");
-        assert!(b.counts().job_waits_total[0].1 >= 1);
+        assert_eq!(b.metrics().snapshot().job_waits_total[0].0, "no_free_slot");
+        assert!(b.metrics().snapshot().job_waits_total[0].1 >= 1);
+        assert_eq!(gauges(&b), (1, 1, 1, 0));
         drop((permit, critical));
+        assert_eq!(gauges(&b), (0, 0, 1, 1));
     });
 }
 
@@ -295,13 +310,14 @@ fn fail_closed_answers_503_store_unavailable_when_redis_is_gone() {
         let (ticket, why) = door.start_job(ticket).await.unwrap_err();
         assert_eq!(why, WaitReason::StoreUnavailable);
         drop(ticket);
-        let overloaded = door.counts().overloaded_total;
+        let overloaded = door.metrics().snapshot().overloaded_total;
         assert!(
             overloaded.contains(&("store_unavailable", 2)),
             "{overloaded:?}"
         );
         assert!(
-            door.counts()
+            door.metrics()
+                .snapshot()
                 .job_waits_total
                 .contains(&("store_unavailable", 1))
         );
