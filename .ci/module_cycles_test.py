@@ -26,11 +26,11 @@ MANIFEST = '[package]\nname = "fixture"\n'
 
 
 class PlantedCircles(unittest.TestCase):
-    def reports(self, files: dict[str, str]) -> list[str]:
+    def reports(self, files: dict[str, str], skip=frozenset()) -> list[str]:
         with tempfile.TemporaryDirectory() as tmp:
             repo = Path(tmp)
             write(repo, files)
-            return module_cycles.check(repo)
+            return module_cycles.check(repo, skip)
 
     def test_a_circle_through_crate_paths_is_reported_with_its_lines(self):
         reports = self.reports(
@@ -92,6 +92,16 @@ class PlantedCircles(unittest.TestCase):
         self.assertEqual(len(reports), 2, reports)
         self.assertIn("crates/four (bin/tool/main.rs): p -> q -> p", reports[0])
         self.assertIn("sim/inner: m -> n -> m", reports[1])
+
+    def test_a_skipped_crate_is_not_reported(self):
+        files = {
+            "sim/Cargo.toml": MANIFEST,
+            "sim/src/lib.rs": "mod a;\nmod b;\n",
+            "sim/src/a.rs": "use crate::b::B;\n",
+            "sim/src/b.rs": "use crate::a::A;\n",
+        }
+        self.assertEqual(len(self.reports(files)), 1)
+        self.assertEqual(self.reports(files, frozenset({"sim"})), [])
 
     def test_look_alikes_are_not_edges(self):
         reports = self.reports(

@@ -71,9 +71,17 @@ fn with_unit(unit: &'static str, family: Family) -> Family {
 
 /// Every family, valued from one snapshot.
 fn families(s: &MetricsSnapshot) -> Vec<Family> {
-    use Kind::{Counter, Gauge};
-    use Value::{Float, Int};
-    let mut out = vec![
+    let mut out = decision_families(s);
+    out.extend(job_families(s));
+    out.extend(resource_families(s));
+    out
+}
+
+/// What the door decided, by outcome and reason.
+fn decision_families(s: &MetricsSnapshot) -> Vec<Family> {
+    use Kind::Counter;
+    use Value::Int;
+    vec![
         one(
             "backstop_admitted",
             "Requests admitted into the job queue.",
@@ -115,6 +123,14 @@ fn families(s: &MetricsSnapshot) -> Vec<Family> {
             "Times a queued job could not start yet, by reason.",
             &s.job_waits_total,
         ),
+    ]
+}
+
+/// The queue and the job slots.
+fn job_families(s: &MetricsSnapshot) -> Vec<Family> {
+    use Kind::{Counter, Gauge};
+    use Value::Int;
+    vec![
         one(
             "backstop_jobs_started",
             "Jobs started.",
@@ -151,6 +167,14 @@ fn families(s: &MetricsSnapshot) -> Vec<Family> {
             Gauge,
             Int(u64::from(s.jobs_max)),
         ),
+    ]
+}
+
+/// The resource gate and its last reading.
+fn resource_families(s: &MetricsSnapshot) -> Vec<Family> {
+    use Kind::{Counter, Gauge};
+    use Value::{Float, Int};
+    let mut out = vec![
         Family {
             name: "backstop_resource_gate_state",
             help: "1 for the resource gate's current state, 0 for the others.",
