@@ -142,10 +142,7 @@ pub(crate) struct Admission {
 
 impl Admission {
     fn decide(&self, key: Option<&str>, class: RequestClass) -> Decision {
-        match key {
-            Some(key) => self.door.try_admit_for_as(key, class),
-            None => self.door.try_admit_as(class),
-        }
+        self.door.admit(key, class)
     }
 
     /// Makes sure this process samples resources, when the gate needs readings.
