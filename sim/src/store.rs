@@ -116,7 +116,7 @@ impl SimDoor for StoreReplica {
     /// the in-process door. Holder ids are never reused: the detached removal that
     /// follows finds nothing to remove.
     fn finish(&self, permit: RedisPermit) -> impl Future<Output = bool> {
-        let holder = permit.get().holder().to_owned();
+        let holder = permit.holder().to_owned();
         drop(permit);
         let mut conn = self.store.connection();
         let key = Arc::clone(&self.slots_key);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use backstop_core::clock::Clock;
 use backstop_core::resources::{Sampler, Shortage, SysinfoProbe};
 use backstop_core::{Admission, ConfigError, FrontDoor};
-use backstop_redis::{LeaseWatch, RedisAdmission, RedisJobPermit, RedisStore};
+use backstop_redis::{LeaseWatch, RedisAdmission, RedisPermit, RedisStore};
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
@@ -97,7 +97,7 @@ impl<C: Clock + 'static> Door for Admission<C> {
 }
 
 impl Door for RedisAdmission {
-    fn lease_watch(permit: &RedisJobPermit) -> Option<LeaseWatch> {
+    fn lease_watch(permit: &RedisPermit) -> Option<LeaseWatch> {
         Some(permit.watch())
     }
     fn spawn_sampler(&self, probe: SysinfoProbe) -> std::io::Result<Sampler> {

@@ -121,11 +121,15 @@ impl RedisTicket {
     /// [`DetachError::Lost`] when the place is gone (its lease was lost);
     /// [`DetachError::StoreUnavailable`], with the ticket back, when Redis failed.
     pub async fn detach(self) -> Result<String, DetachError<RedisTicket>> {
-        match *self.0 {
+        // Detached, the place is no longer this replica's: its count goes with the ticket.
+        let Ticket { state, counted } = *self.0;
+        match state {
             TicketState::Lost => Err(DetachError::Lost),
             TicketState::Held(ticket) => ticket.detach().await.map_err(|err| match err {
                 DetachError::StoreUnavailable(back, cause) => {
-                    DetachError::StoreUnavailable(RedisTicket::held(back), cause)
+                    let state = TicketState::Held(back);
+                    let back = RedisTicket(Box::new(Ticket { state, counted }));
+                    DetachError::StoreUnavailable(back, cause)
                 }
                 _ => DetachError::Lost,
             }),
@@ -142,7 +146,9 @@ impl fmt::Debug for RedisTicket {
     }
 }
 
-/// A running job's slot in the shared set, held (and renewed) until dropped.
+/// A running job's slot in the shared set, held (and renewed) until dropped: a
+/// [`RedisJobPermit`] (it derefs to one) that also holds the slot's place in this
+/// replica's job gauges.
 #[must_use = "dropping a permit frees its job slot"]
 pub struct RedisPermit {
     shared: RedisJobPermit,
@@ -151,9 +157,11 @@ pub struct RedisPermit {
     _counted: Option<JobPermit>,
 }
 
-impl RedisPermit {
-    /// The shared slot.
-    pub fn get(&self) -> &RedisJobPermit {
+/// The shared slot: [`RedisJobPermit`]'s lease, holder and watch.
+impl std::ops::Deref for RedisPermit {
+    type Target = RedisJobPermit;
+
+    fn deref(&self) -> &RedisJobPermit {
         &self.shared
     }
 }
@@ -359,7 +367,8 @@ impl RedisAdmission {
     /// A [`ClaimError`]: malformed, of another name, expired (`queue.max_wait` passed),
     /// not held (claimed already, or forged), or Redis failed.
     pub async fn claim(&self, token: &str) -> Result<RedisTicket, ClaimError> {
-        self.queue.claim(token).await.map(RedisTicket::held)
+        let claimed = self.queue.claim(token).await?;
+        Ok(self.ticket(TicketState::Held(claimed)))
     }
 
     /// A slot for a job whose queue place was lost.
