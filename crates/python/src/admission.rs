@@ -234,7 +234,7 @@ impl Admission {
     /// Every counter and gauge now, as plain numbers.
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         guarded("Admission.snapshot", || {
-            crate::metrics::snapshot_dict(py, &self.door)
+            crate::metrics::snapshot_dict(py, &self.door.metrics().snapshot())
         })
     }
 

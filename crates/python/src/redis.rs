@@ -16,8 +16,8 @@ use std::time::Duration;
 use backstop_core::resources::{Sampler, SysinfoProbe};
 use backstop_core::{Decision, FrontDoor, Limits, RequestClass, WaitReason};
 use backstop_redis::{
-    ClaimError, ConnectError, DetachError, FailurePolicy, RedisAdmission as Door, RedisJobPermit,
-    RedisStore, StoreOptions,
+    ClaimError, ConnectError, DetachError, FailurePolicy, RedisAdmission as Door, RedisStore,
+    StoreOptions,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -338,18 +338,19 @@ impl RedisAdmission {
         })
     }
 
-    /// This replica's decisions so far, and the store's counters.
+    /// This replica's counters: its decisions, its job waits, the places and slots it
+    /// holds, its resource gate (empty before the store is connected).
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         guarded("RedisAdmission.snapshot", || {
-            let dict = PyDict::new(py);
-            if let Some(live) = self.shared.connected() {
-                crate::metrics::redis_counts(py, &dict, &live.door)?;
+            match self.shared.connected() {
+                Some(live) => crate::metrics::snapshot_dict(py, &live.door.metrics().snapshot()),
+                None => Ok(PyDict::new(py)),
             }
-            Ok(dict)
         })
     }
 
-    /// The counters in the OpenMetrics text format, under core's family names.
+    /// The counters in the OpenMetrics text format: core's families, as the in-process
+    /// door's, and the store's.
     fn render_prometheus(&self) -> String {
         self.shared
             .connected()
@@ -422,7 +423,7 @@ pub(crate) struct RedisTicket {
 
 type StartOutcome = Result<
     (
-        Result<RedisJobPermit, (backstop_redis::RedisTicket, WaitReason)>,
+        Result<backstop_redis::RedisPermit, (backstop_redis::RedisTicket, WaitReason)>,
         Arc<Live>,
     ),
     ConnectFailure,
@@ -559,7 +560,7 @@ impl RedisTicket {
 /// A running job's shared slot; its lease is renewed in the background until released.
 #[pyclass(module = "backstop_admission._native")]
 pub(crate) struct RedisPermit {
-    permit: Option<RedisJobPermit>,
+    permit: Option<backstop_redis::RedisPermit>,
 }
 
 #[pymethods]
@@ -574,13 +575,13 @@ impl RedisPermit {
     /// be someone else's now.
     #[getter]
     fn lost(&self) -> bool {
-        self.permit.as_ref().is_some_and(RedisJobPermit::is_lost)
+        self.permit.as_ref().is_some_and(|permit| permit.is_lost())
     }
 
     /// The fencing token of this take (grows with every take of the gate).
     #[getter]
     fn fencing_token(&self) -> Option<u64> {
-        self.permit.as_ref().map(RedisJobPermit::fencing_token)
+        self.permit.as_ref().map(|permit| permit.fencing_token())
     }
 
     /// Gives the slot back (in the background); true if this call released it.
