@@ -64,17 +64,10 @@ fn post_reply(addr: &str) -> (u16, Option<String>, String) {
 
 /// `GET /metrics`: each sample line's name (with its labels) and value.
 fn metrics(addr: &str) -> Vec<(String, f64)> {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut reply = String::new();
-    let _ = stream.read_to_string(&mut reply);
-    let (_, body) = reply.split_once("\r\n\r\n").expect("a body");
-    body.lines()
+    let answer = http::fetch(addr, "GET", "/metrics").expect("an answer");
+    answer
+        .body
+        .lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {
             let (name, value) = line.rsplit_once(' ')?;
