@@ -794,12 +794,11 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
     }
 
     /// Bytes one key's window takes at `limit`, as measured by the counting allocator of
-    /// `tests/keyed_memory.rs`: papaya's allocation of the key beside its entry (the
-    /// ring's cache-padded head makes it 128-byte aligned: 512 bytes for a `u64` key),
-    /// the ring's slots (16 bytes each, `limit` rounded up to a power of two), and about
-    /// 40 bytes of papaya's table
+    /// `tests/keyed_memory.rs`: papaya's allocation of the key beside its entry (128
+    /// bytes for a `u64` key), the ring's slots (two of 8 bytes per unit of `limit`
+    /// rounded up to a power of two), and about 40 bytes of papaya's table
     /// (pointer and tag per slot, kept at most about a quarter full).
-    /// For a `u64` key and the default 30 per minute: about 1 KiB.
+    /// For a `u64` key and the default 30 per minute: 680 bytes.
     pub fn bytes_per_key(limit: u32) -> usize {
         const TABLE_BYTES_PER_KEY: usize = 40;
         std::mem::size_of::<(K, Entry)>() + AdmissionRing::bytes_for(limit) + TABLE_BYTES_PER_KEY

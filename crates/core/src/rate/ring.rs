@@ -95,7 +95,7 @@
 //! forgotten admission is at or before `last − narrowest window the ring ever had`, and
 //! at or before the oldest one remembered.
 
-use crossbeam_utils::{Backoff, CachePadded};
+use crossbeam_utils::Backoff;
 
 use super::SEALABLE_TIME_NS;
 use super::memory::Memory;
@@ -207,8 +207,12 @@ enum Tail {
 pub(crate) struct AdmissionRing {
     /// Where the next scan for the next admission's slot starts: usually that slot,
     /// briefly behind it while a claimer has not yet moved it. Written by every admitting
-    /// thread; padded so it does not share a line with the slots or the read-only fields.
-    head: CachePadded<AtomicU64>,
+    /// thread, and not padded: every decision reads the fields beside it too, so one line
+    /// holds what a decision needs besides its slots (a keyed table of many rings is
+    /// bound by the lines it touches: 1 024 keys decide 3 ns faster than with the head on
+    /// a line of its own), and under contention the line moves between cores once per
+    /// admission either way.
+    head: AtomicU64,
     /// `P = 2C` slots, one word each (see the module docs for the encoding).
     slots: Box<[AtomicU64]>,
     /// `slots.len() - 1`; `slots.len()` is a power of two.
@@ -305,7 +309,7 @@ impl AdmissionRing {
             .collect::<Vec<_>>()
             .into_boxed_slice();
         AdmissionRing {
-            head: CachePadded::new(AtomicU64::new(kept.len() as u64)),
+            head: AtomicU64::new(kept.len() as u64),
             slots,
             mask: 2 * capacity - 1,
             shape: AtomicPair::new(u64::from(limit), window_ns),
@@ -769,7 +773,7 @@ impl AdmissionRing {
     }
 
     /// Bytes of memory one ring for `limit` takes: its slots (twice `limit` rounded up to
-    /// a power of two, of 8 bytes each) and the struct with its padded head.
+    /// a power of two, of 8 bytes each) and the struct with its head.
     /// Saturates at `usize::MAX` where the ring could not exist (`u32::MAX` on a 32-bit
     /// target).
     pub(crate) fn bytes_for(limit: u32) -> usize {

@@ -88,8 +88,8 @@ const _: () = assert!(MAX_WINDOW.as_nanos() < (u64::MAX / 4) as u128);
 ///
 /// One ring of 8-byte slots, two per unit of [`capacity`](Self::capacity) (the second
 /// half is what lets the ring find its next slot without storing admission numbers), plus
-/// a cache-padded head: [`SlidingWindow::bytes_for(limit)`](Self::bytes_for) bytes (about
-/// `16·limit + 256`).
+/// a fixed part (the ring's head and shape, the clock):
+/// [`SlidingWindow::bytes_for(limit)`](Self::bytes_for) bytes (about `16·limit + 128`).
 ///
 /// # Example
 ///
@@ -416,7 +416,7 @@ impl<C: Clock> SlidingWindow<C> {
         &self.clock
     }
 
-    /// Bytes of memory a limiter of `limit` takes (the ring plus its padded head).
+    /// Bytes of memory a limiter of `limit` takes (the ring and its fixed part).
     pub fn bytes_for(limit: u32) -> usize {
         // The ring's bytes saturate for limits no ring could have (`u32::MAX` on 32 bits).
         (AdmissionRing::bytes_for(limit) - std::mem::size_of::<AdmissionRing>())
