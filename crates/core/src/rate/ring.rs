@@ -519,7 +519,8 @@ impl AdmissionRing {
                 }
                 return Err(free_at - now_ns);
             }
-            // As in `try_acquire_fresh`.
+            // As in `try_acquire_fresh`: monotone recorded times; AcqRel on success
+            // publishes the claim, Relaxed on failure since we loop and re-read.
             let claim = recorded_after(latest, now_ns);
             if self
                 .slot(k)
@@ -676,6 +677,7 @@ impl AdmissionRing {
             let before = self.slot(first.wrapping_sub(1)).load(Ordering::Acquire);
             let times_ns = (0..count)
                 .filter_map(|i| {
+                    // Acquire: as above.
                     let value = self.slot(first.wrapping_add(i)).load(Ordering::Acquire);
                     // Virtual admissions never happened.
                     is_real(value).then(|| time_of(value))
