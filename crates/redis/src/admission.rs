@@ -5,6 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use backstop_core::clock::Clock;
 use backstop_core::jobs::{
     self as counters, JobPermit, JobSlots, Priority, QueueGate, QueueTicket,
@@ -284,17 +286,19 @@ impl RedisAdmission {
     }
 
     async fn stages(&self, key: Option<&str>, priority: Priority) -> Decision<RedisTicket> {
-        match self.rate_stages(key).await {
-            Ok(()) => self.queue_stage(priority).await,
+        // One deadline for the whole admission: every call below gives up at it.
+        let give_up = self.store.give_up();
+        match self.rate_stages(key, give_up).await {
+            Ok(()) => self.queue_stage(priority, give_up).await,
             Err(refusal) => Decision::Refused(refusal),
         }
     }
 
-    /// The rate stages, in `Admission`'s order.
-    async fn rate_stages(&self, key: Option<&str>) -> Result<(), Refusal> {
+    /// The rate stages, in `Admission`'s order, within `give_up`.
+    async fn rate_stages(&self, key: Option<&str>, give_up: Instant) -> Result<(), Refusal> {
         if let (Some(keyed), Some(key)) = (&self.per_key, key) {
             // 1. Would the shared window take it? Asked without charging it.
-            match self.window.peek_checked().await {
+            match self.window.peek_until(give_up).await {
                 Ok(verdict) => verdict?,
                 Err(_) if self.store.inner.options.failure_policy == FailurePolicy::FailClosed => {
                     return Err(store_unavailable(
@@ -305,15 +309,15 @@ impl RedisAdmission {
                 Err(_) => {}
             }
             // 2. The client's own window, charged.
-            keyed.try_acquire(key).await?;
+            keyed.acquire_until(key, give_up).await?;
         }
         // 3. The shared window, charged.
-        self.window.try_acquire().await
+        self.window.acquire_until(give_up).await.map(|_| ())
     }
 
-    /// The shared queue, and the place in this replica's count.
-    async fn queue_stage(&self, priority: Priority) -> Decision<RedisTicket> {
-        match self.queue.try_enter_as(priority).await {
+    /// The shared queue, and the place in this replica's count, within `give_up`.
+    async fn queue_stage(&self, priority: Priority, give_up: Instant) -> Decision<RedisTicket> {
+        match self.queue.try_enter_until(priority, give_up).await {
             Ok(ticket) => Decision::Admitted(self.ticket(TicketState::Held(ticket))),
             Err(Refusal::Overloaded {
                 reason: OverloadReason::QueueFull,

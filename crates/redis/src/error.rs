@@ -102,6 +102,14 @@ pub enum StoreError {
     /// Any other error reply.
     #[error("Redis error: {0}")]
     Server(String),
+    /// Not sent: calls failed so many times in a row that the breaker answers for Redis
+    /// for a while (`StoreOptions::breaker_threshold`, `breaker_open_for`).
+    #[error("not sent: the breaker is open after repeated store failures")]
+    BreakerOpen,
+    /// Not sent: Redis's `maxmemory-policy` became an evicting one while running, and the
+    /// store refuses to run on it (`EvictionCheck::Refuse`).
+    #[error("not sent: Redis's maxmemory-policy now evicts keys")]
+    Evicting,
 }
 
 impl StoreError {

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use backstop_core::jobs::{JobBounds, Priority};
 use backstop_core::{ConfigError, OverloadReason, WaitReason};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::detach::{self, ClaimError, DetachError, TicketToken};
@@ -27,6 +28,10 @@ use crate::lease::{Lease, LeaseLoss, LeaseWatch, Set, Taken};
 use crate::refusal::Refusal;
 use crate::scripts;
 use crate::store::RedisStore;
+
+/// The code a lease script answers when it reached Redis after its caller's deadline
+/// (`lua/lease.lua`): it took nothing.
+const LATE: i64 = -2;
 
 /// The shortest lease accepted: renewals run every third of it. A lease must also be at
 /// least three store deadlines, so that a renewal that waits out its deadline still
@@ -74,16 +79,30 @@ impl GateShared {
         format!("{}:{n}", self.store.inner.replica_id)
     }
 
-    /// A lease script's call on this gate: its three keys, the time and a number unique
-    /// to the call (the prelude's arguments, `lua/lease.lua`).
-    pub(crate) fn invocation<'a>(&self, script: &'a redis::Script) -> redis::ScriptInvocation<'a> {
+    /// A lease script's call on this gate: its three keys, the time, a number unique
+    /// to the call and the caller's deadline on Redis's clock (none for a renewal) —
+    /// the prelude's arguments, `lua/lease.lua`.
+    pub(crate) fn invocation<'a>(
+        &self,
+        script: &'a redis::Script,
+        give_up: Option<Instant>,
+    ) -> redis::ScriptInvocation<'a> {
         let mut invocation = script.key(&*self.queue_key);
         invocation
             .key(&*self.slots_key)
             .key(&*self.gate_key)
             .arg(self.store.now_arg())
-            .arg(self.store.unique_call_id());
+            .arg(self.store.unique_call_id())
+            .arg(give_up.map_or(String::new(), |at| self.store.deadline_arg(at)));
         invocation
+    }
+
+    /// A take that reached Redis after its caller's deadline (the script took nothing):
+    /// counted as the timeout it is.
+    fn late(&self) -> StoreError {
+        let err = StoreError::Timeout(self.store.inner.options.deadline);
+        self.store.count(&err);
+        err
     }
 
     /// Best effort, detached: removes `holder` from the queue and the slots. A call that
@@ -252,13 +271,31 @@ impl RedisQueueGate {
     ///
     /// As [`try_enter`](Self::try_enter).
     pub async fn try_enter_as(&self, priority: Priority) -> Result<RedisQueueTicket, Refusal> {
+        self.try_enter_until(priority, self.shared.store.give_up())
+            .await
+    }
+
+    /// As [`try_enter_as`](Self::try_enter_as), within `give_up` (an admission's one
+    /// deadline).
+    pub(crate) async fn try_enter_until(
+        &self,
+        priority: Priority,
+        give_up: Instant,
+    ) -> Result<RedisQueueTicket, Refusal> {
         let shared = &self.shared;
         let full = Refusal::Overloaded {
             reason: OverloadReason::QueueFull,
             retry_after_hint: shared.retry_hint,
         };
         let bound = shared.queue_bound(priority);
-        let lease = enter(shared, Set::Queue, bound, full, shared.unavailable()).await?;
+        let lease = enter(
+            shared,
+            Set::Queue,
+            bound,
+            (full, shared.unavailable()),
+            give_up,
+        )
+        .await?;
         Ok(RedisQueueTicket { lease, priority })
     }
 
@@ -284,14 +321,19 @@ impl RedisQueueGate {
         let holder = shared.holder();
         let sent = shared.store.lease_now_us();
         let mut conn = shared.store.connection();
-        let mut invocation = shared.invocation(&scripts::CLAIM);
+        let give_up = shared.store.give_up();
+        let mut invocation = shared.invocation(&scripts::CLAIM, Some(give_up));
         invocation
             .arg(parsed.member())
             .arg(&holder)
             .arg(shared.lease_us);
         let answer: Result<(i64, u64, u64, u64, u64), StoreError> = shared
             .store
-            .call(&shared.queue_key, invocation.invoke_async(&mut conn))
+            .call_until(
+                give_up,
+                &shared.queue_key,
+                invocation.invoke_async(&mut conn),
+            )
             .await;
         match answer {
             Ok((1, fencing_token, epoch, _now, abandoned)) => {
@@ -307,6 +349,7 @@ impl RedisQueueGate {
                     priority: parsed.priority,
                 })
             }
+            Ok((LATE, ..)) => Err(ClaimError::StoreUnavailable(shared.late())),
             Ok((_, _, _, now, abandoned)) => {
                 shared.store.inner.metrics.unclaimed(abandoned);
                 if now >= parsed.until_us {
@@ -375,19 +418,20 @@ async fn count_live(shared: &GateShared, key: &Arc<str>) -> Result<u64, StoreErr
 }
 
 /// Takes a lease in `set` (the queue or the slots) while fewer than `bound` are held:
-/// the lease, or `on_full`, or `on_unavailable` when Redis failed or passed the deadline
-/// (the place, which the script may have taken all the same, is then given back).
+/// the lease, or `full`, or `unavailable` when Redis failed, passed `give_up` or was
+/// reached after it (the place, which the script may have taken all the same, is then
+/// given back).
 async fn enter<E>(
     shared: &Arc<GateShared>,
     set: Set,
     bound: u32,
-    on_full: E,
-    on_unavailable: E,
+    (full, unavailable): (E, E),
+    give_up: Instant,
 ) -> Result<Lease, E> {
     let holder = shared.holder();
     let sent = shared.store.lease_now_us();
     let mut conn = shared.store.connection();
-    let mut invocation = shared.invocation(&scripts::ENTER);
+    let mut invocation = shared.invocation(&scripts::ENTER, Some(give_up));
     invocation
         .arg(set.arg())
         .arg(bound)
@@ -395,13 +439,21 @@ async fn enter<E>(
         .arg(shared.lease_us);
     let taken: Result<(i64, u64, u64, u64), StoreError> = shared
         .store
-        .call(&shared.queue_key, invocation.invoke_async(&mut conn))
+        .call_until(
+            give_up,
+            &shared.queue_key,
+            invocation.invoke_async(&mut conn),
+        )
         .await;
     match taken {
+        Ok((LATE, ..)) => {
+            shared.late();
+            Err(unavailable)
+        }
         Ok((code, fencing_token, epoch, abandoned)) => {
             shared.store.inner.metrics.unclaimed(abandoned);
             if code != 1 {
-                return Err(on_full);
+                return Err(full);
             }
             let taken = Taken {
                 fencing_token,
@@ -411,7 +463,7 @@ async fn enter<E>(
         }
         Err(_) => {
             shared.release(holder);
-            Err(on_unavailable)
+            Err(unavailable)
         }
     }
 }
@@ -445,16 +497,22 @@ impl RedisJobSlots {
         let max_jobs = shared.bounds.max_jobs;
         let sent = shared.store.lease_now_us();
         let mut conn = shared.store.connection();
-        let mut invocation = shared.invocation(&scripts::START);
+        let give_up = shared.store.give_up();
+        let mut invocation = shared.invocation(&scripts::START, Some(give_up));
         invocation
             .arg(max_jobs)
             .arg(ticket.lease.holder())
             .arg(shared.lease_us);
         let started: Result<(i64, u64, u64, u64), StoreError> = shared
             .store
-            .call(&shared.queue_key, invocation.invoke_async(&mut conn))
+            .call_until(
+                give_up,
+                &shared.queue_key,
+                invocation.invoke_async(&mut conn),
+            )
             .await;
         match started {
+            Ok((LATE, ..)) => Err(StartError::StoreUnavailable(ticket, shared.late())),
             Ok((code, fencing_token, epoch, abandoned)) => {
                 shared.store.inner.metrics.unclaimed(abandoned);
                 match code {
@@ -494,8 +552,8 @@ impl RedisJobSlots {
             shared,
             Set::Slots,
             shared.bounds.max_jobs,
-            WaitReason::NoFreeSlot,
-            WaitReason::StoreUnavailable,
+            (WaitReason::NoFreeSlot, WaitReason::StoreUnavailable),
+            shared.store.give_up(),
         )
         .await?;
         Ok(RedisJobPermit { lease })
@@ -585,16 +643,25 @@ impl RedisQueueTicket {
         let shared = Arc::clone(&self.lease.state().gate);
         let member = detach::new_member();
         let mut conn = shared.store.connection();
-        let mut invocation = shared.invocation(&scripts::DETACH);
+        let give_up = shared.store.give_up();
+        let mut invocation = shared.invocation(&scripts::DETACH, Some(give_up));
         invocation
             .arg(self.lease.holder())
             .arg(member.as_str())
             .arg(shared.max_wait_us);
         let answer: Result<(i64, u64, u64), StoreError> = shared
             .store
-            .call(&shared.queue_key, invocation.invoke_async(&mut conn))
+            .call_until(
+                give_up,
+                &shared.queue_key,
+                invocation.invoke_async(&mut conn),
+            )
             .await;
         match answer {
+            Ok((LATE, ..)) => {
+                let err = shared.late();
+                Err(DetachError::StoreUnavailable(self, err))
+            }
             Ok((code, until_us, abandoned)) => {
                 shared.store.inner.metrics.unclaimed(abandoned);
                 let _ = self.lease.disarm();

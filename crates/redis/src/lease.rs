@@ -219,7 +219,7 @@ impl LeaseState {
             return Renewal::Lost(LeaseLoss::Unrenewed);
         }
         let mut conn = store.connection();
-        let mut invocation = self.gate.invocation(&scripts::RENEW);
+        let mut invocation = self.gate.invocation(&scripts::RENEW, None);
         invocation
             .arg(self.set.arg())
             .arg(&self.holder)
@@ -227,8 +227,13 @@ impl LeaseState {
             .arg(self.bound)
             // Relaxed: only this lease's renewals write it, one at a time.
             .arg(self.epoch.load(Ordering::Relaxed));
+        // Not stopped by the breaker: a lease needs its renewals most when Redis fails.
         let answer: Result<(i64, u64, u64), StoreError> = store
-            .call(&self.gate.queue_key, invocation.invoke_async(&mut conn))
+            .call_unguarded(
+                store.give_up(),
+                &self.gate.queue_key,
+                invocation.invoke_async(&mut conn),
+            )
             .await;
         match answer {
             Ok((code, epoch, abandoned)) => {

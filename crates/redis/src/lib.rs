@@ -14,6 +14,7 @@ mod options;
 mod refusal;
 mod scripts;
 mod store;
+mod watch;
 mod window;
 
 pub use admission::{DEFAULT_LEASE, RedisAdmission, RedisPermit, RedisTicket};

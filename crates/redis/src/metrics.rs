@@ -21,6 +21,8 @@ pub struct StoreMetrics {
     leases_lost: AtomicU64,
     detached_unclaimed: AtomicU64,
     reconnects: AtomicU64,
+    breaker_opened: AtomicU64,
+    breaker_refused: AtomicU64,
     /// Set by the first failure after a success, cleared by the next success: what makes
     /// an outage one `warn` line and one recovery line, not a line per request.
     failing: AtomicBool,
@@ -41,6 +43,8 @@ impl Default for StoreMetrics {
             leases_lost: AtomicU64::new(0),
             detached_unclaimed: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            breaker_opened: AtomicU64::new(0),
+            breaker_refused: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             round_trip: DurationHistogram::new(&ROUND_TRIP_BOUNDS_NS),
         }
@@ -72,6 +76,10 @@ pub struct StoreMetricsSnapshot {
     /// Connections replaced: broken, or reaching a node that was no longer a writable
     /// primary (a failover), and connected again.
     pub reconnects: u64,
+    /// Times the breaker opened (calls failed `breaker_threshold` times in a row).
+    pub breaker_opened: u64,
+    /// Calls the open breaker answered without sending them.
+    pub breaker_refused: u64,
 }
 
 impl StoreMetrics {
@@ -130,6 +138,12 @@ impl StoreMetrics {
     pub(crate) fn round_trip(&self, took: Duration) {
         self.round_trip.observe(took);
     }
+    pub(crate) fn breaker_opened(&self) {
+        self.breaker_opened.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn breaker_refused(&self) {
+        self.breaker_refused.fetch_add(1, Ordering::Relaxed);
+    }
     pub(crate) fn reconnected(&self) {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
     }
@@ -152,6 +166,8 @@ impl StoreMetrics {
             leases_lost: self.leases_lost.load(Ordering::Relaxed),
             detached_unclaimed: self.detached_unclaimed.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
+            breaker_opened: self.breaker_opened.load(Ordering::Relaxed),
+            breaker_refused: self.breaker_refused.load(Ordering::Relaxed),
         }
     }
 

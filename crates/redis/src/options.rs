@@ -64,6 +64,16 @@ pub struct StoreOptions {
     pub eviction_check: EvictionCheck,
     /// The `Retry-After` suggested with `store_unavailable` (default 1 s).
     pub unavailable_retry_hint: Duration,
+    /// Calls failing in a row that open the breaker (default 5; 0: never): for
+    /// `breaker_open_for` the failure policy then answers at once, without a call.
+    pub breaker_threshold: u32,
+    /// How long an open breaker answers for Redis before calls are tried again (default
+    /// 1 s, at most [`MAX_STORE_DEADLINE`]).
+    pub breaker_open_for: Duration,
+    /// How often a running store samples Redis's clock (for deadlines told to the
+    /// scripts) and reads the eviction policy again (default 10 s; the clock also every
+    /// second).
+    pub recheck_every: Duration,
 }
 
 impl Default for StoreOptions {
@@ -74,6 +84,9 @@ impl Default for StoreOptions {
             failure_policy: FailurePolicy::FailClosed,
             eviction_check: EvictionCheck::Refuse,
             unavailable_retry_hint: Duration::from_secs(1),
+            breaker_threshold: 5,
+            breaker_open_for: Duration::from_secs(1),
+            recheck_every: Duration::from_secs(10),
         }
     }
 }
@@ -83,8 +96,9 @@ impl Default for StoreOptions {
 pub const MAX_STORE_DEADLINE: Duration = Duration::from_secs(60);
 
 impl StoreOptions {
-    /// Checks each duration (`deadline` and `connect_timeout` must be 1 ms to
-    /// [`MAX_STORE_DEADLINE`]) and the failure policy's share
+    /// Checks each duration (`deadline`, `connect_timeout`, `breaker_open_for` and
+    /// `recheck_every` must be 1 ms to [`MAX_STORE_DEADLINE`]) and the failure policy's
+    /// share
     /// ([`FailurePolicy::validate`]).
     ///
     /// # Errors
@@ -94,6 +108,8 @@ impl StoreOptions {
         for (field, value) in [
             ("deadline", self.deadline),
             ("connect_timeout", self.connect_timeout),
+            ("breaker_open_for", self.breaker_open_for),
+            ("recheck_every", self.recheck_every),
         ] {
             if value < Duration::from_millis(1) || value > MAX_STORE_DEADLINE {
                 return Err(backstop_core::ConfigError::new(

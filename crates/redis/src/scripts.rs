@@ -23,6 +23,8 @@ macro_rules! script_after {
 
 /// The sliding window: `count` decisions for one key in one call.
 pub(crate) static WINDOW: LazyLock<Script> = script_after!("lua/ring.lua", "lua/window.lua");
+/// Give one admission of a window back.
+pub(crate) static REFUND: LazyLock<Script> = script_after!("lua/ring.lua", "lua/refund.lua");
 /// The read-only "would it admit now?" of a window.
 pub(crate) static PEEK: LazyLock<Script> = script_after!("lua/ring.lua", "lua/peek.lua");
 /// A lease script: the shared prelude (`lua/lease.lua`: the time, pruning, the gate's
@@ -46,8 +48,10 @@ pub(crate) static CLAIM: LazyLock<Script> = lease_script!("lua/claim.lua");
 
 /// Every script a store loads at connect, so that the first decision after a deploy or
 /// a Redis restart costs one round trip, not a NOSCRIPT and a load.
-pub(crate) fn all() -> [&'static Script; 7] {
-    [&WINDOW, &PEEK, &ENTER, &START, &RENEW, &DETACH, &CLAIM]
+pub(crate) fn all() -> [&'static Script; 8] {
+    [
+        &WINDOW, &PEEK, &REFUND, &ENTER, &START, &RENEW, &DETACH, &CLAIM,
+    ]
 }
 
 /// The oldest Redis the scripts run on.

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backstop_core::clock::Clock;
@@ -18,6 +18,14 @@ use crate::lease::LeaseState;
 use crate::metrics::StoreMetrics;
 use crate::options::StoreOptions;
 use crate::scripts;
+use crate::watch;
+
+/// [`StoreInner::eviction`]: every primary is `noeviction`.
+pub(crate) const EVICTION_OK: u8 = 0;
+/// [`StoreInner::eviction`]: an evicting policy, warned about.
+pub(crate) const EVICTION_WARNED: u8 = 1;
+/// [`StoreInner::eviction`]: an evicting policy the store refuses to run on.
+pub(crate) const EVICTION_REFUSED: u8 = 2;
 
 /// The most decisions queued for the batching task; callers beyond it wait for room
 /// (within their deadline).
@@ -53,8 +61,15 @@ pub(crate) struct StoreInner {
     /// caller is one round trip); callers that find others under way go through the
     /// batching task and are coalesced.
     pub(crate) in_flight: AtomicUsize,
-    /// The lease clock's zero on real time (see [`crate::lease`]).
-    origin: std::time::Instant,
+    /// This process's clock against Redis's (shared with the batching task).
+    pub(crate) time: Arc<RedisTime>,
+    /// Failures in a row, and until when (lease clock, µs) the breaker answers for Redis.
+    failures_in_a_row: AtomicU32,
+    breaker_open_until_us: AtomicU64,
+    /// What the last running check found of the `maxmemory-policy`: [`EVICTION_OK`],
+    /// [`EVICTION_WARNED`], or [`EVICTION_REFUSED`] (an evicting one under
+    /// [`EvictionCheck::Refuse`](crate::EvictionCheck): calls then fail at once).
+    pub(crate) eviction: AtomicU8,
     next_lease_id: AtomicU64,
     /// Random at connect: with `next_lease_id`, numbers no other call of any process
     /// uses (the epochs of `lua/lease.lua`).
@@ -62,6 +77,58 @@ pub(crate) struct StoreInner {
     /// Leases held on an injected clock, renewed by [`RedisStore::renew_leases`] (on
     /// Redis's clock each lease has a task of its own and is not listed here).
     leases: papaya::HashMap<u64, Arc<LeaseState>>,
+}
+
+/// This process's clock against Redis's: the lease clock's zero, and how far Redis's
+/// `TIME` is ahead of it, so that a caller's deadline can be told to a script on Redis's
+/// clock.
+pub(crate) struct RedisTime {
+    /// The lease clock's zero on real time (see [`crate::lease`]).
+    pub(crate) origin: std::time::Instant,
+    /// Redis's `TIME` minus the lease clock, in µs, from the last sample (`i64::MIN`: no
+    /// sample yet, or time injected). A sample takes the lease clock when the answer
+    /// arrives, after Redis read its clock: the offset is low by up to one round trip,
+    /// so deadlines told to Redis are early by as much, never late.
+    offset_us: AtomicI64,
+}
+
+impl RedisTime {
+    fn new() -> Self {
+        RedisTime {
+            origin: std::time::Instant::now(),
+            offset_us: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// The lease clock (real time) now, in µs.
+    pub(crate) fn now_us(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Records a `TIME` answer (`redis_us`) that arrived now.
+    pub(crate) fn sample(&self, redis_us: u64) {
+        let offset = i64::try_from(redis_us).unwrap_or(i64::MAX) - self.now_us() as i64;
+        // Relaxed: one number read on its own; a stale one only moves a deadline by the
+        // time between two samples' clock drift.
+        self.offset_us.store(offset, Ordering::Relaxed);
+    }
+
+    /// `give_up` on Redis's clock, as a script argument: empty when not known yet.
+    pub(crate) fn deadline_arg(&self, give_up: Instant) -> String {
+        // Relaxed: see `sample`.
+        let offset = self.offset_us.load(Ordering::Relaxed);
+        if offset == i64::MIN {
+            return String::new();
+        }
+        let local = give_up
+            .into_std()
+            .saturating_duration_since(self.origin)
+            .as_micros();
+        let redis = i64::try_from(local)
+            .unwrap_or(i64::MAX)
+            .saturating_add(offset);
+        redis.max(0).to_string()
+    }
 }
 
 /// Counts a decision in [`StoreInner::in_flight`] for as long as it lives, also when its
@@ -96,29 +163,41 @@ pub(crate) struct Registry {
     pub(crate) max_keys: u32,
 }
 
+/// What the window script answers for a decision that reached Redis after its deadline
+/// (nothing was counted).
+pub(crate) const LATE: i64 = -1;
+
 /// The window script's call: `count` decisions on `key`.
-fn window_invocation(
-    key: &str,
+struct WindowCall<'a> {
+    key: &'a str,
     limit: u32,
     window_us: u64,
+    /// The injected clock's time, or `None` for Redis's.
     now_us: Option<u64>,
+    /// The earliest deadline of the decisions on Redis's clock, or empty.
+    deadline: String,
     count: usize,
-    registry: Option<&Registry>,
-) -> redis::ScriptInvocation<'static> {
-    let mut invocation = scripts::WINDOW.key(key);
-    invocation
-        .arg(limit)
-        .arg(window_us)
-        .arg(now_us.map_or(String::new(), |now| now.to_string()))
-        .arg(count);
-    if let Some(registry) = registry {
-        // The client's member in the registry is its window key.
+    registry: Option<&'a Registry>,
+}
+
+impl WindowCall<'_> {
+    fn invocation(&self) -> redis::ScriptInvocation<'static> {
+        let mut invocation = scripts::WINDOW.key(self.key);
         invocation
-            .key(&*registry.key)
-            .arg(registry.max_keys)
-            .arg(key);
+            .arg(self.limit)
+            .arg(self.window_us)
+            .arg(self.now_us.map_or(String::new(), |now| now.to_string()))
+            .arg(self.count)
+            .arg(&self.deadline);
+        if let Some(registry) = self.registry {
+            // The client's member in the registry is its window key.
+            invocation
+                .key(&*registry.key)
+                .arg(registry.max_keys)
+                .arg(self.key);
+        }
+        invocation
     }
-    invocation
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -233,6 +312,11 @@ impl RedisStore {
             Ok(result) => result?,
         };
 
+        let time = Arc::new(RedisTime::new());
+        if clock.is_none() {
+            // The first sample of Redis's clock, within the connect's deadline.
+            let _ = tokio::time::timeout_at(give_up, watch::sample_time(&mut conn, &time)).await;
+        }
         let (requests, receiver) = mpsc::channel(MAX_PENDING);
         let runtime = tokio::runtime::Handle::current();
         runtime.spawn(batch_loop(
@@ -240,8 +324,9 @@ impl RedisStore {
             conn.clone(),
             options.deadline,
             Arc::clone(&metrics),
+            Arc::clone(&time),
         ));
-        Ok(RedisStore {
+        let store = RedisStore {
             inner: Arc::new(StoreInner {
                 conn,
                 options,
@@ -252,12 +337,17 @@ impl RedisStore {
                 replica_id: replica_id(),
                 eviction_warning,
                 in_flight: AtomicUsize::new(0),
-                origin: std::time::Instant::now(),
+                time,
+                failures_in_a_row: AtomicU32::new(0),
+                breaker_open_until_us: AtomicU64::new(0),
+                eviction: AtomicU8::new(EVICTION_OK),
                 next_lease_id: AtomicU64::new(0),
                 call_id_base: random_u64(),
                 leases: papaya::HashMap::new(),
             }),
-        })
+        };
+        watch::spawn(&store);
+        Ok(store)
     }
 
     /// The counters of errors, timeouts and fallback decisions of every stage made from
@@ -299,13 +389,23 @@ impl RedisStore {
     pub(crate) fn lease_now_us(&self) -> u64 {
         match &self.inner.clock {
             Some(clock) => clock.now_ns() / 1000,
-            None => u64::try_from(self.inner.origin.elapsed().as_micros()).unwrap_or(u64::MAX),
+            None => self.inner.time.now_us(),
         }
+    }
+
+    /// `give_up` as a script argument on Redis's clock: empty on an injected clock (its
+    /// virtual time says nothing of when a caller gives up) or before Redis's clock was
+    /// sampled.
+    pub(crate) fn deadline_arg(&self, give_up: Instant) -> String {
+        if self.inner.clock.is_some() {
+            return String::new();
+        }
+        self.inner.time.deadline_arg(give_up)
     }
 
     /// Sleeps until the lease clock (real time) reads `us`.
     pub(crate) async fn sleep_until_lease_us(&self, us: u64) {
-        let at = self.inner.origin + Duration::from_micros(us);
+        let at = self.inner.time.origin + Duration::from_micros(us);
         tokio::time::sleep_until(Instant::from_std(at)).await;
     }
 
@@ -359,12 +459,56 @@ impl RedisStore {
         key: &str,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
+        self.call_until(self.give_up(), key, call).await
+    }
+
+    /// The deadline of a call starting now: the store's deadline from now.
+    pub(crate) fn give_up(&self) -> Instant {
+        Instant::now() + self.inner.options.deadline
+    }
+
+    /// Whether calls may go to Redis now: not while the breaker is open, nor while a
+    /// running check finds an evicting policy it must refuse. Fails at once otherwise.
+    pub(crate) fn guard(&self) -> Result<(), StoreError> {
+        // Relaxed (both): flags read on their own; a stale read lets one more call
+        // through, or fails one more at once.
+        if self.inner.eviction.load(Ordering::Relaxed) == EVICTION_REFUSED {
+            return Err(StoreError::Evicting);
+        }
+        let open_until = self.inner.breaker_open_until_us.load(Ordering::Relaxed);
+        if open_until != 0 && self.inner.time.now_us() < open_until {
+            self.inner.metrics.breaker_refused();
+            return Err(StoreError::BreakerOpen);
+        }
+        Ok(())
+    }
+
+    /// As [`call`](Self::call), giving up at `give_up` (one admission's deadline shared
+    /// by its calls), and not at all while [`guard`](Self::guard) says no.
+    pub(crate) async fn call_until<T>(
+        &self,
+        give_up: Instant,
+        key: &str,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        self.guard()?;
+        self.call_unguarded(give_up, key, call).await
+    }
+
+    /// A call the breaker does not stop (lease renewals: the lease needs them most when
+    /// Redis is failing), within `give_up`.
+    pub(crate) async fn call_unguarded<T>(
+        &self,
+        give_up: Instant,
+        key: &str,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
         let deadline = self.inner.options.deadline;
         let sent = Instant::now();
-        match tokio::time::timeout(deadline, call).await {
+        match tokio::time::timeout_at(give_up, call).await {
             Ok(Ok(value)) => {
                 self.inner.metrics.round_trip(sent.elapsed());
-                self.inner.metrics.answered();
+                self.succeeded();
                 Ok(value)
             }
             Ok(Err(e)) => {
@@ -388,6 +532,37 @@ impl RedisStore {
 
     pub(crate) fn count(&self, err: &StoreError) {
         self.inner.metrics.failed(err);
+        let threshold = self.inner.options.breaker_threshold;
+        // Relaxed: a count on its own; races only open the breaker one failure early
+        // or late.
+        let in_a_row = self.inner.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if threshold > 0 && in_a_row >= threshold {
+            let until = self.inner.time.now_us()
+                + u64::try_from(self.inner.options.breaker_open_for.as_micros()).unwrap_or(0);
+            // Relaxed: see `guard`.
+            let before = self
+                .inner
+                .breaker_open_until_us
+                .swap(until, Ordering::Relaxed);
+            if before < self.inner.time.now_us() {
+                self.inner.metrics.breaker_opened();
+                tracing::warn!(
+                    failures = in_a_row,
+                    "backstop-redis: {in_a_row} store calls failed in a row; the failure \
+                     policy answers at once for {:?}",
+                    self.inner.options.breaker_open_for
+                );
+            }
+        }
+    }
+
+    /// A call answered: the breaker's count starts again.
+    pub(crate) fn succeeded(&self) {
+        self.inner.metrics.answered();
+        // Relaxed: see `count`. The load keeps the common path a shared read.
+        if self.inner.failures_in_a_row.load(Ordering::Relaxed) != 0 {
+            self.inner.failures_in_a_row.store(0, Ordering::Relaxed);
+        }
     }
 
     /// One window decision, sent directly when no other is under way in this process,
@@ -399,21 +574,37 @@ impl RedisStore {
         limit: u32,
         window_us: u64,
         registry: Option<&Registry>,
+        give_up: Instant,
     ) -> Result<i64, StoreError> {
         let deadline = self.inner.options.deadline;
+        self.guard()?;
         // Relaxed: see `InFlight`.
         let alone = self.inner.in_flight.fetch_add(1, Ordering::Relaxed) == 0;
         let _in_flight = InFlight(&self.inner.in_flight);
         if alone {
             let mut conn = self.inner.conn.clone();
-            let invocation = window_invocation(key, limit, window_us, self.now_us(), 1, registry);
-            let wait_us: i64 = self.call(key, invocation.invoke_async(&mut conn)).await?;
+            let call = WindowCall {
+                key,
+                limit,
+                window_us,
+                now_us: self.now_us(),
+                deadline: self.deadline_arg(give_up),
+                count: 1,
+                registry,
+            };
+            let wait_us: i64 = self
+                .call_unguarded(give_up, key, call.invocation().invoke_async(&mut conn))
+                .await?;
+            if wait_us == LATE {
+                let err = StoreError::Timeout(deadline);
+                self.count(&err);
+                return Err(err);
+            }
             self.inner.metrics.decided(1);
             return Ok(wait_us);
         }
         // Through the batching task. No timer per caller: the task answers every request
         // by its `give_up` (see `batch_loop`); only a full channel is waited on with one.
-        let give_up = Instant::now() + deadline;
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             key: Arc::clone(key),
@@ -445,7 +636,7 @@ impl RedisStore {
         };
         match outcome {
             Ok(wait_us) => {
-                self.inner.metrics.answered();
+                self.succeeded();
                 Ok(wait_us)
             }
             Err(err) => {
@@ -526,6 +717,7 @@ async fn batch_loop(
     conn: StoreConnection,
     deadline: Duration,
     metrics: Arc<StoreMetrics>,
+    time: Arc<RedisTime>,
 ) {
     let mut buffer = Vec::with_capacity(MAX_BATCH);
     let mut groups: Vec<Group> = Vec::new();
@@ -609,7 +801,7 @@ async fn batch_loop(
         if groups.len() == 1 {
             // The common case under load (one hot key): no task to spawn.
             if let Some(group) = groups.pop() {
-                run_group(group, conn.clone(), deadline, &metrics).await;
+                run_group(group, conn.clone(), deadline, &metrics, &time).await;
             }
             continue;
         }
@@ -617,7 +809,8 @@ async fn batch_loop(
         for group in groups.drain(..) {
             let conn = conn.clone();
             let metrics = Arc::clone(&metrics);
-            calls.spawn(async move { run_group(group, conn, deadline, &metrics).await });
+            let time = Arc::clone(&time);
+            calls.spawn(async move { run_group(group, conn, deadline, &metrics, &time).await });
         }
         while calls.join_next().await.is_some() {}
     }
@@ -629,6 +822,7 @@ async fn run_group(
     mut conn: StoreConnection,
     deadline: Duration,
     metrics: &StoreMetrics,
+    time: &RedisTime,
 ) {
     let Group {
         key,
@@ -639,14 +833,21 @@ async fn run_group(
         give_up,
         replies,
     } = group;
-    let invocation = window_invocation(
-        &key,
+    let invocation = WindowCall {
+        key: &key,
         limit,
         window_us,
         now_us,
-        replies.len(),
-        registry.as_ref(),
-    );
+        // The earliest deadline of the group: a batch that reaches Redis later counts
+        // nothing (its callers asked within one round trip of each other).
+        deadline: match now_us {
+            Some(_) => String::new(),
+            None => time.deadline_arg(give_up),
+        },
+        count: replies.len(),
+        registry: registry.as_ref(),
+    }
+    .invocation();
     // One decision answers a bare integer, several an array (see window.lua).
     let sent = Instant::now();
     let result: Result<Vec<i64>, StoreError> = match tokio::time::timeout_at(give_up, async {
@@ -674,6 +875,11 @@ async fn run_group(
         Err(_) => Err(StoreError::Timeout(deadline)),
     };
     match result {
+        Ok(values) if values.first() == Some(&LATE) => {
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Timeout(deadline)));
+            }
+        }
         Ok(values) if values.len() == replies.len() => {
             metrics.decided(replies.len() as u64);
             for (reply, wait_us) in replies.into_iter().zip(values) {

@@ -2,7 +2,10 @@
 //! replica through one Redis.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use backstop_core::clock::{Clock, QuantaClock};
 use backstop_core::rate::{KeyedSlidingWindow, SlidingWindow};
@@ -121,7 +124,45 @@ pub struct RedisWindow {
     store: RedisStore,
     key: Arc<str>,
     shape: Shape,
-    fallback: Option<SlidingWindow<Arc<dyn Clock>>>,
+    fallback: Option<Fallback<SlidingWindow<Arc<dyn Clock>>>>,
+}
+
+/// A window's in-process fallback (`local_fallback`): the local window of this
+/// replica's share, and until when (the fallback clock, ns) it still has a say after it
+/// last decided. For one window after an outage, a decision Redis admits stands only if
+/// the local window admits it too (and is counted there): the admissions made locally
+/// while Redis was away, which Redis never saw, still hold this replica back.
+struct Fallback<W> {
+    local: W,
+    clock: Arc<dyn Clock>,
+    strict_until_ns: AtomicU64,
+}
+
+impl<W> Fallback<W> {
+    fn new(local: W, clock: Arc<dyn Clock>) -> Self {
+        Fallback {
+            local,
+            clock,
+            strict_until_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// A fallback decision now: the local window has a say for `window` from now.
+    fn decided_locally(&self, window: Duration) {
+        let until = self
+            .clock
+            .now_ns()
+            .saturating_add(u64::try_from(window.as_nanos()).unwrap_or(u64::MAX));
+        // Relaxed: a time read on its own; fetch_max never moves it back.
+        self.strict_until_ns.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// Whether the local window still has a say.
+    fn strict(&self) -> bool {
+        // Relaxed: see `decided_locally`.
+        let until = self.strict_until_ns.load(Ordering::Relaxed);
+        until != 0 && self.clock.now_ns() < until
+    }
 }
 
 impl std::fmt::Debug for RedisWindow {
@@ -153,11 +194,14 @@ impl RedisWindow {
         policy.validate()?;
         let fallback = match policy {
             FailurePolicy::FailClosed => None,
-            FailurePolicy::LocalFallback { share } => Some(SlidingWindow::with_clock(
-                local_limit(limit, share),
-                window,
+            FailurePolicy::LocalFallback { share } => Some(Fallback::new(
+                SlidingWindow::with_clock(
+                    local_limit(limit, share),
+                    window,
+                    fallback_clock(store),
+                )?,
                 fallback_clock(store),
-            )?),
+            )),
         };
         Ok(RedisWindow {
             store: store.clone(),
@@ -182,8 +226,17 @@ impl RedisWindow {
     ///
     /// As [`try_acquire`](Self::try_acquire).
     pub async fn try_acquire_from(&self) -> Result<Source, Refusal> {
-        match self.try_acquire_checked().await {
-            Ok(Ok(())) => Ok(Source::Store),
+        self.acquire_until(self.store.give_up()).await
+    }
+
+    /// As [`try_acquire_from`](Self::try_acquire_from), within `give_up` (an admission's
+    /// one deadline).
+    pub(crate) async fn acquire_until(&self, give_up: Instant) -> Result<Source, Refusal> {
+        match self.checked_until(give_up).await {
+            Ok(Ok(())) => self
+                .after_store_admitted(give_up)
+                .await
+                .map(|()| Source::Store),
             Ok(Err(refusal)) => Err(refusal),
             Err(_) => self.on_failure(),
         }
@@ -196,11 +249,44 @@ impl RedisWindow {
     ///
     /// The [`StoreError`].
     pub async fn try_acquire_checked(&self) -> Result<Result<(), Refusal>, StoreError> {
+        self.checked_until(self.store.give_up()).await
+    }
+
+    async fn checked_until(&self, give_up: Instant) -> Result<Result<(), Refusal>, StoreError> {
         let wait_us = self
             .store
-            .decide(&self.key, self.shape.limit, self.shape.window_us, None)
+            .decide(
+                &self.key,
+                self.shape.limit,
+                self.shape.window_us,
+                None,
+                give_up,
+            )
             .await?;
         Ok(verdict(wait_us, RateScope::Global))
+    }
+
+    /// Redis admitted: within a window after a fallback decision, the local window must
+    /// admit too; when it does not, Redis's admission is given back.
+    async fn after_store_admitted(&self, give_up: Instant) -> Result<(), Refusal> {
+        match &self.fallback {
+            Some(fallback) if fallback.strict() => match fallback.local.try_acquire() {
+                Ok(()) => Ok(()),
+                Err(refused) => {
+                    let _ = self.refund(give_up).await;
+                    Err(Refusal::RateLimited {
+                        retry_after: refused.retry_after(),
+                        scope: RateScope::Global,
+                    })
+                }
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// Gives one admission back (`lua/refund.lua`): a later stage refused the request.
+    pub(crate) async fn refund(&self, give_up: Instant) -> Result<(), StoreError> {
+        refund(&self.store, &self.key, &self.shape, give_up).await
     }
 
     /// Whether the window would admit one request now, **without** admitting it (a
@@ -213,6 +299,14 @@ impl RedisWindow {
     /// The [`StoreError`] when Redis failed or passed the deadline (counted in the
     /// store's metrics).
     pub async fn peek_checked(&self) -> Result<Result<(), Refusal>, StoreError> {
+        self.peek_until(self.store.give_up()).await
+    }
+
+    /// As [`peek_checked`](Self::peek_checked), within `give_up`.
+    pub(crate) async fn peek_until(
+        &self,
+        give_up: Instant,
+    ) -> Result<Result<(), Refusal>, StoreError> {
         let mut conn = self.store.connection();
         let mut invocation = crate::scripts::PEEK.key(&*self.key);
         invocation
@@ -221,7 +315,7 @@ impl RedisWindow {
             .arg(self.store.now_arg());
         let wait_us: i64 = self
             .store
-            .call(&self.key, invocation.invoke_async(&mut conn))
+            .call_until(give_up, &self.key, invocation.invoke_async(&mut conn))
             .await?;
         Ok(verdict(wait_us, RateScope::Global))
     }
@@ -230,9 +324,11 @@ impl RedisWindow {
         let hint = self.store.inner.options.unavailable_retry_hint;
         match &self.fallback {
             None => Err(store_unavailable(hint)),
-            Some(local) => {
+            Some(fallback) => {
                 self.store.inner.metrics.fallback();
-                local
+                fallback.decided_locally(self.window());
+                fallback
+                    .local
                     .try_acquire()
                     .map(|()| Source::LocalFallback)
                     .map_err(|refused| Refusal::RateLimited {
@@ -259,11 +355,34 @@ impl RedisWindow {
     }
 }
 
+/// Gives one admission of the window at `key` back.
+async fn refund(
+    store: &RedisStore,
+    key: &str,
+    shape: &Shape,
+    give_up: Instant,
+) -> Result<(), StoreError> {
+    let mut conn = store.connection();
+    let mut invocation = crate::scripts::REFUND.key(key);
+    invocation
+        .arg(shape.limit)
+        .arg(shape.window_us)
+        .arg(store.now_arg());
+    let _: i64 = store
+        .call_until(give_up, key, invocation.invoke_async(&mut conn))
+        .await?;
+    Ok(())
+}
+
 /// A script's answer as a decision: 0 admitted, `wait_us` > 0 rate limited for that
-/// long, < 0 too many keys for a keyed name with `max_keys` (until one expires, in
-/// `-wait_us`).
+/// long, <= -2 too many keys for a keyed name with `max_keys` (until one expires, in
+/// `-wait_us - 1`). (-1, a decision that arrived late, is an error before this.)
 fn verdict(wait_us: i64, scope: RateScope) -> Result<(), Refusal> {
-    let wait = Duration::from_micros(wait_us.unsigned_abs());
+    let wait = Duration::from_micros(if wait_us < 0 {
+        wait_us.unsigned_abs() - 1
+    } else {
+        wait_us.unsigned_abs()
+    });
     match wait_us {
         0 => Ok(()),
         1.. => Err(Refusal::RateLimited {
@@ -289,7 +408,7 @@ pub struct RedisKeyedWindow {
     shape: Shape,
     /// With `max_keys`: the name's registry of live client keys.
     registry: Option<Registry>,
-    fallback: Option<KeyedSlidingWindow<String, Arc<dyn Clock>>>,
+    fallback: Option<Fallback<KeyedSlidingWindow<String, Arc<dyn Clock>>>>,
 }
 
 impl std::fmt::Debug for RedisKeyedWindow {
@@ -326,12 +445,15 @@ impl RedisKeyedWindow {
         policy.validate()?;
         let fallback = match policy {
             FailurePolicy::FailClosed => None,
-            FailurePolicy::LocalFallback { share } => Some(KeyedSlidingWindow::with_clock(
-                local_limit(limit, share),
-                window,
-                FALLBACK_MAX_KEYS,
+            FailurePolicy::LocalFallback { share } => Some(Fallback::new(
+                KeyedSlidingWindow::with_clock(
+                    local_limit(limit, share),
+                    window,
+                    FALLBACK_MAX_KEYS,
+                    fallback_clock(store),
+                )?,
                 fallback_clock(store),
-            )?),
+            )),
         };
         Ok(RedisKeyedWindow {
             store: store.clone(),
@@ -414,8 +536,21 @@ impl RedisKeyedWindow {
     ///
     /// As [`try_acquire`](Self::try_acquire).
     pub async fn try_acquire_from(&self, client: &str) -> Result<Source, Refusal> {
-        match self.try_acquire_checked(client).await {
-            Ok(Ok(())) => Ok(Source::Store),
+        self.acquire_until(client, self.store.give_up()).await
+    }
+
+    /// As [`try_acquire_from`](Self::try_acquire_from), within `give_up` (an
+    /// admission's one deadline).
+    pub(crate) async fn acquire_until(
+        &self,
+        client: &str,
+        give_up: Instant,
+    ) -> Result<Source, Refusal> {
+        match self.checked_until(client, give_up).await {
+            Ok(Ok(())) => self
+                .after_store_admitted(client, give_up)
+                .await
+                .map(|()| Source::Store),
             Ok(Err(refusal)) => Err(refusal),
             Err(_) => self.on_failure(client),
         }
@@ -429,6 +564,44 @@ impl RedisKeyedWindow {
     pub async fn try_acquire_checked(
         &self,
         client: &str,
+    ) -> Result<Result<(), Refusal>, StoreError> {
+        self.checked_until(client, self.store.give_up()).await
+    }
+
+    /// Redis admitted: within a window after a fallback decision, the local window must
+    /// admit too (see [`RedisWindow`]'s); when it does not, Redis's admission is given
+    /// back.
+    async fn after_store_admitted(&self, client: &str, give_up: Instant) -> Result<(), Refusal> {
+        match &self.fallback {
+            Some(fallback) if fallback.strict() => match fallback.local.try_acquire(client) {
+                Ok(()) => Ok(()),
+                Err(refused) if refused.status_code() == 429 => {
+                    let _ = self.refund(client, give_up).await;
+                    Err(Refusal::RateLimited {
+                        retry_after: refused.retry_after(),
+                        scope: RateScope::PerClient,
+                    })
+                }
+                // The local table is full of other clients: Redis's word stands.
+                Err(_) => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// Gives one of `client`'s admissions back (`lua/refund.lua`): a later stage refused
+    /// the request.
+    pub(crate) async fn refund(&self, client: &str, give_up: Instant) -> Result<(), StoreError> {
+        if client.len() > MAX_CLIENT_KEY_BYTES {
+            return Ok(());
+        }
+        refund(&self.store, &self.key_for(client), &self.shape, give_up).await
+    }
+
+    async fn checked_until(
+        &self,
+        client: &str,
+        give_up: Instant,
     ) -> Result<Result<(), Refusal>, StoreError> {
         if client.len() > MAX_CLIENT_KEY_BYTES {
             return Ok(Err(Refusal::RateLimited {
@@ -444,6 +617,7 @@ impl RedisKeyedWindow {
                 self.shape.limit,
                 self.shape.window_us,
                 self.registry.as_ref(),
+                give_up,
             )
             .await?;
         Ok(verdict(wait_us, RateScope::PerClient))
@@ -453,9 +627,10 @@ impl RedisKeyedWindow {
         let hint = self.store.inner.options.unavailable_retry_hint;
         match &self.fallback {
             None => Err(store_unavailable(hint)),
-            Some(local) => {
+            Some(fallback) => {
                 self.store.inner.metrics.fallback();
-                match local.try_acquire(client) {
+                fallback.decided_locally(self.window());
+                match fallback.local.try_acquire(client) {
                     Ok(()) => Ok(Source::LocalFallback),
                     Err(refused) if refused.status_code() == 429 => Err(Refusal::RateLimited {
                         retry_after: refused.retry_after(),

@@ -200,10 +200,11 @@ fn redis_killed_mid_burst_fails_closed_then_recovers() {
             "fail closed while Redis is down"
         );
         assert!(worst < DEADLINE + SLACK, "{worst:?}");
-        // Every store_unavailable was one counted error or timeout, and nothing else was.
+        // Every store_unavailable was one counted error or timeout, or a call the open
+        // breaker answered at once, and nothing else was.
         let metrics = store.metrics().snapshot();
         assert_eq!(
-            metrics.store_errors + metrics.timeouts,
+            metrics.store_errors + metrics.timeouts + metrics.breaker_refused,
             unavailable_total + unavailable,
             "{metrics:?}"
         );
@@ -313,7 +314,11 @@ fn a_slow_redis_passes_the_deadline_and_the_policy_decides() {
         ));
         let metrics = fallback.metrics().snapshot();
         assert_eq!(metrics.fallback_decisions, 6);
-        assert!(metrics.timeouts >= 6, "{metrics:?}");
+        // Each a timeout, or (once five failed in a row) answered by the open breaker.
+        assert!(
+            metrics.timeouts + metrics.breaker_refused >= 6,
+            "{metrics:?}"
+        );
 
         delay_ms.store(0, Ordering::Relaxed);
         let back = async {

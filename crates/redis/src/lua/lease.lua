@@ -10,6 +10,7 @@
 -- ARGV[1]  now_us ('' = Redis's own TIME)
 -- ARGV[2]  a number unique to this call (decimal): the gate's epoch if the gate's data
 --          is born in this call
+-- ARGV[3]  the caller's deadline on Redis's clock, in us ('' = none)
 -- The rest is each script's own.
 -- Effects replication: needed on 5 and 6 (TIME before a write); always so from 7.0.
 if not redis.REDIS_VERSION_NUM and redis.replicate_commands then pcall(redis.replicate_commands) end
@@ -21,6 +22,11 @@ else
   now = tonumber(ARGV[1])
 end
 local QUEUE, SLOTS, GATE = KEYS[1], KEYS[2], KEYS[3]
+-- A take that reaches Redis after its caller gave up takes nothing: the caller was
+-- told the store did not answer. Scripts answer LATE (their code field) then.
+local LATE = -2
+local deadline = tonumber(ARGV[3])
+local late = deadline ~= nil and now > deadline
 -- Detached queue places (a ticket handed to another process) are members named 'd:...'.
 local DETACHED = 'd:'
 

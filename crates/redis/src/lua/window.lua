@@ -1,12 +1,15 @@
 -- backstop-redis: an exact sliding window, `count` decisions in one atomic step (after
 -- ring.lua, which loads the ring).
 -- ARGV[4]  count
--- ARGV[5]  max_keys (0: none), for a keyed window whose clients share one hash tag;
+-- ARGV[5]  the deadline of the decisions on Redis's clock, in us ('' = none): one that
+--          arrives later is not decided, and counts nothing
+-- ARGV[6]  max_keys (0: none), for a keyed window whose clients share one hash tag;
 --          then KEYS[2] is the name's registry (a sorted set: client key -> the time
---          its key expires, in us) and ARGV[6] this client's member in it
+--          its key expires, in us) and ARGV[7] this client's member in it
 -- Returns  d for one decision, {d1, ..., d_count} for several: d = 0 admitted, d > 0
---          refused, retry after d us; d < 0 refused for too many keys of the name,
---          until one of them expires in -d us.
+--          refused, retry after d us; d = -1 arrived after its deadline, not decided;
+--          d <= -2 refused for too many keys of the name, until one of them expires in
+--          -d - 1 us.
 -- Admission m is allowed at `now` iff admission m - limit was recorded at or before
 -- now - window; recorded times are max(now, previous), so they are monotone.
 --
@@ -15,7 +18,8 @@
 -- sooner, whoever calls, so a key's expiry never shrinks. On an injected clock virtual
 -- time says nothing about real time, so the key gets no expiry.
 local count = tonumber(ARGV[4])
-local max_keys = tonumber(ARGV[5] or '0') or 0
+local deadline = tonumber(ARGV[5])
+local max_keys = tonumber(ARGV[6] or '0') or 0
 
 local function answer(out)
   if count == 1 then return out[1] end
@@ -27,6 +31,9 @@ local function all(value)
   for i = 1, count do out[i] = value end
   return answer(out)
 end
+
+-- Its callers have given up: deciding now could only spend what they were refused.
+if deadline and now > deadline then return all(-1) end
 
 local loaded = load()
 if loaded then return loaded end
@@ -51,7 +58,7 @@ if max_keys > 0 and not ring.exists then
     local first = redis.call('ZRANGE', registry, 0, 0, 'WITHSCORES')
     local expires = tonumber(first[2] or '')
     if expires and expires < 1e300 then wait = math.max(1, expires + 1001 - now) end
-    return all(-wait)
+    return all(-wait - 1)
   end
 end
 
@@ -164,12 +171,12 @@ else
 end
 
 if injected then
-  if max_keys > 0 and not ring.exists then redis.call('ZADD', KEYS[2], '+inf', ARGV[6]) end
+  if max_keys > 0 and not ring.exists then redis.call('ZADD', KEYS[2], '+inf', ARGV[7]) end
   return answer(out)
 end
 -- The expiry, as an absolute time: it only moves later, since newest and w_max only
 -- grow.
 local expire_ms = math.floor((ring.newest + ring.w_max + 999) / 1000) + 1
 redis.call('PEXPIREAT', KEY, expire_ms)
-if max_keys > 0 then redis.call('ZADD', KEYS[2], expire_ms * 1000, ARGV[6]) end
+if max_keys > 0 then redis.call('ZADD', KEYS[2], expire_ms * 1000, ARGV[7]) end
 return answer(out)
