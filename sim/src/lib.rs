@@ -47,7 +47,6 @@ pub mod disk;
 pub mod engine;
 pub mod error;
 pub mod html;
-mod leases;
 pub mod params;
 pub mod replay;
 pub mod report;

@@ -18,7 +18,6 @@ use backstop_core::{Admission, Decision, FrontDoor, Limits, Refusal, RequestClas
 use backstop_sim_check::log::{GateReason, OverloadReason};
 
 use crate::config::PerKeyConfig;
-use crate::leases::Leases;
 
 /// The gate never sees a reading older than this: the last reading is fed again (same
 /// values, current time) before a start when it is older, so that the real gate's
@@ -43,21 +42,6 @@ pub enum ServiceError {
         replica: u32,
         /// What was being asked.
         what: &'static str,
-    },
-    /// A ticket or permit was held past the door's lease in virtual time: the store
-    /// would have dropped it, and the bounds would no longer hold.
-    #[error(
-        "a queue place or job slot taken at t_us {since_us} is still held at t_us {now_us}, \
-         past the store's lease ({lease:?} of virtual time): the store would have dropped it \
-         (leases are renewed on real time, which a replay outruns)"
-    )]
-    LeaseOutlived {
-        /// When it was taken.
-        since_us: u64,
-        /// Now.
-        now_us: u64,
-        /// The lease.
-        lease: Duration,
     },
     /// A refusal or wait reason the simulator does not model.
     #[error("replica {replica}: unexpected answer {answer}")]
@@ -109,10 +93,17 @@ pub trait SimDoor: FrontDoor {
         std::future::ready(true)
     }
 
-    /// How long a ticket or permit may be held, in virtual time, before the door loses
-    /// it (a store's lease that nothing renews on virtual time); `None`: for ever.
-    fn max_hold(&self) -> Option<Duration> {
+    /// How often, in virtual time, [`renew_at`](Self::renew_at) must run for the door's
+    /// tickets and permits to stay held; `None`: never (nothing to renew).
+    fn renew_every(&self) -> Option<Duration> {
         None
+    }
+
+    /// Renews what is due at virtual `now_ns` (a store's leases on the simulator's
+    /// clock); `false` when that failed.
+    fn renew_at(&self, now_ns: u64) -> impl Future<Output = bool> {
+        let _ = now_ns;
+        std::future::ready(true)
     }
 }
 
@@ -136,8 +127,6 @@ pub type Started<D> = Result<Held<<D as FrontDoor>::Permit>, Held<<D as FrontDoo
 pub struct Held<T> {
     /// The replica (0-based).
     pub replica: u32,
-    /// When it was taken, virtual ns.
-    pub since_ns: u64,
     /// What it holds.
     pub held: T,
 }
@@ -182,7 +171,10 @@ pub struct Service<D, X> {
     probe: FakeProbe,
     last_observed_ns: u64,
     closed: Option<GateReason>,
-    leases: Leases,
+    /// How often, in virtual time, the replicas renew their leases (`None`: they have
+    /// none), and the last time they did.
+    renew_every_ns: Option<u64>,
+    renewed_ns: u64,
 }
 
 impl<D: std::fmt::Debug, X> std::fmt::Debug for Service<D, X> {
@@ -242,9 +234,14 @@ impl<D: SimDoor, X: Executor> Service<D, X> {
     /// When `replicas` is empty (a programming error: callers build at least one).
     pub fn with_replicas(clock: ManualClock, replicas: Vec<D>, exec: X) -> Self {
         assert!(!replicas.is_empty(), "a service has at least one replica");
-        let leases = Leases::new(replicas.iter().filter_map(SimDoor::max_hold).min().map(ns));
+        let renew_every_ns = replicas
+            .iter()
+            .filter_map(SimDoor::renew_every)
+            .min()
+            .map(ns);
         Service {
-            leases,
+            renew_every_ns,
+            renewed_ns: 0,
             clock,
             replicas,
             exec,
@@ -259,16 +256,34 @@ impl<D: SimDoor, X: Executor> Service<D, X> {
         }
     }
 
-    /// Whether every live ticket and permit is still within its lease at `now_ns`.
-    fn leases_held(&self, now_ns: u64) -> Result<(), ServiceError> {
-        match self.leases.outlived(now_ns) {
-            Some((since_ns, lease_ns)) => Err(ServiceError::LeaseOutlived {
-                since_us: since_ns / 1000,
-                now_us: now_ns / 1000,
-                lease: Duration::from_nanos(lease_ns),
-            }),
-            None => Ok(()),
+    /// Moves virtual time to `now_ns`, the replicas renewing their leases on the way at
+    /// every `renew_every` (as a running replica's renewal task would on real time):
+    /// a quiet stretch of virtual time does not cost a hold its lease.
+    fn advance_to(&mut self, now_ns: u64) -> Result<(), ServiceError> {
+        if let Some(every) = self.renew_every_ns {
+            if self.renewed_ns == 0 {
+                self.renewed_ns = now_ns;
+            }
+            while self.renewed_ns.saturating_add(every) <= now_ns {
+                self.renewed_ns += every;
+                self.clock.set(Duration::from_nanos(self.renewed_ns));
+                for (index, door) in self.replicas.iter().enumerate() {
+                    let replica = index as u32;
+                    let renewed = self
+                        .exec
+                        .block_on(door.renew_at(self.renewed_ns))
+                        .ok_or(ServiceError::NotReady { replica })?;
+                    if !renewed {
+                        return Err(ServiceError::StoreUnavailable {
+                            replica,
+                            what: "renew",
+                        });
+                    }
+                }
+            }
         }
+        self.clock.set(Duration::from_nanos(now_ns));
+        Ok(())
     }
 
     /// How many replicas.
@@ -292,8 +307,7 @@ impl<D: SimDoor, X: Executor> Service<D, X> {
         now_ns: u64,
         key: Option<&str>,
     ) -> Result<Admit<Held<D::Ticket>>, ServiceError> {
-        self.clock.set(Duration::from_nanos(now_ns));
-        self.leases_held(now_ns)?;
+        self.advance_to(now_ns)?;
         let index = self.next;
         self.next = if index + 1 == self.replicas.len() {
             0
@@ -307,14 +321,7 @@ impl<D: SimDoor, X: Executor> Service<D, X> {
             .block_on(door.admit(key, RequestClass::Normal))
             .ok_or(ServiceError::NotReady { replica })?;
         Ok(match decision {
-            Decision::Admitted(held) => {
-                self.leases.take(now_ns);
-                Admit::Admitted(Held {
-                    replica,
-                    since_ns: now_ns,
-                    held,
-                })
-            }
+            Decision::Admitted(held) => Admit::Admitted(Held { replica, held }),
             Decision::Refused(Refusal::RateLimited { retry_after, .. }) => Admit::RateLimited {
                 retry_after_ns: ns(retry_after),
             },
@@ -357,32 +364,21 @@ impl<D: SimDoor, X: Executor> Service<D, X> {
         now_ns: u64,
         ticket: Held<D::Ticket>,
     ) -> Result<Started<D>, ServiceError> {
-        self.clock.set(Duration::from_nanos(now_ns));
+        self.advance_to(now_ns)?;
         if now_ns.saturating_sub(self.last_observed_ns) > REFRESH_NS {
             self.feed(now_ns);
         }
-        self.leases_held(now_ns)?;
-        let (replica, since_ns) = (ticket.replica, ticket.since_ns);
+        let replica = ticket.replica;
         let door = &self.replicas[replica as usize];
         let started = self
             .exec
             .block_on(door.start_job(ticket.held))
             .ok_or(ServiceError::NotReady { replica })?;
         match started {
-            Ok(held) => {
-                self.leases.release(since_ns);
-                self.leases.take(now_ns);
-                Ok(Ok(Held {
-                    replica,
-                    since_ns: now_ns,
-                    held,
-                }))
+            Ok(held) => Ok(Ok(Held { replica, held })),
+            Err((held, WaitReason::NoFreeSlot | WaitReason::Resources(_))) => {
+                Ok(Err(Held { replica, held }))
             }
-            Err((held, WaitReason::NoFreeSlot | WaitReason::Resources(_))) => Ok(Err(Held {
-                replica,
-                since_ns,
-                held,
-            })),
             Err((_, WaitReason::StoreUnavailable)) => Err(ServiceError::StoreUnavailable {
                 replica,
                 what: "start_job",
@@ -397,7 +393,6 @@ impl<D: SimDoor, X: Executor> Service<D, X> {
     /// Ends the job holding `permit` on its replica; its slot is free on return.
     pub fn finish(&mut self, permit: Held<D::Permit>) -> Result<(), ServiceError> {
         let replica = permit.replica;
-        self.leases.release(permit.since_ns);
         let door = &self.replicas[replica as usize];
         let freed = self
             .exec

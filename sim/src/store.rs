@@ -24,11 +24,15 @@ use crate::error::SimError;
 use crate::report::RunOutput;
 use crate::service::{Executor, Service, SimDoor, simulated_limits};
 
-/// The longest lease `backstop-redis` allows, used for every queue place and job slot.
-/// Leases are renewed on real time, every third of the lease, and a replay runs far
-/// faster than real time, so in virtual time a lease simply runs out this long after it
-/// was taken; the simulator stops with an error rather than let a hold outlive it.
-pub const LEASE: Duration = Duration::from_secs(24 * 3600);
+/// The lease of every queue place and job slot. On the simulator's clock the store
+/// renews nothing by itself: the simulator has the replicas renew their leases as
+/// virtual time passes ([`RENEW_EVERY`]), so that a hold lasts as long as its job, as on
+/// real time. Ten minutes keeps the renewals of a simulated day to a few thousand.
+pub const LEASE: Duration = Duration::from_secs(600);
+
+/// How often, in virtual time, the replicas renew: twice per renewal period (a third of
+/// the lease), so that each renewal is sent at most a sixth of a lease late.
+pub const RENEW_EVERY: Duration = Duration::from_secs(100);
 
 /// Each store call's deadline: generous, since a replay needs every answer and a missed
 /// deadline (503 `store_unavailable`) stops it.
@@ -128,8 +132,19 @@ impl SimDoor for StoreReplica {
         }
     }
 
-    fn max_hold(&self) -> Option<Duration> {
-        Some(LEASE)
+    fn renew_every(&self) -> Option<Duration> {
+        Some(RENEW_EVERY)
+    }
+
+    /// Renews this replica's leases due at the virtual time (the store reads the
+    /// simulator's clock): `RedisStore::renew_leases`. A lease lost in it (Redis did not
+    /// answer) shows at the next start or finish.
+    fn renew_at(&self, _now_ns: u64) -> impl Future<Output = bool> {
+        let store = self.store.clone();
+        async move {
+            store.renew_leases().await;
+            true
+        }
     }
 }
 

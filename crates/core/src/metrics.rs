@@ -190,6 +190,20 @@ impl<C: Clock> Metrics<C> {
         });
     }
 
+    /// Counts a refusal shadow mode let through, for a door outside this crate (as
+    /// [`Admission`]'s own are counted).
+    ///
+    /// [`Admission`]: crate::Admission
+    pub fn record_shadowed(&self, refusal: Refusal) {
+        self.count_shadow(Shadowed::Refusal(refusal));
+    }
+
+    /// Counts a closed resource gate shadow mode let a job start past, for a door outside
+    /// this crate.
+    pub fn record_shadowed_wait(&self, shortage: crate::resources::Shortage) {
+        self.count_shadow(Shadowed::Wait(shortage));
+    }
+
     /// Counts a job that could not start yet, and why.
     pub fn record_wait(&self, reason: WaitReason) {
         #[cfg(feature = "tracing")]

@@ -3,8 +3,10 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use backstop_core::clock::Clock;
@@ -59,11 +61,12 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 /// disk are each machine's), then a shared slot, the ticket becoming a permit in one
 /// script.
 ///
-/// Differences from `Admission`: no shadow mode (refused at construction); a client's
-/// window is a Redis key that expires when idle, so there is no bound on tracked clients
-/// and no `too_many_keys` (except from the `local_fallback` window); limits are fixed at
-/// construction (build another `RedisAdmission` to change them: the windows keep their
-/// history in Redis).
+/// As `Admission`: shadow mode (`limits.shadow`: refusals counted as shadowed and let
+/// through; the queue then counts up to core's `MAX_QUEUE`), live
+/// [`reconfigure`](Self::reconfigure), and a client refused by the shared window
+/// (other requests took its last places after the peek) is not charged in its own (its
+/// admission there is given back). Differences: a client's window is a Redis key that
+/// expires when idle, bounded only with [`with_max_keys`](Self::with_max_keys).
 ///
 /// It counts into core's [`Metrics`] ([`metrics`](Self::metrics)), so that it exports
 /// the same families as `Admission`. Its queue and job gauges are this replica's share:
@@ -77,7 +80,10 @@ pub struct RedisAdmission {
     queue: RedisQueueGate,
     slots: RedisJobSlots,
     gate: Arc<ResourceGate<Arc<dyn Clock>>>,
-    limits: Limits,
+    /// The limits in force ([`reconfigure`](Self::reconfigure)).
+    limits: ArcSwap<Limits>,
+    /// Shadow mode: refusals are counted and let through (`limits.shadow`).
+    shadow: AtomicBool,
     /// This replica's places and slots, counted as `Admission` counts its own: what the
     /// queue and job gauges of `metrics` read.
     held: (QueueGate, JobSlots),
@@ -181,9 +187,9 @@ impl RedisAdmission {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the field: `limits` as [`Limits::validate`], `shadow`
-    /// (not supported), `rate.limit` above [`MAX_REDIS_LIMIT`](crate::MAX_REDIS_LIMIT),
-    /// `name`, `failure_policy.share`.
+    /// A [`ConfigError`] naming the field: `limits` as [`Limits::validate`], `rate.limit`
+    /// above [`MAX_REDIS_LIMIT`](crate::MAX_REDIS_LIMIT), `name`,
+    /// `failure_policy.share`.
     pub fn new(store: &RedisStore, name: &str, limits: Limits) -> Result<Self, ConfigError> {
         let lease = DEFAULT_LEASE.max(store.inner.options.deadline.saturating_mul(3));
         Self::with_lease(store, name, limits, lease)
@@ -201,12 +207,6 @@ impl RedisAdmission {
         lease: Duration,
     ) -> Result<Self, ConfigError> {
         limits.validate()?;
-        if limits.shadow {
-            return Err(ConfigError::new(
-                "shadow",
-                "shadow mode is not supported by the Redis front door",
-            ));
-        }
         let window = RedisWindow::new(store, name, limits.rate.limit, limits.rate.window())
             .map_err(|e| prefixed("rate", e))?;
         let config = GateConfig {
@@ -226,7 +226,8 @@ impl RedisAdmission {
             queue,
             slots,
             gate,
-            limits,
+            shadow: AtomicBool::new(limits.shadow),
+            limits: ArcSwap::from_pointee(limits),
             held,
             metrics: Arc::new(metrics),
         })
@@ -271,7 +272,35 @@ impl RedisAdmission {
     }
 
     fn retry_after_hint(&self) -> Duration {
-        Duration::from_millis(self.limits.queue.retry_after_hint_ms)
+        Duration::from_millis(self.limits.load().queue.retry_after_hint_ms)
+    }
+
+    /// Applies new limits at once, as `Admission::reconfigure`: the shared window's
+    /// limit and window (its history stays in Redis, see
+    /// [`RedisWindow::reconfigure`]), the queue and job bounds (held places and slots are
+    /// kept), detached tickets' `max_wait`, this replica's resource gate, shadow mode and
+    /// the queue's retry hint. Every replica sharing the name should apply the same
+    /// limits: each decision is judged by its own replica's.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new); on error nothing changes.
+    pub fn reconfigure(&self, limits: Limits) -> Result<(), ConfigError> {
+        limits.validate()?;
+        let shape = (limits.rate.limit, limits.rate.window());
+        crate::window::check_shape(shape.0, shape.1).map_err(|e| prefixed("rate", e))?;
+        // Everything below is checked above: no change fails half-way.
+        self.window
+            .reconfigure(shape.0, shape.1)
+            .map_err(|e| prefixed("rate", e))?;
+        self.queue.set_bounds(limits.job_bounds())?;
+        self.queue.set_max_wait(limits.queue.max_wait)?;
+        self.held.0.set_bounds(limits.job_bounds())?;
+        self.gate.reconfigure(&limits.resources)?;
+        // Relaxed: a lone flag; a request racing the change is judged either way.
+        self.shadow.store(limits.shadow, Ordering::Relaxed);
+        self.limits.store(Arc::new(limits));
+        Ok(())
     }
 
     /// The decision, counted.
@@ -288,45 +317,102 @@ impl RedisAdmission {
     async fn stages(&self, key: Option<&str>, priority: Priority) -> Decision<RedisTicket> {
         // One deadline for the whole admission: every call below gives up at it.
         let give_up = self.store.give_up();
-        match self.rate_stages(key, give_up).await {
-            Ok(()) => self.queue_stage(priority, give_up).await,
+        // Relaxed: see `reconfigure`.
+        let shadow = self.shadow.load(Ordering::Relaxed);
+        match self.rate_stages(key, give_up, shadow).await {
+            Ok(()) => self.queue_stage(priority, give_up, shadow).await,
             Err(refusal) => Decision::Refused(refusal),
+        }
+    }
+
+    /// A stage refused: in shadow mode the refusal is counted as shadowed and the request
+    /// goes on (`Ok`); otherwise it is returned (and counted with the decision).
+    fn refuse_or_shadow(&self, refusal: Refusal, shadow: bool) -> Result<(), Refusal> {
+        if shadow {
+            self.metrics.record_shadowed(refusal);
+            Ok(())
+        } else {
+            Err(refusal)
         }
     }
 
     /// The rate stages, in `Admission`'s order, within `give_up`.
-    async fn rate_stages(&self, key: Option<&str>, give_up: Instant) -> Result<(), Refusal> {
+    async fn rate_stages(
+        &self,
+        key: Option<&str>,
+        give_up: Instant,
+        shadow: bool,
+    ) -> Result<(), Refusal> {
+        let options = &self.store.inner.options;
+        let mut global_shadowed = false;
         if let (Some(keyed), Some(key)) = (&self.per_key, key) {
             // 1. Would the shared window take it? Asked without charging it.
-            match self.window.peek_until(give_up).await {
-                Ok(verdict) => verdict?,
-                Err(_) if self.store.inner.options.failure_policy == FailurePolicy::FailClosed => {
-                    return Err(store_unavailable(
-                        self.store.inner.options.unavailable_retry_hint,
-                    ));
+            let peeked = match self.window.peek_until(give_up).await {
+                Ok(verdict) => verdict,
+                Err(_) if options.failure_policy == FailurePolicy::FailClosed => {
+                    Err(store_unavailable(options.unavailable_retry_hint))
                 }
                 // local_fallback: the shared window's fallback decides in step 3.
-                Err(_) => {}
+                Err(_) => Ok(()),
+            };
+            if let Err(refusal) = peeked {
+                self.refuse_or_shadow(refusal, shadow)?;
+                global_shadowed = true;
             }
             // 2. The client's own window, charged.
-            keyed.acquire_until(key, give_up).await?;
+            if let Err(refusal) = keyed.acquire_until(key, give_up).await {
+                self.refuse_or_shadow(refusal, shadow)?;
+            } else if !global_shadowed {
+                // 3. The shared window, charged. Refused here only when other requests
+                //    took its last places since step 1: the client's admission is then
+                //    given back, so that it is charged only for what passed.
+                if let Err(refusal) = self.window.acquire_until(give_up).await {
+                    if !shadow {
+                        let _ = keyed.refund(key, give_up).await;
+                    }
+                    return self.refuse_or_shadow(refusal, shadow);
+                }
+                return Ok(());
+            }
         }
-        // 3. The shared window, charged.
-        self.window.acquire_until(give_up).await.map(|_| ())
+        // 3. The shared window, charged (shadowed in step 1 already: counted once).
+        match self.window.acquire_until(give_up).await {
+            Err(refusal) if !global_shadowed => self.refuse_or_shadow(refusal, shadow),
+            _ => Ok(()),
+        }
     }
 
-    /// The shared queue, and the place in this replica's count, within `give_up`.
-    async fn queue_stage(&self, priority: Priority, give_up: Instant) -> Decision<RedisTicket> {
-        match self.queue.try_enter_until(priority, give_up).await {
-            Ok(ticket) => Decision::Admitted(self.ticket(TicketState::Held(ticket))),
+    /// The shared queue, and the place in this replica's count, within `give_up`. In
+    /// shadow mode a full queue (or Redis failing) is counted as shadowed and the request
+    /// takes a place below core's `MAX_QUEUE` instead, or none at all (its job then
+    /// starts on a slot of its own).
+    async fn queue_stage(
+        &self,
+        priority: Priority,
+        give_up: Instant,
+        shadow: bool,
+    ) -> Decision<RedisTicket> {
+        let refusal = match self.queue.try_enter_until(priority, give_up).await {
+            Ok(ticket) => return Decision::Admitted(self.ticket(TicketState::Held(ticket))),
             Err(Refusal::Overloaded {
                 reason: OverloadReason::QueueFull,
                 ..
-            }) => Decision::Refused(Refusal::Overloaded {
+            }) => Refusal::Overloaded {
                 reason: OverloadReason::QueueFull,
                 retry_after_hint: self.retry_after_hint(),
-            }),
-            Err(refusal) => Decision::Refused(refusal),
+            },
+            Err(refusal) => refusal,
+        };
+        if let Err(refusal) = self.refuse_or_shadow(refusal, shadow) {
+            return Decision::Refused(refusal);
+        }
+        match self
+            .queue
+            .try_enter_below(counters::MAX_QUEUE, give_up)
+            .await
+        {
+            Ok(ticket) => Decision::Admitted(self.ticket(TicketState::Held(ticket))),
+            Err(_) => Decision::Admitted(self.ticket(TicketState::Lost)),
         }
     }
 
@@ -340,7 +426,11 @@ impl RedisAdmission {
 
     async fn start(&self, ticket: RedisTicket) -> Result<RedisPermit, (RedisTicket, WaitReason)> {
         if let Err(shortage) = self.gate.check() {
-            return Err(self.wait(ticket, WaitReason::Resources(shortage)));
+            // Relaxed: see `reconfigure`.
+            if !self.shadow.load(Ordering::Relaxed) {
+                return Err(self.wait(ticket, WaitReason::Resources(shortage)));
+            }
+            self.metrics.record_shadowed_wait(shortage);
         }
         let Ticket { state, counted } = *ticket.0;
         let held = match state {
@@ -414,7 +504,7 @@ impl RedisAdmission {
     ///
     /// The OS error when the thread cannot be spawned.
     pub fn spawn_sampler<P: ResourceProbe + 'static>(&self, probe: P) -> std::io::Result<Sampler> {
-        let interval = self.limits.resources.sample_interval();
+        let interval = self.limits.load().resources.sample_interval();
         Sampler::spawn(Arc::clone(&self.gate), probe, interval)
     }
 
@@ -438,9 +528,9 @@ impl RedisAdmission {
         &self.store
     }
 
-    /// The limits it was built with.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        Limits::clone(&self.limits.load())
     }
 
     /// This replica's counters: its decisions, its job waits, the places and slots it
@@ -479,7 +569,7 @@ impl FrontDoor for RedisAdmission {
     }
 
     fn rate_limit(&self) -> (u32, Duration) {
-        (self.window.limit(), self.window.window())
+        self.window.shape()
     }
 
     fn client_rate_limit(&self, _key: &str) -> Option<(u32, Duration)> {

@@ -63,9 +63,11 @@ pub(crate) struct GateShared {
     pub(crate) queue_key: Arc<str>,
     slots_key: Arc<str>,
     gate_key: Arc<str>,
-    bounds: JobBounds,
+    /// The bounds in force ([`RedisQueueGate::set_bounds`]).
+    bounds: arc_swap::ArcSwap<JobBounds>,
     pub(crate) lease_us: u64,
-    max_wait_us: u64,
+    /// How long a detached place waits unclaimed ([`RedisQueueGate::set_max_wait`]).
+    max_wait_us: AtomicU64,
     retry_hint: Duration,
 }
 
@@ -131,11 +133,22 @@ impl GateShared {
     }
 
     fn queue_bound(&self, priority: Priority) -> u32 {
+        let bounds = self.bounds.load();
         match priority {
-            Priority::Normal => self.bounds.max_queue - self.bounds.critical_reserve,
-            Priority::Critical => self.bounds.max_queue,
+            Priority::Normal => bounds.max_queue - bounds.critical_reserve,
+            Priority::Critical => bounds.max_queue,
         }
     }
+}
+
+fn check_max_wait(max_wait: Duration) -> Result<(), ConfigError> {
+    if (Duration::from_millis(1)..=MAX_LEASE).contains(&max_wait) {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        "queue.max_wait",
+        format_args!("must be 1 ms to 24 h, got {max_wait:?}"),
+    ))
 }
 
 /// Makes a shared queue gate and its job slots, named `name`, with `bounds` and
@@ -198,12 +211,7 @@ pub fn counters_with(
             ),
         ));
     }
-    if !(Duration::from_millis(1)..=MAX_LEASE).contains(&max_wait) {
-        return Err(ConfigError::new(
-            "queue.max_wait",
-            format_args!("must be 1 ms to 24 h, got {max_wait:?}"),
-        ));
-    }
+    check_max_wait(max_wait)?;
     let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
     let shared = Arc::new(GateShared {
         store: store.clone(),
@@ -211,9 +219,9 @@ pub fn counters_with(
         queue_key: format!("{{backstop:{name}}}:queue").into(),
         slots_key: format!("{{backstop:{name}}}:slots").into(),
         gate_key: format!("{{backstop:{name}}}:gate").into(),
-        bounds,
+        bounds: arc_swap::ArcSwap::from_pointee(bounds),
         lease_us: micros(lease),
-        max_wait_us: micros(max_wait),
+        max_wait_us: AtomicU64::new(micros(max_wait)),
         retry_hint: Duration::from_secs(1),
     });
     Ok((
@@ -241,7 +249,7 @@ impl std::fmt::Debug for RedisQueueGate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisQueueGate")
             .field("key", &self.shared.queue_key)
-            .field("bounds", &self.shared.bounds)
+            .field("bounds", &**self.shared.bounds.load())
             .finish()
     }
 }
@@ -250,7 +258,7 @@ impl std::fmt::Debug for RedisJobSlots {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisJobSlots")
             .field("key", &self.shared.slots_key)
-            .field("bounds", &self.shared.bounds)
+            .field("bounds", &**self.shared.bounds.load())
             .finish()
     }
 }
@@ -389,6 +397,65 @@ impl RedisQueueGate {
     pub fn name(&self) -> &str {
         &self.shared.name
     }
+
+    /// The queue and slot bounds in force.
+    pub fn bounds(&self) -> JobBounds {
+        **self.shared.bounds.load()
+    }
+
+    /// Changes the bounds from the next take on, for this gate and its slots (every
+    /// replica must do the same: each take is judged by its caller's bounds). Held
+    /// places and slots are kept: a lower bound refuses new ones until enough are
+    /// released.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobBounds::validate`]; on error nothing changes.
+    pub fn set_bounds(&self, bounds: JobBounds) -> Result<(), ConfigError> {
+        bounds.validate()?;
+        self.shared.bounds.store(Arc::new(bounds));
+        Ok(())
+    }
+
+    /// Changes how long a detached ticket keeps its place unclaimed, for tickets
+    /// detached from now on.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for `queue.max_wait` outside 1 ms to [`MAX_LEASE`].
+    pub fn set_max_wait(&self, max_wait: Duration) -> Result<(), ConfigError> {
+        check_max_wait(max_wait)?;
+        let micros = u64::try_from(max_wait.as_micros()).unwrap_or(u64::MAX);
+        // Relaxed: see `detach`.
+        self.shared.max_wait_us.store(micros, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A place while fewer than `bound` are held, whatever the configured bounds (what
+    /// shadow mode takes once the configured bound refused), within `give_up`.
+    pub(crate) async fn try_enter_below(
+        &self,
+        bound: u32,
+        give_up: Instant,
+    ) -> Result<RedisQueueTicket, Refusal> {
+        let shared = &self.shared;
+        let full = Refusal::Overloaded {
+            reason: OverloadReason::QueueFull,
+            retry_after_hint: shared.retry_hint,
+        };
+        let lease = enter(
+            shared,
+            Set::Queue,
+            bound,
+            (full, shared.unavailable()),
+            give_up,
+        )
+        .await?;
+        Ok(RedisQueueTicket {
+            lease,
+            priority: Priority::Critical,
+        })
+    }
 }
 
 async fn count_live(shared: &GateShared, key: &Arc<str>) -> Result<u64, StoreError> {
@@ -494,7 +561,7 @@ impl RedisJobSlots {
     /// [`StartError`], with the ticket back where it still holds a place.
     pub async fn try_start(&self, ticket: RedisQueueTicket) -> Result<RedisJobPermit, StartError> {
         let shared = &self.shared;
-        let max_jobs = shared.bounds.max_jobs;
+        let max_jobs = shared.bounds.load().max_jobs;
         let sent = shared.store.lease_now_us();
         let mut conn = shared.store.connection();
         let give_up = shared.store.give_up();
@@ -551,7 +618,7 @@ impl RedisJobSlots {
         let lease = enter(
             shared,
             Set::Slots,
-            shared.bounds.max_jobs,
+            shared.bounds.load().max_jobs,
             (WaitReason::NoFreeSlot, WaitReason::StoreUnavailable),
             shared.store.give_up(),
         )
@@ -648,7 +715,8 @@ impl RedisQueueTicket {
         invocation
             .arg(self.lease.holder())
             .arg(member.as_str())
-            .arg(shared.max_wait_us);
+            // Relaxed: a lone setting; a detach racing a change uses either.
+            .arg(shared.max_wait_us.load(Ordering::Relaxed));
         let answer: Result<(i64, u64, u64), StoreError> = shared
             .store
             .call_until(

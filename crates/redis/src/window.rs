@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use tokio::time::Instant;
 
 use backstop_core::clock::{Clock, QuantaClock};
@@ -26,7 +28,7 @@ pub const MAX_REDIS_LIMIT: u32 = backstop_core::rate::MAX_LIMIT;
 pub const FALLBACK_MAX_KEYS: usize = 1 << 16;
 
 /// The window's shape, validated once: the limit and the window in microseconds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Shape {
     limit: u32,
     window_us: u64,
@@ -59,6 +61,11 @@ impl Shape {
             window_us: u64::try_from(window.as_micros()).unwrap_or(u64::MAX),
         })
     }
+}
+
+/// Checks a window's shape as [`RedisWindow::new`] would.
+pub(crate) fn check_shape(limit: u32, window: Duration) -> Result<(), ConfigError> {
+    Shape::new(limit, window).map(|_| ())
 }
 
 /// The name of a key: one hash tag per script call, so every script touches one slot
@@ -123,9 +130,19 @@ pub(crate) fn fallback_clock(store: &RedisStore) -> Arc<dyn Clock> {
 pub struct RedisWindow {
     store: RedisStore,
     key: Arc<str>,
-    shape: Shape,
-    fallback: Option<Fallback<SlidingWindow<Arc<dyn Clock>>>>,
+    /// The shape and its fallback, replaced whole by [`reconfigure`](Self::reconfigure).
+    state: ArcSwap<WindowState>,
 }
+
+/// What a window decides by: its shape, and the local window that stands in for Redis
+/// under `local_fallback`.
+struct WindowState {
+    shape: Shape,
+    fallback: Option<Arc<Fallback<LocalWindow>>>,
+}
+
+/// The in-process window of a `local_fallback`.
+type LocalWindow = SlidingWindow<Arc<dyn Clock>>;
 
 /// A window's in-process fallback (`local_fallback`): the local window of this
 /// replica's share, and until when (the fallback clock, ns) it still has a say after it
@@ -167,10 +184,11 @@ impl<W> Fallback<W> {
 
 impl std::fmt::Debug for RedisWindow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shape = self.state.load().shape;
         f.debug_struct("RedisWindow")
             .field("key", &self.key)
-            .field("limit", &self.shape.limit)
-            .field("window_us", &self.shape.window_us)
+            .field("limit", &shape.limit)
+            .field("window_us", &shape.window_us)
             .finish()
     }
 }
@@ -194,21 +212,56 @@ impl RedisWindow {
         policy.validate()?;
         let fallback = match policy {
             FailurePolicy::FailClosed => None,
-            FailurePolicy::LocalFallback { share } => Some(Fallback::new(
+            FailurePolicy::LocalFallback { share } => Some(Arc::new(Fallback::new(
                 SlidingWindow::with_clock(
                     local_limit(limit, share),
                     window,
                     fallback_clock(store),
                 )?,
                 fallback_clock(store),
-            )),
+            ))),
         };
         Ok(RedisWindow {
             store: store.clone(),
             key: format!("{{backstop:w:{name}}}:window").into(),
-            shape,
-            fallback,
+            state: ArcSwap::from_pointee(WindowState { shape, fallback }),
         })
+    }
+
+    /// Changes the limit and the window from the next decision on, in this process (the
+    /// history stays in Redis: lowering the limit takes effect at once, and the key
+    /// remembers what the larger of the limits needs; see the crate's README). A
+    /// `local_fallback` window is reshaped alike (one larger than it was made for is
+    /// built anew from what it remembers).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `limit` or `window`; on error nothing changes.
+    pub fn reconfigure(&self, limit: u32, window: Duration) -> Result<(), ConfigError> {
+        let shape = Shape::new(limit, window)?;
+        let current = self.state.load_full();
+        let fallback = match (&current.fallback, self.store.inner.options.failure_policy) {
+            (Some(fallback), FailurePolicy::LocalFallback { share }) => {
+                let local_limit = local_limit(limit, share);
+                if fallback.local.reconfigure(local_limit, window).is_ok() {
+                    Some(Arc::clone(fallback))
+                } else {
+                    let grown = Fallback::new(
+                        fallback.local.reconfigured(local_limit, window)?,
+                        Arc::clone(&fallback.clock),
+                    );
+                    // Relaxed: as in `decided_locally`.
+                    grown.strict_until_ns.store(
+                        fallback.strict_until_ns.load(Ordering::Relaxed),
+                        Ordering::Relaxed,
+                    );
+                    Some(Arc::new(grown))
+                }
+            }
+            _ => None,
+        };
+        self.state.store(Arc::new(WindowState { shape, fallback }));
+        Ok(())
     }
 
     /// Admits one request, or says exactly when to retry; on a store failure, the policy.
@@ -232,13 +285,14 @@ impl RedisWindow {
     /// As [`try_acquire_from`](Self::try_acquire_from), within `give_up` (an admission's
     /// one deadline).
     pub(crate) async fn acquire_until(&self, give_up: Instant) -> Result<Source, Refusal> {
-        match self.checked_until(give_up).await {
+        let state = self.state.load_full();
+        match self.checked_until(&state.shape, give_up).await {
             Ok(Ok(())) => self
-                .after_store_admitted(give_up)
+                .after_store_admitted(&state, give_up)
                 .await
                 .map(|()| Source::Store),
             Ok(Err(refusal)) => Err(refusal),
-            Err(_) => self.on_failure(),
+            Err(_) => self.on_failure(&state),
         }
     }
 
@@ -249,27 +303,30 @@ impl RedisWindow {
     ///
     /// The [`StoreError`].
     pub async fn try_acquire_checked(&self) -> Result<Result<(), Refusal>, StoreError> {
-        self.checked_until(self.store.give_up()).await
+        let shape = self.state.load().shape;
+        self.checked_until(&shape, self.store.give_up()).await
     }
 
-    async fn checked_until(&self, give_up: Instant) -> Result<Result<(), Refusal>, StoreError> {
+    async fn checked_until(
+        &self,
+        shape: &Shape,
+        give_up: Instant,
+    ) -> Result<Result<(), Refusal>, StoreError> {
         let wait_us = self
             .store
-            .decide(
-                &self.key,
-                self.shape.limit,
-                self.shape.window_us,
-                None,
-                give_up,
-            )
+            .decide(&self.key, shape.limit, shape.window_us, None, give_up)
             .await?;
         Ok(verdict(wait_us, RateScope::Global))
     }
 
     /// Redis admitted: within a window after a fallback decision, the local window must
     /// admit too; when it does not, Redis's admission is given back.
-    async fn after_store_admitted(&self, give_up: Instant) -> Result<(), Refusal> {
-        match &self.fallback {
+    async fn after_store_admitted(
+        &self,
+        state: &WindowState,
+        give_up: Instant,
+    ) -> Result<(), Refusal> {
+        match &state.fallback {
             Some(fallback) if fallback.strict() => match fallback.local.try_acquire() {
                 Ok(()) => Ok(()),
                 Err(refused) => {
@@ -286,7 +343,8 @@ impl RedisWindow {
 
     /// Gives one admission back (`lua/refund.lua`): a later stage refused the request.
     pub(crate) async fn refund(&self, give_up: Instant) -> Result<(), StoreError> {
-        refund(&self.store, &self.key, &self.shape, give_up).await
+        let shape = self.state.load().shape;
+        refund(&self.store, &self.key, &shape, give_up).await
     }
 
     /// Whether the window would admit one request now, **without** admitting it (a
@@ -307,11 +365,12 @@ impl RedisWindow {
         &self,
         give_up: Instant,
     ) -> Result<Result<(), Refusal>, StoreError> {
+        let shape = self.state.load().shape;
         let mut conn = self.store.connection();
         let mut invocation = crate::scripts::PEEK.key(&*self.key);
         invocation
-            .arg(self.shape.limit)
-            .arg(self.shape.window_us)
+            .arg(shape.limit)
+            .arg(shape.window_us)
             .arg(self.store.now_arg());
         let wait_us: i64 = self
             .store
@@ -320,13 +379,13 @@ impl RedisWindow {
         Ok(verdict(wait_us, RateScope::Global))
     }
 
-    fn on_failure(&self) -> Result<Source, Refusal> {
+    fn on_failure(&self, state: &WindowState) -> Result<Source, Refusal> {
         let hint = self.store.inner.options.unavailable_retry_hint;
-        match &self.fallback {
+        match &state.fallback {
             None => Err(store_unavailable(hint)),
             Some(fallback) => {
                 self.store.inner.metrics.fallback();
-                fallback.decided_locally(self.window());
+                fallback.decided_locally(Duration::from_micros(state.shape.window_us));
                 fallback
                     .local
                     .try_acquire()
@@ -346,12 +405,19 @@ impl RedisWindow {
 
     /// The most admissions in any window.
     pub fn limit(&self) -> u32 {
-        self.shape.limit
+        self.state.load().shape.limit
     }
 
     /// The window's length.
     pub fn window(&self) -> Duration {
-        Duration::from_micros(self.shape.window_us)
+        Duration::from_micros(self.state.load().shape.window_us)
+    }
+
+    /// The limit and the window in force, read together (one shape, also while
+    /// [`reconfigure`](Self::reconfigure) runs).
+    pub fn shape(&self) -> (u32, Duration) {
+        let shape = self.state.load().shape;
+        (shape.limit, Duration::from_micros(shape.window_us))
     }
 }
 

@@ -325,16 +325,12 @@ fn fail_closed_answers_503_store_unavailable_when_redis_is_gone() {
 }
 
 #[test]
-fn shadow_mode_and_bad_limits_are_typed_errors() {
+fn bad_limits_are_typed_errors() {
     let Some((url, _server)) = support::shared() else {
         return;
     };
     runtime().block_on(async {
         let store = RedisStore::connect(&url, options()).await.unwrap();
-        let mut shadow = limits(5, 5, 1);
-        shadow.shadow = true;
-        let err = RedisAdmission::new(&store, "shadow", shadow).unwrap_err();
-        assert_eq!(err.field(), "shadow");
         let err = RedisAdmission::new(&store, "bad", limits(0, 5, 1)).unwrap_err();
         assert_eq!(err.field(), "rate.limit");
         let err = RedisAdmission::new(&store, "a{b", limits(5, 5, 1)).unwrap_err();
