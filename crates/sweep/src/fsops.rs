@@ -172,52 +172,40 @@ pub(crate) fn is_locked(fd: BorrowedFd<'_>) -> bool {
     }
 }
 
-/// What the lock probe found on a regular file about to be removed.
-#[derive(Debug)]
-pub(crate) enum FileLock {
-    /// Another open file description holds an `flock` on it: leave it alone.
-    HeldElsewhere,
-    /// The name now refers to another inode than the one examined (it was replaced
-    /// between the `lstat` and the probe's `open`): leave it alone, it was never judged.
-    Replaced,
-    /// The sweep now holds an exclusive `flock` on it, released when this fd closes.
-    /// Removing the file before closing the fd means no one else held a lock at the
-    /// moment of the unlink.
-    Ours(#[expect(dead_code, reason = "held for its drop: closing it releases the lock")] OwnedFd),
-    /// It could not be opened (no read permission, vanished, swapped for a symlink) or
-    /// its filesystem has no `flock`: it cannot be checked, and counts as unlocked.
-    Unchecked,
-}
-
-/// Takes a non-blocking exclusive `flock` on the regular file `name` of `dir`, which
-/// the caller examined as `expected` (device, inode).
+/// Opens the regular file `name` of `dir` for the lock probe, and checks that it is the
+/// inode the caller examined as `expected` (device, inode).
 ///
-/// The file is opened `O_NONBLOCK` so that a FIFO swapped in after the `lstat` cannot
-/// hang the sweep (nor can a write lease: the open fails instead of waiting for it to be
-/// broken), and `O_NOFOLLOW` so that a swapped-in symlink is not followed. The opened fd
-/// is `fstat`ed: if it is not the inode examined, the file was replaced in between and
-/// [`FileLock::Replaced`] says so. The caller keeps [`FileLock::Ours`] alive across the
-/// `unlinkat`.
-pub(crate) fn lock_file_at(dir: BorrowedFd<'_>, name: &CStr, expected: (u64, u64)) -> FileLock {
-    let fd = match rustix::fs::openat(
+/// Opened `O_NONBLOCK` so that a FIFO swapped in after the `lstat` cannot hang the
+/// sweep (nor can a write lease: the open fails instead of waiting for it to be broken),
+/// and `O_NOFOLLOW` so that a swapped-in symlink is not followed. The opened fd is
+/// `fstat`ed: if it is not the inode examined, the file was replaced in between.
+pub(crate) fn open_examined(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    expected: (u64, u64),
+) -> Result<OwnedFd, NotExamined> {
+    let fd = rustix::fs::openat(
         dir,
         name,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
         Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(_) => return FileLock::Unchecked,
-    };
+    )
+    .map_err(|_| NotExamined::Unopened)?;
     match rustix::fs::fstat(&fd) {
-        Ok(stat) if (dev(&stat), ino(&stat)) == expected => {}
-        Ok(_) => return FileLock::Replaced,
-        Err(_) => return FileLock::Unchecked,
+        Ok(stat) if (dev(&stat), ino(&stat)) == expected => Ok(fd),
+        Ok(_) => Err(NotExamined::Replaced),
+        Err(_) => Err(NotExamined::Unopened),
     }
-    match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => FileLock::Ours(fd),
-        Err(Errno::WOULDBLOCK) => FileLock::HeldElsewhere,
-        Err(_) => FileLock::Unchecked,
-    }
+}
+
+/// Why [`open_examined`] gave no fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotExamined {
+    /// The name now refers to another inode than the one examined.
+    Replaced,
+    /// It could not be opened (no read permission, vanished, swapped for a symlink) or
+    /// not `fstat`ed.
+    Unopened,
 }
 
 // The `Stat` field types differ between targets; these conversions are identities on
@@ -273,77 +261,6 @@ pub(crate) fn apparent_bytes(meta: &Meta) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_probe_sees_a_lock_held_by_another_open_file_description_and_holds_its_own() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("f"), b"x").unwrap();
-        let dir_fd = rustix::fs::open(
-            dir.path(),
-            OFlags::RDONLY | OFlags::DIRECTORY,
-            Mode::empty(),
-        )
-        .unwrap();
-        let other = std::fs::File::open(dir.path().join("f")).unwrap();
-        let f = lstat_at(dir_fd.as_fd(), c"f").unwrap().ident();
-
-        let ours = lock_file_at(dir_fd.as_fd(), c"f", f);
-        assert!(matches!(ours, FileLock::Ours(_)), "{ours:?}");
-        // While the probe's fd is open, its lock keeps everyone else out: the window
-        // between the check and the unlink is covered.
-        assert_eq!(
-            rustix::fs::flock(&other, FlockOperation::NonBlockingLockShared),
-            Err(Errno::WOULDBLOCK)
-        );
-        drop(ours);
-        rustix::fs::flock(&other, FlockOperation::LockShared).unwrap();
-        assert!(matches!(
-            lock_file_at(dir_fd.as_fd(), c"f", f),
-            FileLock::HeldElsewhere
-        ));
-        assert!(
-            !is_locked(other.as_fd()),
-            "a lock does not conflict with its own holder"
-        );
-        drop(other);
-        assert!(matches!(
-            lock_file_at(dir_fd.as_fd(), c"f", f),
-            FileLock::Ours(_)
-        ));
-        assert!(
-            matches!(
-                lock_file_at(dir_fd.as_fd(), c"missing", f),
-                FileLock::Unchecked
-            ),
-            "unopenable means unchecked"
-        );
-    }
-
-    /// A file replaced between the sweep's `lstat` and its probe's `open` is not the one
-    /// that was judged: the probe must say so instead of locking (and the walk then
-    /// unlinking) the newcomer.
-    #[test]
-    fn the_probe_refuses_a_file_swapped_in_after_the_lstat() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("f"), b"judged old").unwrap();
-        std::fs::write(dir.path().join("new"), b"never judged").unwrap();
-        let dir_fd = rustix::fs::open(
-            dir.path(),
-            OFlags::RDONLY | OFlags::DIRECTORY,
-            Mode::empty(),
-        )
-        .unwrap();
-        let judged = lstat_at(dir_fd.as_fd(), c"f").unwrap();
-        // The swap, exactly between the walk's lstat and the probe's open.
-        std::fs::rename(dir.path().join("new"), dir.path().join("f")).unwrap();
-        let probe = lock_file_at(dir_fd.as_fd(), c"f", judged.ident());
-        assert!(matches!(probe, FileLock::Replaced), "{probe:?}");
-        let now = lstat_at(dir_fd.as_fd(), c"f").unwrap();
-        assert!(matches!(
-            lock_file_at(dir_fd.as_fd(), c"f", now.ident()),
-            FileLock::Ours(_)
-        ));
-    }
 
     #[test]
     fn statx_reports_the_mount_id_like_fdinfo() {

@@ -80,7 +80,12 @@
 //! holds its lock (microseconds, up to the close after the unlink), another process's
 //! non-blocking `flock` on that file fails with `EWOULDBLOCK` and a blocking one waits.
 //!
-//! The probe costs an `open`, an `flock` and a `close` per removed file.
+//! Two names of one inode (hard links) reached by two threads of one sweep share the
+//! sweep's lock instead of each taking the other's for someone else's: the lock is held
+//! until both are unlinked, so the guarantee above holds for each name, and a file is
+//! skipped as locked only when a lock outside the sweep holds it.
+//!
+//! The probe costs an `open`, an `fstat`, an `flock` and a `close` per removed file.
 //! [`Sweep::skip_locked`]`(false)` turns it off. A real run never trusts `/proc/locks`
 //! instead: a snapshot is stale by the time a file is removed, and in a PID namespace
 //! (any container) the kernel lists only locks whose owner is visible there, so a lock
@@ -130,6 +135,7 @@ mod metrics;
 #[cfg(feature = "prometheus")]
 mod metrics_export;
 mod pressure;
+mod probe;
 mod report;
 mod root;
 mod schedule;

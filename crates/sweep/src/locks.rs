@@ -1,7 +1,7 @@
 //! The kernel's `flock` table, read once, for dry runs only.
 //!
 //! A real run probes every file it is about to remove and holds the probe's lock across
-//! the unlink ([`fsops::lock_file_at`](crate::fsops::lock_file_at)); no snapshot can give
+//! the unlink ([`ProbeLocks::lock_file_at`](crate::probe::ProbeLocks::lock_file_at)); no snapshot can give
 //! that guarantee, since a lock taken after the snapshot is missed. A dry run removes
 //! nothing, so its lock check only has to *predict* the probe, and one read of
 //! `/proc/locks` saves it an `open` + `fstat` + `flock` + `close` per old file and the

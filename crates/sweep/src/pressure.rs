@@ -22,7 +22,8 @@ use rayon::prelude::*;
 use rustix::fs::FileType;
 use rustix::io::Errno;
 
-use crate::fsops::{self, FileLock};
+use crate::fsops;
+use crate::probe::FileLock;
 use crate::report::{EntryKind, ErrorKind, SkipReason, Tally};
 use crate::walk::{Candidate, Ctx};
 

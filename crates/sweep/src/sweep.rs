@@ -15,6 +15,7 @@ use crate::age::{AgeBy, Cutoff};
 use crate::error::SweepError;
 use crate::fsops::MountCheck;
 use crate::locks::LockTable;
+use crate::probe::ProbeLocks;
 use crate::report::{RemovedEntry, SweepReport};
 use crate::root::{self, ChaseError};
 use crate::walk::{self, Action, Ctx, DEEP_WINDOW_FDS, Observer, Walked};
@@ -380,6 +381,7 @@ impl Sweep {
             collect_removed: self.collect_removed,
             fd_budget: fd_budget(pool.current_num_threads()),
             open_dirs: AtomicUsize::new(0),
+            probes: ProbeLocks::default(),
         };
         let root_ident = root_meta.ident();
         let walked = pool.install(|| {
@@ -502,6 +504,7 @@ pub(crate) fn purge_contents(dir: BorrowedFd<'_>, path: &Path) -> SweepReport {
         collect_removed: false,
         fd_budget: 0,
         open_dirs: AtomicUsize::new(0),
+        probes: ProbeLocks::default(),
     };
     let (walked, _empty): (Walked, bool) = walk::walk_deep(&ctx, dir, Path::new(""), meta.ident());
     walked

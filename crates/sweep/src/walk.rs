@@ -36,8 +36,10 @@ use rustix::fs::{FileType, RawDir};
 use rustix::io::Errno;
 
 use crate::age::{Cutoff, ns_to_system_time};
-use crate::fsops::{self, FileLock, Meta, MountCheck};
+use crate::fsops::{self, Meta, MountCheck};
 use crate::locks::LockTable;
+use crate::probe::FileLock;
+use crate::probe::ProbeLocks;
 use crate::report::{EntryKind, ErrorKind, RemovedEntry, SkipReason, Tally};
 
 /// Directories at most this deep are walked as parallel tasks.
@@ -100,6 +102,8 @@ pub(crate) struct Ctx<'a> {
     pub fd_budget: usize,
     /// Directory fds held by parallel tasks; compared with `fd_budget`.
     pub open_dirs: AtomicUsize,
+    /// The lock probes' locks on files of several links, shared between the threads.
+    pub probes: ProbeLocks,
 }
 
 /// A walk's result for one directory: the tally of its subtree and any candidates.
@@ -129,7 +133,7 @@ impl Ctx<'_> {
     /// removed: [`FileLock::HeldElsewhere`] means skip it; keep anything else alive
     /// until after the unlink. Without the check, or when a dry run's trusted lock table
     /// says it is free, there is nothing to hold ([`FileLock::Unchecked`]).
-    pub(crate) fn lock_file(&self, dir: BorrowedFd<'_>, name: &CStr, meta: &Meta) -> FileLock {
+    pub(crate) fn lock_file(&self, dir: BorrowedFd<'_>, name: &CStr, meta: &Meta) -> FileLock<'_> {
         if !self.check_locks {
             return FileLock::Unchecked;
         }
@@ -141,7 +145,7 @@ impl Ctx<'_> {
                     FileLock::Unchecked
                 }
             }
-            _ => fsops::lock_file_at(dir, name, meta.ident()),
+            _ => self.probes.lock_file_at(dir, name, meta),
         }
     }
 
