@@ -93,7 +93,10 @@
 //! exited, is missing. A dry run, which removes nothing and only predicts the probe,
 //! reads `/proc/locks` once instead of probing each file, but only where it lists every
 //! lock: initial PID namespace, kernel 5.0 or newer, tmpfs, ext2/3/4 or XFS; elsewhere
-//! it probes like a real run. [`JobWorkspace::lock_against_sweeps`] uses the directory
+//! it probes like a real run. The read waits for an RCU grace period, so it runs on a
+//! thread of its own while the walk starts; checks made before it is in are taken for
+//! "unlocked", and if the table then lists one of them (or cannot be read) the dry run
+//! walks again with it (or probing). [`JobWorkspace::lock_against_sweeps`] uses the directory
 //! check to protect a running job.
 //!
 //! # Parallelism

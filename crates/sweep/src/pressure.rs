@@ -133,7 +133,7 @@ fn delete_group(ctx: &Ctx<'_>, root: BorrowedFd<'_>, group: &[&Candidate]) -> Ta
             tally.skipped.add(SkipReason::TooYoung);
             continue;
         }
-        let lock = match ctx.lock_file(dir, &candidate.name, &meta) {
+        let lock = match ctx.lock_file(dir, &candidate.name, &meta, &mut tally) {
             FileLock::HeldElsewhere => {
                 tally.skipped.add(SkipReason::Locked);
                 continue;

@@ -309,6 +309,9 @@ pub(crate) struct Tally {
     pub hard_links: Vec<LinkSeen>,
     /// Removed entries with their inode, when collected.
     pub removed: Vec<(RemovedEntry, (u64, u64))>,
+    /// A dry run's lock checks made before its lock table was read: the inodes taken
+    /// for unlocked, to be checked against the table once it is there.
+    pub lock_assumed: Vec<(u64, u64)>,
 }
 
 /// One removal of a name of a file that had several links when the sweep looked.
@@ -430,6 +433,7 @@ impl Tally {
             self.trim_samples();
         }
         self.removed.append(&mut other.removed);
+        self.lock_assumed.append(&mut other.lock_assumed);
     }
 
     pub fn into_report(

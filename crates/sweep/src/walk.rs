@@ -27,8 +27,8 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use globset::GlobSet;
 use rayon::prelude::*;
@@ -92,8 +92,9 @@ pub(crate) struct Ctx<'a> {
     pub dry_run: bool,
     pub remove_empty_dirs: bool,
     pub check_locks: bool,
-    /// Dry runs only: a trusted `/proc/locks` snapshot to consult instead of probing.
-    pub lock_table: Option<&'a LockTable>,
+    /// Dry runs only: a trusted `/proc/locks` snapshot to consult instead of probing,
+    /// or the place it will be once read (see `predicted_locked`).
+    pub lock_table: Option<&'a OnceLock<LockTable>>,
     /// Workspace purge: FIFOs, sockets and devices are removed too.
     pub remove_special: bool,
     pub action: Action,
@@ -133,13 +134,19 @@ impl Ctx<'_> {
     /// removed: [`FileLock::HeldElsewhere`] means skip it; keep anything else alive
     /// until after the unlink. Without the check, or when a dry run's trusted lock table
     /// says it is free, there is nothing to hold ([`FileLock::Unchecked`]).
-    pub(crate) fn lock_file(&self, dir: BorrowedFd<'_>, name: &CStr, meta: &Meta) -> FileLock<'_> {
+    pub(crate) fn lock_file(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        meta: &Meta,
+        tally: &mut Tally,
+    ) -> FileLock<'_> {
         if !self.check_locks {
             return FileLock::Unchecked;
         }
         match self.lock_table {
             Some(table) if self.dry_run => {
-                if table.is_locked(meta) {
+                if predicted_locked(table, meta, tally) {
                     FileLock::HeldElsewhere
                 } else {
                     FileLock::Unchecked
@@ -152,12 +159,12 @@ impl Ctx<'_> {
     /// Whether the directory `dir` (with `meta`) is locked, so that the walk leaves it
     /// alone: probed with a lock taken and given back at once, or, in a dry run with a
     /// trusted lock table, read from the table (see [`Ctx::lock_file`]).
-    fn dir_is_locked(&self, dir: BorrowedFd<'_>, meta: &Meta) -> bool {
+    fn dir_is_locked(&self, dir: BorrowedFd<'_>, meta: &Meta, tally: &mut Tally) -> bool {
         if !self.check_locks {
             return false;
         }
         match self.lock_table {
-            Some(table) if self.dry_run => table.is_locked(meta),
+            Some(table) if self.dry_run => predicted_locked(table, meta, tally),
             _ => fsops::is_locked(dir),
         }
     }
@@ -189,6 +196,18 @@ impl Ctx<'_> {
         }
         if self.collect_removed {
             tally.removed.push((entry, meta.ident()));
+        }
+    }
+}
+
+/// A dry run's prediction of the probe from the lock table; while the table is still
+/// being read, "unlocked", with the inode recorded in `tally` to be checked later.
+fn predicted_locked(table: &OnceLock<LockTable>, meta: &Meta, tally: &mut Tally) -> bool {
+    match table.get() {
+        Some(table) => table.is_locked(meta.ident()),
+        None => {
+            tally.lock_assumed.push(meta.ident());
+            false
         }
     }
 }
@@ -315,7 +334,7 @@ fn handle_entry(
     }
     // Checked last, so only files that would otherwise go pay for it.
     let lock = if kind == EntryKind::File {
-        match ctx.lock_file(dir, name, &meta) {
+        match ctx.lock_file(dir, name, &meta, &mut out.tally) {
             FileLock::HeldElsewhere => {
                 out.tally.skipped.add(SkipReason::Locked);
                 return Fate::Kept;
@@ -403,7 +422,7 @@ fn enter_dir(
             return None;
         }
     }
-    if ctx.dir_is_locked(fd.as_fd(), &meta) {
+    if ctx.dir_is_locked(fd.as_fd(), &meta, tally) {
         tally.skipped.add(SkipReason::Locked);
         return None;
     }
