@@ -24,7 +24,6 @@
 //!   another host (NFS), and `stat`'s `st_dev` is the device `/proc/locks` names (not so
 //!   on btrfs subvolumes or overlayfs).
 
-use std::collections::HashSet;
 use std::os::fd::BorrowedFd;
 
 /// Most lines of `/proc/locks` read: a bound on the snapshot's memory. With more, the
@@ -47,7 +46,9 @@ const MIN_KERNEL: (u32, u32) = (5, 0);
 pub(crate) struct LockTable {
     /// The swept filesystem's device, `(major, minor)`.
     dev: (u32, u32),
-    held: HashSet<u64>,
+    /// Sorted, without repeats: looked up once per entry, so a binary search rather
+    /// than a hash of every inode number.
+    held: Vec<u64>,
 }
 
 impl LockTable {
@@ -93,7 +94,7 @@ impl LockTable {
     pub fn is_locked(&self, (dev, ino): (u64, u64)) -> bool {
         !self.held.is_empty()
             && (rustix::fs::major(dev), rustix::fs::minor(dev)) == self.dev
-            && self.held.contains(&ino)
+            && self.held.binary_search(&ino).is_ok()
     }
 }
 
@@ -116,7 +117,7 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
 /// waiters (`->` lines) hold nothing; POSIX and OFD locks do not conflict with `flock`.
 /// `None` if the table is too long.
 fn parse(text: &str, dev: (u32, u32)) -> Option<LockTable> {
-    let mut held = HashSet::new();
+    let mut held = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if n >= MAX_LOCK_LINES {
             return None;
@@ -139,10 +140,12 @@ fn parse(text: &str, dev: (u32, u32)) -> Option<LockTable> {
             ino.parse::<u64>(),
         ) {
             if (major, minor) == dev {
-                held.insert(ino);
+                held.push(ino);
             }
         }
     }
+    held.sort_unstable();
+    held.dedup();
     Some(LockTable { dev, held })
 }
 
@@ -162,10 +165,18 @@ mod tests {
                     3: -> FLOCK  ADVISORY  WRITE 13 08:11:5 0 EOF\n\
                     4: OFDLCK ADVISORY  READ -1 00:2d:7 0 EOF\n";
         let on = |dev: (u32, u32)| parse(text, dev).unwrap().held;
-        assert_eq!(on((0xfe, 0)), HashSet::from([10_010_708]));
-        assert_eq!(on((0x08, 0x11)), HashSet::from([99]), "not the waiter's 5");
+        assert_eq!(on((0xfe, 0)), [10_010_708]);
+        assert_eq!(on((0x08, 0x11)), [99], "not the waiter's 5");
         assert!(on((0x08, 0x01)).is_empty(), "a POSIX lock is not an flock");
         assert!(on((0x00, 0x2d)).is_empty(), "nor an OFD lock");
+        let out_of_order = "1: FLOCK ADVISORY READ 1 fe:00:9 0 EOF\n\
+                            2: FLOCK ADVISORY READ 2 fe:00:3 0 EOF\n\
+                            3: FLOCK ADVISORY READ 3 fe:00:9 0 EOF\n";
+        let table = parse(out_of_order, (0xfe, 0)).unwrap();
+        let dev = rustix::fs::makedev(0xfe, 0);
+        assert!(table.is_locked((dev, 3)) && table.is_locked((dev, 9)));
+        assert!(!table.is_locked((dev, 4)));
+        assert!(!table.is_locked((rustix::fs::makedev(0xfe, 1), 3)), "another device");
         let too_long = "1: FLOCK ADVISORY READ 1 00:01:1 0 EOF\n".repeat(MAX_LOCK_LINES + 1);
         assert!(parse(&too_long, (0, 1)).is_none());
     }
