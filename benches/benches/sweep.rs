@@ -198,7 +198,7 @@ fn main() {
     let base = SystemTime::now();
     let (disk, memory) = (default_threads(), default_threads_in_memory());
     println!(
-        "tree: {files} files ({FILE_BYTES} B) in {dirs} dirs, half older than 24 h; {runs} runs; default threads {disk} on a disk, {memory} on tmpfs; under {}",
+        "tree: {files} files ({FILE_BYTES} B) in {dirs} dirs, half older than 24 h; {runs} runs; default threads {disk} on a disk and for dry runs, {memory} deleting on tmpfs; under {}",
         base_dir.display()
     );
     println!("load average at start: {}", load());

@@ -105,7 +105,8 @@
 //! the kernel, so directories are the unit of parallelism), work stealing,
 //! [`default_threads`] threads on a disk (twice the cores, at least 8: on a disk mounted
 //! `discard` each unlink waits for the device, and more threads overlap the waits),
-//! [`default_threads_in_memory`] on tmpfs (the cores: nothing to wait for). Each task
+//! [`default_threads_in_memory`] when removing files from tmpfs (the cores: nothing to
+//! wait for; a dry run there uses [`default_threads`], as nothing contends). Each task
 //! builds its own tally and hands it to its parent, so the report is deterministic and
 //! no counter is shared.
 //!

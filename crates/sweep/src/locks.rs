@@ -176,7 +176,10 @@ mod tests {
         let dev = rustix::fs::makedev(0xfe, 0);
         assert!(table.is_locked((dev, 3)) && table.is_locked((dev, 9)));
         assert!(!table.is_locked((dev, 4)));
-        assert!(!table.is_locked((rustix::fs::makedev(0xfe, 1), 3)), "another device");
+        assert!(
+            !table.is_locked((rustix::fs::makedev(0xfe, 1), 3)),
+            "another device"
+        );
         let too_long = "1: FLOCK ADVISORY READ 1 00:01:1 0 EOF\n".repeat(MAX_LOCK_LINES + 1);
         assert!(parse(&too_long, (0, 1)).is_none());
     }
