@@ -66,7 +66,10 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 /// [`reconfigure`](Self::reconfigure), and a client refused by the shared window
 /// (other requests took its last places after the peek) is not charged in its own (its
 /// admission there is given back). Differences: a client's window is a Redis key that
-/// expires when idle, bounded only with [`with_max_keys`](Self::with_max_keys).
+/// expires when idle, bounded only with [`with_max_keys`](Self::with_max_keys); a
+/// rate limited refusal Redis gave is kept until its `retry_after`, so that asking again
+/// before then is refused without a round trip (the refusal cache, dropped on
+/// `reconfigure`).
 ///
 /// It counts into core's [`Metrics`] ([`metrics`](Self::metrics)), so that it exports
 /// the same families as `Admission`. Its queue and job gauges are this replica's share:
@@ -346,7 +349,9 @@ impl RedisAdmission {
         let options = &self.store.inner.options;
         let mut global_shadowed = false;
         if let (Some(keyed), Some(key)) = (&self.per_key, key) {
-            // 1. Would the shared window take it? Asked without charging it.
+            // 1. Would the shared window take it? Asked without charging it (a refusal
+            //    the cache holds costs no round trip). Asked even when the client's own
+            //    refusal is cached: which stage refuses decides the `retry_after`.
             let peeked = match self.window.peek_until(give_up).await {
                 Ok(verdict) => verdict,
                 Err(_) if options.failure_policy == FailurePolicy::FailClosed => {

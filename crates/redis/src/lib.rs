@@ -12,6 +12,7 @@ mod metrics;
 mod metrics_export;
 mod options;
 mod refusal;
+mod refused;
 mod scripts;
 mod store;
 mod watch;
@@ -28,6 +29,7 @@ pub use lease::{LeaseLoss, LeaseWatch};
 pub use metrics::{StoreMetrics, StoreMetricsSnapshot};
 pub use options::{EvictionCheck, FailurePolicy, MAX_STORE_DEADLINE, StoreOptions};
 pub use refusal::{Refusal, Source};
+pub use refused::CACHED_CLIENTS;
 pub use store::RedisStore;
 pub use window::{
     FALLBACK_MAX_KEYS, MAX_CLIENT_KEY_BYTES, MAX_KEYS, MAX_REDIS_LIMIT, RedisKeyedWindow,

@@ -23,6 +23,7 @@ pub struct StoreMetrics {
     reconnects: AtomicU64,
     breaker_opened: AtomicU64,
     breaker_refused: AtomicU64,
+    refusals_cached: AtomicU64,
     /// Set by the first failure after a success, cleared by the next success: what makes
     /// an outage one `warn` line and one recovery line, not a line per request.
     failing: AtomicBool,
@@ -45,6 +46,7 @@ impl Default for StoreMetrics {
             reconnects: AtomicU64::new(0),
             breaker_opened: AtomicU64::new(0),
             breaker_refused: AtomicU64::new(0),
+            refusals_cached: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             round_trip: DurationHistogram::new(&ROUND_TRIP_BOUNDS_NS),
         }
@@ -80,6 +82,8 @@ pub struct StoreMetricsSnapshot {
     pub breaker_opened: u64,
     /// Calls the open breaker answered without sending them.
     pub breaker_refused: u64,
+    /// Rate limited refusals answered from the refusal cache, without a round trip.
+    pub refusals_cached: u64,
 }
 
 impl StoreMetrics {
@@ -144,6 +148,9 @@ impl StoreMetrics {
     pub(crate) fn breaker_refused(&self) {
         self.breaker_refused.fetch_add(1, Ordering::Relaxed);
     }
+    pub(crate) fn refusal_cached(&self) {
+        self.refusals_cached.fetch_add(1, Ordering::Relaxed);
+    }
     pub(crate) fn reconnected(&self) {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
     }
@@ -168,6 +175,7 @@ impl StoreMetrics {
             reconnects: self.reconnects.load(Ordering::Relaxed),
             breaker_opened: self.breaker_opened.load(Ordering::Relaxed),
             breaker_refused: self.breaker_refused.load(Ordering::Relaxed),
+            refusals_cached: self.refusals_cached.load(Ordering::Relaxed),
         }
     }
 

@@ -76,6 +76,11 @@ impl Collector for StoreCollector {
                 "Detached tickets nobody claimed in time, found by this replica.",
                 s.detached_unclaimed,
             ),
+            (
+                "backstop_store_refusals_cached",
+                "Rate limited refusals answered from the refusal cache, without a round trip.",
+                s.refusals_cached,
+            ),
         ] {
             counter(&mut encoder, name, help, value)?;
         }

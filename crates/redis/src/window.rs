@@ -16,6 +16,7 @@ use backstop_core::{ConfigError, RateScope};
 use crate::error::StoreError;
 use crate::options::FailurePolicy;
 use crate::refusal::{Refusal, Source, store_unavailable};
+use crate::refused::{Refused, RefusedClients};
 use crate::store::{RedisStore, Registry};
 
 /// The largest limit a Redis window accepts: core's [`MAX_LIMIT`](backstop_core::rate::MAX_LIMIT),
@@ -134,11 +135,13 @@ pub struct RedisWindow {
     state: ArcSwap<WindowState>,
 }
 
-/// What a window decides by: its shape, and the local window that stands in for Redis
-/// under `local_fallback`.
+/// What a window decides by: its shape, the local window that stands in for Redis under
+/// `local_fallback`, and the refusals Redis gave under this shape (a change of shape
+/// starts with none: a racing decision's refusal lands in the state it was made by).
 struct WindowState {
     shape: Shape,
     fallback: Option<Arc<Fallback<LocalWindow>>>,
+    refused: Refused,
 }
 
 /// The in-process window of a `local_fallback`.
@@ -224,15 +227,19 @@ impl RedisWindow {
         Ok(RedisWindow {
             store: store.clone(),
             key: format!("{{backstop:w:{name}}}:window").into(),
-            state: ArcSwap::from_pointee(WindowState { shape, fallback }),
+            state: ArcSwap::from_pointee(WindowState {
+                shape,
+                fallback,
+                refused: Refused::default(),
+            }),
         })
     }
 
     /// Changes the limit and the window from the next decision on, in this process (the
     /// history stays in Redis: lowering the limit takes effect at once, and the key
-    /// remembers what the larger of the limits needs; see the crate's README). A
-    /// `local_fallback` window is reshaped alike (one larger than it was made for is
-    /// built anew from what it remembers).
+    /// remembers what the larger of the limits needs; see the crate's README). The
+    /// refusal cache is dropped; a `local_fallback` window is reshaped alike (one larger
+    /// than it was made for is built anew from what it remembers).
     ///
     /// # Errors
     ///
@@ -260,7 +267,11 @@ impl RedisWindow {
             }
             _ => None,
         };
-        self.state.store(Arc::new(WindowState { shape, fallback }));
+        self.state.store(Arc::new(WindowState {
+            shape,
+            fallback,
+            refused: Refused::default(),
+        }));
         Ok(())
     }
 
@@ -283,21 +294,39 @@ impl RedisWindow {
     }
 
     /// As [`try_acquire_from`](Self::try_acquire_from), within `give_up` (an admission's
-    /// one deadline).
+    /// one deadline). A refusal Redis gave holds until its `retry_after` without asking
+    /// again (the refusal cache, `crate::refused`).
     pub(crate) async fn acquire_until(&self, give_up: Instant) -> Result<Source, Refusal> {
         let state = self.state.load_full();
+        if let Some(refusal) = self.cached_in(&state) {
+            return Err(refusal);
+        }
+        let sent_us = self.store.lease_now_us();
         match self.checked_until(&state.shape, give_up).await {
             Ok(Ok(())) => self
                 .after_store_admitted(&state, give_up)
                 .await
                 .map(|()| Source::Store),
-            Ok(Err(refusal)) => Err(refusal),
+            Ok(Err(refusal)) => {
+                state.refused.keep(sent_us, &refusal);
+                Err(refusal)
+            }
             Err(_) => self.on_failure(&state),
         }
     }
 
+    fn cached_in(&self, state: &WindowState) -> Option<Refusal> {
+        let retry_after = state.refused.wait(self.store.lease_now_us())?;
+        self.store.inner.metrics.refusal_cached();
+        Some(Refusal::RateLimited {
+            retry_after,
+            scope: RateScope::Global,
+        })
+    }
+
     /// The store's own answer: `Err` when Redis failed or passed the deadline, so that
-    /// the caller sees the cause. (Counted in the metrics either way.)
+    /// the caller sees the cause. (Counted in the metrics either way; Redis is asked
+    /// whatever the refusal cache holds.)
     ///
     /// # Errors
     ///
@@ -331,6 +360,7 @@ impl RedisWindow {
                 Ok(()) => Ok(()),
                 Err(refused) => {
                     let _ = self.refund(give_up).await;
+                    state.refused.forget();
                     Err(Refusal::RateLimited {
                         retry_after: refused.retry_after(),
                         scope: RateScope::Global,
@@ -360,12 +390,18 @@ impl RedisWindow {
         self.peek_until(self.store.give_up()).await
     }
 
-    /// As [`peek_checked`](Self::peek_checked), within `give_up`.
+    /// As [`peek_checked`](Self::peek_checked), within `give_up`, answered by the
+    /// refusal cache while a refusal holds (and a refusal it finds kept there).
     pub(crate) async fn peek_until(
         &self,
         give_up: Instant,
     ) -> Result<Result<(), Refusal>, StoreError> {
-        let shape = self.state.load().shape;
+        let state = self.state.load_full();
+        if let Some(refusal) = self.cached_in(&state) {
+            return Ok(Err(refusal));
+        }
+        let shape = state.shape;
+        let sent_us = self.store.lease_now_us();
         let mut conn = self.store.connection();
         let mut invocation = crate::scripts::PEEK.key(&*self.key);
         invocation
@@ -376,7 +412,11 @@ impl RedisWindow {
             .store
             .call_until(give_up, &self.key, invocation.invoke_async(&mut conn))
             .await?;
-        Ok(verdict(wait_us, RateScope::Global))
+        let verdict = verdict(wait_us, RateScope::Global);
+        if let Err(refusal) = &verdict {
+            state.refused.keep(sent_us, refusal);
+        }
+        Ok(verdict)
     }
 
     fn on_failure(&self, state: &WindowState) -> Result<Source, Refusal> {
@@ -474,6 +514,8 @@ pub struct RedisKeyedWindow {
     shape: Shape,
     /// With `max_keys`: the name's registry of live client keys.
     registry: Option<Registry>,
+    /// The refusals Redis gave, per client (`crate::refused`).
+    refused: RefusedClients,
     fallback: Option<Fallback<KeyedSlidingWindow<String, Arc<dyn Clock>>>>,
 }
 
@@ -526,6 +568,7 @@ impl RedisKeyedWindow {
             name: name.to_owned(),
             shape,
             registry: None,
+            refused: RefusedClients::default(),
             fallback,
         })
     }
@@ -606,20 +649,42 @@ impl RedisKeyedWindow {
     }
 
     /// As [`try_acquire_from`](Self::try_acquire_from), within `give_up` (an
-    /// admission's one deadline).
+    /// admission's one deadline). A refusal Redis gave `client` holds until its
+    /// `retry_after` without asking again (the refusal cache, `crate::refused`).
     pub(crate) async fn acquire_until(
         &self,
         client: &str,
         give_up: Instant,
     ) -> Result<Source, Refusal> {
+        if let Some(refusal) = self.cached(client) {
+            return Err(refusal);
+        }
+        let sent_us = self.store.lease_now_us();
         match self.checked_until(client, give_up).await {
             Ok(Ok(())) => self
                 .after_store_admitted(client, give_up)
                 .await
                 .map(|()| Source::Store),
-            Ok(Err(refusal)) => Err(refusal),
+            Ok(Err(refusal)) => {
+                if client.len() <= MAX_CLIENT_KEY_BYTES {
+                    let now_us = self.store.lease_now_us();
+                    self.refused.keep(client, sent_us, now_us, &refusal);
+                }
+                Err(refusal)
+            }
             Err(_) => self.on_failure(client),
         }
+    }
+
+    /// The refusal of `client` the cache holds now, if any (counted as answered from
+    /// it).
+    fn cached(&self, client: &str) -> Option<Refusal> {
+        let retry_after = self.refused.wait(client, self.store.lease_now_us())?;
+        self.store.inner.metrics.refusal_cached();
+        Some(Refusal::RateLimited {
+            retry_after,
+            scope: RateScope::PerClient,
+        })
     }
 
     /// The store's own answer, as [`RedisWindow::try_acquire_checked`].
@@ -661,7 +726,10 @@ impl RedisKeyedWindow {
         if client.len() > MAX_CLIENT_KEY_BYTES {
             return Ok(());
         }
-        refund(&self.store, &self.key_for(client), &self.shape, give_up).await
+        let given = refund(&self.store, &self.key_for(client), &self.shape, give_up).await;
+        // Whether or not Redis answered: a place may be free again.
+        self.refused.forget(client);
+        given
     }
 
     async fn checked_until(

@@ -1,6 +1,8 @@
 //! `RedisAdmission` does what the in-process `Admission` does: shadow mode, live
 //! `reconfigure` of the shape and the bounds, a client not charged for a request the
-//! shared window refused (also under concurrency).
+//! shared window refused (also under concurrency); and the refusal cache spares the
+//! round trips of a client asking again while it is limited, never refusing what Redis
+//! would admit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +10,7 @@ use std::time::Duration;
 use backstop_core::MetricsSnapshot;
 use backstop_core::clock::ManualClock;
 use backstop_core::{Decision, FrontDoor, Limits, RateScope, Refusal, RequestClass};
-use backstop_redis::{RedisAdmission, RedisStore, StoreOptions};
+use backstop_redis::{RedisAdmission, RedisKeyedWindow, RedisStore, RedisWindow, StoreOptions};
 use backstop_testkit::redis as support;
 
 const T0: Duration = Duration::from_secs(1_700_000_000);
@@ -347,5 +349,218 @@ fn reconfigure_racing_admits_never_admits_limit_plus_one_in_any_window() {
         }
         assert_eq!(checked + ambiguous, times.len());
         assert!(checked > times.len() / 2, "{checked} of {}", times.len());
+    });
+}
+
+/// Commands the server ran for decisions, as `(scripts called, commands)`: every command
+/// (those a script runs included) but the housekeeping a store does on its own (the
+/// watch samples `TIME` and reads `CONFIG`; `INFO` is this count).
+async fn decision_commands(conn: &mut backstop_redis::StoreConnection) -> (u64, u64) {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let counts: Vec<(&str, u64)> = info
+        .lines()
+        .filter_map(|line| line.strip_prefix("cmdstat_"))
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(name, _)| {
+            !["info", "time", "config", "role", "ping", "hello", "client"]
+                .iter()
+                .any(|skip| name.starts_with(skip))
+        })
+        .filter_map(|(name, stats)| {
+            let calls = stats.strip_prefix("calls=")?.split(',').next()?;
+            Some((name, calls.parse::<u64>().ok()?))
+        })
+        .collect();
+    let scripts = counts
+        .iter()
+        .filter(|(name, _)| name.starts_with("eval"))
+        .map(|(_, calls)| calls)
+        .sum();
+    (scripts, counts.iter().map(|(_, calls)| calls).sum())
+}
+
+/// Asks `ask` 100 times, 50 ms of virtual time apart, after a refusal that said
+/// `retry_after`: each answer is `Err` with the time still to wait. Returns the scripts
+/// and the commands the server ran meanwhile, and the answers the refusal cache gave.
+async fn hammer<F, Fut>(
+    store: &RedisStore,
+    clock: &ManualClock,
+    retry_after: Duration,
+    ask: F,
+) -> (u64, u64, u64)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<Duration>>,
+{
+    let mut conn = store.connection();
+    let (before, commands) = (
+        store.metrics().snapshot(),
+        decision_commands(&mut conn).await,
+    );
+    for i in 1..=100 {
+        clock.advance(Duration::from_millis(50));
+        assert_eq!(
+            ask().await,
+            Some(retry_after - Duration::from_millis(50) * i)
+        );
+    }
+    let after = store.metrics().snapshot();
+    assert_eq!(
+        after.store_decisions, before.store_decisions,
+        "Redis decided nothing"
+    );
+    let now = decision_commands(&mut conn).await;
+    (
+        now.0 - commands.0,
+        now.1 - commands.1,
+        after.refusals_cached - before.refusals_cached,
+    )
+}
+
+fn rate_limited<T>(decision: &Decision<T>) -> Option<Duration> {
+    match decision.refusal() {
+        Some(Refusal::RateLimited { retry_after, .. }) => Some(*retry_after),
+        _ => None,
+    }
+}
+
+/// A limited client hammering: after the first refusal, Redis is not asked again until
+/// the `retry_after` it gave (the server's own count of commands says so), then it is,
+/// and admits. Through the door's per-client stage each retry still peeks the shared
+/// window (one read-only call): which stage refuses decides the `retry_after`.
+#[test]
+fn the_refusal_cache_spares_a_limited_clients_round_trips() {
+    let Some(server) = support::RedisServer::start(&[]) else {
+        return;
+    };
+    runtime().block_on(async {
+        let clock = ManualClock::new();
+        clock.set(T0);
+        let store = store_on(&server.url(), &clock).await;
+        let ten = Duration::from_secs(10);
+        let mut shape = limits(2, 1000, 1);
+        shape.rate.window_ms = 10_000;
+        // The door's shared window.
+        let door = RedisAdmission::new(&store, "global", shape).unwrap();
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let Decision::Admitted(ticket) = door.admit(None, RequestClass::Normal).await else {
+                panic!("admitted");
+            };
+            held.push(ticket);
+        }
+        let first = door.admit(None, RequestClass::Normal).await;
+        assert_eq!(rate_limited(&first), Some(ten));
+        let ask = || async { rate_limited(&door.admit(None, RequestClass::Normal).await) };
+        assert_eq!(
+            hammer(&store, &clock, ten, ask).await,
+            (0, 0, 100),
+            "0 calls"
+        );
+        clock.set(T0 + ten);
+        assert!(matches!(
+            door.admit(None, RequestClass::Normal).await,
+            Decision::Admitted(_)
+        ));
+        // A client's window.
+        clock.set(T0);
+        let clients = RedisKeyedWindow::new(&store, "keyed", 2, ten).unwrap();
+        for _ in 0..2 {
+            clients.try_acquire("bob").await.unwrap();
+        }
+        let refused = |answer: Result<(), Refusal>| match answer {
+            Err(Refusal::RateLimited { retry_after, .. }) => Some(retry_after),
+            _ => None,
+        };
+        assert_eq!(refused(clients.try_acquire("bob").await), Some(ten));
+        let ask = || async { refused(clients.try_acquire("bob").await) };
+        assert_eq!(
+            hammer(&store, &clock, ten, ask).await,
+            (0, 0, 100),
+            "0 calls"
+        );
+        clock.set(T0 + ten);
+        assert_eq!(clients.try_acquire("bob").await, Ok(()));
+        // The door's per-client stage: one peek of the shared window per retry.
+        clock.set(T0);
+        let door = RedisAdmission::new(&store, "per-client", limits(1000, 1000, 1))
+            .unwrap()
+            .with_per_key(2, ten)
+            .unwrap();
+        for _ in 0..2 {
+            let Decision::Admitted(ticket) = door.admit(Some("bob"), RequestClass::Normal).await
+            else {
+                panic!("admitted");
+            };
+            held.push(ticket);
+        }
+        let first = door.admit(Some("bob"), RequestClass::Normal).await;
+        assert_eq!(rate_limited(&first), Some(ten));
+        let ask = || async { rate_limited(&door.admit(Some("bob"), RequestClass::Normal).await) };
+        let (peeks, _, cached) = hammer(&store, &clock, ten, ask).await;
+        assert_eq!((peeks, cached), (100, 100), "one read-only peek per retry");
+        clock.set(T0 + ten);
+        assert!(matches!(
+            door.admit(Some("bob"), RequestClass::Normal).await,
+            Decision::Admitted(_)
+        ));
+        drop(held);
+    });
+}
+
+/// The cache never refuses what Redis would admit: two clients of a door whose shared
+/// window (6 per 2 s) and client windows (2 per 1 s) both refuse, asked at irregular
+/// times; every refusal answered from the cache is compared with Redis's own answer at
+/// that instant (asked past every cache): Redis refuses too, with the same wait.
+#[test]
+fn every_cached_refusal_waits_exactly_what_redis_says() {
+    let Some((url, _server)) = support::shared() else {
+        return;
+    };
+    runtime().block_on(async {
+        let clock = ManualClock::new();
+        clock.set(T0);
+        let store = store_on(&url, &clock).await;
+        let name = support::unique("exact");
+        let mut shape = limits(6, 1000, 1);
+        shape.rate.window_ms = 2_000;
+        let door = RedisAdmission::new(&store, &name, shape)
+            .unwrap()
+            .with_per_key(2, Duration::from_secs(1))
+            .unwrap();
+        let shared = RedisWindow::new(&store, &name, 6, Duration::from_secs(2)).unwrap();
+        let clients = RedisKeyedWindow::new(&store, &name, 2, Duration::from_secs(1)).unwrap();
+        let mut seed = 7u64;
+        let mut cached = [0usize; 2];
+        for _ in 0..400 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            clock.advance(Duration::from_micros((seed >> 33) % 150_000));
+            let client = if seed & (1 << 20) == 0 { "ann" } else { "ben" };
+            let before = store.metrics().snapshot().refusals_cached;
+            let answer = door.admit(Some(client), RequestClass::Normal).await;
+            if store.metrics().snapshot().refusals_cached == before {
+                continue;
+            }
+            let Some(Refusal::RateLimited { retry_after, scope }) = answer.refusal().copied()
+            else {
+                panic!("a cached answer is a rate limit: {answer:?}");
+            };
+            let redis_says = match scope {
+                RateScope::Global => shared.peek_checked().await.unwrap(),
+                _ => clients.try_acquire_checked(client).await.unwrap(),
+            };
+            assert_eq!(
+                redis_says,
+                Err(Refusal::RateLimited { retry_after, scope }),
+                "cached at {:?}",
+                clock.now()
+            );
+            cached[usize::from(scope == RateScope::Global)] += 1;
+        }
+        assert!(cached[0] > 20 && cached[1] > 20, "{cached:?}");
     });
 }
