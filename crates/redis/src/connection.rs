@@ -29,7 +29,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use redis::{AsyncConnectionConfig, Cmd, RedisFuture, RedisResult, Value};
 
-use crate::error::ConnectError;
+use crate::error::{ConnectError, needs_another_connection};
 use crate::scripts;
 
 /// PEM material for TLS (`rediss://`): a CA to trust instead of the system's, and a
@@ -425,19 +425,6 @@ fn reconnecting() -> redis::RedisError {
         std::io::ErrorKind::NotConnected,
         "backstop-redis: connecting again (the last connection broke or was not a writable primary)",
     ))
-}
-
-/// Whether `e` says this connection is of no more use: it broke, or the node it reaches
-/// is not a writable primary (a failover demoted it, it is loading its data, or it lost
-/// its primary).
-pub(crate) fn needs_another_connection(e: &redis::RedisError) -> bool {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
-        return true;
-    }
-    let text = e.to_string();
-    ["READONLY", "LOADING", "MASTERDOWN"]
-        .iter()
-        .any(|code| e.code() == Some(code) || text.contains(code))
 }
 
 async fn is_writable_primary(conn: &mut MultiplexedConnection) -> bool {

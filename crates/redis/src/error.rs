@@ -112,6 +112,19 @@ pub enum StoreError {
     Evicting,
 }
 
+/// Whether `e` says this connection is of no more use: it broke, or the node it reaches
+/// is not a writable primary (a failover demoted it, it is loading its data, or it lost
+/// its primary).
+pub(crate) fn needs_another_connection(e: &redis::RedisError) -> bool {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+        return true;
+    }
+    let text = e.to_string();
+    ["READONLY", "LOADING", "MASTERDOWN"]
+        .iter()
+        .any(|code| e.code() == Some(code) || text.contains(code))
+}
+
 impl StoreError {
     pub(crate) fn from_redis(err: &redis::RedisError, key: &str) -> Self {
         let text = err.to_string();
@@ -124,7 +137,7 @@ impl StoreError {
         if err.is_timeout() {
             return StoreError::Timeout(Duration::ZERO);
         }
-        if crate::connection::needs_another_connection(err) {
+        if needs_another_connection(err) {
             return StoreError::Connection(text);
         }
         StoreError::Server(text)

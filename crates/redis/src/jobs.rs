@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use backstop_core::jobs::{JobBounds, Priority};
 use backstop_core::{ConfigError, OverloadReason, WaitReason};
 use tokio::time::Instant;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::detach::{self, ClaimError, DetachError, TicketToken};
 use crate::error::StoreError;
+use crate::gate::GateShared;
 use crate::lease::{Lease, LeaseLoss, LeaseWatch, Set, Taken};
 use crate::refusal::Refusal;
 use crate::scripts;
@@ -55,90 +57,6 @@ pub struct GateConfig {
     pub lease: Duration,
     /// How long a detached ticket keeps its place unclaimed (1 ms to [`MAX_LEASE`]).
     pub max_wait: Duration,
-}
-
-pub(crate) struct GateShared {
-    pub(crate) store: RedisStore,
-    name: String,
-    pub(crate) queue_key: Arc<str>,
-    slots_key: Arc<str>,
-    gate_key: Arc<str>,
-    /// The bounds in force ([`RedisQueueGate::set_bounds`]).
-    bounds: arc_swap::ArcSwap<JobBounds>,
-    pub(crate) lease_us: u64,
-    /// How long a detached place waits unclaimed ([`RedisQueueGate::set_max_wait`]).
-    max_wait_us: AtomicU64,
-    retry_hint: Duration,
-}
-
-impl GateShared {
-    fn holder(&self) -> String {
-        // One counter per process, not per gate: two gates of one name on one store
-        // (two front doors) must never hand out the same holder id.
-        static NEXT_HOLDER: AtomicU64 = AtomicU64::new(0);
-        // Relaxed: only uniqueness matters, which fetch_add gives at any ordering.
-        let n = NEXT_HOLDER.fetch_add(1, Ordering::Relaxed);
-        format!("{}:{n}", self.store.inner.replica_id)
-    }
-
-    /// A lease script's call on this gate: its three keys, the time, a number unique
-    /// to the call and the caller's deadline on Redis's clock (none for a renewal) —
-    /// the prelude's arguments, `lua/lease.lua`.
-    pub(crate) fn invocation<'a>(
-        &self,
-        script: &'a redis::Script,
-        give_up: Option<Instant>,
-    ) -> redis::ScriptInvocation<'a> {
-        let mut invocation = script.key(&*self.queue_key);
-        invocation
-            .key(&*self.slots_key)
-            .key(&*self.gate_key)
-            .arg(self.store.now_arg())
-            .arg(self.store.unique_call_id())
-            .arg(give_up.map_or(String::new(), |at| self.store.deadline_arg(at)));
-        invocation
-    }
-
-    /// A take that reached Redis after its caller's deadline (the script took nothing):
-    /// counted as the timeout it is.
-    fn late(&self) -> StoreError {
-        let err = StoreError::Timeout(self.store.inner.options.deadline);
-        self.store.count(&err);
-        err
-    }
-
-    /// Best effort, detached: removes `holder` from the queue and the slots. A call that
-    /// failed or passed its deadline may still have run in Redis, and holder ids are
-    /// unique, so removing it from both sets can only free what nobody holds.
-    pub(crate) fn release(&self, holder: String) {
-        let mut conn = self.store.connection();
-        let keys = [Arc::clone(&self.queue_key), Arc::clone(&self.slots_key)];
-        let deadline = self.store.inner.options.deadline;
-        // Detached: nobody awaits the release.
-        drop(self.store.inner.runtime.spawn(async move {
-            let mut release = redis::pipe();
-            for key in &keys {
-                release.cmd("ZREM").arg(&**key).arg(&holder).ignore();
-            }
-            let _ = tokio::time::timeout(
-                deadline.saturating_mul(4),
-                release.query_async::<()>(&mut conn),
-            )
-            .await;
-        }));
-    }
-
-    fn unavailable(&self) -> Refusal {
-        crate::refusal::store_unavailable(self.store.inner.options.unavailable_retry_hint)
-    }
-
-    fn queue_bound(&self, priority: Priority) -> u32 {
-        let bounds = self.bounds.load();
-        match priority {
-            Priority::Normal => bounds.max_queue - bounds.critical_reserve,
-            Priority::Critical => bounds.max_queue,
-        }
-    }
 }
 
 fn check_max_wait(max_wait: Duration) -> Result<(), ConfigError> {
@@ -219,7 +137,7 @@ pub fn counters_with(
         queue_key: format!("{{backstop:{name}}}:queue").into(),
         slots_key: format!("{{backstop:{name}}}:slots").into(),
         gate_key: format!("{{backstop:{name}}}:gate").into(),
-        bounds: arc_swap::ArcSwap::from_pointee(bounds),
+        bounds: ArcSwap::from_pointee(bounds),
         lease_us: micros(lease),
         max_wait_us: AtomicU64::new(micros(max_wait)),
         retry_hint: Duration::from_secs(1),

@@ -45,8 +45,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::StoreError;
-use crate::jobs::GateShared;
+use crate::gate::GateShared;
 use crate::scripts;
+use crate::store::Renewable;
 
 /// Which sorted set of a gate a lease is a member of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,7 +263,7 @@ impl LeaseState {
 
     /// Renews when due on the store's (injected) clock; marks the lease lost when it
     /// ended. See [`RedisStore::renew_leases`](crate::RedisStore::renew_leases).
-    pub(crate) async fn renew_if_due(&self) {
+    async fn renew_when_due(&self) {
         if self.is_lost() {
             return;
         }
@@ -286,6 +287,12 @@ impl LeaseState {
                 .next_renewal_us
                 .store(now + period / 2, Ordering::Relaxed),
         }
+    }
+}
+
+impl Renewable for LeaseState {
+    fn renew_if_due(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.renew_when_due())
     }
 }
 
@@ -420,7 +427,7 @@ impl Lease {
         let store = &gate.store;
         let id = store.next_lease_id();
         let renewer = if store.inner.clock.is_some() {
-            store.register_lease(id, Arc::clone(&state));
+            store.register_lease(id, Arc::clone(&state) as Arc<dyn Renewable>);
             None
         } else {
             Some(

@@ -2,9 +2,11 @@
 
 mod admission;
 mod checks;
+mod connect;
 mod connection;
 mod detach;
 mod error;
+mod gate;
 pub mod jobs;
 pub mod lease;
 mod metrics;

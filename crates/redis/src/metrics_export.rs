@@ -10,7 +10,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::metrics::StoreMetrics;
+use crate::metrics::{StoreMetrics, StoreMetricsSnapshot};
 use crate::store::RedisStore;
 
 /// Reads a store's [`StoreMetrics`] at each scrape.
@@ -27,61 +27,65 @@ fn counter(
     ConstCounter::new(value).encode(metric)
 }
 
+/// The store's counters: name, help, value.
+fn counters(s: &StoreMetricsSnapshot) -> [(&'static str, &'static str, u64); 10] {
+    [
+        (
+            "backstop_store_decisions",
+            "Decisions Redis made.",
+            s.store_decisions,
+        ),
+        (
+            "backstop_store_errors",
+            "Store calls that failed with an error (connection, wrong type, server error).",
+            s.store_errors,
+        ),
+        (
+            "backstop_store_timeouts",
+            "Store calls that passed their deadline.",
+            s.timeouts,
+        ),
+        (
+            "backstop_store_fallback_decisions",
+            "Rate decisions the local fallback window made while the store failed.",
+            s.fallback_decisions,
+        ),
+        (
+            "backstop_store_lease_renewals",
+            "Queue place and job slot leases renewed (re-assertions included).",
+            s.lease_renewals,
+        ),
+        (
+            "backstop_store_lease_renewal_failures",
+            "Lease renewals that failed or passed the deadline (tried again).",
+            s.lease_renewal_failures,
+        ),
+        (
+            "backstop_store_leases_reasserted",
+            "Leases written again after Redis lost them (a restart without persistence).",
+            s.leases_reasserted,
+        ),
+        (
+            "backstop_store_leases_lost",
+            "Tickets and permits whose lease was lost (their holders were told).",
+            s.leases_lost,
+        ),
+        (
+            "backstop_store_detached_unclaimed",
+            "Detached tickets nobody claimed in time, found by this replica.",
+            s.detached_unclaimed,
+        ),
+        (
+            "backstop_store_refusals_cached",
+            "Rate limited refusals answered from the refusal cache, without a round trip.",
+            s.refusals_cached,
+        ),
+    ]
+}
+
 impl Collector for StoreCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let s = self.0.snapshot();
-        for (name, help, value) in [
-            (
-                "backstop_store_decisions",
-                "Decisions Redis made.",
-                s.store_decisions,
-            ),
-            (
-                "backstop_store_errors",
-                "Store calls that failed with an error (connection, wrong type, server error).",
-                s.store_errors,
-            ),
-            (
-                "backstop_store_timeouts",
-                "Store calls that passed their deadline.",
-                s.timeouts,
-            ),
-            (
-                "backstop_store_fallback_decisions",
-                "Rate decisions the local fallback window made while the store failed.",
-                s.fallback_decisions,
-            ),
-            (
-                "backstop_store_lease_renewals",
-                "Queue place and job slot leases renewed (re-assertions included).",
-                s.lease_renewals,
-            ),
-            (
-                "backstop_store_lease_renewal_failures",
-                "Lease renewals that failed or passed the deadline (tried again).",
-                s.lease_renewal_failures,
-            ),
-            (
-                "backstop_store_leases_reasserted",
-                "Leases written again after Redis lost them (a restart without persistence).",
-                s.leases_reasserted,
-            ),
-            (
-                "backstop_store_leases_lost",
-                "Tickets and permits whose lease was lost (their holders were told).",
-                s.leases_lost,
-            ),
-            (
-                "backstop_store_detached_unclaimed",
-                "Detached tickets nobody claimed in time, found by this replica.",
-                s.detached_unclaimed,
-            ),
-            (
-                "backstop_store_refusals_cached",
-                "Rate limited refusals answered from the refusal cache, without a round trip.",
-                s.refusals_cached,
-            ),
-        ] {
+        for (name, help, value) in counters(&self.0.snapshot()) {
             counter(&mut encoder, name, help, value)?;
         }
         let failing = encoder.encode_descriptor(

@@ -7,18 +7,14 @@ use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, 
 use std::time::Duration;
 
 use backstop_core::clock::Clock;
-use redis::AsyncConnectionConfig;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::checks;
-use crate::connection::{StoreConnection, Target, TlsConfig};
-use crate::error::{ConnectError, StoreError};
-use crate::lease::LeaseState;
+use crate::connection::StoreConnection;
+use crate::error::StoreError;
 use crate::metrics::StoreMetrics;
 use crate::options::StoreOptions;
 use crate::scripts;
-use crate::watch;
 
 /// [`StoreInner::eviction`]: every primary is `noeviction`.
 pub(crate) const EVICTION_OK: u8 = 0;
@@ -76,7 +72,14 @@ pub(crate) struct StoreInner {
     call_id_base: u64,
     /// Leases held on an injected clock, renewed by [`RedisStore::renew_leases`] (on
     /// Redis's clock each lease has a task of its own and is not listed here).
-    leases: papaya::HashMap<u64, Arc<LeaseState>>,
+    leases: papaya::HashMap<u64, Arc<dyn Renewable>>,
+}
+
+/// A lease renewed on an injected clock by [`RedisStore::renew_leases`] (`crate::lease`
+/// says how): the store keeps them without knowing what they hold.
+pub(crate) trait Renewable: Send + Sync {
+    /// Renews when due on the store's clock; marks the lease lost when it ended.
+    fn renew_if_due(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
 /// This process's clock against Redis's: the lease clock's zero, and how far Redis's
@@ -106,7 +109,15 @@ impl RedisTime {
     }
 
     /// Records a `TIME` answer (`redis_us`) that arrived now.
-    pub(crate) fn sample(&self, redis_us: u64) {
+    /// Samples Redis's `TIME` over `conn`.
+    pub(crate) async fn sample_from(&self, conn: &mut StoreConnection) {
+        let answer: redis::RedisResult<(u64, u64)> = redis::cmd("TIME").query_async(conn).await;
+        if let Ok((secs, micros)) = answer {
+            self.sample(secs * 1_000_000 + micros);
+        }
+    }
+
+    fn sample(&self, redis_us: u64) {
         let offset = i64::try_from(redis_us).unwrap_or(i64::MAX) - self.now_us() as i64;
         // Relaxed: one number read on its own; a stale one only moves a deadline by the
         // time between two samples' clock drift.
@@ -211,111 +222,21 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to `url`, checks the server (every primary of a cluster: version,
-    /// `maxmemory-policy`, that it is the deployment the URL says), loads the scripts,
-    /// and starts the batching task on the current tokio runtime. Decisions use Redis's
-    /// own clock (`TIME`). The URL's scheme names the deployment:
-    /// `redis://[user:password@]host:port[/db]` (one endpoint; `rediss://` for TLS with
-    /// the system's roots), `redis+cluster://host:port[,host:port…]` (Redis Cluster),
-    /// `redis+sentinel://host:port[,host:port…]/service[/db]` (the primary Sentinel
-    /// names); see [`StoreConnection`].
-    ///
-    /// # Errors
-    ///
-    /// A [`ConnectError`] naming the cause: malformed URL, unreachable host, refused
-    /// credentials, a Cluster node or a Sentinel given as a plain URL, a failed TLS
-    /// handshake, a Redis older than 5.0, an evicting `maxmemory-policy`, options out of
-    /// range. The whole of it (connection and checks) takes at most `connect_timeout`.
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime (the batching task needs one).
-    pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, ConnectError> {
-        Self::connect_inner(url, options, None, None).await
-    }
-
-    /// As [`connect`](Self::connect), but every decision is made at `clock`'s time
-    /// (microseconds: `now_ns / 1000`) instead of Redis's, for tests and the simulator.
-    /// Replicas sharing keys must then share the clock's epoch.
-    ///
-    /// # Errors
-    ///
-    /// As [`connect`](Self::connect).
-    pub async fn connect_with_clock(
-        url: &str,
+    /// A store on `conn`, checked, with the batching task started on the current tokio
+    /// runtime (the watch is the caller's: `crate::connect`). Redis's clock is sampled
+    /// first, within `give_up`, unless time is injected.
+    pub(crate) async fn start(
+        mut conn: StoreConnection,
         options: StoreOptions,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self, ConnectError> {
-        Self::connect_inner(url, options, None, Some(clock)).await
-    }
-
-    /// As [`connect`](Self::connect), with TLS material for a `rediss` URL (a CA of
-    /// your own, a client certificate and key).
-    ///
-    /// # Errors
-    ///
-    /// As [`connect`](Self::connect); [`ConnectError::Tls`] when the handshake fails
-    /// (a server certificate the CA does not vouch for).
-    pub async fn connect_with_tls(
-        url: &str,
-        options: StoreOptions,
-        tls: &TlsConfig,
-    ) -> Result<Self, ConnectError> {
-        Self::connect_inner(url, options, Some(tls), None).await
-    }
-
-    async fn connect_inner(
-        url: &str,
-        options: StoreOptions,
-        tls: Option<&TlsConfig>,
+        metrics: Arc<StoreMetrics>,
         clock: Option<Arc<dyn Clock>>,
-    ) -> Result<Self, ConnectError> {
-        options.validate()?;
-        // One deadline for the whole connect: the connection and the checks together.
-        let give_up = tokio::time::Instant::now() + options.connect_timeout;
-        let (target, address) = Target::parse(url, tls)?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(None);
-        let metrics = Arc::new(StoreMetrics::default());
-        let on_reconnect = {
-            let metrics = Arc::clone(&metrics);
-            Box::new(move || metrics.reconnected())
-        };
-        let mut conn = match tokio::time::timeout_at(
-            give_up,
-            StoreConnection::open(target, config, on_reconnect),
-        )
-        .await
-        {
-            Err(_) => {
-                return Err(ConnectError::Unreachable {
-                    address,
-                    cause: format!("no connection within {:?}", options.connect_timeout),
-                });
-            }
-            Ok(Err(e)) => return Err(checks::classify_connect_error(&e, address)),
-            Ok(Ok(conn)) => conn,
-        };
-        let eviction_warning = match tokio::time::timeout_at(
-            give_up,
-            checks::at_connect(&mut conn, &address, &options),
-        )
-        .await
-        {
-            Err(_) => {
-                return Err(ConnectError::Unreachable {
-                    address,
-                    cause: format!("no answer within {:?}", options.connect_timeout),
-                });
-            }
-            Ok(result) => result?,
-        };
-
+        eviction_warning: Option<String>,
+        give_up: Instant,
+    ) -> Self {
         let time = Arc::new(RedisTime::new());
         if clock.is_none() {
             // The first sample of Redis's clock, within the connect's deadline.
-            let _ = tokio::time::timeout_at(give_up, watch::sample_time(&mut conn, &time)).await;
+            let _ = tokio::time::timeout_at(give_up, time.sample_from(&mut conn)).await;
         }
         let (requests, receiver) = mpsc::channel(MAX_PENDING);
         let runtime = tokio::runtime::Handle::current();
@@ -326,7 +247,7 @@ impl RedisStore {
             Arc::clone(&metrics),
             Arc::clone(&time),
         ));
-        let store = RedisStore {
+        RedisStore {
             inner: Arc::new(StoreInner {
                 conn,
                 options,
@@ -345,9 +266,7 @@ impl RedisStore {
                 call_id_base: random_u64(),
                 leases: papaya::HashMap::new(),
             }),
-        };
-        watch::spawn(&store);
-        Ok(store)
+        }
     }
 
     /// The counters of errors, timeouts and fallback decisions of every stage made from
@@ -420,7 +339,7 @@ impl RedisStore {
         self.inner.call_id_base.wrapping_add(self.next_lease_id())
     }
 
-    pub(crate) fn register_lease(&self, id: u64, lease: Arc<LeaseState>) {
+    pub(crate) fn register_lease(&self, id: u64, lease: Arc<dyn Renewable>) {
         self.inner.leases.pin().insert(id, lease);
     }
 
@@ -440,7 +359,7 @@ impl RedisStore {
         if self.inner.clock.is_none() {
             return;
         }
-        let mut held: Vec<(u64, Arc<LeaseState>)> = self
+        let mut held: Vec<(u64, Arc<dyn Renewable>)> = self
             .inner
             .leases
             .pin()
@@ -576,42 +495,69 @@ impl RedisStore {
         registry: Option<&Registry>,
         give_up: Instant,
     ) -> Result<i64, StoreError> {
-        let deadline = self.inner.options.deadline;
         self.guard()?;
         // Relaxed: see `InFlight`.
         let alone = self.inner.in_flight.fetch_add(1, Ordering::Relaxed) == 0;
         let _in_flight = InFlight(&self.inner.in_flight);
+        let call = WindowCall {
+            key,
+            limit,
+            window_us,
+            now_us: self.now_us(),
+            deadline: self.deadline_arg(give_up),
+            count: 1,
+            registry,
+        };
         if alone {
-            let mut conn = self.inner.conn.clone();
-            let call = WindowCall {
-                key,
-                limit,
-                window_us,
-                now_us: self.now_us(),
-                deadline: self.deadline_arg(give_up),
-                count: 1,
-                registry,
-            };
-            let wait_us: i64 = self
-                .call_unguarded(give_up, key, call.invocation().invoke_async(&mut conn))
-                .await?;
-            if wait_us == LATE {
-                let err = StoreError::Timeout(deadline);
-                self.count(&err);
-                return Err(err);
-            }
-            self.inner.metrics.decided(1);
-            return Ok(wait_us);
+            self.decide_alone(call, give_up).await
+        } else {
+            self.decide_batched(call, key, give_up).await
         }
-        // Through the batching task. No timer per caller: the task answers every request
-        // by its `give_up` (see `batch_loop`); only a full channel is waited on with one.
+    }
+
+    /// One decision sent directly.
+    async fn decide_alone(
+        &self,
+        call: WindowCall<'_>,
+        give_up: Instant,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.inner.conn.clone();
+        let wait_us: i64 = self
+            .call_unguarded(give_up, call.key, call.invocation().invoke_async(&mut conn))
+            .await?;
+        if wait_us == LATE {
+            let err = StoreError::Timeout(self.inner.options.deadline);
+            self.count(&err);
+            return Err(err);
+        }
+        self.inner.metrics.decided(1);
+        Ok(wait_us)
+    }
+
+    /// One decision through the batching task. No timer per caller: the task answers
+    /// every request by its `give_up` (see `batch_loop`); only a full channel is waited
+    /// on with one.
+    async fn decide_batched(
+        &self,
+        call: WindowCall<'_>,
+        key: &Arc<str>,
+        give_up: Instant,
+    ) -> Result<i64, StoreError> {
+        let deadline = self.inner.options.deadline;
+        let WindowCall {
+            limit,
+            window_us,
+            now_us,
+            registry,
+            ..
+        } = call;
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             key: Arc::clone(key),
             limit,
             window_us,
             registry: registry.cloned(),
-            now_us: self.now_us(),
+            now_us,
             give_up,
             reply,
         };
@@ -720,9 +666,7 @@ async fn batch_loop(
     time: Arc<RedisTime>,
 ) {
     let mut buffer = Vec::with_capacity(MAX_BATCH);
-    let mut groups: Vec<Group> = Vec::new();
-    // Index of `groups` by (key, shape, time), built only when a batch has several keys.
-    let mut index: HashMap<(Arc<str>, u32, u64, Option<u64>), usize> = HashMap::new();
+    let mut batch = Batch::default();
     loop {
         // Let the callers just answered run first: most ask again at once, and then join
         // this batch instead of making the next one (batches about twice as large under
@@ -740,64 +684,10 @@ async fn batch_loop(
                 let _ = pending.reply.send(Err(StoreError::Timeout(deadline)));
                 continue;
             }
-            let at = match groups.last() {
-                Some(last) if last.takes(&pending) => Some(groups.len() - 1),
-                _ if groups.len() < 4 => groups.iter().position(|group| group.takes(&pending)),
-                _ => {
-                    if index.is_empty() {
-                        for (at, group) in groups.iter().enumerate() {
-                            index.insert(
-                                (
-                                    Arc::clone(&group.key),
-                                    group.limit,
-                                    group.window_us,
-                                    group.now_us,
-                                ),
-                                at,
-                            );
-                        }
-                    }
-                    index
-                        .get(&(
-                            Arc::clone(&pending.key),
-                            pending.limit,
-                            pending.window_us,
-                            pending.now_us,
-                        ))
-                        .copied()
-                }
-            };
-            match at {
-                Some(at) => {
-                    let group = &mut groups[at];
-                    group.give_up = group.give_up.min(pending.give_up);
-                    group.replies.push(pending.reply);
-                }
-                None => {
-                    if !index.is_empty() {
-                        index.insert(
-                            (
-                                Arc::clone(&pending.key),
-                                pending.limit,
-                                pending.window_us,
-                                pending.now_us,
-                            ),
-                            groups.len(),
-                        );
-                    }
-                    groups.push(Group {
-                        key: pending.key,
-                        limit: pending.limit,
-                        window_us: pending.window_us,
-                        registry: pending.registry,
-                        now_us: pending.now_us,
-                        give_up: pending.give_up,
-                        replies: vec![pending.reply],
-                    });
-                }
-            }
+            batch.add(pending);
         }
-        index.clear();
+        batch.index.clear();
+        let groups = &mut batch.groups;
         if groups.len() == 1 {
             // The common case under load (one hot key): no task to spawn.
             if let Some(group) = groups.pop() {
@@ -813,6 +703,61 @@ async fn batch_loop(
             calls.spawn(async move { run_group(group, conn, deadline, &metrics, &time).await });
         }
         while calls.join_next().await.is_some() {}
+    }
+}
+
+/// What a group is found by: its key, shape and time.
+type GroupKey = (Arc<str>, u32, u64, Option<u64>);
+
+/// The groups of one batch, and their index by [`GroupKey`] (built only when a batch has
+/// several keys).
+#[derive(Default)]
+struct Batch {
+    groups: Vec<Group>,
+    index: HashMap<GroupKey, usize>,
+}
+
+impl Batch {
+    /// Adds `pending` to its group, or to a new one.
+    fn add(&mut self, pending: Pending) {
+        let groups = &mut self.groups;
+        let key_of =
+            |key: &Arc<str>, limit, window_us, now_us| (Arc::clone(key), limit, window_us, now_us);
+        let at = match groups.last() {
+            Some(last) if last.takes(&pending) => Some(groups.len() - 1),
+            _ if groups.len() < 4 => groups.iter().position(|group| group.takes(&pending)),
+            _ => {
+                if self.index.is_empty() {
+                    for (at, g) in groups.iter().enumerate() {
+                        let key = key_of(&g.key, g.limit, g.window_us, g.now_us);
+                        self.index.insert(key, at);
+                    }
+                }
+                let p = &pending;
+                let key = key_of(&p.key, p.limit, p.window_us, p.now_us);
+                self.index.get(&key).copied()
+            }
+        };
+        if let Some(at) = at {
+            let group = &mut groups[at];
+            group.give_up = group.give_up.min(pending.give_up);
+            group.replies.push(pending.reply);
+            return;
+        }
+        if !self.index.is_empty() {
+            let p = &pending;
+            let key = key_of(&p.key, p.limit, p.window_us, p.now_us);
+            self.index.insert(key, groups.len());
+        }
+        groups.push(Group {
+            key: pending.key,
+            limit: pending.limit,
+            window_us: pending.window_us,
+            registry: pending.registry,
+            now_us: pending.now_us,
+            give_up: pending.give_up,
+            replies: vec![pending.reply],
+        });
     }
 }
 
@@ -848,16 +793,34 @@ async fn run_group(
         registry: registry.as_ref(),
     }
     .invocation();
+    let result = send_group(invocation, &mut conn, replies.len(), give_up, &key, metrics)
+        .await
+        .map_err(|err| match err {
+            StoreError::Timeout(_) => StoreError::Timeout(deadline),
+            other => other,
+        });
+    answer_group(replies, result, deadline, metrics);
+}
+
+/// Sends a group's call, within `give_up`: the answer for each of its `count` decisions.
+async fn send_group(
+    invocation: redis::ScriptInvocation<'_>,
+    conn: &mut StoreConnection,
+    count: usize,
+    give_up: Instant,
+    key: &str,
+    metrics: &StoreMetrics,
+) -> Result<Vec<i64>, StoreError> {
     // One decision answers a bare integer, several an array (see window.lua).
     let sent = Instant::now();
-    let result: Result<Vec<i64>, StoreError> = match tokio::time::timeout_at(give_up, async {
-        if replies.len() == 1 {
+    match tokio::time::timeout_at(give_up, async {
+        if count == 1 {
             invocation
-                .invoke_async::<i64>(&mut conn)
+                .invoke_async::<i64>(conn)
                 .await
                 .map(|wait| vec![wait])
         } else {
-            invocation.invoke_async::<Vec<i64>>(&mut conn).await
+            invocation.invoke_async::<Vec<i64>>(conn).await
         }
     })
     .await
@@ -870,10 +833,19 @@ async fn run_group(
             if !e.is_timeout() {
                 metrics.round_trip(sent.elapsed());
             }
-            Err(StoreError::from_redis(&e, &key))
+            Err(StoreError::from_redis(&e, key))
         }
-        Err(_) => Err(StoreError::Timeout(deadline)),
-    };
+        Err(_) => Err(StoreError::Timeout(Duration::ZERO)),
+    }
+}
+
+/// Answers each caller of a group from the call's `result`.
+fn answer_group(
+    replies: Vec<oneshot::Sender<Result<i64, StoreError>>>,
+    result: Result<Vec<i64>, StoreError>,
+    deadline: Duration,
+    metrics: &StoreMetrics,
+) {
     match result {
         Ok(values) if values.first() == Some(&LATE) => {
             for reply in replies {

@@ -7,20 +7,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::checks;
-use crate::connection::StoreConnection;
 use crate::options::EvictionCheck;
-use crate::store::{EVICTION_OK, EVICTION_REFUSED, EVICTION_WARNED, RedisStore, RedisTime};
+use crate::store::{EVICTION_OK, EVICTION_REFUSED, EVICTION_WARNED, RedisStore};
 
 /// How often Redis's clock is sampled (at most; `recheck_every` when shorter).
 const CLOCK_EVERY: Duration = Duration::from_secs(1);
-
-/// Samples Redis's `TIME` into `time`.
-pub(crate) async fn sample_time(conn: &mut StoreConnection, time: &RedisTime) {
-    let answer: redis::RedisResult<(u64, u64)> = redis::cmd("TIME").query_async(conn).await;
-    if let Ok((secs, micros)) = answer {
-        time.sample(secs * 1_000_000 + micros);
-    }
-}
 
 /// Starts the task; it ends with the store (it holds it weakly).
 pub(crate) fn spawn(store: &RedisStore) {
@@ -40,8 +31,8 @@ pub(crate) fn spawn(store: &RedisStore) {
             let mut conn = store.connection();
             if !injected {
                 let give_up = store.give_up();
-                let _ = tokio::time::timeout_at(give_up, sample_time(&mut conn, &store.inner.time))
-                    .await;
+                let _ =
+                    tokio::time::timeout_at(give_up, store.inner.time.sample_from(&mut conn)).await;
             }
             if since_check >= options.recheck_every {
                 since_check = Duration::ZERO;
