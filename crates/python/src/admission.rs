@@ -8,18 +8,17 @@
 
 use backstop_core::jobs::{JobPermit, QueueTicket};
 use backstop_core::resources::{Sampler, SysinfoProbe};
-use backstop_core::{Admission as Door, Decision, Refusal, RequestClass, WaitReason};
+use backstop_core::{Admission as Door, Decision, RequestClass, WaitReason};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::boundary::{
-    CONFIG_ERROR, INTERNAL_ERROR, JOB_MUST_WAIT, OVERLOADED, RATE_LIMITED, guarded,
-};
+use crate::boundary::{CONFIG_ERROR, INTERNAL_ERROR, JOB_MUST_WAIT, guarded};
 use backstop_core::clock::Clock;
 
 use crate::clock::{AnyClock, ManualClock};
 use crate::fork::PerProcess;
 use crate::limits::NativeLimits;
+use crate::refusal::{HttpAnswer, http_answer, refusal_error, refusal_of};
 
 /// The request class named by `priority`.
 #[inline]
@@ -35,91 +34,6 @@ pub(crate) fn request_class(py: Python<'_>, priority: &str) -> PyResult<RequestC
             ),
         )),
     }
-}
-
-/// A refusal's stable name as a Python string made once per interpreter (a refusal is
-/// the common answer under a burst: no string is built per refusal).
-fn name_of<'py>(py: Python<'py>, name: &'static str) -> Bound<'py, pyo3::types::PyString> {
-    match name {
-        "rate_limited" => pyo3::intern!(py, "rate_limited").clone(),
-        "queue_full" => pyo3::intern!(py, "queue_full").clone(),
-        "too_many_keys" => pyo3::intern!(py, "too_many_keys").clone(),
-        "store_unavailable" => pyo3::intern!(py, "store_unavailable").clone(),
-        "global" => pyo3::intern!(py, "global").clone(),
-        "per_client" => pyo3::intern!(py, "per_client").clone(),
-        other => pyo3::types::PyString::new(py, other),
-    }
-}
-
-/// `RateLimited` or `Overloaded`, with the refusal's attributes.
-#[cold]
-pub(crate) fn refusal_error(py: Python<'_>, refusal: &Refusal) -> PyErr {
-    // No message: `Refused.__str__` writes it from the attributes when it is read, so an
-    // unread refusal costs no formatting.
-    let message = pyo3::intern!(py, "");
-    let wait = refusal.retry_after();
-    let wait_ns = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
-    let (class, scope) = match refusal {
-        Refusal::RateLimited { scope, .. } => (&RATE_LIMITED, Some(name_of(py, scope.as_str()))),
-        Refusal::Overloaded { .. } => (&OVERLOADED, None),
-    };
-    class.err(
-        py,
-        (
-            message,
-            wait.as_secs_f64(),
-            name_of(py, refusal.as_str()),
-            scope,
-            wait_ns,
-        ),
-    )
-}
-
-/// The `Refusal` a `Refused` exception describes (its `reason`, `scope` and
-/// `retry_after_ns`), for answering it over HTTP.
-pub(crate) fn refusal_of(py: Python<'_>, refused: &Bound<'_, PyAny>) -> PyResult<Refusal> {
-    let reason: String = refused.getattr("reason")?.extract()?;
-    let wait = std::time::Duration::from_nanos(refused.getattr("retry_after_ns")?.extract()?);
-    if reason == "rate_limited" {
-        let scope: Option<String> = refused.getattr("scope")?.extract()?;
-        let scope = backstop_core::RateScope::ALL
-            .into_iter()
-            .find(|s| Some(s.as_str()) == scope.as_deref())
-            .unwrap_or(backstop_core::RateScope::Global);
-        return Ok(Refusal::RateLimited {
-            retry_after: wait,
-            scope,
-        });
-    }
-    let reason = backstop_core::OverloadReason::ALL
-        .into_iter()
-        .find(|r| r.as_str() == reason)
-        .ok_or_else(|| CONFIG_ERROR.msg(py, format!("not a refusal reason: {reason:?}")))?;
-    Ok(Refusal::Overloaded {
-        reason,
-        retry_after_hint: wait,
-    })
-}
-
-/// An HTTP answer: status, headers, body.
-pub(crate) type HttpAnswer = (u16, Vec<(String, String)>, String);
-
-/// The tower layer's answer to `refusal` from `door`, as plain parts.
-pub(crate) fn http_answer<D: backstop_core::FrontDoor>(
-    door: &D,
-    key: Option<&str>,
-    refusal: &Refusal,
-) -> HttpAnswer {
-    let response = backstop_tower::refusal_response_for(door, key, refusal);
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(name, value)| {
-            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            (name.as_str().to_owned(), value)
-        })
-        .collect();
-    (response.status().as_u16(), headers, response.into_body())
 }
 
 /// `JobMustWait` with the reason's stable name.

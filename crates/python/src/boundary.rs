@@ -16,7 +16,7 @@ use pyo3::types::PyType;
 
 /// The module that defines the exception classes (pure Python, so they carry
 /// docstrings, type hints and attributes the way Python users expect).
-const ERRORS_MODULE: &str = "backstop_admission.errors";
+pub(crate) const ERRORS_MODULE: &str = "backstop_admission.errors";
 
 /// One exception class of [`ERRORS_MODULE`], imported once per interpreter.
 pub(crate) struct ErrorClass {
@@ -64,10 +64,6 @@ pub(crate) static TOKEN_ERROR: ErrorClass = ErrorClass::new("TokenError");
 pub(crate) static SWEEP_ERROR: ErrorClass = ErrorClass::new("SweepError");
 /// A job workspace operation that failed.
 pub(crate) static WORKSPACE_ERROR: ErrorClass = ErrorClass::new("WorkspaceError");
-/// 429.
-pub(crate) static RATE_LIMITED: ErrorClass = ErrorClass::new("RateLimited");
-/// 503.
-pub(crate) static OVERLOADED: ErrorClass = ErrorClass::new("Overloaded");
 /// A job that may not start yet.
 pub(crate) static JOB_MUST_WAIT: ErrorClass = ErrorClass::new("JobMustWait");
 /// A panic inside backstop.

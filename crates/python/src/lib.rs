@@ -16,6 +16,7 @@ mod fork;
 mod limits;
 mod metrics;
 mod redis;
+mod refusal;
 mod runtime;
 mod sweep;
 mod workspace;

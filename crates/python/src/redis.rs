@@ -23,13 +23,12 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use tokio::sync::OnceCell;
 
-use crate::admission::{
-    HttpAnswer, http_answer, refusal_error, refusal_of, request_class, wait_error,
-};
+use crate::admission::{request_class, wait_error};
 use crate::boundary::{CONFIG_ERROR, INTERNAL_ERROR, STORE_ERROR, TOKEN_ERROR, guarded};
 use crate::bridge::Completions;
 use crate::fork::PerProcess;
 use crate::limits::NativeLimits;
+use crate::refusal::{HttpAnswer, http_answer, refusal_error, refusal_of};
 use crate::runtime::runtime;
 use crate::sweep::seconds;
 

@@ -163,3 +163,42 @@ def test_the_real_clock_with_the_resource_gate_on() -> None:
     with admission.try_admit(key="k") as ticket, ticket.start() as permit:
         assert permit.held
     assert admission.snapshot()["gate_state"] == "open"
+
+
+def test_a_refusal_kept_by_the_caller_is_never_changed_by_later_ones() -> None:
+    clock = ManualClock()
+    admission = Admission(small(rate_limit=1, queue_max=5), clock=clock)
+    ticket = admission.try_admit()
+    kept = []
+    for step in range(3):
+        clock.advance(1.0)
+        try:
+            admission.try_admit()
+        except RateLimited as refused:
+            kept.append(refused)
+    # Each kept refusal still says what it said when raised (59 s, 58 s, 57 s).
+    assert [r.retry_after_ns for r in kept] == [59_000_000_000, 58_000_000_000, 57_000_000_000]
+    assert [r.retry_after for r in kept] == [59.0, 58.0, 57.0]
+    assert len({id(r.args) for r in kept}) == 3
+    # Once no exception holds them, the arguments are lent to the next refusal; what
+    # each refusal reads is its own.
+    kept.clear()
+    seen = []
+    for _ in range(2):
+        clock.advance(1.0)
+        try:
+            admission.try_admit()
+        except RateLimited as refused:
+            seen.append((id(refused.args), refused.retry_after_ns, str(refused)))
+    assert seen[0][0] == seen[1][0]
+    assert [s[1] for s in seen] == [56_000_000_000, 55_000_000_000]
+    assert seen[1][2] == "rate limited (global): retry after 55.0s"
+    ticket.release()
+
+
+def test_refusal_classes_define_no_constructor_of_their_own() -> None:
+    # backstop makes refusals with BaseException.__new__ alone; a constructor of their
+    # own would make it fall back to calling the class (correct, but slower).
+    for cls in (RateLimited, Overloaded):
+        for base in cls.__mro__[: cls.__mro__.index(Exception)]:
+            assert "__init__" not in vars(base) and "__new__" not in vars(base), base

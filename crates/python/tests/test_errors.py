@@ -42,3 +42,9 @@ def test_the_package_exports_its_version_and_errors() -> None:
     assert backstop_admission.__version__ == _native.__version__
     assert issubclass(backstop_admission.ConfigError, ValueError)
     assert issubclass(backstop_admission.TokenError, ValueError)
+
+
+def test_retry_after_comes_from_the_nanoseconds_when_not_given() -> None:
+    limited = RateLimited("", None, "rate_limited", "global", 1_500_000_001)
+    assert limited.retry_after == 1.500000001 and limited.retry_after_secs == 2
+    assert Overloaded("", None, "queue_full").retry_after == 0.0

@@ -69,8 +69,12 @@ class Refused(BackstopError):
     """A request backstop refused, with what an HTTP answer needs.
 
     Built as ``Refused(message, retry_after, reason, scope=None, retry_after_ns=None)``.
-    The attributes read the exception's ``args``: no Python ``__init__`` runs when backstop
-    raises one, which keeps a refusal (the common answer under a burst) cheap.
+    The attributes read the exception's ``args``, which keeps a refusal (the common answer
+    under a burst) cheap: backstop makes one with ``BaseException.__new__`` alone, with
+    ``retry_after`` left ``None`` in ``args`` (the property computes it from
+    ``retry_after_ns``) and the message written only when it is read. These classes and
+    their subclasses below ``Exception`` define no ``__new__`` or ``__init__`` for that
+    reason (one that does is called as usual, at the full cost).
 
     Attributes:
         status_code: 429 or 503.
@@ -87,7 +91,7 @@ class Refused(BackstopError):
         def __init__(
             self,
             message: str,
-            retry_after: float,
+            retry_after: Optional[float],
             reason: str,
             scope: Optional[str] = None,
             retry_after_ns: Optional[int] = None,
@@ -107,7 +111,11 @@ class Refused(BackstopError):
 
     @property
     def retry_after(self) -> float:
-        return float(self._arg(1) or 0.0)
+        seconds = self._arg(1)
+        if seconds is None:
+            exact = self._arg(4)
+            return 0.0 if exact is None else int(exact) / 1e9
+        return float(seconds)
 
     @property
     def reason(self) -> str:
