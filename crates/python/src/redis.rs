@@ -224,7 +224,16 @@ fn ticket_or_refusal(
         Decision::Exempt => None,
         Decision::Refused(refusal) => return Err(refusal_error(py, &refusal)),
     };
-    Ok(Py::new(py, RedisTicket { ticket, shared })?.into_any())
+    let owner = Owner::here();
+    Ok(Py::new(
+        py,
+        RedisTicket {
+            ticket,
+            shared,
+            owner,
+        },
+    )?
+    .into_any())
 }
 
 /// The native `RedisAdmission`.
@@ -407,9 +416,58 @@ fn claimed(
         RedisTicket {
             ticket: Some(ticket),
             shared,
+            owner: Owner::here(),
         },
     )?
     .into_any())
+}
+
+/// The process a ticket or permit was made in. Its lease is renewed there (by that
+/// process's runtime), and that process still holds it after a fork: a forked child's
+/// copy must not start, detach or release it (the place or slot would then have two
+/// owners, and a release by one would free what the other runs). The child's copy is
+/// inert: using it raises, dropping it forgets it without touching Redis or the
+/// parent's runtime, whose threads do not exist in the child. A place moves to another
+/// process by `detach()` and `claim(token)`.
+#[derive(Clone, Copy)]
+struct Owner {
+    generation: u64,
+    pid: u32,
+}
+
+impl Owner {
+    fn here() -> Owner {
+        Owner {
+            generation: crate::fork::generation(),
+            pid: std::process::id(),
+        }
+    }
+
+    fn is_here(self) -> bool {
+        self.generation == crate::fork::generation()
+    }
+
+    fn check(self, py: Python<'_>, what: &str) -> PyResult<()> {
+        if self.is_here() {
+            return Ok(());
+        }
+        Err(CONFIG_ERROR.msg(
+            py,
+            format!(
+                "this {what} was made in process {} before a fork; it stays that process's \
+                 (which renews its lease and releases it), so this process cannot use it: \
+                 hand a place over with detach() there and claim(token) here",
+                self.pid
+            ),
+        ))
+    }
+
+    /// Takes `value` out of a copy that is not this process's, forgetting it.
+    fn forget_foreign<T>(self, value: &mut Option<T>) {
+        if !self.is_here() {
+            std::mem::forget(value.take());
+        }
+    }
 }
 
 /// A place in the shared queue, held (and its lease renewed) by this process until it is
@@ -418,6 +476,13 @@ fn claimed(
 pub(crate) struct RedisTicket {
     ticket: Option<backstop_redis::RedisTicket>,
     shared: Arc<Shared>,
+    owner: Owner,
+}
+
+impl Drop for RedisTicket {
+    fn drop(&mut self) {
+        self.owner.forget_foreign(&mut self.ticket);
+    }
 }
 
 type StartOutcome = Result<
@@ -430,6 +495,7 @@ type StartOutcome = Result<
 
 impl RedisTicket {
     fn take(&mut self, py: Python<'_>) -> PyResult<backstop_redis::RedisTicket> {
+        self.owner.check(py, "ticket")?;
         self.ticket.take().ok_or_else(|| {
             CONFIG_ERROR.msg(
                 py,
@@ -446,6 +512,7 @@ impl RedisTicket {
                 py,
                 RedisPermit {
                     permit: Some(permit),
+                    owner: Owner::here(),
                 },
             )?
             .into_any()),
@@ -480,10 +547,10 @@ async fn start(shared: Arc<Shared>, ticket: backstop_redis::RedisTicket) -> Star
 
 #[pymethods]
 impl RedisTicket {
-    /// Whether it still holds its place.
+    /// Whether it still holds its place (false in a forked child: the parent holds it).
     #[getter]
     fn held(&self) -> bool {
-        self.ticket.is_some()
+        self.ticket.is_some() && self.owner.is_here()
     }
 
     /// Starts the job (awaitable): a `RedisPermit`, or `JobMustWait` with the ticket kept.
@@ -542,6 +609,7 @@ impl RedisTicket {
 
     /// Gives the place back (in the background); true if this call released it.
     fn release(&mut self) -> bool {
+        self.owner.forget_foreign(&mut self.ticket);
         self.ticket.take().is_some()
     }
 
@@ -551,7 +619,7 @@ impl RedisTicket {
 
     #[pyo3(signature = (*_exc))]
     fn __exit__(&mut self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
-        self.ticket.take();
+        self.release();
         false
     }
 }
@@ -560,14 +628,21 @@ impl RedisTicket {
 #[pyclass(module = "backstop_admission._native")]
 pub(crate) struct RedisPermit {
     permit: Option<backstop_redis::RedisPermit>,
+    owner: Owner,
+}
+
+impl Drop for RedisPermit {
+    fn drop(&mut self) {
+        self.owner.forget_foreign(&mut self.permit);
+    }
 }
 
 #[pymethods]
 impl RedisPermit {
-    /// Whether it still holds its slot.
+    /// Whether it still holds its slot (false in a forked child: the parent holds it).
     #[getter]
     fn held(&self) -> bool {
-        self.permit.is_some()
+        self.permit.is_some() && self.owner.is_here()
     }
 
     /// True once the lease was found gone or unrenewed for a whole lease: the slot may
@@ -585,6 +660,7 @@ impl RedisPermit {
 
     /// Gives the slot back (in the background); true if this call released it.
     fn release(&mut self) -> bool {
+        self.owner.forget_foreign(&mut self.permit);
         self.permit.take().is_some()
     }
 
@@ -594,7 +670,7 @@ impl RedisPermit {
 
     #[pyo3(signature = (*_exc))]
     fn __exit__(&mut self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
-        self.permit.take();
+        self.release();
         false
     }
 }
