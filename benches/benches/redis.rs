@@ -3,7 +3,8 @@
 //! redis-server and on a 3-primary Redis Cluster; latency at 1 caller against a bare PING;
 //! the script's own time inside Redis at limit 30 and 65 536 (and with two limits
 //! alternating on one key); memory per key; and what a limited client's retries cost with
-//! the refusal cache and without it.
+//! the refusal cache, without it, and through the door (`RedisAdmission` with a per-client
+//! stage).
 //!
 //! Peers, written here: the sorted-set "sliding log" (ZREMRANGEBYSCORE + ZCARD + ZADD per
 //! request, exact, a member per admission) and GCRA in the manner of go-redis/redis_rate
@@ -24,8 +25,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use backstop_core::{Decision, FrontDoor, Limits, RateScope, Refusal, RequestClass};
 use backstop_redis::StoreConnection;
-use backstop_redis::{RedisKeyedWindow, RedisStore, RedisWindow, StoreOptions};
+use backstop_redis::{RedisAdmission, RedisKeyedWindow, RedisStore, RedisWindow, StoreOptions};
 use redis::{Script, Value};
 
 const LIMIT: u32 = 30;
@@ -493,49 +495,80 @@ async fn memory(store: &RedisStore, conn: &mut StoreConnection) {
     );
 }
 
-/// A client over its per-client limit retrying [`RETRIES`] times a round: through the
-/// door (`try_acquire`, which has the refusal cache) and asking Redis every time
-/// (`try_acquire_checked`), in turn for [`ROUNDS`] rounds. Round trips are the EVALSHAs
-/// Redis counted meanwhile.
+/// How a limited client's retry is asked.
+#[derive(Clone, Copy)]
+enum Retry {
+    /// `RedisKeyedWindow::try_acquire`: the refusal cache answers while a refusal holds.
+    Cached,
+    /// `RedisKeyedWindow::try_acquire_checked`: Redis every time.
+    Asked,
+    /// `RedisAdmission::admit` with a per-client stage: the client's refusal is cached,
+    /// the shared window is still peeked (which stage refuses decides `retry_after`).
+    Door,
+}
+
+impl Retry {
+    const ALL: [Retry; 3] = [Retry::Cached, Retry::Asked, Retry::Door];
+
+    /// Whether the retry was refused (it must be: the client is over its limit).
+    async fn refused(self, window: &RedisKeyedWindow, door: &RedisAdmission, client: &str) -> bool {
+        match self {
+            Retry::Cached => window.try_acquire(client).await.is_err(),
+            Retry::Asked => matches!(window.try_acquire_checked(client).await, Ok(Err(_))),
+            Retry::Door => matches!(
+                door.admit(Some(client), RequestClass::Normal).await,
+                Decision::Refused(Refusal::RateLimited {
+                    scope: RateScope::PerClient,
+                    ..
+                })
+            ),
+        }
+    }
+}
+
+/// A client over its per-client limit (30 per 600 s) retrying [`RETRIES`] times a round,
+/// each [`Retry`] way in turn for [`ROUNDS`] rounds. Round trips are the EVALSHAs Redis
+/// counted in the round (a decision or a peek each).
 async fn refusal_cache(store: &RedisStore, conn: &mut StoreConnection) {
     let window = RedisKeyedWindow::new(store, "retry", LIMIT, LONG_WINDOW).unwrap();
+    // The same name: the door's per-client stage uses the same client keys.
+    let door = RedisAdmission::new(store, "retry", Limits::default())
+        .and_then(|door| door.with_per_key(LIMIT, LONG_WINDOW))
+        .expect("a door");
     let client = "hammering";
     for _ in 0..LIMIT {
         window.try_acquire_checked(client).await.unwrap().unwrap();
     }
-    assert!(
-        window.try_acquire(client).await.is_err(),
-        "the client is limited"
-    );
-    let mut per_retry: [Vec<f64>; 2] = Default::default();
-    let mut trips: [Vec<f64>; 2] = Default::default();
+    let mut per_retry: [Vec<f64>; 3] = Default::default();
+    let mut trips: [Vec<f64>; 3] = Default::default();
     for _ in 0..ROUNDS {
-        for cached in [true, false] {
+        for (i, retry) in Retry::ALL.into_iter().enumerate() {
             let (before, _) = evalsha_stats(conn).await;
             let mut samples = Vec::with_capacity(RETRIES);
             for _ in 0..RETRIES {
                 let started = Instant::now();
-                let refused = if cached {
-                    window.try_acquire(client).await.is_err()
-                } else {
-                    matches!(window.try_acquire_checked(client).await, Ok(Err(_)))
-                };
+                let refused = retry.refused(&window, &door, client).await;
                 samples.push(started.elapsed().as_secs_f64() * 1e6);
                 assert!(refused, "a limited client is refused");
             }
             let calls = evalsha_stats(conn).await.0 - before;
-            per_retry[usize::from(!cached)].push(median(samples));
-            trips[usize::from(!cached)].push(calls as f64 / RETRIES as f64);
+            per_retry[i].push(median(samples));
+            trips[i].push(calls as f64 / RETRIES as f64);
         }
     }
-    let [with, without] = per_retry.map(median);
-    let [trips_with, trips_without] = trips.map(median);
+    let [cached, asked, door] = per_retry.map(median);
+    let [trips_cached, trips_asked, trips_door] = trips.map(median);
     println!(
-        "\na limited client's retries (median of {ROUNDS} rounds of {RETRIES}, in turn; load {}): \
-         through the door {with:.2} µs and {trips_with:.3} round trips per retry; asking Redis \
-         every time {without:.2} µs and {trips_without:.3} ({:.3}×)",
-        load(),
-        with / without
+        "
+a limited client's retries (median of {ROUNDS} rounds of {RETRIES}, in turn; load {}), \
+         µs and round trips per retry:",
+        load()
+    );
+    println!(
+        "  RedisKeyedWindow::try_acquire (the refusal cache) {cached:.3} µs, {trips_cached:.3}; \
+         try_acquire_checked (Redis every time) {asked:.3} µs, {trips_asked:.3} \
+         ({:.4}× its time); RedisAdmission::admit with a per-client stage {door:.3} µs, {trips_door:.3}",
+        cached / asked
     );
 }
 
