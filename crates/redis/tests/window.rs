@@ -139,64 +139,6 @@ fn redis_window_matches_the_in_process_model_on_the_cluster() {
         .unwrap();
 }
 
-/// What the store remembers, stated simply: the newest `cap` recorded times (`cap` the
-/// largest limit the key has had), and when the limit rises above `cap` after admissions
-/// were forgotten, a horizon at or after every forgotten one (the oldest time held, or the
-/// newest minus the narrowest window an admission was made under, whichever is earlier).
-/// Each decision is judged by the window's rule (`backstop_core::model::WindowModel`) in
-/// the shape in force, over the last `limit` admissions, a forgotten one counting at
-/// the horizon; a refusal changes nothing.
-#[derive(Default)]
-struct StoreMemory {
-    admitted: u64,
-    cap: usize,
-    held_us: std::collections::VecDeque<u64>,
-    narrowest_us: u64,
-    horizon_us: u64,
-}
-
-impl StoreMemory {
-    fn decide(&mut self, limit: u32, window_us: u64, now_us: u64) -> Result<(), u64> {
-        let limit_n = limit as usize;
-        if self.admitted == 0 {
-            self.cap = limit_n;
-            self.narrowest_us = window_us;
-        }
-        if limit_n > self.cap {
-            let full = self.held_us.len() == self.cap;
-            if full && self.admitted > self.held_us.len() as u64 {
-                let newest = *self.held_us.back().unwrap();
-                let oldest = *self.held_us.front().unwrap();
-                self.horizon_us = oldest.min(newest - self.narrowest_us).max(1);
-            }
-            self.cap = limit_n;
-        }
-        // The last `limit` admissions (or all, when fewer were made), forgotten ones at
-        // the horizon.
-        let wanted = (self.admitted as usize).min(limit_n);
-        let from_ring = wanted.min(self.held_us.len());
-        let mut history = vec![self.horizon_us * 1_000; wanted - from_ring];
-        history.extend(
-            self.held_us
-                .iter()
-                .skip(self.held_us.len() - from_ring)
-                .map(|&t| t * 1_000),
-        );
-        let mut model = WindowModel::with_history(limit, window_us * 1_000, &history);
-        model
-            .try_acquire(now_us * 1_000)
-            .map_err(|wait_ns| wait_ns / 1_000)?;
-        let recorded = self.held_us.back().map_or(now_us, |&last| last.max(now_us));
-        self.held_us.push_back(recorded);
-        if self.held_us.len() > self.cap {
-            self.held_us.pop_front();
-        }
-        self.admitted += 1;
-        self.narrowest_us = self.narrowest_us.min(window_us);
-        Ok(())
-    }
-}
-
 #[derive(Debug, Clone)]
 enum ShapeOp {
     Acquire,
@@ -239,17 +181,20 @@ proptest! {
                 .expect("connect");
             let name = support::unique("reshape-prop");
             let mut shape = (limit, 2_000_000u64);
-            let mut memory = StoreMemory::default();
+            // The store's rule: a ring of its largest limit, the shape given per call.
+            let mut model = WindowModel::ring();
             for op in &ops {
                 match *op {
                     ShapeOp::Acquire => {
                         let window = RedisWindow::new(&store, &name, shape.0, Duration::from_micros(shape.1)).unwrap();
                         let got = window.try_acquire_checked().await.expect("store answers");
                         let now_us = clock.now().as_micros() as u64;
-                        let want = memory.decide(shape.0, shape.1, now_us).map_err(|wait| Refusal::RateLimited {
-                            retry_after: Duration::from_micros(wait),
-                            scope: RateScope::Global,
-                        });
+                        let want = model
+                            .decide_in_ring(shape.0, shape.1 * 1_000, now_us * 1_000)
+                            .map_err(|wait_ns| Refusal::RateLimited {
+                                retry_after: Duration::from_micros(wait_ns / 1_000),
+                                scope: RateScope::Global,
+                            });
                         prop_assert_eq!(got, want, "shape {:?} at {:?}", shape, clock.now());
                     }
                     ShapeOp::Advance(us) => clock.advance(Duration::from_micros(us)),

@@ -3,7 +3,10 @@
 //! rule, nothing else. It changes shape mid-run the two ways the limiter does (in place
 //! with [`reconfigure`](WindowModel::reconfigure), into a larger window with
 //! [`reconfigured`](WindowModel::reconfigured)), keeping what the limiter keeps (see
-//! [`SlidingWindow`](crate::rate::SlidingWindow)'s "Exact under change").
+//! [`SlidingWindow`](crate::rate::SlidingWindow)'s "Exact under change"). A third way is
+//! the shared store's (backstop-redis): the shape comes with each decision and the memory
+//! is a ring of exactly the largest limit asked ([`ring`](WindowModel::ring),
+//! [`decide_in_ring`](WindowModel::decide_in_ring)).
 
 use std::collections::VecDeque;
 
@@ -227,6 +230,66 @@ impl WindowModel {
     /// one remembers.
     pub fn reconfigured(&self, limit: u32, window_ns: u64) -> Self {
         WindowModel::with_memory(limit, window_ns, &self.remembered())
+    }
+
+    /// An empty window as a shared store keeps it: each decision names its shape
+    /// ([`decide_in_ring`](Self::decide_in_ring)), and the window remembers exactly the
+    /// largest limit it has been asked with (backstop-redis's ring).
+    pub fn ring() -> Self {
+        WindowModel {
+            limit: 0,
+            window_ns: 0,
+            capacity: 0,
+            remembered: VecDeque::new(),
+            horizon_ns: 0,
+            count: 0,
+            narrowest_ns: u64::MAX,
+        }
+    }
+
+    /// One decision of a [`ring`](Self::ring) under `(limit, window_ns)` at `now_ns`. A
+    /// limit above the capacity first grows the ring to it; when admissions were
+    /// forgotten and the ring is full then, the horizon becomes the oldest it holds or
+    /// the newest minus the narrowest window an admission was made under, whichever is
+    /// earlier (every forgotten admission was recorded at or before both: the admission
+    /// that overwrote its slot needed it that far back). Then the rule, in this shape,
+    /// over every admission the ring has made. A refusal changes nothing but that growth.
+    ///
+    /// ```
+    /// use backstop_core::model::WindowModel;
+    ///
+    /// let mut ring = WindowModel::ring();
+    /// assert_eq!(ring.decide_in_ring(2, 10, 0), Ok(()));
+    /// assert_eq!(ring.decide_in_ring(2, 10, 1), Ok(()));
+    /// assert_eq!(ring.decide_in_ring(2, 10, 10), Ok(()));
+    /// // Two remembered (1 and 10), one forgotten (0): at 3, the horizon counts it at 1.
+    /// assert_eq!(ring.decide_in_ring(3, 10, 10), Err(1));
+    /// assert_eq!(ring.decide_in_ring(3, 10, 11), Ok(()));
+    /// ```
+    pub fn decide_in_ring(&mut self, limit: u32, window_ns: u64, now_ns: u64) -> Result<(), u64> {
+        let limit_n = limit as usize;
+        if limit_n > self.capacity {
+            let held = self.remembered.len();
+            if held == self.capacity && self.count > held {
+                if let (Some(&oldest), Some(&newest)) =
+                    (self.remembered.front(), self.remembered.back())
+                {
+                    let horizon = oldest.min(newest.saturating_sub(self.narrowest_ns));
+                    self.horizon_ns = horizon.max(1);
+                }
+            }
+            self.capacity = limit_n;
+        }
+        self.limit = limit_n;
+        self.window_ns = window_ns;
+        // Fewer admissions than the limit so far (the ring counts every one): free,
+        // whatever the horizon.
+        if self.count >= limit_n {
+            self.check(now_ns)?;
+        }
+        self.push(now_ns);
+        self.narrowest_ns = self.narrowest_ns.min(window_ns);
+        Ok(())
     }
 }
 
