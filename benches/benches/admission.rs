@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+use backstop_core::Quota;
 use backstop_core::clock::{Clock, ManualClock};
 use backstop_core::jobs::{self, JobBounds};
 use backstop_core::rate::SlidingWindow;
@@ -143,8 +144,8 @@ fn resource_check(c: &mut Criterion) {
     let mut peer = RefreshEveryCheck {
         system: sysinfo::System::new(),
         disk_path: limits.disk_path.clone(),
-        min_memory_bytes: limits.min_available_memory_mib << 20,
-        min_disk_bytes: limits.min_free_disk_mib << 20,
+        min_memory_bytes: limits.min_available_memory.bytes(),
+        min_disk_bytes: limits.min_free_disk.bytes(),
     };
 
     let mut group = c.benchmark_group("resource_check");
@@ -170,7 +171,7 @@ const FRONT_LIMIT_REAL: u32 = 1 << 18;
 fn front_limits(limit: u32) -> Limits {
     let mut limits = Limits::default();
     limits.rate.limit = limit;
-    limits.rate.window_ms = 1;
+    limits.rate.window = Duration::from_millis(1);
     limits.queue.max = ROOM;
     limits
 }
@@ -208,9 +209,14 @@ fn front_door(c: &mut Criterion) {
             }
         }
     };
-    let limiter = SlidingWindow::with_clock(FRONT_LIMIT, window, clock.clone()).expect("valid");
-    let stages_limiter =
-        SlidingWindow::with_clock(FRONT_LIMIT, window, clock.clone()).expect("valid");
+    let limiter = SlidingWindow::with_clock(
+        Quota::new(FRONT_LIMIT, window).expect("valid"),
+        clock.clone(),
+    );
+    let stages_limiter = SlidingWindow::with_clock(
+        Quota::new(FRONT_LIMIT, window).expect("valid"),
+        clock.clone(),
+    );
     let stages_queue = bare_queue();
     let admission = Admission::with_clock(front_limits(FRONT_LIMIT), clock.clone()).expect("valid");
 
@@ -240,8 +246,8 @@ fn front_door(c: &mut Criterion) {
     group.finish();
 
     // On the real clock, as a service runs it.
-    let limiter = SlidingWindow::new(FRONT_LIMIT_REAL, window).expect("valid");
-    let stages_limiter = SlidingWindow::new(FRONT_LIMIT_REAL, window).expect("valid");
+    let limiter = SlidingWindow::new(Quota::new(FRONT_LIMIT_REAL, window).expect("valid"));
+    let stages_limiter = SlidingWindow::new(Quota::new(FRONT_LIMIT_REAL, window).expect("valid"));
     let stages_queue = bare_queue();
     let admission = Admission::new(front_limits(FRONT_LIMIT_REAL)).expect("valid");
     let mut group = c.benchmark_group("front_door/real_clock");

@@ -75,7 +75,11 @@ fn map_lookup(c: &mut Criterion) {
 fn hot_real_clock(c: &mut Criterion) {
     let mut group = c.benchmark_group("keyed/hot_30_per_min");
     for keys in [16u64, HOT_KEYS] {
-        let backstop = KeyedSlidingWindow::<u64, QuantaClock>::new(30, MINUTE, 4096).unwrap();
+        let backstop = KeyedSlidingWindow::<u64, QuantaClock>::new(
+            backstop_core::Quota::new(30, MINUTE).unwrap(),
+            4096,
+        )
+        .unwrap();
         let governor = RateLimiter::keyed(governor_quota(30, MINUTE));
         for key in 0..keys {
             let _ = backstop.try_acquire(&key);
@@ -108,8 +112,12 @@ fn hot_admitted(c: &mut Criterion) {
     let window = Duration::from_millis(1);
     let window_ns = window.as_nanos() as u64;
     for keys in [16u64, HOT_KEYS] {
-        let backstop =
-            KeyedSlidingWindow::<u64, _>::with_clock(30, window, 4096, ManualClock::new()).unwrap();
+        let backstop = KeyedSlidingWindow::<u64, _>::with_clock(
+            backstop_core::Quota::new(30, window).unwrap(),
+            4096,
+            ManualClock::new(),
+        )
+        .unwrap();
         let clock = FakeRelativeClock::default();
         let governor = RateLimiter::dashmap_with_clock(governor_quota(30, window), clock.clone());
         let mut i = 0u64;
@@ -148,9 +156,12 @@ fn churn(c: &mut Criterion) {
             let mut done = 0;
             while done < iters {
                 let n = CHUNK.min(iters - done);
-                let keyed =
-                    KeyedSlidingWindow::<u64, _>::with_clock(30, window, 4096, ManualClock::new())
-                        .unwrap();
+                let keyed = KeyedSlidingWindow::<u64, _>::with_clock(
+                    backstop_core::Quota::new(30, window).unwrap(),
+                    4096,
+                    ManualClock::new(),
+                )
+                .unwrap();
                 let start = Instant::now();
                 for key in 0..n {
                     let _ = black_box(keyed.try_acquire_at(&key, key * 1_000));
@@ -219,8 +230,7 @@ fn memory_report() {
     for limit in [4u32, 30] {
         let before = live_bytes();
         let keyed = KeyedSlidingWindow::<u64, _>::with_clock(
-            limit,
-            MINUTE,
+            backstop_core::Quota::new(limit, MINUTE).unwrap(),
             KEYS as usize,
             ManualClock::new(),
         )
@@ -249,8 +259,12 @@ fn memory_report() {
     const ROTATED: u64 = 1_000_000;
     let window = Duration::from_millis(1);
     let before = live_bytes();
-    let keyed =
-        KeyedSlidingWindow::<u64, _>::with_clock(30, window, 4096, ManualClock::new()).unwrap();
+    let keyed = KeyedSlidingWindow::<u64, _>::with_clock(
+        backstop_core::Quota::new(30, window).unwrap(),
+        4096,
+        ManualClock::new(),
+    )
+    .unwrap();
     let mut peak = 0;
     for key in 0..ROTATED {
         let _ = keyed.try_acquire_at(&key, key * 1_000);

@@ -49,7 +49,7 @@ impl Limiter for MutexVecDequeLimiter {
 }
 
 fn backstop(limit: u32, window: Duration) -> SlidingWindow {
-    SlidingWindow::new(limit, window).unwrap()
+    SlidingWindow::new(backstop_core::Quota::new(limit, window).unwrap())
 }
 
 fn governor(limit: u32, window: Duration) -> DefaultDirectRateLimiter {

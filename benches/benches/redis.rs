@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use backstop_core::{Decision, FrontDoor, Limits, RateScope, Refusal, RequestClass};
+use backstop_core::{Decision, FrontDoor, Limits, Quota, RateScope, Refusal, RequestClass};
 use backstop_redis::StoreConnection;
 use backstop_redis::{RedisAdmission, RedisKeyedWindow, RedisStore, RedisWindow, StoreOptions};
 use redis::{Script, Value};
@@ -118,7 +118,8 @@ struct Contenders {
 
 impl Contenders {
     fn new(store: &RedisStore, name: &str) -> Self {
-        let window = RedisWindow::new(store, name, LIMIT, WINDOW).expect("a window");
+        let window =
+            RedisWindow::new(store, name, Quota::new(LIMIT, WINDOW).unwrap()).expect("a window");
         let tag = format!("{{backstop:w:{name}}}");
         Contenders {
             backstop: Contender::Backstop(Arc::new(window)),
@@ -358,7 +359,8 @@ const SERIES: [(&str, &str, u32, Duration, u32); 8] = [
 async fn server_time(store: &RedisStore, conn: &mut StoreConnection) {
     let mut windows = Vec::new();
     for (_, name, limit, window, held) in SERIES {
-        let w = RedisWindow::new(store, name, limit, window).expect("a window");
+        let w =
+            RedisWindow::new(store, name, Quota::new(limit, window).unwrap()).expect("a window");
         if held > 0 {
             fill(conn, w.key(), limit, window, held).await;
         }
@@ -448,11 +450,17 @@ async fn memory_usage(conn: &mut StoreConnection, key: &str) -> u64 {
 async fn memory(store: &RedisStore, conn: &mut StoreConnection) {
     let mut one = Vec::new();
     for (name, limit) in [("mem-one-030", LIMIT), ("mem-one-64k", BIG_LIMIT)] {
-        let window = RedisWindow::new(store, name, limit, LONG_WINDOW).unwrap();
+        let window =
+            RedisWindow::new(store, name, Quota::new(limit, LONG_WINDOW).unwrap()).unwrap();
         window.try_acquire_checked().await.unwrap().unwrap();
         one.push(memory_usage(conn, window.key()).await);
     }
-    let empty = RedisWindow::new(store, "mem-empty-0", LIMIT, LONG_WINDOW).unwrap();
+    let empty = RedisWindow::new(
+        store,
+        "mem-empty-0",
+        Quota::new(LIMIT, LONG_WINDOW).unwrap(),
+    )
+    .unwrap();
     let _: () = redis::cmd("SET")
         .arg(empty.key())
         .arg("")
@@ -471,7 +479,7 @@ async fn memory(store: &RedisStore, conn: &mut StoreConnection) {
         one[1].saturating_sub(overhead)
     );
 
-    let full = RedisWindow::new(store, "memory", LIMIT, LONG_WINDOW).unwrap();
+    let full = RedisWindow::new(store, "memory", Quota::new(LIMIT, LONG_WINDOW).unwrap()).unwrap();
     for _ in 0..LIMIT {
         full.try_acquire_checked().await.unwrap().unwrap();
     }
@@ -530,10 +538,11 @@ impl Retry {
 /// each [`Retry`] way in turn for [`ROUNDS`] rounds. Round trips are the EVALSHAs Redis
 /// counted in the round (a decision or a peek each).
 async fn refusal_cache(store: &RedisStore, conn: &mut StoreConnection) {
-    let window = RedisKeyedWindow::new(store, "retry", LIMIT, LONG_WINDOW).unwrap();
+    let window =
+        RedisKeyedWindow::new(store, "retry", Quota::new(LIMIT, LONG_WINDOW).unwrap()).unwrap();
     // The same name: the door's per-client stage uses the same client keys.
     let door = RedisAdmission::new(store, "retry", Limits::default())
-        .and_then(|door| door.with_per_key(LIMIT, LONG_WINDOW))
+        .and_then(|door| door.with_per_key(Quota::new(LIMIT, LONG_WINDOW).unwrap()))
         .expect("a door");
     let client = "hammering";
     for _ in 0..LIMIT {

@@ -9,6 +9,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use backstop_core::Quota;
 use backstop_core::rate::SlidingWindow;
 use backstop_sim::config::SimConfig;
 use backstop_sim::run::{RunOptions, run};
@@ -95,11 +96,9 @@ fn request_path(c: &mut Criterion) {
     g.bench_function("bare_limiter_same_requests", |b| {
         b.iter(|| {
             let limiter = SlidingWindow::with_clock(
-                config.limits.rate.limit,
-                Duration::from_secs(60),
+                Quota::new(config.limits.rate.limit, Duration::from_secs(60)).unwrap(),
                 backstop_core::clock::ManualClock::new(),
-            )
-            .unwrap();
+            );
             let mut admitted = 0u64;
             for &t in &times {
                 admitted += u64::from(limiter.try_acquire_at(t).is_ok());

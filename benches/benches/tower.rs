@@ -101,7 +101,7 @@ where
 fn limits() -> Limits {
     let mut limits = Limits::default();
     limits.rate.limit = RATE_LIMIT;
-    limits.rate.window_ms = 1;
+    limits.rate.window = Duration::from_millis(1);
     limits.queue.max = ROOM;
     limits.jobs.max = ROOM;
     limits.resources.enabled = false;

@@ -3,14 +3,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backstop_core::Quota;
 use backstop_core::clock::{Clock, QuantaClock};
 use backstop_core::rate::SlidingWindow;
 
 fn main() {
     let clock = QuantaClock::new();
-    let limiter = Arc::new(
-        SlidingWindow::with_clock(1 << 16, Duration::from_millis(1), clock.clone()).unwrap(),
-    );
+    let limiter = Arc::new(SlidingWindow::with_clock(
+        Quota::new(1 << 16, Duration::from_millis(1)).unwrap(),
+        clock.clone(),
+    ));
     let handles: Vec<_> = (0..2)
         .map(|_| {
             let (l, c) = (limiter.clone(), clock.clone());

@@ -8,6 +8,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use backstop_core::Quota;
 use backstop_core::jobs::{self, JobBounds};
 use backstop_core::rate::SlidingWindow;
 use backstop_core::{Admission, Decision, Limits};
@@ -30,8 +31,8 @@ fn ns_per_op(f: &mut dyn FnMut()) -> f64 {
 
 fn main() {
     let window = Duration::from_millis(1);
-    let limiter = SlidingWindow::new(LIMIT, window).expect("valid");
-    let stages_limiter = SlidingWindow::new(LIMIT, window).expect("valid");
+    let limiter = SlidingWindow::new(Quota::new(LIMIT, window).expect("valid"));
+    let stages_limiter = SlidingWindow::new(Quota::new(LIMIT, window).expect("valid"));
     let (queue, _slots) = jobs::counters(JobBounds {
         max_queue: 1 << 16,
         critical_reserve: 0,
@@ -40,7 +41,7 @@ fn main() {
     .expect("valid bounds");
     let mut limits = Limits::default();
     limits.rate.limit = LIMIT;
-    limits.rate.window_ms = 1;
+    limits.rate.window = Duration::from_millis(1);
     limits.queue.max = 1 << 16;
     let admission = Admission::new(limits).expect("valid");
 

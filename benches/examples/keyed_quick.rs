@@ -56,8 +56,12 @@ fn main() {
         // About 1 000 keys live at once; backstop keeps at most 4 096.
         let a = min_ns_per_new_key(
             || {
-                KeyedSlidingWindow::<u64, _>::with_clock(30, window, 4096, ManualClock::new())
-                    .unwrap()
+                KeyedSlidingWindow::<u64, _>::with_clock(
+                    backstop_core::Quota::new(30, window).unwrap(),
+                    4096,
+                    ManualClock::new(),
+                )
+                .unwrap()
             },
             |limiter, key| limiter.try_acquire_at(&key, key * 1_000).is_ok(),
         );
@@ -85,12 +89,12 @@ fn main() {
     // global limit alone, and with the per-client stage for 16 clients.
     let mut limits = Limits::default();
     limits.rate.limit = 1 << 20;
-    limits.rate.window_ms = 1;
+    limits.rate.window = Duration::from_millis(1);
     limits.resources.enabled = false;
     let global = Admission::new(limits.clone()).unwrap();
     let per_key = Admission::new(limits)
         .unwrap()
-        .with_per_key(4096, window, 64)
+        .with_per_key(backstop_core::Quota::new(4096, window).unwrap(), 64)
         .unwrap();
     let clients: Vec<String> = (0..16).map(|i| format!("client-{i}")).collect();
     let n = Cell::new(0usize);
@@ -111,7 +115,11 @@ fn main() {
     }
     for keys in [16u64, 1024] {
         // Refusals on the real clock: every key has used its 30 per minute.
-        let bs_deny = KeyedSlidingWindow::<u64, QuantaClock>::new(30, minute, 4096).unwrap();
+        let bs_deny = KeyedSlidingWindow::<u64, QuantaClock>::new(
+            backstop_core::Quota::new(30, minute).unwrap(),
+            4096,
+        )
+        .unwrap();
         let gov_deny = RateLimiter::keyed(quota(30, minute));
         for key in 0..keys {
             for _ in 0..30 {
@@ -120,8 +128,12 @@ fn main() {
             }
         }
         // Admissions on virtual time: one window per lap over the keys.
-        let bs_admit =
-            KeyedSlidingWindow::<u64, _>::with_clock(30, window, 4096, ManualClock::new()).unwrap();
+        let bs_admit = KeyedSlidingWindow::<u64, _>::with_clock(
+            backstop_core::Quota::new(30, window).unwrap(),
+            4096,
+            ManualClock::new(),
+        )
+        .unwrap();
         let gov_clock = FakeRelativeClock::default();
         let gov_admit = RateLimiter::dashmap_with_clock(quota(30, window), gov_clock.clone());
         let papaya_map = papaya::HashMap::new();

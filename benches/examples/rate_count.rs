@@ -50,13 +50,14 @@ fn governor_deny(limiter: &DefaultDirectRateLimiter) -> u32 {
 
 fn main() {
     // As `rate_quick`: more room than the calls can fill, and a window already full.
-    let admit = SlidingWindow::new(1024, Duration::from_micros(1)).unwrap();
+    let admit =
+        SlidingWindow::new(backstop_core::Quota::new(1024, Duration::from_micros(1)).unwrap());
     let gov = RateLimiter::direct(
         Quota::with_period(Duration::from_nanos(1))
             .unwrap()
             .allow_burst(NonZeroU32::new(1024).unwrap()),
     );
-    let deny = SlidingWindow::new(1, Duration::from_secs(3600)).unwrap();
+    let deny = SlidingWindow::new(backstop_core::Quota::new(1, Duration::from_secs(3600)).unwrap());
     deny.try_acquire().unwrap();
     let gov_deny = RateLimiter::direct(Quota::per_hour(NonZeroU32::new(1).unwrap()));
     gov_deny.check().unwrap();

@@ -23,13 +23,14 @@ fn min_ns_per_op(mut f: impl FnMut() -> bool) -> f64 {
 }
 
 fn main() {
-    let bs = SlidingWindow::new(1024, Duration::from_micros(1)).unwrap();
+    let bs = SlidingWindow::new(backstop_core::Quota::new(1024, Duration::from_micros(1)).unwrap());
     let gov = RateLimiter::direct(
         Quota::with_period(Duration::from_nanos(1))
             .unwrap()
             .allow_burst(NonZeroU32::new(1024).unwrap()),
     );
-    let bs_deny = SlidingWindow::new(1, Duration::from_secs(3600)).unwrap();
+    let bs_deny =
+        SlidingWindow::new(backstop_core::Quota::new(1, Duration::from_secs(3600)).unwrap());
     bs_deny.try_acquire().unwrap();
     let gov_deny = RateLimiter::direct(Quota::per_hour(NonZeroU32::new(1).unwrap()));
     gov_deny.check().unwrap();

@@ -35,7 +35,9 @@ fn two_threads(f: Arc<dyn Fn() -> bool + Send + Sync>) -> f64 {
 }
 
 fn main() {
-    let bs = Arc::new(SlidingWindow::new(1024, Duration::from_micros(1)).unwrap());
+    let bs = Arc::new(SlidingWindow::new(
+        backstop_core::Quota::new(1024, Duration::from_micros(1)).unwrap(),
+    ));
     let gov = Arc::new(RateLimiter::direct(
         Quota::with_period(Duration::from_nanos(1))
             .unwrap()

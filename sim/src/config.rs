@@ -4,8 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use backstop_core::units::{self, HumanDuration, HumanSize};
-use backstop_core::{Limits, toml_config};
+use backstop_core::{ByteSize, HumanDuration, Limits, Quota, parse_toml};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const GIB: u64 = 1 << 30;
@@ -35,13 +34,15 @@ pub enum ConfigFileError {
 }
 
 /// The temp disk and the jobs' use of it.
-///
-/// In TOML the capacity is `capacity = "100GiB"`; `capacity_bytes` with a plain number
-/// is its legacy alias.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(try_from = "DiskToml", into = "DiskToml")]
+#[serde(deny_unknown_fields, default)]
 pub struct DiskConfig {
-    /// Capacity of the temp disk.
+    /// Capacity of the temp disk, in bytes (TOML `capacity = "100GiB"`).
+    #[serde(
+        rename = "capacity",
+        deserialize_with = "de_bytes",
+        serialize_with = "ser_bytes"
+    )]
     pub capacity_bytes: u64,
     /// Stages per job; each writes an equal share of the job's files at its start.
     pub stages: u32,
@@ -52,46 +53,6 @@ impl Default for DiskConfig {
         DiskConfig {
             capacity_bytes: 100 * GIB,
             stages: 3,
-        }
-    }
-}
-
-/// `[disk]` as written in TOML: the capacity in either spelling.
-#[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct DiskToml {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    capacity: Option<HumanSize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    capacity_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stages: Option<u32>,
-}
-
-impl TryFrom<DiskToml> for DiskConfig {
-    type Error = String;
-    fn try_from(raw: DiskToml) -> Result<Self, String> {
-        let d = DiskConfig::default();
-        let capacity = raw.capacity.map(|c| c.0);
-        Ok(DiskConfig {
-            capacity_bytes: units::one_of(
-                capacity,
-                raw.capacity_bytes,
-                "capacity",
-                "capacity_bytes",
-            )?
-            .unwrap_or(d.capacity_bytes),
-            stages: raw.stages.unwrap_or(d.stages),
-        })
-    }
-}
-
-impl From<DiskConfig> for DiskToml {
-    fn from(d: DiskConfig) -> Self {
-        DiskToml {
-            capacity: Some(HumanSize(d.capacity_bytes)),
-            capacity_bytes: None,
-            stages: Some(d.stages),
         }
     }
 }
@@ -143,6 +104,17 @@ pub struct PerKeyConfig {
     pub max_keys: usize,
 }
 
+impl PerKeyConfig {
+    /// Each client's quota, checked.
+    ///
+    /// # Errors
+    ///
+    /// As [`Quota::new`], the field named `per_key.limit` or `per_key.window`.
+    pub fn quota(&self) -> Result<Quota, backstop_core::ConfigError> {
+        Quota::new(self.limit, self.window).map_err(|e| e.under("per_key"))
+    }
+}
+
 /// The whole simulator configuration.
 ///
 /// ```
@@ -188,15 +160,10 @@ impl Default for SimConfig {
 impl SimConfig {
     /// Parses and validates TOML; `origin` names the source in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, ConfigFileError> {
-        let parse_error = |source| ConfigFileError::Parse {
+        parse_toml(text, SimConfig::validate).map_err(|source| ConfigFileError::Parse {
             path: origin.to_owned(),
             source,
-        };
-        let config: SimConfig = toml_config::from_toml_str(text).map_err(parse_error)?;
-        config
-            .validate()
-            .map_err(|e| parse_error(toml_config::locate(e, text)))?;
-        Ok(config)
+        })
     }
 
     /// Reads, parses and validates a TOML file.
@@ -215,10 +182,11 @@ impl SimConfig {
             return Err(E::new("crash_fraction", "must be within 0..=1"));
         }
         let l = &self.limits;
-        l.validate().map_err(|e| {
-            let field = format!("limits.{}", e.field());
-            e.with_field(field)
-        })?;
+        l.validate().map_err(|e| e.under("limits"))?;
+        // The trace and the checkers count in microseconds.
+        if l.rate.window.subsec_nanos() % 1000 != 0 {
+            return Err(E::new("limits.rate.window", "must be whole microseconds"));
+        }
         if l.shadow {
             return Err(E::new(
                 "limits.shadow",
@@ -226,16 +194,8 @@ impl SimConfig {
             ));
         }
         if let Some(k) = &self.per_key {
-            use backstop_core::rate::{MAX_KEYS, MAX_LIMIT, MAX_WINDOW};
-            if k.limit == 0 || k.limit > MAX_LIMIT {
-                return Err(E::new("per_key.limit", format!("must be 1 to {MAX_LIMIT}")));
-            }
-            if k.window.is_zero() || k.window > MAX_WINDOW {
-                return Err(E::new(
-                    "per_key.window",
-                    "must be above 0 and at most 100 years",
-                ));
-            }
+            use backstop_core::rate::MAX_KEYS;
+            k.quota()?;
             if k.max_keys == 0 || k.max_keys > MAX_KEYS {
                 return Err(E::new(
                     "per_key.max_keys",
@@ -247,7 +207,7 @@ impl SimConfig {
             }
         }
         if self.disk.capacity_bytes == 0 {
-            return Err(E::new("disk.capacity_bytes", "must be above 0"));
+            return Err(E::new("disk.capacity", "must be above 0"));
         }
         if self.disk.stages == 0 || self.disk.stages > 64 {
             return Err(E::new("disk.stages", "must be within 1..=64"));
@@ -275,7 +235,7 @@ impl SimConfig {
 
     /// The rate window in microseconds.
     pub fn rate_window_us(&self) -> u64 {
-        self.limits.rate.window_ms.saturating_mul(1000)
+        u64::try_from(self.limits.rate.window.as_micros()).unwrap_or(u64::MAX)
     }
 
     /// The byte count above which the disk is under pressure.
@@ -284,22 +244,19 @@ impl SimConfig {
     }
 }
 
-/// Parses a duration as backstop-core's [`units::parse_duration`] does (`"90s"`,
-/// `"10m"`, `"24h"`, `"250ms"`, `"1h 30m"`), or a bare number of seconds (legacy).
+/// Parses a duration in backstop-core's grammar ([`HumanDuration`]: `"90s"`, `"10m"`,
+/// `"24h"`, `"250ms"`, `"1h 30m"`), at most 100 years.
 ///
 /// ```
 /// use std::time::Duration;
 /// use backstop_sim::config::parse_duration;
 /// assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
 /// assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-/// assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+/// assert!(parse_duration("90").is_err(), "a bare number has no unit");
 /// assert!(parse_duration("-3s").is_err());
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d = match text.trim().parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => units::parse_duration(text)?,
-    };
+    let d = Duration::from(text.parse::<HumanDuration>().map_err(|e| e.to_string())?);
     if d.as_micros() > u128::from(backstop_sim_check::trace::MAX_TIME_US) {
         return Err(format!("`{text}` is beyond 100 years"));
     }
@@ -311,18 +268,20 @@ fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     HumanDuration(*d).serialize(s)
 }
 
-/// A duration as text, or a bare number of seconds (legacy).
+/// A duration as text, within [`parse_duration`]'s range.
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Text(String),
-        Secs(u64),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
-        Raw::Secs(s) => Ok(Duration::from_secs(s)),
-    }
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// Writes a size as text (`"100GiB"`).
+fn ser_bytes<S: Serializer>(bytes: &u64, s: S) -> Result<S::Ok, S::Error> {
+    ByteSize(*bytes).serialize(s)
+}
+
+/// A size as text (`"100GiB"`).
+fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    ByteSize::deserialize(d).map(ByteSize::bytes)
 }
 
 #[cfg(test)]
@@ -377,9 +336,10 @@ mod tests {
             ("[limits.queue]\nmax = 0", "limits.queue.max"),
             ("[limits]\nshadow = true", "limits.shadow"),
             (
-                "[limits.resources]\nmemory_margin_mib = 9999",
-                "limits.resources.memory_margin_mib",
+                "[limits.resources]\nmemory_margin = \"9999MiB\"",
+                "limits.resources.memory_margin",
             ),
+            ("[limits.rate]\nwindow = \"1500ns\"", "limits.rate.window"),
             ("[sweep]\ninterval = \"0s\"", "sweep.interval"),
             ("[sweep]\ninterval = \"500ms\"", "at least 1s"),
             (
@@ -403,8 +363,11 @@ mod tests {
             "x",
         )
         .unwrap();
-        assert_eq!(c.limits.rate.window_ms, 30_000);
-        assert_eq!(c.limits.resources.min_free_disk_mib, 2048);
+        assert_eq!(c.limits.rate.window, Duration::from_secs(30));
+        assert_eq!(
+            c.limits.resources.min_free_disk,
+            backstop_core::ByteSize::gib(2)
+        );
         assert_eq!(c.disk.capacity_bytes, 50 << 30);
         assert_eq!(c.sweep.interval, Duration::from_secs(5400));
         let text = toml::to_string(&c).unwrap();
@@ -412,20 +375,14 @@ mod tests {
     }
 
     #[test]
-    fn legacy_keys_still_read() {
-        let legacy = SimConfig::from_toml_str(
-            "[limits.rate]\nwindow_ms = 30000\n[disk]\ncapacity_bytes = 53687091200\n\
-             [sweep]\ninterval = 5400\n",
-            "x",
-        )
-        .unwrap();
-        let human = SimConfig::from_toml_str(
-            "[limits.rate]\nwindow = \"30s\"\n[disk]\ncapacity = \"50GiB\"\n\
-             [sweep]\ninterval = \"90m\"\n",
-            "x",
-        )
-        .unwrap();
-        assert_eq!(legacy, human);
+    fn each_setting_has_one_spelling() {
+        for text in [
+            "[limits.rate]\nwindow_ms = 30000\n",
+            "[disk]\ncapacity_bytes = 53687091200\n",
+            "[sweep]\ninterval = 5400\n",
+        ] {
+            assert!(SimConfig::from_toml_str(text, "x").is_err(), "{text}");
+        }
     }
 
     #[test]
@@ -437,11 +394,11 @@ mod tests {
             ),
             (
                 "[disk]\ncapacity = \"1GiB\"\ncapacity_bytes = 5\n",
-                "`disk.capacity_bytes` at line 3, column 1: `capacity` and its legacy alias",
+                "`disk.capacity_bytes` at line 3, column 1: unknown field",
             ),
             (
                 "[limits.rate]\nwindow = \"1m\"\nwindow_ms = 5\n",
-                "`limits.rate.window_ms` at line 3, column 1",
+                "`limits.rate.window_ms` at line 3, column 1: unknown field",
             ),
             (
                 "[limits.rate]\nlimit = 0\n",

@@ -1,22 +1,16 @@
 //! The checkers' parameters from a simulator configuration.
 
+use backstop_core::ByteSize;
 use backstop_sim_check::check::CheckParams;
 
 use crate::config::SimConfig;
 
 impl From<&SimConfig> for CheckParams {
     fn from(c: &SimConfig) -> Self {
-        const MIB: u64 = 1 << 20;
         let l = &c.limits;
         let r = &l.resources;
         // A disabled gate never closes: no threshold to fall below, none to clear.
-        let gate = |mib: u64| {
-            if r.enabled {
-                mib.saturating_mul(MIB)
-            } else {
-                0
-            }
-        };
+        let gate = |size: ByteSize| if r.enabled { size.bytes() } else { 0 };
         CheckParams {
             rate_limit: l.rate.limit,
             rate_window_us: c.rate_window_us(),
@@ -24,10 +18,10 @@ impl From<&SimConfig> for CheckParams {
             max_queue: l.queue.max - l.queue.critical_reserve,
             job_slots: l.jobs.max,
             stages: c.disk.stages,
-            min_memory_bytes: gate(r.min_available_memory_mib),
-            memory_margin_bytes: gate(r.memory_margin_mib),
-            min_disk_bytes: gate(r.min_free_disk_mib),
-            disk_margin_bytes: gate(r.disk_margin_mib),
+            min_memory_bytes: gate(r.min_available_memory),
+            memory_margin_bytes: gate(r.memory_margin),
+            min_disk_bytes: gate(r.min_free_disk),
+            disk_margin_bytes: gate(r.disk_margin),
             capacity_bytes: c.disk.capacity_bytes,
             pressure_bytes: c.pressure_bytes(),
             per_key: c

@@ -155,8 +155,8 @@ pub enum Admit<T> {
 /// once it is an hour old, so the gate never goes stale).
 pub fn simulated_limits(limits: &Limits) -> Limits {
     let mut l = limits.clone();
-    l.resources.sample_interval_ms = 1000;
-    l.resources.max_sample_age_ms = 24 * 3600 * 1000;
+    l.resources.sample_interval = Duration::from_secs(1);
+    l.resources.max_sample_age = Duration::from_secs(24 * 3600);
     l.resources.on_stale = StalePolicy::FailClosed;
     l
 }
@@ -203,7 +203,7 @@ pub fn in_process(
 ) -> Result<Admission<ManualClock>, backstop_core::ConfigError> {
     let mut admission = Admission::with_clock(simulated_limits(limits), clock.clone())?;
     if let Some(k) = per_key {
-        admission = admission.with_per_key(k.limit, k.window, k.max_keys)?;
+        admission = admission.with_per_key(k.quota()?, k.max_keys)?;
     }
     Ok(admission)
 }

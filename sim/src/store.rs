@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use backstop_core::clock::{Clock, ManualClock};
 use backstop_core::resources::{GateState, ResourceReading};
-use backstop_core::{Decision, FrontDoor, RequestClass, WaitReason};
+use backstop_core::{Decision, FrontDoor, Quota, RequestClass, WaitReason};
 use backstop_redis::{RedisAdmission, RedisPermit, RedisStore, RedisTicket, StoreOptions};
 
 use crate::config::SimConfig;
@@ -96,11 +96,11 @@ impl FrontDoor for StoreReplica {
         self.door.start_job(ticket)
     }
 
-    fn rate_limit(&self) -> (u32, Duration) {
+    fn rate_limit(&self) -> Quota {
         self.door.rate_limit()
     }
 
-    fn client_rate_limit(&self, key: &str) -> Option<(u32, Duration)> {
+    fn client_rate_limit(&self, key: &str) -> Option<Quota> {
         self.door.client_rate_limit(key)
     }
 }
@@ -252,7 +252,7 @@ impl StoreRun {
                 let mut door =
                     RedisAdmission::with_lease(&self.store, &self.name, limits.clone(), LEASE)?;
                 if let Some(k) = &self.config.per_key {
-                    door = door.with_per_key(k.limit, k.window)?;
+                    door = door.with_per_key(k.quota()?)?;
                 }
                 Ok(StoreReplica {
                     door,

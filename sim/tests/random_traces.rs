@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use backstop_core::ByteSize;
 use backstop_sim::config::{PerKeyConfig, SimConfig};
 use backstop_sim::run::{RunOptions, run};
 use backstop_sim_check::trace::{Event, Events, Request};
@@ -96,13 +97,13 @@ fn config(seed: u64, (limit, queue, slots, stages, pressure_pct, per_key): Shape
         ..SimConfig::default()
     };
     c.limits.rate.limit = limit;
-    c.limits.rate.window_ms = 5_000;
+    c.limits.rate.window = Duration::from_millis(5_000);
     c.limits.queue.max = queue;
     c.limits.jobs.max = slots;
-    c.limits.resources.min_available_memory_mib = 1024;
-    c.limits.resources.memory_margin_mib = 256;
-    c.limits.resources.min_free_disk_mib = 2048;
-    c.limits.resources.disk_margin_mib = 512;
+    c.limits.resources.min_available_memory = ByteSize::mib(1024);
+    c.limits.resources.memory_margin = ByteSize::mib(256);
+    c.limits.resources.min_free_disk = ByteSize::mib(2048);
+    c.limits.resources.disk_margin = ByteSize::mib(512);
     c.disk.capacity_bytes = 20 << 30;
     c.disk.stages = stages;
     c.sweep.pressure_threshold = f64::from(pressure_pct) / 100.0;

@@ -9,12 +9,11 @@ use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
 use backstop_core::jobs::{JobPermit, QueueTicket};
 use backstop_core::resources::{GateState, ResourceReading};
-use backstop_core::{Admission, Decision, FrontDoor, RequestClass, WaitReason};
+use backstop_core::{Admission, Decision, FrontDoor, Quota, RequestClass, WaitReason};
 use backstop_sim::config::SimConfig;
 use backstop_sim::replay::{Replay, replay};
 use backstop_sim::report::RunOutput;
@@ -50,11 +49,11 @@ impl FrontDoor for Replica {
         FrontDoor::start_job(&*self.admission, ticket)
     }
 
-    fn rate_limit(&self) -> (u32, Duration) {
+    fn rate_limit(&self) -> Quota {
         FrontDoor::rate_limit(&*self.admission)
     }
 
-    fn client_rate_limit(&self, key: &str) -> Option<(u32, Duration)> {
+    fn client_rate_limit(&self, key: &str) -> Option<Quota> {
         FrontDoor::client_rate_limit(&*self.admission, key)
     }
 }

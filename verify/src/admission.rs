@@ -26,7 +26,8 @@ use backstop_core::jobs::{JobBounds, JobPermit, QueueTicket};
 use backstop_core::model::{AdmissionModel, Decided, KeyedModel, Refused};
 use backstop_core::resources::ResourceReading;
 use backstop_core::{
-    Admission, Decision, Limits, MetricsSnapshot, OverloadReason, Refusal, RequestClass, WaitReason,
+    Admission, ByteSize, Decision, Limits, MetricsSnapshot, OverloadReason, Quota, Refusal,
+    RequestClass, WaitReason,
 };
 
 use crate::input::Input;
@@ -44,18 +45,18 @@ fn any_limits(input: &mut Input<'_>) -> Limits {
         ..Limits::default()
     };
     limits.rate.limit = u32::from(input.below(6));
-    limits.rate.window_ms = u64::from(input.below(4)) * 500;
+    limits.rate.window = Duration::from_millis(u64::from(input.below(4)) * 500);
     limits.queue.max = u32::from(input.below(6));
     limits.queue.critical_reserve = u32::from(input.below(3));
-    limits.queue.retry_after_hint_ms = u64::from(input.u8()) * 10;
+    limits.queue.retry_after_hint = Duration::from_millis(u64::from(input.u8()) * 10);
     limits.jobs.max = u32::from(input.below(5));
     limits.resources.enabled = input.bool();
-    limits.resources.min_available_memory_mib = u64::from(input.below(8));
-    limits.resources.memory_margin_mib = u64::from(input.below(3));
-    limits.resources.min_free_disk_mib = 0;
-    limits.resources.disk_margin_mib = 0;
-    limits.resources.sample_interval_ms = 100;
-    limits.resources.max_sample_age_ms = 100 + u64::from(input.below(4)) * 1000;
+    limits.resources.min_available_memory = ByteSize::mib(u64::from(input.below(8)));
+    limits.resources.memory_margin = ByteSize::mib(u64::from(input.below(3)));
+    limits.resources.min_free_disk = ByteSize(0);
+    limits.resources.disk_margin = ByteSize(0);
+    limits.resources.sample_interval = Duration::from_millis(100);
+    limits.resources.max_sample_age = Duration::from_millis(100 + u64::from(input.below(4)) * 1000);
     limits
 }
 
@@ -67,7 +68,10 @@ fn shape_and_bounds(limits: &Limits) -> ((u32, u64), JobBounds) {
         max_jobs: limits.jobs.max,
     };
     (
-        (limits.rate.limit, limits.rate.window_ms * 1_000_000),
+        (
+            limits.rate.limit,
+            u64::try_from(limits.rate.window.as_nanos()).unwrap_or(u64::MAX),
+        ),
         bounds,
     )
 }
@@ -158,8 +162,8 @@ impl Run {
             let window_ms = 250 * (1 + u64::from(input.below(4)));
             let max_keys = 1 + usize::from(input.below(3));
             model = model.with_clients(KeyedModel::new((limit, window_ms * 1_000_000), max_keys));
-            admission
-                .with_per_key(limit, Duration::from_millis(window_ms), max_keys)
+            Quota::new(limit, Duration::from_millis(window_ms))
+                .and_then(|quota| admission.with_per_key(quota, max_keys))
                 .map_err(|e| Violation::new(format!("valid per-key limits refused: {e}")))?
         };
         Ok(Some(Run {
@@ -238,7 +242,7 @@ impl Run {
                 reason: OverloadReason::QueueFull,
                 retry_after_hint,
             } => {
-                let hint = Duration::from_millis(self.limits.queue.retry_after_hint_ms);
+                let hint = self.limits.queue.retry_after_hint;
                 ensure!(
                     retry_after_hint == hint,
                     "hint {retry_after_hint:?}, configured {hint:?}"

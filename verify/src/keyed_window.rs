@@ -20,6 +20,7 @@ use std::time::Duration;
 use backstop_core::clock::{Clock, ManualClock};
 use backstop_core::model::{KeyedModel, KeyedRefused};
 use backstop_core::rate::{KeyedRefusal, KeyedSlidingWindow, MAX_LIMIT, MAX_WINDOW};
+use backstop_core::{ConfigError, Quota};
 
 use crate::input::Input;
 use crate::sliding_window::invalid_field;
@@ -73,6 +74,11 @@ impl Op {
     }
 }
 
+/// The shape, checked where every limiter's shape is: by [`Quota::new`].
+fn quota((limit, window_ns): (u32, u64)) -> Result<Quota, ConfigError> {
+    Quota::new(limit, Duration::from_nanos(window_ns))
+}
+
 /// The limiter under test and its model.
 struct Run {
     clock: ManualClock,
@@ -88,12 +94,9 @@ impl Run {
         let clock = ManualClock::new();
         let default = any_quota(input);
         let max_keys = usize::from(input.below(5));
-        let built = KeyedSlidingWindow::<u8, ManualClock>::with_clock(
-            default.0,
-            Duration::from_nanos(default.1),
-            max_keys,
-            clock.clone(),
-        );
+        let built = quota(default).and_then(|q| {
+            KeyedSlidingWindow::<u8, ManualClock>::with_clock(q, max_keys, clock.clone())
+        });
         let want_error =
             invalid_field(default.0, default.1).or((max_keys == 0).then_some("max_keys"));
         match (built, want_error) {
@@ -189,9 +192,7 @@ impl Run {
     }
 
     fn set_limit(&mut self, key: u8, (limit, window_ns): (u32, u64)) -> Result<(), Violation> {
-        let result = self
-            .limiter
-            .set_limit(key, limit, Duration::from_nanos(window_ns));
+        let result = quota((limit, window_ns)).and_then(|q| self.limiter.set_limit(key, q));
         // The model takes the override unless a field is out of range.
         let want_field = match invalid_field(limit, window_ns) {
             Some(field) => Some(field),
@@ -211,11 +212,11 @@ impl Run {
                 )));
             }
         }
-        let (got_limit, got_window) = self.limiter.limit_for(&key);
+        let got = self.limiter.quota_for(&key);
         let want = self.model.shape(&key);
         ensure!(
-            (got_limit, got_window.as_nanos()) == (want.0, u128::from(want.1)),
-            "limit_for({key}) is {got_limit}/{got_window:?}, model {want:?}"
+            (got.limit(), got.window().as_nanos()) == (want.0, u128::from(want.1)),
+            "quota_for({key}) is {got}, model {want:?}"
         );
         Ok(())
     }

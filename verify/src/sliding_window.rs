@@ -17,6 +17,7 @@ use std::time::Duration;
 use backstop_core::clock::{Clock, ManualClock};
 use backstop_core::model::WindowModel;
 use backstop_core::rate::{MAX_LIMIT, MAX_WINDOW, SlidingWindow};
+use backstop_core::{ConfigError, Quota};
 
 use crate::input::Input;
 use crate::{Violation, ensure};
@@ -107,6 +108,11 @@ impl Op {
     }
 }
 
+/// The shape, checked where every limiter's shape is: by [`Quota::new`].
+fn quota(limit: u32, window_ns: u64) -> Result<Quota, ConfigError> {
+    Quota::new(limit, Duration::from_nanos(window_ns))
+}
+
 /// The limiter under test and its model.
 struct Run {
     clock: ManualClock,
@@ -120,8 +126,7 @@ impl Run {
     fn build(input: &mut Input<'_>) -> Result<Option<Run>, Violation> {
         let clock = ManualClock::new();
         let (limit, window_ns) = (any_limit(input), any_window_ns(input));
-        let built =
-            SlidingWindow::with_clock(limit, Duration::from_nanos(window_ns), clock.clone());
+        let built = quota(limit, window_ns).map(|q| SlidingWindow::with_clock(q, clock.clone()));
         match (built, invalid_field(limit, window_ns)) {
             (Ok(limiter), None) => Ok(Some(Run {
                 clock,
@@ -227,9 +232,7 @@ impl Run {
     /// In place: limits above the capacity must be refused, invalid ones with the field
     /// named.
     fn reconfigure(&mut self, limit: u32, window_ns: u64) -> Result<(), Violation> {
-        let result = self
-            .limiter
-            .reconfigure(limit, Duration::from_nanos(window_ns));
+        let result = quota(limit, window_ns).and_then(|q| self.limiter.reconfigure(q));
         let refused_field = invalid_field(limit, window_ns)
             .or((limit > self.limiter.capacity()).then_some("limit"));
         match (result, refused_field) {
@@ -253,9 +256,7 @@ impl Run {
 
     /// Into a new limiter: invalid limits must be refused with the field named.
     fn reconfigured(&mut self, limit: u32, window_ns: u64) -> Result<(), Violation> {
-        let result = self
-            .limiter
-            .reconfigured(limit, Duration::from_nanos(window_ns));
+        let result = quota(limit, window_ns).map(|q| self.limiter.reconfigured(q));
         match (result, invalid_field(limit, window_ns)) {
             (Ok(next), None) => {
                 self.limiter = next;

@@ -15,7 +15,7 @@ use crate::decision::{Decision, OverloadReason, RateScope, Refusal, RequestClass
 use crate::jobs::{self, JobPermit, JobSlots, MAX_QUEUE, Priority, QueueGate, QueueTicket};
 use crate::limits::Limits;
 use crate::metrics::{Metrics, Outcome, Shadowed};
-use crate::rate::{KeyedRefusal, KeyedSlidingWindow, RateLimited, SlidingWindow};
+use crate::rate::{KeyedRefusal, KeyedSlidingWindow, Quota, RateLimited, SlidingWindow};
 use crate::resources::{ResourceGate, ResourceProbe, Sampler};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use global::GlobalWindow;
@@ -122,8 +122,7 @@ impl<C: Clock + Clone> Admission<C> {
     /// As [`Limits::validate`].
     pub fn with_clock(limits: Limits, clock: C) -> Result<Self, ConfigError> {
         limits.validate()?;
-        let limiter =
-            SlidingWindow::with_clock(limits.rate.limit, limits.rate.window(), clock.clone())?;
+        let limiter = SlidingWindow::with_clock(limits.rate.quota()?, clock.clone());
         let (queue, slots) = jobs::counters_with_totals(limits.job_bounds())?;
         let gate = StdArc::new(ResourceGate::new(&limits.resources, clock.clone())?);
         let metrics = StdArc::new(Metrics::new(
@@ -155,13 +154,14 @@ impl<C: Clock + Clone> Admission<C> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use backstop_core::{Admission, Limits, RequestClass};
+    /// use backstop_core::{Admission, Limits, Quota, RequestClass};
     /// use backstop_core::clock::ManualClock;
     ///
     /// let mut limits = Limits::default(); // 30 per minute for everyone together
     /// limits.resources.enabled = false;
+    /// let each = Quota::new(2, Duration::from_secs(60))?; // 2 per minute each
     /// let admission = Admission::with_clock(limits, ManualClock::new())?
-    ///     .with_per_key(2, Duration::from_secs(60), 10_000)?; // 2 per minute each
+    ///     .with_per_key(each, 10_000)?;
     ///
     /// let alice = || admission.admit(Some("alice"), RequestClass::Normal);
     /// let _first = alice().into_result().unwrap();
@@ -175,19 +175,10 @@ impl<C: Clock + Clone> Admission<C> {
     ///
     /// # Errors
     ///
-    /// As [`KeyedSlidingWindow::new`]: `limit`, `window` or `max_keys` out of range.
-    pub fn with_per_key(
-        mut self,
-        limit: u32,
-        window: Duration,
-        max_keys: usize,
-    ) -> Result<Self, ConfigError> {
-        self.per_key = Some(KeyedSlidingWindow::with_clock(
-            limit,
-            window,
-            max_keys,
-            self.clock.clone(),
-        )?);
+    /// As [`KeyedSlidingWindow::new`]: `max_keys` out of range.
+    pub fn with_per_key(mut self, quota: Quota, max_keys: usize) -> Result<Self, ConfigError> {
+        let keyed = KeyedSlidingWindow::with_clock(quota, max_keys, self.clock.clone())?;
+        self.per_key = Some(keyed);
         Ok(self)
     }
 
@@ -222,8 +213,7 @@ impl<C: Clock + Clone> Admission<C> {
             .limits
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.global
-            .reshape(limits.rate.limit, limits.rate.window())?;
+        self.global.reshape(limits.rate.quota()?)?;
         self.queue.set_bounds(limits.job_bounds())?;
         self.gate.reconfigure(&limits.resources)?;
         // Relaxed: lone values; a request racing the change is judged by either.
@@ -404,7 +394,7 @@ impl<C: Clock> Admission<C> {
     }
 
     /// Starts a thread that samples `probe` into the resource gate every
-    /// `resources.sample_interval_ms` (as configured now). Keep the [`Sampler`]: dropping
+    /// `resources.sample_interval` (as configured now). Keep the [`Sampler`]: dropping
     /// it stops the thread.
     ///
     /// # Errors
@@ -415,15 +405,15 @@ impl<C: Clock> Admission<C> {
         C: 'static,
         P: ResourceProbe + 'static,
     {
-        let interval = self.limits().resources.sample_interval();
+        let interval = self.limits().resources.sample_interval;
         Sampler::spawn(StdArc::clone(&self.gate), probe, interval)
     }
 
-    /// The shared rate limit in force, `(limit, window)`, read without a lock (what an
-    /// HTTP layer advertises in `RateLimit-Policy`). A read racing
+    /// The shared rate limit in force, read without a lock (what an HTTP layer
+    /// advertises in `RateLimit-Policy`). A read racing
     /// [`reconfigure`](Self::reconfigure) may see the old or the new limit.
-    pub fn rate_limit(&self) -> (u32, Duration) {
-        self.global.current().shape()
+    pub fn rate_limit(&self) -> Quota {
+        self.global.current().quota()
     }
 
     /// The limits in force.
@@ -482,5 +472,6 @@ fn global_refusal(limited: RateLimited) -> Refusal {
 
 /// The configured 503 `Retry-After` hint in nanoseconds.
 fn hint_ns(limits: &Limits) -> u64 {
-    limits.queue.retry_after_hint_ms.saturating_mul(1_000_000)
+    // At most an hour (`Limits::validate`).
+    u64::try_from(limits.queue.retry_after_hint.as_nanos()).unwrap_or(u64::MAX)
 }

@@ -3,7 +3,7 @@ use std::fmt;
 /// A configuration value was rejected.
 ///
 /// Names the field by its key path as the user spelled it (`rate.window`,
-/// `resources.min_free_disk_mib`), why, and, when it came from a file, the line and
+/// `resources.min_free_disk`), why, and, when it came from a file, the line and
 /// column, so that an operator can fix the config without reading the source.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid `{field}`{}: {reason}", Position(*.position))]
@@ -47,6 +47,13 @@ impl ConfigError {
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = field.into();
         self
+    }
+
+    /// The same rejection for a field of `section`: `limit` under `rate` is `rate.limit`.
+    #[must_use]
+    pub fn under(self, section: &str) -> Self {
+        let field = format!("{section}.{}", self.field);
+        self.with_field(field)
     }
 
     /// The rejected field.

@@ -3,12 +3,12 @@
 //! `backstop-redis` crate's `RedisAdmission`).
 
 use std::future::{Future, ready};
-use std::time::Duration;
 
 use crate::admission::Admission;
 use crate::clock::Clock;
 use crate::decision::{Decision, RequestClass, WaitReason};
 use crate::jobs::{JobPermit, QueueTicket};
+use crate::rate::Quota;
 
 /// A front door: admits requests (429 and 503 with the same [`Refusal`](crate::Refusal)s
 /// whatever the backend) and starts their jobs.
@@ -89,11 +89,11 @@ pub trait FrontDoor: Send + Sync {
         ticket: Self::Ticket,
     ) -> impl Future<Output = Result<Self::Permit, (Self::Ticket, WaitReason)>> + Send;
 
-    /// The shared rate limit in force, `(limit, window)`, for `RateLimit-Policy`.
-    fn rate_limit(&self) -> (u32, Duration);
+    /// The shared rate limit in force, for `RateLimit-Policy`.
+    fn rate_limit(&self) -> Quota;
 
     /// The limit in force for client `key`, when the door has a per-client stage.
-    fn client_rate_limit(&self, key: &str) -> Option<(u32, Duration)>;
+    fn client_rate_limit(&self, key: &str) -> Option<Quota>;
 }
 
 impl<C: Clock> FrontDoor for Admission<C> {
@@ -124,11 +124,11 @@ impl<C: Clock> FrontDoor for Admission<C> {
     }
 
     #[inline]
-    fn rate_limit(&self) -> (u32, Duration) {
+    fn rate_limit(&self) -> Quota {
         Admission::rate_limit(self)
     }
 
-    fn client_rate_limit(&self, key: &str) -> Option<(u32, Duration)> {
-        self.per_key().map(|per_key| per_key.limit_for(key))
+    fn client_rate_limit(&self, key: &str) -> Option<Quota> {
+        self.per_key().map(|per_key| per_key.quota_for(key))
     }
 }

@@ -11,13 +11,17 @@
 //! Time comes only through the [`clock::Clock`] trait, so tests and the simulator drive
 //! everything on virtual time with [`clock::ManualClock`].
 //!
+//! A rate shape is a [`Quota`] (`limit` per `window`), checked once when it is made;
+//! limiters built from one cannot fail.
+//!
 //! ```
 //! use std::time::Duration;
+//! use backstop_core::Quota;
 //! use backstop_core::clock::ManualClock;
 //! use backstop_core::rate::SlidingWindow;
 //!
 //! let clock = ManualClock::new();
-//! let limiter = SlidingWindow::with_clock(2, Duration::from_secs(60), clock.clone())?;
+//! let limiter = SlidingWindow::with_clock(Quota::new(2, Duration::from_secs(60))?, clock.clone());
 //! assert!(limiter.try_acquire().is_ok());
 //! clock.advance(Duration::from_secs(10));
 //! assert!(limiter.try_acquire().is_ok());
@@ -43,8 +47,8 @@ pub mod rate;
 pub mod resources;
 mod sync;
 #[cfg(feature = "toml")]
-pub mod toml_config;
-pub mod units;
+mod toml_config;
+mod units;
 
 /// The reference models of the rules (feature `model`), for checkers.
 #[cfg(feature = "model")]
@@ -57,3 +61,7 @@ pub use decision::{Decision, OverloadReason, RateScope, Refusal, RequestClass, W
 pub use door::FrontDoor;
 pub use limits::{JobLimits, Limits, QueueLimits, RateLimits};
 pub use metrics::{Metrics, MetricsSnapshot};
+pub use rate::Quota;
+#[cfg(feature = "toml")]
+pub use toml_config::parse_toml;
+pub use units::{ByteSize, HumanDuration, UnitError};

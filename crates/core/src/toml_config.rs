@@ -2,17 +2,9 @@
 //! and the column: `invalid `rate.window` at line 3, column 10: ...`.
 //!
 //! serde_path_to_error follows the key path while serde deserializes; toml gives the
-//! span of the value (or key) that failed. A value that parses but fails a later
-//! `validate()` is placed with [`locate`], which finds its key in the document.
-//!
-//! ```
-//! use backstop_core::{Limits, toml_config};
-//!
-//! let text = "[rate]\nlimit = 10\nwindow = \"sixty\"\n";
-//! let err = toml_config::from_toml_str::<Limits>(text).unwrap_err();
-//! assert_eq!(err.field(), "rate.window");
-//! assert_eq!((err.line(), err.column()), (Some(3), Some(10)));
-//! ```
+//! span of the value (or key) that failed. A value that parses but fails the
+//! configuration's own check is placed with [`locate`], which finds its key in the
+//! document.
 
 use serde::de::DeserializeOwned;
 use toml::de::{DeTable, DeValue};
@@ -20,59 +12,72 @@ use toml::de::{DeTable, DeValue};
 use crate::ConfigError;
 
 /// The field named for a document that is not TOML at all.
-pub const SYNTAX: &str = "(TOML syntax)";
+pub(crate) const SYNTAX: &str = "(TOML syntax)";
 
-/// Deserializes `T` from TOML text.
+/// Parses TOML text into `T` (a service's configuration, [`Limits`] or one that holds
+/// it), then runs `check` on it (the checks serde cannot make: ranges, relations between
+/// fields). Missing fields take whatever defaults `T` gives them; unknown fields are
+/// errors when `T` denies them.
+///
+/// ```
+/// use backstop_core::{ConfigError, Limits, parse_toml};
+///
+/// #[derive(serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct Service {
+///     workers: u32,
+///     limits: Limits,
+/// }
+///
+/// fn check(service: &Service) -> Result<(), ConfigError> {
+///     service.limits.validate().map_err(|e| e.under("limits"))
+/// }
+///
+/// let text = "workers = 4\n[limits.rate]\nlimit = 0\n";
+/// let err = parse_toml::<Service>(text, check).err().unwrap();
+/// assert_eq!(err.to_string(), "invalid `limits.rate.limit` at line 3, column 1: must be 1 to 16777216, got 0");
+///
+/// let err = parse_toml::<Service>("workers = \"four\"\n", check).err().unwrap();
+/// assert_eq!((err.field(), err.line(), err.column()), ("workers", Some(1), Some(11)));
+/// ```
 ///
 /// # Errors
 ///
 /// A [`ConfigError`] with the key path (`section.key`), the line and column and the
-/// reason, for malformed TOML, an unknown key, or a value of the wrong type or form.
-/// For malformed TOML, where there is no key path yet, the field is [`SYNTAX`] and the
-/// reason quotes the offending line.
-pub fn from_toml_str<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+/// reason: for malformed TOML (the field is `(TOML syntax)` and the reason quotes the
+/// offending line), an unknown key, a value of the wrong type or form, or a value
+/// `check` refuses (placed at its key when the key is in the text).
+pub fn parse_toml<T: DeserializeOwned>(
+    text: &str,
+    check: impl FnOnce(&T) -> Result<(), ConfigError>,
+) -> Result<T, ConfigError> {
+    let value = deserialize(text)?;
+    check(&value).map_err(|e| locate(e, text))?;
+    Ok(value)
+}
+
+/// Deserializes `T` from TOML text, errors placed as in [`parse_toml`].
+fn deserialize<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
     let document = toml::Deserializer::parse(text).map_err(|e| syntax_error(text, &e))?;
     serde_path_to_error::deserialize(document).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let message = inner.message().trim().to_owned();
-        let field = if path == "." { String::new() } else { path };
-        let span = inner.span();
-        let field = if field.is_empty() {
+        let field = if path == "." {
             "(root)".to_owned()
         } else {
-            field
+            path
         };
-        // A section's own check (`units::one_of`, `units::whole_millis`, ...) fails for
-        // the section, with the key it means first in backticks; both spellings of one
-        // setting name the legacy one, the key to remove. Point at that key.
-        let named = message
-            .split_once("legacy alias `")
-            .map(|(_, rest)| rest)
-            .or_else(|| message.strip_prefix('`'))
-            .and_then(|rest| rest.split_once('`'))
-            .map(|(key, _)| key);
-        if let Some(key) = named {
-            let field = if field == "(root)" {
-                key.to_owned()
-            } else {
-                format!("{field}.{key}")
-            };
-            return locate(ConfigError::new(field, message), text);
-        }
-        let error = ConfigError::new(field, message);
-        match span {
+        let error = ConfigError::new(field, inner.message().trim());
+        match inner.span() {
             Some(span) => place(error, text, span.start),
             None => error,
         }
     })
 }
 
-/// Places an error from `validate()` at its key in `text`: the line and column of the
-/// key, and the key path as spelled there. A key with a legacy alias (`window` /
-/// `window_ms`, `min_free_disk` / `min_free_disk_mib`) is found under either spelling.
+/// Places an error from a check at its key in `text`: the line and column of the key.
 /// An error whose key is not in the text (a default broke a rule) comes back as is.
-pub fn locate(error: ConfigError, text: &str) -> ConfigError {
+fn locate(error: ConfigError, text: &str) -> ConfigError {
     if error.line().is_some() {
         return error;
     }
@@ -94,30 +99,10 @@ pub fn locate(error: ConfigError, text: &str) -> ConfigError {
         };
         table = next;
     }
-    for candidate in spellings(last) {
-        if let Some((key, _)) = table.iter().find(|(k, _)| k.get_ref() == &candidate) {
-            let mut field = sections.join(".");
-            if !field.is_empty() {
-                field.push('.');
-            }
-            field.push_str(&candidate);
-            let start = key.span().start;
-            return place(error.with_field(field), text, start);
-        }
+    match table.iter().find(|(k, _)| k.get_ref() == last) {
+        Some((key, _)) => place(error, text, key.span().start),
+        None => error,
     }
-    error
-}
-
-/// `key` and its other spelling: `window_ms` ↔ `window`, `min_free_disk_mib` ↔
-/// `min_free_disk`.
-fn spellings(key: &str) -> Vec<String> {
-    const LEGACY_SUFFIXES: [&str; 4] = ["_ms", "_mib", "_secs", "_bytes"];
-    let mut out = vec![key.to_owned()];
-    match LEGACY_SUFFIXES.iter().find_map(|s| key.strip_suffix(s)) {
-        Some(human) => out.push(human.to_owned()),
-        None => out.extend(LEGACY_SUFFIXES.iter().map(|s| format!("{key}{s}"))),
-    }
-    out
 }
 
 fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigError {
@@ -160,11 +145,5 @@ mod tests {
         assert_eq!(line_column("a\nbé = 1", 7), (2, 5));
         assert_eq!(line_column("x", 0), (1, 1));
         assert_eq!(line_column("x", 99), (1, 2));
-    }
-
-    #[test]
-    fn both_spellings_are_tried() {
-        assert_eq!(spellings("window_ms"), ["window_ms", "window"]);
-        assert!(spellings("window").contains(&"window_ms".to_owned()));
     }
 }

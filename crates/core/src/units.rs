@@ -1,177 +1,236 @@
-//! Durations and sizes as people write them in a config file: `"60s"`, `"250ms"`,
-//! `"24h"`, `"2GiB"`.
+//! Durations and sizes as people write them in a config file or on a command line:
+//! `"60s"`, `"250ms"`, `"24h"`, `"2GiB"`. One grammar for every reader: [`Limits`]'s
+//! TOML, the simulator's and make-video's configs, the sweep CLI's flags.
 //!
 //! Durations are read by [humantime](https://docs.rs/humantime) (`"1h 30m"`, `"2d"`,
 //! `"10us"`), sizes by [bytesize](https://docs.rs/bytesize) (`"512MiB"`, `"2GiB"`,
 //! `"1.5GiB"`, `"500MB"`; `KiB`/`MiB`/`GiB` are powers of 1024, `kB`/`MB`/`GB` of
-//! 1000). Written back, a value reads the same way it parses.
+//! 1000). A bare number is refused: in a config it is more likely a forgotten unit.
+//! Written back, a value reads the same way it parses.
 //!
-//! ```
-//! use std::time::Duration;
-//! use backstop_core::units::{parse_duration, parse_size};
-//!
-//! assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-//! assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
-//! assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-//! assert!(parse_duration("60").unwrap_err().contains("unit"));
-//! ```
+//! [`Limits`]: crate::Limits
 
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
-/// Parses a duration such as `"60s"`, `"250ms"`, `"1h 30m"` or `"24h"`.
-///
-/// # Errors
-///
-/// A sentence saying what is wrong, with an example of what is accepted.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("not a duration: `{text}` ({e}); write e.g. \"250ms\", \"60s\", \"24h\"")
-    })
+/// A duration or size that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnitError {
+    /// A duration humantime does not read.
+    #[error("not a duration: `{text}` ({reason}); write e.g. \"250ms\", \"60s\", \"24h\"")]
+    Duration {
+        /// What was given.
+        text: String,
+        /// What humantime says is wrong.
+        reason: String,
+    },
+    /// A size without a unit (a bare number, or nothing).
+    #[error("not a size: `{text}` has no unit; write e.g. \"64KiB\", \"512MiB\", \"2GiB\"")]
+    SizeWithoutUnit {
+        /// What was given.
+        text: String,
+    },
+    /// A size bytesize does not read.
+    #[error("not a size: `{text}` ({reason}); write e.g. \"64KiB\", \"512MiB\", \"2GiB\"")]
+    Size {
+        /// What was given.
+        text: String,
+        /// What bytesize says is wrong.
+        reason: String,
+    },
 }
 
-/// Parses a size such as `"2GiB"`, `"512MiB"` or `"64KiB"` into bytes.
+/// A [`Duration`] written as text: `"250ms"`, `"60s"`, `"1h 30m"`, `"24h"`. What a
+/// configuration or a command-line flag holds before it becomes a `Duration`.
 ///
-/// # Errors
+/// ```
+/// use std::time::Duration;
+/// use backstop_core::HumanDuration;
 ///
-/// A sentence saying what is wrong, with an example of what is accepted.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let trimmed = text.trim();
-    // bytesize reads a bare number as bytes; in a config a bare number is more likely a
-    // forgotten unit, so one is required.
-    if trimmed.is_empty() || trimmed.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "not a size: `{text}` has no unit; write e.g. \"64KiB\", \"512MiB\", \"2GiB\""
-        ));
+/// let day: HumanDuration = "24h".parse()?;
+/// assert_eq!(Duration::from(day), Duration::from_secs(86_400));
+/// assert_eq!(day.to_string(), "1day");
+/// assert!("60".parse::<HumanDuration>().is_err(), "a bare number has no unit");
+/// # Ok::<(), backstop_core::UnitError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = UnitError;
+
+    fn from_str(text: &str) -> Result<Self, UnitError> {
+        humantime::parse_duration(text.trim())
+            .map(HumanDuration)
+            .map_err(|e| UnitError::Duration {
+                text: text.to_owned(),
+                reason: e.to_string(),
+            })
     }
-    trimmed
-        .parse::<bytesize::ByteSize>()
-        .map(|size| size.as_u64())
-        .map_err(|e| {
-            format!("not a size: `{text}` ({e}); write e.g. \"64KiB\", \"512MiB\", \"2GiB\"")
-        })
 }
 
-/// Writes `bytes` in the largest binary unit that holds it exactly (`"2GiB"`, `"1536MiB"`).
-pub fn format_size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["EiB", "PiB", "TiB", "GiB", "MiB", "KiB"];
-    for (i, unit) in UNITS.iter().enumerate() {
-        let factor = 1u64 << (10 * (UNITS.len() - i));
-        if bytes != 0 && bytes % factor == 0 {
-            return format!("{}{unit}", bytes / factor);
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_duration(self.0).fmt(f)
+    }
+}
+
+impl From<HumanDuration> for Duration {
+    fn from(text: HumanDuration) -> Duration {
+        text.0
+    }
+}
+
+impl From<Duration> for HumanDuration {
+    fn from(duration: Duration) -> HumanDuration {
+        HumanDuration(duration)
+    }
+}
+
+/// A number of bytes, written as text with a unit: `"64KiB"`, `"512MiB"`, `"2GiB"`,
+/// `"1.5GiB"`, `"500MB"`.
+///
+/// ```
+/// use backstop_core::ByteSize;
+///
+/// let size: ByteSize = "2GiB".parse()?;
+/// assert_eq!(size, ByteSize::gib(2));
+/// assert_eq!(size.bytes(), 2 << 30);
+/// assert_eq!(ByteSize::mib(1536).to_string(), "1536MiB");
+/// assert!("2048".parse::<ByteSize>().is_err(), "a bare number has no unit");
+/// # Ok::<(), backstop_core::UnitError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// `n` bytes.
+    pub const fn b(n: u64) -> ByteSize {
+        ByteSize(n)
+    }
+
+    /// `n` KiB (saturating at `u64::MAX` bytes).
+    pub const fn kib(n: u64) -> ByteSize {
+        ByteSize(n.saturating_mul(1 << 10))
+    }
+
+    /// `n` MiB (saturating).
+    pub const fn mib(n: u64) -> ByteSize {
+        ByteSize(n.saturating_mul(1 << 20))
+    }
+
+    /// `n` GiB (saturating).
+    pub const fn gib(n: u64) -> ByteSize {
+        ByteSize(n.saturating_mul(1 << 30))
+    }
+
+    /// The size in bytes.
+    pub const fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = UnitError;
+
+    fn from_str(text: &str) -> Result<Self, UnitError> {
+        let trimmed = text.trim();
+        if trimmed.is_empty() || trimmed.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(UnitError::SizeWithoutUnit {
+                text: text.to_owned(),
+            });
+        }
+        trimmed
+            .parse::<bytesize::ByteSize>()
+            .map(|size| ByteSize(size.as_u64()))
+            .map_err(|reason| UnitError::Size {
+                text: text.to_owned(),
+                reason,
+            })
+    }
+}
+
+impl fmt::Display for ByteSize {
+    /// The largest binary unit that holds the size exactly (`"2GiB"`, `"1536MiB"`), so
+    /// that it parses back to the same number.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 6] = ["EiB", "PiB", "TiB", "GiB", "MiB", "KiB"];
+        for (i, unit) in UNITS.iter().enumerate() {
+            let factor = 1u64 << (10 * (UNITS.len() - i));
+            if self.0 != 0 && self.0 % factor == 0 {
+                return write!(f, "{}{unit}", self.0 / factor);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+/// Reads a value of `T` from text, for serde.
+fn from_text<'de, D, T>(deserializer: D, expecting: &'static str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err = UnitError>,
+{
+    struct Visitor<T>(&'static str, std::marker::PhantomData<T>);
+    impl<T: FromStr<Err = UnitError>> de::Visitor<'_> for Visitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+            text.parse().map_err(E::custom)
         }
     }
-    format!("{bytes}B")
+    deserializer.deserialize_str(Visitor(expecting, std::marker::PhantomData))
 }
-
-/// A duration in a config file, written as text (`"60s"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl de::Visitor<'_> for Visitor {
-            type Value = HumanDuration;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration as text, e.g. \"250ms\", \"60s\", \"24h\"")
-            }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<HumanDuration, E> {
-                parse_duration(text).map(HumanDuration).map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_str(Visitor)
+        from_text(
+            deserializer,
+            "a duration as text, e.g. \"250ms\", \"60s\", \"24h\"",
+        )
     }
 }
 
 impl Serialize for HumanDuration {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&humantime::format_duration(self.0))
+        serializer.collect_str(self)
     }
 }
 
-/// A size in a config file, written as text (`"2GiB"`), in bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanSize(pub u64);
-
-impl<'de> Deserialize<'de> for HumanSize {
+impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl de::Visitor<'_> for Visitor {
-            type Value = HumanSize;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a size as text, e.g. \"512MiB\", \"2GiB\"")
-            }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<HumanSize, E> {
-                parse_size(text).map(HumanSize).map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_str(Visitor)
+        from_text(deserializer, "a size as text, e.g. \"512MiB\", \"2GiB\"")
     }
 }
 
-impl Serialize for HumanSize {
+impl Serialize for ByteSize {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&format_size(self.0))
+        serializer.collect_str(self)
     }
 }
 
-/// One setting that may be spelled two ways: `key = "60s"` and its legacy alias
-/// `key_ms = 60000`. Giving both is an error rather than a silent pick.
-///
-/// # Errors
-///
-/// A sentence naming both keys when both are given.
-pub fn one_of<T>(
-    human: Option<T>,
-    legacy: Option<T>,
-    key: &str,
-    legacy_key: &str,
-) -> Result<Option<T>, String> {
-    match (human, legacy) {
-        (Some(_), Some(_)) => Err(format!(
-            "`{key}` and its legacy alias `{legacy_key}` are both given; keep one"
-        )),
-        (Some(v), None) | (None, Some(v)) => Ok(Some(v)),
-        (None, None) => Ok(None),
-    }
-}
+/// `#[serde(with = "crate::units::text")]` for a `Duration` field written as text.
+pub(crate) mod text {
+    use std::time::Duration;
 
-// Errors of the section conversions below start with the key in backticks: the TOML
-// reader takes it as the key within the section being read (`toml_config`).
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// `duration` in whole milliseconds, for a field stored in milliseconds.
-///
-/// # Errors
-///
-/// A sentence naming `key` when the duration has a fraction of a millisecond or does
-/// not fit.
-pub fn whole_millis(duration: Duration, key: &str) -> Result<u64, String> {
-    if duration.subsec_nanos() % 1_000_000 != 0 {
-        return Err(format!(
-            "`{key}` must be whole milliseconds, got {}",
-            humantime::format_duration(duration)
-        ));
-    }
-    u64::try_from(duration.as_millis()).map_err(|_| format!("`{key}` is too long"))
-}
+    use super::HumanDuration;
 
-/// `bytes` in whole MiB, for a field stored in MiB.
-///
-/// # Errors
-///
-/// A sentence naming `key` when the size is not a whole number of MiB.
-pub fn whole_mib(bytes: u64, key: &str) -> Result<u64, String> {
-    const MIB: u64 = 1 << 20;
-    if bytes % MIB != 0 {
-        return Err(format!(
-            "`{key}` must be a whole number of MiB, got {bytes} bytes"
-        ));
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        HumanDuration(*d).serialize(s)
     }
-    Ok(bytes / MIB)
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        HumanDuration::deserialize(d).map(Duration::from)
+    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -191,47 +250,40 @@ mod tests {
             5 << 40,
             u64::MAX,
         ] {
-            let text = format_size(bytes);
-            if bytes == 0 || bytes < 1024 || bytes == u64::MAX {
+            let text = ByteSize(bytes).to_string();
+            if bytes < 1024 || bytes == u64::MAX {
                 assert_eq!(text, format!("{bytes}B"));
                 continue;
             }
-            assert_eq!(parse_size(&text), Ok(bytes), "{text}");
+            assert_eq!(text.parse(), Ok(ByteSize(bytes)), "{text}");
         }
-        assert_eq!(format_size(2 << 30), "2GiB");
-        assert_eq!(format_size(1536 << 20), "1536MiB");
+        assert_eq!(ByteSize::gib(2).to_string(), "2GiB");
+        assert_eq!(ByteSize::mib(1536).to_string(), "1536MiB");
+    }
+
+    #[test]
+    fn durations_round_trip_exactly() {
+        for text in ["250ms", "1m", "1h 30m", "1day", "10us", "1s 5ns"] {
+            let duration: HumanDuration = text.parse().unwrap();
+            assert_eq!(duration.to_string().parse(), Ok(duration), "{text}");
+        }
     }
 
     #[test]
     fn bad_values_say_what_is_accepted() {
-        assert!(parse_size("2").unwrap_err().contains("has no unit"));
-        assert!(parse_size("2 parsecs").unwrap_err().contains("2GiB"));
-        assert!(parse_duration("5 parsecs").unwrap_err().contains("60s"));
-        assert!(parse_duration("").is_err());
-    }
-
-    #[test]
-    fn legacy_and_human_spelling_together_is_an_error() {
-        assert_eq!(one_of(Some(1), None, "a", "a_ms"), Ok(Some(1)));
-        assert_eq!(one_of(None, Some(2), "a", "a_ms"), Ok(Some(2)));
-        assert_eq!(one_of::<u8>(None, None, "a", "a_ms"), Ok(None));
-        let e = one_of(Some(1), Some(2), "window", "window_ms").unwrap_err();
-        assert!(e.contains("`window`") && e.contains("`window_ms`"), "{e}");
-    }
-
-    #[test]
-    fn fractions_of_the_stored_unit_are_refused() {
-        assert_eq!(whole_millis(Duration::from_secs(60), "w"), Ok(60_000));
+        let missing = "2".parse::<ByteSize>().unwrap_err();
+        assert!(matches!(missing, UnitError::SizeWithoutUnit { .. }));
+        assert!(missing.to_string().contains("has no unit"));
         assert!(
-            whole_millis(Duration::from_micros(1500), "w")
+            "2 parsecs"
+                .parse::<ByteSize>()
                 .unwrap_err()
-                .contains("whole milliseconds")
+                .to_string()
+                .contains("2GiB")
         );
-        assert_eq!(whole_mib(2 << 30, "m"), Ok(2048));
-        assert!(
-            whole_mib(1000, "m")
-                .unwrap_err()
-                .contains("whole number of MiB")
-        );
+        let bad = "5 parsecs".parse::<HumanDuration>().unwrap_err();
+        assert!(matches!(bad, UnitError::Duration { .. }));
+        assert!(bad.to_string().contains("60s"));
+        assert!("".parse::<HumanDuration>().is_err());
     }
 }

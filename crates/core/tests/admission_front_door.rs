@@ -10,13 +10,14 @@ use backstop_core::{
     Admission, Decision, Limits, MetricsSnapshot, OverloadReason, RateScope, Refusal, RequestClass,
     WaitReason,
 };
+use backstop_core::{ByteSize, Quota};
 
 const MIB: u64 = 1 << 20;
 
 fn limits(rate: u32, queue: u32, jobs: u32) -> Limits {
     let mut limits = Limits::default();
     limits.rate.limit = rate;
-    limits.rate.window_ms = 10_000;
+    limits.rate.window = Duration::from_millis(10_000);
     limits.queue.max = queue;
     limits.jobs.max = jobs;
     limits.resources.enabled = false;
@@ -45,10 +46,13 @@ fn refusal(decision: Decision) -> Refusal {
 #[test]
 fn defaults_are_the_original_ones() {
     let limits = Limits::default();
-    assert_eq!((limits.rate.limit, limits.rate.window_ms), (30, 60_000));
+    assert_eq!(
+        (limits.rate.limit, limits.rate.window),
+        (30, Duration::from_secs(60))
+    );
     assert_eq!((limits.queue.max, limits.jobs.max), (100, 5));
-    assert_eq!(limits.resources.min_available_memory_mib, 2048);
-    assert_eq!(limits.resources.min_free_disk_mib, 5 * 1024);
+    assert_eq!(limits.resources.min_available_memory, ByteSize::mib(2048));
+    assert_eq!(limits.resources.min_free_disk, ByteSize::gib(5));
     assert!(!limits.shadow);
     limits.validate().unwrap();
 }
@@ -80,7 +84,7 @@ fn rate_limit_comes_first_with_an_exact_retry_after() {
 #[test]
 fn a_full_queue_gives_503_and_the_request_still_counts_in_the_window() {
     let mut l = limits(3, 1, 1);
-    l.queue.retry_after_hint_ms = 2500;
+    l.queue.retry_after_hint = Duration::from_millis(2500);
     let (admission, _clock) = admission(l);
     let held = ticket(admission.try_admit());
     let refused = refusal(admission.try_admit());
@@ -206,7 +210,7 @@ fn a_spawned_sampler_feeds_the_admission_gate() {
     use backstop_core::resources::FakeProbe;
     let mut l = limits(100, 2, 4);
     l.resources.enabled = true;
-    l.resources.sample_interval_ms = 1;
+    l.resources.sample_interval = Duration::from_millis(1);
     let (admission, _clock) = admission(l);
     let probe = FakeProbe::new(ResourceReading::memory_only(MIB));
     let sampler = admission.spawn_sampler(probe.clone()).unwrap();
@@ -532,7 +536,7 @@ fn a_rate_refusal_says_which_stage_refused_and_rate_limit_follows_reconfigure() 
     use backstop_core::RateScope;
     let (admission, _clock) = admission(limits(2, 100, 10));
     let admission = admission
-        .with_per_key(1, Duration::from_secs(10), 8)
+        .with_per_key(Quota::new(1, Duration::from_secs(10)).unwrap(), 8)
         .unwrap();
     let _a = ticket(admission.admit(Some("a"), RequestClass::Normal));
     // "a" has spent its own limit; the shared one has room.
@@ -559,11 +563,12 @@ fn a_rate_refusal_says_which_stage_refused_and_rate_limit_follows_reconfigure() 
         other => panic!("{other:?}"),
     }
 
-    assert_eq!(admission.rate_limit(), (2, Duration::from_secs(10)));
+    let quota = |limit, secs| Quota::new(limit, Duration::from_secs(secs)).unwrap();
+    assert_eq!(admission.rate_limit(), quota(2, 10));
     let mut wider = limits(5, 100, 10);
-    wider.rate.window_ms = 30_000;
+    wider.rate.window = Duration::from_millis(30_000);
     admission.reconfigure(wider).unwrap();
-    assert_eq!(admission.rate_limit(), (5, Duration::from_secs(30)));
+    assert_eq!(admission.rate_limit(), quota(5, 30));
 }
 
 /// Widening keeps what the wide window holds: `Limits` 1 per 60 s → 2 per 120 s must keep counting the admission
@@ -573,7 +578,7 @@ fn widening_the_rate_limit_counts_what_the_wide_window_holds() {
     let mut limits = Limits::default();
     limits.resources.enabled = false;
     limits.rate.limit = 1;
-    limits.rate.window_ms = 60_000;
+    limits.rate.window = Duration::from_millis(60_000);
     let clock = ManualClock::new();
     let admission = Admission::with_clock(limits.clone(), clock.clone()).unwrap();
     let mut tickets = vec![admission.try_admit().into_result().unwrap()];
@@ -581,7 +586,7 @@ fn widening_the_rate_limit_counts_what_the_wide_window_holds() {
     tickets.push(admission.try_admit().into_result().unwrap());
     clock.advance(Duration::from_nanos(1));
     limits.rate.limit = 2;
-    limits.rate.window_ms = 120_000;
+    limits.rate.window = Duration::from_millis(120_000);
     admission.reconfigure(limits).unwrap();
     let refused = admission.try_admit().refusal().copied();
     assert_eq!(refused.map(|r| r.status_code()), Some(429), "{refused:?}");

@@ -54,12 +54,12 @@ fn op() -> impl Strategy<Value = Op> {
 fn limits(rate: u32, queue: u32, reserve: u32, jobs: u32) -> Limits {
     let mut limits = Limits::default();
     limits.rate.limit = rate;
-    limits.rate.window_ms = WINDOW_MS;
+    limits.rate.window = Duration::from_millis(WINDOW_MS);
     limits.queue.max = queue;
     limits.queue.critical_reserve = reserve;
     limits.jobs.max = jobs;
     // Samples never go stale here: staleness has its own tests.
-    limits.resources.max_sample_age_ms = 24 * 3600 * 1000;
+    limits.resources.max_sample_age = Duration::from_millis(24 * 3600 * 1000);
     limits
 }
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use backstop_core::Quota;
 use backstop_core::clock::ManualClock;
 use backstop_core::{
     Admission, Decision, Limits, MetricsSnapshot, RateScope, Refusal, RequestClass,
@@ -18,7 +19,7 @@ fn admission(global: u32, queue: u32, per_key: u32, max_keys: usize) -> Admissio
     limits.resources.enabled = false;
     Admission::with_clock(limits, ManualClock::new())
         .unwrap()
-        .with_per_key(per_key, MINUTE, max_keys)
+        .with_per_key(Quota::new(per_key, MINUTE).unwrap(), max_keys)
         .unwrap()
 }
 
@@ -34,9 +35,9 @@ fn refusal(decision: Decision) -> (u16, &'static str, Duration) {
 #[test]
 fn bad_per_key_settings_name_the_field() {
     let admission = || Admission::with_clock(Limits::default(), ManualClock::new()).unwrap();
-    let err = admission().with_per_key(0, MINUTE, 10).unwrap_err();
-    assert_eq!(err.field(), "limit");
-    let err = admission().with_per_key(1, MINUTE, 0).unwrap_err();
+    assert_eq!(Quota::new(0, MINUTE).unwrap_err().field(), "limit");
+    let each = Quota::new(1, MINUTE).unwrap();
+    let err = admission().with_per_key(each, 0).unwrap_err();
     assert_eq!(err.field(), "max_keys");
 }
 
@@ -204,7 +205,7 @@ fn the_queue_comes_last_and_a_queue_refusal_still_counts_for_the_client() {
 }
 
 fn queue_hint(admission: &Admission<ManualClock>) -> Duration {
-    Duration::from_millis(admission.limits().queue.retry_after_hint_ms)
+    admission.limits().queue.retry_after_hint
 }
 
 #[test]
@@ -236,7 +237,7 @@ fn shadow_mode_counts_client_refusals_without_enforcing_them() {
     limits.shadow = true;
     let admission = Admission::with_clock(limits, ManualClock::new())
         .unwrap()
-        .with_per_key(1, MINUTE, 1)
+        .with_per_key(Quota::new(1, MINUTE).unwrap(), 1)
         .unwrap();
     let mut tickets = Vec::new();
     for key in ["a", "a", "b"] {
@@ -265,7 +266,7 @@ fn client_overrides_through_the_stage() {
     admission
         .per_key()
         .unwrap()
-        .set_limit("paying".to_string(), 3, MINUTE)
+        .set_limit("paying".to_string(), Quota::new(3, MINUTE).unwrap())
         .unwrap();
     let mut tickets = Vec::new();
     for _ in 0..3 {
@@ -299,8 +300,8 @@ fn client_overrides_through_the_stage() {
         429
     );
     assert_eq!(
-        admission.per_key().unwrap().limit_for("paying"),
-        (3, MINUTE)
+        admission.per_key().unwrap().quota_for("paying"),
+        Quota::new(3, MINUTE).unwrap()
     );
 }
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use backstop_core::Quota;
 use backstop_core::clock::ManualClock;
 use backstop_core::rate::{KeyedRefusal, KeyedSlidingWindow, MAX_KEYS};
 
@@ -9,7 +10,9 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 fn limiter(limit: u32, max_keys: usize) -> (KeyedSlidingWindow<u32, ManualClock>, ManualClock) {
     let clock = ManualClock::new();
-    let limiter = KeyedSlidingWindow::with_clock(limit, MINUTE, max_keys, clock.clone()).unwrap();
+    let limiter =
+        KeyedSlidingWindow::with_clock(Quota::new(limit, MINUTE).unwrap(), max_keys, clock.clone())
+            .unwrap();
     (limiter, clock)
 }
 
@@ -28,17 +31,15 @@ fn config_errors_name_the_field() {
         (1, MINUTE, 0, "max_keys"),
         (1, MINUTE, MAX_KEYS + 1, "max_keys"),
     ];
+    // The shape is checked by `Quota`, the bound on keys by the limiter.
     for (limit, window, max_keys, field) in bad {
-        let err = KeyedSlidingWindow::<u32, _>::with_clock(limit, window, max_keys, clock.clone())
+        let err = Quota::new(limit, window)
+            .and_then(|quota| {
+                KeyedSlidingWindow::<u32, _>::with_clock(quota, max_keys, clock.clone())
+            })
             .unwrap_err();
         assert_eq!(err.field(), field, "{err}");
     }
-    let (keyed, _) = limiter(1, 1);
-    assert_eq!(keyed.set_limit(7, 0, MINUTE).unwrap_err().field(), "limit");
-    assert_eq!(
-        keyed.set_limit(7, 1, Duration::ZERO).unwrap_err().field(),
-        "window"
-    );
 }
 
 #[test]
@@ -130,9 +131,9 @@ fn retain_recent_reclaims_exactly_the_empty_windows() {
 #[test]
 fn overrides_change_a_keys_limit_and_keep_its_history() {
     let (keyed, clock) = limiter(2, 10);
-    keyed.set_limit(1, 5, MINUTE).unwrap();
-    assert_eq!(keyed.limit_for(&1), (5, MINUTE));
-    assert_eq!(keyed.limit_for(&2), (2, MINUTE));
+    keyed.set_limit(1, Quota::new(5, MINUTE).unwrap()).unwrap();
+    assert_eq!(keyed.quota_for(&1), Quota::new(5, MINUTE).unwrap());
+    assert_eq!(keyed.quota_for(&2), Quota::new(2, MINUTE).unwrap());
     for _ in 0..5 {
         keyed.try_acquire(&1).unwrap();
     }
@@ -140,7 +141,7 @@ fn overrides_change_a_keys_limit_and_keep_its_history() {
 
     // Lowering the limit takes effect at once: 5 admissions are in the window.
     clock.advance(Duration::from_secs(1));
-    keyed.set_limit(1, 3, MINUTE).unwrap();
+    keyed.set_limit(1, Quota::new(3, MINUTE).unwrap()).unwrap();
     assert_eq!(
         retry_after(keyed.try_acquire(&1).unwrap_err()),
         (429, Duration::from_secs(59))
@@ -148,19 +149,21 @@ fn overrides_change_a_keys_limit_and_keep_its_history() {
     // Back to the default of 2: still over it.
     assert!(keyed.clear_limit(&1));
     assert!(!keyed.clear_limit(&1));
-    assert_eq!(keyed.limit_for(&1), (2, MINUTE));
+    assert_eq!(keyed.quota_for(&1), Quota::new(2, MINUTE).unwrap());
     assert!(keyed.try_acquire(&1).is_err());
 
     // Raising a key's limit gives it room now, counted against the same history.
-    keyed.set_limit(2, 1, MINUTE).unwrap();
+    keyed.set_limit(2, Quota::new(1, MINUTE).unwrap()).unwrap();
     keyed.try_acquire(&2).unwrap();
     assert!(keyed.try_acquire(&2).is_err());
-    keyed.set_limit(2, 2, MINUTE).unwrap();
+    keyed.set_limit(2, Quota::new(2, MINUTE).unwrap()).unwrap();
     keyed.try_acquire(&2).unwrap();
     assert!(keyed.try_acquire(&2).is_err());
 
     // A shorter window for a key frees it sooner.
-    keyed.set_limit(2, 2, Duration::from_secs(2)).unwrap();
+    keyed
+        .set_limit(2, Quota::new(2, Duration::from_secs(2)).unwrap())
+        .unwrap();
     clock.advance(Duration::from_secs(2));
     keyed.try_acquire(&2).unwrap();
 }
@@ -168,15 +171,18 @@ fn overrides_change_a_keys_limit_and_keep_its_history() {
 #[test]
 fn overrides_are_bounded_by_max_keys() {
     let (keyed, _) = limiter(1, 2);
-    keyed.set_limit(1, 3, MINUTE).unwrap();
-    keyed.set_limit(2, 3, MINUTE).unwrap();
-    keyed.set_limit(2, 4, MINUTE).unwrap(); // replacing one is not a new one
+    keyed.set_limit(1, Quota::new(3, MINUTE).unwrap()).unwrap();
+    keyed.set_limit(2, Quota::new(3, MINUTE).unwrap()).unwrap();
+    keyed.set_limit(2, Quota::new(4, MINUTE).unwrap()).unwrap(); // replacing one is not a new one
     assert_eq!(
-        keyed.set_limit(3, 3, MINUTE).unwrap_err().field(),
+        keyed
+            .set_limit(3, Quota::new(3, MINUTE).unwrap())
+            .unwrap_err()
+            .field(),
         "overrides"
     );
     assert!(keyed.clear_limit(&1));
-    keyed.set_limit(3, 3, MINUTE).unwrap();
+    keyed.set_limit(3, Quota::new(3, MINUTE).unwrap()).unwrap();
 }
 
 #[test]
@@ -213,7 +219,7 @@ fn huge_times_do_not_break_the_limiter() {
 
 #[test]
 fn string_keys_and_debug() {
-    let keyed = KeyedSlidingWindow::<String>::new(1, MINUTE, 4).unwrap();
+    let keyed = KeyedSlidingWindow::<String>::new(Quota::new(1, MINUTE).unwrap(), 4).unwrap();
     keyed.try_acquire(&"alice".to_string()).unwrap();
     assert!(keyed.try_acquire(&"alice".to_string()).is_err());
     keyed.try_acquire(&"bob".to_string()).unwrap();
@@ -235,13 +241,13 @@ fn narrowing_then_widening_a_window_keeps_its_admissions() {
     let ns = Duration::from_nanos;
     let clock = ManualClock::new();
     let keyed: KeyedSlidingWindow<u8, ManualClock> =
-        KeyedSlidingWindow::with_clock(3, ns(32), 16, clock.clone()).unwrap();
+        KeyedSlidingWindow::with_clock(Quota::new(3, ns(32)).unwrap(), 16, clock.clone()).unwrap();
     clock.set(ns(16));
     keyed.try_acquire(&1).unwrap();
     clock.set(ns(40));
     keyed.try_acquire(&1).unwrap();
-    keyed.set_limit(1, 3, ns(24)).unwrap();
-    keyed.set_limit(1, 3, ns(32)).unwrap();
+    keyed.set_limit(1, Quota::new(3, ns(24)).unwrap()).unwrap();
+    keyed.set_limit(1, Quota::new(3, ns(32)).unwrap()).unwrap();
     // (8, 40] holds the admissions at 16 and 40: one more fits, not two.
     assert!(keyed.try_acquire(&1).is_ok());
     let refused = keyed.try_acquire(&1).unwrap_err();
@@ -258,7 +264,7 @@ fn widening_an_override_counts_what_the_wide_window_holds() {
     clock.advance(w);
     keyed.try_acquire(&7).unwrap();
     clock.advance(Duration::from_nanos(1));
-    keyed.set_limit(7, 2, 2 * w).unwrap();
+    keyed.set_limit(7, Quota::new(2, 2 * w).unwrap()).unwrap();
     assert!(
         keyed.try_acquire(&7).is_err(),
         "a third admission within one 2W window"

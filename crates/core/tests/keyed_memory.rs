@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use backstop_core::Quota;
 use backstop_core::clock::ManualClock;
 use backstop_core::rate::{KeyedRefusal, KeyedSlidingWindow};
 use backstop_testkit::alloc::CountingAllocator;
@@ -22,7 +23,9 @@ fn rotating_ten_times_max_keys_keeps_memory_bounded() {
     const LIMIT: u32 = 4;
     let window = Duration::from_secs(1);
     let clock = ManualClock::new();
-    let keyed = KeyedSlidingWindow::with_clock(LIMIT, window, MAX_KEYS, clock.clone()).unwrap();
+    let keyed =
+        KeyedSlidingWindow::with_clock(Quota::new(LIMIT, window).unwrap(), MAX_KEYS, clock.clone())
+            .unwrap();
     let before = live_bytes();
 
     // Fill the table once, to measure it full.

@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use backstop_core::Quota;
 use backstop_core::clock::ManualClock;
 use backstop_core::model::{KeyedModel, KeyedRefused};
 use backstop_core::rate::{KeyedRefusal, KeyedSlidingWindow};
@@ -47,8 +48,7 @@ proptest! {
     fn keyed_matches_the_model(ops in proptest::collection::vec(op(), 1..120)) {
         let clock = ManualClock::new();
         let window = Duration::from_nanos(WINDOW_NS);
-        let keyed = KeyedSlidingWindow::with_clock(DEFAULT_LIMIT, window, MAX_KEYS, clock.clone())
-            .unwrap();
+        let keyed = KeyedSlidingWindow::with_clock(Quota::new(DEFAULT_LIMIT, window).unwrap(), MAX_KEYS, clock.clone()).unwrap();
         let mut model = KeyedModel::new((DEFAULT_LIMIT, WINDOW_NS), MAX_KEYS);
         let mut now_ns = 0u64;
         for (step, op) in ops.into_iter().enumerate() {
@@ -76,7 +76,7 @@ proptest! {
                     prop_assert_eq!(keyed.retain_recent(), model.retain_recent(now_ns), "step {}", step);
                 }
                 Op::SetLimit { key, limit } => {
-                    let got = keyed.set_limit(key, limit, window);
+                    let got = keyed.set_limit(key, Quota::new(limit, window).unwrap());
                     if model.set_limit(&key, (limit, WINDOW_NS)) {
                         got.unwrap();
                     } else {
@@ -92,7 +92,7 @@ proptest! {
             prop_assert!(keyed.len() <= MAX_KEYS);
             for key in 0..6u8 {
                 let (limit, _) = model.shape(&key);
-                prop_assert_eq!(keyed.limit_for(&key), (limit, window));
+                prop_assert_eq!(keyed.quota_for(&key), Quota::new(limit, window).unwrap());
             }
         }
     }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use backstop_core::Quota;
 use backstop_core::clock::ManualClock;
 use backstop_core::rate::KeyedSlidingWindow;
 
@@ -17,7 +18,12 @@ const LIMIT: u32 = 10;
 fn exactly_the_limit_per_key_under_concurrent_sweeps_and_reshapes() {
     let clock = ManualClock::new();
     let keyed = Arc::new(
-        KeyedSlidingWindow::with_clock(LIMIT, Duration::from_secs(1), 64, clock.clone()).unwrap(),
+        KeyedSlidingWindow::with_clock(
+            Quota::new(LIMIT, Duration::from_secs(1)).unwrap(),
+            64,
+            clock.clone(),
+        )
+        .unwrap(),
     );
     let admitted: Arc<Vec<AtomicU32>> = Arc::new((0..KEYS).map(|_| AtomicU32::new(0)).collect());
     thread::scope(|scope| {
@@ -40,7 +46,7 @@ fn exactly_the_limit_per_key_under_concurrent_sweeps_and_reshapes() {
             for i in 0..200u32 {
                 keyed.retain_recent();
                 keyed
-                    .set_limit(i % KEYS, LIMIT, Duration::from_secs(1))
+                    .set_limit(i % KEYS, Quota::new(LIMIT, Duration::from_secs(1)).unwrap())
                     .unwrap();
             }
         });

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use backstop_core::Quota;
 use backstop_core::clock::ManualClock;
 use backstop_core::model::WindowModel;
 use backstop_core::rate::SlidingWindow;
@@ -64,7 +65,7 @@ proptest! {
     fn decisions_and_retry_after_match_the_reference((limit, window_ns, ops) in case()) {
         let clock = ManualClock::new();
         let window = Duration::from_nanos(window_ns);
-        let limiter = SlidingWindow::with_clock(limit, window, clock.clone()).unwrap();
+        let limiter = SlidingWindow::with_clock(Quota::new(limit, window).unwrap(), clock.clone());
         let mut model = WindowModel::new(limit, window_ns);
         prop_assert_eq!(limiter.capacity() as usize, model.capacity());
         let mut now = 0u64;
@@ -97,7 +98,8 @@ proptest! {
                     prop_assert_eq!(limiter.available(), model.available(now), "at {}", now);
                 }
                 Op::Reconfigure(new_limit, new_window_ns) => {
-                    let result = limiter.reconfigure(new_limit, Duration::from_nanos(new_window_ns));
+                    let result = limiter
+                        .reconfigure(Quota::new(new_limit, Duration::from_nanos(new_window_ns)).unwrap());
                     // Refused, and nothing changed, when above the capacity (the first
                     // limit rounded up to a power of two).
                     let fits = new_limit <= limit.next_power_of_two();

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use backstop_core::Quota;
 use backstop_core::clock::ManualClock;
 use backstop_core::rate::SlidingWindow;
 use proptest::prelude::*;
@@ -47,8 +48,7 @@ proptest! {
     ) {
         let clock = ManualClock::new();
         let mut limiter =
-            SlidingWindow::with_clock(first.0, Duration::from_nanos(first.1), clock.clone())
-                .unwrap();
+            SlidingWindow::with_clock(Quota::new(first.0, Duration::from_nanos(first.1)).unwrap(), clock.clone());
         let (mut limit, mut window) = first;
         let mut admitted: Vec<u64> = Vec::new();
         // Whether every shape so far was applied in place (then the limiter is exact
@@ -59,8 +59,9 @@ proptest! {
             match op {
                 Op::Advance(d) => clock.advance(Duration::from_nanos(d)),
                 Op::Reshape(l, w) => {
-                    if limiter.reconfigure(l, Duration::from_nanos(w)).is_err() {
-                        limiter = limiter.reconfigured(l, Duration::from_nanos(w)).unwrap();
+                    let quota = Quota::new(l, Duration::from_nanos(w)).unwrap();
+                    if limiter.reconfigure(quota).is_err() {
+                        limiter = limiter.reconfigured(quota);
                         in_place = false;
                     }
                     (limit, window) = (l, w);

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use backstop_core::Quota;
 use backstop_core::clock::{Clock, QuantaClock};
 use backstop_core::rate::SlidingWindow;
 
@@ -13,7 +14,10 @@ use backstop_core::rate::SlidingWindow;
 /// that many windows went by), however loaded the machine is; the cap only stops a hang.
 fn hammer(threads: usize, limit: u32, window: Duration, windows: u64) {
     let clock = QuantaClock::new();
-    let limiter = Arc::new(SlidingWindow::with_clock(limit, window, clock.clone()).unwrap());
+    let limiter = Arc::new(SlidingWindow::with_clock(
+        Quota::new(limit, window).unwrap(),
+        clock.clone(),
+    ));
     let target = windows * u64::from(limit);
     let admitted_total = Arc::new(AtomicU64::new(0));
     let cap_ns = Duration::from_secs(60).as_nanos() as u64;

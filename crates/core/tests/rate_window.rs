@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
+use backstop_core::Quota;
 use backstop_core::clock::{Clock, ManualClock};
 use backstop_core::rate::{MAX_LIMIT, MAX_WINDOW, SlidingWindow};
 
@@ -11,16 +12,19 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 fn limiter(limit: u32, window: Duration) -> (SlidingWindow<ManualClock>, ManualClock) {
     let clock = ManualClock::new();
-    let limiter = SlidingWindow::with_clock(limit, window, clock.clone()).expect("valid config");
+    let limiter = SlidingWindow::with_clock(
+        Quota::new(limit, window).expect("valid config"),
+        clock.clone(),
+    );
     (limiter, clock)
 }
 
 #[test]
 fn config_errors_name_the_field_and_the_reason() {
     let cases = [
-        (0, MINUTE, "limit", "at least 1"),
-        (MAX_LIMIT + 1, MINUTE, "limit", "maximum"),
-        (30, Duration::ZERO, "window", "longer than zero"),
+        (0, MINUTE, "limit", "must be 1 to 16777216, got 0"),
+        (MAX_LIMIT + 1, MINUTE, "limit", "must be 1 to 16777216"),
+        (30, Duration::ZERO, "window", "above zero"),
         (
             30,
             MAX_WINDOW + Duration::from_nanos(1),
@@ -29,12 +33,13 @@ fn config_errors_name_the_field_and_the_reason() {
         ),
     ];
     for (limit, window, field, reason) in cases {
-        let err = SlidingWindow::new(limit, window).unwrap_err();
+        let err = Quota::new(limit, window).unwrap_err();
         assert_eq!(err.field(), field);
         assert!(err.reason().contains(reason), "{err}");
         assert!(err.to_string().starts_with(&format!("invalid `{field}`")));
     }
-    assert!(SlidingWindow::new(1, MAX_WINDOW).is_ok());
+    let longest = SlidingWindow::new(Quota::new(1, MAX_WINDOW).unwrap());
+    assert_eq!(longest.window(), MAX_WINDOW);
 }
 
 #[test]
@@ -102,7 +107,10 @@ fn acquire_timeout_waits_again_within_the_deadline_when_a_rival_wins() {
         limiter: OnceLock::new(),
         stolen: AtomicBool::new(false),
     });
-    let limiter = Arc::new(SlidingWindow::with_clock(1, MINUTE, Arc::clone(&clock)).unwrap());
+    let limiter = Arc::new(SlidingWindow::with_clock(
+        Quota::new(1, MINUTE).unwrap(),
+        Arc::clone(&clock),
+    ));
     clock.limiter.set(Arc::downgrade(&limiter)).unwrap();
     limiter.try_acquire().unwrap();
     // Free at 60 s, but the rival takes it then; free again at 120 s = the deadline.
@@ -120,13 +128,12 @@ fn reconfigured_keeps_history_so_lowering_the_limit_bites_at_once() {
         wide.try_acquire().unwrap();
         clock.advance(Duration::from_secs(1));
     }
-    let narrow = wide.reconfigured(5, MINUTE).unwrap();
+    let narrow = wide.reconfigured(Quota::new(5, MINUTE).unwrap());
     let refused = narrow.try_acquire().unwrap_err();
     // The newest five were at 5..=9 s; the oldest of them leaves at 65 s; now is 10 s.
     assert_eq!(refused.retry_after(), Duration::from_secs(55));
-    let raised = wide.reconfigured(12, MINUTE).unwrap();
+    let raised = wide.reconfigured(Quota::new(12, MINUTE).unwrap());
     assert_eq!(raised.available(), 2);
-    assert!(wide.reconfigured(0, MINUTE).is_err());
 }
 
 #[test]
@@ -155,7 +162,7 @@ mod async_wait {
 
     #[tokio::test]
     async fn async_wait_on_the_real_clock_admits_after_the_window() {
-        let limiter = SlidingWindow::new(1, Duration::from_millis(5)).unwrap();
+        let limiter = SlidingWindow::new(Quota::new(1, Duration::from_millis(5)).unwrap());
         limiter.try_acquire().unwrap();
         assert_eq!(
             limiter.acquire_timeout_async(Duration::from_secs(5)).await,
@@ -166,7 +173,7 @@ mod async_wait {
 
     #[tokio::test]
     async fn dropping_the_future_admits_nothing() {
-        let limiter = SlidingWindow::new(1, MINUTE).unwrap();
+        let limiter = SlidingWindow::new(Quota::new(1, MINUTE).unwrap());
         limiter.try_acquire().unwrap();
         // Polled (it computes a 60 s wait and sleeps), then dropped by the timeout.
         let timed = tokio::time::timeout(
@@ -202,12 +209,12 @@ fn a_reading_older_than_the_latest_admission_is_read_again_before_refusing() {
     // Admissions at 0 s and 30 s; then a thread reads 20 s, is preempted, and decides
     // when the clock says 65 s: the admission at 0 s has left its window by then.
     let clock = Scripted(std::sync::Mutex::new(vec![0, 30 * s, 20 * s, 65 * s]));
-    let limiter = SlidingWindow::with_clock(2, MINUTE, clock).unwrap();
+    let limiter = SlidingWindow::with_clock(Quota::new(2, MINUTE).unwrap(), clock);
     limiter.try_acquire().unwrap();
     limiter.try_acquire().unwrap();
     assert_eq!(limiter.try_acquire(), Ok(()));
     // The same stale reading passed in explicitly cannot be re-read: it is refused.
-    let again = SlidingWindow::with_clock(2, MINUTE, ManualClock::new()).unwrap();
+    let again = SlidingWindow::with_clock(Quota::new(2, MINUTE).unwrap(), ManualClock::new());
     again.try_acquire_at(0).unwrap();
     again.try_acquire_at(30 * s).unwrap();
     assert_eq!(
@@ -216,7 +223,7 @@ fn a_reading_older_than_the_latest_admission_is_read_again_before_refusing() {
     );
     // A clock that really went backwards reads the same again: still refused.
     let backwards = Scripted(std::sync::Mutex::new(vec![0, 30 * s, 20 * s]));
-    let limiter = SlidingWindow::with_clock(2, MINUTE, backwards).unwrap();
+    let limiter = SlidingWindow::with_clock(Quota::new(2, MINUTE).unwrap(), backwards);
     limiter.try_acquire().unwrap();
     limiter.try_acquire().unwrap();
     assert_eq!(
@@ -235,7 +242,7 @@ fn widening_past_the_capacity_still_counts_admissions_the_wide_window_holds() {
     clock.advance(w);
     limiter.try_acquire().unwrap();
     clock.advance(Duration::from_nanos(1));
-    let wider = limiter.reconfigured(2, 2 * w).unwrap();
+    let wider = limiter.reconfigured(Quota::new(2, 2 * w).unwrap());
     assert!(
         wider.try_acquire().is_err(),
         "(1 ns − W, W + 1 ns] already holds the admissions at 0 and W"

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use backstop_core::ByteSize;
 use backstop_core::clock::ManualClock;
 use backstop_core::resources::{
     GateState, ResourceGate, ResourceLimits, ResourceReading, Shortage, StalePolicy,
@@ -134,18 +135,18 @@ fn reconfigure_redecides_the_last_reading_and_rejects_bad_limits() {
     gate.observe(ResourceReading::memory_only(3000 * MIB));
     assert!(gate.check().is_ok());
     gate.reconfigure(&ResourceLimits {
-        min_available_memory_mib: 4096,
+        min_available_memory: ByteSize::mib(4096),
         ..ResourceLimits::default()
     })
     .unwrap();
     assert_eq!(gate.state(), GateState::LowMemory);
     let err = gate
         .reconfigure(&ResourceLimits {
-            memory_margin_mib: 5000,
+            memory_margin: ByteSize::mib(5000),
             ..ResourceLimits::default()
         })
         .unwrap_err();
-    assert_eq!(err.field(), "resources.memory_margin_mib");
+    assert_eq!(err.field(), "resources.memory_margin");
     assert_eq!(
         gate.state(),
         GateState::LowMemory,

@@ -63,8 +63,8 @@ fn a_failing_probe_is_a_warning() {
     // test binary that sets one.
     tracing::subscriber::set_global_default(subscriber(&out)).unwrap();
     let mut limits = Limits::default();
-    limits.resources.sample_interval_ms = 1;
-    limits.resources.max_sample_age_ms = 1000;
+    limits.resources.sample_interval = Duration::from_millis(1);
+    limits.resources.max_sample_age = Duration::from_millis(1000);
     let admission = Admission::with_clock(limits, ManualClock::new()).unwrap();
     let probe = FakeProbe::new(ResourceReading::memory_only(8 << 30));
     probe.set_failing(true);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use backstop_core::clock::QuantaClock;
-use backstop_core::units;
+use backstop_core::{HumanDuration, UnitError};
 use backstop_redis::{FailurePolicy, RedisAdmission, RedisStore, StoreOptions, TlsConfig};
 
 use crate::config::Config;
@@ -57,7 +57,7 @@ struct Args {
         long,
         value_name = "DURATION",
         default_value = "50ms",
-        value_parser = units::parse_duration,
+        value_parser = parse_duration,
         requires = "redis"
     )]
     redis_deadline: Duration,
@@ -76,7 +76,7 @@ struct Args {
         long,
         value_name = "DURATION",
         default_value = "10s",
-        value_parser = units::parse_duration,
+        value_parser = parse_duration,
         requires = "redis"
     )]
     redis_lease: Duration,
@@ -202,4 +202,9 @@ async fn run(args: Args) -> Result<(), String> {
     serve(listener, router.router(), config.serve.clone())
         .await
         .map_err(|e| format!("server stopped: {e}"))
+}
+
+/// A duration flag in the config's grammar (`"50ms"`, `"10s"`).
+fn parse_duration(text: &str) -> Result<Duration, UnitError> {
+    text.parse::<HumanDuration>().map(Duration::from)
 }

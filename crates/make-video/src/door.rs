@@ -23,12 +23,8 @@ impl Config {
         match &self.per_client {
             None => Ok(admission),
             Some(per) => admission
-                .with_per_key(
-                    per.limit,
-                    Duration::from_millis(per.window_ms),
-                    per.max_clients,
-                )
-                .map_err(|e| ConfigError::new(format!("per_client.{}", e.field()), e.reason())),
+                .with_per_key(per.quota()?, per.max_clients)
+                .map_err(|e| e.under("per_client")),
         }
     }
 
@@ -50,7 +46,7 @@ impl Config {
         match &self.per_client {
             None => Ok(door),
             Some(per) => door
-                .with_per_key(per.limit, Duration::from_millis(per.window_ms))?
+                .with_per_key(per.quota()?)?
                 .with_max_keys(u32::try_from(per.max_clients).unwrap_or(u32::MAX)),
         }
     }

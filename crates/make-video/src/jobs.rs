@@ -157,11 +157,12 @@ fn run_job(id: u64, config: &Config, lease: Option<&LeaseWatch>) -> Result<u64, 
         }
         tracing::debug!(job = id, stage = %stage, "stage started");
         let dir = workspace.stage(stage).map_err(|e| e.to_string())?;
-        let output = vec![0u8; config.stage_bytes as usize];
+        let size = config.stage_size.bytes();
+        let output = vec![0u8; usize::try_from(size).map_err(|e| e.to_string())?];
         std::fs::write(dir.join("output.bin"), &output)
             .map_err(|e| format!("{}: {e}", dir.display()))?;
-        bytes_written += config.stage_bytes;
-        std::thread::sleep(Duration::from_millis(config.stage_ms));
+        bytes_written += size;
+        std::thread::sleep(config.stage);
         workspace.finish_stage(stage).map_err(|e| e.to_string())?;
     }
     workspace.remove().map_err(|e| e.to_string())?;

@@ -75,7 +75,7 @@ async fn serve_connection(
     serving: Serving,
     _place: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let header_read_timeout = Duration::from_millis(serving.header_read_timeout_ms);
+    let header_read_timeout = serving.header_read_timeout;
     let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
         // What `KeyBy::PeerIp` and axum's `ConnectInfo` extractor read.
         request

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -47,13 +46,11 @@ impl<D: Door> MakeVideo<D> {
         config.validate().map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&config.temp_root)
             .map_err(|e| format!("cannot create {}: {e}", config.temp_root.display()))?;
-        let schedule = SweepSchedule::new(
-            Sweep::new(&config.temp_root)
-                .older_than(Duration::from_secs(config.sweep_older_than_secs)),
-        )
-        .every(Duration::from_secs(config.sweep_every_secs))
-        .start()
-        .map_err(|e| e.to_string())?;
+        let schedule =
+            SweepSchedule::new(Sweep::new(&config.temp_root).older_than(config.sweep_older_than))
+                .every(config.sweep_every)
+                .start()
+                .map_err(|e| e.to_string())?;
         let sampler = if config.limits.resources.enabled {
             let probe = SysinfoProbe::from_limits(&config.limits.resources);
             Some(

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
-use backstop_core::{Admission, Limits, MetricsSnapshot};
+use backstop_core::{Admission, ByteSize, Limits, MetricsSnapshot};
 use bytes::Bytes;
 use common::{Logged, MAKE_VIDEO};
 use http::{HeaderMap, Method, Request};
@@ -66,8 +66,8 @@ impl Harness {
         let temp = tempfile::tempdir().unwrap();
         let config = Config {
             temp_root: temp.path().join("makevideo"),
-            stage_ms: 0,
-            stage_bytes: 1024,
+            stage: Duration::ZERO,
+            stage_size: ByteSize::kib(1),
             limits,
             per_client,
             serve: serving,
@@ -171,9 +171,9 @@ async fn send(
 fn limits(rate: u32, queue: u32, jobs: u32) -> Limits {
     let mut limits = Limits::default();
     limits.rate.limit = rate;
-    limits.rate.window_ms = 60_000;
+    limits.rate.window = Duration::from_secs(60);
     limits.queue.max = queue;
-    limits.queue.retry_after_hint_ms = 1500;
+    limits.queue.retry_after_hint = Duration::from_millis(1500);
     limits.jobs.max = jobs;
     limits.resources.enabled = false;
     limits
@@ -353,7 +353,7 @@ async fn per_client_limit_by_peer_address() {
     tokio::time::timeout(BOUND, async {
         let per_client = PerClient {
             limit: 3,
-            window_ms: 20_000,
+            window: Duration::from_secs(20),
             max_clients: 16,
         };
         let service = Harness::start_with(limits(100, 64, 4), Some(per_client), None).await;
@@ -381,8 +381,8 @@ async fn a_closed_resource_gate_holds_jobs_back_and_health_says_why() {
         // The real sampler runs; a threshold no machine meets closes the gate on its first
         // reading (the manual clock never lets that reading go stale).
         limits.resources.enabled = true;
-        limits.resources.min_available_memory_mib = 1 << 30;
-        limits.resources.memory_margin_mib = 0;
+        limits.resources.min_available_memory = ByteSize::mib(1 << 30);
+        limits.resources.memory_margin = ByteSize::mib(0);
         limits.resources.disk_path = std::env::temp_dir();
         let service = Harness::start(limits, None).await;
         service
@@ -422,17 +422,23 @@ async fn config_errors_name_the_field() {
     assert_eq!(err.field(), "stages");
     let err = Config::from_toml_str("[limits.rate]\nlimit = 0\n").unwrap_err();
     assert_eq!(err.field(), "limits.rate.limit");
-    let config = Config::from_toml_str("stage_ms = 5\n[limits.queue]\nmax = 7\n").unwrap();
-    assert_eq!((config.stage_ms, config.limits.queue.max), (5, 7));
+    let config = Config::from_toml_str("stage = \"5ms\"\n[limits.queue]\nmax = 7\n").unwrap();
+    assert_eq!(
+        (config.stage, config.limits.queue.max),
+        (Duration::from_millis(5), 7)
+    );
+    let err = Config::from_toml_str("[per_client]\nlimit = 0\nwindow = \"1s\"\nmax_clients = 10\n")
+        .unwrap_err();
+    assert_eq!(err.field(), "per_client.limit");
     let config =
-        Config::from_toml_str("[per_client]\nlimit = 0\nwindow_ms = 1000\nmax_clients = 10\n")
+        Config::from_toml_str("[per_client]\nlimit = 1\nwindow = \"1s\"\nmax_clients = 0\n")
             .unwrap();
     let err = config.admission(ManualClock::new()).unwrap_err();
-    assert!(err.field().starts_with("per_client."), "{err}");
+    assert_eq!(err.field(), "per_client.max_keys");
     let err = Config::from_toml_str("[serve]\nmax_connections = 0\n").unwrap_err();
     assert_eq!(err.field(), "serve.max_connections");
-    let err = Config::from_toml_str("[serve]\nheader_read_timeout_ms = 0\n").unwrap_err();
-    assert_eq!(err.field(), "serve.header_read_timeout_ms");
+    let err = Config::from_toml_str("[serve]\nheader_read_timeout = \"0s\"\n").unwrap_err();
+    assert_eq!(err.field(), "serve.header_read_timeout");
 }
 
 /// Half a request: a request line and one header, never the blank line that ends the head.
@@ -462,7 +468,7 @@ async fn until_closed(stream: &mut tokio::net::TcpStream, bound: Duration) -> St
 
 fn serving(header_read_timeout_ms: u64, max_connections: usize) -> Serving {
     Serving {
-        header_read_timeout_ms,
+        header_read_timeout: Duration::from_millis(header_read_timeout_ms),
         max_connections,
     }
 }
@@ -552,8 +558,8 @@ async fn seventy_half_sent_clients_do_not_lock_out_the_binary_under_ulimit_64() 
     std::fs::write(
         &config,
         format!(
-            "temp_root = {:?}\nstage_ms = 0\n[limits.resources]\nenabled = false\n\
-             [serve]\nheader_read_timeout_ms = 300\nmax_connections = 32\n",
+            "temp_root = {:?}\nstage = \"0s\"\n[limits.resources]\nenabled = false\n\
+             [serve]\nheader_read_timeout = \"300ms\"\nmax_connections = 32\n",
             temp.path().join("makevideo")
         ),
     )

@@ -12,8 +12,8 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use backstop_core::Limits;
 use backstop_core::clock::ManualClock;
+use backstop_core::{ByteSize, Limits};
 use backstop_testkit::prometheus::Promtool;
 use bytes::Bytes;
 use common::{Logged, MAKE_VIDEO, address_in};
@@ -47,8 +47,8 @@ async fn metrics_pass_promtool_and_match_what_the_clients_saw() {
         limits.resources.enabled = false;
         let config = Config {
             temp_root: temp.path().join("makevideo"),
-            stage_ms: 0,
-            stage_bytes: 1024,
+            stage: Duration::ZERO,
+            stage_size: ByteSize::kib(1),
             limits,
             ..Config::default()
         };
@@ -218,20 +218,15 @@ fn help_names_every_config_key_and_endpoint() {
             assert!(help.contains(header), "no {header} in --help");
         }
     }
-    for key in [
-        "stage_ms",
-        "window_ms",
-        "min_free_disk_mib",
-        "sweep_every_secs",
-    ] {
-        assert!(help.contains(key), "legacy key {key} not named in --help");
-    }
     // ... and that file is a valid configuration, every key included.
     let config = Config::from_toml_str(example).unwrap();
-    assert_eq!(config.stage_ms, 200);
-    assert_eq!(config.stage_bytes, 64 << 10);
-    assert_eq!(config.limits.resources.min_free_disk_mib, 5 << 10);
-    assert_eq!(config.per_client.map(|p| p.window_ms), Some(60_000));
+    assert_eq!(config.stage, Duration::from_millis(200));
+    assert_eq!(config.stage_size, ByteSize::kib(64));
+    assert_eq!(config.limits.resources.min_free_disk, ByteSize::gib(5));
+    assert_eq!(
+        config.per_client.map(|p| p.window),
+        Some(Duration::from_secs(60))
+    );
 }
 
 #[test]
@@ -258,7 +253,15 @@ fn config_errors_name_the_key_and_the_line_and_exit_non_zero() {
         ),
         (
             "stage = \"1s\"\nstage_ms = 5\n",
-            "invalid `stage_ms` at line 2, column 1: `stage` and its legacy alias `stage_ms` are both given",
+            "invalid `stage_ms` at line 2, column 1: unknown field `stage_ms`",
+        ),
+        (
+            "stage = \"2m\"\n",
+            "invalid `stage` at line 1, column 1: must be at most 1m",
+        ),
+        (
+            "[per_client]\nlimit = 0\nwindow = \"1s\"\nmax_clients = 1\n",
+            "invalid `per_client.limit` at line 2, column 1: must be 1 to 16777216, got 0",
         ),
         (
             "[limits.jobs]\nmax = 0\n",
@@ -281,23 +284,23 @@ fn config_errors_name_the_key_and_the_line_and_exit_non_zero() {
 }
 
 #[test]
-fn human_and_legacy_keys_read_the_same() {
-    let human = Config::from_toml_str(
+fn durations_and_sizes_read_as_text() {
+    let config = Config::from_toml_str(
         "stage = \"250ms\"\nstage_size = \"1MiB\"\nsweep_every = \"6h\"\n\
          sweep_older_than = \"1d\"\n[per_client]\nlimit = 2\nwindow = \"30s\"\nmax_clients = 9\n\
          [serve]\nheader_read_timeout = \"2s\"\n",
     )
     .unwrap();
-    let legacy = Config::from_toml_str(
-        "stage_ms = 250\nstage_bytes = 1048576\nsweep_every_secs = 21600\n\
-         sweep_older_than_secs = 86400\n[per_client]\nlimit = 2\nwindow_ms = 30000\nmax_clients = 9\n\
-         [serve]\nheader_read_timeout_ms = 2000\n",
-    )
-    .unwrap();
-    assert_eq!(format!("{human:?}"), format!("{legacy:?}"));
-    assert_eq!(human.stage_ms, 250);
-    assert_eq!(human.serve.header_read_timeout_ms, 2000);
-    assert_eq!(human.sweep_older_than_secs, 86_400);
+    assert_eq!(config.stage, Duration::from_millis(250));
+    assert_eq!(config.stage_size, ByteSize::mib(1));
+    assert_eq!(config.sweep_every, Duration::from_secs(6 * 3600));
+    assert_eq!(config.sweep_older_than, Duration::from_secs(86_400));
+    assert_eq!(config.serve.header_read_timeout, Duration::from_secs(2));
+    let quota = config.per_client.unwrap().quota().unwrap();
+    assert_eq!(
+        (quota.limit(), quota.window()),
+        (2, Duration::from_secs(30))
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@
 
 use backstop_core::jobs::{JobPermit, QueueTicket};
 use backstop_core::resources::{Sampler, SysinfoProbe};
-use backstop_core::{Admission as Door, Decision, RequestClass, WaitReason};
+use backstop_core::{Admission as Door, Decision, Quota, RequestClass, WaitReason};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -95,9 +95,8 @@ impl Admission {
             let mut door = Door::with_clock(limits.limits(), clock).map_err(config)?;
             if let Some((limit, window_s)) = per_client {
                 let window = crate::sweep::seconds(py, "per_client window", window_s)?;
-                door = door
-                    .with_per_key(limit, window, max_clients)
-                    .map_err(config)?;
+                let quota = Quota::new(limit, window).map_err(|e| config(e.under("per_client")))?;
+                door = door.with_per_key(quota, max_clients).map_err(config)?;
             }
             let admission = Admission {
                 door,

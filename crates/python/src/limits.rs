@@ -76,7 +76,7 @@ impl NativeLimits {
     fn rate(&self) -> (u32, f64) {
         (
             self.limits.rate.limit,
-            self.limits.rate.window().as_secs_f64(),
+            self.limits.rate.window.as_secs_f64(),
         )
     }
 }

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use backstop_core::resources::{Sampler, SysinfoProbe};
-use backstop_core::{Decision, FrontDoor, Limits, RequestClass, WaitReason};
+use backstop_core::{Decision, FrontDoor, Limits, Quota, RequestClass, WaitReason};
 use backstop_redis::{
     ClaimError, ConnectError, DetachError, FailurePolicy, RedisAdmission as Door, RedisStore,
     StoreOptions,
@@ -106,7 +106,8 @@ async fn connect(config: &Config) -> Result<Arc<Live>, ConnectFailure> {
     }
     .map_err(config_err)?;
     if let Some((limit, window)) = config.per_client {
-        door = door.with_per_key(limit, window).map_err(config_err)?;
+        let quota = Quota::new(limit, window).map_err(|e| config_err(e.under("per_client")))?;
+        door = door.with_per_key(quota).map_err(config_err)?;
     }
     let sampler = if config.limits.resources.enabled {
         let probe = SysinfoProbe::from_limits(&config.limits.resources);

@@ -15,8 +15,8 @@ use backstop_core::jobs::{
 };
 use backstop_core::resources::{ResourceGate, ResourceProbe, Sampler};
 use backstop_core::{
-    ConfigError, Decision, FrontDoor, Limits, Metrics, OverloadReason, Refusal, RequestClass,
-    WaitReason,
+    ConfigError, Decision, FrontDoor, Limits, Metrics, OverloadReason, Quota, Refusal,
+    RequestClass, WaitReason,
 };
 
 use crate::StartError;
@@ -210,8 +210,8 @@ impl RedisAdmission {
         lease: Duration,
     ) -> Result<Self, ConfigError> {
         limits.validate()?;
-        let window = RedisWindow::new(store, name, limits.rate.limit, limits.rate.window())
-            .map_err(|e| prefixed("rate", e))?;
+        let window =
+            RedisWindow::new(store, name, limits.rate.quota()?).map_err(|e| prefixed("rate", e))?;
         let config = GateConfig {
             bounds: limits.job_bounds(),
             lease,
@@ -236,15 +236,15 @@ impl RedisAdmission {
         })
     }
 
-    /// Adds the per-client stage: each client key may have `limit` admissions per
-    /// `window`, across every replica (as `Admission::with_per_key`, without its bound on
-    /// tracked clients: an idle client's Redis key expires).
+    /// Adds the per-client stage: each client key may have `quota`, across every
+    /// replica (as `Admission::with_per_key`, without its bound on tracked clients: an
+    /// idle client's Redis key expires).
     ///
     /// # Errors
     ///
     /// As [`RedisKeyedWindow::new`], fields named `per_client.*`.
-    pub fn with_per_key(mut self, limit: u32, window: Duration) -> Result<Self, ConfigError> {
-        let keyed = RedisKeyedWindow::new(&self.store, &self.name, limit, window)
+    pub fn with_per_key(mut self, quota: Quota) -> Result<Self, ConfigError> {
+        let keyed = RedisKeyedWindow::new(&self.store, &self.name, quota)
             .map_err(|e| prefixed("per_client", e))?;
         self.per_key = Some(keyed);
         Ok(self)
@@ -275,7 +275,7 @@ impl RedisAdmission {
     }
 
     fn retry_after_hint(&self) -> Duration {
-        Duration::from_millis(self.limits.load().queue.retry_after_hint_ms)
+        self.limits.load().queue.retry_after_hint
     }
 
     /// Applies new limits at once, as `Admission::reconfigure`: the shared window's
@@ -290,11 +290,11 @@ impl RedisAdmission {
     /// As [`new`](Self::new); on error nothing changes.
     pub fn reconfigure(&self, limits: Limits) -> Result<(), ConfigError> {
         limits.validate()?;
-        let shape = (limits.rate.limit, limits.rate.window());
-        crate::window::check_shape(shape.0, shape.1).map_err(|e| prefixed("rate", e))?;
+        let quota = limits.rate.quota()?;
+        crate::window::check_quota(quota).map_err(|e| prefixed("rate", e))?;
         // Everything below is checked above: no change fails half-way.
         self.window
-            .reconfigure(shape.0, shape.1)
+            .reconfigure(quota)
             .map_err(|e| prefixed("rate", e))?;
         self.queue.set_bounds(limits.job_bounds())?;
         self.queue.set_max_wait(limits.queue.max_wait)?;
@@ -503,13 +503,13 @@ impl RedisAdmission {
     }
 
     /// Starts a thread that samples `probe` into this replica's resource gate every
-    /// `resources.sample_interval_ms`. Keep the [`Sampler`]: dropping it stops the thread.
+    /// `resources.sample_interval`. Keep the [`Sampler`]: dropping it stops the thread.
     ///
     /// # Errors
     ///
     /// The OS error when the thread cannot be spawned.
     pub fn spawn_sampler<P: ResourceProbe + 'static>(&self, probe: P) -> std::io::Result<Sampler> {
-        let interval = self.limits.load().resources.sample_interval();
+        let interval = self.limits.load().resources.sample_interval;
         Sampler::spawn(Arc::clone(&self.gate), probe, interval)
     }
 
@@ -573,14 +573,12 @@ impl FrontDoor for RedisAdmission {
         self.start(ticket)
     }
 
-    fn rate_limit(&self) -> (u32, Duration) {
-        self.window.shape()
+    fn rate_limit(&self) -> Quota {
+        self.window.quota()
     }
 
-    fn client_rate_limit(&self, _key: &str) -> Option<(u32, Duration)> {
-        self.per_key
-            .as_ref()
-            .map(|keyed| (keyed.limit(), keyed.window()))
+    fn client_rate_limit(&self, _key: &str) -> Option<Quota> {
+        self.per_key.as_ref().map(RedisKeyedWindow::quota)
     }
 }
 

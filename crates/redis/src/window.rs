@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use backstop_core::clock::{Clock, QuantaClock};
 use backstop_core::rate::{KeyedSlidingWindow, SlidingWindow};
-use backstop_core::{ConfigError, RateScope};
+use backstop_core::{ConfigError, Quota, RateScope};
 
 use crate::error::StoreError;
 use crate::options::FailurePolicy;
@@ -28,29 +28,19 @@ pub const MAX_REDIS_LIMIT: u32 = backstop_core::rate::MAX_LIMIT;
 /// Keys the in-process fallback of a [`RedisKeyedWindow`] tracks at most.
 pub const FALLBACK_MAX_KEYS: usize = 1 << 16;
 
-/// The window's shape, validated once: the limit and the window in microseconds.
+/// A quota as the store keeps it: the window in microseconds, Redis's `TIME` resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Shape {
+    quota: Quota,
     limit: u32,
     window_us: u64,
 }
 
 impl Shape {
-    fn new(limit: u32, window: Duration) -> Result<Self, ConfigError> {
-        if limit == 0 || limit > MAX_REDIS_LIMIT {
-            return Err(ConfigError::new(
-                "limit",
-                format_args!("must be 1 to {MAX_REDIS_LIMIT}, got {limit}"),
-            ));
-        }
-        if window.as_micros() == 0 || window > backstop_core::rate::MAX_WINDOW {
-            return Err(ConfigError::new(
-                "window",
-                format_args!("must be 1 µs to 100 years, got {window:?}"),
-            ));
-        }
-        // Whole microseconds only: the store keeps microseconds, and a window that is
-        // rounded would no longer be the contract the caller asked for.
+    fn new(quota: Quota) -> Result<Self, ConfigError> {
+        let window = quota.window();
+        // Whole microseconds only: a window that is rounded would no longer be the
+        // contract the caller asked for.
         if window.subsec_nanos() % 1000 != 0 {
             return Err(ConfigError::new(
                 "window",
@@ -58,15 +48,21 @@ impl Shape {
             ));
         }
         Ok(Shape {
-            limit,
+            quota,
+            limit: quota.limit(),
             window_us: u64::try_from(window.as_micros()).unwrap_or(u64::MAX),
         })
     }
+
+    /// This replica's share of the quota, for its in-process fallback window.
+    fn local(&self, share: f64) -> Result<Quota, ConfigError> {
+        Quota::new(local_limit(self.limit, share), self.quota.window())
+    }
 }
 
-/// Checks a window's shape as [`RedisWindow::new`] would.
-pub(crate) fn check_shape(limit: u32, window: Duration) -> Result<(), ConfigError> {
-    Shape::new(limit, window).map(|_| ())
+/// Checks a quota as [`RedisWindow::new`] would (whole microseconds).
+pub(crate) fn check_quota(quota: Quota) -> Result<(), ConfigError> {
+    Shape::new(quota).map(|_| ())
 }
 
 /// The name of a key: one hash tag per script call, so every script touches one slot
@@ -197,30 +193,21 @@ impl std::fmt::Debug for RedisWindow {
 }
 
 impl RedisWindow {
-    /// A window of `limit` admissions per `window`, stored under
-    /// `{backstop:w:<name>}:window`.
+    /// A window of `quota`, stored under `{backstop:w:<name>}:window`.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming `limit`, `window`, `name` or `failure_policy.share`.
-    pub fn new(
-        store: &RedisStore,
-        name: &str,
-        limit: u32,
-        window: Duration,
-    ) -> Result<Self, ConfigError> {
+    /// A [`ConfigError`] naming `window` (not whole microseconds), `name` or
+    /// `failure_policy.share`.
+    pub fn new(store: &RedisStore, name: &str, quota: Quota) -> Result<Self, ConfigError> {
         validate_name(name)?;
-        let shape = Shape::new(limit, window)?;
+        let shape = Shape::new(quota)?;
         let policy = store.inner.options.failure_policy;
         policy.validate()?;
         let fallback = match policy {
             FailurePolicy::FailClosed => None,
             FailurePolicy::LocalFallback { share } => Some(Arc::new(Fallback::new(
-                SlidingWindow::with_clock(
-                    local_limit(limit, share),
-                    window,
-                    fallback_clock(store),
-                )?,
+                SlidingWindow::with_clock(shape.local(share)?, fallback_clock(store)),
                 fallback_clock(store),
             ))),
         };
@@ -235,7 +222,7 @@ impl RedisWindow {
         })
     }
 
-    /// Changes the limit and the window from the next decision on, in this process (the
+    /// Changes the quota from the next decision on, in this process (the
     /// history stays in Redis: lowering the limit takes effect at once, and the key
     /// remembers what the larger of the limits needs; see the crate's README). The
     /// refusal cache is dropped; a `local_fallback` window is reshaped alike (one larger
@@ -243,18 +230,19 @@ impl RedisWindow {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming `limit` or `window`; on error nothing changes.
-    pub fn reconfigure(&self, limit: u32, window: Duration) -> Result<(), ConfigError> {
-        let shape = Shape::new(limit, window)?;
+    /// A [`ConfigError`] naming `window` (not whole microseconds); on error nothing
+    /// changes.
+    pub fn reconfigure(&self, quota: Quota) -> Result<(), ConfigError> {
+        let shape = Shape::new(quota)?;
         let current = self.state.load_full();
         let fallback = match (&current.fallback, self.store.inner.options.failure_policy) {
             (Some(fallback), FailurePolicy::LocalFallback { share }) => {
-                let local_limit = local_limit(limit, share);
-                if fallback.local.reconfigure(local_limit, window).is_ok() {
+                let local = shape.local(share)?;
+                if fallback.local.reconfigure(local).is_ok() {
                     Some(Arc::clone(fallback))
                 } else {
                     let grown = Fallback::new(
-                        fallback.local.reconfigured(local_limit, window)?,
+                        fallback.local.reconfigured(local),
                         Arc::clone(&fallback.clock),
                     );
                     // Relaxed: as in `decided_locally`.
@@ -425,7 +413,7 @@ impl RedisWindow {
             None => Err(store_unavailable(hint)),
             Some(fallback) => {
                 self.store.inner.metrics.fallback();
-                fallback.decided_locally(Duration::from_micros(state.shape.window_us));
+                fallback.decided_locally(state.shape.quota.window());
                 fallback
                     .local
                     .try_acquire()
@@ -443,21 +431,10 @@ impl RedisWindow {
         &self.key
     }
 
-    /// The most admissions in any window.
-    pub fn limit(&self) -> u32 {
-        self.state.load().shape.limit
-    }
-
-    /// The window's length.
-    pub fn window(&self) -> Duration {
-        Duration::from_micros(self.state.load().shape.window_us)
-    }
-
-    /// The limit and the window in force, read together (one shape, also while
-    /// [`reconfigure`](Self::reconfigure) runs).
-    pub fn shape(&self) -> (u32, Duration) {
-        let shape = self.state.load().shape;
-        (shape.limit, Duration::from_micros(shape.window_us))
+    /// The quota in force (one value, also while [`reconfigure`](Self::reconfigure)
+    /// runs).
+    pub fn quota(&self) -> Quota {
+        self.state.load().shape.quota
     }
 }
 
@@ -536,27 +513,21 @@ pub const MAX_KEYS: u32 = 1 << 24;
 pub const MAX_CLIENT_KEY_BYTES: usize = 512;
 
 impl RedisKeyedWindow {
-    /// Windows of `limit` admissions per `window` for each client of `name`.
+    /// Windows of `quota` for each client of `name`.
     ///
     /// # Errors
     ///
     /// As [`RedisWindow::new`].
-    pub fn new(
-        store: &RedisStore,
-        name: &str,
-        limit: u32,
-        window: Duration,
-    ) -> Result<Self, ConfigError> {
+    pub fn new(store: &RedisStore, name: &str, quota: Quota) -> Result<Self, ConfigError> {
         validate_name(name)?;
-        let shape = Shape::new(limit, window)?;
+        let shape = Shape::new(quota)?;
         let policy = store.inner.options.failure_policy;
         policy.validate()?;
         let fallback = match policy {
             FailurePolicy::FailClosed => None,
             FailurePolicy::LocalFallback { share } => Some(Fallback::new(
                 KeyedSlidingWindow::with_clock(
-                    local_limit(limit, share),
-                    window,
+                    shape.local(share)?,
                     FALLBACK_MAX_KEYS,
                     fallback_clock(store),
                 )?,
@@ -763,7 +734,7 @@ impl RedisKeyedWindow {
             None => Err(store_unavailable(hint)),
             Some(fallback) => {
                 self.store.inner.metrics.fallback();
-                fallback.decided_locally(self.window());
+                fallback.decided_locally(self.shape.quota.window());
                 match fallback.local.try_acquire(client) {
                     Ok(()) => Ok(Source::LocalFallback),
                     Err(refused) if refused.status_code() == 429 => Err(Refusal::RateLimited {
@@ -776,14 +747,9 @@ impl RedisKeyedWindow {
         }
     }
 
-    /// The most admissions per client in any window.
-    pub fn limit(&self) -> u32 {
-        self.shape.limit
-    }
-
-    /// The window's length.
-    pub fn window(&self) -> Duration {
-        Duration::from_micros(self.shape.window_us)
+    /// The quota each client's window keeps.
+    pub fn quota(&self) -> Quota {
+        self.shape.quota
     }
 }
 
@@ -793,27 +759,10 @@ mod tests {
 
     #[test]
     fn shapes_are_validated_by_field() {
-        assert_eq!(
-            Shape::new(0, Duration::from_secs(1)).unwrap_err().field(),
-            "limit"
-        );
-        assert_eq!(
-            Shape::new(MAX_REDIS_LIMIT + 1, Duration::from_secs(1))
-                .unwrap_err()
-                .field(),
-            "limit"
-        );
-        assert_eq!(Shape::new(1, Duration::ZERO).unwrap_err().field(), "window");
-        assert_eq!(
-            Shape::new(1, Duration::from_nanos(1500))
-                .unwrap_err()
-                .field(),
-            "window"
-        );
-        assert_eq!(
-            Shape::new(30, Duration::from_secs(60)).unwrap().window_us,
-            60_000_000
-        );
+        let shape = |ns| Shape::new(Quota::new(1, Duration::from_nanos(ns)).unwrap());
+        assert_eq!(shape(1500).unwrap_err().field(), "window");
+        assert_eq!(shape(1).unwrap_err().field(), "window");
+        assert_eq!(shape(60_000_000_000).unwrap().window_us, 60_000_000);
         assert_eq!(validate_name("a{b").unwrap_err().field(), "name");
         assert!(validate_name("api").is_ok());
     }

@@ -7,6 +7,7 @@ use backstop_testkit::redis as support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backstop_core::Quota;
 use backstop_core::clock::ManualClock;
 use backstop_core::{
     Decision, FrontDoor, Limits, OverloadReason, RateScope, Refusal, RequestClass, WaitReason,
@@ -35,9 +36,9 @@ fn options() -> StoreOptions {
 fn limits(rate: u32, queue: u32, jobs: u32) -> Limits {
     let mut limits = Limits::default();
     limits.rate.limit = rate;
-    limits.rate.window_ms = 60_000;
+    limits.rate.window = Duration::from_millis(60_000);
     limits.queue.max = queue;
-    limits.queue.retry_after_hint_ms = 2_000;
+    limits.queue.retry_after_hint = Duration::from_millis(2_000);
     limits.jobs.max = jobs;
     limits.resources.enabled = false;
     limits
@@ -125,13 +126,13 @@ fn a_client_refused_by_its_own_window_uses_none_of_the_shared_one() {
         let door = |store: &RedisStore| {
             RedisAdmission::new(store, &name, limits(5, 100, 5))
                 .unwrap()
-                .with_per_key(2, Duration::from_secs(120))
+                .with_per_key(Quota::new(2, Duration::from_secs(120)).unwrap())
                 .unwrap()
         };
         let (a, b) = (door(&store), door(&store));
         assert_eq!(
             a.client_rate_limit("x"),
-            Some((2, Duration::from_secs(120)))
+            Some(Quota::new(2, Duration::from_secs(120)).unwrap())
         );
         let mut held = Vec::new();
         for _ in 0..2 {
@@ -289,7 +290,7 @@ fn fail_closed_answers_503_store_unavailable_when_redis_is_gone() {
         .unwrap();
         let door = RedisAdmission::new(&store, "gone", limits(10, 10, 1))
             .unwrap()
-            .with_per_key(5, Duration::from_secs(60))
+            .with_per_key(Quota::new(5, Duration::from_secs(60)).unwrap())
             .unwrap();
         let ticket = door
             .admit(Some("alice"), RequestClass::Normal)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use backstop_core::Quota;
 use backstop_core::clock::ManualClock;
 use backstop_core::jobs::JobBounds;
 use backstop_core::{Decision, FrontDoor, Limits, RequestClass};
@@ -67,8 +68,14 @@ fn a_cluster_admits_exactly_across_its_nodes() {
         assert!(store.connection().is_cluster());
 
         // A global window hit by 64 callers at once: exactly the limit.
-        let window =
-            Arc::new(RedisWindow::new(&store, "global", 100, Duration::from_secs(60)).unwrap());
+        let window = Arc::new(
+            RedisWindow::new(
+                &store,
+                "global",
+                Quota::new(100, Duration::from_secs(60)).unwrap(),
+            )
+            .unwrap(),
+        );
         let admitted = Arc::new(AtomicU64::new(0));
         let mut calls = tokio::task::JoinSet::new();
         for _ in 0..64 {
@@ -86,8 +93,14 @@ fn a_cluster_admits_exactly_across_its_nodes() {
 
         // 60 clients of a keyed window, 3 each allowed, 5 asked: exactly 180, their
         // keys spread over every node.
-        let keyed =
-            Arc::new(RedisKeyedWindow::new(&store, "keyed", 3, Duration::from_secs(60)).unwrap());
+        let keyed = Arc::new(
+            RedisKeyedWindow::new(
+                &store,
+                "keyed",
+                Quota::new(3, Duration::from_secs(60)).unwrap(),
+            )
+            .unwrap(),
+        );
         let mut total = 0;
         for client in 0..60 {
             for _ in 0..5 {
@@ -151,11 +164,11 @@ fn a_front_door_on_the_cluster_shares_one_limit_between_two_stores() {
         let doors = [
             RedisAdmission::new(&a, &name, limits.clone())
                 .unwrap()
-                .with_per_key(5, Duration::from_secs(60))
+                .with_per_key(Quota::new(5, Duration::from_secs(60)).unwrap())
                 .unwrap(),
             RedisAdmission::new(&b, &name, limits)
                 .unwrap()
-                .with_per_key(5, Duration::from_secs(60))
+                .with_per_key(Quota::new(5, Duration::from_secs(60)).unwrap())
                 .unwrap(),
         ];
         let mut admitted = 0;
@@ -206,7 +219,12 @@ fn a_sentinel_failover_mid_burst_is_followed_within_the_stated_bound() {
         let store = RedisStore::connect(&set.url(), options()).await.unwrap();
         let limit = 3000;
         let window = Arc::new(
-            RedisWindow::new(&store, "failover", limit, Duration::from_secs(120)).unwrap(),
+            RedisWindow::new(
+                &store,
+                "failover",
+                Quota::new(limit, Duration::from_secs(120)).unwrap(),
+            )
+            .unwrap(),
         );
         let admitted = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -283,7 +301,12 @@ fn tls_with_the_right_ca_connects_and_a_wrong_ca_is_a_typed_error() {
         let store = RedisStore::connect_with_tls(&tls.url(), options(), &right)
             .await
             .unwrap();
-        let window = RedisWindow::new(&store, "tls", 2, Duration::from_secs(60)).unwrap();
+        let window = RedisWindow::new(
+            &store,
+            "tls",
+            Quota::new(2, Duration::from_secs(60)).unwrap(),
+        )
+        .unwrap();
         window.try_acquire().await.unwrap();
         window.try_acquire().await.unwrap();
         assert!(window.try_acquire().await.is_err());
@@ -316,7 +339,12 @@ fn tls_with_a_client_certificate_where_the_server_requires_one() {
         let store = RedisStore::connect_with_tls(&tls.url(), options(), &with_cert)
             .await
             .unwrap();
-        let window = RedisWindow::new(&store, "mtls", 1, Duration::from_secs(60)).unwrap();
+        let window = RedisWindow::new(
+            &store,
+            "mtls",
+            Quota::new(1, Duration::from_secs(60)).unwrap(),
+        )
+        .unwrap();
         window.try_acquire().await.unwrap();
 
         let without = TlsConfig::from_files(Some(&tls.file("ca.crt")), None, None).unwrap();
@@ -371,7 +399,12 @@ fn a_demoted_node_behind_one_endpoint_is_left_for_the_new_primary() {
         let store = RedisStore::connect(&format!("redis://127.0.0.1:{port}"), options())
             .await
             .unwrap();
-        let window = RedisWindow::new(&store, "moved", 1000, Duration::from_secs(60)).unwrap();
+        let window = RedisWindow::new(
+            &store,
+            "moved",
+            Quota::new(1000, Duration::from_secs(60)).unwrap(),
+        )
+        .unwrap();
         window.try_acquire().await.unwrap();
         // Fail over by hand: the first node becomes a replica of the second, and the
         // endpoint now leads to the second.
@@ -433,7 +466,7 @@ fn the_acl_the_readme_lists_is_enough() {
         limits.resources.enabled = false;
         let door = RedisAdmission::new(&store, "acl", limits)
             .unwrap()
-            .with_per_key(5, Duration::from_secs(60))
+            .with_per_key(Quota::new(5, Duration::from_secs(60)).unwrap())
             .unwrap()
             .with_max_keys(10)
             .unwrap();

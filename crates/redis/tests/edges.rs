@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use backstop_core::clock::ManualClock;
-use backstop_core::{Decision, FrontDoor, Limits, OverloadReason, RequestClass};
+use backstop_core::{Decision, FrontDoor, Limits, OverloadReason, Quota, RequestClass};
 use backstop_redis::{
     EvictionCheck, FailurePolicy, RedisAdmission, RedisStore, RedisWindow, Refusal, Source,
     StoreError, StoreOptions,
@@ -90,7 +90,7 @@ fn an_admission_has_one_deadline_for_all_its_calls() {
             .unwrap();
         let door = RedisAdmission::new(&store, "one-deadline", limits(100))
             .unwrap()
-            .with_per_key(10, Duration::from_secs(60))
+            .with_per_key(Quota::new(10, Duration::from_secs(60)).unwrap())
             .unwrap();
         assert!(matches!(
             door.admit(Some("alice"), RequestClass::Normal).await,
@@ -125,7 +125,12 @@ fn decisions_that_reach_redis_after_their_callers_gave_up_count_nothing() {
         };
         let store = RedisStore::connect(&server.url(), options).await.unwrap();
         let window = Arc::new(
-            RedisWindow::new(&store, "stalled", 100_000, Duration::from_secs(60)).unwrap(),
+            RedisWindow::new(
+                &store,
+                "stalled",
+                Quota::new(100_000, Duration::from_secs(60)).unwrap(),
+            )
+            .unwrap(),
         );
         window.try_acquire().await.unwrap();
         let mut admin = redis::Client::open(server.url())
@@ -204,7 +209,12 @@ fn an_open_breaker_answers_at_once_then_lets_calls_through_again() {
         let store = RedisStore::connect(&format!("redis://127.0.0.1:{port}"), options)
             .await
             .unwrap();
-        let window = RedisWindow::new(&store, "breaker", 1000, Duration::from_secs(60)).unwrap();
+        let window = RedisWindow::new(
+            &store,
+            "breaker",
+            Quota::new(1000, Duration::from_secs(60)).unwrap(),
+        )
+        .unwrap();
         window.try_acquire().await.unwrap();
         delay_ms.store(300, Ordering::Relaxed);
         for _ in 0..3 {
@@ -256,7 +266,12 @@ fn an_eviction_policy_changed_while_running_is_noticed() {
             ..StoreOptions::default()
         };
         let store = RedisStore::connect(&server.url(), options).await.unwrap();
-        let window = RedisWindow::new(&store, "evicting", 1000, Duration::from_secs(60)).unwrap();
+        let window = RedisWindow::new(
+            &store,
+            "evicting",
+            Quota::new(1000, Duration::from_secs(60)).unwrap(),
+        )
+        .unwrap();
         window.try_acquire().await.unwrap();
         let mut admin = redis::Client::open(server.url())
             .unwrap()
@@ -301,8 +316,12 @@ fn an_eviction_policy_changed_while_running_is_noticed() {
         )
         .await
         .unwrap();
-        let window =
-            RedisWindow::new(&warn, "evicting-warned", 10, Duration::from_secs(60)).unwrap();
+        let window = RedisWindow::new(
+            &warn,
+            "evicting-warned",
+            Quota::new(10, Duration::from_secs(60)).unwrap(),
+        )
+        .unwrap();
         set(&mut admin, "allkeys-lru").await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         window.try_acquire().await.unwrap();
@@ -352,7 +371,7 @@ fn local_fallback_stays_within_its_stated_bound_at_both_edges_of_an_outage() {
                 RedisStore::connect_with_clock(&server.url(), options, Arc::new(clock.clone()))
                     .await
                     .unwrap();
-            let w = RedisWindow::new(&store, "outage", 10, window).unwrap();
+            let w = RedisWindow::new(&store, "outage", Quota::new(10, window).unwrap()).unwrap();
             replicas.push((store, w));
         }
         let mut admitted: Vec<u64> = Vec::new();

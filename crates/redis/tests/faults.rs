@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use backstop_core::Quota;
 use backstop_core::jobs::JobBounds;
 use backstop_core::{OverloadReason, WaitReason};
 use backstop_redis::{
@@ -156,8 +157,14 @@ fn redis_killed_mid_burst_fails_closed_then_recovers() {
             ..StoreOptions::default()
         };
         let store = RedisStore::connect(&server.url(), options).await.unwrap();
-        let window =
-            Arc::new(RedisWindow::new(&store, "killed", 1000, Duration::from_secs(60)).unwrap());
+        let window = Arc::new(
+            RedisWindow::new(
+                &store,
+                "killed",
+                Quota::new(1000, Duration::from_secs(60)).unwrap(),
+            )
+            .unwrap(),
+        );
         let burst = |window: Arc<RedisWindow>| async move {
             let mut worst = Duration::ZERO;
             let (mut admitted, mut unavailable) = (0, 0);
@@ -286,8 +293,10 @@ fn a_slow_redis_passes_the_deadline_and_the_policy_decides() {
         .await
         .unwrap();
         let minute = Duration::from_secs(60);
-        let strict = RedisWindow::new(&closed, "slow-closed", 10, minute).unwrap();
-        let shared = RedisWindow::new(&fallback, "slow-fallback", 10, minute).unwrap();
+        let strict =
+            RedisWindow::new(&closed, "slow-closed", Quota::new(10, minute).unwrap()).unwrap();
+        let shared =
+            RedisWindow::new(&fallback, "slow-fallback", Quota::new(10, minute).unwrap()).unwrap();
         assert_eq!(strict.try_acquire_from().await, Ok(Source::Store));
         assert_eq!(shared.try_acquire_from().await, Ok(Source::Store));
 
@@ -353,7 +362,12 @@ fn concurrent_callers_behind_a_slow_call_each_get_their_deadline() {
             .await
             .unwrap();
         let window = Arc::new(
-            RedisWindow::new(&store, "slow-batch", 1000, Duration::from_secs(60)).unwrap(),
+            RedisWindow::new(
+                &store,
+                "slow-batch",
+                Quota::new(1000, Duration::from_secs(60)).unwrap(),
+            )
+            .unwrap(),
         );
         assert_eq!(window.try_acquire_from().await, Ok(Source::Store));
         delay_ms.store(2_000, Ordering::Relaxed);

@@ -8,6 +8,7 @@ use backstop_testkit::redis as support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backstop_core::Quota;
 use backstop_core::clock::ManualClock;
 use backstop_core::{OverloadReason, RateScope};
 use backstop_redis::{RedisKeyedWindow, RedisStore, RedisWindow, Refusal, StoreOptions};
@@ -71,7 +72,12 @@ fn a_fresh_key_costs_its_header_and_one_slot_whatever_the_limit() {
         let store = RedisStore::connect(&url, options()).await.unwrap();
         for limit in [30, 65_536, 1 << 20, backstop_redis::MAX_REDIS_LIMIT] {
             let name = support::unique("fresh");
-            let window = RedisWindow::new(&store, &name, limit, Duration::from_secs(60)).unwrap();
+            let window = RedisWindow::new(
+                &store,
+                &name,
+                Quota::new(limit, Duration::from_secs(60)).unwrap(),
+            )
+            .unwrap();
             window.try_acquire().await.unwrap();
             let one = strlen(&store, window.key()).await;
             assert_eq!(one, HEADER + 8, "limit {limit}");
@@ -96,8 +102,18 @@ fn a_decision_touches_only_the_header_and_its_slots_also_when_two_limits_alterna
     runtime().block_on(async {
         let clock = ManualClock::new();
         let store = store_at_t0(&server, &clock).await;
-        let big = RedisWindow::new(&store, "alternate", 65_536, Duration::from_secs(1)).unwrap();
-        let small = RedisWindow::new(&store, "alternate", 30, Duration::from_secs(1)).unwrap();
+        let big = RedisWindow::new(
+            &store,
+            "alternate",
+            Quota::new(65_536, Duration::from_secs(1)).unwrap(),
+        )
+        .unwrap();
+        let small = RedisWindow::new(
+            &store,
+            "alternate",
+            Quota::new(30, Duration::from_secs(1)).unwrap(),
+        )
+        .unwrap();
         big.try_acquire().await.unwrap(); // creates the key: one SET
         let before = (calls_of(&store, "set").await, calls_of(&store, "get").await);
         let mut admitted = (0, 0);
@@ -137,7 +153,12 @@ fn a_refusal_at_a_huge_limit_reads_one_slot() {
         let clock = ManualClock::new();
         let store = store_at_t0(&server, &clock).await;
         let limit = 100_000;
-        let window = RedisWindow::new(&store, "huge", limit, Duration::from_secs(60)).unwrap();
+        let window = RedisWindow::new(
+            &store,
+            "huge",
+            Quota::new(limit, Duration::from_secs(60)).unwrap(),
+        )
+        .unwrap();
         // Fill it through batches: many concurrent callers at one instant.
         let window = Arc::new(window);
         let mut calls = tokio::task::JoinSet::new();
@@ -180,8 +201,8 @@ fn raising_the_limit_after_the_ring_wrapped_copies_it_once_and_stays_exact() {
         let clock = ManualClock::new();
         let store = store_at_t0(&server, &clock).await;
         let window = Duration::from_secs(10);
-        let three = RedisWindow::new(&store, "raise", 3, window).unwrap();
-        let five = RedisWindow::new(&store, "raise", 5, window).unwrap();
+        let three = RedisWindow::new(&store, "raise", Quota::new(3, window).unwrap()).unwrap();
+        let five = RedisWindow::new(&store, "raise", Quota::new(5, window).unwrap()).unwrap();
         // Seven admissions of limit 3, one every 4 s: the ring wrapped.
         for _ in 0..7 {
             three.try_acquire().await.unwrap();
@@ -216,8 +237,18 @@ fn the_expiry_never_shrinks_and_follows_the_longest_window() {
     runtime().block_on(async {
         let store = RedisStore::connect(&url, options()).await.unwrap();
         let name = support::unique("expiry");
-        let long = RedisWindow::new(&store, &name, 3, Duration::from_secs(60)).unwrap();
-        let short = RedisWindow::new(&store, &name, 3, Duration::from_millis(300)).unwrap();
+        let long = RedisWindow::new(
+            &store,
+            &name,
+            Quota::new(3, Duration::from_secs(60)).unwrap(),
+        )
+        .unwrap();
+        let short = RedisWindow::new(
+            &store,
+            &name,
+            Quota::new(3, Duration::from_millis(300)).unwrap(),
+        )
+        .unwrap();
         let mut conn = store.connection();
         let expiry = async |conn: &mut backstop_redis::StoreConnection| -> i64 {
             redis::cmd("PEXPIRETIME")
@@ -264,8 +295,18 @@ fn two_replica_sets_with_different_windows_on_one_name_stay_exact_for_each() {
         let limit = 4;
         let windows_us = [1_000_000u64, 3_000_000];
         let sets = [
-            RedisWindow::new(&old, &name, limit, Duration::from_micros(windows_us[0])).unwrap(),
-            RedisWindow::new(&new, &name, limit, Duration::from_micros(windows_us[1])).unwrap(),
+            RedisWindow::new(
+                &old,
+                &name,
+                Quota::new(limit, Duration::from_micros(windows_us[0])).unwrap(),
+            )
+            .unwrap(),
+            RedisWindow::new(
+                &new,
+                &name,
+                Quota::new(limit, Duration::from_micros(windows_us[1])).unwrap(),
+            )
+            .unwrap(),
         ];
         let mut admitted_us: Vec<u64> = Vec::new();
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -306,7 +347,12 @@ fn a_key_in_the_earlier_layout_is_judged_and_rewritten() {
             .await
             .unwrap();
         let name = support::unique("v1");
-        let window = RedisWindow::new(&store, &name, 3, Duration::from_secs(10)).unwrap();
+        let window = RedisWindow::new(
+            &store,
+            &name,
+            Quota::new(3, Duration::from_secs(10)).unwrap(),
+        )
+        .unwrap();
         // Four admissions in the earlier layout: n = 4, limit 3, window 10 s; the ring
         // holds the last three at T0 + 1, 2, 3 s (admission 3 in slot 0).
         let t0_us = T0.as_micros() as u64;
@@ -384,7 +430,12 @@ fn a_spray_of_client_keys_costs_a_header_and_a_slot_each_and_max_keys_bounds_it(
                 .unwrap()
         };
         let keyed = Arc::new(
-            RedisKeyedWindow::new(&store, "spray", 1000, Duration::from_secs(60)).unwrap(),
+            RedisKeyedWindow::new(
+                &store,
+                "spray",
+                Quota::new(1000, Duration::from_secs(60)).unwrap(),
+            )
+            .unwrap(),
         );
         // What a key costs Redis with a 1-byte value and an expiry (names as long as the
         // windows' ones): the key's overhead.
@@ -428,15 +479,24 @@ fn a_spray_of_client_keys_costs_a_header_and_a_slot_each_and_max_keys_bounds_it(
         );
 
         // Another name on the same Redis is unaffected.
-        let other = RedisWindow::new(&store, "other", 10, Duration::from_secs(60)).unwrap();
+        let other = RedisWindow::new(
+            &store,
+            "other",
+            Quota::new(10, Duration::from_secs(60)).unwrap(),
+        )
+        .unwrap();
         other.try_acquire().await.unwrap();
 
         // With max_keys 1000: the 1001st new client is refused, known ones go on.
         let bounded = Arc::new(
-            RedisKeyedWindow::new(&store, "bounded", 2, Duration::from_secs(60))
-                .unwrap()
-                .with_max_keys(1000)
-                .unwrap(),
+            RedisKeyedWindow::new(
+                &store,
+                "bounded",
+                Quota::new(2, Duration::from_secs(60)).unwrap(),
+            )
+            .unwrap()
+            .with_max_keys(1000)
+            .unwrap(),
         );
         spray(&bounded, 0..1000).await;
         match bounded.try_acquire("client-1000").await {

@@ -5,6 +5,7 @@ use backstop_testkit::redis as support;
 
 use std::time::Duration;
 
+use backstop_core::Quota;
 use backstop_redis::{RedisStore, RedisWindow, StoreOptions};
 use backstop_testkit::capture::Captured;
 
@@ -38,8 +39,7 @@ fn an_outage_is_one_warning_and_its_end_one_info_line() {
         let window = RedisWindow::new(
             &store,
             &support::unique("logging"),
-            5,
-            Duration::from_secs(60),
+            Quota::new(5, Duration::from_secs(60)).unwrap(),
         )
         .unwrap();
         // A key of another type makes every call on it fail, as a broken store would.

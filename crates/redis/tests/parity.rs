@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use backstop_core::MetricsSnapshot;
 use backstop_core::clock::ManualClock;
-use backstop_core::{Decision, FrontDoor, Limits, RateScope, Refusal, RequestClass};
+use backstop_core::{Decision, FrontDoor, Limits, Quota, RateScope, Refusal, RequestClass};
 use backstop_redis::{RedisAdmission, RedisKeyedWindow, RedisStore, RedisWindow, StoreOptions};
 use backstop_testkit::redis as support;
 
@@ -33,7 +33,7 @@ fn options() -> StoreOptions {
 fn limits(rate: u32, queue: u32, jobs: u32) -> Limits {
     let mut limits = Limits::default();
     limits.rate.limit = rate;
-    limits.rate.window_ms = 60_000;
+    limits.rate.window = Duration::from_secs(60);
     limits.queue.max = queue;
     limits.jobs.max = jobs;
     limits.resources.enabled = false;
@@ -111,7 +111,7 @@ fn reconfigure_changes_the_shape_and_the_bounds_live_keeping_the_history() {
         );
         // Raised: two more (the three made still count), and the refusal cache dropped.
         door.reconfigure(limits(5, 10, 1)).unwrap();
-        assert_eq!(door.rate_limit().0, 5);
+        assert_eq!(door.rate_limit().limit(), 5);
         for _ in 0..2 {
             let Decision::Admitted(ticket) = door.admit(None, RequestClass::Normal).await else {
                 panic!("admitted after raising the limit");
@@ -170,7 +170,7 @@ fn a_client_refused_by_the_shared_window_is_not_charged_also_under_concurrency()
         let door = Arc::new(
             RedisAdmission::new(&store, &support::unique("refund"), limits(10, 1000, 1))
                 .unwrap()
-                .with_per_key(100, Duration::from_secs(60))
+                .with_per_key(Quota::new(100, Duration::from_secs(60)).unwrap())
                 .unwrap(),
         );
         let mut calls = tokio::task::JoinSet::new();
@@ -220,7 +220,7 @@ const SHAPES: [(u32, u64); 4] = [(5, 1_000), (12, 600), (3, 2_000), (8, 300)];
 
 fn shaped((limit, window_ms): (u32, u64)) -> Limits {
     let mut limits = limits(limit, 1000, 1);
-    limits.rate.window_ms = window_ms;
+    limits.rate.window = Duration::from_millis(window_ms);
     limits
 }
 
@@ -250,7 +250,7 @@ async fn race_phase(
             match decision {
                 Decision::Admitted(ticket) => {
                     drop(ticket);
-                    Some((before == after).then_some(before))
+                    Some((before == after).then_some((before.limit(), before.window())))
                 }
                 Decision::Refused(Refusal::RateLimited { .. }) => None,
                 other => panic!("only rate limited refusals here: {other:?}"),
@@ -443,7 +443,7 @@ fn the_refusal_cache_spares_a_limited_clients_round_trips() {
         let store = store_on(&server.url(), &clock).await;
         let ten = Duration::from_secs(10);
         let mut shape = limits(2, 1000, 1);
-        shape.rate.window_ms = 10_000;
+        shape.rate.window = Duration::from_secs(10);
         // The door's shared window.
         let door = RedisAdmission::new(&store, "global", shape).unwrap();
         let mut held = Vec::new();
@@ -468,7 +468,7 @@ fn the_refusal_cache_spares_a_limited_clients_round_trips() {
         ));
         // A client's window.
         clock.set(T0);
-        let clients = RedisKeyedWindow::new(&store, "keyed", 2, ten).unwrap();
+        let clients = RedisKeyedWindow::new(&store, "keyed", Quota::new(2, ten).unwrap()).unwrap();
         for _ in 0..2 {
             clients.try_acquire("bob").await.unwrap();
         }
@@ -489,7 +489,7 @@ fn the_refusal_cache_spares_a_limited_clients_round_trips() {
         clock.set(T0);
         let door = RedisAdmission::new(&store, "per-client", limits(1000, 1000, 1))
             .unwrap()
-            .with_per_key(2, ten)
+            .with_per_key(Quota::new(2, ten).unwrap())
             .unwrap();
         for _ in 0..2 {
             let Decision::Admitted(ticket) = door.admit(Some("bob"), RequestClass::Normal).await
@@ -527,13 +527,23 @@ fn every_cached_refusal_waits_exactly_what_redis_says() {
         let store = store_on(&url, &clock).await;
         let name = support::unique("exact");
         let mut shape = limits(6, 1000, 1);
-        shape.rate.window_ms = 2_000;
+        shape.rate.window = Duration::from_secs(2);
         let door = RedisAdmission::new(&store, &name, shape)
             .unwrap()
-            .with_per_key(2, Duration::from_secs(1))
+            .with_per_key(Quota::new(2, Duration::from_secs(1)).unwrap())
             .unwrap();
-        let shared = RedisWindow::new(&store, &name, 6, Duration::from_secs(2)).unwrap();
-        let clients = RedisKeyedWindow::new(&store, &name, 2, Duration::from_secs(1)).unwrap();
+        let shared = RedisWindow::new(
+            &store,
+            &name,
+            Quota::new(6, Duration::from_secs(2)).unwrap(),
+        )
+        .unwrap();
+        let clients = RedisKeyedWindow::new(
+            &store,
+            &name,
+            Quota::new(2, Duration::from_secs(1)).unwrap(),
+        )
+        .unwrap();
         let mut seed = 7u64;
         let mut cached = [0usize; 2];
         for _ in 0..400 {

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use backstop_core::Quota;
 use backstop_core::clock::ManualClock;
 use backstop_core::jobs::JobBounds;
 use backstop_core::{Decision, FrontDoor, Limits, RequestClass};
@@ -98,8 +99,14 @@ fn replica_process() {
         let store = RedisStore::connect_with_clock(&url, options(), Arc::new(clock))
             .await
             .unwrap();
-        let window =
-            Arc::new(RedisWindow::new(&store, &name, LIMIT, Duration::from_secs(60)).unwrap());
+        let window = Arc::new(
+            RedisWindow::new(
+                &store,
+                &name,
+                Quota::new(LIMIT, Duration::from_secs(60)).unwrap(),
+            )
+            .unwrap(),
+        );
         let (queue, slots) = jobs::counters(&store, &name, BOUNDS, LEASE).unwrap();
         // A burst: 32 concurrent callers, 2 decisions each.
         let mut calls = tokio::task::JoinSet::new();

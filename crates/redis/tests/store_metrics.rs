@@ -7,6 +7,7 @@ use backstop_testkit::redis as support;
 
 use std::time::Duration;
 
+use backstop_core::Quota;
 use backstop_redis::{RedisStore, RedisWindow, StoreOptions};
 use prometheus_client::registry::Registry;
 
@@ -46,7 +47,12 @@ fn the_store_families_follow_its_calls_and_its_outages() {
         let store = RedisStore::connect(&server.url(), options).await.unwrap();
         let mut registry = Registry::default();
         store.register_metrics(&mut registry);
-        let window = RedisWindow::new(&store, "metrics", 1000, Duration::from_secs(60)).unwrap();
+        let window = RedisWindow::new(
+            &store,
+            "metrics",
+            Quota::new(1000, Duration::from_secs(60)).unwrap(),
+        )
+        .unwrap();
         for _ in 0..10 {
             window.try_acquire().await.unwrap();
         }
@@ -99,7 +105,12 @@ fn a_round_trip_redis_held_up_is_measured_as_long_as_it_was() {
             ..StoreOptions::default()
         };
         let store = RedisStore::connect(&server.url(), options).await.unwrap();
-        let window = RedisWindow::new(&store, "paused", 1000, Duration::from_secs(60)).unwrap();
+        let window = RedisWindow::new(
+            &store,
+            "paused",
+            Quota::new(1000, Duration::from_secs(60)).unwrap(),
+        )
+        .unwrap();
         window.try_acquire().await.unwrap();
         let before = store.metrics().round_trips();
         let slow_before: u64 = before

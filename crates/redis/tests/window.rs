@@ -6,6 +6,7 @@ use backstop_testkit::redis as support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backstop_core::Quota;
 use backstop_core::clock::ManualClock;
 use backstop_core::model::WindowModel;
 use backstop_core::rate::SlidingWindow;
@@ -84,9 +85,10 @@ fn keyed_matches_the_model(
             .await
             .expect("connect");
         let name = support::unique("prop");
-        let shared = RedisKeyedWindow::new(&store, &name, limit, window).unwrap();
+        let shared =
+            RedisKeyedWindow::new(&store, &name, Quota::new(limit, window).unwrap()).unwrap();
         let models: Vec<_> = (0..3)
-            .map(|_| SlidingWindow::with_clock(limit, window, clock.clone()).unwrap())
+            .map(|_| SlidingWindow::with_clock(Quota::new(limit, window).unwrap(), clock.clone()))
             .collect();
         let mut last_retry = Duration::ZERO;
         for op in ops {
@@ -186,7 +188,7 @@ proptest! {
             for op in &ops {
                 match *op {
                     ShapeOp::Acquire => {
-                        let window = RedisWindow::new(&store, &name, shape.0, Duration::from_micros(shape.1)).unwrap();
+                        let window = RedisWindow::new(&store, &name, Quota::new(shape.0, Duration::from_micros(shape.1)).unwrap()).unwrap();
                         let got = window.try_acquire_checked().await.expect("store answers");
                         let now_us = clock.now().as_micros() as u64;
                         let want = model
@@ -225,8 +227,8 @@ proptest! {
             let store = RedisStore::connect_with_clock(&url, relaxed(), Arc::new(clock.clone()))
                 .await
                 .expect("connect");
-            let shared = RedisWindow::new(&store, &support::unique("back-prop"), limit, window).unwrap();
-            let model = SlidingWindow::with_clock(limit, window, clock.clone()).unwrap();
+            let shared = RedisWindow::new(&store, &support::unique("back-prop"), Quota::new(limit, window).unwrap()).unwrap();
+            let model = SlidingWindow::with_clock(Quota::new(limit, window).unwrap(), clock.clone());
             for op in &ops {
                 match *op {
                     ShapeOp::Acquire => {
@@ -263,7 +265,12 @@ async fn window_on(
     let store = RedisStore::connect_with_clock(url, relaxed(), Arc::new(clock.clone()))
         .await
         .unwrap();
-    let window = RedisWindow::new(&store, &support::unique(name), limit, window).unwrap();
+    let window = RedisWindow::new(
+        &store,
+        &support::unique(name),
+        Quota::new(limit, window).unwrap(),
+    )
+    .unwrap();
     (store, window)
 }
 
@@ -314,8 +321,7 @@ fn concurrent_callers_on_redis_time_admit_exactly_the_limit() {
             RedisWindow::new(
                 &store,
                 &support::unique("burst"),
-                100,
-                Duration::from_secs(600),
+                Quota::new(100, Duration::from_secs(600)).unwrap(),
             )
             .unwrap(),
         );
@@ -360,8 +366,12 @@ fn a_window_key_vanishes_with_its_window_and_is_compact() {
     let rt = runtime();
     rt.block_on(async {
         let store = RedisStore::connect(&url, relaxed()).await.unwrap();
-        let window =
-            RedisWindow::new(&store, &support::unique("ttl"), 30, Duration::from_secs(60)).unwrap();
+        let window = RedisWindow::new(
+            &store,
+            &support::unique("ttl"),
+            Quota::new(30, Duration::from_secs(60)).unwrap(),
+        )
+        .unwrap();
         for _ in 0..30 {
             window.try_acquire().await.unwrap();
         }
@@ -388,8 +398,7 @@ fn a_window_key_vanishes_with_its_window_and_is_compact() {
         let short = RedisWindow::new(
             &store,
             &support::unique("ttl-short"),
-            2,
-            Duration::from_micros(short_us),
+            Quota::new(2, Duration::from_micros(short_us)).unwrap(),
         )
         .unwrap();
         short.try_acquire().await.unwrap();
@@ -454,8 +463,18 @@ fn a_longer_window_keeps_the_key_alive_and_never_admits_limit_plus_one() {
     rt.block_on(async {
         let store = RedisStore::connect(&url, relaxed()).await.unwrap();
         let name = support::unique("lengthen");
-        let short = RedisWindow::new(&store, &name, 3, Duration::from_millis(300)).unwrap();
-        let long = RedisWindow::new(&store, &name, 3, Duration::from_secs(60)).unwrap();
+        let short = RedisWindow::new(
+            &store,
+            &name,
+            Quota::new(3, Duration::from_millis(300)).unwrap(),
+        )
+        .unwrap();
+        let long = RedisWindow::new(
+            &store,
+            &name,
+            Quota::new(3, Duration::from_secs(60)).unwrap(),
+        )
+        .unwrap();
         for _ in 0..3 {
             short.try_acquire().await.unwrap();
         }
@@ -495,8 +514,7 @@ fn a_window_key_never_expires_before_its_newest_admission_leaves() {
         let window = RedisWindow::new(
             &store,
             &support::unique("expiry"),
-            5,
-            Duration::from_micros(window_us),
+            Quota::new(5, Duration::from_micros(window_us)).unwrap(),
         )
         .unwrap();
         let mut conn = store.connection();
@@ -549,9 +567,12 @@ fn global_and_keyed_window_names_never_collide() {
         let store = RedisStore::connect(&url, relaxed()).await.unwrap();
         let base = support::unique("collide");
         let minute = Duration::from_secs(60);
-        let global = RedisWindow::new(&store, &format!("{base}:b"), 1, minute).unwrap();
-        let keyed = RedisKeyedWindow::new(&store, &base, 1, minute).unwrap();
-        let keyed_ab = RedisKeyedWindow::new(&store, &format!("{base}:a"), 1, minute).unwrap();
+        let global =
+            RedisWindow::new(&store, &format!("{base}:b"), Quota::new(1, minute).unwrap()).unwrap();
+        let keyed = RedisKeyedWindow::new(&store, &base, Quota::new(1, minute).unwrap()).unwrap();
+        let keyed_ab =
+            RedisKeyedWindow::new(&store, &format!("{base}:a"), Quota::new(1, minute).unwrap())
+                .unwrap();
         assert_ne!(global.key(), keyed.key_for("b"));
         assert_ne!(keyed.key_for("a:b"), keyed_ab.key_for("b"));
         global.try_acquire().await.unwrap();
@@ -570,7 +591,12 @@ fn a_key_of_another_type_is_a_typed_error_and_never_an_admission() {
     rt.block_on(async {
         let store = RedisStore::connect(&url, relaxed()).await.unwrap();
         let name = support::unique("wrongtype");
-        let window = RedisWindow::new(&store, &name, 5, Duration::from_secs(60)).unwrap();
+        let window = RedisWindow::new(
+            &store,
+            &name,
+            Quota::new(5, Duration::from_secs(60)).unwrap(),
+        )
+        .unwrap();
         let mut conn = store.connection();
         let _: i64 = redis::cmd("RPUSH")
             .arg(window.key())
@@ -620,16 +646,16 @@ fn a_changed_limit_keeps_the_recent_admissions() {
             .unwrap();
         let name = support::unique("reshape");
         let minute = Duration::from_secs(60);
-        let wide = RedisWindow::new(&store, &name, 30, minute).unwrap();
+        let wide = RedisWindow::new(&store, &name, Quota::new(30, minute).unwrap()).unwrap();
         for _ in 0..10 {
             wide.try_acquire().await.unwrap();
         }
-        let narrow = RedisWindow::new(&store, &name, 5, minute).unwrap();
+        let narrow = RedisWindow::new(&store, &name, Quota::new(5, minute).unwrap()).unwrap();
         assert!(
             narrow.try_acquire().await.is_err(),
             "10 admissions already in the window"
         );
-        let wider = RedisWindow::new(&store, &name, 12, minute).unwrap();
+        let wider = RedisWindow::new(&store, &name, Quota::new(12, minute).unwrap()).unwrap();
         // A refusal writes nothing: the 10 still count, as in SlidingWindow::reconfigure.
         for _ in 0..2 {
             wider.try_acquire().await.unwrap();

@@ -40,7 +40,7 @@ pub enum LayerError {
 ///    exempt;
 /// 2. [`FrontDoor::admit`], with [`key_by`](Self::key_by) the request's client: 429 with an exact wait rounded
 ///    up to whole seconds in `Retry-After` (the shared limit, then the client's own), 503
-///    (`Retry-After` when `queue.retry_after_hint_ms` is set, or when the per-client stage
+///    (`Retry-After` when `queue.retry_after_hint` is set, or when the per-client stage
 ///    says when a client's room frees), or a queue ticket, held by the response future
 ///    until it completes or is dropped.
 ///

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use backstop_core::{FrontDoor, RateScope, Refusal};
+use backstop_core::{FrontDoor, Quota, RateScope, Refusal};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
@@ -17,9 +17,9 @@ pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
 
-/// A `RateLimit-Policy` value: `"name";q=<quota>;w=<window seconds, rounded up>`.
-pub(crate) fn policy_value(name: &str, quota: u32, window: Duration) -> HeaderValue {
-    Policy::new(quota, window).value(name)
+/// A `RateLimit-Policy` value: `"name";q=<limit>;w=<window seconds, rounded up>`.
+pub(crate) fn policy_value(name: &str, quota: Quota) -> HeaderValue {
+    Policy::new(quota).value(name)
 }
 
 /// A limit as `RateLimit-Policy` states it: the quota and the window in whole seconds,
@@ -33,10 +33,10 @@ pub(crate) struct Policy {
 }
 
 impl Policy {
-    pub(crate) fn new(quota: u32, window: Duration) -> Self {
+    pub(crate) fn new(quota: Quota) -> Self {
         Policy {
-            quota,
-            window_secs: u32::try_from(whole_secs_up(window)).unwrap_or(u32::MAX),
+            quota: quota.limit(),
+            window_secs: u32::try_from(whole_secs_up(quota.window())).unwrap_or(u32::MAX),
         }
     }
 
@@ -88,21 +88,18 @@ pub fn refusal_response_for<D: FrontDoor>(
     refusal: &Refusal,
 ) -> Response<String> {
     let per_key = key.and_then(|key| door.client_rate_limit(key));
-    let (name, quota, window) = match (refusal, per_key) {
+    let (name, quota) = match (refusal, per_key) {
         (Refusal::Overloaded { .. }, ..) => return refusal_response(refusal, None),
         (
             Refusal::RateLimited {
                 scope: RateScope::PerClient,
                 ..
             },
-            Some((quota, window)),
-        ) => ("client", quota, window),
-        (Refusal::RateLimited { .. }, ..) => {
-            let (quota, window) = door.rate_limit();
-            ("default", quota, window)
-        }
+            Some(quota),
+        ) => ("client", quota),
+        (Refusal::RateLimited { .. }, ..) => ("default", door.rate_limit()),
     };
-    let policy = policy_value(name, quota, window);
+    let policy = policy_value(name, quota);
     refusal_response(refusal, Some((name, &policy)))
 }
 
@@ -140,7 +137,7 @@ pub(crate) fn refusal_response(
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, PROBLEM_JSON);
-    // A 503 without a hint (`retry_after_hint_ms = 0`) says nothing about when to retry.
+    // A 503 without a hint (`retry_after_hint = "0s"`) says nothing about when to retry.
     if secs > 0 || matches!(refusal, Refusal::RateLimited { .. }) {
         headers.insert(RETRY_AFTER, HeaderValue::from(secs));
     }
@@ -159,6 +156,10 @@ mod tests {
     use super::*;
     use backstop_core::OverloadReason;
 
+    fn quota(limit: u32, window: Duration) -> Quota {
+        Quota::new(limit, window).unwrap()
+    }
+
     #[test]
     fn seconds_round_up() {
         assert_eq!(whole_secs_up(Duration::ZERO), 0);
@@ -169,7 +170,7 @@ mod tests {
 
     #[test]
     fn a_429_carries_retry_after_and_both_ratelimit_headers() {
-        let policy = policy_value("default", 8, Duration::from_millis(60_000));
+        let policy = policy_value("default", quota(8, Duration::from_millis(60_000)));
         let refusal = Refusal::RateLimited {
             retry_after: Duration::from_millis(49_700),
             scope: backstop_core::RateScope::Global,
@@ -210,25 +211,25 @@ mod tests {
     #[test]
     fn policy_window_rounds_up_to_a_second() {
         assert_eq!(
-            policy_value("client", 3, Duration::from_millis(1500)),
+            policy_value("client", quota(3, Duration::from_millis(1500))),
             "\"client\";q=3;w=2"
         );
         assert_eq!(
-            Policy::new(30, Duration::from_secs(60)).value("default"),
+            Policy::new(quota(30, Duration::from_secs(60))).value("default"),
             "\"default\";q=30;w=60"
         );
         // The per-thread cache follows a changed policy.
         let (a, b) = (
-            Policy::new(2, Duration::from_secs(60)),
-            Policy::new(5, Duration::from_secs(120)),
+            Policy::new(quota(2, Duration::from_secs(60))),
+            Policy::new(quota(5, Duration::from_secs(120))),
         );
         assert_eq!(a.default_value(), "\"default\";q=2;w=60");
         assert_eq!(a.default_value(), "\"default\";q=2;w=60");
         assert_eq!(b.default_value(), "\"default\";q=5;w=120");
         assert_eq!(a.default_value(), "\"default\";q=2;w=60");
         assert_eq!(
-            Policy::new(1, Duration::from_secs(u64::MAX)).value("default"),
-            "\"default\";q=1;w=4294967295"
+            Policy::new(quota(1, backstop_core::rate::MAX_WINDOW)).value("default"),
+            "\"default\";q=1;w=3153600000"
         );
     }
 }

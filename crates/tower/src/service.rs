@@ -254,10 +254,9 @@ fn settle<D: FrontDoor>(
     key: Option<&str>,
 ) -> Admitted<D::Ticket> {
     // The limit in force now, so the header follows `Admission::reconfigure`.
-    let policy = settings.policy_on_success.then(|| {
-        let (quota, window) = settings.door.rate_limit();
-        Policy::new(quota, window)
-    });
+    let policy = settings
+        .policy_on_success
+        .then(|| Policy::new(settings.door.rate_limit()));
     match decision {
         Decision::Admitted(ticket) => Ok((Hold::Ticket(ticket), policy)),
         Decision::Exempt => Ok((Hold::Nothing, policy)),

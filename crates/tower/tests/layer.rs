@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use backstop_core::Quota;
 use backstop_core::clock::ManualClock;
 use backstop_core::{Admission, Limits};
 use backstop_tower::{
@@ -21,9 +22,9 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 fn limits(rate: u32, queue: u32) -> Limits {
     let mut limits = Limits::default();
     limits.rate.limit = rate;
-    limits.rate.window_ms = 60_000;
+    limits.rate.window = Duration::from_millis(60_000);
     limits.queue.max = queue;
-    limits.queue.retry_after_hint_ms = 1500;
+    limits.queue.retry_after_hint = Duration::from_millis(1500);
     limits.resources.enabled = false;
     limits
 }
@@ -284,7 +285,7 @@ async fn per_client_stage_by_header_keeps_clients_apart() {
     let clock = ManualClock::new();
     let admission = Admission::with_clock(limits(100, 100), clock.clone())
         .unwrap()
-        .with_per_key(2, Duration::from_secs(10), 2)
+        .with_per_key(Quota::new(2, Duration::from_secs(10)).unwrap(), 2)
         .unwrap();
     let admission = Arc::new(admission);
     let mut service = AdmissionLayer::new(Arc::clone(&admission))
@@ -350,7 +351,7 @@ fn admission_pair(rate: u32) -> (Arc<Admission<ManualClock>>, ManualClock) {
     let clock = ManualClock::new();
     let admission = Admission::with_clock(limits(rate, 100), clock.clone())
         .unwrap()
-        .with_per_key(50, Duration::from_secs(60), 100)
+        .with_per_key(Quota::new(50, Duration::from_secs(60)).unwrap(), 100)
         .unwrap();
     (Arc::new(admission), clock)
 }
@@ -397,7 +398,7 @@ async fn the_policy_header_follows_reconfigure() {
     );
 
     let mut wider = limits(5, 100);
-    wider.rate.window_ms = 120_000;
+    wider.rate.window = Duration::from_millis(120_000);
     admission.reconfigure(wider).unwrap();
     // The same service, built before the change, states the new limit...
     let response = send(&mut service, get("/")).await;
@@ -408,7 +409,7 @@ async fn the_policy_header_follows_reconfigure() {
     );
     // ...on its 429s too.
     let mut narrower = limits(1, 100);
-    narrower.rate.window_ms = 30_000;
+    narrower.rate.window = Duration::from_millis(30_000);
     admission.reconfigure(narrower).unwrap();
     clock.advance(Duration::from_millis(100));
     let response = send(&mut service, get("/")).await;
@@ -444,7 +445,7 @@ async fn a_429_names_the_limit_that_refused() {
     // Shared: 2 per 60 s. Each client: 1 per 20 s.
     let admission = Admission::with_clock(limits(2, 100), clock.clone())
         .unwrap()
-        .with_per_key(1, Duration::from_secs(20), 16)
+        .with_per_key(Quota::new(1, Duration::from_secs(20)).unwrap(), 16)
         .unwrap();
     let mut service = AdmissionLayer::new(Arc::new(admission))
         .key_by(KeyBy::header(http::HeaderName::from_static("x-api-key")))
@@ -501,11 +502,11 @@ impl backstop_core::FrontDoor for Awaited {
         backstop_core::FrontDoor::start_job(&self.0, ticket)
     }
 
-    fn rate_limit(&self) -> (u32, Duration) {
+    fn rate_limit(&self) -> Quota {
         self.0.rate_limit()
     }
 
-    fn client_rate_limit(&self, key: &str) -> Option<(u32, Duration)> {
+    fn client_rate_limit(&self, key: &str) -> Option<Quota> {
         backstop_core::FrontDoor::client_rate_limit(&self.0, key)
     }
 }

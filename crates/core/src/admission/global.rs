@@ -4,11 +4,10 @@
 // Shared with the reconfiguring thread only; outside loom's models.
 use std::sync::Arc as StdArc;
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
 
 use crate::ConfigError;
 use crate::clock::Clock;
-use crate::rate::{RateLimited, SlidingWindow};
+use crate::rate::{Quota, RateLimited, SlidingWindow};
 use crate::sync::{AtomicPtr, Ordering};
 
 /// The shared [`SlidingWindow`], changed in place while a new limit fits its capacity
@@ -105,26 +104,27 @@ impl<C: Clock> GlobalWindow<C> {
         }
     }
 
-    /// Gives the window `limit` per `window`: in place while the limit fits the
-    /// limiter's capacity, else by seal, copy, publish.
+    /// Gives the window `quota`: in place while its limit fits the limiter's capacity,
+    /// else by seal, copy, publish.
     ///
     /// # Errors
     ///
-    /// As [`SlidingWindow::reconfigure`]; on error nothing changes.
-    pub(super) fn reshape(&self, limit: u32, window: Duration) -> Result<(), ConfigError>
+    /// None that a caller sees: a limit above the capacity takes a larger limiter. The
+    /// type is [`SlidingWindow::reconfigure`]'s.
+    pub(super) fn reshape(&self, quota: Quota) -> Result<(), ConfigError>
     where
         C: Clone,
     {
         let mut limiters = self.limiters.lock().unwrap_or_else(PoisonError::into_inner);
         let current = limiters.last().expect("made with one limiter");
-        if limit <= current.capacity() {
-            return current.reconfigure(limit, window);
+        if quota.limit() <= current.capacity() {
+            return current.reconfigure(quota);
         }
         // Seal, copy, publish: after the seal no admission lands in the old limiter, so
         // its history is final and the new one starts from all of it; requests that find
-        // it sealed wait for the new one and decide there (`successor_of`). The shape is
-        // validated before the seal, so nothing fails after it.
-        let larger = StdArc::new(current.sealed_successor(limit, window)?);
+        // it sealed wait for the new one and decide there (`successor_of`). The quota was
+        // checked when made, so nothing fails after the seal.
+        let larger = StdArc::new(current.sealed_successor(quota));
         // Release: a request that loads the pointer sees the limiter fully built.
         self.current
             .store(StdArc::as_ptr(&larger).cast_mut(), Ordering::Release);
@@ -144,10 +144,15 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
 
-    const MINUTE: Duration = Duration::from_secs(60);
+    fn per_minute(limit: u32) -> Quota {
+        Quota::new(limit, std::time::Duration::from_secs(60)).unwrap()
+    }
 
     fn window(limit: u32) -> GlobalWindow<ManualClock> {
-        GlobalWindow::new(SlidingWindow::with_clock(limit, MINUTE, ManualClock::new()).unwrap())
+        GlobalWindow::new(SlidingWindow::with_clock(
+            per_minute(limit),
+            ManualClock::new(),
+        ))
     }
 
     /// Run under Miri (`cargo +nightly miri test -p backstop-core --lib
@@ -160,7 +165,7 @@ mod tests {
         let global = window(1);
         let mut admitted = 0;
         for limit in [2, 3, 5, 9] {
-            global.reshape(limit, MINUTE).unwrap();
+            global.reshape(per_minute(limit)).unwrap();
             while global.acquire(global.current(), 0).is_ok() {
                 admitted += 1;
             }
@@ -174,7 +179,7 @@ mod tests {
     fn limiters_are_replaced_only_when_the_capacity_must_double() {
         let global = window(1);
         for limit in (1..=1000).chain((1..=1000).rev()).chain(1..=1000) {
-            global.reshape(limit, MINUTE).unwrap();
+            global.reshape(per_minute(limit)).unwrap();
         }
         let capacities = global.capacities();
         assert_eq!(capacities, (0..=10).map(|i| 1 << i).collect::<Vec<u32>>());
@@ -191,7 +196,7 @@ mod tests {
         let global = window(1);
         let before = global.current();
         assert!(global.acquire(before, 0).is_ok());
-        global.reshape(2, MINUTE).unwrap();
+        global.reshape(per_minute(2)).unwrap();
         // `before` is sealed now: the admission lands in the new limiter, which still
         // counts the first one.
         assert!(global.peek(before, 0).is_ok());

@@ -89,7 +89,7 @@ use crossbeam_utils::CachePadded;
 
 use super::memory::Memory;
 use super::ring::{AdmissionRing, Sealing};
-use super::{MAX_WINDOW, RateLimited};
+use super::{MAX_WINDOW, Quota, RateLimited};
 use crate::ConfigError;
 use crate::clock::{Clock, QuantaClock};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -168,25 +168,6 @@ impl TooManyKeys {
     }
 }
 
-/// A `(limit, window)` checked against [`MAX_LIMIT`](super::MAX_LIMIT) and [`MAX_WINDOW`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Quota {
-    limit: u32,
-    window: Duration,
-    window_ns: u64,
-}
-
-impl Quota {
-    fn new(limit: u32, window: Duration) -> Result<Self, ConfigError> {
-        let window_ns = super::window::validate(limit, window)?;
-        Ok(Quota {
-            limit,
-            window,
-            window_ns,
-        })
-    }
-}
-
 /// One key's window.
 struct Entry {
     ring: AdmissionRing,
@@ -206,7 +187,7 @@ enum Refused {
 impl Entry {
     fn new(quota: Quota, floor_ns: u64) -> Self {
         Entry {
-            ring: AdmissionRing::with_memory(quota.limit, quota.window_ns, &Memory::default()),
+            ring: AdmissionRing::with_memory(quota.limit(), quota.window_ns(), &Memory::default()),
             quota,
             floor_ns,
         }
@@ -219,11 +200,11 @@ impl Entry {
     fn reshaped(sealed: &Entry, quota: Quota, floor_ns: u64, now_ns: u64) -> Self {
         // Final: nothing is admitted into a sealed ring.
         let memory = sealed.ring.remembered();
-        let capacity = sealed.ring.capacity().max(u64::from(quota.limit));
+        let capacity = sealed.ring.capacity().max(u64::from(quota.limit()));
         Entry {
             ring: AdmissionRing::with_memory_and_capacity(
-                quota.limit,
-                quota.window_ns,
+                quota.limit(),
+                quota.window_ns(),
                 capacity,
                 &memory,
             ),
@@ -299,14 +280,15 @@ impl Entry {
 ///
 /// ```
 /// use std::time::Duration;
+/// use backstop_core::Quota;
 /// use backstop_core::clock::ManualClock;
 /// use backstop_core::rate::{KeyedRefusal, KeyedSlidingWindow};
 ///
 /// let clock = ManualClock::new();
 /// let minute = Duration::from_secs(60);
 /// // 2 requests per minute per client, at most 2 clients tracked at once.
-/// let limiter = KeyedSlidingWindow::with_clock(2, minute, 2, clock.clone())?;
-/// limiter.set_limit("paying", 3, minute)?;
+/// let limiter = KeyedSlidingWindow::with_clock(Quota::new(2, minute)?, 2, clock.clone())?;
+/// limiter.set_limit("paying", Quota::new(3, minute)?)?;
 ///
 /// for _ in 0..2 {
 ///     limiter.try_acquire(&"free").unwrap();
@@ -349,16 +331,14 @@ pub struct KeyedSlidingWindow<K, C = QuantaClock> {
 }
 
 impl<K: Hash + Eq + Clone + Send + Sync + 'static> KeyedSlidingWindow<K, QuantaClock> {
-    /// A keyed limiter of `limit` admissions per `window` for each key, tracking at most
-    /// `max_keys` keys, on the default monotonic clock.
+    /// A keyed limiter of `quota` for each key, tracking at most `max_keys` keys, on the
+    /// default monotonic clock.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming `limit`, `window` or `max_keys`: `limit` 0 or above
-    /// [`MAX_LIMIT`](super::MAX_LIMIT), `window` 0 or above [`MAX_WINDOW`], `max_keys` 0 or above
-    /// [`MAX_KEYS`].
-    pub fn new(limit: u32, window: Duration, max_keys: usize) -> Result<Self, ConfigError> {
-        Self::with_clock(limit, window, max_keys, QuantaClock::new())
+    /// A [`ConfigError`] naming `max_keys` when it is 0 or above [`MAX_KEYS`].
+    pub fn new(quota: Quota, max_keys: usize) -> Result<Self, ConfigError> {
+        Self::with_clock(quota, max_keys, QuantaClock::new())
     }
 }
 
@@ -371,13 +351,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
     /// # Errors
     ///
     /// As [`new`](KeyedSlidingWindow::new).
-    pub fn with_clock(
-        limit: u32,
-        window: Duration,
-        max_keys: usize,
-        clock: C,
-    ) -> Result<Self, ConfigError> {
-        let default = Quota::new(limit, window)?;
+    pub fn with_clock(default: Quota, max_keys: usize, clock: C) -> Result<Self, ConfigError> {
         if max_keys == 0 {
             return Err(ConfigError::new("max_keys", "must be at least 1"));
         }
@@ -663,7 +637,9 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
         }
     }
 
-    fn quota_for<Q>(&self, key: &Q) -> Quota
+    /// `key`'s quota: its own if [`set_limit`](Self::set_limit) gave it one, else the
+    /// default.
+    pub fn quota_for<Q>(&self, key: &Q) -> Quota
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -675,7 +651,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
         }
     }
 
-    /// Gives `key` its own `limit` per `window` (e.g. a paying tier), now and until
+    /// Gives `key` its own `quota` (e.g. a paying tier), now and until
     /// [`clear_limit`](Self::clear_limit). The key's recent admissions carry over: if
     /// its window already holds more than the new limit, it is refused at once.
     ///
@@ -684,10 +660,9 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming `limit` or `window` as in [`new`](KeyedSlidingWindow::new),
-    /// or `overrides` when `max_keys` keys already have their own limits.
-    pub fn set_limit(&self, key: K, limit: u32, window: Duration) -> Result<(), ConfigError> {
-        let quota = Quota::new(limit, window)?;
+    /// A [`ConfigError`] naming `overrides` when `max_keys` keys already have their own
+    /// limits.
+    pub fn set_limit(&self, key: K, quota: Quota) -> Result<(), ConfigError> {
         let guard = self.overrides.guard();
         loop {
             if let Some(current) = self.overrides.get(&key, &guard) {
@@ -742,17 +717,6 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
         had
     }
 
-    /// `key`'s `(limit, window)`: its own if [`set_limit`](Self::set_limit) gave it one,
-    /// else the default.
-    pub fn limit_for<Q>(&self, key: &Q) -> (u32, Duration)
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let quota = self.quota_for(key);
-        (quota.limit, quota.window)
-    }
-
     /// How many requests `key` would be admitted now, were nothing else admitted
     /// meanwhile (its full limit when it has no window). Under concurrency, a count
     /// that was true at some moment during the call; for headers, not for deciding.
@@ -767,7 +731,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, C: Clock> KeyedSlidingWindow<
             Some(entry) if !entry.ring.is_sealed() => {
                 entry.ring.available_at(now_ns.max(entry.floor_ns))
             }
-            _ => self.quota_for(key).limit,
+            _ => self.quota_for(key).limit(),
         }
     }
 
@@ -813,8 +777,8 @@ fn refused(wait_ns: u64) -> KeyedRefusal {
 impl<K, C> fmt::Debug for KeyedSlidingWindow<K, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedSlidingWindow")
-            .field("limit", &self.default.limit)
-            .field("window", &self.default.window)
+            .field("limit", &self.default.limit())
+            .field("window", &self.default.window())
             .field("max_keys", &self.max_keys)
             .field("keys", &self.keys.load(Ordering::Relaxed))
             .finish()

@@ -2,15 +2,18 @@
 //!
 //! [`SlidingWindow`] is an exact sliding-window limiter kept in a lock-free ring of
 //! admission times. [`KeyedSlidingWindow`] gives every key (client, tenant) its own exact
-//! window, in memory bounded by `max_keys`.
+//! window, in memory bounded by `max_keys`. Both are built from a [`Quota`], the one
+//! check of a rate shape.
 
 mod keyed;
 pub(crate) mod memory;
+mod quota;
 mod ring;
 mod window;
 
 pub use keyed::{KeyedRefusal, KeyedSlidingWindow, MAX_KEYS, TooManyKeys};
-pub use window::{MAX_LIMIT, MAX_WINDOW, SlidingWindow};
+pub use quota::{MAX_LIMIT, MAX_WINDOW, Quota};
+pub use window::SlidingWindow;
 
 use std::time::Duration;
 

@@ -4,18 +4,9 @@ use std::time::Duration;
 use super::memory::Memory;
 use super::ring::AdmissionRing;
 use super::ring::Sealing;
-use super::{RateLimited, SEALABLE_TIME_NS};
+use super::{Quota, RateLimited, SEALABLE_TIME_NS};
 use crate::ConfigError;
 use crate::clock::{Clock, QuantaClock};
-
-/// The largest `limit` a [`SlidingWindow`] accepts: 2²⁴ admissions, a 256 MiB ring.
-pub const MAX_LIMIT: u32 = 1 << 24;
-
-/// The longest `window` a [`SlidingWindow`] accepts: 100 years (365-day years), so that
-/// `time + window` always fits the ring's 64-bit nanosecond timestamps.
-pub const MAX_WINDOW: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-const _: () = assert!(MAX_WINDOW.as_nanos() < (u64::MAX / 4) as u128);
 
 /// An exact sliding-window rate limiter, lock-free.
 ///
@@ -95,12 +86,13 @@ const _: () = assert!(MAX_WINDOW.as_nanos() < (u64::MAX / 4) as u128);
 ///
 /// ```
 /// use std::time::Duration;
+/// use backstop_core::Quota;
 /// use backstop_core::clock::ManualClock;
 /// use backstop_core::rate::SlidingWindow;
 ///
 /// // The original design's default: 30 requests per 60 s.
 /// let clock = ManualClock::new();
-/// let limiter = SlidingWindow::with_clock(30, Duration::from_secs(60), clock.clone())?;
+/// let limiter = SlidingWindow::with_clock(Quota::new(30, Duration::from_secs(60))?, clock.clone());
 /// for _ in 0..30 {
 ///     limiter.try_acquire().expect("within the limit");
 /// }
@@ -119,38 +111,23 @@ pub struct SlidingWindow<C = QuantaClock> {
 }
 
 impl SlidingWindow<QuantaClock> {
-    /// A limiter of `limit` admissions per `window` on the default monotonic clock.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming `limit` or `window` when `limit` is 0 or above
-    /// [`MAX_LIMIT`], or `window` is 0 or above [`MAX_WINDOW`].
-    pub fn new(limit: u32, window: Duration) -> Result<Self, ConfigError> {
-        Self::with_clock(limit, window, QuantaClock::new())
+    /// A limiter of `quota` on the default monotonic clock.
+    pub fn new(quota: Quota) -> Self {
+        Self::with_clock(quota, QuantaClock::new())
     }
 }
 
 impl<C: Clock> SlidingWindow<C> {
-    /// A limiter of `limit` admissions per `window` on `clock`.
-    ///
-    /// # Errors
-    ///
-    /// As [`SlidingWindow::new`].
-    pub fn with_clock(limit: u32, window: Duration, clock: C) -> Result<Self, ConfigError> {
-        Self::with_memory(limit, window, clock, &Memory::default())
+    /// A limiter of `quota` on `clock`.
+    pub fn with_clock(quota: Quota, clock: C) -> Self {
+        Self::with_memory(quota, clock, &Memory::default())
     }
 
-    fn with_memory(
-        limit: u32,
-        window: Duration,
-        clock: C,
-        memory: &Memory,
-    ) -> Result<Self, ConfigError> {
-        let window_ns = validate(limit, window)?;
-        Ok(SlidingWindow {
-            ring: AdmissionRing::with_memory(limit, window_ns, memory),
+    fn with_memory(quota: Quota, clock: C, memory: &Memory) -> Self {
+        SlidingWindow {
+            ring: AdmissionRing::with_memory(quota.limit(), quota.window_ns(), memory),
             clock,
-        })
+        }
     }
 
     /// Changes the limit and the window in place, for every thread at once. The ring
@@ -163,42 +140,44 @@ impl<C: Clock> SlidingWindow<C> {
     ///
     /// ```
     /// use std::time::Duration;
+    /// use backstop_core::Quota;
     /// use backstop_core::clock::ManualClock;
     /// use backstop_core::rate::SlidingWindow;
     ///
     /// let clock = ManualClock::new();
-    /// let minute = Duration::from_secs(60);
-    /// let limiter = SlidingWindow::with_clock(30, minute, clock.clone())?;
+    /// let per_minute = |limit| Quota::new(limit, Duration::from_secs(60));
+    /// let limiter = SlidingWindow::with_clock(per_minute(30)?, clock.clone());
     /// for _ in 0..10 {
     ///     limiter.try_acquire().unwrap();
     /// }
-    /// limiter.reconfigure(5, minute)?;
+    /// limiter.reconfigure(per_minute(5)?)?;
     /// assert!(limiter.try_acquire().is_err(), "10 admissions already in the window");
-    /// limiter.reconfigure(12, minute)?;
+    /// limiter.reconfigure(per_minute(12)?)?;
     /// assert_eq!(limiter.available(), 2, "the 10 still count");
     /// // Above the capacity (30 rounded up to a power of two) it takes a new ring:
-    /// assert!(limiter.reconfigure(33, minute).is_err());
-    /// let bigger = limiter.reconfigured(33, minute)?;
+    /// assert!(limiter.reconfigure(per_minute(33)?).is_err());
+    /// let bigger = limiter.reconfigured(per_minute(33)?);
     /// assert_eq!(bigger.available(), 23);
     /// # Ok::<(), backstop_core::ConfigError>(())
     /// ```
     ///
     /// # Errors
     ///
-    /// As [`SlidingWindow::new`], and a [`ConfigError`] naming `limit` when it is above
-    /// [`capacity`](Self::capacity) (then use [`reconfigured`](Self::reconfigured)). On
-    /// error nothing changes.
-    pub fn reconfigure(&self, limit: u32, window: Duration) -> Result<(), ConfigError> {
-        let window_ns = validate(limit, window)?;
-        self.ring.reshape(limit, window_ns).map_err(|capacity| {
-            ConfigError::new(
-                "limit",
-                format!(
-                    "{limit} is above this limiter's capacity of {capacity}; \
-                     `reconfigured` makes a larger one"
-                ),
-            )
-        })
+    /// A [`ConfigError`] naming `limit` when it is above [`capacity`](Self::capacity)
+    /// (then use [`reconfigured`](Self::reconfigured)). On error nothing changes.
+    pub fn reconfigure(&self, quota: Quota) -> Result<(), ConfigError> {
+        let limit = quota.limit();
+        self.ring
+            .reshape(limit, quota.window_ns())
+            .map_err(|capacity| {
+                ConfigError::new(
+                    "limit",
+                    format!(
+                        "{limit} is above this limiter's capacity of {capacity}; \
+                         `reconfigured` makes a larger one"
+                    ),
+                )
+            })
     }
 
     /// How many admissions this limiter remembers: its limit when made, rounded up to a
@@ -208,58 +187,50 @@ impl<C: Clock> SlidingWindow<C> {
         u32::try_from(self.ring.capacity()).unwrap_or(u32::MAX)
     }
 
-    /// A new limiter with another `limit` and `window` that remembers this one's
-    /// admissions, so that lowering the limit takes effect at once instead of handing out
-    /// a fresh budget: everything this one remembers is carried over (as much as the new
-    /// one has room for), and what it forgot counts at its horizon (see [Exact under
-    /// change](Self#exact-under-change)). Admissions that race this call may be missed:
-    /// this one stays usable. `Admission::reconfigure` grows its limiter without missing
-    /// any (it closes the old one first). To change the limit in place (up to the
+    /// A new limiter of `quota` that remembers this one's admissions, so that lowering
+    /// the limit takes effect at once instead of handing out a fresh budget: everything
+    /// this one remembers is carried over (as much as the new one has room for), and what
+    /// it forgot counts at its horizon (see [Exact under change](Self#exact-under-change)).
+    /// Admissions that race this call may be missed: this one stays usable.
+    /// `Admission::reconfigure` grows its limiter without missing any (it closes the old
+    /// one first). To change the limit in place (up to the
     /// [`capacity`](Self::capacity)), see [`reconfigure`](Self::reconfigure).
-    ///
-    /// # Errors
-    ///
-    /// As [`SlidingWindow::new`].
     ///
     /// ```
     /// use std::time::Duration;
+    /// use backstop_core::Quota;
     /// use backstop_core::clock::ManualClock;
     /// use backstop_core::rate::SlidingWindow;
     ///
     /// let clock = ManualClock::new();
     /// let minute = Duration::from_secs(60);
-    /// let wide = SlidingWindow::with_clock(30, minute, clock.clone())?;
+    /// let wide = SlidingWindow::with_clock(Quota::new(30, minute)?, clock.clone());
     /// for _ in 0..10 {
     ///     wide.try_acquire().unwrap();
     /// }
-    /// let narrow = wide.reconfigured(5, minute)?;
+    /// let narrow = wide.reconfigured(Quota::new(5, minute)?);
     /// assert!(narrow.try_acquire().is_err(), "10 admissions already in the window");
     /// # Ok::<(), backstop_core::ConfigError>(())
     /// ```
-    pub fn reconfigured(&self, limit: u32, window: Duration) -> Result<Self, ConfigError>
+    pub fn reconfigured(&self, quota: Quota) -> Self
     where
         C: Clone,
     {
-        Self::with_memory(limit, window, self.clock.clone(), &self.ring.remembered())
+        Self::with_memory(quota, self.clock.clone(), &self.ring.remembered())
     }
 
-    /// Closes this limiter for good and returns one of shape `(limit, window)` that
-    /// starts from its whole, final history (see
-    /// [`Admission::reconfigure`](crate::Admission::reconfigure)): no admission is lost (none lands here after the
-    /// seal) or doubled (each one is in exactly one of the two). Callers keep the times
-    /// they pass below [`SEALABLE_TIME_NS`].
-    ///
-    /// # Errors
-    ///
-    /// As [`SlidingWindow::new`]; then nothing is sealed.
-    pub(crate) fn sealed_successor(&self, limit: u32, window: Duration) -> Result<Self, ConfigError>
+    /// Closes this limiter for good and returns one of `quota` that starts from its
+    /// whole, final history (see
+    /// [`Admission::reconfigure`](crate::Admission::reconfigure)): no admission is lost
+    /// (none lands here after the seal) or doubled (each one is in exactly one of the
+    /// two). Callers keep the times they pass below [`SEALABLE_TIME_NS`].
+    pub(crate) fn sealed_successor(&self, quota: Quota) -> Self
     where
         C: Clone,
     {
-        validate(limit, window)?;
         let sealing = self.ring.seal(None);
         debug_assert!(matches!(sealing, Sealing::Sealed), "{sealing:?}");
-        Self::with_memory(limit, window, self.clock.clone(), &self.ring.remembered())
+        Self::with_memory(quota, self.clock.clone(), &self.ring.remembered())
     }
 
     /// Whether a request at `now_ns` (a reading of this limiter's clock) would be
@@ -275,7 +246,7 @@ impl<C: Clock> SlidingWindow<C> {
 
     /// Whether `refused` came from a sealed limiter
     /// ([`sealed_successor`](Self::sealed_successor)) rather than a full window: a sealed one refuses with a
-    /// wait of at least 2⁶² ns, which no real window (at most [`MAX_WINDOW`]) gives
+    /// wait of at least 2⁶² ns, which no real window (at most [`MAX_WINDOW`](super::MAX_WINDOW)) gives
     /// for times below [`SEALABLE_TIME_NS`].
     #[inline]
     pub(crate) fn refusal_means_sealed(&self, refused: RateLimited) -> bool {
@@ -404,11 +375,11 @@ impl<C: Clock> SlidingWindow<C> {
 
     /// The limit and the window in force, read together: never one from before a
     /// [`reconfigure`](Self::reconfigure) and the other from after it.
-    pub fn shape(&self) -> (u32, Duration) {
+    pub fn quota(&self) -> Quota {
         let (limit, window_ns) = self.ring.limit_and_window_ns();
-        // At most MAX_LIMIT: set from a validated u32.
+        // At most MAX_LIMIT: set from a quota.
         let limit = u32::try_from(limit).unwrap_or(u32::MAX);
-        (limit, Duration::from_nanos(window_ns))
+        Quota::from_checked(limit, window_ns)
     }
 
     /// The clock this limiter reads.
@@ -450,28 +421,4 @@ enum Attempt {
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// Checks a limit and window against [`MAX_LIMIT`] and [`MAX_WINDOW`], returning the
-/// window in nanoseconds. Shared by every limiter in `rate`.
-pub(super) fn validate(limit: u32, window: Duration) -> Result<u64, ConfigError> {
-    if limit == 0 {
-        return Err(ConfigError::new("limit", "must be at least 1"));
-    }
-    if limit > MAX_LIMIT {
-        return Err(ConfigError::new(
-            "limit",
-            format!("{limit} is above the maximum of {MAX_LIMIT}"),
-        ));
-    }
-    if window.is_zero() {
-        return Err(ConfigError::new("window", "must be longer than zero"));
-    }
-    if window > MAX_WINDOW {
-        return Err(ConfigError::new(
-            "window",
-            format!("{window:?} is longer than the maximum of 100 years"),
-        ));
-    }
-    Ok(nanos(window))
 }
