@@ -1,6 +1,6 @@
-complete -c backstop-sweep -l older-than -d 'Remove entries older than this: 90s, 30m, 24h, 2d, 1w' -r
+complete -c backstop-sweep -l older-than -d 'Remove entries older than this: 90s, 30m, 24h, 2d, 1w (as a config file writes durations)' -r
 complete -c backstop-sweep -l exclude -d 'Leave entries matching this glob (relative to ROOT) alone; repeatable' -r
-complete -c backstop-sweep -l byte-goal -d 'Pressure mode: remove the oldest eligible files until this much is freed (10GiB, 500MB)' -r
+complete -c backstop-sweep -l byte-goal -d 'Pressure mode: remove the oldest eligible files until this much is freed (10GiB, 500MB, 4096B)' -r
 complete -c backstop-sweep -l age-by -d 'Which timestamp makes an entry old (default: the newer of mtime and ctime, as systemd-tmpfiles, so files extracted with old mtimes are not taken)' -r -f -a "mtime-ctime\t'The newer of modification and change time'
 mtime\t'Modification time'
 newest\t'Newest of access, modification and change time'"

@@ -39,7 +39,8 @@ pub(crate) struct Args {
     /// Directory to clean (it is never removed itself).
     #[arg(required_unless_present_any = ["completions", "man"])]
     root: Option<PathBuf>,
-    /// Remove entries older than this: 90s, 30m, 24h, 2d, 1w.
+    /// Remove entries older than this: 90s, 30m, 24h, 2d, 1w (as a config file writes
+    /// durations).
     #[arg(long, default_value = "24h", value_parser = units::parse_duration)]
     older_than: Duration,
     /// Report what would be removed, remove nothing.
@@ -48,7 +49,8 @@ pub(crate) struct Args {
     /// Leave entries matching this glob (relative to ROOT) alone; repeatable.
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
-    /// Pressure mode: remove the oldest eligible files until this much is freed (10GiB, 500MB).
+    /// Pressure mode: remove the oldest eligible files until this much is freed (10GiB,
+    /// 500MB, 4096B).
     #[arg(long, value_parser = units::parse_bytes)]
     byte_goal: Option<u64>,
     /// Which timestamp makes an entry old (default: the newer of mtime and ctime, as

@@ -1,99 +1,82 @@
-//! Parsing of human-friendly durations (`24h`) and sizes (`10GiB`).
+//! The flags' durations (`24h`) and sizes (`10GiB`), read with backstop-core's grammar:
+//! the one its TOML configuration uses, so a value means the same on the command line
+//! as in a config file.
 
 use std::time::Duration;
 
-/// Parses `90s`, `30m`, `24h`, `2d`, `1w` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    if digits.is_empty() {
-        return Err(format!(
-            "{text:?} is not a duration (expected e.g. 24h, 30m, 90s, 2d)"
-        ));
-    }
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?}: number too large"))?;
-    let unit_secs: u64 = match unit {
-        "" | "s" => 1,
-        "m" | "min" => 60,
-        "h" => 60 * 60,
-        "d" => 24 * 60 * 60,
-        "w" => 7 * 24 * 60 * 60,
-        _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?} (use s, m, h, d or w)"
-            ));
-        }
-    };
-    value
-        .checked_mul(unit_secs)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?}: duration too large"))
+use backstop_core::{ByteSize, HumanDuration, UnitError};
+
+/// `90s`, `30m`, `24h`, `2d`, `1w`, `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
+    text.parse::<HumanDuration>().map(Duration::from)
 }
 
-/// Parses `1048576`, `512K`/`512KB` (10³), `512KiB` (2¹⁰), and M, G, T likewise.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    if digits.is_empty() {
-        return Err(format!(
-            "{text:?} is not a size (expected e.g. 10GiB, 500MB, 4096)"
-        ));
-    }
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?}: number too large"))?;
-    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "m" | "mb" => 1_000_000,
-        "g" | "gb" => 1_000_000_000,
-        "t" | "tb" => 1_000_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        "tib" => 1 << 40,
-        _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?} (use KB, MB, GB, TB or KiB, MiB, GiB, TiB)"
-            ));
-        }
-    };
-    value
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("{text:?}: size too large"))
+/// `10GiB` (powers of 1024), `500MB` (of 1000), `1.5GiB`, `4096B`.
+pub fn parse_bytes(text: &str) -> Result<u64, UnitError> {
+    text.parse::<ByteSize>().map(ByteSize::bytes)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1_800)));
-        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
-        assert!(parse_duration("h").unwrap_err().contains("not a duration"));
-        assert!(parse_duration("5y").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("99999999999999999999w").is_err());
-    }
+    use backstop_core::Limits;
+    use clap::Parser;
 
+    use crate::Args;
+
+    /// One table, two readers: each value as a TOML config writes it (backstop-core's
+    /// `Limits`) and as the sweep's flag, with the same outcome from both.
     #[test]
-    fn sizes_parse_with_decimal_and_binary_units() {
-        assert_eq!(parse_bytes("10GiB"), Ok(10 << 30));
-        assert_eq!(parse_bytes("500MB"), Ok(500_000_000));
-        assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert_eq!(parse_bytes("1k"), Ok(1000));
-        assert!(parse_bytes("GiB").is_err());
-        assert!(parse_bytes("3 parsecs").is_err());
-        assert!(parse_bytes("18446744073709551615GiB").is_err());
+    fn the_flags_read_durations_and_sizes_as_the_toml_config_does() {
+        let secs = Duration::from_secs;
+        let durations: &[(&str, Option<Duration>)] = &[
+            ("24h", Some(secs(86_400))),
+            ("250ms", Some(Duration::from_millis(250))),
+            ("90s", Some(secs(90))),
+            ("1h 30m", Some(secs(5_400))),
+            ("2d", Some(secs(172_800))),
+            ("1w", Some(secs(604_800))),
+            ("24", None),
+            ("", None),
+            ("soon", None),
+            ("-3s", None),
+            ("1.5h", Some(secs(5_400))),
+            ("5 parsecs", None),
+        ];
+        for (text, want) in durations {
+            let toml = Limits::from_toml_str(&format!("[rate]\nwindow = \"{text}\"\n"))
+                .map(|limits| limits.rate.window)
+                .ok();
+            let flag = Args::try_parse_from(["backstop-sweep", "/x", "--older-than", text])
+                .map(|args| args.older_than)
+                .ok();
+            assert_eq!((toml, flag), (*want, *want), "{text:?}");
+        }
+        let sizes: &[(&str, Option<u64>)] = &[
+            ("2GiB", Some(2 << 30)),
+            ("10GiB", Some(10 << 30)),
+            ("1.5GiB", Some(3 << 29)),
+            ("500MB", Some(500_000_000)),
+            ("64KiB", Some(64 << 10)),
+            ("4096B", Some(4096)),
+            ("4096", None),
+            ("", None),
+            ("GiB", None),
+            ("3 parsecs", None),
+            ("-1GiB", None),
+        ];
+        for (text, want) in sizes {
+            let toml = Limits::from_toml_str(&format!(
+                "[resources]\nmin_free_disk = \"{text}\"\ndisk_margin = \"0B\"\n"
+            ))
+            .map(|limits| limits.resources.min_free_disk.bytes())
+            .ok();
+            let flag = Args::try_parse_from(["backstop-sweep", "/x", "--byte-goal", text])
+                .map(|args| args.byte_goal)
+                .ok()
+                .flatten();
+            assert_eq!((toml, flag), (*want, *want), "{text:?}");
+        }
     }
 }
