@@ -282,37 +282,10 @@ fn handle_entry(
     record: &mut Option<Arc<DirRecord>>,
     out: &mut Walked,
 ) -> Fate {
-    let meta = match fsops::lstat_at(dir, name) {
-        Ok(meta) => meta,
-        Err(errno) => {
-            out.tally
-                .errno(&ctx.full_path(&child_rel(rel, name)), "cannot stat", errno);
-            return Fate::Kept;
-        }
+    let (meta, kind) = match judge_entry(ctx, dir, rel, name, out) {
+        Ok(eligible) => eligible,
+        Err(fate) => return fate,
     };
-    let file_type = meta.file_type();
-    if file_type == FileType::Directory {
-        return Fate::Directory;
-    }
-    // A file bind-mounted into the tree belongs to another mount. Not `st_dev`: on an
-    // overlay, files report their layer's device (see `MountCheck`).
-    if !ctx.mount.same_mount_entry(&meta) {
-        out.tally.skipped.add(SkipReason::OtherFilesystem);
-        return Fate::Kept;
-    }
-    let kind = match file_type {
-        FileType::RegularFile => EntryKind::File,
-        FileType::Symlink => EntryKind::Symlink,
-        _ if ctx.remove_special => EntryKind::Special,
-        _ => {
-            out.tally.skipped.add(SkipReason::SpecialFile);
-            return Fate::Kept;
-        }
-    };
-    if !ctx.cutoff.is_old(&meta) {
-        out.tally.skipped.add(SkipReason::TooYoung);
-        return Fate::Kept;
-    }
     if ctx.action == Action::Collect {
         // Pressure mode frees file data only; links and special files stay.
         if kind == EntryKind::File {
@@ -332,9 +305,66 @@ fn handle_entry(
         }
         return Fate::Kept;
     }
+    remove_entry(ctx, dir, rel, name, &meta, kind, out)
+}
+
+/// An entry's metadata and kind if it may go: old enough, on the root's mount, of a kind
+/// the sweep removes; else what became of it (a directory, or kept and counted).
+fn judge_entry(
+    ctx: &Ctx<'_>,
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    name: &CStr,
+    out: &mut Walked,
+) -> Result<(Meta, EntryKind), Fate> {
+    let meta = match fsops::lstat_at(dir, name) {
+        Ok(meta) => meta,
+        Err(errno) => {
+            out.tally
+                .errno(&ctx.full_path(&child_rel(rel, name)), "cannot stat", errno);
+            return Err(Fate::Kept);
+        }
+    };
+    let file_type = meta.file_type();
+    if file_type == FileType::Directory {
+        return Err(Fate::Directory);
+    }
+    // A file bind-mounted into the tree belongs to another mount. Not `st_dev`: on an
+    // overlay, files report their layer's device (see `MountCheck`).
+    if !ctx.mount.same_mount_entry(&meta) {
+        out.tally.skipped.add(SkipReason::OtherFilesystem);
+        return Err(Fate::Kept);
+    }
+    let kind = match file_type {
+        FileType::RegularFile => EntryKind::File,
+        FileType::Symlink => EntryKind::Symlink,
+        _ if ctx.remove_special => EntryKind::Special,
+        _ => {
+            out.tally.skipped.add(SkipReason::SpecialFile);
+            return Err(Fate::Kept);
+        }
+    };
+    if !ctx.cutoff.is_old(&meta) {
+        out.tally.skipped.add(SkipReason::TooYoung);
+        return Err(Fate::Kept);
+    }
+    Ok((meta, kind))
+}
+
+/// Removes an eligible entry (a dry run only counts it), unless another process holds
+/// a lock on the file or it was replaced since it was judged.
+fn remove_entry(
+    ctx: &Ctx<'_>,
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    name: &CStr,
+    meta: &Meta,
+    kind: EntryKind,
+    out: &mut Walked,
+) -> Fate {
     // Checked last, so only files that would otherwise go pay for it.
     let lock = if kind == EntryKind::File {
-        match ctx.lock_file(dir, name, &meta, &mut out.tally) {
+        match ctx.lock_file(dir, name, meta, &mut out.tally) {
             FileLock::HeldElsewhere => {
                 out.tally.skipped.add(SkipReason::Locked);
                 return Fate::Kept;
@@ -364,7 +394,7 @@ fn handle_entry(
         &mut out.tally,
         &child_rel_if_needed(ctx, rel, name),
         kind,
-        &meta,
+        meta,
     );
     Fate::Removed
 }
@@ -541,122 +571,162 @@ pub(crate) fn walk_deep(
     top_ident: (u64, u64),
 ) -> (Walked, bool) {
     let mut out = Walked::default();
-    let mut rel = top_rel.to_path_buf();
-    let (subdirs, remaining) = scan(ctx, top, &rel, top_ident, &mut out);
+    let (subdirs, remaining) = scan(ctx, top, top_rel, top_ident, &mut out);
     let Ok(top_meta) = fsops::fstat(top) else {
         // Cannot happen for an fd we just listed; if it does, keep everything above.
         return (out, false);
     };
-    let mut frames = vec![Frame {
-        name: CString::default(),
-        meta: top_meta,
-        fd: None,
-        subdirs: subdirs.into_iter(),
-        remaining,
-    }];
-    // Frames `lowest_open..` (all but the top) hold their fds; `open` counts them.
-    let mut lowest_open = 1usize;
-    let mut open = 0usize;
+    let mut walk = DeepWalk {
+        ctx,
+        top,
+        top_rel,
+        out,
+        rel: top_rel.to_path_buf(),
+        frames: vec![Frame {
+            name: CString::default(),
+            meta: top_meta,
+            fd: None,
+            subdirs: subdirs.into_iter(),
+            remaining,
+        }],
+        lowest_open: 1,
+        open: 0,
+    };
     loop {
-        let at = frames.len() - 1;
-        if let Some(name) = frames[at].subdirs.next() {
-            rel.push(OsStr::from_bytes(name.to_bytes()));
-            let Some(parent) = frame_fd(&frames, at, top) else {
-                out.tally.error(
-                    &ctx.full_path(&rel),
-                    ErrorKind::Other,
-                    "lost the parent directory fd".into(),
-                );
-                frames[at].remaining += 1;
-                rel.pop();
-                continue;
-            };
-            match enter_dir(ctx, parent, &name, &rel, &mut out.tally) {
-                None => {
-                    frames[at].remaining += 1;
-                    rel.pop();
-                }
-                Some((fd, meta)) => {
-                    let (subdirs, remaining) = scan(ctx, fd.as_fd(), &rel, meta.ident(), &mut out);
-                    frames.push(Frame {
-                        name,
-                        meta,
-                        fd: Some(fd),
-                        subdirs: subdirs.into_iter(),
-                        remaining,
-                    });
-                    open += 1;
-                    if open > DEEP_WINDOW_FDS {
-                        frames[lowest_open].fd = None;
-                        lowest_open += 1;
-                        open -= 1;
-                    }
-                }
-            }
-            continue;
+        let at = walk.frames.len() - 1;
+        if let Some(name) = walk.frames[at].subdirs.next() {
+            walk.descend(at, name);
+        } else if at == 0 {
+            // Every child of the top is done.
+            let empty = walk.frames[0].remaining == 0;
+            return (walk.out, empty);
+        } else if !walk.ascend(at) {
+            return (walk.out, false);
         }
-        // Every child of the deepest frame is done: leave it.
-        if at == 0 {
-            return (out, frames[0].remaining == 0);
+    }
+}
+
+/// The state of one sequential deep walk: the stack of frames from `top` down to the
+/// directory being walked, and which of them hold their fds.
+struct DeepWalk<'a, 'c> {
+    ctx: &'a Ctx<'c>,
+    top: BorrowedFd<'a>,
+    top_rel: &'a Path,
+    out: Walked,
+    /// The deepest frame's path, relative to the root.
+    rel: PathBuf,
+    frames: Vec<Frame>,
+    /// Frames `lowest_open..` (all but the top) hold their fds; `open` counts them.
+    lowest_open: usize,
+    open: usize,
+}
+
+impl DeepWalk<'_, '_> {
+    /// Enters `name`, the next subdirectory of frame `at`, and scans it; when the window
+    /// is full, the highest frame holding an fd closes it.
+    fn descend(&mut self, at: usize, name: CString) {
+        self.rel.push(OsStr::from_bytes(name.to_bytes()));
+        let Some(parent) = frame_fd(&self.frames, at, self.top) else {
+            self.out.tally.error(
+                &self.ctx.full_path(&self.rel),
+                ErrorKind::Other,
+                "lost the parent directory fd".into(),
+            );
+            self.frames[at].remaining += 1;
+            self.rel.pop();
+            return;
+        };
+        let Some((fd, meta)) = enter_dir(self.ctx, parent, &name, &self.rel, &mut self.out.tally)
+        else {
+            self.frames[at].remaining += 1;
+            self.rel.pop();
+            return;
+        };
+        let (subdirs, remaining) =
+            scan(self.ctx, fd.as_fd(), &self.rel, meta.ident(), &mut self.out);
+        self.frames.push(Frame {
+            name,
+            meta,
+            fd: Some(fd),
+            subdirs: subdirs.into_iter(),
+            remaining,
+        });
+        self.open += 1;
+        if self.open > DEEP_WINDOW_FDS {
+            self.frames[self.lowest_open].fd = None;
+            self.lowest_open += 1;
+            self.open -= 1;
         }
-        let Some(mut done) = frames.pop() else {
-            return (out, false);
+    }
+
+    /// Leaves frame `at` (every child done): reopens its parent if the window had closed
+    /// it, then removes the directory if it is empty. False if there was no frame.
+    fn ascend(&mut self, at: usize) -> bool {
+        let Some(mut done) = self.frames.pop() else {
+            return false;
         };
         let done_fd = done.fd.take();
-        open = open.saturating_sub(1);
+        self.open = self.open.saturating_sub(1);
         let p = at - 1;
-        if p >= 1 && frames[p].fd.is_none() {
-            let reopened = done_fd
-                .as_ref()
-                .ok_or(Errno::BADF)
-                .and_then(|fd| fsops::reopen_parent(fd.as_fd(), frames[p].meta.ident()));
-            match reopened {
-                Ok(fd) => {
-                    frames[p].fd = Some(fd);
-                    open += 1;
-                }
-                Err(errno) => {
-                    rel.pop();
-                    out.tally.error(
-                        &ctx.full_path(&rel),
-                        ErrorKind::Moved,
-                        format!(
-                            "directory moved during the sweep, subtree abandoned: {}",
-                            std::io::Error::from(errno)
-                        ),
-                    );
-                    // The frames between the top and here cannot be reached safely any
-                    // more; the top keeps its child, so nothing above is removed.
-                    frames.truncate(1);
-                    frames[0].remaining += 1;
-                    rel = top_rel.to_path_buf();
-                    lowest_open = 1;
-                    open = 0;
-                    continue;
-                }
-            }
+        if p >= 1 && self.frames[p].fd.is_none() && !self.reopen(p, done_fd.as_ref()) {
+            return true;
         }
-        lowest_open = lowest_open.min(frames.len()).max(1);
+        self.lowest_open = self.lowest_open.min(self.frames.len()).max(1);
         if p >= 1 {
-            lowest_open = lowest_open.min(p);
+            self.lowest_open = self.lowest_open.min(p);
         }
-        let removed = match frame_fd(&frames, p, top) {
+        let removed = match frame_fd(&self.frames, p, self.top) {
             Some(parent) => leave_dir(
-                ctx,
+                self.ctx,
                 parent,
                 &done.name,
                 &done.meta,
                 done.remaining == 0,
-                &rel,
-                &mut out.tally,
+                &self.rel,
+                &mut self.out.tally,
             ),
             None => false,
         };
         if !removed {
-            frames[p].remaining += 1;
+            self.frames[p].remaining += 1;
         }
         drop(done_fd);
-        rel.pop();
+        self.rel.pop();
+        true
+    }
+
+    /// Reopens frame `p`'s directory through `..` of the child just left, accepted only
+    /// with the identity recorded on the way down. If that fails the directory was moved:
+    /// the frames between the top and here cannot be reached safely any more and are
+    /// abandoned (the top keeps its child, so nothing above is removed); false then.
+    fn reopen(&mut self, p: usize, child: Option<&OwnedFd>) -> bool {
+        let reopened = child
+            .ok_or(Errno::BADF)
+            .and_then(|fd| fsops::reopen_parent(fd.as_fd(), self.frames[p].meta.ident()));
+        match reopened {
+            Ok(fd) => {
+                self.frames[p].fd = Some(fd);
+                self.open += 1;
+                true
+            }
+            Err(errno) => {
+                self.rel.pop();
+                self.out.tally.error(
+                    &self.ctx.full_path(&self.rel),
+                    ErrorKind::Moved,
+                    format!(
+                        "directory moved during the sweep, subtree abandoned: {}",
+                        std::io::Error::from(errno)
+                    ),
+                );
+                self.frames.truncate(1);
+                self.frames[0].remaining += 1;
+                self.rel = self.top_rel.to_path_buf();
+                self.lowest_open = 1;
+                self.open = 0;
+                false
+            }
+        }
     }
 }
 
