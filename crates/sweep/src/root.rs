@@ -44,51 +44,59 @@ pub(crate) fn open_dir_safely(path: &Path) -> Result<(OwnedFd, Meta), ChaseError
         // Not "the working directory": an empty argument is a mistake, as for `open`.
         return Err(ChaseError::Io(Errno::NOENT));
     }
-    let euid = rustix::process::geteuid().as_raw();
-    let open_path = |dir: BorrowedFd<'_>, name: &OsStr| {
-        let name = CString::new(name.as_bytes()).map_err(|_| ChaseError::Io(Errno::INVAL))?;
-        rustix::fs::openat(
-            dir,
-            name.as_c_str(),
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(ChaseError::Io)
-    };
-    let open_root = || {
-        rustix::fs::open(
-            "/",
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(ChaseError::Io)
-    };
-    let mut todo: VecDeque<OsString> = VecDeque::new();
-    let mut current = if path.is_absolute() {
-        open_root()?
-    } else {
-        open_path(rustix::fs::CWD, OsStr::new("."))?
-    };
-    push_components(&mut todo, path, false);
-    let mut current_meta = fsops::fstat(current.as_fd()).map_err(ChaseError::Io)?;
-    // What has been resolved so far, for messages.
-    let mut resolved = if path.is_absolute() {
-        PathBuf::from("/")
-    } else {
-        PathBuf::new()
-    };
-    let mut hops = 0usize;
-    while let Some(name) = todo.pop_front() {
-        let child = open_path(current.as_fd(), &name)?;
+    let mut chase = Chase::start(path)?;
+    while let Some(name) = chase.todo.pop_front() {
+        chase.step(&name)?;
+    }
+    chase.open_dir()
+}
+
+/// Where a resolution stands: the components still to walk, the directory reached (an
+/// `O_PATH` fd and its metadata, read after opening) and its path, for messages.
+struct Chase {
+    todo: VecDeque<OsString>,
+    current: OwnedFd,
+    current_meta: Meta,
+    resolved: PathBuf,
+    hops: usize,
+    euid: u32,
+}
+
+impl Chase {
+    /// At `/` for an absolute path, else at the working directory, with every component
+    /// of `path` to walk.
+    fn start(path: &Path) -> Result<Chase, ChaseError> {
+        let (current, resolved) = if path.is_absolute() {
+            (open_root()?, PathBuf::from("/"))
+        } else {
+            (open_path(rustix::fs::CWD, OsStr::new("."))?, PathBuf::new())
+        };
+        let mut todo = VecDeque::new();
+        push_components(&mut todo, path, false);
+        let current_meta = fsops::fstat(current.as_fd()).map_err(ChaseError::Io)?;
+        Ok(Chase {
+            todo,
+            current,
+            current_meta,
+            resolved,
+            hops: 0,
+            euid: rustix::process::geteuid().as_raw(),
+        })
+    }
+
+    /// One component: into a directory, or through a symlink (its target's components
+    /// queued first); anything else is `ENOTDIR`.
+    fn step(&mut self, name: &OsStr) -> Result<(), ChaseError> {
+        let child = open_path(self.current.as_fd(), name)?;
         let child_meta = fsops::fstat(child.as_fd()).map_err(ChaseError::Io)?;
         let child_path = if name == ".." {
-            resolved
+            self.resolved
                 .parent()
-                .map_or_else(|| resolved.join(".."), Path::to_path_buf)
+                .map_or_else(|| self.resolved.join(".."), Path::to_path_buf)
         } else {
-            resolved.join(&name)
+            self.resolved.join(name)
         };
-        if let Some(reason) = unsafe_transition(&current_meta, &child_meta, euid) {
+        if let Some(reason) = unsafe_transition(&self.current_meta, &child_meta, self.euid) {
             return Err(ChaseError::Unsafe(format!(
                 "{}: {reason}",
                 child_path.display()
@@ -96,50 +104,82 @@ pub(crate) fn open_dir_safely(path: &Path) -> Result<(OwnedFd, Meta), ChaseError
         }
         match child_meta.file_type() {
             FileType::Directory => {
-                current = child;
-                current_meta = child_meta;
-                resolved = child_path;
+                self.current = child;
+                self.current_meta = child_meta;
+                self.resolved = child_path;
+                Ok(())
             }
-            FileType::Symlink => {
-                hops += 1;
-                if hops > MAX_SYMLINK_HOPS {
-                    return Err(ChaseError::Io(Errno::LOOP));
-                }
-                let target = rustix::fs::readlinkat(child.as_fd(), c"", Vec::new())
-                    .map_err(ChaseError::Io)?;
-                let target = PathBuf::from(OsString::from_vec(target.into_bytes()));
-                push_components(&mut todo, &target, true);
-                if target.is_absolute() {
-                    let root = open_root()?;
-                    let root_meta = fsops::fstat(root.as_fd()).map_err(ChaseError::Io)?;
-                    // The link's directory decides where the walk goes next.
-                    if let Some(reason) = unsafe_transition(&current_meta, &root_meta, euid) {
-                        return Err(ChaseError::Unsafe(format!(
-                            "{} (a symlink to {}): {reason}",
-                            child_path.display(),
-                            target.display()
-                        )));
-                    }
-                    current = root;
-                    current_meta = root_meta;
-                    resolved = PathBuf::from("/");
-                }
-            }
-            _ => return Err(ChaseError::Io(Errno::NOTDIR)),
+            FileType::Symlink => self.follow(&child, &child_path),
+            _ => Err(ChaseError::Io(Errno::NOTDIR)),
         }
     }
-    let dir = rustix::fs::openat(
-        current.as_fd(),
-        c".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOCTTY,
+
+    /// Follows the symlink `link` (at most [`MAX_SYMLINK_HOPS`] in all): its target's
+    /// components go first in line, and an absolute target restarts at `/`.
+    fn follow(&mut self, link: &OwnedFd, link_path: &Path) -> Result<(), ChaseError> {
+        self.hops += 1;
+        if self.hops > MAX_SYMLINK_HOPS {
+            return Err(ChaseError::Io(Errno::LOOP));
+        }
+        let target =
+            rustix::fs::readlinkat(link.as_fd(), c"", Vec::new()).map_err(ChaseError::Io)?;
+        let target = PathBuf::from(OsString::from_vec(target.into_bytes()));
+        push_components(&mut self.todo, &target, true);
+        if target.is_absolute() {
+            let root = open_root()?;
+            let root_meta = fsops::fstat(root.as_fd()).map_err(ChaseError::Io)?;
+            // The link's directory decides where the walk goes next.
+            if let Some(reason) = unsafe_transition(&self.current_meta, &root_meta, self.euid) {
+                return Err(ChaseError::Unsafe(format!(
+                    "{} (a symlink to {}): {reason}",
+                    link_path.display(),
+                    target.display()
+                )));
+            }
+            self.current = root;
+            self.current_meta = root_meta;
+            self.resolved = PathBuf::from("/");
+        }
+        Ok(())
+    }
+
+    /// The directory reached, opened for reading, if it is still the one resolved.
+    fn open_dir(self) -> Result<(OwnedFd, Meta), ChaseError> {
+        let dir = rustix::fs::openat(
+            self.current.as_fd(),
+            c".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOCTTY,
+            Mode::empty(),
+        )
+        .map_err(ChaseError::Io)?;
+        let meta = fsops::fstat(dir.as_fd()).map_err(ChaseError::Io)?;
+        if meta.ident() != self.current_meta.ident() {
+            return Err(ChaseError::Io(Errno::STALE));
+        }
+        Ok((dir, meta))
+    }
+}
+
+/// `name` in `dir`, opened `O_PATH | O_NOFOLLOW`: a handle to the inode itself, a
+/// symlink included, without reading or following it.
+fn open_path(dir: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd, ChaseError> {
+    let name = CString::new(name.as_bytes()).map_err(|_| ChaseError::Io(Errno::INVAL))?;
+    rustix::fs::openat(
+        dir,
+        name.as_c_str(),
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(ChaseError::Io)?;
-    let meta = fsops::fstat(dir.as_fd()).map_err(ChaseError::Io)?;
-    if meta.ident() != current_meta.ident() {
-        return Err(ChaseError::Io(Errno::STALE));
-    }
-    Ok((dir, meta))
+    .map_err(ChaseError::Io)
+}
+
+fn open_root() -> Result<OwnedFd, ChaseError> {
+    rustix::fs::open(
+        "/",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(ChaseError::Io)
 }
 
 /// Queues the components of `path` (`.` dropped); `front` puts them before what is
