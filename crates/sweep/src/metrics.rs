@@ -248,23 +248,34 @@ impl SweepTotals {
                 &ERROR_KINDS,
                 &self.errors,
             ),
-            Family {
-                name: "backstop_sweep_duration",
-                help: "Wall time of sweeps that ran.",
-                unit: Some("seconds"),
-                label: None,
-                samples: Samples::Histogram {
-                    buckets: DURATION_BUCKETS_SECONDS
-                        .iter()
-                        .copied()
-                        .chain([f64::INFINITY])
-                        .zip(self.duration_buckets)
-                        .collect(),
-                    sum: self.duration_sum_seconds,
-                },
-            },
+            self.duration_family(),
         ];
-        for (name, help, value) in [
+        out.extend(self.time_gauges());
+        out
+    }
+
+    /// The histogram of sweep durations.
+    fn duration_family(&self) -> Family {
+        Family {
+            name: "backstop_sweep_duration",
+            help: "Wall time of sweeps that ran.",
+            unit: Some("seconds"),
+            label: None,
+            samples: Samples::Histogram {
+                buckets: DURATION_BUCKETS_SECONDS
+                    .iter()
+                    .copied()
+                    .chain([f64::INFINITY])
+                    .zip(self.duration_buckets)
+                    .collect(),
+                sum: self.duration_sum_seconds,
+            },
+        }
+    }
+
+    /// The gauges in seconds that have a value: the last success, the start, the interval.
+    fn time_gauges(&self) -> impl Iterator<Item = Family> {
+        [
             (
                 "backstop_sweep_last_success_timestamp",
                 "End of the last sweep that ran (clean or partial), in Unix time.",
@@ -281,18 +292,17 @@ impl SweepTotals {
                 "How often a sweep is due.",
                 self.interval_seconds,
             ),
-        ] {
-            if let Some(value) = value {
-                out.push(Family {
-                    name,
-                    help,
-                    unit: Some("seconds"),
-                    label: None,
-                    samples: Samples::Gauge(value),
-                });
-            }
-        }
-        out
+        ]
+        .into_iter()
+        .filter_map(|(name, help, value)| {
+            Some(Family {
+                name,
+                help,
+                unit: Some("seconds"),
+                label: None,
+                samples: Samples::Gauge(value?),
+            })
+        })
     }
 }
 
