@@ -44,6 +44,19 @@ def test_limits_from_toml_text_a_file_and_keywords_agree(tmp_path: Path) -> None
     assert a.rate() == (10, 30.0)
 
 
+def test_sizes_and_durations_read_alike_from_toml_and_keywords() -> None:
+    text = ('[queue]\nmax_wait = "90s"\nretry_after_hint = "250ms"\n'
+            '[resources]\nmin_available_memory = "1536MiB"\nmemory_margin = "128MiB"\n'
+            'min_free_disk = "3GiB"\n')
+    from_text = Limits.from_toml(text)
+    from_keywords = Limits(queue_max_wait=timedelta(seconds=90), queue_retry_after_hint="250ms",
+                           resources_min_available_memory="1.5GiB",
+                           resources_memory_margin="128MiB", resources_min_free_disk="3072MiB")
+    assert from_text.to_json() == from_keywords.to_json()
+    resources = json.loads(from_text.to_json())["resources"]
+    assert (resources["min_available_memory"], resources["min_free_disk"]) == ("1536MiB", "3GiB")
+
+
 @pytest.mark.parametrize(
     "make, words",
     [
@@ -52,6 +65,10 @@ def test_limits_from_toml_text_a_file_and_keywords_agree(tmp_path: Path) -> None
         (lambda: Limits(queue_max=0), "queue.max"),
         (lambda: Limits(rate_limit=0), "rate.limit"),
         (lambda: Limits(rate_bogus=1), "bogus"),
+        # Durations and sizes carry a unit, in keyword arguments as in the TOML.
+        (lambda: Limits(rate_window=60), r"rate\.window.*\"60s\""),
+        (lambda: Limits(resources_min_free_disk=1024), r"resources\.min_free_disk.*\"2GiB\""),
+        (lambda: Limits.from_toml("[queue]\nmax_wait = 30\n"), r"queue\.max_wait"),
         (lambda: Limits.from_file("/nonexistent/limits.toml"), "cannot read"),
     ],
 )

@@ -42,7 +42,10 @@ class Limits:
 
     Keyword arguments are the TOML keys as ``<section>_<key>``: ``rate_limit=30``,
     ``rate_window="60s"`` (or a ``timedelta``), ``queue_max=100``, ``jobs_max=5``,
-    ``resources_enabled=False``, ``shadow=True``. Raises ``ConfigError`` naming the key.
+    ``resources_min_available_memory="2GiB"``, ``resources_enabled=False``,
+    ``shadow=True``. Durations and sizes are text with a unit, as in the TOML (``"250ms"``,
+    ``"24h"``, ``"512MiB"``; a ``timedelta`` also gives a duration): a bare number is
+    refused. Raises ``ConfigError`` naming the key.
     """
 
     def __init__(self, **settings: Union[int, float, bool, str, timedelta]) -> None: ...
