@@ -799,9 +799,13 @@ mod loom_tests {
 
     const WINDOW: Duration = Duration::from_nanos(10);
 
+    fn quota(limit: u32) -> Quota {
+        Quota::new(limit, WINDOW).unwrap()
+    }
+
     fn keyed(limit: u32, max_keys: usize) -> Arc<KeyedSlidingWindow<u32, ManualClock>> {
         Arc::new(
-            KeyedSlidingWindow::with_clock(limit, WINDOW, max_keys, ManualClock::new()).unwrap(),
+            KeyedSlidingWindow::with_clock(quota(limit), max_keys, ManualClock::new()).unwrap(),
         )
     }
 
@@ -861,7 +865,7 @@ mod loom_tests {
         loom::model(|| {
             let keyed = keyed(2, 2);
             let admin = keyed.clone();
-            let thread = loom::thread::spawn(move || admin.set_limit(1, 1, WINDOW).unwrap());
+            let thread = loom::thread::spawn(move || admin.set_limit(1, quota(1)).unwrap());
             keyed.try_acquire_at(&1, 0).unwrap(); // a new key: always room
             thread.join().unwrap();
             // Whichever came first, key 1's window now has limit 1 and one admission.
@@ -875,10 +879,10 @@ mod loom_tests {
             let keyed = keyed(2, 2);
             keyed.try_acquire_at(&1, 0).unwrap();
             let admin = keyed.clone();
-            let thread = loom::thread::spawn(move || admin.set_limit(1, 1, WINDOW).unwrap());
+            let thread = loom::thread::spawn(move || admin.set_limit(1, quota(1)).unwrap());
             let raced = keyed.try_acquire_at(&1, 0).is_ok();
             thread.join().unwrap();
-            assert_eq!(keyed.limit_for(&1).0, 1);
+            assert_eq!(keyed.quota_for(&1).limit(), 1);
             assert!(
                 keyed.try_acquire_at(&1, 0).is_err(),
                 "limit 1, one admission"
