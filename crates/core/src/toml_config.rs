@@ -14,7 +14,7 @@ use crate::ConfigError;
 /// The field named for a document that is not TOML at all.
 pub(crate) const SYNTAX: &str = "(TOML syntax)";
 
-/// Parses TOML text into `T` (a service's configuration, [`Limits`] or one that holds
+/// Parses TOML text into `T` (a service's configuration, [`Limits`](crate::Limits) or one that holds
 /// it), then runs `check` on it (the checks serde cannot make: ranges, relations between
 /// fields). Missing fields take whatever defaults `T` gives them; unknown fields are
 /// errors when `T` denies them.
