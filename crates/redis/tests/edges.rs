@@ -12,9 +12,7 @@ use backstop_redis::{
     EvictionCheck, FailurePolicy, RedisAdmission, RedisStore, RedisWindow, Refusal, Source,
     StoreError, StoreOptions,
 };
-use backstop_testkit::redis::RedisServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use backstop_testkit::redis::{RedisServer, delaying_proxy};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -26,39 +24,6 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// What the tests allow past a deadline for scheduling on a loaded machine.
 const SLACK: Duration = Duration::from_millis(400);
-
-/// A loopback proxy that delays everything Redis sends back by `delay_ms`.
-async fn delaying_proxy(upstream: u16, delay_ms: Arc<AtomicU64>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
-                continue;
-            };
-            let (mut client_read, mut client_write) = client.into_split();
-            let (mut server_read, mut server_write) = server.into_split();
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-            });
-            let delay_ms = Arc::clone(&delay_ms);
-            tokio::spawn(async move {
-                let mut buffer = vec![0u8; 64 * 1024];
-                while let Ok(n) = server_read.read(&mut buffer).await {
-                    if n == 0 {
-                        return;
-                    }
-                    let delay = delay_ms.load(Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
-                    if client_write.write_all(&buffer[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
 
 fn limits(rate: u32) -> Limits {
     let mut limits = Limits::default();

@@ -14,8 +14,6 @@ use backstop_redis::{
     ConnectError, EvictionCheck, FailurePolicy, RedisStore, RedisWindow, Refusal, Source,
     StartError, StoreOptions, jobs,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -231,44 +229,6 @@ fn redis_killed_mid_burst_fails_closed_then_recovers() {
     });
 }
 
-/// A loopback proxy that delays everything Redis sends back by `delay_ms`.
-async fn delaying_proxy(upstream: u16, delay_ms: Arc<AtomicU64>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
-                continue;
-            };
-            let (mut client_read, mut client_write) = client.into_split();
-            let (mut server_read, mut server_write) = server.into_split();
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-            });
-            let delay_ms = Arc::clone(&delay_ms);
-            tokio::spawn(async move {
-                let mut buffer = vec![0u8; 64 * 1024];
-                loop {
-                    let Ok(n) = server_read.read(&mut buffer).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    let delay = delay_ms.load(Ordering::Relaxed);
-                    if delay > 0 {
-                        tokio::time::sleep(Duration::from_millis(delay)).await;
-                    }
-                    if client_write.write_all(&buffer[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
 #[test]
 fn a_slow_redis_passes_the_deadline_and_the_policy_decides() {
     let Some(server) = support::RedisServer::start(&[]) else {
@@ -276,7 +236,7 @@ fn a_slow_redis_passes_the_deadline_and_the_policy_decides() {
     };
     runtime().block_on(async {
         let delay_ms = Arc::new(AtomicU64::new(0));
-        let port = delaying_proxy(server.port, Arc::clone(&delay_ms)).await;
+        let port = support::delaying_proxy(server.port, Arc::clone(&delay_ms)).await;
         let url = format!("redis://127.0.0.1:{port}");
         let strict_options = StoreOptions {
             deadline: DEADLINE,
@@ -353,7 +313,7 @@ fn concurrent_callers_behind_a_slow_call_each_get_their_deadline() {
     };
     runtime().block_on(async {
         let delay_ms = Arc::new(AtomicU64::new(0));
-        let port = delaying_proxy(server.port, Arc::clone(&delay_ms)).await;
+        let port = support::delaying_proxy(server.port, Arc::clone(&delay_ms)).await;
         let options = StoreOptions {
             deadline: DEADLINE,
             ..StoreOptions::default()
@@ -430,7 +390,7 @@ async fn slow_and_direct(
     server: &support::RedisServer,
 ) -> (RedisStore, RedisStore, Arc<AtomicU64>) {
     let delay_ms = Arc::new(AtomicU64::new(0));
-    let port = delaying_proxy(server.port, Arc::clone(&delay_ms)).await;
+    let port = support::delaying_proxy(server.port, Arc::clone(&delay_ms)).await;
     let options = StoreOptions {
         deadline: DEADLINE,
         ..StoreOptions::default()
@@ -574,7 +534,7 @@ fn a_slow_take_is_judged_from_when_it_was_sent() {
     };
     runtime().block_on(async {
         let delay_ms = Arc::new(AtomicU64::new(0));
-        let port = delaying_proxy(server.port, Arc::clone(&delay_ms)).await;
+        let port = support::delaying_proxy(server.port, Arc::clone(&delay_ms)).await;
         let options = StoreOptions {
             deadline: Duration::from_secs(1),
             ..StoreOptions::default()
@@ -648,7 +608,7 @@ fn store_options_are_checked_and_connect_keeps_one_deadline() {
             other => panic!("expected bad options, got {other:?}"),
         }
         let delay_ms = Arc::new(AtomicU64::new(400));
-        let port = delaying_proxy(server.port, Arc::clone(&delay_ms)).await;
+        let port = support::delaying_proxy(server.port, Arc::clone(&delay_ms)).await;
         let started = Instant::now();
         let result =
             RedisStore::connect(&format!("redis://127.0.0.1:{port}"), quick_connect()).await;
