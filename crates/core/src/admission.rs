@@ -120,16 +120,25 @@ impl<C: Clock + Clone> Admission<C> {
     /// # Errors
     ///
     /// As [`Limits::validate`].
-    pub fn with_clock(limits: Limits, clock: C) -> Result<Self, ConfigError> {
+    pub fn with_clock(limits: Limits, clock: C) -> Result<Self, ConfigError>
+    where
+        // The job counters keep a clone of the clock, to time jobs on.
+        C: 'static,
+    {
         limits.validate()?;
-        let limiter = SlidingWindow::with_clock(limits.rate.quota()?, clock.clone());
-        let (queue, slots) = jobs::counters_with_totals(limits.job_bounds())?;
+        let quota = limits.rate.quota()?;
+        let limiter = SlidingWindow::with_clock(quota, clock.clone());
+        let (queue, slots) = jobs::counters_with_times(limits.job_bounds(), {
+            let clock = clock.clone();
+            move || clock.now_ns()
+        })?;
         let gate = StdArc::new(ResourceGate::new(&limits.resources, clock.clone())?);
         let metrics = StdArc::new(Metrics::new(
             queue.clone(),
             slots.clone(),
             StdArc::clone(&gate),
         ));
+        metrics.set_rate_limit(quota);
         Ok(Admission {
             global: GlobalWindow::new(limiter),
             retry_after_hint_ns: AtomicU64::new(hint_ns(&limits)),
@@ -213,9 +222,11 @@ impl<C: Clock + Clone> Admission<C> {
             .limits
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.global.reshape(limits.rate.quota()?)?;
+        let quota = limits.rate.quota()?;
+        self.global.reshape(quota)?;
         self.queue.set_bounds(limits.job_bounds())?;
         self.gate.reconfigure(&limits.resources)?;
+        self.metrics.set_rate_limit(quota);
         // Relaxed: lone values; a request racing the change is judged by either.
         self.shadow.store(limits.shadow, Ordering::Relaxed);
         self.retry_after_hint_ns
@@ -256,7 +267,7 @@ impl<C: Clock> Admission<C> {
         // Relaxed: see `reconfigure`.
         let shadow = self.shadow.load(Ordering::Relaxed);
         match self.rate_stages(key, shadow) {
-            Ok(()) => self.queue_stage(priority, shadow),
+            Ok(now_ns) => self.queue_stage(priority, shadow, now_ns),
             Err(refusal) => Decision::Refused(refusal),
         }
     }
@@ -290,9 +301,10 @@ impl<C: Clock> Admission<C> {
 
     /// The rate stages (429; 503 `too_many_keys`), in the order documented on
     /// [`Admission`]: a request refused by its client's window never reaches the shared
-    /// one. A refusal comes back counted.
+    /// one. A refusal comes back counted; a pass, with the time the stages read (the
+    /// ticket's issue time).
     #[inline]
-    fn rate_stages(&self, key: Option<&str>, shadow: bool) -> Result<(), Refusal> {
+    fn rate_stages(&self, key: Option<&str>, shadow: bool) -> Result<u64, Refusal> {
         let limiter = self.global.current();
         // One clock reading for both rate stages (the per-client limiter shares the
         // clock). Below 2^62 (146 years), so that the global limiter can be sealed for a
@@ -316,10 +328,11 @@ impl<C: Clock> Admission<C> {
         match self.global.acquire(limiter, now_ns) {
             // Shadowed in step 1 already: counted once.
             Err(limited) if !global_shadowed => {
-                self.refuse_or_shadow(global_refusal(limited), shadow)
+                self.refuse_or_shadow(global_refusal(limited), shadow)?
             }
-            _ => Ok(()),
+            _ => {}
         }
+        Ok(now_ns)
     }
 
     /// The client's window refused: 429 with its exact wait, or 503 `too_many_keys`.
@@ -342,10 +355,11 @@ impl<C: Clock> Admission<C> {
         }
     }
 
-    /// The queue (503 `queue_full`); in shadow mode up to [`MAX_QUEUE`] only.
+    /// The queue (503 `queue_full`); in shadow mode up to [`MAX_QUEUE`] only. A ticket is
+    /// issued at `now_ns`, the time the rate stages read: the clock is not read again.
     #[inline]
-    fn queue_stage(&self, priority: Priority, shadow: bool) -> Decision {
-        let ticket = match self.queue.try_enter_as(priority) {
+    fn queue_stage(&self, priority: Priority, shadow: bool, now_ns: u64) -> Decision {
+        let ticket = match self.queue.try_enter_at(priority, now_ns) {
             Ok(ticket) => ticket,
             Err(_) => {
                 let refusal = Refusal::Overloaded {
@@ -355,7 +369,7 @@ impl<C: Clock> Admission<C> {
                 if let Err(refusal) = self.refuse_or_shadow(refusal, shadow) {
                     return Decision::Refused(refusal);
                 }
-                match self.queue.try_enter_below(MAX_QUEUE) {
+                match self.queue.try_enter_below(MAX_QUEUE, now_ns) {
                     Ok(ticket) => ticket,
                     Err(_) => {
                         self.metrics.count(Outcome::Refused(refusal));

@@ -153,6 +153,31 @@ impl HistogramSnapshot {
     pub fn count(&self) -> u64 {
         self.buckets.iter().map(|(_, n)| n).sum()
     }
+
+    /// Writes these counts as one prometheus-client histogram (the metric a collector's
+    /// `encode_descriptor(.., MetricType::Histogram)` returned), in seconds.
+    ///
+    /// # Errors
+    ///
+    /// The encoder's.
+    #[cfg(feature = "prometheus")]
+    pub fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> std::fmt::Result {
+        // prometheus-client marks the infinite bucket with `f64::MAX`.
+        let buckets: Vec<(f64, u64)> = self
+            .buckets
+            .iter()
+            .map(|(upper, n)| (if upper.is_finite() { *upper } else { f64::MAX }, *n))
+            .collect();
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.sum_seconds,
+            self.count(),
+            &buckets,
+            None,
+        )
+    }
 }
 
 #[cfg(all(test, not(loom)))]

@@ -38,6 +38,8 @@ use std::mem::ManuallyDrop;
 use crossbeam_utils::CachePadded;
 
 use crate::ConfigError;
+use crate::histogram::HistogramSnapshot;
+use crate::job_times::{JobTimes, UNKNOWN_NS};
 use std::ptr::NonNull;
 
 use crate::sync::{Arc, AtomicU32, AtomicU64, Ordering, fence};
@@ -150,6 +152,9 @@ pub(crate) struct JobState {
     /// Lifetime totals, kept only when asked for ([`counters_with_totals`]): each costs
     /// an atomic add per job start or finish, which bare counters need not pay.
     totals: Option<Totals>,
+    /// The clock and histograms of jobs' queue waits and run times, kept only when asked
+    /// for ([`counters_with_times`]).
+    times: Option<JobTimes>,
     /// Tests count how often a state is freed: exactly once, whoever goes last.
     #[cfg(test)]
     frees: Option<Arc<AtomicU32>>,
@@ -172,7 +177,7 @@ struct Totals {
 }
 
 impl JobState {
-    fn new(bounds: JobBounds, with_totals: bool) -> Self {
+    fn new(bounds: JobBounds, with_totals: bool, times: Option<JobTimes>) -> Self {
         JobState {
             counts: CachePadded::new(AtomicU64::new(0)),
             max_queue: AtomicU32::new(bounds.max_queue),
@@ -182,6 +187,7 @@ impl JobState {
                 started: CachePadded::new(AtomicU64::new(0)),
                 finished: CachePadded::new(AtomicU64::new(0)),
             }),
+            times,
             #[cfg(test)]
             frees: None,
         }
@@ -197,9 +203,9 @@ impl JobState {
         }
     }
 
-    /// Adds one waiting job if fewer than `bound` wait.
+    /// Adds one waiting job if fewer than `bound` wait; its ticket carries `entered_at_ns`.
     #[inline]
-    fn enter_below(this: &Owner, bound: u32) -> Result<QueueTicket, QueueFull> {
+    fn enter_below(this: &Owner, bound: u32, entered_at_ns: u64) -> Result<QueueTicket, QueueFull> {
         let state = this.state;
         let this = this.state();
         // Relaxed throughout: a ticket guards no other memory, and read-modify-writes of
@@ -216,7 +222,12 @@ impl JobState {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Ok(QueueTicket { state }),
+                Ok(_) => {
+                    return Ok(QueueTicket {
+                        state,
+                        entered_at_ns,
+                    });
+                }
                 Err(now) => word = now,
             }
         }
@@ -311,7 +322,7 @@ impl JobState {
 ///
 /// As [`JobBounds::validate`].
 pub fn counters(bounds: JobBounds) -> Result<(QueueGate, JobSlots), ConfigError> {
-    new_counters(bounds, false)
+    new_counters(bounds, false, None)
 }
 
 /// As [`counters`], also keeping lifetime totals of jobs started and finished
@@ -322,21 +333,61 @@ pub fn counters(bounds: JobBounds) -> Result<(QueueGate, JobSlots), ConfigError>
 ///
 /// As [`JobBounds::validate`].
 pub fn counters_with_totals(bounds: JobBounds) -> Result<(QueueGate, JobSlots), ConfigError> {
-    new_counters(bounds, true)
+    new_counters(bounds, true, None)
+}
+
+/// As [`counters_with_totals`], also timing every job on `clock` (nanoseconds): how long
+/// it waited, from its ticket to its start, and how long it ran, from its start to its
+/// permit's drop ([`JobSlots::queue_waits`], [`JobSlots::run_times`]). The clock is read
+/// when a ticket is issued ([`QueueGate::try_enter_as`]), when a job starts and when it
+/// finishes; the histograms are written only at the start and the finish.
+/// [`Admission`](crate::Admission) uses these, and gives each ticket the time its rate
+/// decision read instead of reading the clock again.
+///
+/// ```
+/// use backstop_core::clock::{Clock, ManualClock};
+/// use backstop_core::jobs::{self, JobBounds};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let time = clock.clone();
+/// let bounds = JobBounds { max_queue: 4, critical_reserve: 0, max_jobs: 1 };
+/// let (queue, slots) = jobs::counters_with_times(bounds, move || time.now_ns())?;
+/// let ticket = queue.try_enter()?;
+/// clock.advance(Duration::from_secs(3)); // waits 3 s
+/// let permit = slots.try_start(ticket).expect("a free slot");
+/// clock.advance(Duration::from_secs(40)); // runs 40 s
+/// drop(permit);
+/// let waits = slots.queue_waits().unwrap();
+/// assert_eq!((waits.count(), waits.sum_seconds), (1, 3.0));
+/// let runs = slots.run_times().unwrap();
+/// assert_eq!((runs.count(), runs.sum_seconds), (1, 40.0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// As [`JobBounds::validate`].
+pub fn counters_with_times(
+    bounds: JobBounds,
+    clock: impl Fn() -> u64 + Send + Sync + 'static,
+) -> Result<(QueueGate, JobSlots), ConfigError> {
+    new_counters(bounds, true, Some(JobTimes::new(clock)))
 }
 
 fn new_counters(
     bounds: JobBounds,
     with_totals: bool,
+    times: Option<JobTimes>,
 ) -> Result<(QueueGate, JobSlots), ConfigError> {
     bounds.validate()?;
-    Ok(from_state(JobState::new(bounds, with_totals)))
+    Ok(from_state(JobState::new(bounds, with_totals, times)))
 }
 
 /// Counters whose state counts its frees into `frees`, for tests.
 #[cfg(test)]
 fn counting_frees(bounds: JobBounds, frees: &Arc<AtomicU32>) -> (QueueGate, JobSlots) {
-    let mut state = JobState::new(bounds, true);
+    let mut state = JobState::new(bounds, true, None);
     state.frees = Some(Arc::clone(frees));
     from_state(state)
 }
@@ -442,14 +493,36 @@ impl QueueGate {
     /// [`QueueFull`] when the queue holds as many jobs as `priority` may fill it with.
     #[inline]
     pub fn try_enter_as(&self, priority: Priority) -> Result<QueueTicket, QueueFull> {
-        JobState::enter_below(&self.state, self.state.state().queue_bound(priority))
+        let state = self.state.state();
+        let now_ns = state.times.as_ref().map_or(UNKNOWN_NS, JobTimes::now_ns);
+        JobState::enter_below(&self.state, state.queue_bound(priority), now_ns)
+    }
+
+    /// As [`try_enter_as`](Self::try_enter_as), the ticket issued at `now_ns` (a time
+    /// the caller already read on the counters' clock).
+    #[inline]
+    pub(crate) fn try_enter_at(
+        &self,
+        priority: Priority,
+        now_ns: u64,
+    ) -> Result<QueueTicket, QueueFull> {
+        JobState::enter_below(
+            &self.state,
+            self.state.state().queue_bound(priority),
+            now_ns,
+        )
     }
 
     /// Takes a place while fewer than `bound` wait, whatever the configured bound (for
-    /// shadow mode, which must keep counting past the bound it does not enforce).
+    /// shadow mode, which must keep counting past the bound it does not enforce), issued
+    /// at `now_ns`.
     #[inline]
-    pub(crate) fn try_enter_below(&self, bound: u32) -> Result<QueueTicket, QueueFull> {
-        JobState::enter_below(&self.state, bound)
+    pub(crate) fn try_enter_below(
+        &self,
+        bound: u32,
+        now_ns: u64,
+    ) -> Result<QueueTicket, QueueFull> {
+        JobState::enter_below(&self.state, bound, now_ns)
     }
 
     /// How many jobs wait. There was a moment during the call when exactly this many
@@ -522,8 +595,13 @@ impl JobSlots {
         // The count moved from waiting to running in one step: the permit takes the
         // ticket's place, and the ticket's drop (which would count it out) never runs.
         let ticket = ManuallyDrop::new(ticket);
+        let started_at_ns = match &self.state.state().times {
+            Some(times) => times.start(ticket.entered_at_ns),
+            None => UNKNOWN_NS,
+        };
         Ok(JobPermit {
             state: ticket.state,
+            started_at_ns,
         })
     }
 
@@ -534,9 +612,11 @@ impl JobSlots {
     /// [`NoFreeSlot`] when all slots are taken.
     #[inline]
     pub fn try_acquire(&self) -> Result<JobPermit, NoFreeSlot> {
-        if self.state.state().acquire() {
+        let state = self.state.state();
+        if state.acquire() {
             Ok(JobPermit {
                 state: self.state.state,
+                started_at_ns: state.times.as_ref().map_or(UNKNOWN_NS, JobTimes::now_ns),
             })
         } else {
             Err(NoFreeSlot {
@@ -569,6 +649,18 @@ impl JobSlots {
     pub fn bounds(&self) -> JobBounds {
         self.state.state().bounds()
     }
+
+    /// How long the jobs started so far waited in the queue; `None` unless made by
+    /// [`counters_with_times`].
+    pub fn queue_waits(&self) -> Option<HistogramSnapshot> {
+        Some(self.state.state().times.as_ref()?.queue_waits())
+    }
+
+    /// How long the jobs finished so far ran; `None` unless made by
+    /// [`counters_with_times`].
+    pub fn run_times(&self) -> Option<HistogramSnapshot> {
+        Some(self.state.state().times.as_ref()?.run_times())
+    }
 }
 
 impl fmt::Debug for JobSlots {
@@ -589,6 +681,8 @@ impl fmt::Debug for JobSlots {
 pub struct QueueTicket {
     /// Valid while the ticket is counted (see [`JobState`]).
     state: NonNull<JobState>,
+    /// When it was issued, on the counters' clock ([`UNKNOWN_NS`] without one).
+    entered_at_ns: u64,
 }
 
 // SAFETY: the state is only atomics and plain data used through `&`, and stays valid
@@ -617,6 +711,8 @@ impl fmt::Debug for QueueTicket {
 pub struct JobPermit {
     /// Valid while the permit is counted (see [`JobState`]).
     state: NonNull<JobState>,
+    /// When the job started, on the counters' clock ([`UNKNOWN_NS`] without one).
+    started_at_ns: u64,
 }
 
 // SAFETY: as for `QueueTicket`.
@@ -633,6 +729,10 @@ impl Drop for JobPermit {
             // Relaxed: a statistic. Counted before the slot is freed: after that the
             // state may be gone.
             totals.finished.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(times) = &state.times {
+            // Timed before the slot is freed, for the same reason.
+            times.finish(self.started_at_ns);
         }
         // `release` decrements with Release: everything this job did happens before the
         // next start (see JobSlots).

@@ -37,6 +37,7 @@ mod config_error;
 mod decision;
 mod door;
 pub mod histogram;
+mod job_times;
 pub mod jobs;
 mod label;
 mod limits;

@@ -5,13 +5,16 @@
 
 use std::fmt;
 use std::sync::Arc as StdArc;
+use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
 use crate::clock::{Clock, QuantaClock};
 use crate::decision::{Decision, OverloadReason, RateScope, Refusal, WaitReason};
+use crate::histogram::HistogramSnapshot;
 use crate::jobs::{JobSlots, QueueGate};
-use crate::resources::{GateState, ResourceGate, ResourceSnapshot, Shortage};
+use crate::rate::Quota;
+use crate::resources::{GateState, GateThresholds, ResourceGate, ResourceSnapshot, Shortage};
 use crate::sync::{AtomicU64, Ordering};
 
 // The labels below come from the enums themselves (`OverloadReason::ALL`,
@@ -107,6 +110,10 @@ pub struct Metrics<C: Clock = QuantaClock> {
     overloaded: [CachePadded<AtomicU64>; OverloadReason::ALL.len()],
     shadow_refusals: [CachePadded<AtomicU64>; SHADOW_REASONS],
     job_waits: [CachePadded<AtomicU64>; WAIT_REASONS],
+    /// The global rate limit in force and its window (0: not told), for the budget
+    /// gauges.
+    rate_limit: AtomicU64,
+    rate_window_ns: AtomicU64,
     queue: QueueGate,
     slots: JobSlots,
     gate: StdArc<ResourceGate<C>>,
@@ -140,10 +147,27 @@ impl<C: Clock> Metrics<C> {
             overloaded: std::array::from_fn(|_| counter()),
             shadow_refusals: std::array::from_fn(|_| counter()),
             job_waits: std::array::from_fn(|_| counter()),
+            rate_limit: AtomicU64::new(0),
+            rate_window_ns: AtomicU64::new(0),
             queue,
             slots,
             gate,
         }
+    }
+
+    /// Tells the metrics the global rate limit in force, which `backstop_rate_limit` and
+    /// `backstop_rate_window_seconds` report, so that a dashboard can show the share of
+    /// the budget spent. [`Admission`](crate::Admission) calls it when made and when
+    /// reconfigured; another door when its limit is set.
+    pub fn set_rate_limit(&self, quota: Quota) {
+        // Relaxed: two gauges read at scrape time; a scrape racing a change may pair the
+        // old limit with the new window for one reading.
+        self.rate_limit
+            .store(u64::from(quota.limit()), Ordering::Relaxed);
+        self.rate_window_ns.store(
+            u64::try_from(quota.window().as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// Counts one decision (and, with the `tracing` feature, logs it at `trace` level
@@ -249,6 +273,15 @@ impl<C: Clock> Metrics<C> {
             queue_max: bounds.max_queue,
             jobs_active: self.slots.active(),
             jobs_max: bounds.max_jobs,
+            // `None` until told, or if a scrape raced the first telling.
+            rate_limit: u32::try_from(read(&self.rate_limit))
+                .ok()
+                .and_then(|limit| {
+                    Quota::new(limit, Duration::from_nanos(read(&self.rate_window_ns))).ok()
+                }),
+            queue_waits: self.slots.queue_waits(),
+            run_times: self.slots.run_times(),
+            thresholds: self.gate.thresholds(),
             gate_state: self.gate.state_at(now_ns),
             resource_sample_age_ns: now_ns.saturating_sub(resources.taken_at_ns),
             resources,
@@ -322,6 +355,16 @@ pub struct MetricsSnapshot {
     pub jobs_active: u32,
     /// The job slot bound.
     pub jobs_max: u32,
+    /// The global rate limit and its window, when the door told them
+    /// ([`Metrics::set_rate_limit`]).
+    pub rate_limit: Option<Quota>,
+    /// How long started jobs waited in the queue, when the job counters time them
+    /// ([`jobs::counters_with_times`](crate::jobs::counters_with_times)).
+    pub queue_waits: Option<HistogramSnapshot>,
+    /// How long finished jobs ran, likewise.
+    pub run_times: Option<HistogramSnapshot>,
+    /// The resource gate's thresholds.
+    pub thresholds: GateThresholds,
     /// The resource gate's state now.
     pub gate_state: GateState,
     /// The last resource decision and reading.

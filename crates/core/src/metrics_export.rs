@@ -3,9 +3,12 @@
 //! default) and for the `metrics` facade (feature `metrics`).
 //!
 //! The admit path keeps its relaxed atomic adds; nothing here runs until an exporter
-//! asks. One table ([`families`]) names every family once, with its help, unit and type,
-//! so both exporters publish the same names.
+//! asks. One table ([`families`]) names every counter and gauge family once, with its
+//! help, unit and type, so both exporters publish the same names; [`histograms`] names
+//! the two histograms, which only the registry exports (the `metrics` facade records
+//! observations one by one and cannot take a histogram's buckets).
 
+use crate::histogram::HistogramSnapshot;
 use crate::metrics::MetricsSnapshot;
 use crate::resources::GateState;
 
@@ -69,7 +72,36 @@ fn with_unit(unit: &'static str, family: Family) -> Family {
     }
 }
 
-/// Every family, valued from one snapshot.
+/// A histogram family, in seconds.
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+struct HistogramFamily {
+    name: &'static str,
+    help: &'static str,
+    snapshot: HistogramSnapshot,
+}
+
+/// The job histograms, when the door's job counters time jobs.
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+fn histograms(s: &MetricsSnapshot) -> Vec<HistogramFamily> {
+    let mut out = vec![];
+    if let Some(snapshot) = &s.queue_waits {
+        out.push(HistogramFamily {
+            name: "backstop_queue_wait",
+            help: "Time from a request's admission to its job's start, observed at the start.",
+            snapshot: snapshot.clone(),
+        });
+    }
+    if let Some(snapshot) = &s.run_times {
+        out.push(HistogramFamily {
+            name: "backstop_job_run",
+            help: "Time from a job's start to its finish, observed at the finish.",
+            snapshot: snapshot.clone(),
+        });
+    }
+    out
+}
+
+/// Every counter and gauge family, valued from one snapshot.
 fn families(s: &MetricsSnapshot) -> Vec<Family> {
     let mut out = decision_families(s);
     out.extend(job_families(s));
@@ -77,11 +109,11 @@ fn families(s: &MetricsSnapshot) -> Vec<Family> {
     out
 }
 
-/// What the door decided, by outcome and reason.
+/// What the door decided, by outcome and reason, and the rate limit it decided by.
 fn decision_families(s: &MetricsSnapshot) -> Vec<Family> {
-    use Kind::Counter;
-    use Value::Int;
-    vec![
+    use Kind::{Counter, Gauge};
+    use Value::{Float, Int};
+    let mut out = vec![
         one(
             "backstop_admitted",
             "Requests admitted into the job queue.",
@@ -123,7 +155,25 @@ fn decision_families(s: &MetricsSnapshot) -> Vec<Family> {
             "Times a queued job could not start yet, by reason.",
             &s.job_waits_total,
         ),
-    ]
+    ];
+    if let Some(quota) = s.rate_limit {
+        out.push(one(
+            "backstop_rate_limit",
+            "The global rate limit: admissions allowed per window.",
+            Gauge,
+            Int(u64::from(quota.limit())),
+        ));
+        out.push(with_unit(
+            "seconds",
+            one(
+                "backstop_rate_window",
+                "The global rate limit's window.",
+                Gauge,
+                Float(quota.window().as_secs_f64()),
+            ),
+        ));
+    }
+    out
 }
 
 /// The queue and the job slots.
@@ -208,6 +258,37 @@ fn resource_families(s: &MetricsSnapshot) -> Vec<Family> {
             Int(s.probe_failures_total),
         ),
     ];
+    if s.thresholds.enabled {
+        out.push(with_unit(
+            "bytes",
+            one(
+                "backstop_min_available_memory",
+                "Jobs wait while available memory is below this.",
+                Gauge,
+                Int(s.thresholds.min_available_memory_bytes),
+            ),
+        ));
+        out.push(with_unit(
+            "bytes",
+            one(
+                "backstop_min_free_disk",
+                "Jobs wait while free disk space on the watched path is below this.",
+                Gauge,
+                Int(s.thresholds.min_free_disk_bytes),
+            ),
+        ));
+        if let Some(max) = s.thresholds.max_memory_pressure_pct {
+            out.push(with_unit(
+                "percent",
+                one(
+                    "backstop_max_memory_pressure",
+                    "Jobs wait while memory pressure (PSI some avg10) is above this.",
+                    Gauge,
+                    Float(max),
+                ),
+            ));
+        }
+    }
     if let Some(reading) = s.resources.reading {
         out.push(with_unit(
             "bytes",
@@ -255,7 +336,7 @@ mod prometheus {
     use prometheus_client::metrics::gauge::ConstGauge;
     use prometheus_client::registry::{Registry, Unit};
 
-    use super::{Kind, Value, families};
+    use super::{Kind, Value, families, histograms};
     use crate::clock::Clock;
     use crate::metrics::Metrics;
 
@@ -279,7 +360,17 @@ mod prometheus {
 
     impl<C: Clock + 'static> Collector for MetricsCollector<C> {
         fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-            for family in families(&self.0.snapshot()) {
+            let snapshot = self.0.snapshot();
+            for family in histograms(&snapshot) {
+                let metric = encoder.encode_descriptor(
+                    family.name,
+                    family.help,
+                    Some(&Unit::Seconds),
+                    MetricType::Histogram,
+                )?;
+                family.snapshot.encode(metric)?;
+            }
+            for family in families(&snapshot) {
                 let unit = family.unit.map(|u| match u {
                     "seconds" => Unit::Seconds,
                     "bytes" => Unit::Bytes,

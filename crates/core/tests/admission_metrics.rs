@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use backstop_core::clock::ManualClock;
 use backstop_core::resources::ResourceReading;
-use backstop_core::{Admission, Decision, Limits, RequestClass};
+use backstop_core::{Admission, ByteSize, Decision, Limits, RequestClass};
 
 /// A sample: family name, labels, value.
 type Sample = (String, BTreeMap<String, String>, f64);
@@ -91,11 +91,14 @@ fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
             };
             let family = current.as_deref().unwrap_or("");
             let kind = typed.get(family).map(String::as_str);
-            let sample_name = match kind {
-                Some("counter") => format!("{family}_total"),
-                _ => family.to_owned(),
+            let belongs = match kind {
+                Some("counter") => name == format!("{family}_total"),
+                Some("histogram") => ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| name == format!("{family}{suffix}")),
+                _ => name == family,
             };
-            if name != sample_name {
+            if !belongs {
                 return Err(format!("line {n}: sample of {name} outside its family"));
             }
             if kind == Some("counter") && value < 0.0 {
@@ -272,6 +275,99 @@ fn prometheus_text_parses_and_carries_every_outcome() {
             ("backstop_resource_gate_state", Some(("state", "open")), 0.0),
         ],
     );
+}
+
+/// Queue waits and run times are observed when a job starts and when it finishes, never
+/// when a request is admitted; the limits and thresholds the door decides by are gauges.
+#[test]
+fn job_times_limits_and_thresholds_show_in_the_prometheus_text() {
+    let mut limits = Limits::default();
+    limits.rate.limit = 30;
+    limits.queue.max = 4;
+    limits.jobs.max = 1;
+    limits.resources.min_available_memory = ByteSize::mib(1024);
+    limits.resources.min_free_disk = ByteSize::mib(2048);
+    limits.resources.max_memory_pressure_pct = Some(40.0);
+    let window = limits.rate.window;
+    let clock = ManualClock::new();
+    let admission = Admission::with_clock(limits, clock.clone()).unwrap();
+    // A fresh reading before each start: the gate closes on a stale one.
+    let plenty = || {
+        admission.resource_gate().observe(ResourceReading {
+            available_memory_bytes: 8 << 30,
+            free_disk_bytes: Some(50 << 30),
+            memory_pressure_pct: Some(1.5),
+        })
+    };
+    let samples = |admission: &Admission<ManualClock>| {
+        let text = admission.metrics().render_prometheus();
+        parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    };
+
+    let Decision::Admitted(first) = admission.try_admit() else {
+        panic!("admitted")
+    };
+    let Decision::Admitted(second) = admission.try_admit() else {
+        panic!("admitted")
+    };
+    clock.advance(Duration::from_secs(3));
+    // Admitted, not started: nothing observed yet.
+    assert_samples(
+        &samples(&admission),
+        &[
+            ("backstop_queue_wait_seconds_count", None, 0.0),
+            ("backstop_job_run_seconds_count", None, 0.0),
+        ],
+    );
+    plenty();
+    let permit = admission.start_job(first).unwrap();
+    clock.advance(Duration::from_secs(40));
+    drop(permit);
+    plenty();
+    let permit = admission.start_job(second).unwrap();
+    assert_samples(
+        &samples(&admission),
+        &[
+            ("backstop_queue_wait_seconds_count", None, 2.0),
+            ("backstop_queue_wait_seconds_sum", None, 46.0),
+            (
+                "backstop_queue_wait_seconds_bucket",
+                Some(("le", "5.0")),
+                1.0,
+            ),
+            (
+                "backstop_queue_wait_seconds_bucket",
+                Some(("le", "60.0")),
+                2.0,
+            ),
+            (
+                "backstop_queue_wait_seconds_bucket",
+                Some(("le", "+Inf")),
+                2.0,
+            ),
+            // The second job is still running: one run observed.
+            ("backstop_job_run_seconds_count", None, 1.0),
+            ("backstop_job_run_seconds_sum", None, 40.0),
+            ("backstop_job_run_seconds_bucket", Some(("le", "30.0")), 0.0),
+            ("backstop_job_run_seconds_bucket", Some(("le", "60.0")), 1.0),
+            ("backstop_rate_limit", None, 30.0),
+            ("backstop_rate_window_seconds", None, window.as_secs_f64()),
+            (
+                "backstop_min_available_memory_bytes",
+                None,
+                (1024u64 << 20) as f64,
+            ),
+            ("backstop_min_free_disk_bytes", None, (2048u64 << 20) as f64),
+            ("backstop_max_memory_pressure_percent", None, 40.0),
+        ],
+    );
+    drop(permit);
+
+    // A new limit shows at once.
+    let mut changed = admission.limits();
+    changed.rate.limit = 12;
+    admission.reconfigure(changed).unwrap();
+    assert_samples(&samples(&admission), &[("backstop_rate_limit", None, 12.0)]);
 }
 
 #[test]

@@ -18,7 +18,10 @@ impl Config {
     /// # Errors
     ///
     /// A [`ConfigError`] naming the bad field.
-    pub fn admission<C: Clock + Clone>(&self, clock: C) -> Result<Admission<C>, ConfigError> {
+    pub fn admission<C: Clock + Clone + 'static>(
+        &self,
+        clock: C,
+    ) -> Result<Admission<C>, ConfigError> {
         let admission = Admission::with_clock(self.limits.clone(), clock)?;
         match &self.per_client {
             None => Ok(admission),
@@ -57,15 +60,14 @@ impl Config {
 pub trait Door: FrontDoor + 'static {
     /// Starts sampling memory and disk into this replica's resource gate.
     fn spawn_sampler(&self, probe: SysinfoProbe) -> std::io::Result<Sampler>;
-    /// Registers the door's metrics in `registry`, when it has a collector.
+    /// Registers the door's metrics in `registry`: core's families, and a shared door's
+    /// store families (`backstop_store_*`).
     fn register(&self, registry: &mut Registry);
     /// The resource gate's state name and verdict now.
     fn gate(&self) -> (&'static str, Result<(), Shortage>);
     /// Jobs waiting and running (across every replica for a shared door); `None` when
     /// the store did not answer.
     fn depth(&self) -> impl Future<Output = (Option<u64>, Option<u64>)> + Send;
-    /// OpenMetrics lines the registry does not hold (before `# EOF`).
-    fn extra_metrics(&self, _text: &mut String) {}
     /// What a running job checks between its stages: the permit's lease, when the slot
     /// is held in a store that can lose it (`None`: held in this process, never lost).
     fn lease_watch(_permit: &Self::Permit) -> Option<LeaseWatch> {
@@ -101,6 +103,7 @@ impl Door for RedisAdmission {
     }
     fn register(&self, registry: &mut Registry) {
         self.metrics().register(registry);
+        self.store().register_metrics(registry);
     }
     fn gate(&self) -> (&'static str, Result<(), Shortage>) {
         let gate = self.resource_gate();
@@ -111,31 +114,5 @@ impl Door for RedisAdmission {
             self.queue().len().await.ok(),
             self.slots().active().await.ok(),
         )
-    }
-    fn extra_metrics(&self, text: &mut String) {
-        use std::fmt::Write;
-        let store = self.store().metrics().snapshot();
-        for (name, help, count) in [
-            (
-                "backstop_store_errors",
-                "Redis calls that failed",
-                store.store_errors,
-            ),
-            (
-                "backstop_store_timeouts",
-                "Redis calls past the deadline",
-                store.timeouts,
-            ),
-            (
-                "backstop_store_fallback_decisions",
-                "Decisions by the local fallback window",
-                store.fallback_decisions,
-            ),
-        ] {
-            let _ = writeln!(
-                text,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {count}"
-            );
-        }
     }
 }

@@ -48,8 +48,8 @@ pub(crate) async fn queue_job<D: Door>(
     }
 }
 
-/// `GET /metrics`: the registry's text and the door's own lines, as OpenMetrics when the
-/// scraper asks for it, else in the classic text format.
+/// `GET /metrics`: the registry's text, as OpenMetrics when the scraper asks for it, else
+/// in the classic text format.
 pub(crate) async fn metrics<D: Door>(
     State(state): State<Arc<AppState<D>>>,
     headers: HeaderMap,
@@ -57,13 +57,6 @@ pub(crate) async fn metrics<D: Door>(
     let mut text = String::with_capacity(4096);
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         return problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
-    }
-    let mut extra = String::new();
-    state.admission.extra_metrics(&mut extra);
-    if !extra.is_empty() {
-        if let Some(body) = text.strip_suffix("# EOF\n") {
-            text = format!("{body}{extra}# EOF\n");
-        }
     }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     if exposition::wants_openmetrics(accept) {

@@ -219,8 +219,14 @@ impl RedisAdmission {
         };
         let (queue, slots) = jobs::counters_with(store, name, config)?;
         let gate = Arc::new(ResourceGate::new(&limits.resources, fallback_clock(store))?);
-        let held = counters::counters_with_totals(limits.job_bounds())?;
+        // This replica's share, timed on the gate's clock: its jobs' queue waits and run
+        // times, as core's door times its own.
+        let held = counters::counters_with_times(limits.job_bounds(), {
+            let gate = Arc::clone(&gate);
+            move || gate.clock().now_ns()
+        })?;
         let metrics = Metrics::new(held.0.clone(), held.1.clone(), Arc::clone(&gate));
+        metrics.set_rate_limit(limits.rate.quota()?);
         Ok(RedisAdmission {
             store: store.clone(),
             window,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -95,25 +95,13 @@ impl Collector for StoreCollector {
             MetricType::Gauge,
         )?;
         ConstGauge::new(i64::from(self.0.failing())).encode(failing)?;
-        let round_trips = self.0.round_trips();
-        // prometheus-client marks the infinite bucket with `f64::MAX`.
-        let buckets: Vec<(f64, u64)> = round_trips
-            .buckets
-            .iter()
-            .map(|(upper, n)| (if upper.is_finite() { *upper } else { f64::MAX }, *n))
-            .collect();
-        let mut histogram = encoder.encode_descriptor(
+        let histogram = encoder.encode_descriptor(
             "backstop_store_round_trip",
             "Store calls Redis answered, from sending to the answer.",
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        histogram.encode_histogram::<NoLabelSet>(
-            round_trips.sum_seconds,
-            round_trips.count(),
-            &buckets,
-            None,
-        )
+        self.0.round_trips().encode(histogram)
     }
 }
 

@@ -7,11 +7,6 @@ use std::sync::Arc;
 use backstop_core::jobs::QueueTicket;
 use crossbeam_utils::atomic::AtomicCell;
 
-// `take` must not hide a lock: a ticket is one `Arc`, so `Option<QueueTicket>` is one
-// pointer wide and the cell is a plain atomic swap. (Every ticket type is checked where
-// a cell is made, in `AdmissionTicket::new`.)
-const _: () = assert!(AtomicCell::<Option<QueueTicket>>::is_lock_free());
-
 /// The queue place of an admitted request, put in its extensions when the layer is built
 /// with [`AdmissionLayer::hand_over_ticket`](crate::AdmissionLayer::hand_over_ticket).
 ///
@@ -22,11 +17,16 @@ const _: () = assert!(AtomicCell::<Option<QueueTicket>>::is_lock_free());
 /// the job then stays queued whatever happens to the connection.
 ///
 /// `T` is the front door's ticket: core's [`QueueTicket`] by default,
-/// `backstop_redis::RedisTicket` for a Redis-backed door. It must be one pointer wide
-/// (checked when the layer is compiled), so that `take` is a lock-free swap.
+/// `backstop_redis::RedisTicket` for a Redis-backed door.
 pub struct AdmissionTicket<T = QueueTicket> {
-    cell: Arc<AtomicCell<Option<T>>>,
+    // Boxed, so that the cell holds one pointer whatever the ticket's size (core's
+    // carries its issue time beside its counters' pointer) and `take` is one atomic swap,
+    // never the lock `AtomicCell` falls back to for wider values. The box costs one
+    // allocation beside the `Arc`'s, and only when tickets are handed over.
+    cell: Arc<AtomicCell<Option<Box<T>>>>,
 }
+
+const _: () = assert!(AtomicCell::<Option<Box<QueueTicket>>>::is_lock_free());
 
 impl<T> Clone for AdmissionTicket<T> {
     fn clone(&self) -> Self {
@@ -38,20 +38,14 @@ impl<T> Clone for AdmissionTicket<T> {
 
 impl<T> AdmissionTicket<T> {
     pub(crate) fn new(ticket: T) -> Self {
-        const {
-            assert!(
-                AtomicCell::<Option<T>>::is_lock_free(),
-                "a ticket handed over must be one pointer wide (box it)"
-            );
-        }
         AdmissionTicket {
-            cell: Arc::new(AtomicCell::new(Some(ticket))),
+            cell: Arc::new(AtomicCell::new(Some(Box::new(ticket)))),
         }
     }
 
     /// Takes the ticket out; `None` if it was taken already (by this or another clone).
     pub fn take(&self) -> Option<T> {
-        self.cell.take()
+        self.cell.take().map(|ticket| *ticket)
     }
 }
 

@@ -109,6 +109,19 @@ pub struct ResourceSnapshot {
     closed: Closed,
 }
 
+/// The thresholds a gate closes at, as an operator compares readings against them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GateThresholds {
+    /// Whether the gate is consulted at all; when not, nothing closes it.
+    pub enabled: bool,
+    /// Jobs wait while available memory is below this.
+    pub min_available_memory_bytes: u64,
+    /// Jobs wait while free disk space is below this.
+    pub min_free_disk_bytes: u64,
+    /// Jobs wait while memory pressure (PSI `some avg10`, percent) is above this, if set.
+    pub max_memory_pressure_pct: Option<f64>,
+}
+
 /// What the gate publishes: the decision and the thresholds it was made with, swapped as
 /// one unit so that a check never mixes old thresholds with a new decision.
 #[derive(Debug)]
@@ -377,6 +390,17 @@ impl<C: Clock> ResourceGate<C> {
             })
         });
         Ok(())
+    }
+
+    /// The thresholds in force (the reopening margins aside).
+    pub fn thresholds(&self) -> GateThresholds {
+        let thresholds = self.current.load().thresholds;
+        GateThresholds {
+            enabled: thresholds.enabled,
+            min_available_memory_bytes: thresholds.min_memory_bytes,
+            min_free_disk_bytes: thresholds.min_disk_bytes,
+            max_memory_pressure_pct: thresholds.max_pressure_pct,
+        }
     }
 
     /// The clock samples are timed on.

@@ -37,7 +37,9 @@ mod sampler;
 mod sysinfo_probe;
 
 pub use fake::FakeProbe;
-pub use gate::{GateState, GateTransition, ResourceGate, ResourceSnapshot, Shortage};
+pub use gate::{
+    GateState, GateThresholds, GateTransition, ResourceGate, ResourceSnapshot, Shortage,
+};
 pub use limits::{ResourceLimits, StalePolicy};
 pub use probe::{ProbeError, ResourceProbe, ResourceReading};
 pub use sampler::Sampler;
