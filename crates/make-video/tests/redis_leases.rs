@@ -7,12 +7,11 @@
 mod common;
 
 use std::ops::{Deref, DerefMut};
-use std::process::Command;
 use std::time::Duration;
 
 use backstop_testkit::http;
 use backstop_testkit::redis as redis_support;
-use common::{Logged, MAKE_VIDEO};
+use common::{Logged, Service};
 use rustix::process::{Pid, Signal, kill_process};
 
 /// A replica and its log lines, killed (and resumed first) however the test ends.
@@ -43,14 +42,20 @@ impl DerefMut for Replica {
 
 impl Replica {
     fn start(config: &std::path::Path, url: &str, name: &str) -> Replica {
-        let mut process = Logged::spawn(
-            Command::new(MAKE_VIDEO)
-                .args(["--port", "0", "--config", config.to_str().unwrap()])
-                .args(["--redis", url, "--redis-name", name])
-                .args(["--redis-deadline", "100ms", "--redis-lease", "900ms"])
-                .env("RUST_LOG", "info,make_video=debug"),
+        let Service { process, addr } = Service::start(
+            config,
+            &[
+                "--redis",
+                url,
+                "--redis-name",
+                name,
+                "--redis-deadline",
+                "100ms",
+                "--redis-lease",
+                "900ms",
+            ],
+            "info,make_video=debug",
         );
-        let addr = process.listening_addr(Duration::from_secs(20));
         Replica { process, addr }
     }
 

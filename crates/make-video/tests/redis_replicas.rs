@@ -6,47 +6,29 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
 
 use backstop_testkit::http;
 use backstop_testkit::redis as redis_support;
-use common::{Logged, MAKE_VIDEO};
+use common::{MAKE_VIDEO, Service};
 
 const LIMIT: usize = 7;
 const REQUESTS: usize = 30;
 
-/// A make-video replica, killed however the test ends.
-struct Replica {
-    /// Keeps the process (and the reader of its log) alive.
-    _process: Logged,
-    addr: String,
-}
-
-fn start_replica(config: &std::path::Path, url: &str, name: &str) -> Replica {
+/// A make-video replica on limits kept in Redis under `name`.
+fn start_replica(config: &std::path::Path, url: &str, name: &str) -> Service {
     start_replica_with(config, url, name, &[])
 }
 
-fn start_replica_with(config: &std::path::Path, url: &str, name: &str, extra: &[&str]) -> Replica {
-    let mut process = Logged::spawn(
-        Command::new(MAKE_VIDEO)
-            .args(["--port", "0", "--config", config.to_str().unwrap()])
-            .args([
-                "--redis",
-                url,
-                "--redis-name",
-                name,
-                "--redis-deadline",
-                "2s",
-            ])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env_remove("NO_COLOR"),
-    );
-    let addr = process.listening_addr(Duration::from_secs(20));
-    Replica {
-        _process: process,
-        addr,
-    }
+fn start_replica_with(config: &std::path::Path, url: &str, name: &str, extra: &[&str]) -> Service {
+    let args = [
+        "--redis",
+        url,
+        "--redis-name",
+        name,
+        "--redis-deadline",
+        "2s",
+    ];
+    Service::start(config, &[&args[..], extra].concat(), "info")
 }
 
 /// One `POST /make-video`: the status and the `Retry-After` value, if any.

@@ -1,10 +1,12 @@
 //! What several of the service's test files share: the binary run as a child process
-//! with its log read line by line (plain requests to it: `backstop_testkit::http`). Each
-//! test file is a crate of its own and uses part of this.
+//! with its log read line by line, and started on a free port ([`Service::start`]);
+//! plain requests to it: `backstop_testkit::http`. Each test file is a crate of its own
+//! and uses part of this.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -106,6 +108,34 @@ impl Drop for Logged {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// make-video listening on a free loopback port, killed however the test ends.
+pub struct Service {
+    /// The process and its log.
+    pub process: Logged,
+    /// Where it listens, `host:port`.
+    pub addr: String,
+}
+
+impl Service {
+    /// Starts make-video with `--port 0 --config CONFIG`, then `args`, logging at
+    /// `rust_log` (`RUST_LOG`), and reads its log until it says where it listens.
+    ///
+    /// # Panics
+    ///
+    /// When it cannot start or names no address within 20 s.
+    pub fn start(config: &Path, args: &[&str], rust_log: &str) -> Service {
+        let mut process = Logged::spawn(
+            Command::new(MAKE_VIDEO)
+                .args(["--port", "0", "--config"])
+                .arg(config)
+                .args(args)
+                .env("RUST_LOG", rust_log),
+        );
+        let addr = process.listening_addr(Duration::from_secs(20));
+        Service { process, addr }
     }
 }
 
