@@ -302,6 +302,7 @@ impl RedisAdmission {
         self.window
             .reconfigure(quota)
             .map_err(|e| prefixed("rate", e))?;
+        self.metrics.set_rate_limit(quota);
         self.queue.set_bounds(limits.job_bounds())?;
         self.queue.set_max_wait(limits.queue.max_wait)?;
         self.held.0.set_bounds(limits.job_bounds())?;

@@ -408,6 +408,9 @@ fn reconfigure_changes_the_shape_and_the_bounds_live_keeping_the_history() {
         // Raised: two more (the three made still count), and the refusal cache dropped.
         door.reconfigure(limits(5, 10, 1)).unwrap();
         assert_eq!(door.rate_limit().limit(), 5);
+        // The gauge (`backstop_rate_limit`) follows.
+        let gauge = door.metrics().snapshot().rate_limit;
+        assert_eq!(gauge.map(|quota| quota.limit()), Some(5), "{gauge:?}");
         for _ in 0..2 {
             let Decision::Admitted(ticket) = door.admit(None, RequestClass::Normal).await else {
                 panic!("admitted after raising the limit");
