@@ -232,6 +232,11 @@ fn interleaved() {
     let backstop_exempt = AdmissionLayer::new(Arc::clone(&admission))
         .exempt(|head| head.path() == "/health")
         .layer(Inner);
+    // The ticket put in the request's extensions (a handler that queues the job would
+    // take it), released when the response future completes.
+    let backstop_hand_over = AdmissionLayer::new(Arc::clone(&admission))
+        .hand_over_ticket(true)
+        .layer(Inner);
     // One admission per thread, as tower's `RateLimit` has one window per clone: what
     // the layer costs when no state is shared between cores (not what a service wants:
     // its limits would multiply by the thread count).
@@ -249,6 +254,7 @@ fn interleaved() {
         "backstop_admission_layer",
         "backstop_admission_layer_policy_header",
         "backstop_admission_layer_exempt_predicate",
+        "backstop_admission_layer_hand_over_ticket",
         "backstop_admission_layer_unshared",
         "tower_ratelimit_concurrency_loadshed",
     ];
@@ -261,6 +267,7 @@ fn interleaved() {
                 on_threads(threads, BATCH, || backstop.clone()),
                 on_threads(threads, BATCH, || backstop_header.clone()),
                 on_threads(threads, BATCH, || backstop_exempt.clone()),
+                on_threads(threads, BATCH, || backstop_hand_over.clone()),
                 on_threads(threads, BATCH, || {
                     let i = next_unshared.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     unshared[i % unshared.len()].clone()
