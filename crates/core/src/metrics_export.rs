@@ -258,6 +258,16 @@ fn resource_families(s: &MetricsSnapshot) -> Vec<Family> {
             Int(s.probe_failures_total),
         ),
     ];
+    out.extend(threshold_families(s));
+    out.extend(reading_families(s));
+    out
+}
+
+/// The gate's thresholds, while the gate is enabled.
+fn threshold_families(s: &MetricsSnapshot) -> Vec<Family> {
+    use Kind::Gauge;
+    use Value::{Float, Int};
+    let mut out = Vec::new();
     if s.thresholds.enabled {
         out.push(with_unit(
             "bytes",
@@ -289,6 +299,14 @@ fn resource_families(s: &MetricsSnapshot) -> Vec<Family> {
             ));
         }
     }
+    out
+}
+
+/// The last reading's values, once there is one.
+fn reading_families(s: &MetricsSnapshot) -> Vec<Family> {
+    use Kind::Gauge;
+    use Value::{Float, Int};
+    let mut out = Vec::new();
     if let Some(reading) = s.resources.reading {
         out.push(with_unit(
             "bytes",
