@@ -130,6 +130,11 @@ fn value(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
 type Expected<'a> = (&'a str, Option<(&'a str, &'a str)>, f64);
 
 /// Asserts each expected sample against `samples`.
+/// A sample with one label, `name{key="value"}`, expected to be `want`.
+fn labelled<'a>(name: &'a str, key: &'a str, value: &'a str, want: f64) -> Expected<'a> {
+    (name, Some((key, value)), want)
+}
+
 fn assert_samples(samples: &[Sample], expected: &[Expected<'_>]) {
     for &(name, label, want) in expected {
         assert_eq!(value(samples, name, label), want, "{name} {label:?}");
@@ -227,32 +232,16 @@ fn prometheus_text_parses_and_carries_every_outcome() {
             ("backstop_admitted_total", None, 2.0),
             ("backstop_exempt_total", None, 1.0),
             ("backstop_rate_limited_total", None, 1.0),
-            (
-                "backstop_overloaded_total",
-                Some(("reason", "queue_full")),
-                1.0,
-            ),
-            (
-                "backstop_overloaded_total",
-                Some(("reason", "too_many_keys")),
-                0.0,
-            ),
-            (
-                "backstop_job_waits_total",
-                Some(("reason", "no_free_slot")),
-                1.0,
-            ),
+            labelled("backstop_overloaded_total", "reason", "queue_full", 1.0),
+            labelled("backstop_overloaded_total", "reason", "too_many_keys", 0.0),
+            labelled("backstop_job_waits_total", "reason", "no_free_slot", 1.0),
             ("backstop_jobs_started_total", None, 1.0),
             ("backstop_jobs_finished_total", None, 1.0),
             ("backstop_queue_depth", None, 1.0),
             ("backstop_queue_max", None, 2.0),
             ("backstop_jobs_active", None, 0.0),
-            ("backstop_resource_gate_state", Some(("state", "open")), 1.0),
-            (
-                "backstop_resource_gate_state",
-                Some(("state", "stale")),
-                0.0,
-            ),
+            labelled("backstop_resource_gate_state", "state", "open", 1.0),
+            labelled("backstop_resource_gate_state", "state", "stale", 0.0),
             ("backstop_resource_sample_age_seconds", None, 1.5),
             ("backstop_available_memory_bytes", None, (8u64 << 30) as f64),
             ("backstop_free_disk_bytes", None, (50u64 << 30) as f64),
@@ -267,12 +256,8 @@ fn prometheus_text_parses_and_carries_every_outcome() {
     assert_samples(
         &samples,
         &[
-            (
-                "backstop_resource_gate_state",
-                Some(("state", "stale")),
-                1.0,
-            ),
-            ("backstop_resource_gate_state", Some(("state", "open")), 0.0),
+            labelled("backstop_resource_gate_state", "state", "stale", 1.0),
+            labelled("backstop_resource_gate_state", "state", "open", 0.0),
         ],
     );
 }
@@ -330,26 +315,14 @@ fn job_times_limits_and_thresholds_show_in_the_prometheus_text() {
         &[
             ("backstop_queue_wait_seconds_count", None, 2.0),
             ("backstop_queue_wait_seconds_sum", None, 46.0),
-            (
-                "backstop_queue_wait_seconds_bucket",
-                Some(("le", "5.0")),
-                1.0,
-            ),
-            (
-                "backstop_queue_wait_seconds_bucket",
-                Some(("le", "60.0")),
-                2.0,
-            ),
-            (
-                "backstop_queue_wait_seconds_bucket",
-                Some(("le", "+Inf")),
-                2.0,
-            ),
+            labelled("backstop_queue_wait_seconds_bucket", "le", "5.0", 1.0),
+            labelled("backstop_queue_wait_seconds_bucket", "le", "60.0", 2.0),
+            labelled("backstop_queue_wait_seconds_bucket", "le", "+Inf", 2.0),
             // The second job is still running: one run observed.
             ("backstop_job_run_seconds_count", None, 1.0),
             ("backstop_job_run_seconds_sum", None, 40.0),
-            ("backstop_job_run_seconds_bucket", Some(("le", "30.0")), 0.0),
-            ("backstop_job_run_seconds_bucket", Some(("le", "60.0")), 1.0),
+            labelled("backstop_job_run_seconds_bucket", "le", "30.0", 0.0),
+            labelled("backstop_job_run_seconds_bucket", "le", "60.0", 1.0),
             ("backstop_rate_limit", None, 30.0),
             ("backstop_rate_window_seconds", None, window.as_secs_f64()),
             (
