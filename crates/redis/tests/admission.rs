@@ -6,6 +6,9 @@
 //! (also under concurrency); and the refusal cache spares the round trips of a caller
 //! asking again while it is limited, never refusing what Redis would admit.
 
+mod common;
+use common::runtime;
+
 use backstop_testkit::redis as support;
 
 use std::sync::Arc;
@@ -16,18 +19,10 @@ use backstop_core::{
     Decision, FrontDoor, Limits, OverloadReason, RateScope, Refusal, RequestClass, WaitReason,
 };
 use backstop_core::{MetricsSnapshot, Quota};
-use backstop_redis::{RedisAdmission, RedisKeyedWindow, RedisStore, RedisWindow, StoreOptions};
+use backstop_redis::{RedisAdmission, RedisKeyedWindow, RedisStore, StoreOptions};
 
 /// Virtual time the doors agree on (the windows store microseconds since its epoch).
 const T0: Duration = Duration::from_secs(1_700_000_000);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
 
 fn options() -> StoreOptions {
     StoreOptions {
@@ -823,12 +818,7 @@ fn every_cached_refusal_waits_exactly_what_redis_says() {
             .unwrap()
             .with_per_key(Quota::new(2, Duration::from_secs(1)).unwrap())
             .unwrap();
-        let shared = RedisWindow::new(
-            &store,
-            &name,
-            Quota::new(6, Duration::from_secs(2)).unwrap(),
-        )
-        .unwrap();
+        let shared = common::window(&store, &name, 6, Duration::from_secs(2));
         let clients = RedisKeyedWindow::new(
             &store,
             &name,

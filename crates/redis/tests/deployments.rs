@@ -3,6 +3,9 @@
 //! and the ACL the README lists. Every part is a real server started by the test (or
 //! the cluster CI shares); under `CI=true` a part that cannot start fails the test.
 
+mod common;
+use common::runtime;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,22 +16,13 @@ use backstop_core::clock::ManualClock;
 use backstop_core::jobs::JobBounds;
 use backstop_core::{Decision, FrontDoor, Limits, RequestClass};
 use backstop_redis::{
-    ConnectError, RedisAdmission, RedisKeyedWindow, RedisStore, RedisWindow, StoreOptions,
-    TlsConfig, jobs,
+    ConnectError, RedisAdmission, RedisKeyedWindow, RedisStore, StoreOptions, TlsConfig, jobs,
 };
 use backstop_testkit::redis::{self as support, RedisSentinels, RedisServer, TlsRedis};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 const T0: Duration = Duration::from_secs(1_700_000_000);
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
 
 fn options() -> StoreOptions {
     StoreOptions {
@@ -68,14 +62,12 @@ fn a_cluster_admits_exactly_across_its_nodes() {
         assert!(store.connection().is_cluster());
 
         // A global window hit by 64 callers at once: exactly the limit.
-        let window = Arc::new(
-            RedisWindow::new(
-                &store,
-                "global",
-                Quota::new(100, Duration::from_secs(60)).unwrap(),
-            )
-            .unwrap(),
-        );
+        let window = Arc::new(common::window(
+            &store,
+            "global",
+            100,
+            Duration::from_secs(60),
+        ));
         let admitted = Arc::new(AtomicU64::new(0));
         let mut calls = tokio::task::JoinSet::new();
         for _ in 0..64 {
@@ -218,14 +210,12 @@ fn a_sentinel_failover_mid_burst_is_followed_within_the_stated_bound() {
     runtime().block_on(async {
         let store = RedisStore::connect(&set.url(), options()).await.unwrap();
         let limit = 3000;
-        let window = Arc::new(
-            RedisWindow::new(
-                &store,
-                "failover",
-                Quota::new(limit, Duration::from_secs(120)).unwrap(),
-            )
-            .unwrap(),
-        );
+        let window = Arc::new(common::window(
+            &store,
+            "failover",
+            limit,
+            Duration::from_secs(120),
+        ));
         let admitted = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let mut callers = tokio::task::JoinSet::new();
@@ -301,12 +291,7 @@ fn tls_with_the_right_ca_connects_and_a_wrong_ca_is_a_typed_error() {
         let store = RedisStore::connect_with_tls(&tls.url(), options(), &right)
             .await
             .unwrap();
-        let window = RedisWindow::new(
-            &store,
-            "tls",
-            Quota::new(2, Duration::from_secs(60)).unwrap(),
-        )
-        .unwrap();
+        let window = common::window(&store, "tls", 2, Duration::from_secs(60));
         window.try_acquire().await.unwrap();
         window.try_acquire().await.unwrap();
         assert!(window.try_acquire().await.is_err());
@@ -339,12 +324,7 @@ fn tls_with_a_client_certificate_where_the_server_requires_one() {
         let store = RedisStore::connect_with_tls(&tls.url(), options(), &with_cert)
             .await
             .unwrap();
-        let window = RedisWindow::new(
-            &store,
-            "mtls",
-            Quota::new(1, Duration::from_secs(60)).unwrap(),
-        )
-        .unwrap();
+        let window = common::window(&store, "mtls", 1, Duration::from_secs(60));
         window.try_acquire().await.unwrap();
 
         let without = TlsConfig::from_files(Some(&tls.file("ca.crt")), None, None).unwrap();
@@ -399,12 +379,7 @@ fn a_demoted_node_behind_one_endpoint_is_left_for_the_new_primary() {
         let store = RedisStore::connect(&format!("redis://127.0.0.1:{port}"), options())
             .await
             .unwrap();
-        let window = RedisWindow::new(
-            &store,
-            "moved",
-            Quota::new(1000, Duration::from_secs(60)).unwrap(),
-        )
-        .unwrap();
+        let window = common::window(&store, "moved", 1000, Duration::from_secs(60));
         window.try_acquire().await.unwrap();
         // Fail over by hand: the first node becomes a replica of the second, and the
         // endpoint now leads to the second.

@@ -2,6 +2,9 @@
 //! callers gave up counting nothing, the breaker, the eviction policy changed while
 //! running, and `local_fallback`'s bound at both edges of an outage.
 
+mod common;
+use common::runtime;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -9,18 +12,10 @@ use std::time::{Duration, Instant};
 use backstop_core::clock::ManualClock;
 use backstop_core::{Decision, FrontDoor, Limits, OverloadReason, Quota, RequestClass};
 use backstop_redis::{
-    EvictionCheck, FailurePolicy, RedisAdmission, RedisStore, RedisWindow, Refusal, Source,
-    StoreError, StoreOptions,
+    EvictionCheck, FailurePolicy, RedisAdmission, RedisStore, Refusal, Source, StoreError,
+    StoreOptions,
 };
 use backstop_testkit::redis::{RedisServer, delaying_proxy};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
 
 /// What the tests allow past a deadline for scheduling on a loaded machine.
 const SLACK: Duration = Duration::from_millis(400);
@@ -89,14 +84,12 @@ fn decisions_that_reach_redis_after_their_callers_gave_up_count_nothing() {
             ..StoreOptions::default()
         };
         let store = RedisStore::connect(&server.url(), options).await.unwrap();
-        let window = Arc::new(
-            RedisWindow::new(
-                &store,
-                "stalled",
-                Quota::new(100_000, Duration::from_secs(60)).unwrap(),
-            )
-            .unwrap(),
-        );
+        let window = Arc::new(common::window(
+            &store,
+            "stalled",
+            100_000,
+            Duration::from_secs(60),
+        ));
         window.try_acquire().await.unwrap();
         let mut admin = redis::Client::open(server.url())
             .unwrap()
@@ -174,12 +167,7 @@ fn an_open_breaker_answers_at_once_then_lets_calls_through_again() {
         let store = RedisStore::connect(&format!("redis://127.0.0.1:{port}"), options)
             .await
             .unwrap();
-        let window = RedisWindow::new(
-            &store,
-            "breaker",
-            Quota::new(1000, Duration::from_secs(60)).unwrap(),
-        )
-        .unwrap();
+        let window = common::window(&store, "breaker", 1000, Duration::from_secs(60));
         window.try_acquire().await.unwrap();
         delay_ms.store(300, Ordering::Relaxed);
         for _ in 0..3 {
@@ -231,12 +219,7 @@ fn an_eviction_policy_changed_while_running_is_noticed() {
             ..StoreOptions::default()
         };
         let store = RedisStore::connect(&server.url(), options).await.unwrap();
-        let window = RedisWindow::new(
-            &store,
-            "evicting",
-            Quota::new(1000, Duration::from_secs(60)).unwrap(),
-        )
-        .unwrap();
+        let window = common::window(&store, "evicting", 1000, Duration::from_secs(60));
         window.try_acquire().await.unwrap();
         let mut admin = redis::Client::open(server.url())
             .unwrap()
@@ -281,12 +264,7 @@ fn an_eviction_policy_changed_while_running_is_noticed() {
         )
         .await
         .unwrap();
-        let window = RedisWindow::new(
-            &warn,
-            "evicting-warned",
-            Quota::new(10, Duration::from_secs(60)).unwrap(),
-        )
-        .unwrap();
+        let window = common::window(&warn, "evicting-warned", 10, Duration::from_secs(60));
         set(&mut admin, "allkeys-lru").await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         window.try_acquire().await.unwrap();
@@ -336,7 +314,7 @@ fn local_fallback_stays_within_its_stated_bound_at_both_edges_of_an_outage() {
                 RedisStore::connect_with_clock(&server.url(), options, Arc::new(clock.clone()))
                     .await
                     .unwrap();
-            let w = RedisWindow::new(&store, "outage", Quota::new(10, window).unwrap()).unwrap();
+            let w = common::window(&store, "outage", 10, window);
             replicas.push((store, w));
         }
         let mut admitted: Vec<u64> = Vec::new();

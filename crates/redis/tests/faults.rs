@@ -1,27 +1,21 @@
 //! Faults: bad input at connect time, an evicting policy, Redis killed mid-burst and
 //! restarted, a slow Redis behind a delaying loopback proxy.
 
+mod common;
+use common::runtime;
+
 use backstop_testkit::redis as support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use backstop_core::Quota;
 use backstop_core::jobs::JobBounds;
 use backstop_core::{OverloadReason, WaitReason};
 use backstop_redis::{
     ConnectError, EvictionCheck, FailurePolicy, RedisStore, RedisWindow, Refusal, Source,
     StartError, StoreOptions, jobs,
 };
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
 
 /// The deadline of the fault tests: short, with room for a loaded machine.
 const DEADLINE: Duration = Duration::from_millis(100);
@@ -155,14 +149,12 @@ fn redis_killed_mid_burst_fails_closed_then_recovers() {
             ..StoreOptions::default()
         };
         let store = RedisStore::connect(&server.url(), options).await.unwrap();
-        let window = Arc::new(
-            RedisWindow::new(
-                &store,
-                "killed",
-                Quota::new(1000, Duration::from_secs(60)).unwrap(),
-            )
-            .unwrap(),
-        );
+        let window = Arc::new(common::window(
+            &store,
+            "killed",
+            1000,
+            Duration::from_secs(60),
+        ));
         let burst = |window: Arc<RedisWindow>| async move {
             let mut worst = Duration::ZERO;
             let (mut admitted, mut unavailable) = (0, 0);
@@ -215,17 +207,12 @@ fn redis_killed_mid_burst_fails_closed_then_recovers() {
         );
 
         server.restart();
-        let recovered = async {
-            loop {
-                if window.try_acquire().await.is_ok() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), recovered)
-            .await
-            .expect("recovers on its own after Redis restarts");
+        common::within(
+            Duration::from_secs(10),
+            "recovers on its own after Redis restarts",
+            async || window.try_acquire().await.is_ok(),
+        )
+        .await;
     });
 }
 
@@ -253,10 +240,8 @@ fn a_slow_redis_passes_the_deadline_and_the_policy_decides() {
         .await
         .unwrap();
         let minute = Duration::from_secs(60);
-        let strict =
-            RedisWindow::new(&closed, "slow-closed", Quota::new(10, minute).unwrap()).unwrap();
-        let shared =
-            RedisWindow::new(&fallback, "slow-fallback", Quota::new(10, minute).unwrap()).unwrap();
+        let strict = common::window(&closed, "slow-closed", 10, minute);
+        let shared = common::window(&fallback, "slow-fallback", 10, minute);
         assert_eq!(strict.try_acquire_from().await, Ok(Source::Store));
         assert_eq!(shared.try_acquire_from().await, Ok(Source::Store));
 
@@ -290,17 +275,12 @@ fn a_slow_redis_passes_the_deadline_and_the_policy_decides() {
         );
 
         delay_ms.store(0, Ordering::Relaxed);
-        let back = async {
-            loop {
-                if strict.try_acquire_from().await == Ok(Source::Store) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), back)
-            .await
-            .expect("back on the store once Redis is fast again");
+        common::within(
+            Duration::from_secs(10),
+            "back on the store once Redis is fast again",
+            async || strict.try_acquire_from().await == Ok(Source::Store),
+        )
+        .await;
     });
 }
 
@@ -321,14 +301,12 @@ fn concurrent_callers_behind_a_slow_call_each_get_their_deadline() {
         let store = RedisStore::connect(&format!("redis://127.0.0.1:{port}"), options)
             .await
             .unwrap();
-        let window = Arc::new(
-            RedisWindow::new(
-                &store,
-                "slow-batch",
-                Quota::new(1000, Duration::from_secs(60)).unwrap(),
-            )
-            .unwrap(),
-        );
+        let window = Arc::new(common::window(
+            &store,
+            "slow-batch",
+            1000,
+            Duration::from_secs(60),
+        ));
         assert_eq!(window.try_acquire_from().await, Ok(Source::Store));
         delay_ms.store(2_000, Ordering::Relaxed);
         let mut callers = tokio::task::JoinSet::new();

@@ -1,5 +1,8 @@
 //! The shared queue and job slots against a real redis-server, on injected time.
 
+mod common;
+use common::{options, runtime};
+
 use backstop_testkit::redis as support;
 
 use std::sync::Arc;
@@ -9,21 +12,6 @@ use backstop_core::WaitReason;
 use backstop_core::clock::ManualClock;
 use backstop_core::jobs::{JobBounds, Priority};
 use backstop_redis::{RedisStore, StartError, StoreOptions, jobs};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
-fn options() -> StoreOptions {
-    StoreOptions {
-        deadline: Duration::from_secs(2),
-        ..StoreOptions::default()
-    }
-}
 
 const BOUNDS: JobBounds = JobBounds {
     max_queue: 3,

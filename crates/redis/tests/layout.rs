@@ -3,6 +3,9 @@
 //! no rebuild, the expiry never shrinks, keys of the earlier layout are read on, and a
 //! spray of client keys neither fills Redis nor passes `max_keys`.
 
+mod common;
+use common::{options, runtime};
+
 use backstop_testkit::redis as support;
 
 use std::sync::Arc;
@@ -11,25 +14,10 @@ use std::time::Duration;
 use backstop_core::Quota;
 use backstop_core::clock::ManualClock;
 use backstop_core::{OverloadReason, RateScope};
-use backstop_redis::{RedisKeyedWindow, RedisStore, RedisWindow, Refusal, StoreOptions};
+use backstop_redis::{RedisKeyedWindow, RedisStore, Refusal};
 
 const T0: Duration = Duration::from_secs(1_700_000_000);
 const HEADER: u64 = 54;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
-fn options() -> StoreOptions {
-    StoreOptions {
-        deadline: Duration::from_secs(2),
-        ..StoreOptions::default()
-    }
-}
 
 /// A store on `server` that reads `clock`, set to `T0` first.
 async fn store_at_t0(server: &support::RedisServer, clock: &ManualClock) -> RedisStore {
@@ -72,12 +60,7 @@ fn a_fresh_key_costs_its_header_and_one_slot_whatever_the_limit() {
         let store = RedisStore::connect(&url, options()).await.unwrap();
         for limit in [30, 65_536, 1 << 20, backstop_redis::MAX_REDIS_LIMIT] {
             let name = support::unique("fresh");
-            let window = RedisWindow::new(
-                &store,
-                &name,
-                Quota::new(limit, Duration::from_secs(60)).unwrap(),
-            )
-            .unwrap();
+            let window = common::window(&store, &name, limit, Duration::from_secs(60));
             window.try_acquire().await.unwrap();
             let one = strlen(&store, window.key()).await;
             assert_eq!(one, HEADER + 8, "limit {limit}");
@@ -102,18 +85,8 @@ fn a_decision_touches_only_the_header_and_its_slots_also_when_two_limits_alterna
     runtime().block_on(async {
         let clock = ManualClock::new();
         let store = store_at_t0(&server, &clock).await;
-        let big = RedisWindow::new(
-            &store,
-            "alternate",
-            Quota::new(65_536, Duration::from_secs(1)).unwrap(),
-        )
-        .unwrap();
-        let small = RedisWindow::new(
-            &store,
-            "alternate",
-            Quota::new(30, Duration::from_secs(1)).unwrap(),
-        )
-        .unwrap();
+        let big = common::window(&store, "alternate", 65_536, Duration::from_secs(1));
+        let small = common::window(&store, "alternate", 30, Duration::from_secs(1));
         big.try_acquire().await.unwrap(); // creates the key: one SET
         let before = (calls_of(&store, "set").await, calls_of(&store, "get").await);
         let mut admitted = (0, 0);
@@ -153,12 +126,7 @@ fn a_refusal_at_a_huge_limit_reads_one_slot() {
         let clock = ManualClock::new();
         let store = store_at_t0(&server, &clock).await;
         let limit = 100_000;
-        let window = RedisWindow::new(
-            &store,
-            "huge",
-            Quota::new(limit, Duration::from_secs(60)).unwrap(),
-        )
-        .unwrap();
+        let window = common::window(&store, "huge", limit, Duration::from_secs(60));
         // Fill it through batches: many concurrent callers at one instant.
         let window = Arc::new(window);
         let mut calls = tokio::task::JoinSet::new();
@@ -201,8 +169,8 @@ fn raising_the_limit_after_the_ring_wrapped_copies_it_once_and_stays_exact() {
         let clock = ManualClock::new();
         let store = store_at_t0(&server, &clock).await;
         let window = Duration::from_secs(10);
-        let three = RedisWindow::new(&store, "raise", Quota::new(3, window).unwrap()).unwrap();
-        let five = RedisWindow::new(&store, "raise", Quota::new(5, window).unwrap()).unwrap();
+        let three = common::window(&store, "raise", 3, window);
+        let five = common::window(&store, "raise", 5, window);
         // Seven admissions of limit 3, one every 4 s: the ring wrapped.
         for _ in 0..7 {
             three.try_acquire().await.unwrap();
@@ -237,18 +205,8 @@ fn the_expiry_never_shrinks_and_follows_the_longest_window() {
     runtime().block_on(async {
         let store = RedisStore::connect(&url, options()).await.unwrap();
         let name = support::unique("expiry");
-        let long = RedisWindow::new(
-            &store,
-            &name,
-            Quota::new(3, Duration::from_secs(60)).unwrap(),
-        )
-        .unwrap();
-        let short = RedisWindow::new(
-            &store,
-            &name,
-            Quota::new(3, Duration::from_millis(300)).unwrap(),
-        )
-        .unwrap();
+        let long = common::window(&store, &name, 3, Duration::from_secs(60));
+        let short = common::window(&store, &name, 3, Duration::from_millis(300));
         let mut conn = store.connection();
         let expiry = async |conn: &mut backstop_redis::StoreConnection| -> i64 {
             redis::cmd("PEXPIRETIME")
@@ -295,18 +253,8 @@ fn two_replica_sets_with_different_windows_on_one_name_stay_exact_for_each() {
         let limit = 4;
         let windows_us = [1_000_000u64, 3_000_000];
         let sets = [
-            RedisWindow::new(
-                &old,
-                &name,
-                Quota::new(limit, Duration::from_micros(windows_us[0])).unwrap(),
-            )
-            .unwrap(),
-            RedisWindow::new(
-                &new,
-                &name,
-                Quota::new(limit, Duration::from_micros(windows_us[1])).unwrap(),
-            )
-            .unwrap(),
+            common::window(&old, &name, limit, Duration::from_micros(windows_us[0])),
+            common::window(&new, &name, limit, Duration::from_micros(windows_us[1])),
         ];
         let mut admitted_us: Vec<u64> = Vec::new();
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -347,12 +295,7 @@ fn a_key_in_the_earlier_layout_is_judged_and_rewritten() {
             .await
             .unwrap();
         let name = support::unique("v1");
-        let window = RedisWindow::new(
-            &store,
-            &name,
-            Quota::new(3, Duration::from_secs(10)).unwrap(),
-        )
-        .unwrap();
+        let window = common::window(&store, &name, 3, Duration::from_secs(10));
         // Four admissions in the earlier layout: n = 4, limit 3, window 10 s; the ring
         // holds the last three at T0 + 1, 2, 3 s (admission 3 in slot 0).
         let t0_us = T0.as_micros() as u64;
@@ -479,12 +422,7 @@ fn a_spray_of_client_keys_costs_a_header_and_a_slot_each_and_max_keys_bounds_it(
         );
 
         // Another name on the same Redis is unaffected.
-        let other = RedisWindow::new(
-            &store,
-            "other",
-            Quota::new(10, Duration::from_secs(60)).unwrap(),
-        )
-        .unwrap();
+        let other = common::window(&store, "other", 10, Duration::from_secs(60));
         other.try_acquire().await.unwrap();
 
         // With max_keys 1000: the 1001st new client is refused, known ones go on.

@@ -2,6 +2,9 @@
 //! lost before Redis frees the place, renewed on virtual time, re-asserted after Redis
 //! lost its data; tickets detached in one door and claimed in another.
 
+mod common;
+use common::runtime;
+
 use backstop_testkit::redis as support;
 
 use std::sync::Arc;
@@ -21,14 +24,6 @@ const BOUNDS: JobBounds = JobBounds {
     critical_reserve: 0,
     max_jobs: 1,
 };
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
 
 fn options() -> StoreOptions {
     StoreOptions {

@@ -1,12 +1,13 @@
 //! Store failures are logged once per outage: the first at `warn`, the rest at `debug`
 //! (the counters hold them all), and the first answer after them at `info`.
 
+mod common;
+
 use backstop_testkit::redis as support;
 
 use std::time::Duration;
 
-use backstop_core::Quota;
-use backstop_redis::{RedisStore, RedisWindow, StoreOptions};
+use backstop_redis::{RedisStore, StoreOptions};
 use backstop_testkit::capture::Captured;
 
 #[test]
@@ -36,12 +37,12 @@ fn an_outage_is_one_warning_and_its_end_one_info_line() {
             ..StoreOptions::default()
         };
         let store = RedisStore::connect(&url, options).await.unwrap();
-        let window = RedisWindow::new(
+        let window = common::window(
             &store,
             &support::unique("logging"),
-            Quota::new(5, Duration::from_secs(60)).unwrap(),
-        )
-        .unwrap();
+            5,
+            Duration::from_secs(60),
+        );
         // A key of another type makes every call on it fail, as a broken store would.
         let mut conn = store.connection();
         let _: i64 = redis::cmd("RPUSH")

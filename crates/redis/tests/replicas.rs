@@ -1,6 +1,8 @@
 //! Several OS processes sharing one redis-server: this test binary re-executes itself
 //! as replicas (`BACKSTOP_REDIS_ROLE` set), each with its own store and connection.
 
+mod common;
+
 use backstop_testkit::redis as support;
 
 use std::io::{BufRead, BufReader, Write};
@@ -8,11 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use backstop_core::Quota;
 use backstop_core::clock::ManualClock;
 use backstop_core::jobs::JobBounds;
 use backstop_core::{Decision, FrontDoor, Limits, RequestClass};
-use backstop_redis::{RedisAdmission, RedisStore, RedisWindow, StartError, StoreOptions, jobs};
+use backstop_redis::{RedisAdmission, RedisStore, StartError, StoreOptions, jobs};
 
 const REPLICAS: usize = 4;
 const LIMIT: u32 = 50;
@@ -99,14 +100,12 @@ fn replica_process() {
         let store = RedisStore::connect_with_clock(&url, options(), Arc::new(clock))
             .await
             .unwrap();
-        let window = Arc::new(
-            RedisWindow::new(
-                &store,
-                &name,
-                Quota::new(LIMIT, Duration::from_secs(60)).unwrap(),
-            )
-            .unwrap(),
-        );
+        let window = Arc::new(common::window(
+            &store,
+            &name,
+            LIMIT,
+            Duration::from_secs(60),
+        ));
         let (queue, slots) = jobs::counters(&store, &name, BOUNDS, LEASE).unwrap();
         // A burst: 32 concurrent callers, 2 decisions each.
         let mut calls = tokio::task::JoinSet::new();

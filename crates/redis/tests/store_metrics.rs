@@ -3,21 +3,15 @@
 //! while Redis is gone and cleared when it answers again, and a round trip that Redis
 //! held up (`CLIENT PAUSE`) measured as long as it was.
 
+mod common;
+use common::runtime;
+
 use backstop_testkit::redis as support;
 
 use std::time::Duration;
 
-use backstop_core::Quota;
-use backstop_redis::{RedisStore, RedisWindow, StoreOptions};
+use backstop_redis::{RedisStore, StoreOptions};
 use prometheus_client::registry::Registry;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
 
 fn scrape(registry: &Registry) -> String {
     let mut text = String::new();
@@ -47,12 +41,7 @@ fn the_store_families_follow_its_calls_and_its_outages() {
         let store = RedisStore::connect(&server.url(), options).await.unwrap();
         let mut registry = Registry::default();
         store.register_metrics(&mut registry);
-        let window = RedisWindow::new(
-            &store,
-            "metrics",
-            Quota::new(1000, Duration::from_secs(60)).unwrap(),
-        )
-        .unwrap();
+        let window = common::window(&store, "metrics", 1000, Duration::from_secs(60));
         for _ in 0..10 {
             window.try_acquire().await.unwrap();
         }
@@ -82,14 +71,12 @@ fn the_store_families_follow_its_calls_and_its_outages() {
         );
 
         server.restart();
-        let back = async {
-            while window.try_acquire().await.is_err() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), back)
-            .await
-            .expect("answers again after the restart");
+        common::within(
+            Duration::from_secs(10),
+            "answers again after the restart",
+            async || window.try_acquire().await.is_ok(),
+        )
+        .await;
         assert_eq!(sample(&scrape(&registry), "backstop_store_failing"), 0.0);
     });
 }
@@ -105,12 +92,7 @@ fn a_round_trip_redis_held_up_is_measured_as_long_as_it_was() {
             ..StoreOptions::default()
         };
         let store = RedisStore::connect(&server.url(), options).await.unwrap();
-        let window = RedisWindow::new(
-            &store,
-            "paused",
-            Quota::new(1000, Duration::from_secs(60)).unwrap(),
-        )
-        .unwrap();
+        let window = common::window(&store, "paused", 1000, Duration::from_secs(60));
         window.try_acquire().await.unwrap();
         let before = store.metrics().round_trips();
         let slow_before: u64 = before

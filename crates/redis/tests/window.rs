@@ -1,6 +1,9 @@
 //! The shared window against a real redis-server: the in-process `SlidingWindow` is the
 //! model, on one `ManualClock` injected into both.
 
+mod common;
+use common::{options, runtime};
+
 use backstop_testkit::redis as support;
 
 use std::sync::Arc;
@@ -11,26 +14,8 @@ use backstop_core::clock::ManualClock;
 use backstop_core::model::WindowModel;
 use backstop_core::rate::SlidingWindow;
 use backstop_core::{OverloadReason, RateScope};
-use backstop_redis::{
-    RedisKeyedWindow, RedisStore, RedisWindow, Refusal, StoreError, StoreOptions,
-};
+use backstop_redis::{RedisKeyedWindow, RedisStore, RedisWindow, Refusal, StoreError};
 use proptest::prelude::*;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
-fn relaxed() -> StoreOptions {
-    // Generous deadline: these tests check decisions, not speed, on a loaded machine.
-    StoreOptions {
-        deadline: Duration::from_secs(2),
-        ..StoreOptions::default()
-    }
-}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -81,7 +66,7 @@ fn keyed_matches_the_model(
     clock.set(Duration::from_secs(1_700_000_000));
     let window = Duration::from_secs(window_s);
     rt.block_on(async {
-        let store = RedisStore::connect_with_clock(url, relaxed(), Arc::new(clock.clone()))
+        let store = RedisStore::connect_with_clock(url, options(), Arc::new(clock.clone()))
             .await
             .expect("connect");
         let name = support::unique("prop");
@@ -178,7 +163,7 @@ proptest! {
         let t0 = Duration::from_secs(1_700_000_000);
         clock.set(t0);
         rt.block_on(async {
-            let store = RedisStore::connect_with_clock(&url, relaxed(), Arc::new(clock.clone()))
+            let store = RedisStore::connect_with_clock(&url, options(), Arc::new(clock.clone()))
                 .await
                 .expect("connect");
             let name = support::unique("reshape-prop");
@@ -188,7 +173,7 @@ proptest! {
             for op in &ops {
                 match *op {
                     ShapeOp::Acquire => {
-                        let window = RedisWindow::new(&store, &name, Quota::new(shape.0, Duration::from_micros(shape.1)).unwrap()).unwrap();
+                        let window = common::window(&store, &name, shape.0, Duration::from_micros(shape.1));
                         let got = window.try_acquire_checked().await.expect("store answers");
                         let now_us = clock.now().as_micros() as u64;
                         let want = model
@@ -224,10 +209,10 @@ proptest! {
         clock.set(t0);
         let window = Duration::from_secs(2);
         rt.block_on(async {
-            let store = RedisStore::connect_with_clock(&url, relaxed(), Arc::new(clock.clone()))
+            let store = RedisStore::connect_with_clock(&url, options(), Arc::new(clock.clone()))
                 .await
                 .expect("connect");
-            let shared = RedisWindow::new(&store, &support::unique("back-prop"), Quota::new(limit, window).unwrap()).unwrap();
+            let shared = common::window(&store, &support::unique("back-prop"), limit, window);
             let model = SlidingWindow::with_clock(Quota::new(limit, window).unwrap(), clock.clone());
             for op in &ops {
                 match *op {
@@ -262,15 +247,10 @@ async fn window_on(
     window: Duration,
 ) -> (RedisStore, RedisWindow) {
     clock.set(Duration::from_secs(1_700_000_000));
-    let store = RedisStore::connect_with_clock(url, relaxed(), Arc::new(clock.clone()))
+    let store = RedisStore::connect_with_clock(url, options(), Arc::new(clock.clone()))
         .await
         .unwrap();
-    let window = RedisWindow::new(
-        &store,
-        &support::unique(name),
-        Quota::new(limit, window).unwrap(),
-    )
-    .unwrap();
+    let window = common::window(&store, &support::unique(name), limit, window);
     (store, window)
 }
 
@@ -316,15 +296,13 @@ fn concurrent_callers_on_redis_time_admit_exactly_the_limit() {
     };
     let rt = runtime();
     rt.block_on(async {
-        let store = RedisStore::connect(&url, relaxed()).await.unwrap();
-        let window = Arc::new(
-            RedisWindow::new(
-                &store,
-                &support::unique("burst"),
-                Quota::new(100, Duration::from_secs(600)).unwrap(),
-            )
-            .unwrap(),
-        );
+        let store = RedisStore::connect(&url, options()).await.unwrap();
+        let window = Arc::new(common::window(
+            &store,
+            &support::unique("burst"),
+            100,
+            Duration::from_secs(600),
+        ));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..64 {
             let window = Arc::clone(&window);
@@ -365,13 +343,8 @@ fn a_window_key_vanishes_with_its_window_and_is_compact() {
     };
     let rt = runtime();
     rt.block_on(async {
-        let store = RedisStore::connect(&url, relaxed()).await.unwrap();
-        let window = RedisWindow::new(
-            &store,
-            &support::unique("ttl"),
-            Quota::new(30, Duration::from_secs(60)).unwrap(),
-        )
-        .unwrap();
+        let store = RedisStore::connect(&url, options()).await.unwrap();
+        let window = common::window(&store, &support::unique("ttl"), 30, Duration::from_secs(60));
         for _ in 0..30 {
             window.try_acquire().await.unwrap();
         }
@@ -395,12 +368,12 @@ fn a_window_key_vanishes_with_its_window_and_is_compact() {
         // A short window, on Redis's own expiry (real time, bounded: 200 ms): the key is
         // there while its newest admission counts, and gone just after it leaves.
         let short_us = 200_000u64;
-        let short = RedisWindow::new(
+        let short = common::window(
             &store,
             &support::unique("ttl-short"),
-            Quota::new(2, Duration::from_micros(short_us)).unwrap(),
-        )
-        .unwrap();
+            2,
+            Duration::from_micros(short_us),
+        );
         short.try_acquire().await.unwrap();
         short.try_acquire().await.unwrap();
         let newest = newest_admission_us(&mut conn, short.key()).await;
@@ -461,20 +434,10 @@ fn a_longer_window_keeps_the_key_alive_and_never_admits_limit_plus_one() {
     };
     let rt = runtime();
     rt.block_on(async {
-        let store = RedisStore::connect(&url, relaxed()).await.unwrap();
+        let store = RedisStore::connect(&url, options()).await.unwrap();
         let name = support::unique("lengthen");
-        let short = RedisWindow::new(
-            &store,
-            &name,
-            Quota::new(3, Duration::from_millis(300)).unwrap(),
-        )
-        .unwrap();
-        let long = RedisWindow::new(
-            &store,
-            &name,
-            Quota::new(3, Duration::from_secs(60)).unwrap(),
-        )
-        .unwrap();
+        let short = common::window(&store, &name, 3, Duration::from_millis(300));
+        let long = common::window(&store, &name, 3, Duration::from_secs(60));
         for _ in 0..3 {
             short.try_acquire().await.unwrap();
         }
@@ -509,14 +472,14 @@ fn a_window_key_never_expires_before_its_newest_admission_leaves() {
     };
     let rt = runtime();
     rt.block_on(async {
-        let store = RedisStore::connect(&url, relaxed()).await.unwrap();
+        let store = RedisStore::connect(&url, options()).await.unwrap();
         let window_us = 60_000_000u64;
-        let window = RedisWindow::new(
+        let window = common::window(
             &store,
             &support::unique("expiry"),
-            Quota::new(5, Duration::from_micros(window_us)).unwrap(),
-        )
-        .unwrap();
+            5,
+            Duration::from_micros(window_us),
+        );
         let mut conn = store.connection();
         for _ in 0..5 {
             window.try_acquire().await.unwrap();
@@ -564,11 +527,10 @@ fn global_and_keyed_window_names_never_collide() {
     };
     let rt = runtime();
     rt.block_on(async {
-        let store = RedisStore::connect(&url, relaxed()).await.unwrap();
+        let store = RedisStore::connect(&url, options()).await.unwrap();
         let base = support::unique("collide");
         let minute = Duration::from_secs(60);
-        let global =
-            RedisWindow::new(&store, &format!("{base}:b"), Quota::new(1, minute).unwrap()).unwrap();
+        let global = common::window(&store, &format!("{base}:b"), 1, minute);
         let keyed = RedisKeyedWindow::new(&store, &base, Quota::new(1, minute).unwrap()).unwrap();
         let keyed_ab =
             RedisKeyedWindow::new(&store, &format!("{base}:a"), Quota::new(1, minute).unwrap())
@@ -589,14 +551,9 @@ fn a_key_of_another_type_is_a_typed_error_and_never_an_admission() {
     };
     let rt = runtime();
     rt.block_on(async {
-        let store = RedisStore::connect(&url, relaxed()).await.unwrap();
+        let store = RedisStore::connect(&url, options()).await.unwrap();
         let name = support::unique("wrongtype");
-        let window = RedisWindow::new(
-            &store,
-            &name,
-            Quota::new(5, Duration::from_secs(60)).unwrap(),
-        )
-        .unwrap();
+        let window = common::window(&store, &name, 5, Duration::from_secs(60));
         let mut conn = store.connection();
         let _: i64 = redis::cmd("RPUSH")
             .arg(window.key())
@@ -641,21 +598,21 @@ fn a_changed_limit_keeps_the_recent_admissions() {
     let clock = ManualClock::new();
     clock.set(Duration::from_secs(1_700_000_000));
     rt.block_on(async {
-        let store = RedisStore::connect_with_clock(&url, relaxed(), Arc::new(clock.clone()))
+        let store = RedisStore::connect_with_clock(&url, options(), Arc::new(clock.clone()))
             .await
             .unwrap();
         let name = support::unique("reshape");
         let minute = Duration::from_secs(60);
-        let wide = RedisWindow::new(&store, &name, Quota::new(30, minute).unwrap()).unwrap();
+        let wide = common::window(&store, &name, 30, minute);
         for _ in 0..10 {
             wide.try_acquire().await.unwrap();
         }
-        let narrow = RedisWindow::new(&store, &name, Quota::new(5, minute).unwrap()).unwrap();
+        let narrow = common::window(&store, &name, 5, minute);
         assert!(
             narrow.try_acquire().await.is_err(),
             "10 admissions already in the window"
         );
-        let wider = RedisWindow::new(&store, &name, Quota::new(12, minute).unwrap()).unwrap();
+        let wider = common::window(&store, &name, 12, minute);
         // A refusal writes nothing: the 10 still count, as in SlidingWindow::reconfigure.
         for _ in 0..2 {
             wider.try_acquire().await.unwrap();
