@@ -72,11 +72,17 @@ redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(period / 1000))
 return 1
 ";
 
-/// The window script as the store sends it (the ring's prelude, then the decision).
+/// The window script as the store sends it (crates/redis/src/scripts.rs: the layout, the
+/// common decisions, the ring's helpers, then the decision).
 const WINDOW_SCRIPT: &str = concat!(
+    include_str!("../../crates/redis/src/lua/layout.lua"),
+    "\n",
+    include_str!("../../crates/redis/src/lua/common.lua"),
+    "\n",
     include_str!("../../crates/redis/src/lua/ring.lua"),
     "\n",
-    include_str!("../../crates/redis/src/lua/window.lua")
+    include_str!("../../crates/redis/src/lua/window.lua"),
+    "\n"
 );
 
 #[derive(Clone)]

@@ -109,7 +109,7 @@ pub(crate) fn fallback_clock(store: &RedisStore) -> Arc<dyn Clock> {
 ///
 /// One string per window, key `{backstop:w:<name>}:window`: a 54-byte header and a ring
 /// of 8-byte admission times that grows one slot per admission up to the largest limit
-/// the key has had (`lua/ring.lua`); a decision reads and writes only the header and the
+/// the key has had (`lua/layout.lua`); a decision reads and writes only the header and the
 /// slots it needs. On Redis's clock the key expires once its newest admission has left
 /// the longest window it was used with (never sooner, whoever calls); on an injected
 /// clock it has no expiry.

@@ -413,7 +413,7 @@ fn a_window_key_vanishes_with_its_window_and_is_compact() {
     });
 }
 
-/// Reads the newest admission time (µs) from a window key's header (`lua/ring.lua`).
+/// Reads the newest admission time (µs) from a window key's header (`lua/layout.lua`).
 async fn newest_admission_us(conn: &mut backstop_redis::StoreConnection, key: &str) -> u64 {
     let blob: Vec<u8> = redis::cmd("GETRANGE")
         .arg(key)

@@ -1,8 +1,7 @@
 -- backstop-redis: an exact sliding window, `count` decisions in one atomic step (after
--- ring.lua, which loads the ring).
--- ARGV[4]  count
--- ARGV[5]  the deadline of the decisions on Redis's clock, in us ('' = none): one that
---          arrives later is not decided, and counts nothing
+-- layout.lua, common.lua, which has taken the common decisions, and ring.lua, which
+-- loads the ring).
+-- ARGV[4], ARGV[5]  count and the deadline (common.lua, which parses ARGV[6] too)
 -- ARGV[6]  max_keys (0: none), for a keyed window whose clients share one hash tag;
 --          then KEYS[2] is the name's registry (a sorted set: client key -> the time
 --          its key expires, in us) and ARGV[7] this client's member in it
@@ -17,10 +16,6 @@
 -- window it has been used with (PEXPIREAT, at whole milliseconds, 1 ms late): never
 -- sooner, whoever calls, so a key's expiry never shrinks. On an injected clock virtual
 -- time says nothing about real time, so the key gets no expiry.
-local count = tonumber(ARGV[4])
-local deadline = tonumber(ARGV[5])
-local max_keys = tonumber(ARGV[6] or '0') or 0
-
 local function answer(out)
   if count == 1 then return out[1] end
   return out
@@ -33,18 +28,10 @@ local function all(value)
 end
 
 -- Its callers have given up: deciding now could only spend what they were refused.
-if deadline and now > deadline then return all(-1) end
+if late then return all(-1) end
 
-local loaded = load()
+local loaded = load(head)
 if loaded then return loaded end
-
--- The common refusal, decided from the header and one slot before anything else is
--- built: under the ring's modulus, admission n - limit is held; nothing is written
--- unless this window is longer than any before (the expiry then moves on).
-if ring.exists and not ring.blob and ring.n >= limit and limit <= ring.cap and window <= ring.w_max then
-  local oldest = times(ring.n - limit, 1)[1]
-  if oldest + window > now then return all(oldest + window - now) end
-end
 
 -- A new client of a name with max_keys: room in the registry first.
 if max_keys > 0 and not ring.exists then
