@@ -61,9 +61,9 @@ impl RefusalClass {
         let Some(new) = new else {
             return class.bind(py).call1(args);
         };
+        // `new` returns a new reference, or null with a Python exception set.
         // SAFETY: `new` is this heap type's own `tp_new` slot, called as `type_call`
-        // calls it: the type, a tuple of positional arguments, no keywords. It returns
-        // a new reference, or null with a Python exception set.
+        // calls it: the type, a tuple of positional arguments, no keywords.
         unsafe {
             let made = new(class.as_ptr().cast(), args.as_ptr(), std::ptr::null_mut());
             Bound::from_owned_ptr_or_err(py, made)
@@ -148,9 +148,9 @@ fn refusal_args<'py>(
     // SAFETY: reading the reference count of a live object, with the GIL held (an abi3
     // module is only loaded by builds with a GIL, so no other thread changes it now).
     if unsafe { ffi::Py_REFCNT(reusable.as_ptr()) } == 1 {
+        // `PyTuple_SetItem` takes `wait_ns`'s reference and drops the one it replaces.
         // SAFETY: the tuple is referenced by `ARGS` alone (count 1, the GIL held), so
-        // nothing can see it change; that is `PyTuple_SetItem`'s own condition, and it
-        // takes `wait_ns`'s reference and drops the one it replaces.
+        // nothing can see it change: `PyTuple_SetItem`'s own condition.
         let status = unsafe {
             ffi::PyTuple_SetItem(
                 reusable.as_ptr(),

@@ -243,9 +243,9 @@ impl<'a> Slots<'a> {
     fn at(self, k: u64) -> &'a AtomicU64 {
         let index = (k & self.mask) as usize;
         debug_assert!(index < self.slots.len());
-        // SAFETY: `mask` is `slots.len() - 1` and the length is a power of two (both set
-        // in `with_memory_and_capacity`, never changed), so `k & mask` is below it. The
-        // bounds check this skips cost 0.15 ns of a 9.5 ns admission.
+        // Unchecked: the bounds check costs 0.15 ns of a 9.5 ns admission.
+        // SAFETY: `mask` is `slots.len() - 1`, the length a power of two (both fixed in
+        // `with_memory_and_capacity`), so `k & mask` is below the length.
         unsafe { self.slots.get_unchecked(index) }
     }
 }
