@@ -208,12 +208,22 @@ impl RedisQueueGate {
         priority: Priority,
         give_up: Instant,
     ) -> Result<RedisQueueTicket, Refusal> {
+        let bound = self.shared.queue_bound(priority);
+        self.enter_queue(bound, priority, give_up).await
+    }
+
+    /// A place while fewer than `bound` are held, for a ticket of `priority`.
+    async fn enter_queue(
+        &self,
+        bound: u32,
+        priority: Priority,
+        give_up: Instant,
+    ) -> Result<RedisQueueTicket, Refusal> {
         let shared = &self.shared;
         let full = Refusal::Overloaded {
             reason: OverloadReason::QueueFull,
             retry_after_hint: shared.retry_hint,
         };
-        let bound = shared.queue_bound(priority);
         let lease = enter(
             shared,
             Set::Queue,
@@ -356,23 +366,7 @@ impl RedisQueueGate {
         bound: u32,
         give_up: Instant,
     ) -> Result<RedisQueueTicket, Refusal> {
-        let shared = &self.shared;
-        let full = Refusal::Overloaded {
-            reason: OverloadReason::QueueFull,
-            retry_after_hint: shared.retry_hint,
-        };
-        let lease = enter(
-            shared,
-            Set::Queue,
-            bound,
-            (full, shared.unavailable()),
-            give_up,
-        )
-        .await?;
-        Ok(RedisQueueTicket {
-            lease,
-            priority: Priority::Critical,
-        })
+        self.enter_queue(bound, Priority::Critical, give_up).await
     }
 }
 
